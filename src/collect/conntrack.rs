@@ -1,0 +1,1 @@
+//! ctnetlink collector (placeholder).

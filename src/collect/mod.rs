@@ -1,0 +1,4 @@
+//! Collectors: each reads one kernel or file source and sends [`crate::event::Event`]s
+//! to the writer without ever waiting on it.
+
+pub mod conntrack;

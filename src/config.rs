@@ -1,0 +1,297 @@
+//! The one configuration file (`/etc/netmon/netmon.toml`).
+//!
+//! Every key has a default, so an empty file is a valid config. Unknown keys and bad
+//! values are errors that name the key, the value and the accepted form. The sample
+//! with every key commented is `packaging/netmon.toml`; `netmon check-config` prints the
+//! effective config.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_PATH: &str = "/etc/netmon/netmon.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{path}: key `{key}` = {value}: {expected}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// LAN bridge/interfaces. Their addresses give the default `lan_subnets` and `listen`.
+    pub lan_interfaces: Vec<String>,
+    /// LAN subnets (CIDR). Empty: derived from the addresses of `lan_interfaces`.
+    pub lan_subnets: Vec<IpNet>,
+    /// WAN interfaces (for interface counters and, later, drop logging).
+    pub wan_interfaces: Vec<String>,
+    /// Web UI addresses. Empty: every address of `lan_interfaces`, port 8080.
+    pub listen: Vec<SocketAddr>,
+    /// Port used when `listen` is derived from the LAN addresses.
+    pub port: u16,
+    /// The SQLite database file. Its directory is created if missing.
+    pub db_path: PathBuf,
+    /// Writer tick: the longest a change waits before it is committed (ms).
+    pub tick_ms: u64,
+    /// Most events the writer applies in one transaction before it commits early.
+    pub max_batch: usize,
+    /// Conntrack table dump interval (s): refreshes counters of flows without events.
+    pub dump_interval_s: u64,
+    /// Netlink receive buffer (bytes). Bursts of DESTROY events need a large one.
+    pub netlink_rcvbuf_bytes: usize,
+    /// Capacity of the collector → writer channel (messages, each a whole batch).
+    pub channel_capacity: usize,
+    /// Most flows the tracker keeps in memory; new flows past it are counted and dropped.
+    pub max_tracked_flows: usize,
+    /// Set `net.netfilter.nf_conntrack_acct`/`_timestamp` to 1 at start.
+    pub enable_conntrack_sysctls: bool,
+    pub retention: Retention,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Retention {
+    /// Ended flows older than this are deleted (days).
+    pub flows_days: u32,
+    /// Per-minute rollups are kept this long (days).
+    pub minute_rollups_days: u32,
+    /// Per-hour rollups are kept this long (days).
+    pub hour_rollups_days: u32,
+    /// Database size cap (MiB). Past it the oldest ended flows go first; rollups stay.
+    pub max_db_mb: u64,
+    /// How often the retention job runs (s).
+    pub interval_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            lan_interfaces: vec!["br-lan".into()],
+            lan_subnets: Vec::new(),
+            wan_interfaces: vec!["wan".into()],
+            listen: Vec::new(),
+            port: 8080,
+            db_path: PathBuf::from("/tmp/netmon/netmon.db"),
+            tick_ms: 1000,
+            max_batch: 50_000,
+            dump_interval_s: 30,
+            netlink_rcvbuf_bytes: 8 << 20,
+            channel_capacity: 64,
+            max_tracked_flows: 262_144,
+            enable_conntrack_sysctls: true,
+            retention: Retention::default(),
+        }
+    }
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            flows_days: 7,
+            minute_rollups_days: 7,
+            hour_rollups_days: 90,
+            max_db_mb: 64,
+            interval_s: 300,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: describe_toml_error(&e),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            expected: expected.to_owned(),
+        };
+        if !(50..=60_000).contains(&self.tick_ms) {
+            return Err(invalid("tick_ms", self.tick_ms.to_string(), "a number of milliseconds from 50 to 60000"));
+        }
+        if self.max_batch == 0 {
+            return Err(invalid("max_batch", "0".into(), "a positive number of events"));
+        }
+        if !(1..=86_400).contains(&self.dump_interval_s) {
+            return Err(invalid("dump_interval_s", self.dump_interval_s.to_string(), "a number of seconds from 1 to 86400"));
+        }
+        if !(64 << 10..=1 << 30).contains(&self.netlink_rcvbuf_bytes) {
+            return Err(invalid("netlink_rcvbuf_bytes", self.netlink_rcvbuf_bytes.to_string(), "a size in bytes from 65536 to 1073741824"));
+        }
+        if !(1..=1_000_000).contains(&self.channel_capacity) {
+            return Err(invalid("channel_capacity", self.channel_capacity.to_string(), "a number of messages from 1 to 1000000"));
+        }
+        if self.max_tracked_flows < 1024 {
+            return Err(invalid("max_tracked_flows", self.max_tracked_flows.to_string(), "at least 1024 flows"));
+        }
+        if self.port == 0 {
+            return Err(invalid("port", "0".into(), "a TCP port from 1 to 65535"));
+        }
+        if let Some(a) = self.listen.iter().find(|a| a.port() == 0) {
+            return Err(invalid("listen", format!("\"{a}\""), "an address with a port from 1 to 65535, like \"192.168.1.1:8080\""));
+        }
+        if self.db_path.as_os_str().is_empty() {
+            return Err(invalid("db_path", "\"\"".into(), "a file path, like \"/tmp/netmon/netmon.db\""));
+        }
+        let r = &self.retention;
+        for (key, days) in [
+            ("retention.flows_days", r.flows_days),
+            ("retention.minute_rollups_days", r.minute_rollups_days),
+            ("retention.hour_rollups_days", r.hour_rollups_days),
+        ] {
+            if !(1..=3650).contains(&days) {
+                return Err(invalid(key, days.to_string(), "a number of days from 1 to 3650"));
+            }
+        }
+        if r.max_db_mb < 4 {
+            return Err(invalid("retention.max_db_mb", r.max_db_mb.to_string(), "at least 4 (MiB)"));
+        }
+        if !(10..=86_400).contains(&r.interval_s) {
+            return Err(invalid("retention.interval_s", r.interval_s.to_string(), "a number of seconds from 10 to 86400"));
+        }
+        Ok(())
+    }
+
+    /// The LAN subnets in force: configured ones, else the networks of the LAN
+    /// interfaces' addresses.
+    pub fn effective_lan_subnets(&self, interfaces: &[crate::sys::InterfaceAddr]) -> Vec<IpNet> {
+        if !self.lan_subnets.is_empty() {
+            return self.lan_subnets.iter().map(IpNet::trunc).collect();
+        }
+        let mut nets: Vec<IpNet> = interfaces
+            .iter()
+            .filter(|a| self.lan_interfaces.contains(&a.interface))
+            .filter(|a| !is_link_local(a.net.addr()))
+            .map(|a| a.net.trunc())
+            .collect();
+        nets.sort();
+        nets.dedup();
+        nets
+    }
+
+    /// The web listen addresses in force: configured ones, else each LAN interface
+    /// address on `port` (link-local IPv6 skipped: it needs a scope id).
+    pub fn effective_listen(&self, interfaces: &[crate::sys::InterfaceAddr]) -> Vec<SocketAddr> {
+        if !self.listen.is_empty() {
+            return self.listen.clone();
+        }
+        interfaces
+            .iter()
+            .filter(|a| self.lan_interfaces.contains(&a.interface))
+            .filter(|a| !is_link_local(a.net.addr()))
+            .map(|a| SocketAddr::new(a.net.addr(), self.port))
+            .collect()
+    }
+
+    /// The effective config as TOML, for `netmon check-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+fn is_link_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+/// toml's message already names the line, column and key; add the accepted forms of
+/// the values users most often get wrong.
+fn describe_toml_error(e: &toml::de::Error) -> String {
+    let mut msg = e.to_string();
+    if msg.contains("invalid IP address syntax") {
+        msg.push_str("\naccepted form: a CIDR like \"192.168.1.0/24\" or \"fd00::/64\" (for lan_subnets), an address with port like \"192.168.1.1:8080\" or \"[::1]:8080\" (for listen)");
+    } else if msg.contains("invalid socket address") {
+        msg.push_str("\naccepted form: an address with a port from 1 to 65535, like \"192.168.1.1:8080\" or \"[fd00::1]:8080\"");
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_valid() {
+        let c = parse("").unwrap();
+        assert_eq!(c.tick_ms, 1000);
+        assert_eq!(c.port, 8080);
+    }
+
+    #[test]
+    fn sample_config_is_valid_and_matches_defaults() {
+        let text = include_str!("../packaging/netmon.toml");
+        let c = parse(text).unwrap();
+        let d = Config::default();
+        assert_eq!(c.to_toml(), d.to_toml(), "sample config must document the defaults");
+    }
+
+    #[test]
+    fn unknown_key_names_key() {
+        let e = parse("tick_msec = 5\n").unwrap_err();
+        assert!(e.contains("tick_msec"), "{e}");
+        let e = parse("[retention]\nflow_days = 5\n").unwrap_err();
+        assert!(e.contains("flow_days"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_names_key_and_value() {
+        let e = parse("lan_subnets = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(e.contains("lan_subnets"), "{e}");
+        assert!(e.contains("10.0.0.0/33"), "{e}");
+        assert!(e.contains("CIDR"), "{e}");
+    }
+
+    #[test]
+    fn bad_port_names_key_and_value() {
+        let e = parse("port = 70000\n").unwrap_err();
+        assert!(e.contains("port") && e.contains("70000"), "{e}");
+        let e = parse("listen = [\"127.0.0.1:99999\"]\n").unwrap_err();
+        assert!(e.contains("listen") && e.contains("127.0.0.1:99999"), "{e}");
+        let e = parse("listen = [\"127.0.0.1:0\"]\n").unwrap_err();
+        assert!(e.contains("listen") && e.contains("127.0.0.1:0"), "{e}");
+    }
+
+    #[test]
+    fn bad_range_names_key() {
+        let e = parse("tick_ms = 5\n").unwrap_err();
+        assert!(e.contains("tick_ms") && e.contains('5') && e.contains("50 to 60000"), "{e}");
+    }
+}

@@ -1,0 +1,62 @@
+//! The one message type every producer sends to the writer (DESIGN §1, principle 1).
+//!
+//! Collectors send coalesced batches; the web sends user commands with a oneshot for
+//! the reply. The channel is bounded (`channel_capacity`): collectors use `try_send`
+//! and keep coalescing when it is full, so they never wait on the writer.
+
+use tokio::sync::oneshot;
+
+use crate::flow::CtFlow;
+
+/// Everything that may change the database.
+#[derive(Debug)]
+pub enum Event {
+    /// What the conntrack tracker saw change since its previous batch.
+    Flows(FlowBatch),
+    /// A user action from the web UI; the writer answers on `reply` after commit.
+    Command(Command, oneshot::Sender<Result<CommandReply, String>>),
+}
+
+/// One tick's worth of conntrack changes, already coalesced per flow.
+#[derive(Debug, Default)]
+pub struct FlowBatch {
+    /// Flows whose counters or state changed, or that are new, with their *cumulative*
+    /// counters. The writer computes deltas against what it has committed, so a
+    /// restarted collector (which has forgotten what it sent) never double counts.
+    pub changed: Vec<FlowChange>,
+    /// Set after a complete table dump: every live entry was in `changed` of this or an
+    /// earlier batch since the dump began, so stored live flows absent from that dump
+    /// ended while nobody watched (netmon down, or an overrun lost their DESTROY).
+    pub dump_complete: Option<DumpComplete>,
+}
+
+/// One flow's latest known state.
+#[derive(Debug, Clone)]
+pub struct FlowChange {
+    pub flow: CtFlow,
+    /// When netmon observed this state (unix ms). For an ended flow with a kernel stop
+    /// timestamp, that timestamp.
+    pub observed_ms: i64,
+    /// The entry is gone (DESTROY seen, or absent from a dump).
+    pub ended: bool,
+}
+
+/// Marks the end of a full dump; see [`FlowBatch::dump_complete`].
+#[derive(Debug, Clone, Copy)]
+pub struct DumpComplete {
+    /// When the dump request was sent (unix ms). A stored live flow last seen before this
+    /// and not refreshed by the dump is gone.
+    pub started_ms: i64,
+}
+
+/// User actions that change the database (more arrive with later features).
+#[derive(Debug)]
+pub enum Command {
+    /// Give a device a name of the owner's choosing (empty clears it).
+    RenameDevice { device_id: i64, name: String },
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum CommandReply {
+    Done,
+}

@@ -1,0 +1,11 @@
+//! netmon: a router's own network monitor. See `DESIGN.md` in the shared docs and the
+//! README for the architecture; the data path reads collector → event → writer →
+//! table → page.
+
+pub mod collect;
+pub mod config;
+pub mod event;
+pub mod flow;
+pub mod store;
+pub mod sys;
+pub mod web;

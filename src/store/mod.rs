@@ -1,0 +1,5 @@
+//! Storage: the schema, the one writer, and the read-only queries pages use.
+
+pub mod read;
+pub mod schema;
+pub mod writer;

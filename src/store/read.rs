@@ -1,0 +1,1 @@
+//! Read-only queries for pages (owned by the web work; placeholder).
