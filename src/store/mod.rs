@@ -1,5 +1,6 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
 
 pub mod read;
+pub mod retention;
 pub mod schema;
 pub mod writer;

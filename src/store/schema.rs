@@ -1,1 +1,119 @@
-//! Schema (placeholder).
+//! Opening the database and bringing its schema up to date.
+//!
+//! `schema.sql` is version 1. Later versions append forward-only migration scripts to
+//! [`MIGRATIONS`]; `PRAGMA user_version` records how many have been applied, so a new
+//! binary opens any older database and an old binary refuses a newer one.
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use rusqlite::Connection;
+
+/// Migration `i` brings a database from `user_version = i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+
+/// The schema version this binary writes.
+pub const VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Opens (creating if needed) the read-write connection the writer owns, with the
+/// pragmas a router wants: WAL so readers never block the writer, `synchronous=NORMAL`
+/// (a power cut loses at most the last commits, never consistency), a small page cache,
+/// and incremental auto-vacuum so retention can hand pages back to the file system.
+pub fn open_rw(path: &Path) -> anyhow::Result<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating database directory {}", dir.display()))?;
+    }
+    let conn =
+        Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
+    // auto_vacuum only takes effect before the first table exists.
+    conn.execute_batch(
+        "PRAGMA auto_vacuum = INCREMENTAL;
+         PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA cache_size = -4096;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA foreign_keys = OFF;",
+    )
+    .with_context(|| format!("setting pragmas on {}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    migrate(&conn).with_context(|| format!("migrating {}", path.display()))?;
+    Ok(conn)
+}
+
+/// Applies every migration the database has not seen yet, each in its own transaction.
+pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > VERSION {
+        bail!(
+            "database schema version {current} is newer than this netmon understands ({VERSION}); \
+             upgrade netmon or point db_path at another file"
+        );
+    }
+    for (i, script) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let next = i as u32 + 1;
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {next};\nCOMMIT;"
+        ))
+        .with_context(|| format!("applying schema migration to version {next}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn fresh_database_gets_current_version_and_reopens() {
+        let dir = tempdir();
+        let path = dir.join("t.db");
+        {
+            let conn = open_rw(&path).unwrap();
+            let v: u32 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, VERSION);
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(mode, "wal");
+        }
+        // Reopening applies nothing twice.
+        let conn = open_rw(&path).unwrap();
+        let n: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'flows'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn newer_database_is_refused() {
+        let dir = tempdir();
+        let path = dir.join("t.db");
+        open_rw(&path)
+            .unwrap()
+            .execute_batch("PRAGMA user_version = 999")
+            .unwrap();
+        let err = format!("{:#}", open_rw(&path).unwrap_err());
+        assert!(err.contains("newer"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    pub(crate) fn tempdir() -> std::path::PathBuf {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "netmon-schema-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+}

@@ -1,13 +1,39 @@
-//! The one writer (DESIGN §1). IMPLEMENTATION IN PROGRESS — the public handle types below
-//! are the stable interface other modules use.
+//! The one writer (DESIGN §1, principle 1).
+//!
+//! Exactly one thread owns the read-write SQLite connection. Everything that changes
+//! the database — collector batches and user commands from the web — arrives as an
+//! [`Event`] on one bounded channel. The writer blocks for the first event of a tick,
+//! drains whatever else is already queued (up to `max_batch` events), applies it all in
+//! **one transaction**, commits, answers commands, and publishes a [`Tick`] on a
+//! `watch` so pages and SSE streams know what changed. Statements are prepared once
+//! and cached.
+//!
+//! Deltas are computed here, against what is committed: the writer keeps the live flows
+//! (ident → row id and last committed counters) in memory, loaded from the database at
+//! start. So a collector that restarted and re-reports a flow's cumulative counters adds
+//! only what is new, and a `kill -9` never double counts nor duplicates a row.
+//!
+//! Under overload the channel fills; collectors then coalesce at the source (they never
+//! wait). A failed commit (disk full, I/O error) is rolled back and counted; the
+//! in-memory state is reloaded from the database so it matches what is stored.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use tokio::sync::{oneshot, watch};
 
-use crate::event::{Command, CommandReply, Event};
+use crate::config::Config;
+use crate::event::{Command, CommandReply, Event, FlowBatch, FlowChange};
+use crate::flow::{Counters, CtFlow, Direction, Network};
+use crate::store::retention::Retention;
+use crate::store::schema;
 
 /// What the writer publishes on its `tokio::sync::watch` after every commit, so pages
 /// and the SSE stream know whether anything they show changed.
@@ -75,6 +101,1182 @@ impl WriterHandle {
         })
         .await
         .map_err(|e| e.to_string())??;
-        reply_rx.await.map_err(|_| "the writer stopped before answering".to_owned())?
+        reply_rx
+            .await
+            .map_err(|_| "the writer stopped before answering".to_owned())?
+    }
+}
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Remote-host ids kept in memory; past this the cache is cleared and refilled from the
+/// `remote_hosts.ip` index, so memory stays bounded on a router talking to the world.
+const REMOTE_HOST_CACHE_CAP: usize = 16_384;
+
+/// Started writer: the handle to send to it, the tick watch, and the thread.
+pub struct WriterThread {
+    pub handle: WriterHandle,
+    pub ticks: watch::Receiver<Tick>,
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl WriterThread {
+    /// Opens the database (creating and migrating it), loads the live-flow state and
+    /// starts the writer thread. Errors are start-up errors (bad path, newer schema).
+    pub fn start(config: &Config, network: Arc<RwLock<Network>>) -> anyhow::Result<WriterThread> {
+        let conn = schema::open_rw(&config.db_path)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
+        let depth = Arc::new(AtomicUsize::new(0));
+        let mut writer = Writer::new(conn, network, config)?;
+        let (tick_tx, ticks) = watch::channel(Tick {
+            active_flows: writer.live.len() as u64,
+            at_ms: crate::sys::now_ms(),
+            ..Tick::default()
+        });
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread_stop = stop.clone();
+        let thread_depth = depth.clone();
+        let tick = Duration::from_millis(config.tick_ms);
+        let max_batch = config.max_batch;
+        let thread = std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || {
+                writer.run(rx, thread_depth, tick_tx, tick, max_batch, thread_stop);
+            })
+            .context("starting the writer thread")?;
+        describe_metrics();
+        Ok(WriterThread {
+            handle: WriterHandle::new(tx, depth),
+            ticks,
+            stop,
+            thread,
+        })
+    }
+
+    /// Asks the writer to commit what is queued and stop; returns when it has.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        drop(self.handle);
+        if self.thread.join().is_err() {
+            log::error!("writer thread panicked");
+        }
+    }
+}
+
+fn describe_metrics() {
+    metrics::describe_histogram!(
+        "netmon_writer_tick_seconds",
+        metrics::Unit::Seconds,
+        "Time to apply and commit one writer transaction"
+    );
+    metrics::describe_histogram!(
+        "netmon_writer_batch_events",
+        "Events applied in one writer transaction"
+    );
+    metrics::describe_counter!(
+        "netmon_writer_commits_total",
+        "Writer transactions committed"
+    );
+    metrics::describe_counter!(
+        "netmon_writer_failed_commits_total",
+        "Writer transactions rolled back after an error (disk full, I/O)"
+    );
+    metrics::describe_counter!(
+        "netmon_writer_dropped_changes_total",
+        "Flow changes lost because their transaction failed"
+    );
+    metrics::describe_gauge!("netmon_channel_depth", "Messages queued for the writer");
+    metrics::describe_gauge!("netmon_active_flows", "Live flows (ended_at IS NULL)");
+    metrics::describe_counter!(
+        "netmon_flows_stored_total",
+        "Flow lifetimes inserted into the database"
+    );
+    metrics::describe_counter!(
+        "netmon_flows_ended_while_down_total",
+        "Stored live flows that vanished while netmon was not running"
+    );
+}
+
+/// What the writer remembers about a live flow so updates need no SELECT.
+#[derive(Debug, Clone)]
+struct LiveFlow {
+    row_id: i64,
+    /// Counters as last committed.
+    counters: Counters,
+    status: u32,
+    tcp_state: Option<u8>,
+    device_id: Option<i64>,
+    remote_host_id: Option<i64>,
+    /// The device's side of the counters: true when the device initiated the flow
+    /// (orig = device's upload), false for inbound flows it answered.
+    device_is_orig: bool,
+    last_seen: i64,
+}
+
+/// Per-device or per-host byte/packet deltas for one bucket.
+#[derive(Debug, Default, Clone, Copy)]
+struct Traffic {
+    bytes_up: u64,
+    bytes_down: u64,
+    packets_up: u64,
+    packets_down: u64,
+    flows_new: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, c: &Counters, device_is_orig: bool) {
+        let (up_b, up_p, down_b, down_p) = if device_is_orig {
+            (c.orig_bytes, c.orig_packets, c.reply_bytes, c.reply_packets)
+        } else {
+            (c.reply_bytes, c.reply_packets, c.orig_bytes, c.orig_packets)
+        };
+        self.bytes_up += up_b;
+        self.packets_up += up_p;
+        self.bytes_down += down_b;
+        self.packets_down += down_p;
+    }
+}
+
+/// Sets for the true unique counts of one minute; kept only for recent minutes.
+#[derive(Debug, Default)]
+struct MinuteSets {
+    dsts: HashSet<i64>,
+    ports: HashSet<u16>,
+}
+
+/// Everything one transaction accumulates before it writes rollups.
+#[derive(Default)]
+struct TickAcc {
+    device_minutes: HashMap<(i64, i64), Traffic>,
+    device_hours: HashMap<(i64, i64), Traffic>,
+    host_minutes: HashMap<(i64, i64), Traffic>,
+    host_hours: HashMap<(i64, i64), Traffic>,
+    /// Lifetime totals and last-seen per device/host.
+    device_totals: HashMap<i64, (Traffic, i64)>,
+    host_totals: HashMap<i64, (Traffic, i64)>,
+    /// (remote host, proto, port) → (new flows, last seen).
+    host_ports: HashMap<(i64, u8, u16), (u64, i64)>,
+    /// New flows' (device, minute, remote host, destination port), for the unique counts.
+    contacts: Vec<(i64, i64, Option<i64>, Option<u16>)>,
+    tick: Tick,
+}
+
+struct Writer {
+    conn: Connection,
+    network: Arc<RwLock<Network>>,
+    /// ident → live flow, exactly the rows with `ended_at IS NULL`.
+    live: HashMap<i64, LiveFlow>,
+    /// Live rows loaded at start that no collector report has refreshed yet. The first
+    /// completed dump ends those: they vanished while netmon was down.
+    unconfirmed: HashSet<i64>,
+    /// LAN address → device id.
+    devices: HashMap<IpAddr, i64>,
+    /// Remote address → remote host id (bounded, see [`REMOTE_HOST_CACHE_CAP`]).
+    hosts: HashMap<IpAddr, i64>,
+    device_sets: HashMap<(i64, i64), MinuteSets>,
+    host_sets: HashMap<(i64, i64), HashSet<i64>>,
+    retention: Retention,
+    seq: u64,
+}
+
+impl Writer {
+    fn new(
+        conn: Connection,
+        network: Arc<RwLock<Network>>,
+        config: &Config,
+    ) -> anyhow::Result<Writer> {
+        let mut writer = Writer {
+            conn,
+            network,
+            live: HashMap::new(),
+            unconfirmed: HashSet::new(),
+            devices: HashMap::new(),
+            hosts: HashMap::new(),
+            device_sets: HashMap::new(),
+            host_sets: HashMap::new(),
+            retention: Retention::new(&config.retention),
+            seq: 0,
+        };
+        writer
+            .reload()
+            .context("loading live flows from the database")?;
+        writer.unconfirmed = writer.live.keys().copied().collect();
+        Ok(writer)
+    }
+
+    /// Rebuilds the in-memory state from what is committed.
+    fn reload(&mut self) -> rusqlite::Result<()> {
+        self.live.clear();
+        self.devices.clear();
+        self.hosts.clear();
+        let mut stmt = self.conn.prepare(
+            "SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
+                    f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen
+             FROM flows f WHERE f.ended_at IS NULL",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let state: Option<String> = r.get(7)?;
+            let direction: String = r.get(10)?;
+            Ok((
+                r.get::<_, i64>(0)?,
+                LiveFlow {
+                    row_id: r.get(1)?,
+                    counters: Counters {
+                        orig_bytes: r.get::<_, i64>(2)? as u64,
+                        orig_packets: r.get::<_, i64>(3)? as u64,
+                        reply_bytes: r.get::<_, i64>(4)? as u64,
+                        reply_packets: r.get::<_, i64>(5)? as u64,
+                    },
+                    status: r.get::<_, i64>(6)? as u32,
+                    tcp_state: state.as_deref().and_then(tcp_state_from_name),
+                    device_id: r.get(8)?,
+                    remote_host_id: r.get(9)?,
+                    device_is_orig: Direction::parse(&direction) != Some(Direction::Inbound),
+                    last_seen: r.get(11)?,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (ident, flow) = row?;
+            self.live.insert(ident, flow);
+        }
+        drop(stmt);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT ip, device_id FROM device_addrs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (ip, id) = row?;
+            if let Ok(ip) = ip.parse() {
+                self.devices.insert(ip, id);
+            }
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        rx: Receiver<Event>,
+        depth: Arc<AtomicUsize>,
+        tick_tx: watch::Sender<Tick>,
+        tick: Duration,
+        max_batch: usize,
+        stop: Arc<AtomicBool>,
+    ) {
+        // Wake at least this often to notice `stop` and run retention.
+        let wait = tick.min(Duration::from_millis(200));
+        loop {
+            let first = match rx.recv_timeout(wait) {
+                Ok(event) => Some(event),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut events: Vec<Event> = first.into_iter().collect();
+            while events.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(event) => events.push(event),
+                    Err(_) => break,
+                }
+            }
+            depth.fetch_sub(events.len(), Ordering::Relaxed);
+            metrics::gauge!("netmon_channel_depth").set(depth.load(Ordering::Relaxed) as f64);
+            if !events.is_empty() {
+                if let Some(tick) = self.apply(events) {
+                    tick_tx.send_replace(tick);
+                }
+            } else if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Err(e) = self.retention.run_if_due(&mut self.conn) {
+                log::error!("retention failed: {e:#}");
+            }
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            log::warn!("final WAL checkpoint failed: {e}");
+        }
+    }
+
+    /// Applies one batch of events in one transaction and returns the published tick.
+    fn apply(&mut self, events: Vec<Event>) -> Option<Tick> {
+        let started = Instant::now();
+        let now = crate::sys::now_ms();
+        let n_events = events.len();
+        let mut acc = TickAcc::default();
+        let mut replies = Vec::new();
+        let mut changes = 0usize;
+        let result = (|| -> rusqlite::Result<()> {
+            let tx = self.conn.transaction()?;
+            for event in events {
+                match event {
+                    Event::Flows(batch) => {
+                        changes += batch.changed.len();
+                        apply_flow_batch(
+                            &tx,
+                            batch,
+                            now,
+                            &self.network,
+                            &mut self.live,
+                            &mut self.unconfirmed,
+                            &mut self.devices,
+                            &mut self.hosts,
+                            &mut acc,
+                        )?;
+                    }
+                    Event::Command(command, reply) => {
+                        let result = apply_command(&tx, command, &mut acc);
+                        replies.push((reply, result));
+                    }
+                }
+            }
+            write_rollups(&tx, &mut acc, &mut self.device_sets, &mut self.host_sets)?;
+            tx.commit()
+        })();
+        match result {
+            Ok(()) => {
+                let elapsed = started.elapsed();
+                metrics::histogram!("netmon_writer_tick_seconds").record(elapsed.as_secs_f64());
+                metrics::histogram!("netmon_writer_batch_events").record(changes as f64);
+                metrics::counter!("netmon_writer_commits_total").increment(1);
+                metrics::gauge!("netmon_active_flows").set(self.live.len() as f64);
+                for (reply, result) in replies {
+                    let _ = reply.send(result);
+                }
+                self.prune_sets();
+                self.seq += 1;
+                acc.tick.seq = self.seq;
+                acc.tick.at_ms = now;
+                acc.tick.active_flows = self.live.len() as u64;
+                Some(acc.tick)
+            }
+            Err(e) => {
+                log::error!("writer transaction of {n_events} events failed, rolled back: {e}");
+                metrics::counter!("netmon_writer_failed_commits_total").increment(1);
+                metrics::counter!("netmon_writer_dropped_changes_total").increment(changes as u64);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(format!("database error: {e}")));
+                }
+                if let Err(e) = self.reload() {
+                    log::error!("reloading writer state after a failed commit: {e}");
+                }
+                None
+            }
+        }
+    }
+
+    /// Forgets unique-count sets of minutes that can no longer receive data: those
+    /// more than two minutes older than the newest minute seen.
+    fn prune_sets(&mut self) {
+        let newest = self.device_sets.keys().map(|(_, m)| *m).max().unwrap_or(0);
+        let keep_from = newest - 2 * MINUTE_MS;
+        self.device_sets.retain(|(_, m), _| *m >= keep_from);
+        self.host_sets.retain(|(_, m), _| *m >= keep_from);
+        if self.hosts.len() > REMOTE_HOST_CACHE_CAP {
+            self.hosts.clear();
+        }
+    }
+}
+
+fn tcp_state_from_name(name: &str) -> Option<u8> {
+    (0u8..=9).find(|s| crate::flow::tcp_state_name(*s) == name)
+}
+
+fn minute_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(MINUTE_MS)
+}
+
+fn hour_of(ms: i64) -> i64 {
+    ms - ms.rem_euclid(HOUR_MS)
+}
+
+/// The LAN side of a flow: whose device it is, and whether that device initiated it.
+fn device_side(net: &Network, flow: &CtFlow, direction: Direction) -> Option<(IpAddr, bool)> {
+    match direction {
+        Direction::Inbound => {
+            if net.is_lan(flow.reply.src) {
+                Some((flow.reply.src, false))
+            } else {
+                Some((flow.orig.dst, false))
+            }
+        }
+        _ if net.is_lan(flow.orig.src) => Some((flow.orig.src, true)),
+        Direction::Lan if net.is_lan(flow.orig.dst) => Some((flow.orig.dst, false)),
+        _ => None,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn apply_flow_batch(
+    tx: &Transaction,
+    batch: FlowBatch,
+    now: i64,
+    network: &RwLock<Network>,
+    live: &mut HashMap<i64, LiveFlow>,
+    unconfirmed: &mut HashSet<i64>,
+    devices: &mut HashMap<IpAddr, i64>,
+    hosts: &mut HashMap<IpAddr, i64>,
+    acc: &mut TickAcc,
+) -> rusqlite::Result<()> {
+    let net = network.read().unwrap_or_else(|p| p.into_inner());
+    for change in batch.changed {
+        let ident = change.flow.ident();
+        unconfirmed.remove(&ident);
+        if let Some(known) = live.get_mut(&ident) {
+            update_flow(tx, known, &change, acc)?;
+            if change.ended {
+                live.remove(&ident);
+            }
+        } else if let Some(flow) = insert_flow(tx, &net, &change, now, devices, hosts, acc)? {
+            if !change.ended {
+                live.insert(ident, flow);
+            }
+        }
+    }
+    if batch.dump_complete.is_some() && !unconfirmed.is_empty() {
+        // Stored as live, absent from a full dump: the flow ended while nobody watched.
+        // Its real end is unknown; its last observed activity is the honest bound.
+        let mut end = tx.prepare_cached("UPDATE flows SET ended_at = last_seen WHERE id = ?1")?;
+        let n = unconfirmed.len();
+        for ident in unconfirmed.drain() {
+            if let Some(flow) = live.remove(&ident) {
+                end.execute([flow.row_id])?;
+                acc.tick.flows_ended += 1;
+            }
+        }
+        metrics::counter!("netmon_flows_ended_while_down_total").increment(n as u64);
+        log::info!("{n} flows stored as live had ended while netmon was not running");
+    }
+    Ok(())
+}
+
+fn update_flow(
+    tx: &Transaction,
+    known: &mut LiveFlow,
+    change: &FlowChange,
+    acc: &mut TickAcc,
+) -> rusqlite::Result<()> {
+    let flow = &change.flow;
+    let delta = flow.counters.since(&known.counters);
+    let changed = !delta.is_zero()
+        || flow.status != known.status
+        || flow.tcp_state != known.tcp_state
+        || change.ended;
+    if !changed {
+        return Ok(());
+    }
+    // A counter that went backwards (zeroed by another tool) restarts the baseline.
+    let observed = change.observed_ms.max(known.last_seen);
+    let mut stmt = tx.prepare_cached(
+        "UPDATE flows SET state = ?2, status = ?3, mark = ?4,
+                bytes_up = ?5, packets_up = ?6, bytes_down = ?7, packets_down = ?8,
+                last_seen = ?9, ended_at = ?10, kernel_stop = ?11
+         WHERE id = ?1",
+    )?;
+    stmt.execute(params![
+        known.row_id,
+        flow.state_name(),
+        flow.status,
+        flow.mark,
+        flow.counters.orig_bytes as i64,
+        flow.counters.orig_packets as i64,
+        flow.counters.reply_bytes as i64,
+        flow.counters.reply_packets as i64,
+        observed,
+        change.ended.then_some(observed),
+        flow.kernel_stop_ms,
+    ])?;
+    add_traffic(
+        acc,
+        known.device_id,
+        known.remote_host_id,
+        &delta,
+        known.device_is_orig,
+        observed,
+        false,
+    );
+    known.counters = flow.counters;
+    known.status = flow.status;
+    known.tcp_state = flow.tcp_state;
+    known.last_seen = observed;
+    if change.ended {
+        acc.tick.flows_ended += 1;
+    } else {
+        acc.tick.flows_updated += 1;
+    }
+    Ok(())
+}
+
+fn insert_flow(
+    tx: &Transaction,
+    net: &Network,
+    change: &FlowChange,
+    now: i64,
+    devices: &mut HashMap<IpAddr, i64>,
+    hosts: &mut HashMap<IpAddr, i64>,
+    acc: &mut TickAcc,
+) -> rusqlite::Result<Option<LiveFlow>> {
+    let flow = &change.flow;
+    let direction = net.classify(&flow.orig, &flow.reply);
+    let observed = change.observed_ms;
+    let first_seen = flow.kernel_start_ms.unwrap_or(observed.min(now));
+    let device = device_side(net, flow, direction);
+    let device_id = match device {
+        Some((ip, _)) => Some(device_for(tx, devices, ip, observed, acc)?),
+        None => None,
+    };
+    let device_is_orig = device.is_none_or(|(_, orig)| orig);
+    let remote_ip = match direction {
+        Direction::Outbound => Some(flow.orig.dst),
+        Direction::Inbound => Some(flow.orig.src),
+        _ => None,
+    };
+    let remote_host_id = match remote_ip {
+        Some(ip) => Some(remote_host_for(tx, hosts, ip, observed, acc)?),
+        None => None,
+    };
+    let icmp = flow.orig.icmp;
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO flows (ident, ct_id, family, proto, direction,
+             src_ip, src_port, dst_ip, dst_port,
+             reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port,
+             icmp_type, icmp_code, icmp_id, state, status, mark, zone,
+             bytes_up, packets_up, bytes_down, packets_down,
+             first_seen, last_seen, ended_at, kernel_start, kernel_stop,
+             device_id, remote_host_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+    )?;
+    stmt.execute(params![
+        flow.ident(),
+        flow.ct_id,
+        flow.family,
+        flow.proto,
+        direction.as_str(),
+        flow.orig.src.to_string(),
+        flow.orig.sport,
+        flow.orig.dst.to_string(),
+        flow.orig.dport,
+        flow.reply.src.to_string(),
+        flow.reply.sport,
+        flow.reply.dst.to_string(),
+        flow.reply.dport,
+        icmp.map(|i| i.0),
+        icmp.map(|i| i.1),
+        icmp.map(|i| i.2),
+        flow.state_name(),
+        flow.status,
+        flow.mark,
+        flow.zone,
+        flow.counters.orig_bytes as i64,
+        flow.counters.orig_packets as i64,
+        flow.counters.reply_bytes as i64,
+        flow.counters.reply_packets as i64,
+        first_seen,
+        observed,
+        change.ended.then_some(observed),
+        flow.kernel_start_ms,
+        flow.kernel_stop_ms,
+        device_id,
+        remote_host_id,
+    ])?;
+    let row_id = tx.last_insert_rowid();
+    metrics::counter!("netmon_flows_stored_total").increment(1);
+    // Everything the flow carried so far happened since it started; count it now.
+    add_traffic(
+        acc,
+        device_id,
+        remote_host_id,
+        &flow.counters,
+        device_is_orig,
+        observed,
+        true,
+    );
+    if let (Some(host), Direction::Outbound, Some(port)) =
+        (remote_host_id, direction, flow.orig.dport)
+    {
+        let e = acc.host_ports.entry((host, flow.proto, port)).or_default();
+        e.0 += 1;
+        e.1 = e.1.max(observed);
+    }
+    if let Some(device) = device_id {
+        let port = flow.orig.dport.filter(|_| direction == Direction::Outbound);
+        acc.contacts
+            .push((device, minute_of(observed), remote_host_id, port));
+    }
+    if change.ended {
+        acc.tick.flows_ended += 1;
+    }
+    acc.tick.flows_new += 1;
+    Ok(Some(LiveFlow {
+        row_id,
+        counters: flow.counters,
+        status: flow.status,
+        tcp_state: flow.tcp_state,
+        device_id,
+        remote_host_id,
+        device_is_orig,
+        last_seen: observed,
+    }))
+}
+
+/// Adds a flow's byte/packet delta to its device's and remote host's buckets.
+fn add_traffic(
+    acc: &mut TickAcc,
+    device_id: Option<i64>,
+    remote_host_id: Option<i64>,
+    delta: &Counters,
+    device_is_orig: bool,
+    at: i64,
+    new_flow: bool,
+) {
+    let (minute, hour) = (minute_of(at), hour_of(at));
+    let flows_new = u64::from(new_flow);
+    if let Some(d) = device_id {
+        for t in [
+            acc.device_minutes.entry((d, minute)).or_default(),
+            acc.device_hours.entry((d, hour)).or_default(),
+        ] {
+            t.add(delta, device_is_orig);
+            t.flows_new += flows_new;
+        }
+        let (t, seen) = acc.device_totals.entry(d).or_default();
+        t.add(delta, device_is_orig);
+        t.flows_new += flows_new;
+        *seen = (*seen).max(at);
+    }
+    if let Some(h) = remote_host_id {
+        // "up" for a remote host is what the LAN sent to it, like for the device.
+        for t in [
+            acc.host_minutes.entry((h, minute)).or_default(),
+            acc.host_hours.entry((h, hour)).or_default(),
+        ] {
+            t.add(delta, device_is_orig);
+            t.flows_new += flows_new;
+        }
+        let (t, seen) = acc.host_totals.entry(h).or_default();
+        t.add(delta, device_is_orig);
+        t.flows_new += flows_new;
+        *seen = (*seen).max(at);
+    }
+}
+
+/// The device that owns a LAN address, created on first sight.
+fn device_for(
+    tx: &Transaction,
+    devices: &mut HashMap<IpAddr, i64>,
+    ip: IpAddr,
+    at: i64,
+    acc: &mut TickAcc,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = devices.get(&ip) {
+        return Ok(*id);
+    }
+    let text = ip.to_string();
+    let existing: Option<i64> = tx
+        .prepare_cached("SELECT device_id FROM device_addrs WHERE ip = ?1")?
+        .query_row([&text], |r| r.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO devices (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)",
+            )?
+            .execute(params![text, at])?;
+            let id = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+            )?
+            .execute(params![text, id, at])?;
+            acc.tick.devices_changed = true;
+            id
+        }
+    };
+    devices.insert(ip, id);
+    Ok(id)
+}
+
+/// The remote host row for an internet address, created on first sight.
+fn remote_host_for(
+    tx: &Transaction,
+    hosts: &mut HashMap<IpAddr, i64>,
+    ip: IpAddr,
+    at: i64,
+    acc: &mut TickAcc,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = hosts.get(&ip) {
+        return Ok(*id);
+    }
+    let text = ip.to_string();
+    let existing: Option<i64> = tx
+        .prepare_cached("SELECT id FROM remote_hosts WHERE ip = ?1")?
+        .query_row([&text], |r| r.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => id,
+        None => {
+            tx.prepare_cached(
+                "INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)",
+            )?
+            .execute(params![text, at])?;
+            acc.tick.remote_hosts_changed = true;
+            tx.last_insert_rowid()
+        }
+    };
+    hosts.insert(ip, id);
+    Ok(id)
+}
+
+fn apply_command(
+    tx: &Transaction,
+    command: Command,
+    acc: &mut TickAcc,
+) -> Result<CommandReply, String> {
+    match command {
+        Command::RenameDevice { device_id, name } => {
+            let name = name.trim();
+            if name.chars().count() > 64 {
+                return Err("a device name has at most 64 characters".into());
+            }
+            let name = (!name.is_empty()).then_some(name);
+            let n = tx
+                .prepare_cached("UPDATE devices SET name = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![device_id, name]))
+                .map_err(|e| format!("database error: {e}"))?;
+            if n == 0 {
+                return Err(format!("no device with id {device_id}"));
+            }
+            acc.tick.devices_changed = true;
+            Ok(CommandReply::Done)
+        }
+    }
+}
+
+/// Writes the tick's accumulated rollups: one upsert per (entity, bucket), never one
+/// per flow.
+fn write_rollups(
+    tx: &Transaction,
+    acc: &mut TickAcc,
+    device_sets: &mut HashMap<(i64, i64), MinuteSets>,
+    host_sets: &mut HashMap<(i64, i64), HashSet<i64>>,
+) -> rusqlite::Result<()> {
+    // True unions per minute: the sets live across ticks for the open minutes; the row
+    // takes the larger of what it has and the set size, so a restart mid-minute never
+    // lowers a count already stored.
+    let mut uniques: HashMap<(i64, i64), (usize, usize)> = HashMap::new();
+    let mut host_uniques: HashMap<(i64, i64), usize> = HashMap::new();
+    for (device, minute, host, port) in acc.contacts.drain(..) {
+        let sets = device_sets.entry((device, minute)).or_default();
+        if let Some(h) = host {
+            sets.dsts.insert(h);
+            let devs = host_sets.entry((h, minute)).or_default();
+            devs.insert(device);
+            host_uniques.insert((h, minute), devs.len());
+        }
+        if let Some(p) = port {
+            sets.ports.insert(p);
+        }
+        uniques.insert((device, minute), (sets.dsts.len(), sets.ports.len()));
+    }
+
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO device_minutes (device_id, minute, bytes_up, bytes_down, packets_up,
+             packets_down, flows_new, unique_dsts, unique_ports)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (device_id, minute) DO UPDATE SET
+             bytes_up = bytes_up + excluded.bytes_up,
+             bytes_down = bytes_down + excluded.bytes_down,
+             packets_up = packets_up + excluded.packets_up,
+             packets_down = packets_down + excluded.packets_down,
+             flows_new = flows_new + excluded.flows_new,
+             unique_dsts = max(unique_dsts, excluded.unique_dsts),
+             unique_ports = max(unique_ports, excluded.unique_ports)",
+    )?;
+    for (&(device, minute), t) in &acc.device_minutes {
+        let (dsts, ports) = uniques.remove(&(device, minute)).unwrap_or_default();
+        stmt.execute(params![
+            device,
+            minute,
+            t.bytes_up as i64,
+            t.bytes_down as i64,
+            t.packets_up as i64,
+            t.packets_down as i64,
+            t.flows_new as i64,
+            dsts as i64,
+            ports as i64
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO remote_host_minutes (remote_host_id, minute, bytes_up, bytes_down,
+             packets_up, packets_down, flows_new, unique_devices)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT (remote_host_id, minute) DO UPDATE SET
+             bytes_up = bytes_up + excluded.bytes_up,
+             bytes_down = bytes_down + excluded.bytes_down,
+             packets_up = packets_up + excluded.packets_up,
+             packets_down = packets_down + excluded.packets_down,
+             flows_new = flows_new + excluded.flows_new,
+             unique_devices = max(unique_devices, excluded.unique_devices)",
+    )?;
+    for (&(host, minute), t) in &acc.host_minutes {
+        let devs = host_uniques.remove(&(host, minute)).unwrap_or_default();
+        stmt.execute(params![
+            host,
+            minute,
+            t.bytes_up as i64,
+            t.bytes_down as i64,
+            t.packets_up as i64,
+            t.packets_down as i64,
+            t.flows_new as i64,
+            devs as i64
+        ])?;
+    }
+    for (table, key, map) in [
+        ("device_hours", "device_id", &acc.device_hours),
+        ("remote_host_hours", "remote_host_id", &acc.host_hours),
+    ] {
+        let mut stmt = tx.prepare_cached(&format!(
+            "INSERT INTO {table} ({key}, hour, bytes_up, bytes_down, packets_up, packets_down, flows_new)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT ({key}, hour) DO UPDATE SET
+                 bytes_up = bytes_up + excluded.bytes_up,
+                 bytes_down = bytes_down + excluded.bytes_down,
+                 packets_up = packets_up + excluded.packets_up,
+                 packets_down = packets_down + excluded.packets_down,
+                 flows_new = flows_new + excluded.flows_new"
+        ))?;
+        for (&(id, hour), t) in map {
+            stmt.execute(params![
+                id,
+                hour,
+                t.bytes_up as i64,
+                t.bytes_down as i64,
+                t.packets_up as i64,
+                t.packets_down as i64,
+                t.flows_new as i64
+            ])?;
+        }
+    }
+    for (table, map) in [
+        ("devices", &acc.device_totals),
+        ("remote_hosts", &acc.host_totals),
+    ] {
+        let mut stmt = tx.prepare_cached(&format!(
+            "UPDATE {table} SET bytes_up = bytes_up + ?2, bytes_down = bytes_down + ?3,
+                 flows = flows + ?4, last_seen = max(last_seen, ?5)
+             WHERE id = ?1"
+        ))?;
+        for (&id, (t, seen)) in map {
+            stmt.execute(params![
+                id,
+                t.bytes_up as i64,
+                t.bytes_down as i64,
+                t.flows_new as i64,
+                seen
+            ])?;
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO remote_host_ports (remote_host_id, proto, port, first_seen, last_seen, flows)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5)
+         ON CONFLICT (remote_host_id, proto, port) DO UPDATE SET
+             last_seen = max(last_seen, excluded.last_seen), flows = flows + excluded.flows",
+    )?;
+    for (&(host, proto, port), &(flows, seen)) in &acc.host_ports {
+        stmt.execute(params![host, proto, port, seen, flows as i64])?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::DumpComplete;
+    use crate::flow::Tuple;
+
+    fn network() -> Arc<RwLock<Network>> {
+        Arc::new(RwLock::new(Network::new(
+            vec![
+                "10.77.0.0/24".parse().unwrap(),
+                "fd77::/64".parse().unwrap(),
+            ],
+            vec!["10.77.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap()],
+        )))
+    }
+
+    pub(crate) fn tcp_flow(ct_id: u32, src: &str, sport: u16, dst: &str, dport: u16) -> CtFlow {
+        let (src, dst): (IpAddr, IpAddr) = (src.parse().unwrap(), dst.parse().unwrap());
+        let nat: IpAddr = if src.is_ipv4() {
+            "203.0.113.1".parse().unwrap()
+        } else {
+            src
+        };
+        CtFlow {
+            ct_id,
+            family: if src.is_ipv4() { 4 } else { 6 },
+            proto: PROTO_TCP_NUM,
+            orig: Tuple {
+                src,
+                dst,
+                sport: Some(sport),
+                dport: Some(dport),
+                icmp: None,
+            },
+            reply: Tuple {
+                src: dst,
+                dst: nat,
+                sport: Some(dport),
+                dport: Some(sport),
+                icmp: None,
+            },
+            status: 0x8,
+            tcp_state: Some(3),
+            mark: 0,
+            zone: 0,
+            counters: Counters::default(),
+            kernel_start_ms: None,
+            kernel_stop_ms: None,
+        }
+    }
+    const PROTO_TCP_NUM: u8 = 6;
+
+    fn change(flow: &CtFlow, at: i64, ended: bool) -> FlowChange {
+        FlowChange {
+            flow: flow.clone(),
+            observed_ms: at,
+            ended,
+        }
+    }
+
+    fn batch(changes: Vec<FlowChange>) -> Event {
+        Event::Flows(FlowBatch {
+            changed: changes,
+            dump_complete: None,
+        })
+    }
+
+    fn writer(path: &Path) -> Writer {
+        let config = Config {
+            db_path: path.to_owned(),
+            ..Config::default()
+        };
+        Writer::new(schema::open_rw(path).unwrap(), network(), &config).unwrap()
+    }
+
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    use std::path::Path;
+
+    #[test]
+    fn deltas_land_in_the_minute_they_were_observed() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
+        let mut f = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
+        f.counters = Counters {
+            orig_bytes: 100,
+            orig_packets: 2,
+            reply_bytes: 1000,
+            reply_packets: 2,
+        };
+        w.apply(vec![batch(vec![change(&f, t0 + 1000, false)])])
+            .unwrap();
+        f.counters = Counters {
+            orig_bytes: 300,
+            orig_packets: 5,
+            reply_bytes: 61_000,
+            reply_packets: 50,
+        };
+        w.apply(vec![batch(vec![change(&f, t0 + MINUTE_MS + 5, false)])])
+            .unwrap();
+        f.counters.reply_bytes = 121_000;
+        let tick = w
+            .apply(vec![batch(vec![change(&f, t0 + 2 * MINUTE_MS + 5, true)])])
+            .unwrap();
+        assert_eq!(tick.flows_ended, 1);
+        assert_eq!(tick.active_flows, 0);
+
+        let c = &w.conn;
+        let minutes: Vec<(i64, i64, i64)> = c
+            .prepare("SELECT minute, bytes_up, bytes_down FROM device_minutes ORDER BY minute")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            minutes,
+            vec![
+                (t0, 100, 1000),
+                (t0 + MINUTE_MS, 200, 60_000),
+                (t0 + 2 * MINUTE_MS, 0, 60_000)
+            ]
+        );
+        assert_eq!(
+            count(c, "SELECT sum(bytes_down) FROM remote_host_minutes"),
+            121_000
+        );
+        assert_eq!(count(c, "SELECT bytes_down FROM flows"), 121_000);
+        assert_eq!(
+            count(c, "SELECT ended_at FROM flows"),
+            t0 + 2 * MINUTE_MS + 5
+        );
+        assert_eq!(count(c, "SELECT direction = 'outbound' FROM flows"), 1);
+        assert_eq!(count(c, "SELECT bytes_down FROM devices"), 121_000);
+        assert_eq!(
+            count(c, "SELECT flows FROM remote_host_ports WHERE port = 80"),
+            1
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn restart_resumes_live_flows_without_duplicates_or_double_counting() {
+        let dir = schema::tests::tempdir();
+        let path = dir.join("t.db");
+        let now = crate::sys::now_ms();
+        let mut f = tcp_flow(7, "10.77.0.10", 40001, "198.51.100.80", 443);
+        let gone = tcp_flow(8, "10.77.0.10", 40002, "198.51.100.81", 443);
+        f.counters.reply_bytes = 5000;
+        {
+            let mut w = writer(&path);
+            w.apply(vec![batch(vec![
+                change(&f, now, false),
+                change(&gone, now, false),
+            ])])
+            .unwrap();
+        }
+        // "kill -9": the new writer reloads both as live, then the collector's start-up
+        // dump reports only `f`, with grown counters.
+        let mut w = writer(&path);
+        assert_eq!(w.live.len(), 2);
+        f.counters.reply_bytes = 8000;
+        let ev = Event::Flows(FlowBatch {
+            changed: vec![change(&f, now + 10, false)],
+            dump_complete: Some(DumpComplete {
+                started_ms: now + 5,
+            }),
+        });
+        let tick = w.apply(vec![ev]).unwrap();
+        assert_eq!(tick.flows_new, 0);
+        assert_eq!(tick.flows_ended, 1);
+        let c = &w.conn;
+        assert_eq!(count(c, "SELECT count(*) FROM flows"), 2);
+        assert_eq!(
+            count(c, "SELECT count(*) FROM flows WHERE ended_at IS NULL"),
+            1
+        );
+        assert_eq!(count(c, "SELECT sum(bytes_down) FROM device_minutes"), 8000);
+        assert_eq!(
+            count(c, "SELECT bytes_down FROM flows WHERE ct_id = 7"),
+            8000
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reused_ident_after_end_is_a_new_lifetime() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let f = tcp_flow(9, "10.77.0.10", 40003, "198.51.100.80", 80);
+        w.apply(vec![batch(vec![change(&f, 1000, false)])]).unwrap();
+        w.apply(vec![batch(vec![change(&f, 2000, true)])]).unwrap();
+        w.apply(vec![batch(vec![change(&f, 3000, false)])]).unwrap();
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM flows"), 2);
+        assert_eq!(
+            count(&w.conn, "SELECT count(*) FROM flows WHERE ended_at IS NULL"),
+            1
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn router_local_and_lan_flows_create_no_remote_host() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let mut dns = tcp_flow(10, "10.77.0.10", 40004, "10.77.0.1", 53);
+        dns.reply.src = "10.77.0.1".parse().unwrap();
+        dns.reply.dst = "10.77.0.10".parse().unwrap();
+        let mut lan = tcp_flow(11, "10.77.0.10", 40005, "10.77.0.11", 22);
+        lan.reply.dst = "10.77.0.10".parse().unwrap();
+        w.apply(vec![batch(vec![
+            change(&dns, 1000, false),
+            change(&lan, 1000, false),
+        ])])
+        .unwrap();
+        let c = &w.conn;
+        assert_eq!(count(c, "SELECT count(*) FROM remote_hosts"), 0);
+        assert_eq!(
+            count(
+                c,
+                "SELECT count(*) FROM flows WHERE direction = 'router-local'"
+            ),
+            1
+        );
+        assert_eq!(
+            count(c, "SELECT count(*) FROM flows WHERE direction = 'lan'"),
+            1
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn unique_counts_are_unions_across_ticks() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
+        let a = tcp_flow(20, "10.77.0.10", 40010, "198.51.100.1", 443);
+        let b = tcp_flow(21, "10.77.0.10", 40011, "198.51.100.2", 443);
+        let c2 = tcp_flow(22, "10.77.0.10", 40012, "198.51.100.1", 8443);
+        w.apply(vec![batch(vec![change(&a, t0 + 1, false)])])
+            .unwrap();
+        w.apply(vec![batch(vec![change(&b, t0 + 2, false)])])
+            .unwrap();
+        w.apply(vec![batch(vec![change(&c2, t0 + 3, false)])])
+            .unwrap();
+        let (dsts, ports, flows): (i64, i64, i64) = w
+            .conn
+            .query_row(
+                "SELECT unique_dsts, unique_ports, flows_new FROM device_minutes",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((dsts, ports, flows), (2, 2, 3));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn rename_command_is_applied_and_answered() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let f = tcp_flow(30, "10.77.0.10", 40020, "198.51.100.80", 80);
+        w.apply(vec![batch(vec![change(&f, 1000, false)])]).unwrap();
+        let (tx, mut rx) = oneshot::channel();
+        let cmd = Command::RenameDevice {
+            device_id: 1,
+            name: " <b>laptop</b> ".into(),
+        };
+        let tick = w.apply(vec![Event::Command(cmd, tx)]).unwrap();
+        assert!(tick.devices_changed);
+        assert_eq!(rx.try_recv().unwrap(), Ok(CommandReply::Done));
+        let name: String = w
+            .conn
+            .query_row("SELECT name FROM devices", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(name, "<b>laptop</b>");
+        let (tx, mut rx) = oneshot::channel();
+        w.apply(vec![Event::Command(
+            Command::RenameDevice {
+                device_id: 99,
+                name: "x".into(),
+            },
+            tx,
+        )]);
+        assert!(rx.try_recv().unwrap().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

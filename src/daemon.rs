@@ -1,0 +1,147 @@
+//! `netmon run`: starts the writer, the collectors and the web server, and stops them
+//! in the order that commits everything (DESIGN §1).
+//!
+//! Start: database first (a bad path or a newer schema fails before anything touches
+//! the kernel), then the conntrack collector (a missing capability fails here with one
+//! clear message), then the web listeners. Stop (SIGTERM/SIGINT): collectors flush
+//! their last batch, the writer commits it and checkpoints, the web server gets a short
+//! grace period — well within the 2 s a service manager allows.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use metrics_exporter_prometheus::PrometheusBuilder;
+
+use crate::collect::conntrack::ConntrackCollector;
+use crate::config::Config;
+use crate::flow::Network;
+use crate::store::read::ReadPool;
+use crate::store::writer::WriterThread;
+use crate::sys;
+use crate::web;
+
+/// How often interface addresses are re-read (DHCP on the WAN changes the router's
+/// own address; a new LAN prefix changes the LAN).
+const NETWORK_REFRESH: Duration = Duration::from_secs(30);
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    let network = Arc::new(RwLock::new(network_now(&config)?));
+    let listen = {
+        let addrs = sys::interface_addrs().context("reading interface addresses")?;
+        config.effective_listen(&addrs)
+    };
+    if listen.is_empty() {
+        bail!(
+            "no address to serve the web UI on: lan_interfaces {:?} have no addresses; \
+             set `listen` (e.g. listen = [\"192.168.1.1:8080\"]) in the config",
+            config.lan_interfaces
+        );
+    }
+
+    let writer = WriterThread::start(&config, network.clone())?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let collector = ConntrackCollector::start(&config, writer.handle.clone(), shutdown.clone())
+        .context("starting the conntrack collector")?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("web")
+        .build()
+        .context("starting the async runtime")?;
+    let reads = ReadPool::open(&config.db_path, 3)?;
+    let state = web::AppState::new(
+        reads,
+        writer.handle.clone(),
+        writer.ticks.clone(),
+        metrics,
+        config.db_path.clone(),
+    );
+    let result = runtime.block_on(async {
+        let mut listeners = Vec::new();
+        for addr in &listen {
+            listeners.push(bind(*addr).await?);
+        }
+        log::info!(
+            "netmon {} serving http://{}",
+            env!("CARGO_PKG_VERSION"),
+            listen.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", http://")
+        );
+        let refresh = tokio::spawn(refresh_network(config.clone(), network.clone()));
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(web::serve(listeners, state, async {
+            let _ = stop_rx.await;
+        }));
+        let signal = wait_for_signal().await;
+        log::info!("{signal}: stopping");
+        refresh.abort();
+        let _ = stop_tx.send(());
+        // Live SSE streams never end on their own; give requests in flight a moment.
+        let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
+        anyhow::Ok(())
+    });
+    shutdown.store(true, Ordering::Relaxed);
+    collector.join();
+    writer.stop();
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    log::info!("stopped");
+    result
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr}"))
+}
+
+async fn wait_for_signal() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        log::error!("cannot install signal handlers; stop netmon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+/// The router's network as it is now: LAN subnets and the router's own addresses.
+fn network_now(config: &Config) -> anyhow::Result<Network> {
+    let addrs = sys::interface_addrs().context("reading interface addresses")?;
+    let lan = config.effective_lan_subnets(&addrs);
+    if lan.is_empty() {
+        log::warn!(
+            "no LAN subnet: lan_interfaces {:?} have no addresses and lan_subnets is empty; \
+             every flow will be classified as router-local or other",
+            config.lan_interfaces
+        );
+    }
+    let router = addrs.iter().map(|a| a.net.addr()).collect();
+    Ok(Network::new(lan, router))
+}
+
+async fn refresh_network(config: Config, network: Arc<RwLock<Network>>) {
+    let mut interval = tokio::time::interval(NETWORK_REFRESH);
+    interval.tick().await;
+    loop {
+        interval.tick().await;
+        match network_now(&config) {
+            Ok(now) => {
+                let mut current = network.write().unwrap_or_else(|p| p.into_inner());
+                if current.lan_subnets != now.lan_subnets || current.router_addrs != now.router_addrs {
+                    log::info!("network changed: LAN {:?}", now.lan_subnets);
+                    *current = now;
+                }
+            }
+            Err(e) => log::warn!("re-reading interface addresses: {e:#}"),
+        }
+    }
+}
