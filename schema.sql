@@ -97,11 +97,12 @@ CREATE TABLE flows (
 );
 -- At most one live row per conntrack entry, even across crashes.
 CREATE UNIQUE INDEX flows_live ON flows(ident) WHERE ended_at IS NULL;
+-- Indexes are on columns that never change after insert (first_seen, device, host),
+-- so the per-tick counter updates of live flows touch no index at all.
 CREATE INDEX flows_first_seen ON flows(first_seen);
-CREATE INDEX flows_last_seen ON flows(last_seen);
 CREATE INDEX flows_ended ON flows(ended_at) WHERE ended_at IS NOT NULL;
-CREATE INDEX flows_device ON flows(device_id, last_seen);
-CREATE INDEX flows_remote ON flows(remote_host_id, last_seen);
+CREATE INDEX flows_device ON flows(device_id, first_seen);
+CREATE INDEX flows_remote ON flows(remote_host_id, first_seen);
 
 -- Per device per UTC minute: byte/packet deltas observed in that minute, flows started,
 -- and true unions of remote hosts / destination ports contacted in that minute.

@@ -31,7 +31,7 @@ pub fn open_rw(path: &Path) -> anyhow::Result<Connection> {
         "PRAGMA auto_vacuum = INCREMENTAL;
          PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
-         PRAGMA cache_size = -4096;
+         PRAGMA cache_size = -8192;
          PRAGMA temp_store = MEMORY;
          PRAGMA foreign_keys = OFF;",
     )

@@ -1,0 +1,107 @@
+//! Ingest benchmark: synthetic conntrack batches through the real writer into a file
+//! database, as the collector would send them at a high flow rate.
+//!
+//! Each flow is reported three times — new (with counters), updated, ended — which is
+//! what a short TCP connection costs the writer. Batches are one tick's worth of changes.
+//!
+//! Run: `cargo bench --bench ingest` (env `FLOWS`, `BATCH`, `DB_DIR` override the
+//! defaults: 300 000 flows, 10 000 changes per batch, a temp dir under /var/tmp).
+
+use std::net::IpAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use netmon::config::Config;
+use netmon::event::{Event, FlowBatch, FlowChange};
+use netmon::flow::{Counters, CtFlow, Network, PROTO_TCP, Tuple};
+use netmon::store::writer::WriterThread;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn flow(i: usize) -> CtFlow {
+    let device: IpAddr = format!("10.77.{}.{}", (i / 200) % 4, 10 + i % 200).parse().unwrap();
+    let remote: IpAddr = format!("198.51.{}.{}", (i / 250) % 100, i % 250).parse().unwrap();
+    let sport = 1024 + (i % 60_000) as u16;
+    CtFlow {
+        ct_id: i as u32,
+        family: 4,
+        proto: PROTO_TCP,
+        orig: Tuple { src: device, dst: remote, sport: Some(sport), dport: Some(443), icmp: None },
+        reply: Tuple {
+            src: remote,
+            dst: "203.0.113.1".parse().unwrap(),
+            sport: Some(443),
+            dport: Some(sport),
+            icmp: None,
+        },
+        status: 0x19e,
+        tcp_state: Some(3),
+        mark: 0,
+        zone: 0,
+        counters: Counters { orig_bytes: 120, orig_packets: 2, reply_bytes: 60, reply_packets: 1 },
+        kernel_start_ms: None,
+        kernel_stop_ms: None,
+    }
+}
+
+fn main() {
+    let flows = env_or("FLOWS", 300_000);
+    let batch = env_or("BATCH", 10_000);
+    let base = std::env::var("DB_DIR").unwrap_or_else(|_| "/var/tmp".into());
+    let dir = std::path::Path::new(&base).join(format!("netmon-bench-ingest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating bench dir");
+    let config = Config { db_path: dir.join("bench.db"), channel_capacity: 8, ..Config::default() };
+    let network = Arc::new(RwLock::new(Network::new(
+        vec!["10.77.0.0/16".parse().unwrap()],
+        vec!["10.77.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap()],
+    )));
+    let writer = WriterThread::start(&config, network).expect("starting writer");
+    let handle = writer.handle.clone();
+    let now = netmon::sys::now_ms();
+
+    // Stage: new; then update (more bytes); then end. Each stage in `batch`-sized chunks.
+    let started = Instant::now();
+    let mut changes = 0usize;
+    for stage in 0..3 {
+        for chunk_start in (0..flows).step_by(batch) {
+            let mut changed = Vec::with_capacity(batch);
+            for i in chunk_start..(chunk_start + batch).min(flows) {
+                let mut f = flow(i);
+                if stage > 0 {
+                    f.counters.orig_bytes += 500;
+                    f.counters.reply_bytes += 20_000;
+                    f.tcp_state = Some(if stage == 1 { 3 } else { 7 });
+                }
+                changed.push(FlowChange { flow: f, observed_ms: now + stage as i64 * 1000, ended: stage == 2 });
+            }
+            changes += changed.len();
+            let mut event = Event::Flows(FlowBatch { changed, dump_complete: None });
+            loop {
+                match handle.try_send(event) {
+                    Ok(()) => break,
+                    Err(back) => {
+                        event = back;
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                    }
+                }
+            }
+        }
+    }
+    drop(handle);
+    writer.stop();
+    let elapsed = started.elapsed().as_secs_f64();
+    let size = std::fs::metadata(dir.join("bench.db")).map(|m| m.len()).unwrap_or(0);
+    let (_, peak) = netmon::sys::rss_bytes();
+    println!(
+        "ingest: {flows} flows, {changes} changes in {elapsed:.2} s = {:.0} changes/s, {:.0} flows/s (new+update+end); \
+         db {:.1} MB ({:.0} B/flow); peak RSS {:.1} MB",
+        changes as f64 / elapsed,
+        flows as f64 / elapsed,
+        size as f64 / 1e6,
+        size as f64 / flows as f64,
+        peak as f64 / 1e6
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
