@@ -139,31 +139,63 @@ impl Config {
             expected: expected.to_owned(),
         };
         if !(50..=60_000).contains(&self.tick_ms) {
-            return Err(invalid("tick_ms", self.tick_ms.to_string(), "a number of milliseconds from 50 to 60000"));
+            return Err(invalid(
+                "tick_ms",
+                self.tick_ms.to_string(),
+                "a number of milliseconds from 50 to 60000",
+            ));
         }
         if self.max_batch == 0 {
-            return Err(invalid("max_batch", "0".into(), "a positive number of events"));
+            return Err(invalid(
+                "max_batch",
+                "0".into(),
+                "a positive number of events",
+            ));
         }
         if !(1..=86_400).contains(&self.dump_interval_s) {
-            return Err(invalid("dump_interval_s", self.dump_interval_s.to_string(), "a number of seconds from 1 to 86400"));
+            return Err(invalid(
+                "dump_interval_s",
+                self.dump_interval_s.to_string(),
+                "a number of seconds from 1 to 86400",
+            ));
         }
         if !(64 << 10..=1 << 30).contains(&self.netlink_rcvbuf_bytes) {
-            return Err(invalid("netlink_rcvbuf_bytes", self.netlink_rcvbuf_bytes.to_string(), "a size in bytes from 65536 to 1073741824"));
+            return Err(invalid(
+                "netlink_rcvbuf_bytes",
+                self.netlink_rcvbuf_bytes.to_string(),
+                "a size in bytes from 65536 to 1073741824",
+            ));
         }
         if !(1..=1_000_000).contains(&self.channel_capacity) {
-            return Err(invalid("channel_capacity", self.channel_capacity.to_string(), "a number of messages from 1 to 1000000"));
+            return Err(invalid(
+                "channel_capacity",
+                self.channel_capacity.to_string(),
+                "a number of messages from 1 to 1000000",
+            ));
         }
         if self.max_tracked_flows < 1024 {
-            return Err(invalid("max_tracked_flows", self.max_tracked_flows.to_string(), "at least 1024 flows"));
+            return Err(invalid(
+                "max_tracked_flows",
+                self.max_tracked_flows.to_string(),
+                "at least 1024 flows",
+            ));
         }
         if self.port == 0 {
             return Err(invalid("port", "0".into(), "a TCP port from 1 to 65535"));
         }
         if let Some(a) = self.listen.iter().find(|a| a.port() == 0) {
-            return Err(invalid("listen", format!("\"{a}\""), "an address with a port from 1 to 65535, like \"192.168.1.1:8080\""));
+            return Err(invalid(
+                "listen",
+                format!("\"{a}\""),
+                "an address with a port from 1 to 65535, like \"192.168.1.1:8080\"",
+            ));
         }
         if self.db_path.as_os_str().is_empty() {
-            return Err(invalid("db_path", "\"\"".into(), "a file path, like \"/tmp/netmon/netmon.db\""));
+            return Err(invalid(
+                "db_path",
+                "\"\"".into(),
+                "a file path, like \"/tmp/netmon/netmon.db\"",
+            ));
         }
         let r = &self.retention;
         for (key, days) in [
@@ -172,14 +204,26 @@ impl Config {
             ("retention.hour_rollups_days", r.hour_rollups_days),
         ] {
             if !(1..=3650).contains(&days) {
-                return Err(invalid(key, days.to_string(), "a number of days from 1 to 3650"));
+                return Err(invalid(
+                    key,
+                    days.to_string(),
+                    "a number of days from 1 to 3650",
+                ));
             }
         }
         if r.max_db_mb < 4 {
-            return Err(invalid("retention.max_db_mb", r.max_db_mb.to_string(), "at least 4 (MiB)"));
+            return Err(invalid(
+                "retention.max_db_mb",
+                r.max_db_mb.to_string(),
+                "at least 4 (MiB)",
+            ));
         }
         if !(10..=86_400).contains(&r.interval_s) {
-            return Err(invalid("retention.interval_s", r.interval_s.to_string(), "a number of seconds from 10 to 86400"));
+            return Err(invalid(
+                "retention.interval_s",
+                r.interval_s.to_string(),
+                "a number of seconds from 10 to 86400",
+            ));
         }
         Ok(())
     }
@@ -260,7 +304,11 @@ mod tests {
         let text = include_str!("../packaging/netmon.toml");
         let c = parse(text).unwrap();
         let d = Config::default();
-        assert_eq!(c.to_toml(), d.to_toml(), "sample config must document the defaults");
+        assert_eq!(
+            c.to_toml(),
+            d.to_toml(),
+            "sample config must document the defaults"
+        );
     }
 
     #[test]
@@ -292,6 +340,9 @@ mod tests {
     #[test]
     fn bad_range_names_key() {
         let e = parse("tick_ms = 5\n").unwrap_err();
-        assert!(e.contains("tick_ms") && e.contains('5') && e.contains("50 to 60000"), "{e}");
+        assert!(
+            e.contains("tick_ms") && e.contains('5') && e.contains("50 to 60000"),
+            "{e}"
+        );
     }
 }

@@ -325,7 +325,10 @@ mod tests {
 
     fn net() -> Network {
         Network::new(
-            vec!["10.77.1.0/24".parse().unwrap(), "fd77:1::/64".parse().unwrap()],
+            vec![
+                "10.77.1.0/24".parse().unwrap(),
+                "fd77:1::/64".parse().unwrap(),
+            ],
             vec![
                 "10.77.1.1".parse().unwrap(),
                 "203.0.113.1".parse().unwrap(),
@@ -388,15 +391,24 @@ mod tests {
     fn lan_to_lan_and_private() {
         let n = net();
         assert_eq!(
-            n.classify(&t("10.77.1.10", "10.77.1.11"), &t("10.77.1.11", "10.77.1.10")),
+            n.classify(
+                &t("10.77.1.10", "10.77.1.11"),
+                &t("10.77.1.11", "10.77.1.10")
+            ),
             Direction::Lan
         );
         assert_eq!(
-            n.classify(&t("10.77.1.10", "192.168.100.1"), &t("192.168.100.1", "203.0.113.1")),
+            n.classify(
+                &t("10.77.1.10", "192.168.100.1"),
+                &t("192.168.100.1", "203.0.113.1")
+            ),
             Direction::Lan
         );
         assert_eq!(
-            n.classify(&t("10.77.1.10", "239.255.255.250"), &t("239.255.255.250", "10.77.1.10")),
+            n.classify(
+                &t("10.77.1.10", "239.255.255.250"),
+                &t("239.255.255.250", "10.77.1.10")
+            ),
             Direction::Lan
         );
     }
@@ -418,11 +430,26 @@ mod tests {
 
     #[test]
     fn counters_since_clamps() {
-        let a = Counters { orig_bytes: 10, orig_packets: 1, reply_bytes: 5, reply_packets: 1 };
-        let b = Counters { orig_bytes: 4, orig_packets: 2, reply_bytes: 9, reply_packets: 1 };
+        let a = Counters {
+            orig_bytes: 10,
+            orig_packets: 1,
+            reply_bytes: 5,
+            reply_packets: 1,
+        };
+        let b = Counters {
+            orig_bytes: 4,
+            orig_packets: 2,
+            reply_bytes: 9,
+            reply_packets: 1,
+        };
         assert_eq!(
             a.since(&b),
-            Counters { orig_bytes: 6, orig_packets: 0, reply_bytes: 0, reply_packets: 0 }
+            Counters {
+                orig_bytes: 6,
+                orig_packets: 0,
+                reply_bytes: 0,
+                reply_packets: 0
+            }
         );
     }
 }

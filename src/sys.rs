@@ -41,7 +41,10 @@ pub fn interface_addrs() -> std::io::Result<Vec<InterfaceAddr>> {
             IpAddr::V6(m) => u128::from(m).count_ones() as u8,
         };
         if let Ok(net) = IpNet::new(addr, prefix) {
-            out.push(InterfaceAddr { interface: name, net });
+            out.push(InterfaceAddr {
+                interface: name,
+                net,
+            });
         }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
@@ -60,7 +63,9 @@ unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
         match i32::from((*sa).sa_family) {
             libc::AF_INET => {
                 let sin = &*(sa as *const libc::sockaddr_in);
-                Some(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()))
+                Some(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ))
             }
             libc::AF_INET6 => {
                 let sin6 = &*(sa as *const libc::sockaddr_in6);
@@ -114,6 +119,10 @@ mod tests {
     #[test]
     fn loopback_is_listed() {
         let addrs = super::interface_addrs().unwrap();
-        assert!(addrs.iter().any(|a| a.interface == "lo" && a.net.addr().is_loopback()));
+        assert!(
+            addrs
+                .iter()
+                .any(|a| a.interface == "lo" && a.net.addr().is_loopback())
+        );
     }
 }
