@@ -1,1 +1,1806 @@
-//! Read-only queries for pages (owned by the web work; placeholder).
+//! Every query the web pages and the JSON API make, and the pool of read-only
+//! connections they run on (DESIGN §1 principle 1: readers never write).
+//!
+//! The writer owns the only read-write connection; pages read through [`ReadPool`], a
+//! handful of `SQLITE_OPEN_READ_ONLY` connections used inside `spawn_blocking`, so a
+//! slow query never stalls the async runtime and, thanks to WAL, never blocks a commit.
+//!
+//! Filters arrive as query-string text ([`FlowQuery`], [`HostQuery`]) and are parsed
+//! into typed, bounded filters ([`FlowFilter`], [`HostFilter`]) before any SQL is built:
+//! an invalid value becomes a [`FilterError`] naming the parameter, never a query.
+//! The same filter renders back to a canonical query string
+//! ([`FlowFilter::to_query`]), so every view is a shareable link.
+//!
+//! Page functions ([`dashboard`], [`device_page`], [`remote_host_page`]) gather
+//! everything one page shows; [`ReadPool::run`] wraps each call in one read
+//! transaction, so a page's numbers all come from the same snapshot.
+//!
+//! Query plans were checked with `EXPLAIN QUERY PLAN` against a million-flow table;
+//! `tests::plans_use_indexes` keeps the hot ones honest.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rusqlite::types::Value;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_from_iter};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::flow::{Direction, proto_from_name};
+
+// ---------------------------------------------------------------------------------------
+// The pool
+// ---------------------------------------------------------------------------------------
+
+/// A small pool of read-only connections to the database file. Cheap to clone.
+///
+/// Why a pool and not one connection behind a mutex: page renders overlap (the dashboard,
+/// its live fragment, an API scrape), and each SQLite connection is single-threaded.
+/// Why not more than a few: every connection keeps its own page cache, and a router has
+/// 128 MB of RAM.
+#[derive(Clone)]
+pub struct ReadPool {
+    shared: Arc<PoolShared>,
+}
+
+struct PoolShared {
+    path: PathBuf,
+    /// Idle connections. A `std` mutex: it is held only to push or pop, never across
+    /// an await or a query.
+    idle: Mutex<Vec<Connection>>,
+    /// One permit per connection: bounds concurrent queries to the pool size. The permit
+    /// moves into the blocking task, so a request the client abandoned still holds its
+    /// slot until its query really finishes and the pool never grows past `size`.
+    permits: Arc<Semaphore>,
+}
+
+/// How long a reader waits on a lock. In WAL mode readers are normally never blocked;
+/// the rare exceptions (WAL recovery after a crash, a `TRUNCATE` checkpoint) are short.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Page cache per read connection, in KiB (SQLite's negative `cache_size` unit).
+const READ_CACHE_KIB: i64 = 2048;
+
+/// Distinct SQL texts cached per connection. Flow filters build their WHERE clause from
+/// the parameters present, so there are a few dozen shapes; the cache keeps the common
+/// ones prepared.
+const STATEMENT_CACHE: usize = 48;
+
+impl ReadPool {
+    /// Opens `size` (at least 1) read-only connections now, so a missing or unreadable
+    /// database is reported at start-up rather than on the first page view.
+    pub fn open(db_path: &Path, size: usize) -> anyhow::Result<ReadPool> {
+        let size = size.max(1);
+        let mut conns = Vec::with_capacity(size);
+        for _ in 0..size {
+            conns.push(open_read_connection(db_path).with_context(|| {
+                format!("opening {} read-only for the web UI", db_path.display())
+            })?);
+        }
+        // WAL is a property of the file, set by the writer; a read-only connection cannot
+        // set it. Without it readers and the writer block each other, so say so.
+        let mode: String = conns[0]
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .with_context(|| format!("reading the journal mode of {}", db_path.display()))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!(
+                "{} is in journal_mode={mode}, not WAL: page views will block commits",
+                db_path.display()
+            );
+        }
+        Ok(ReadPool {
+            shared: Arc::new(PoolShared {
+                path: db_path.to_owned(),
+                idle: Mutex::new(conns),
+                permits: Arc::new(Semaphore::new(size)),
+            }),
+        })
+    }
+
+    /// Runs `f` on a pooled connection on tokio's blocking thread pool, inside one read
+    /// transaction (one consistent snapshot for everything `f` reads).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> anyhow::Result<T> {
+        let permit = self
+            .shared
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .context("read pool closed")?;
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            // A connection is lost only if a query panicked; replace it lazily.
+            let conn = match conn {
+                Some(conn) => conn,
+                None => {
+                    open_read_connection(&shared.path).context("reopening a read connection")?
+                }
+            };
+            let result = in_read_transaction(&conn, f);
+            shared
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            result.context("database read failed")
+        })
+        .await
+        .context("database read task failed")?
+    }
+}
+
+fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {
+    // NO_MUTEX: a connection is used by one thread at a time (the pool hands it out).
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // Belt and braces on top of READ_ONLY: even a bug here cannot become a second writer.
+    conn.pragma_update(None, "query_only", true)?;
+    conn.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+fn in_read_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.execute_batch("BEGIN")?;
+    let result = f(conn);
+    // Nothing was written: COMMIT and ROLLBACK both just end the snapshot.
+    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let value = result?;
+    end?;
+    Ok(value)
+}
+
+// ---------------------------------------------------------------------------------------
+// Filters
+// ---------------------------------------------------------------------------------------
+
+/// An invalid query-string value; the message names the parameter, the value and the
+/// accepted form, and the web layer turns it into a 400.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid query parameter `{param}` = {value:?}: expected {expected}")]
+pub struct FilterError {
+    pub param: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+fn bad(param: &'static str, value: &str, expected: &'static str) -> FilterError {
+    FilterError {
+        param,
+        value: value.chars().take(100).collect(),
+        expected,
+    }
+}
+
+/// Largest page size: bounds the rows one request renders (DESIGN §1 principle 7).
+pub const MAX_PER_PAGE: u32 = 500;
+pub const DEFAULT_PER_PAGE: u32 = 50;
+/// Largest page number accepted; deeper offsets are a scan the router should not do.
+pub const MAX_PAGE: u32 = 10_000;
+
+/// The flow filter parameters as they arrive in a query string (pages and API alike).
+/// Empty values (what an untouched GET form field sends) mean "not set".
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FlowQuery {
+    pub show: Option<String>,
+    pub direction: Option<String>,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub device: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<String>,
+    pub proto: Option<String>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+}
+
+/// Which flows by lifetime: live ones (`ended_at IS NULL`), ended ones, or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Show {
+    #[default]
+    Active,
+    All,
+    Ended,
+}
+
+impl Show {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Show::Active => "active",
+            Show::All => "all",
+            Show::Ended => "ended",
+        }
+    }
+}
+
+/// Sort keys of the flows table. Ties are always broken by flow id in the same
+/// direction, so rows keep their places across live refreshes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlowSort {
+    #[default]
+    LastSeen,
+    /// Up + down bytes.
+    Bytes,
+    /// Time since `first_seen`: descending puts the longest-lived flows first.
+    Age,
+    /// Destination address, then port.
+    Dst,
+}
+
+impl FlowSort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowSort::LastSeen => "last_seen",
+            FlowSort::Bytes => "bytes",
+            FlowSort::Age => "age",
+            FlowSort::Dst => "dst",
+        }
+    }
+
+    /// The order a user expects on first click: biggest, oldest, latest first; addresses
+    /// alphabetically.
+    pub fn default_order(self) -> Order {
+        match self {
+            FlowSort::Dst => Order::Asc,
+            _ => Order::Desc,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Asc,
+    Desc,
+}
+
+impl Order {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Order::Asc => "asc",
+            Order::Desc => "desc",
+        }
+    }
+
+    pub fn reverse(self) -> Order {
+        match self {
+            Order::Asc => Order::Desc,
+            Order::Desc => Order::Asc,
+        }
+    }
+}
+
+/// An address filter: a complete address matches exactly (in canonical form, so
+/// `2001:DB8::0:1` finds `2001:db8::1`); anything else is a text prefix (`192.168.1.`,
+/// `2001:db8:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddrMatch {
+    Exact(String),
+    Prefix(String),
+}
+
+impl AddrMatch {
+    fn parse(param: &'static str, text: &str) -> Result<AddrMatch, FilterError> {
+        let text = text.trim();
+        if text.len() > 64 {
+            return Err(bad(
+                param,
+                text,
+                "an IP address or its first characters (at most 64)",
+            ));
+        }
+        Ok(match text.parse::<std::net::IpAddr>() {
+            Ok(ip) => AddrMatch::Exact(ip.to_string()),
+            Err(_) => AddrMatch::Prefix(text.to_owned()),
+        })
+    }
+
+    /// The text as the user should see it again in the form.
+    pub fn as_str(&self) -> &str {
+        match self {
+            AddrMatch::Exact(s) | AddrMatch::Prefix(s) => s,
+        }
+    }
+}
+
+/// The directions a flow table shows by default: traffic with an internet peer.
+/// Router-local and LAN↔LAN flows are kept but hidden unless asked for (DESIGN §3).
+pub const DEFAULT_DIRECTIONS: [Direction; 2] = [Direction::Outbound, Direction::Inbound];
+
+/// Every direction, in display order.
+pub const ALL_DIRECTIONS: [Direction; 5] = [
+    Direction::Outbound,
+    Direction::Inbound,
+    Direction::RouterLocal,
+    Direction::Lan,
+    Direction::Other,
+];
+
+/// A parsed, bounded flow filter. Build with [`FlowFilter::parse`]; the default is the
+/// dashboard's view (active internet flows, latest first, 50 per page).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowFilter {
+    pub show: Show,
+    /// Sorted, deduplicated, never empty. All five means no direction condition.
+    pub directions: Vec<Direction>,
+    pub src: Option<AddrMatch>,
+    pub dst: Option<AddrMatch>,
+    pub device_id: Option<i64>,
+    pub remote_host_id: Option<i64>,
+    /// Matches the original source or destination port.
+    pub port: Option<u16>,
+    pub proto: Option<u8>,
+    pub sort: FlowSort,
+    pub order: Order,
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Default for FlowFilter {
+    fn default() -> Self {
+        FlowFilter {
+            show: Show::Active,
+            directions: DEFAULT_DIRECTIONS.to_vec(),
+            src: None,
+            dst: None,
+            device_id: None,
+            remote_host_id: None,
+            port: None,
+            proto: None,
+            sort: FlowSort::LastSeen,
+            order: FlowSort::LastSeen.default_order(),
+            page: 1,
+            per_page: DEFAULT_PER_PAGE,
+        }
+    }
+}
+
+/// `Some(trimmed)` for a present, non-blank value.
+fn given(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_id(param: &'static str, v: &str) -> Result<i64, FilterError> {
+    v.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| bad(param, v, "a positive id number"))
+}
+
+fn parse_page(v: &Option<String>) -> Result<u32, FilterError> {
+    given(v).map_or(Ok(1), |s| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|p| (1..=MAX_PAGE).contains(p))
+            .ok_or_else(|| bad("page", s, "a page number from 1 to 10000"))
+    })
+}
+
+fn parse_per_page(v: &Option<String>, default: u32) -> Result<u32, FilterError> {
+    given(v).map_or(Ok(default), |s| {
+        s.parse::<u32>()
+            .ok()
+            .filter(|p| (1..=MAX_PER_PAGE).contains(p))
+            .ok_or_else(|| bad("per_page", s, "a number of rows from 1 to 500"))
+    })
+}
+
+fn parse_order(v: &Option<String>, default: Order) -> Result<Order, FilterError> {
+    match given(v) {
+        None => Ok(default),
+        Some("asc") => Ok(Order::Asc),
+        Some("desc") => Ok(Order::Desc),
+        Some(s) => Err(bad("order", s, "`asc` or `desc`")),
+    }
+}
+
+/// `direction=`: one name, a comma list, or `all`.
+pub fn parse_directions(text: &str) -> Result<Vec<Direction>, FilterError> {
+    const EXPECTED: &str = "`all` or a comma list of outbound, inbound, router-local, lan, other";
+    if text == "all" {
+        return Ok(ALL_DIRECTIONS.to_vec());
+    }
+    let mut dirs = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        dirs.push(Direction::parse(part).ok_or_else(|| bad("direction", text, EXPECTED))?);
+    }
+    if dirs.is_empty() {
+        return Err(bad("direction", text, EXPECTED));
+    }
+    dirs.sort_by_key(|d| ALL_DIRECTIONS.iter().position(|a| a == d));
+    dirs.dedup();
+    Ok(dirs)
+}
+
+/// The query-string value for a set of directions (`all`, or a comma list).
+pub fn directions_param(dirs: &[Direction]) -> String {
+    if dirs.len() == ALL_DIRECTIONS.len() {
+        "all".to_owned()
+    } else {
+        dirs.iter()
+            .map(|d| d.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl FlowFilter {
+    /// Parses and bounds every parameter; the first invalid one is the error.
+    pub fn parse(q: &FlowQuery) -> Result<FlowFilter, FilterError> {
+        let show = match given(&q.show) {
+            None | Some("active") => Show::Active,
+            Some("all") => Show::All,
+            Some("ended") => Show::Ended,
+            Some(s) => return Err(bad("show", s, "`active`, `all` or `ended`")),
+        };
+        let directions = match given(&q.direction) {
+            None => DEFAULT_DIRECTIONS.to_vec(),
+            Some(s) => parse_directions(s)?,
+        };
+        let src = given(&q.src)
+            .map(|s| AddrMatch::parse("src", s))
+            .transpose()?;
+        let dst = given(&q.dst)
+            .map(|s| AddrMatch::parse("dst", s))
+            .transpose()?;
+        let device_id = given(&q.device)
+            .map(|s| parse_id("device", s))
+            .transpose()?;
+        let remote_host_id = given(&q.host).map(|s| parse_id("host", s)).transpose()?;
+        let port = given(&q.port)
+            .map(|s| {
+                s.parse::<u16>()
+                    .map_err(|_| bad("port", s, "a port number from 0 to 65535"))
+            })
+            .transpose()?;
+        let proto = given(&q.proto)
+            .map(|s| {
+                proto_from_name(s).ok_or_else(|| {
+                    bad(
+                        "proto",
+                        s,
+                        "tcp, udp, icmp, icmpv6 or a protocol number 0-255",
+                    )
+                })
+            })
+            .transpose()?;
+        let sort = match given(&q.sort) {
+            None | Some("last_seen") => FlowSort::LastSeen,
+            Some("bytes") => FlowSort::Bytes,
+            Some("age") => FlowSort::Age,
+            Some("dst") => FlowSort::Dst,
+            Some(s) => return Err(bad("sort", s, "`bytes`, `age`, `dst` or `last_seen`")),
+        };
+        let order = parse_order(&q.order, sort.default_order())?;
+        Ok(FlowFilter {
+            show,
+            directions,
+            src,
+            dst,
+            device_id,
+            remote_host_id,
+            port,
+            proto,
+            sort,
+            order,
+            page: parse_page(&q.page)?,
+            per_page: parse_per_page(&q.per_page, DEFAULT_PER_PAGE)?,
+        })
+    }
+
+    /// The canonical query string (without `?`), leaving out defaults, so links stay
+    /// short and a filter round-trips: `parse(to_query(f)) == f`.
+    pub fn to_query(&self) -> String {
+        let d = FlowFilter::default();
+        let mut q = QueryString::default();
+        if self.show != d.show {
+            q.push("show", self.show.as_str());
+        }
+        if self.directions != d.directions {
+            q.push("direction", &directions_param(&self.directions));
+        }
+        if let Some(src) = &self.src {
+            q.push("src", src.as_str());
+        }
+        if let Some(dst) = &self.dst {
+            q.push("dst", dst.as_str());
+        }
+        if let Some(id) = self.device_id {
+            q.push("device", &id.to_string());
+        }
+        if let Some(id) = self.remote_host_id {
+            q.push("host", &id.to_string());
+        }
+        if let Some(port) = self.port {
+            q.push("port", &port.to_string());
+        }
+        if let Some(proto) = self.proto {
+            q.push("proto", &crate::flow::proto_name(proto));
+        }
+        if self.sort != d.sort {
+            q.push("sort", self.sort.as_str());
+        }
+        if self.order != self.sort.default_order() {
+            q.push("order", self.order.as_str());
+        }
+        if self.page != 1 {
+            q.push("page", &self.page.to_string());
+        }
+        if self.per_page != d.per_page {
+            q.push("per_page", &self.per_page.to_string());
+        }
+        q.0
+    }
+
+    /// This filter on another page.
+    pub fn with_page(&self, page: u32) -> FlowFilter {
+        FlowFilter {
+            page,
+            ..self.clone()
+        }
+    }
+
+    /// This filter sorted by `sort`: a second click on the current key flips the order.
+    /// Back to page 1, since the rows there change.
+    pub fn with_sort(&self, sort: FlowSort) -> FlowFilter {
+        let order = if self.sort == sort {
+            self.order.reverse()
+        } else {
+            sort.default_order()
+        };
+        FlowFilter {
+            sort,
+            order,
+            page: 1,
+            ..self.clone()
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.per_page)
+    }
+}
+
+/// A `key=value&…` builder with percent-encoding (RFC 3986 unreserved characters pass).
+#[derive(Default)]
+struct QueryString(String);
+
+impl QueryString {
+    fn push(&mut self, key: &str, value: &str) {
+        if !self.0.is_empty() {
+            self.0.push('&');
+        }
+        self.0.push_str(key);
+        self.0.push('=');
+        for b in value.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                self.0.push(b as char);
+            } else {
+                self.0.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+}
+
+/// Remote host list parameters as they arrive in a query string.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HostQuery {
+    /// Address or reverse-DNS name text (substring).
+    pub q: Option<String>,
+    pub sort: Option<String>,
+    pub order: Option<String>,
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostSort {
+    #[default]
+    LastSeen,
+    FirstSeen,
+    Bytes,
+    Flows,
+}
+
+impl HostSort {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostSort::LastSeen => "last_seen",
+            HostSort::FirstSeen => "first_seen",
+            HostSort::Bytes => "bytes",
+            HostSort::Flows => "flows",
+        }
+    }
+}
+
+pub const DEFAULT_HOSTS_PER_PAGE: u32 = 100;
+
+/// A parsed remote host list filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFilter {
+    pub q: Option<String>,
+    pub sort: HostSort,
+    pub order: Order,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Default for HostFilter {
+    fn default() -> Self {
+        HostFilter {
+            q: None,
+            sort: HostSort::LastSeen,
+            order: Order::Desc,
+            page: 1,
+            per_page: DEFAULT_HOSTS_PER_PAGE,
+        }
+    }
+}
+
+impl HostFilter {
+    pub fn parse(q: &HostQuery) -> Result<HostFilter, FilterError> {
+        let text = given(&q.q).map(str::to_owned);
+        if let Some(t) = &text
+            && t.len() > 253
+        {
+            return Err(bad(
+                "q",
+                t,
+                "an address or name fragment (at most 253 characters)",
+            ));
+        }
+        let sort = match given(&q.sort) {
+            None | Some("last_seen") => HostSort::LastSeen,
+            Some("first_seen") => HostSort::FirstSeen,
+            Some("bytes") => HostSort::Bytes,
+            Some("flows") => HostSort::Flows,
+            Some(s) => {
+                return Err(bad(
+                    "sort",
+                    s,
+                    "`last_seen`, `first_seen`, `bytes` or `flows`",
+                ));
+            }
+        };
+        Ok(HostFilter {
+            q: text,
+            sort,
+            order: parse_order(&q.order, Order::Desc)?,
+            page: parse_page(&q.page)?,
+            per_page: parse_per_page(&q.per_page, DEFAULT_HOSTS_PER_PAGE)?,
+        })
+    }
+
+    /// Canonical query string without defaults (see [`FlowFilter::to_query`]).
+    pub fn to_query(&self) -> String {
+        let mut qs = QueryString::default();
+        if let Some(t) = &self.q {
+            qs.push("q", t);
+        }
+        if self.sort != HostSort::LastSeen {
+            qs.push("sort", self.sort.as_str());
+        }
+        if self.order != Order::Desc {
+            qs.push("order", self.order.as_str());
+        }
+        if self.page != 1 {
+            qs.push("page", &self.page.to_string());
+        }
+        if self.per_page != DEFAULT_HOSTS_PER_PAGE {
+            qs.push("per_page", &self.per_page.to_string());
+        }
+        qs.0
+    }
+
+    pub fn with_page(&self, page: u32) -> HostFilter {
+        HostFilter {
+            page,
+            ..self.clone()
+        }
+    }
+
+    /// Sorted by `sort`, descending first; a second click flips the order.
+    pub fn with_sort(&self, sort: HostSort) -> HostFilter {
+        let order = if self.sort == sort {
+            self.order.reverse()
+        } else {
+            Order::Desc
+        };
+        HostFilter {
+            sort,
+            order,
+            page: 1,
+            ..self.clone()
+        }
+    }
+}
+
+/// `LIKE` pattern text with `%`, `_` and the escape character itself escaped, for use
+/// with `ESCAPE '\'`: user text is matched literally, never as a wildcard.
+pub fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A WHERE clause built from `?` placeholders and their values, in order.
+#[derive(Default)]
+struct Where {
+    clauses: Vec<String>,
+    params: Vec<Value>,
+}
+
+impl Where {
+    fn add(&mut self, clause: impl Into<String>, params: impl IntoIterator<Item = Value>) {
+        self.clauses.push(clause.into());
+        self.params.extend(params);
+    }
+
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+fn addr_clause(w: &mut Where, column: &str, m: &AddrMatch) {
+    match m {
+        AddrMatch::Exact(ip) => w.add(format!("{column} = ?"), [Value::Text(ip.clone())]),
+        AddrMatch::Prefix(p) => w.add(
+            format!("{column} LIKE ? ESCAPE '\\'"),
+            [Value::Text(format!("{}%", escape_like(p)))],
+        ),
+    }
+}
+
+fn flow_where(f: &FlowFilter) -> Where {
+    let mut w = Where::default();
+    match f.show {
+        Show::Active => w.add("f.ended_at IS NULL", []),
+        Show::Ended => w.add("f.ended_at IS NOT NULL", []),
+        Show::All => {}
+    }
+    if f.directions.len() < ALL_DIRECTIONS.len() {
+        let marks = vec!["?"; f.directions.len()].join(",");
+        w.add(
+            format!("f.direction IN ({marks})"),
+            f.directions
+                .iter()
+                .map(|d| Value::Text(d.as_str().to_owned())),
+        );
+    }
+    if let Some(m) = &f.src {
+        addr_clause(&mut w, "f.src_ip", m);
+    }
+    if let Some(m) = &f.dst {
+        addr_clause(&mut w, "f.dst_ip", m);
+    }
+    if let Some(id) = f.device_id {
+        w.add("f.device_id = ?", [Value::Integer(id)]);
+    }
+    if let Some(id) = f.remote_host_id {
+        w.add("f.remote_host_id = ?", [Value::Integer(id)]);
+    }
+    if let Some(port) = f.port {
+        w.add(
+            "(f.src_port = ? OR f.dst_port = ?)",
+            [Value::Integer(port.into()), Value::Integer(port.into())],
+        );
+    }
+    if let Some(proto) = f.proto {
+        w.add("f.proto = ?", [Value::Integer(proto.into())]);
+    }
+    w
+}
+
+fn flow_order_by(f: &FlowFilter) -> String {
+    let dir = f.order.as_str();
+    match f.sort {
+        FlowSort::LastSeen => format!("f.last_seen {dir}, f.id {dir}"),
+        FlowSort::Bytes => format!("f.bytes_up + f.bytes_down {dir}, f.id {dir}"),
+        // Oldest first is "largest age first": age runs opposite to first_seen.
+        FlowSort::Age => {
+            let inv = f.order.reverse().as_str();
+            format!("f.first_seen {inv}, f.id {inv}")
+        }
+        FlowSort::Dst => format!("f.dst_ip {dir}, f.dst_port {dir}, f.id {dir}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Rows
+// ---------------------------------------------------------------------------------------
+
+/// One flow as pages and the API show it, with its device's display name and the
+/// remote host's reverse-DNS name joined in (no per-row lookups).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRow {
+    pub id: i64,
+    pub ct_id: i64,
+    pub family: i64,
+    pub proto: u8,
+    /// As stored: outbound | inbound | router-local | lan | other.
+    pub direction: String,
+    pub src_ip: String,
+    pub src_port: Option<u16>,
+    pub dst_ip: String,
+    pub dst_port: Option<u16>,
+    pub reply_src_ip: String,
+    pub reply_src_port: Option<u16>,
+    pub reply_dst_ip: String,
+    pub reply_dst_port: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub state: Option<String>,
+    pub status: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub packets_up: i64,
+    pub packets_down: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub ended_at: Option<i64>,
+    pub device_id: Option<i64>,
+    /// The owner's name for the device, else its DHCP hostname.
+    pub device_name: Option<String>,
+    pub remote_host_id: Option<i64>,
+    pub remote_rdns: Option<String>,
+}
+
+const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
+     f.src_ip, f.src_port, f.dst_ip, f.dst_port, \
+     f.reply_src_ip, f.reply_src_port, f.reply_dst_ip, f.reply_dst_port, \
+     f.icmp_type, f.icmp_code, f.state, f.status, \
+     f.bytes_up, f.bytes_down, f.packets_up, f.packets_down, \
+     f.first_seen, f.last_seen, f.ended_at, \
+     f.device_id, coalesce(nullif(d.name, ''), nullif(d.hostname, '')), \
+     f.remote_host_id, r.rdns";
+
+fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
+    Ok(FlowRow {
+        id: row.get(0)?,
+        ct_id: row.get(1)?,
+        family: row.get(2)?,
+        proto: row.get(3)?,
+        direction: row.get(4)?,
+        src_ip: row.get(5)?,
+        src_port: row.get(6)?,
+        dst_ip: row.get(7)?,
+        dst_port: row.get(8)?,
+        reply_src_ip: row.get(9)?,
+        reply_src_port: row.get(10)?,
+        reply_dst_ip: row.get(11)?,
+        reply_dst_port: row.get(12)?,
+        icmp_type: row.get(13)?,
+        icmp_code: row.get(14)?,
+        state: row.get(15)?,
+        status: row.get(16)?,
+        bytes_up: row.get(17)?,
+        bytes_down: row.get(18)?,
+        packets_up: row.get(19)?,
+        packets_down: row.get(20)?,
+        first_seen: row.get(21)?,
+        last_seen: row.get(22)?,
+        ended_at: row.get(23)?,
+        device_id: row.get(24)?,
+        device_name: row.get(25)?,
+        remote_host_id: row.get(26)?,
+        remote_rdns: row.get(27)?,
+    })
+}
+
+/// One page of flows plus the total matching the filter (for pagination).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowPage {
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub flows: Vec<FlowRow>,
+}
+
+impl FlowPage {
+    pub fn pages(&self) -> u32 {
+        let per = u64::from(self.per_page.max(1));
+        u32::try_from(self.total.div_ceil(per))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+}
+
+/// The flows matching `filter`, one page, sorted with ties broken by id.
+///
+/// The page's ids are chosen first in a subquery and only those ~50 rows are joined to
+/// their device and remote host: the sort never drags joined columns through a
+/// million-row scan.
+pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPage> {
+    let w = flow_where(filter);
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM flows f{}", w.sql()))?
+        .query_row(params_from_iter(w.params.iter()), |r| r.get(0))?;
+    let order = flow_order_by(filter);
+    let sql = format!(
+        "SELECT {FLOW_COLUMNS} FROM \
+         (SELECT f.id FROM flows f{where_} ORDER BY {order} LIMIT ? OFFSET ?) page \
+         JOIN flows f ON f.id = page.id \
+         LEFT JOIN devices d ON d.id = f.device_id \
+         LEFT JOIN remote_hosts r ON r.id = f.remote_host_id \
+         ORDER BY {order}",
+        where_ = w.sql(),
+    );
+    let mut params = w.params;
+    params.push(Value::Integer(filter.per_page.into()));
+    params.push(Value::Integer(filter.offset()));
+    let rows = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(params.iter()), flow_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(FlowPage {
+        total: u64::try_from(total).unwrap_or(0),
+        page: filter.page,
+        per_page: filter.per_page,
+        flows: rows,
+    })
+}
+
+/// A LAN device with its lifetime totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRow {
+    pub id: i64,
+    pub ip: String,
+    pub mac: Option<String>,
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub vendor: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub flows: i64,
+}
+
+impl DeviceRow {
+    /// What to call the device: its owner's name, its DHCP hostname, else its address.
+    pub fn label(&self) -> &str {
+        [&self.name, &self.hostname]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .find(|s| !s.is_empty())
+            .unwrap_or(&self.ip)
+    }
+}
+
+const DEVICE_COLUMNS: &str = "id, ip, mac, name, hostname, vendor, first_seen, last_seen, \
+     bytes_up, bytes_down, flows";
+
+fn device_row(row: &Row) -> rusqlite::Result<DeviceRow> {
+    Ok(DeviceRow {
+        id: row.get(0)?,
+        ip: row.get(1)?,
+        mac: row.get(2)?,
+        name: row.get(3)?,
+        hostname: row.get(4)?,
+        vendor: row.get(5)?,
+        first_seen: row.get(6)?,
+        last_seen: row.get(7)?,
+        bytes_up: row.get(8)?,
+        bytes_down: row.get(9)?,
+        flows: row.get(10)?,
+    })
+}
+
+/// Most devices a list shows. A home LAN has tens; the cap only guards against a
+/// pathological table (e.g. a scan through a /16 creating an IP-keyed device per address).
+pub const MAX_DEVICES: u32 = 1000;
+
+/// Devices, most recently seen first.
+pub fn devices(conn: &Connection) -> rusqlite::Result<Vec<DeviceRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices ORDER BY last_seen DESC, id DESC LIMIT ?"
+    ))?
+    .query_map([MAX_DEVICES], device_row)?
+    .collect()
+}
+
+pub fn device(conn: &Connection, id: i64) -> rusqlite::Result<Option<DeviceRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?"
+    ))?
+    .query_row([id], device_row)
+    .optional()
+}
+
+/// An address a device has used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceAddr {
+    pub ip: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// A device's addresses, latest first (bounded: a device rarely has more than a few).
+pub fn device_addrs(conn: &Connection, id: i64) -> rusqlite::Result<Vec<DeviceAddr>> {
+    conn.prepare_cached(
+        "SELECT ip, first_seen, last_seen FROM device_addrs WHERE device_id = ? \
+         ORDER BY last_seen DESC LIMIT 100",
+    )?
+    .query_map([id], |r| {
+        Ok(DeviceAddr {
+            ip: r.get(0)?,
+            first_seen: r.get(1)?,
+            last_seen: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// An internet peer with its lifetime totals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteHostRow {
+    pub id: i64,
+    pub ip: String,
+    pub rdns: Option<String>,
+    pub asn: Option<i64>,
+    pub org: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub flows: i64,
+}
+
+const HOST_COLUMNS: &str =
+    "id, ip, rdns, asn, org, first_seen, last_seen, bytes_up, bytes_down, flows";
+
+fn host_row(row: &Row) -> rusqlite::Result<RemoteHostRow> {
+    Ok(RemoteHostRow {
+        id: row.get(0)?,
+        ip: row.get(1)?,
+        rdns: row.get(2)?,
+        asn: row.get(3)?,
+        org: row.get(4)?,
+        first_seen: row.get(5)?,
+        last_seen: row.get(6)?,
+        bytes_up: row.get(7)?,
+        bytes_down: row.get(8)?,
+        flows: row.get(9)?,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPage {
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub hosts: Vec<RemoteHostRow>,
+}
+
+impl HostPage {
+    pub fn pages(&self) -> u32 {
+        let per = u64::from(self.per_page.max(1));
+        u32::try_from(self.total.div_ceil(per))
+            .unwrap_or(u32::MAX)
+            .max(1)
+    }
+}
+
+/// Remote hosts matching `filter` (address prefix or reverse-DNS substring), one page.
+pub fn remote_hosts(conn: &Connection, filter: &HostFilter) -> rusqlite::Result<HostPage> {
+    let mut w = Where::default();
+    if let Some(text) = &filter.q {
+        let e = escape_like(text);
+        w.add(
+            "(ip LIKE ? ESCAPE '\\' OR rdns LIKE ? ESCAPE '\\')",
+            [Value::Text(format!("{e}%")), Value::Text(format!("%{e}%"))],
+        );
+    }
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM remote_hosts{}", w.sql()))?
+        .query_row(params_from_iter(w.params.iter()), |r| r.get(0))?;
+    let dir = filter.order.as_str();
+    let key = match filter.sort {
+        HostSort::LastSeen => "last_seen",
+        HostSort::FirstSeen => "first_seen",
+        HostSort::Bytes => "bytes_up + bytes_down",
+        HostSort::Flows => "flows",
+    };
+    let sql = format!(
+        "SELECT {HOST_COLUMNS} FROM remote_hosts{} ORDER BY {key} {dir}, id {dir} LIMIT ? OFFSET ?",
+        w.sql()
+    );
+    let mut params = w.params;
+    params.push(Value::Integer(filter.per_page.into()));
+    params.push(Value::Integer(
+        i64::from(filter.page - 1) * i64::from(filter.per_page),
+    ));
+    let hosts = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(params.iter()), host_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(HostPage {
+        total: u64::try_from(total).unwrap_or(0),
+        page: filter.page,
+        per_page: filter.per_page,
+        hosts,
+    })
+}
+
+pub fn remote_host(conn: &Connection, id: i64) -> rusqlite::Result<Option<RemoteHostRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {HOST_COLUMNS} FROM remote_hosts WHERE id = ?"
+    ))?
+    .query_row([id], host_row)
+    .optional()
+}
+
+/// A port of a remote host that LAN devices contacted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub proto: u8,
+    pub port: u16,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub flows: i64,
+}
+
+/// Ports of a remote host, busiest first (bounded: a scanned host can have thousands).
+pub fn remote_host_ports(conn: &Connection, id: i64) -> rusqlite::Result<Vec<HostPort>> {
+    conn.prepare_cached(
+        "SELECT proto, port, first_seen, last_seen, flows FROM remote_host_ports \
+         WHERE remote_host_id = ? ORDER BY flows DESC, proto, port LIMIT 200",
+    )?
+    .query_map([id], |r| {
+        Ok(HostPort {
+            proto: r.get(0)?,
+            port: r.get(1)?,
+            first_seen: r.get(2)?,
+            last_seen: r.get(3)?,
+            flows: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// Most minute rows one request returns: seven days, the default minute retention.
+pub const MAX_MINUTES: u32 = 7 * 24 * 60;
+
+/// One row of `device_minutes`, every column (the API returns it as is).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceMinute {
+    pub device_id: i64,
+    /// Start of the UTC minute, unix ms.
+    pub minute: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub packets_up: i64,
+    pub packets_down: i64,
+    pub flows_new: i64,
+    pub unique_dsts: i64,
+    pub unique_ports: i64,
+}
+
+/// A device's minute rollups from `since_ms` on, oldest first; at most [`MAX_MINUTES`]
+/// (the latest ones when there are more).
+pub fn device_minutes(
+    conn: &Connection,
+    id: i64,
+    since_ms: i64,
+) -> rusqlite::Result<Vec<DeviceMinute>> {
+    let mut rows = conn
+        .prepare_cached(
+            "SELECT device_id, minute, bytes_up, bytes_down, packets_up, packets_down, \
+             flows_new, unique_dsts, unique_ports FROM device_minutes \
+             WHERE device_id = ? AND minute >= ? ORDER BY minute DESC LIMIT ?",
+        )?
+        .query_map(params![id, since_ms, MAX_MINUTES], |r| {
+            Ok(DeviceMinute {
+                device_id: r.get(0)?,
+                minute: r.get(1)?,
+                bytes_up: r.get(2)?,
+                bytes_down: r.get(3)?,
+                packets_up: r.get(4)?,
+                packets_down: r.get(5)?,
+                flows_new: r.get(6)?,
+                unique_dsts: r.get(7)?,
+                unique_ports: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// One row of `remote_host_minutes`, every column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteHostMinute {
+    pub remote_host_id: i64,
+    pub minute: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub packets_up: i64,
+    pub packets_down: i64,
+    pub flows_new: i64,
+    pub unique_devices: i64,
+}
+
+/// A remote host's minute rollups from `since_ms` on, oldest first (see
+/// [`device_minutes`]).
+pub fn remote_host_minutes(
+    conn: &Connection,
+    id: i64,
+    since_ms: i64,
+) -> rusqlite::Result<Vec<RemoteHostMinute>> {
+    let mut rows = conn
+        .prepare_cached(
+            "SELECT remote_host_id, minute, bytes_up, bytes_down, packets_up, packets_down, \
+             flows_new, unique_devices FROM remote_host_minutes \
+             WHERE remote_host_id = ? AND minute >= ? ORDER BY minute DESC LIMIT ?",
+        )?
+        .query_map(params![id, since_ms, MAX_MINUTES], |r| {
+            Ok(RemoteHostMinute {
+                remote_host_id: r.get(0)?,
+                minute: r.get(1)?,
+                bytes_up: r.get(2)?,
+                bytes_down: r.get(3)?,
+                packets_up: r.get(4)?,
+                packets_down: r.get(5)?,
+                flows_new: r.get(6)?,
+                unique_devices: r.get(7)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// The dashboard's headline numbers over a window ending now.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Live flows right now (`ended_at IS NULL`), every direction.
+    pub active_flows: u64,
+    /// Devices with `last_seen` in the window.
+    pub devices_seen: u64,
+    /// Remote hosts first seen in the window.
+    pub remote_hosts_new: u64,
+    /// LAN traffic in the window, from the per-device minute rollups (deltas, so a long
+    /// download counts in the minutes it happened).
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+}
+
+pub fn summary(conn: &Connection, since_ms: i64) -> rusqlite::Result<Summary> {
+    let count = |sql: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
+        let n: i64 = conn.prepare_cached(sql)?.query_row(p, |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    let (bytes_up, bytes_down) = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(bytes_up), 0), coalesce(sum(bytes_down), 0) \
+             FROM device_minutes WHERE minute >= ?",
+        )?
+        .query_row([since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(Summary {
+        active_flows: count("SELECT count(*) FROM flows WHERE ended_at IS NULL", &[])?,
+        devices_seen: count(
+            "SELECT count(*) FROM devices WHERE last_seen >= ?",
+            &[&since_ms],
+        )?,
+        remote_hosts_new: count(
+            "SELECT count(*) FROM remote_hosts WHERE first_seen >= ?",
+            &[&since_ms],
+        )?,
+        bytes_up,
+        bytes_down,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Pages: everything one page shows, read from one snapshot
+// ---------------------------------------------------------------------------------------
+
+/// The dashboard: summary tiles, the flows table, and the devices for its filter menu.
+#[derive(Debug, Clone)]
+pub struct Dashboard {
+    pub summary: Summary,
+    pub flows: FlowPage,
+    pub devices: Vec<DeviceRow>,
+}
+
+pub fn dashboard(
+    conn: &Connection,
+    filter: &FlowFilter,
+    since_ms: i64,
+) -> rusqlite::Result<Dashboard> {
+    Ok(Dashboard {
+        summary: summary(conn, since_ms)?,
+        flows: flows(conn, filter)?,
+        devices: devices(conn)?,
+    })
+}
+
+/// A device's page: the device, its addresses, its recent flows and its minutes.
+#[derive(Debug, Clone)]
+pub struct DevicePage {
+    pub device: DeviceRow,
+    pub addrs: Vec<DeviceAddr>,
+    pub flows: FlowPage,
+    pub minutes: Vec<DeviceMinute>,
+}
+
+/// `None` when there is no such device. `flows` is forced to this device.
+pub fn device_page(
+    conn: &Connection,
+    id: i64,
+    flows_filter: &FlowFilter,
+    since_ms: i64,
+) -> rusqlite::Result<Option<DevicePage>> {
+    let Some(device) = device(conn, id)? else {
+        return Ok(None);
+    };
+    let filter = FlowFilter {
+        device_id: Some(id),
+        ..flows_filter.clone()
+    };
+    Ok(Some(DevicePage {
+        addrs: device_addrs(conn, id)?,
+        flows: flows(conn, &filter)?,
+        minutes: device_minutes(conn, id, since_ms)?,
+        device,
+    }))
+}
+
+/// A remote host's page: the host, its ports, its recent flows and its minutes.
+#[derive(Debug, Clone)]
+pub struct RemoteHostPage {
+    pub host: RemoteHostRow,
+    pub ports: Vec<HostPort>,
+    pub flows: FlowPage,
+    pub minutes: Vec<RemoteHostMinute>,
+}
+
+/// `None` when there is no such host. `flows` is forced to this host.
+pub fn remote_host_page(
+    conn: &Connection,
+    id: i64,
+    flows_filter: &FlowFilter,
+    since_ms: i64,
+) -> rusqlite::Result<Option<RemoteHostPage>> {
+    let Some(host) = remote_host(conn, id)? else {
+        return Ok(None);
+    };
+    let filter = FlowFilter {
+        remote_host_id: Some(id),
+        ..flows_filter.clone()
+    };
+    Ok(Some(RemoteHostPage {
+        ports: remote_host_ports(conn, id)?,
+        flows: flows(conn, &filter)?,
+        minutes: remote_host_minutes(conn, id, since_ms)?,
+        host,
+    }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A fresh database file from `schema.sql`, in WAL mode like the writer's.
+    pub(crate) fn temp_db(name: &str) -> (tempdir::TempDir, Connection) {
+        let dir = tempdir::TempDir::new(name);
+        let conn = Connection::open(dir.db()).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        conn.execute_batch(include_str!("../../schema.sql"))
+            .unwrap();
+        (dir, conn)
+    }
+
+    /// A per-test directory under the system temp dir, removed on drop (no extra crate).
+    pub(crate) mod tempdir {
+        use std::path::PathBuf;
+
+        pub struct TempDir(PathBuf);
+
+        impl TempDir {
+            pub fn new(name: &str) -> TempDir {
+                let path = std::env::temp_dir().join(format!(
+                    "netmon-test-{}-{}-{:?}",
+                    name,
+                    std::process::id(),
+                    std::thread::current().id()
+                ));
+                let _ = std::fs::remove_dir_all(&path);
+                std::fs::create_dir_all(&path).unwrap();
+                TempDir(path)
+            }
+
+            pub fn db(&self) -> PathBuf {
+                self.0.join("netmon.db")
+            }
+        }
+
+        impl Drop for TempDir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    /// The fields that tell test flows apart: id, direction, src, dst, dst port, bytes up
+    /// (down is twice that), last_seen, ended_at, device id.
+    pub(crate) type TestFlow<'a> = (
+        i64,
+        &'a str,
+        &'a str,
+        &'a str,
+        Option<u16>,
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+    );
+
+    /// Inserts test flows; the fields not in [`TestFlow`] are fixed (TCP, v4, started a
+    /// minute before `last_seen`, source port 40000 + id).
+    pub(crate) fn insert_flows(conn: &Connection, flows: &[TestFlow]) {
+        for (id, direction, src, dst, dport, bytes, last_seen, ended_at, device_id) in flows {
+            conn.execute(
+                "INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, src_port, \
+                 dst_ip, dst_port, reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port, \
+                 state, status, bytes_up, bytes_down, packets_up, packets_down, \
+                 first_seen, last_seen, ended_at, device_id) \
+                 VALUES (?1, ?1, ?1 + 1000, 4, 6, ?2, ?3, 40000 + ?1, ?4, ?5, ?4, ?5, \
+                         '203.0.113.1', 40000 + ?1, 'ESTABLISHED', 14, ?6, ?6 * 2, 10, 20, \
+                         ?7 - 60000, ?7, ?8, ?9)",
+                params![
+                    id, direction, src, dst, dport, bytes, last_seen, ended_at, device_id
+                ],
+            )
+            .unwrap();
+        }
+    }
+
+    fn q(pairs: &[(&str, &str)]) -> FlowQuery {
+        let mut q = FlowQuery::default();
+        for (k, v) in pairs {
+            let v = Some(v.to_string());
+            match *k {
+                "show" => q.show = v,
+                "direction" => q.direction = v,
+                "src" => q.src = v,
+                "dst" => q.dst = v,
+                "device" => q.device = v,
+                "host" => q.host = v,
+                "port" => q.port = v,
+                "proto" => q.proto = v,
+                "sort" => q.sort = v,
+                "order" => q.order = v,
+                "page" => q.page = v,
+                "per_page" => q.per_page = v,
+                _ => panic!("unknown key {k}"),
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn filter_defaults_and_empty_values() {
+        let f = FlowFilter::parse(&q(&[("src", ""), ("port", " "), ("direction", "")])).unwrap();
+        assert_eq!(f, FlowFilter::default());
+        assert_eq!(f.to_query(), "");
+    }
+
+    #[test]
+    fn filter_round_trips_through_query_string() {
+        let f = FlowFilter::parse(&q(&[
+            ("show", "all"),
+            ("direction", "lan,outbound,lan"),
+            ("src", "10.0.0."),
+            ("dst", "2001:DB8::1"),
+            ("port", "443"),
+            ("proto", "UDP"),
+            ("sort", "bytes"),
+            ("order", "asc"),
+            ("page", "3"),
+            ("per_page", "20"),
+        ]))
+        .unwrap();
+        assert_eq!(f.directions, vec![Direction::Outbound, Direction::Lan]);
+        assert_eq!(f.dst, Some(AddrMatch::Exact("2001:db8::1".into())));
+        assert_eq!(f.src, Some(AddrMatch::Prefix("10.0.0.".into())));
+        assert_eq!(f.proto, Some(17));
+        let text = f.to_query();
+        assert_eq!(
+            text,
+            "show=all&direction=outbound%2Clan&src=10.0.0.&dst=2001%3Adb8%3A%3A1&port=443\
+             &proto=udp&sort=bytes&order=asc&page=3&per_page=20"
+        );
+        // Decode the way a browser/axum would and parse again.
+        let back: Vec<(String, String)> = text
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_owned(), percent_decode(v))
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = back.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(FlowFilter::parse(&q(&pairs)).unwrap(), f);
+    }
+
+    fn percent_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn bad_values_name_the_parameter() {
+        for (k, v) in [
+            ("show", "live"),
+            ("direction", "sideways"),
+            ("direction", ","),
+            ("device", "x"),
+            ("device", "0"),
+            ("port", "70000"),
+            ("proto", "quic"),
+            ("sort", "size"),
+            ("order", "up"),
+            ("page", "0"),
+            ("page", "-1"),
+            ("per_page", "501"),
+            ("per_page", "0"),
+        ] {
+            let e = FlowFilter::parse(&q(&[(k, v)])).unwrap_err();
+            assert_eq!(e.param, k, "{e}");
+            assert!(e.to_string().contains(&format!("`{k}`")), "{e}");
+        }
+    }
+
+    #[test]
+    fn like_escapes_wildcards() {
+        assert_eq!(escape_like(r"a%b_c\d"), r"a\%b\_c\\d");
+    }
+
+    #[test]
+    fn with_sort_flips_on_second_click() {
+        let f = FlowFilter::default().with_page(4);
+        let b = f.with_sort(FlowSort::Bytes);
+        assert_eq!((b.sort, b.order, b.page), (FlowSort::Bytes, Order::Desc, 1));
+        assert_eq!(b.with_sort(FlowSort::Bytes).order, Order::Asc);
+        assert_eq!(f.with_sort(FlowSort::Dst).order, Order::Asc);
+    }
+
+    fn seeded() -> (tempdir::TempDir, Connection) {
+        let (dir, conn) = temp_db("read-seeded");
+        conn.execute(
+            "INSERT INTO devices (id, ip, name, first_seen, last_seen) VALUES \
+             (1, '10.0.0.5', 'laptop', 0, 1000), (2, '10.0.0.6', NULL, 0, 2000)",
+            [],
+        )
+        .unwrap();
+        #[rustfmt::skip]
+        insert_flows(&conn, &[
+            (1, "outbound", "10.0.0.5", "198.51.100.1", Some(443), 100, 5000, None, Some(1)),
+            (2, "outbound", "10.0.0.6", "198.51.100.2", Some(80), 900, 6000, None, Some(2)),
+            (3, "router-local", "10.0.0.5", "10.0.0.1", Some(53), 50, 7000, None, Some(1)),
+            (4, "lan", "10.0.0.5", "10.0.0.6", Some(22), 10, 7000, None, Some(1)),
+            (5, "outbound", "10.0.0.5", "198.51.100.1", Some(443), 500, 4000, Some(4500), Some(1)),
+            (6, "inbound", "192.0.2.9", "10.0.0.6", Some(8080), 70, 6000, None, Some(2)),
+            (7, "outbound", "10.0.0.9", "198.51.100.3", None, 5, 3000, None, None),
+        ]);
+        (dir, conn)
+    }
+
+    fn ids(page: &FlowPage) -> Vec<i64> {
+        page.flows.iter().map(|f| f.id).collect()
+    }
+
+    fn run(conn: &Connection, pairs: &[(&str, &str)]) -> FlowPage {
+        flows(conn, &FlowFilter::parse(&q(pairs)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn flows_default_is_active_internet_latest_first() {
+        let (_d, conn) = seeded();
+        let page = run(&conn, &[]);
+        // 6 and 2 tie on last_seen: the higher id comes first, every time.
+        assert_eq!(ids(&page), vec![6, 2, 1, 7]);
+        assert_eq!(page.total, 4);
+        assert_eq!(page.flows[2].device_name.as_deref(), Some("laptop"));
+        assert_eq!(page.flows[3].device_name, None);
+    }
+
+    #[test]
+    fn flows_filters() {
+        let (_d, conn) = seeded();
+        assert_eq!(ids(&run(&conn, &[("show", "all")])), vec![6, 2, 1, 5, 7]);
+        assert_eq!(ids(&run(&conn, &[("show", "ended")])), vec![5]);
+        assert_eq!(
+            ids(&run(&conn, &[("direction", "all")])),
+            vec![4, 3, 6, 2, 1, 7]
+        );
+        assert_eq!(ids(&run(&conn, &[("direction", "router-local")])), vec![3]);
+        assert_eq!(
+            ids(&run(&conn, &[("device", "1"), ("show", "all")])),
+            vec![1, 5]
+        );
+        assert_eq!(ids(&run(&conn, &[("port", "8080")])), vec![6]);
+        assert_eq!(ids(&run(&conn, &[("port", "40002")])), vec![2]);
+        assert_eq!(
+            ids(&run(&conn, &[("dst", "198.51.100.1"), ("show", "all")])),
+            vec![1, 5]
+        );
+        assert_eq!(ids(&run(&conn, &[("src", "10.0.0.")])), vec![2, 1, 7]);
+        assert_eq!(ids(&run(&conn, &[("src", "10.0.0.9")])), vec![7]);
+        assert_eq!(ids(&run(&conn, &[("proto", "udp")])), Vec::<i64>::new());
+        assert_eq!(ids(&run(&conn, &[("proto", "6")])), vec![6, 2, 1, 7]);
+        // A LIKE wildcard in user text is literal.
+        assert_eq!(ids(&run(&conn, &[("src", "10.0.0_")])), Vec::<i64>::new());
+        assert_eq!(ids(&run(&conn, &[("src", "%")])), Vec::<i64>::new());
+    }
+
+    #[test]
+    fn flows_sorting() {
+        let (_d, conn) = seeded();
+        assert_eq!(ids(&run(&conn, &[("sort", "bytes")])), vec![2, 1, 6, 7]);
+        assert_eq!(
+            ids(&run(&conn, &[("sort", "bytes"), ("order", "asc")])),
+            vec![7, 6, 1, 2]
+        );
+        // Age descending = oldest first.
+        assert_eq!(ids(&run(&conn, &[("sort", "age")])), vec![7, 1, 2, 6]);
+        assert_eq!(ids(&run(&conn, &[("sort", "dst")])), vec![6, 1, 2, 7]);
+    }
+
+    #[test]
+    fn flows_pagination() {
+        let (_d, conn) = seeded();
+        let p1 = run(
+            &conn,
+            &[("direction", "all"), ("show", "all"), ("per_page", "3")],
+        );
+        let p3 = run(
+            &conn,
+            &[
+                ("direction", "all"),
+                ("show", "all"),
+                ("per_page", "3"),
+                ("page", "3"),
+            ],
+        );
+        assert_eq!((p1.total, p1.pages(), ids(&p1)), (7, 3, vec![4, 3, 6]));
+        assert_eq!(ids(&p3), vec![7]);
+    }
+
+    #[test]
+    fn summary_counts() {
+        let (_d, conn) = seeded();
+        conn.execute(
+            "INSERT INTO remote_hosts (id, ip, first_seen, last_seen) VALUES \
+             (1, '198.51.100.1', 100, 5000), (2, '198.51.100.2', 3000, 6000)",
+            [],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO device_minutes (device_id, minute, bytes_up, bytes_down) VALUES \
+             (1, 0, 1, 2), (1, 60000, 10, 20), (2, 60000, 100, 200)",
+            [],
+        )
+        .unwrap();
+        let s = summary(&conn, 1500).unwrap();
+        assert_eq!(
+            s,
+            Summary {
+                active_flows: 6,
+                devices_seen: 1,
+                remote_hosts_new: 1,
+                bytes_up: 110,
+                bytes_down: 220
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn pool_reads_and_refuses_writes() {
+        let (dir, _conn) = seeded();
+        let pool = ReadPool::open(&dir.db(), 2).unwrap();
+        let page = pool
+            .run(|c| flows(c, &FlowFilter::default()))
+            .await
+            .unwrap();
+        assert_eq!(page.total, 4);
+        let err = pool
+            .run(|c| c.execute("DELETE FROM flows", []))
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("readonly"), "{err:#}");
+        // The pool still works after an error.
+        let n = pool.run(|c| devices(c).map(|d| d.len())).await.unwrap();
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn missing_database_is_an_error_naming_the_file() {
+        let err = ReadPool::open(Path::new("/nonexistent/netmon.db"), 1)
+            .err()
+            .unwrap();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/netmon.db"),
+            "{err:#}"
+        );
+    }
+
+    /// Index use for the queries every page view makes. A `SCAN f` (full table scan) on
+    /// a million-row `flows` table costs a router seconds.
+    #[test]
+    fn plans_use_indexes() {
+        let (_d, conn) = seeded();
+        let plan = |sql: &str, params: &[Value]| -> String {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            stmt.query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let f = FlowFilter::default();
+        let w = flow_where(&f);
+        let count = plan(
+            &format!("SELECT count(*) FROM flows f{}", w.sql()),
+            &w.params,
+        );
+        assert!(!count.contains("SCAN f\n") && count != "SCAN f", "{count}");
+        let summary = plan("SELECT count(*) FROM flows WHERE ended_at IS NULL", &[]);
+        assert!(summary.contains("USING"), "{summary}");
+        let dev = FlowFilter {
+            device_id: Some(1),
+            show: Show::All,
+            ..FlowFilter::default()
+        };
+        let w = flow_where(&dev);
+        let list = plan(
+            &format!(
+                "SELECT f.id FROM flows f{} ORDER BY {} LIMIT 50",
+                w.sql(),
+                flow_order_by(&dev)
+            ),
+            &w.params,
+        );
+        assert!(list.contains("flows_device"), "{list}");
+    }
+}

@@ -1,0 +1,293 @@
+//! The JSON API: the same data and the same query parameters as the pages (DESIGN §5),
+//! for scripts. The shapes below are the documented contract; they are spelled out here
+//! rather than derived from the store's row types so a schema change cannot silently
+//! change the API.
+//!
+//! Times are unix ms UTC; absent values are `null`. Errors are
+//! `{"error": "<message naming the parameter>"}` with the HTTP status.
+
+use axum::Json;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{AppState, WebError, now_ms};
+use crate::flow::proto_name;
+use crate::store::read::{
+    self, DeviceMinute, DeviceRow, FlowFilter, FlowRow, HostFilter, RemoteHostMinute, RemoteHostRow,
+};
+
+/// A [`WebError`] rendered as JSON.
+pub struct ApiError(WebError);
+
+impl<E: Into<WebError>> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError(e.into())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.log();
+        let body = serde_json::json!({ "error": self.0.to_string() });
+        (self.0.status(), Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+/// `GET /api/flows`.
+#[derive(Serialize)]
+pub struct FlowsResponse {
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub flows: Vec<ApiFlow>,
+}
+
+/// One flow, exactly these keys.
+#[derive(Serialize)]
+pub struct ApiFlow {
+    pub id: i64,
+    pub ct_id: i64,
+    /// 4 or 6.
+    pub family: i64,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, … or the number as a string.
+    pub proto: String,
+    pub direction: String,
+    pub src_ip: String,
+    pub src_port: Option<u16>,
+    pub dst_ip: String,
+    pub dst_port: Option<u16>,
+    pub reply_src_ip: String,
+    pub reply_src_port: Option<u16>,
+    pub reply_dst_ip: String,
+    pub reply_dst_port: Option<u16>,
+    pub icmp_type: Option<u8>,
+    pub icmp_code: Option<u8>,
+    pub state: Option<String>,
+    pub status: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub packets_up: i64,
+    pub packets_down: i64,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub ended_at: Option<i64>,
+    pub device_id: Option<i64>,
+    pub device_name: Option<String>,
+    pub remote_host_id: Option<i64>,
+}
+
+impl From<FlowRow> for ApiFlow {
+    fn from(f: FlowRow) -> Self {
+        ApiFlow {
+            id: f.id,
+            ct_id: f.ct_id,
+            family: f.family,
+            proto: proto_name(f.proto).into_owned(),
+            direction: f.direction,
+            src_ip: f.src_ip,
+            src_port: f.src_port,
+            dst_ip: f.dst_ip,
+            dst_port: f.dst_port,
+            reply_src_ip: f.reply_src_ip,
+            reply_src_port: f.reply_src_port,
+            reply_dst_ip: f.reply_dst_ip,
+            reply_dst_port: f.reply_dst_port,
+            icmp_type: f.icmp_type,
+            icmp_code: f.icmp_code,
+            state: f.state,
+            status: f.status,
+            bytes_up: f.bytes_up,
+            bytes_down: f.bytes_down,
+            packets_up: f.packets_up,
+            packets_down: f.packets_down,
+            first_seen: f.first_seen,
+            last_seen: f.last_seen,
+            ended_at: f.ended_at,
+            device_id: f.device_id,
+            device_name: f.device_name,
+            remote_host_id: f.remote_host_id,
+        }
+    }
+}
+
+pub async fn flows(
+    State(state): State<AppState>,
+    query: Result<Query<read::FlowQuery>, QueryRejection>,
+) -> ApiResult<FlowsResponse> {
+    let filter = FlowFilter::parse(&query?.0)?;
+    let page = state.reads().run(move |c| read::flows(c, &filter)).await?;
+    Ok(Json(FlowsResponse {
+        total: page.total,
+        page: page.page,
+        per_page: page.per_page,
+        flows: page.flows.into_iter().map(ApiFlow::from).collect(),
+    }))
+}
+
+/// `GET /api/devices`: every device (up to `read::MAX_DEVICES`), latest first.
+#[derive(Serialize)]
+pub struct DevicesResponse {
+    pub devices: Vec<ApiDevice>,
+}
+
+#[derive(Serialize)]
+pub struct ApiDevice {
+    pub id: i64,
+    pub ip: String,
+    pub mac: Option<String>,
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub flows: i64,
+}
+
+impl From<DeviceRow> for ApiDevice {
+    fn from(d: DeviceRow) -> Self {
+        ApiDevice {
+            id: d.id,
+            ip: d.ip,
+            mac: d.mac,
+            name: d.name,
+            hostname: d.hostname,
+            first_seen: d.first_seen,
+            last_seen: d.last_seen,
+            bytes_up: d.bytes_up,
+            bytes_down: d.bytes_down,
+            flows: d.flows,
+        }
+    }
+}
+
+pub async fn devices(State(state): State<AppState>) -> ApiResult<DevicesResponse> {
+    let devices = state.reads().run(read::devices).await?;
+    Ok(Json(DevicesResponse {
+        devices: devices.into_iter().map(ApiDevice::from).collect(),
+    }))
+}
+
+/// `GET /api/hosts`: one page of remote hosts; takes the `/hosts` parameters (`q`,
+/// `sort`, `order`, `page`, `per_page`).
+#[derive(Serialize)]
+pub struct HostsResponse {
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub hosts: Vec<ApiHost>,
+}
+
+#[derive(Serialize)]
+pub struct ApiHost {
+    pub id: i64,
+    pub ip: String,
+    pub rdns: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub bytes_up: i64,
+    pub bytes_down: i64,
+    pub flows: i64,
+}
+
+impl From<RemoteHostRow> for ApiHost {
+    fn from(h: RemoteHostRow) -> Self {
+        ApiHost {
+            id: h.id,
+            ip: h.ip,
+            rdns: h.rdns,
+            first_seen: h.first_seen,
+            last_seen: h.last_seen,
+            bytes_up: h.bytes_up,
+            bytes_down: h.bytes_down,
+            flows: h.flows,
+        }
+    }
+}
+
+pub async fn hosts(
+    State(state): State<AppState>,
+    query: Result<Query<read::HostQuery>, QueryRejection>,
+) -> ApiResult<HostsResponse> {
+    let filter = HostFilter::parse(&query?.0)?;
+    let page = state
+        .reads()
+        .run(move |c| read::remote_hosts(c, &filter))
+        .await?;
+    Ok(Json(HostsResponse {
+        total: page.total,
+        page: page.page,
+        per_page: page.per_page,
+        hosts: page.hosts.into_iter().map(ApiHost::from).collect(),
+    }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct SinceQuery {
+    pub since: Option<String>,
+}
+
+/// Default minutes window: the last hour.
+const DEFAULT_SINCE_MS: i64 = 60 * 60_000;
+
+fn parse_since(q: &SinceQuery) -> Result<i64, WebError> {
+    match q.since.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(now_ms() - DEFAULT_SINCE_MS),
+        Some(s) => s.parse::<i64>().ok().filter(|ms| *ms >= 0).ok_or_else(|| {
+            WebError::BadRequest(format!(
+                "invalid query parameter `since` = {s:?}: expected unix milliseconds (UTC)"
+            ))
+        }),
+    }
+}
+
+/// `GET /api/{devices,hosts}/{id}/minutes`: every column of the rollup, oldest first,
+/// at most seven days of rows (the newest when there are more).
+#[derive(Serialize)]
+pub struct MinutesResponse<M> {
+    pub minutes: Vec<M>,
+}
+
+pub async fn device_minutes(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<SinceQuery>, QueryRejection>,
+) -> ApiResult<MinutesResponse<DeviceMinute>> {
+    let Path(id) = id?;
+    let since = parse_since(&query?.0)?;
+    let minutes = state
+        .reads()
+        .run(move |c| {
+            Ok(match read::device(c, id)? {
+                Some(_) => Some(read::device_minutes(c, id, since)?),
+                None => None,
+            })
+        })
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no device with id {id}")))?;
+    Ok(Json(MinutesResponse { minutes }))
+}
+
+pub async fn host_minutes(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<SinceQuery>, QueryRejection>,
+) -> ApiResult<MinutesResponse<RemoteHostMinute>> {
+    let Path(id) = id?;
+    let since = parse_since(&query?.0)?;
+    let minutes = state
+        .reads()
+        .run(move |c| {
+            Ok(match read::remote_host(c, id)? {
+                Some(_) => Some(read::remote_host_minutes(c, id, since)?),
+                None => None,
+            })
+        })
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no remote host with id {id}")))?;
+    Ok(Json(MinutesResponse { minutes }))
+}

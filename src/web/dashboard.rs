@@ -1,0 +1,174 @@
+//! `/`: the summary tiles and the live flows table with its filter form.
+//!
+//! The filter form is a plain GET form and every sort/page link carries the whole
+//! filter, so any view is a link to share; "clear" is a link to `/`.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use maud::{Markup, html};
+
+use super::layout::{Nav, page as shell, with_query};
+use super::{AppState, WebError, flows, format, now_ms};
+use crate::flow::proto_name;
+use crate::store::read::{
+    self, ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowFilter, Show, directions_param,
+};
+
+/// The window of the summary tiles.
+const WINDOW_MS: i64 = 60 * 60_000;
+
+pub async fn page(
+    State(state): State<AppState>,
+    query: Result<Query<read::FlowQuery>, QueryRejection>,
+) -> Result<Markup, WebError> {
+    let filter = FlowFilter::parse(&query?.0)?;
+    let now = now_ms();
+    let f = filter.clone();
+    let data = state
+        .reads()
+        .run(move |c| read::dashboard(c, &f, now - WINDOW_MS))
+        .await?;
+    Ok(render(&filter, &data, now))
+}
+
+fn render(filter: &FlowFilter, data: &Dashboard, now: i64) -> Markup {
+    let s = &data.summary;
+    let fragment = with_query("/fragment/flows", &filter.to_query());
+    shell(
+        "Flows",
+        Nav::Flows,
+        true,
+        html! {
+            section.tiles aria-label="summary" {
+                div.tile {
+                    span.label { "Active flows" }
+                    span.value #tile-active { (s.active_flows) }
+                }
+                div.tile {
+                    span.label { "Devices seen · 1 h" }
+                    span.value { (format::count(s.devices_seen)) }
+                }
+                div.tile {
+                    span.label { "New remote hosts · 1 h" }
+                    span.value { (format::count(s.remote_hosts_new)) }
+                }
+                div.tile.up {
+                    span.label { "Sent · 1 h" }
+                    span.value { (format::bytes(s.bytes_up)) }
+                }
+                div.tile.down {
+                    span.label { "Received · 1 h" }
+                    span.value { (format::bytes(s.bytes_down)) }
+                }
+            }
+            (show_switch(filter))
+            (filter_form(filter, data))
+            section #flows-live data-src=(fragment) aria-live="off" {
+                (flows::panel(filter, &data.flows, now))
+            }
+        },
+    )
+}
+
+/// Active / all / ended as links (the "include ended" toggle), keeping the rest.
+fn show_switch(filter: &FlowFilter) -> Markup {
+    html! {
+        nav.switch aria-label="flow lifetime" {
+            @for (show, label) in [(Show::Active, "Active"), (Show::All, "Active + ended"), (Show::Ended, "Ended")] {
+                @let target = FlowFilter { show, page: 1, ..filter.clone() };
+                a href=(with_query("/", &target.to_query()))
+                    aria-current=[(filter.show == show).then_some("true")] { (label) }
+            }
+        }
+    }
+}
+
+fn filter_form(filter: &FlowFilter, data: &Dashboard) -> Markup {
+    let dir_value = directions_param(&filter.directions);
+    let default_dirs = filter.directions == DEFAULT_DIRECTIONS;
+    let known_dir = default_dirs
+        || filter.directions.len() == 1
+        || filter.directions.len() == ALL_DIRECTIONS.len();
+    let device_known = filter
+        .device_id
+        .is_none_or(|id| data.devices.iter().any(|d| d.id == id));
+    let protos: [u8; 4] = [6, 17, 1, 58];
+    let proto_known = filter.proto.is_none_or(|p| protos.contains(&p));
+    html! {
+        form.filters method="get" action="/" {
+            @if filter.show != Show::Active {
+                input type="hidden" name="show" value=(filter.show.as_str());
+            }
+            label {
+                span { "Device" }
+                select name="device" {
+                    option value="" { "any" }
+                    @for d in &data.devices {
+                        option value=(d.id) selected[filter.device_id == Some(d.id)] { (d.label()) }
+                    }
+                    @if !device_known {
+                        @if let Some(id) = filter.device_id {
+                            option value=(id) selected { "#" (id) }
+                        }
+                    }
+                }
+            }
+            label {
+                span { "Source" }
+                input type="search" name="src" size="16" placeholder="IP or prefix"
+                    value=[filter.src.as_ref().map(|m| m.as_str())];
+            }
+            label {
+                span { "Destination" }
+                input type="search" name="dst" size="16" placeholder="IP or prefix"
+                    value=[filter.dst.as_ref().map(|m| m.as_str())];
+            }
+            label {
+                span { "Port" }
+                input type="text" name="port" size="5" inputmode="numeric" pattern="[0-9]*"
+                    value=[filter.port];
+            }
+            label {
+                span { "Proto" }
+                select name="proto" {
+                    option value="" { "any" }
+                    @for p in protos {
+                        option value=(proto_name(p)) selected[filter.proto == Some(p)] { (proto_name(p)) }
+                    }
+                    @if !proto_known {
+                        @if let Some(p) = filter.proto {
+                            option value=(p) selected { (proto_name(p)) }
+                        }
+                    }
+                }
+            }
+            label {
+                span { "Direction" }
+                select name="direction" {
+                    option value="" selected[default_dirs] { "internet (out + in)" }
+                    @for d in ALL_DIRECTIONS {
+                        option value=(d.as_str()) selected[filter.directions == [d]] { (d.as_str()) }
+                    }
+                    option value="all" selected[filter.directions.len() == ALL_DIRECTIONS.len()] { "all" }
+                    @if !known_dir {
+                        option value=(dir_value) selected { (dir_value) }
+                    }
+                }
+            }
+            // Keep what the form has no field for.
+            @if let Some(id) = filter.remote_host_id {
+                input type="hidden" name="host" value=(id);
+            }
+            @let d = FlowFilter::default();
+            @if filter.sort != d.sort || filter.order != d.order {
+                input type="hidden" name="sort" value=(filter.sort.as_str());
+                input type="hidden" name="order" value=(filter.order.as_str());
+            }
+            @if filter.per_page != d.per_page {
+                input type="hidden" name="per_page" value=(filter.per_page);
+            }
+            button type="submit" { "Filter" }
+            a.clear href="/" { "clear" }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! `/devices` (the LAN devices) and `/devices/{id}` (one device: details, rename form,
+//! traffic per minute, recent flows), and the rename action.
+
+use axum::Form;
+use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::response::Redirect;
+use maud::{Markup, html};
+use serde::Deserialize;
+
+use super::chart::{self, Bar};
+use super::format::{self, time};
+use super::layout::{Nav, page as shell};
+use super::{AppState, WebError, flows, now_ms};
+use crate::event::Command;
+use crate::store::read::{self, ALL_DIRECTIONS, DeviceRow, FlowFilter, Show};
+
+pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
+    let devices = state.reads().run(read::devices).await?;
+    Ok(shell(
+        "Devices",
+        Nav::Devices,
+        false,
+        html! {
+            h1 { "Devices" }
+            @if devices.is_empty() {
+                p.muted { "No LAN device has been seen yet." }
+            } @else {
+                div.scroll {
+                    table.data {
+                        thead { tr {
+                            th { "Device" } th { "Address" } th.opt { "MAC" }
+                            th.opt { "First seen" } th { "Last seen" }
+                            th.num { "Sent" } th.num { "Received" } th.num.opt { "Flows" }
+                        } }
+                        tbody {
+                            @for d in &devices { (list_row(d)) }
+                        }
+                    }
+                }
+                @if devices.len() as u32 >= read::MAX_DEVICES {
+                    p.muted { "Showing the " (read::MAX_DEVICES) " most recently seen." }
+                }
+            }
+        },
+    ))
+}
+
+fn list_row(d: &DeviceRow) -> Markup {
+    html! {
+        tr {
+            td {
+                a href={ "/devices/" (d.id) } { (d.label()) }
+                @if let (Some(name), Some(host)) = (&d.name, &d.hostname) {
+                    @if !name.is_empty() && name != host { span.sub { (host) } }
+                }
+            }
+            td.mono { (d.ip) }
+            td.mono.opt { (d.mac.as_deref().unwrap_or("—")) }
+            td.mono.opt { (time(d.first_seen)) }
+            td.mono { (time(d.last_seen)) }
+            td.num.mono.up { (format::bytes(d.bytes_up)) }
+            td.num.mono.down { (format::bytes(d.bytes_down)) }
+            td.num.mono.opt { (format::count(d.flows)) }
+        }
+    }
+}
+
+/// `?window=<minutes>` of the traffic chart on device and host pages.
+#[derive(Debug, Default, Deserialize)]
+pub struct WindowQuery {
+    pub window: Option<String>,
+}
+
+/// Chart windows offered as links; any value from 1 to 1440 minutes is accepted.
+pub const WINDOWS: [(i64, &str); 4] = [(60, "1 h"), (360, "6 h"), (720, "12 h"), (1440, "24 h")];
+const DEFAULT_WINDOW: i64 = 60;
+
+/// The window in minutes. A day at most: minute bars past that are thinner than a pixel.
+pub fn parse_window(q: &WindowQuery) -> Result<i64, WebError> {
+    match q.window.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(DEFAULT_WINDOW),
+        Some(s) => s.parse::<i64>().ok().filter(|m| (1..=1440).contains(m)).ok_or_else(|| {
+            WebError::BadRequest(format!(
+                "invalid query parameter `window` = {s:?}: expected a number of minutes from 1 to 1440"
+            ))
+        }),
+    }
+}
+
+/// The filter behind a device or host page's "recent flows": every direction (its
+/// DNS and LAN traffic matter here), live and ended, latest first.
+pub fn recent_filter() -> FlowFilter {
+    FlowFilter {
+        show: Show::All,
+        directions: ALL_DIRECTIONS.to_vec(),
+        ..FlowFilter::default()
+    }
+}
+
+/// Links to the other chart windows.
+pub fn window_links(base: &str, current: i64) -> Markup {
+    html! {
+        nav.switch aria-label="chart window" {
+            @for (minutes, label) in WINDOWS {
+                a href={ (base) "?window=" (minutes) } aria-current=[(minutes == current).then_some("true")] { (label) }
+            }
+        }
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Markup, WebError> {
+    let Path(id) = id?;
+    let window = parse_window(&query?.0)?;
+    let now = now_ms();
+    let since = now - window * 60_000;
+    let data = state
+        .reads()
+        .run(move |c| read::device_page(c, id, &recent_filter(), since))
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no device with id {id}")))?;
+    let d = &data.device;
+    let bars: Vec<Bar> = data
+        .minutes
+        .iter()
+        .map(|m| Bar {
+            minute: m.minute,
+            up: m.bytes_up,
+            down: m.bytes_down,
+        })
+        .collect();
+    let full_view = FlowFilter {
+        device_id: Some(id),
+        ..recent_filter()
+    };
+    Ok(shell(
+        d.label(),
+        Nav::Devices,
+        false,
+        html! {
+            h1 { (d.label()) }
+            section.cols {
+                dl.facts {
+                    dt { "Address" } dd.mono { (d.ip) }
+                    dt { "MAC" } dd.mono { (d.mac.as_deref().unwrap_or("—")) }
+                    dt { "DHCP hostname" } dd { (d.hostname.as_deref().unwrap_or("—")) }
+                    @if let Some(v) = &d.vendor { dt { "Vendor" } dd { (v) } }
+                    dt { "First seen" } dd.mono { (time(d.first_seen)) }
+                    dt { "Last seen" } dd.mono { (time(d.last_seen)) }
+                    dt { "Sent" } dd.mono.up { (format::bytes(d.bytes_up)) }
+                    dt { "Received" } dd.mono.down { (format::bytes(d.bytes_down)) }
+                    dt { "Flows" } dd.mono { (format::count(d.flows)) }
+                }
+                form.rename method="post" action={ "/devices/" (id) "/name" } {
+                    label {
+                        span { "Name" }
+                        input type="text" name="name" maxlength=(MAX_NAME_CHARS) size="24"
+                            placeholder=(d.hostname.as_deref().unwrap_or(&d.ip))
+                            value=[d.name.as_deref()];
+                    }
+                    button type="submit" { "Rename" }
+                    p.muted { "An empty name clears it." }
+                }
+            }
+            @if data.addrs.len() > 1 {
+                h2 { "Addresses" }
+                table.data.narrow {
+                    thead { tr { th { "Address" } th { "First seen" } th { "Last seen" } } }
+                    tbody {
+                        @for a in &data.addrs {
+                            tr { td.mono { (a.ip) } td.mono { (time(a.first_seen)) } td.mono { (time(a.last_seen)) } }
+                        }
+                    }
+                }
+            }
+            h2 { "Traffic" }
+            (window_links(&format!("/devices/{id}"), window))
+            (chart::minutes_chart(&bars, since, now, &format!("traffic of {} per minute", d.label())))
+            details {
+                summary { "Per-minute table (" (data.minutes.len()) " minutes with traffic)" }
+                div.scroll {
+                    table.data {
+                        thead { tr {
+                            th { "Minute" } th.num { "Received" } th.num { "Sent" }
+                            th.num { "Packets ↓/↑" } th.num { "New flows" }
+                            th.num { "Hosts" } th.num { "Ports" }
+                        } }
+                        tbody {
+                            @for m in data.minutes.iter().rev() {
+                                tr {
+                                    td.mono { (time(m.minute)) }
+                                    td.num.mono.down { (format::bytes(m.bytes_down)) }
+                                    td.num.mono.up { (format::bytes(m.bytes_up)) }
+                                    td.num.mono { (m.packets_down) " / " (m.packets_up) }
+                                    td.num.mono { (m.flows_new) }
+                                    td.num.mono { (m.unique_dsts) }
+                                    td.num.mono { (m.unique_ports) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Recent flows" }
+            (flows::recent(&data.flows, &full_view, now))
+        },
+    ))
+}
+
+/// Longest device name accepted (characters). Long enough for "Grandma's tablet
+/// (living room)", short enough to keep tables readable.
+pub const MAX_NAME_CHARS: usize = 64;
+
+#[derive(Debug, Deserialize)]
+pub struct RenameForm {
+    pub name: String,
+}
+
+/// `POST /devices/{id}/name`: the writer applies the rename and commits; then 303 back
+/// to the device page (POST-redirect-GET, so a reload does not post again).
+pub async fn rename(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    form: Result<Form<RenameForm>, FormRejection>,
+) -> Result<Redirect, WebError> {
+    let Path(id) = id?;
+    let Form(form) = form?;
+    let name = form.name.trim().to_owned();
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(WebError::BadRequest(format!(
+            "invalid form field `name`: at most {MAX_NAME_CHARS} characters"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(WebError::BadRequest(
+            "invalid form field `name`: control characters are not allowed".into(),
+        ));
+    }
+    let exists = state
+        .reads()
+        .run(move |c| read::device(c, id))
+        .await?
+        .is_some();
+    if !exists {
+        return Err(WebError::NotFound(format!("no device with id {id}")));
+    }
+    state
+        .shared
+        .writer
+        .command(Command::RenameDevice {
+            device_id: id,
+            name,
+        })
+        .await
+        .map_err(|e| WebError::Unavailable(format!("rename not saved: {e}")))?;
+    Ok(Redirect::to(&format!("/devices/{id}")))
+}

@@ -1,0 +1,197 @@
+//! The flows table: rendered inside the dashboard, on device and host pages, and alone
+//! as `/fragment/flows` — the fragment the script swaps in after a commit that touched
+//! flows. One template for all, so the live view and a page load are identical.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use maud::{Markup, html};
+
+use super::format::{self, time_opt};
+use super::layout::{pager, with_query};
+use super::{AppState, WebError, now_ms};
+use crate::flow::proto_name;
+use crate::store::read::{self, FlowFilter, FlowPage, FlowRow, FlowSort, MAX_PAGE, Order, Show};
+
+/// `GET /fragment/flows?<dashboard query>`: the flows panel alone, no page shell.
+pub async fn fragment(
+    State(state): State<AppState>,
+    query: Result<Query<read::FlowQuery>, QueryRejection>,
+) -> Result<Markup, WebError> {
+    let filter = FlowFilter::parse(&query?.0)?;
+    let f = filter.clone();
+    let page = state.reads().run(move |c| read::flows(c, &f)).await?;
+    Ok(panel(&filter, &page, now_ms()))
+}
+
+/// Where the dashboard lives: sort and page links of the interactive table go there.
+const DASHBOARD: &str = "/";
+
+/// The dashboard's table with its count line, sortable headers and pager.
+pub fn panel(filter: &FlowFilter, page: &FlowPage, now: i64) -> Markup {
+    let first = u64::from(page.page - 1) * u64::from(page.per_page) + 1;
+    let last = first + page.flows.len() as u64 - 1;
+    let what = match filter.show {
+        Show::Active => "active flows",
+        Show::All => "flows",
+        Show::Ended => "ended flows",
+    };
+    html! {
+        p.count {
+            @if page.flows.is_empty() {
+                "No " (what) " match."
+                @if page.total > 0 { " (page " (page.page) " is past the end)" }
+            } @else {
+                (format::count(first)) "–" (format::count(last)) " of "
+                strong { (format::count(page.total)) } " " (what)
+            }
+        }
+        (table(&page.flows, now, Some(filter)))
+        @if page.pages() > 1 {
+            (pager(page.page, page.pages().min(MAX_PAGE), |p| {
+                with_query(DASHBOARD, &filter.with_page(p).to_query())
+            }))
+        }
+    }
+}
+
+/// A column header that sorts by `key` when `sorting` is given.
+fn sort_header(label: &str, key: FlowSort, sorting: Option<&FlowFilter>, class: &str) -> Markup {
+    html! {
+        th class=(class) {
+            @match sorting {
+                Some(f) => {
+                    @let arrow = if f.sort == key {
+                        match f.order { Order::Asc => " ▲", Order::Desc => " ▼" }
+                    } else { "" };
+                    a href=(with_query(DASHBOARD, &f.with_sort(key).to_query()))
+                        aria-sort=[(f.sort == key).then_some(match f.order {
+                            Order::Asc => "ascending",
+                            Order::Desc => "descending",
+                        })]
+                    { (label) (arrow) }
+                }
+                None => { (label) }
+            }
+        }
+    }
+}
+
+/// The table itself. `sorting`: the current filter, to make headers sort links.
+pub fn table(rows: &[FlowRow], now: i64, sorting: Option<&FlowFilter>) -> Markup {
+    html! {
+        div.scroll {
+            table.data.flows {
+                thead {
+                    tr {
+                        th { "Device" }
+                        th { "Source" }
+                        (sort_header("Destination", FlowSort::Dst, sorting, ""))
+                        th { "Proto" }
+                        th.opt { "Dir" }
+                        th.opt { "State" }
+                        (sort_header("Bytes ↑/↓", FlowSort::Bytes, sorting, "num"))
+                        (sort_header("Age", FlowSort::Age, sorting, "num opt"))
+                        (sort_header("Last seen", FlowSort::LastSeen, sorting, ""))
+                    }
+                }
+                tbody {
+                    @for f in rows { (row(f, now)) }
+                }
+            }
+        }
+    }
+}
+
+fn row(f: &FlowRow, now: i64) -> Markup {
+    // The remote peer is the destination of an outbound flow and the source of an
+    // inbound one; link whichever it is to its host page.
+    let remote_is_src = f.direction == "inbound";
+    let host_href = f.remote_host_id.map(|id| format!("/hosts/{id}"));
+    let age = f.ended_at.unwrap_or(now) - f.first_seen;
+    html! {
+        tr.ended[f.ended_at.is_some()] id={ "flow-" (f.id) } {
+            td {
+                @match (f.device_id, &f.device_name) {
+                    (Some(id), Some(name)) => a href={ "/devices/" (id) } { (name) },
+                    (Some(id), None) => a.muted href={ "/devices/" (id) } { "#" (id) },
+                    (None, _) => span.muted { "—" },
+                }
+            }
+            td.mono {
+                (endpoint(&f.src_ip, f.src_port, host_href.as_deref().filter(|_| remote_is_src)))
+                @if remote_is_src { (rdns(f)) }
+            }
+            td.mono {
+                (endpoint(&f.dst_ip, f.dst_port, host_href.as_deref().filter(|_| !remote_is_src)))
+                // DNAT (port forward, transparent proxy): who really answered.
+                @if f.reply_src_ip != f.dst_ip {
+                    span.sub { "→ " (format::endpoint(&f.reply_src_ip, f.reply_src_port)) }
+                }
+                @if !remote_is_src { (rdns(f)) }
+            }
+            td.mono {
+                (proto_name(f.proto))
+                @if let (Some(t), Some(c)) = (f.icmp_type, f.icmp_code) {
+                    span.sub { "type " (t) "/" (c) }
+                }
+            }
+            td.opt { span class={ "dir dir-" (f.direction) } { (f.direction) } }
+            td.opt.mono {
+                @if let Some(ended) = f.ended_at {
+                    span.badge.ended title={ "ended " (format::utc_text(ended)) } { "ended" }
+                } @else {
+                    (f.state.as_deref().unwrap_or("live"))
+                }
+            }
+            td.num.mono {
+                span.up title={ (f.bytes_up) " bytes, " (f.packets_up) " packets sent" } {
+                    (format::bytes(f.bytes_up))
+                }
+                " / "
+                span.down title={ (f.bytes_down) " bytes, " (f.packets_down) " packets received" } {
+                    (format::bytes(f.bytes_down))
+                }
+            }
+            td.num.opt.mono title={ "started " (format::utc_text(f.first_seen)) } {
+                (format::duration(age))
+            }
+            td.mono { (time_opt(Some(f.last_seen))) }
+        }
+    }
+}
+
+fn endpoint(ip: &str, port: Option<u16>, href: Option<&str>) -> Markup {
+    let text = format::endpoint(ip, port);
+    html! {
+        @match href {
+            Some(href) => a href=(href) { (text) },
+            None => (text),
+        }
+    }
+}
+
+fn rdns(f: &FlowRow) -> Markup {
+    html! {
+        @if let Some(name) = &f.remote_rdns {
+            span.sub.rdns { (name) }
+        }
+    }
+}
+
+/// A short read-only table of recent flows (device and host pages), with a link to the
+/// full, filterable view on the dashboard.
+pub fn recent(page: &FlowPage, full_view: &FlowFilter, now: i64) -> Markup {
+    let all = FlowFilter {
+        page: 1,
+        ..full_view.clone()
+    };
+    html! {
+        p.count {
+            (format::count(page.total)) " flows · "
+            a href=(with_query(DASHBOARD, &all.to_query())) { "open in the flows view" }
+        }
+        (table(&page.flows, now, None))
+        @if page.flows.is_empty() { p.muted { "None recorded." } }
+        @else if page.total > page.flows.len() as u64 { p.muted { "Latest " (page.flows.len()) " shown." } }
+    }
+}

@@ -1,0 +1,200 @@
+//! `/hosts` (internet peers of outbound and inbound flows) and `/hosts/{id}` (one host:
+//! ports contacted, traffic per minute, recent flows).
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use maud::{Markup, html};
+
+use super::chart::{self, Bar};
+use super::devices::{WindowQuery, parse_window, recent_filter, window_links};
+use super::format::{self, time};
+use super::layout::{Nav, page as shell, pager, with_query};
+use super::{AppState, WebError, flows, now_ms};
+use crate::flow::proto_name;
+use crate::store::read::{self, FlowFilter, HostFilter, HostSort, MAX_PAGE, Order};
+
+pub async fn list(
+    State(state): State<AppState>,
+    query: Result<Query<read::HostQuery>, QueryRejection>,
+) -> Result<Markup, WebError> {
+    let filter = HostFilter::parse(&query?.0)?;
+    let f = filter.clone();
+    let page = state
+        .reads()
+        .run(move |c| read::remote_hosts(c, &f))
+        .await?;
+    let header = |label: &str, key: HostSort, class: &str| {
+        let arrow = match (filter.sort == key, filter.order) {
+            (true, Order::Asc) => " ▲",
+            (true, Order::Desc) => " ▼",
+            _ => "",
+        };
+        html! {
+            th class=(class) {
+                a href=(with_query("/hosts", &filter.with_sort(key).to_query())) { (label) (arrow) }
+            }
+        }
+    };
+    Ok(shell(
+        "Remote hosts",
+        Nav::Hosts,
+        false,
+        html! {
+            h1 { "Remote hosts" }
+            form.filters method="get" action="/hosts" {
+                label {
+                    span { "Search" }
+                    input type="search" name="q" size="24" placeholder="address prefix or name"
+                        value=[filter.q.as_deref()];
+                }
+                @if filter.sort != HostSort::LastSeen || filter.order != Order::Desc {
+                    input type="hidden" name="sort" value=(filter.sort.as_str());
+                    input type="hidden" name="order" value=(filter.order.as_str());
+                }
+                button type="submit" { "Search" }
+                a.clear href="/hosts" { "clear" }
+            }
+            p.count { (format::count(page.total)) " hosts" }
+            div.scroll {
+                table.data {
+                    thead { tr {
+                        th { "Address" } th { "Reverse DNS" } th.opt { "AS / org" }
+                        (header("First seen", HostSort::FirstSeen, "opt"))
+                        (header("Last seen", HostSort::LastSeen, ""))
+                        (header("Bytes ↑/↓", HostSort::Bytes, "num"))
+                        (header("Flows", HostSort::Flows, "num opt"))
+                    } }
+                    tbody {
+                        @for h in &page.hosts {
+                            tr {
+                                td.mono { a href={ "/hosts/" (h.id) } { (h.ip) } }
+                                td.mono { (h.rdns.as_deref().unwrap_or("—")) }
+                                td.opt { (as_org(h.asn, h.org.as_deref())) }
+                                td.mono.opt { (time(h.first_seen)) }
+                                td.mono { (time(h.last_seen)) }
+                                td.num.mono {
+                                    span.up { (format::bytes(h.bytes_up)) } " / "
+                                    span.down { (format::bytes(h.bytes_down)) }
+                                }
+                                td.num.mono.opt { (format::count(h.flows)) }
+                            }
+                        }
+                    }
+                }
+            }
+            @if page.pages() > 1 {
+                (pager(page.page, page.pages().min(MAX_PAGE), |p| {
+                    with_query("/hosts", &filter.with_page(p).to_query())
+                }))
+            }
+        },
+    ))
+}
+
+fn as_org(asn: Option<i64>, org: Option<&str>) -> String {
+    match (asn, org) {
+        (Some(a), Some(o)) => format!("AS{a} {o}"),
+        (Some(a), None) => format!("AS{a}"),
+        (None, Some(o)) => o.to_owned(),
+        (None, None) => "—".to_owned(),
+    }
+}
+
+pub async fn page(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Markup, WebError> {
+    let Path(id) = id?;
+    let window = parse_window(&query?.0)?;
+    let now = now_ms();
+    let since = now - window * 60_000;
+    let data = state
+        .reads()
+        .run(move |c| read::remote_host_page(c, id, &recent_filter(), since))
+        .await?
+        .ok_or_else(|| WebError::NotFound(format!("no remote host with id {id}")))?;
+    let h = &data.host;
+    let bars: Vec<Bar> = data
+        .minutes
+        .iter()
+        .map(|m| Bar {
+            minute: m.minute,
+            up: m.bytes_up,
+            down: m.bytes_down,
+        })
+        .collect();
+    let full_view = FlowFilter {
+        remote_host_id: Some(id),
+        ..recent_filter()
+    };
+    Ok(shell(
+        &h.ip,
+        Nav::Hosts,
+        false,
+        html! {
+            h1.mono { (h.ip) }
+            section.cols {
+                dl.facts {
+                    dt { "Reverse DNS" } dd.mono { (h.rdns.as_deref().unwrap_or("—")) }
+                    dt { "AS / org" } dd { (as_org(h.asn, h.org.as_deref())) }
+                    dt { "First seen" } dd.mono { (time(h.first_seen)) }
+                    dt { "Last seen" } dd.mono { (time(h.last_seen)) }
+                    dt { "Sent to it" } dd.mono.up { (format::bytes(h.bytes_up)) }
+                    dt { "Received from it" } dd.mono.down { (format::bytes(h.bytes_down)) }
+                    dt { "Flows" } dd.mono { (format::count(h.flows)) }
+                }
+                div {
+                    h2 { "Ports" }
+                    @if data.ports.is_empty() {
+                        p.muted { "None recorded." }
+                    } @else {
+                        table.data.narrow {
+                            thead { tr {
+                                th { "Port" } th.num { "Flows" } th.opt { "First seen" } th { "Last seen" }
+                            } }
+                            tbody {
+                                @for p in &data.ports {
+                                    tr {
+                                        td.mono { (p.port) "/" (proto_name(p.proto)) }
+                                        td.num.mono { (format::count(p.flows)) }
+                                        td.mono.opt { (time(p.first_seen)) }
+                                        td.mono { (time(p.last_seen)) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Traffic" }
+            (window_links(&format!("/hosts/{id}"), window))
+            (chart::minutes_chart(&bars, since, now, &format!("traffic with {} per minute", h.ip)))
+            details {
+                summary { "Per-minute table (" (data.minutes.len()) " minutes with traffic)" }
+                div.scroll {
+                    table.data {
+                        thead { tr {
+                            th { "Minute" } th.num { "Received" } th.num { "Sent" }
+                            th.num { "Packets ↓/↑" } th.num { "New flows" } th.num { "Devices" }
+                        } }
+                        tbody {
+                            @for m in data.minutes.iter().rev() {
+                                tr {
+                                    td.mono { (time(m.minute)) }
+                                    td.num.mono.down { (format::bytes(m.bytes_down)) }
+                                    td.num.mono.up { (format::bytes(m.bytes_up)) }
+                                    td.num.mono { (m.packets_down) " / " (m.packets_up) }
+                                    td.num.mono { (m.flows_new) }
+                                    td.num.mono { (m.unique_devices) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Recent flows" }
+            (flows::recent(&data.flows, &full_view, now))
+        },
+    ))
+}

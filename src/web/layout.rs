@@ -1,0 +1,104 @@
+//! The page shell every page shares: head (embedded CSS/JS, no inline script or style,
+//! so a strict CSP can be added), navigation, and the error page.
+
+use axum::http::StatusCode;
+use maud::{DOCTYPE, Markup, html};
+
+use super::assets;
+
+/// Which navigation entry is the current page.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Nav {
+    Flows,
+    Devices,
+    Hosts,
+    None,
+}
+
+/// A full HTML page. `live` adds the live-update status and pause button, which the
+/// script reveals (they do nothing without it).
+pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="dark";
+                title { (title) " · netmon" }
+                link rel="stylesheet" href=(assets::url("netmon.css"));
+                link rel="icon" type="image/svg+xml" href=(assets::url("favicon.svg"));
+                script src=(assets::url("netmon.js")) defer {}
+            }
+            body {
+                header.top {
+                    a.brand href="/" { "netmon" }
+                    nav {
+                        a href="/" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
+                        a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
+                        a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
+                    }
+                    @if live {
+                        span.live-controls {
+                            span #live-status .live.off hidden { "live" }
+                            button #live-toggle type="button" hidden { "Pause" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// The page for a failed request: the status and the message (which names the bad
+/// parameter for a 400).
+pub fn error_page(status: StatusCode, message: &str) -> Markup {
+    let title = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("error")
+    );
+    page(
+        &title,
+        Nav::None,
+        false,
+        html! {
+            h1 { (title) }
+            p.error { (message) }
+            p { a href="/" { "Back to the flows" } }
+        },
+    )
+}
+
+/// "Previous · page N of M · Next" with links built by `href(page)`.
+pub fn pager(page: u32, pages: u32, href: impl Fn(u32) -> String) -> Markup {
+    html! {
+        nav.pager aria-label="pages" {
+            @if page > 1 {
+                a href=(href(1)) rel="first" { "« first" }
+                a href=(href(page - 1)) rel="prev" { "‹ prev" }
+            } @else {
+                span.muted { "« first" }
+                span.muted { "‹ prev" }
+            }
+            span { "page " (page) " of " (pages) }
+            @if page < pages {
+                a href=(href(page + 1)) rel="next" { "next ›" }
+                a href=(href(pages)) rel="last" { "last »" }
+            } @else {
+                span.muted { "next ›" }
+                span.muted { "last »" }
+            }
+        }
+    }
+}
+
+/// A link with a `?query`, or the bare path when the query is empty.
+pub fn with_query(path: &str, query: &str) -> String {
+    if query.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{query}")
+    }
+}
