@@ -89,7 +89,7 @@ impl Default for Config {
             db_path: PathBuf::from("/tmp/netmon/netmon.db"),
             tick_ms: 1000,
             max_batch: 50_000,
-            dump_interval_s: 30,
+            dump_interval_s: 10,
             netlink_rcvbuf_bytes: 8 << 20,
             channel_capacity: 64,
             max_tracked_flows: 262_144,

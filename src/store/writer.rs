@@ -131,7 +131,7 @@ impl WriterThread {
         let depth = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer::new(conn, network, config)?;
         let (tick_tx, ticks) = watch::channel(Tick {
-            active_flows: writer.live.len() as u64,
+            active_flows: writer.active_flows(),
             at_ms: crate::sys::now_ms(),
             ..Tick::default()
         });
@@ -213,6 +213,16 @@ struct LiveFlow {
     /// (orig = device's upload), false for inbound flows it answered.
     device_is_orig: bool,
     last_seen: i64,
+    /// Set once the connection is over. A TCP connection in TIME_WAIT or CLOSE has
+    /// ended for the user even though its conntrack entry lingers (120 s by default) to
+    /// absorb stray packets; the row stays here until the entry's DESTROY so its last
+    /// counters still land on it and the lingering entry never becomes a second row.
+    ended_at: Option<i64>,
+}
+
+/// A TCP connection that has closed (`TIME_WAIT`, `CLOSE`): over for the user.
+fn is_closed(flow: &CtFlow) -> bool {
+    flow.proto == crate::flow::PROTO_TCP && matches!(flow.tcp_state, Some(7 | 8))
 }
 
 /// Per-device or per-host byte/packet deltas for one bucket.
@@ -313,10 +323,19 @@ impl Writer {
         self.hosts.clear();
         let mut stmt = self.conn.prepare(
             "SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
-                    f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen
-             FROM flows f WHERE f.ended_at IS NULL",
+                    f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen,
+                f.ended_at
+             FROM flows f WHERE f.ended_at IS NULL
+             UNION ALL
+             -- Closed TCP connections whose conntrack entry may still linger.
+             SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
+                f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen,
+                f.ended_at
+             FROM flows f WHERE f.ended_at > ?1 AND f.kernel_stop IS NULL
+                AND f.state IN ('TIME_WAIT', 'CLOSE')",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let lingering_since = crate::sys::now_ms() - 10 * MINUTE_MS;
+        let rows = stmt.query_map([lingering_since], |r| {
             let state: Option<String> = r.get(7)?;
             let direction: String = r.get(10)?;
             Ok((
@@ -335,6 +354,7 @@ impl Writer {
                     remote_host_id: r.get(9)?,
                     device_is_orig: Direction::parse(&direction) != Some(Direction::Inbound),
                     last_seen: r.get(11)?,
+                    ended_at: r.get(12)?,
                 },
             ))
         })?;
@@ -439,7 +459,7 @@ impl Writer {
                 metrics::histogram!("netmon_writer_tick_seconds").record(elapsed.as_secs_f64());
                 metrics::histogram!("netmon_writer_batch_events").record(changes as f64);
                 metrics::counter!("netmon_writer_commits_total").increment(1);
-                metrics::gauge!("netmon_active_flows").set(self.live.len() as f64);
+                metrics::gauge!("netmon_active_flows").set(self.active_flows() as f64);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
@@ -447,7 +467,7 @@ impl Writer {
                 self.seq += 1;
                 acc.tick.seq = self.seq;
                 acc.tick.at_ms = now;
-                acc.tick.active_flows = self.live.len() as u64;
+                acc.tick.active_flows = self.active_flows();
                 Some(acc.tick)
             }
             Err(e) => {
@@ -463,6 +483,11 @@ impl Writer {
                 None
             }
         }
+    }
+
+    /// Live flows as the user sees them: not ended, not closed.
+    fn active_flows(&self) -> u64 {
+        self.live.values().filter(|f| f.ended_at.is_none()).count() as u64
     }
 
     /// Forgets unique-count sets of minutes that can no longer receive data: those
@@ -527,7 +552,8 @@ fn apply_flow_batch(
             if change.ended {
                 live.remove(&ident);
             }
-        } else if let Some(flow) = insert_flow(tx, &net, &change, now, devices, hosts, acc)? {
+        } else {
+            let flow = insert_flow(tx, &net, &change, now, devices, hosts, acc)?;
             if !change.ended {
                 live.insert(ident, flow);
             }
@@ -539,7 +565,9 @@ fn apply_flow_batch(
         let mut end = tx.prepare_cached("UPDATE flows SET ended_at = last_seen WHERE id = ?1")?;
         let n = unconfirmed.len();
         for ident in unconfirmed.drain() {
-            if let Some(flow) = live.remove(&ident) {
+            if let Some(flow) = live.remove(&ident)
+                && flow.ended_at.is_none()
+            {
                 end.execute([flow.row_id])?;
                 acc.tick.flows_ended += 1;
             }
@@ -558,10 +586,11 @@ fn update_flow(
 ) -> rusqlite::Result<()> {
     let flow = &change.flow;
     let delta = flow.counters.since(&known.counters);
+    let ends_now = known.ended_at.is_none() && (change.ended || is_closed(flow));
     let changed = !delta.is_zero()
         || flow.status != known.status
         || flow.tcp_state != known.tcp_state
-        || change.ended;
+        || ends_now;
     if !changed {
         return Ok(());
     }
@@ -583,7 +612,7 @@ fn update_flow(
         flow.counters.reply_bytes as i64,
         flow.counters.reply_packets as i64,
         observed,
-        change.ended.then_some(observed),
+        known.ended_at.or(ends_now.then_some(observed)),
         flow.kernel_stop_ms,
     ])?;
     add_traffic(
@@ -599,7 +628,8 @@ fn update_flow(
     known.status = flow.status;
     known.tcp_state = flow.tcp_state;
     known.last_seen = observed;
-    if change.ended {
+    if ends_now {
+        known.ended_at = Some(observed);
         acc.tick.flows_ended += 1;
     } else {
         acc.tick.flows_updated += 1;
@@ -615,8 +645,9 @@ fn insert_flow(
     devices: &mut HashMap<IpAddr, i64>,
     hosts: &mut HashMap<IpAddr, i64>,
     acc: &mut TickAcc,
-) -> rusqlite::Result<Option<LiveFlow>> {
+) -> rusqlite::Result<LiveFlow> {
     let flow = &change.flow;
+    let ended_at = (change.ended || is_closed(flow)).then_some(change.observed_ms);
     let direction = net.classify(&flow.orig, &flow.reply);
     let observed = change.observed_ms;
     let first_seen = flow.kernel_start_ms.unwrap_or(observed.min(now));
@@ -674,7 +705,7 @@ fn insert_flow(
         flow.counters.reply_packets as i64,
         first_seen,
         observed,
-        change.ended.then_some(observed),
+        ended_at,
         flow.kernel_start_ms,
         flow.kernel_stop_ms,
         device_id,
@@ -704,11 +735,11 @@ fn insert_flow(
         acc.contacts
             .push((device, minute_of(observed), remote_host_id, port));
     }
-    if change.ended {
+    if ended_at.is_some() {
         acc.tick.flows_ended += 1;
     }
     acc.tick.flows_new += 1;
-    Ok(Some(LiveFlow {
+    Ok(LiveFlow {
         row_id,
         counters: flow.counters,
         status: flow.status,
@@ -717,7 +748,8 @@ fn insert_flow(
         remote_host_id,
         device_is_orig,
         last_seen: observed,
-    }))
+        ended_at,
+    })
 }
 
 /// Adds a flow's byte/packet delta to its device's and remote host's buckets.
@@ -1277,6 +1309,37 @@ mod tests {
             tx,
         )]);
         assert!(rx.try_recv().unwrap().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn closed_tcp_connection_ends_at_close_and_lingering_entry_is_not_a_new_row() {
+        let dir = schema::tests::tempdir();
+        let path = dir.join("t.db");
+        let now = crate::sys::now_ms();
+        let mut f = tcp_flow(40, "10.77.0.10", 40030, "198.51.100.80", 80);
+        {
+            let mut w = writer(&path);
+            w.apply(vec![batch(vec![change(&f, now, false)])]).unwrap();
+            f.tcp_state = Some(7); // TIME_WAIT, from an UPDATE event without counters
+            let tick = w.apply(vec![batch(vec![change(&f, now + 100, false)])]).unwrap();
+            assert_eq!((tick.flows_ended, tick.active_flows), (1, 0));
+            f.counters.reply_bytes = 9000; // the next dump brings the final counters
+            w.apply(vec![batch(vec![change(&f, now + 600, false)])]).unwrap();
+            let (ended, bytes): (i64, i64) = w
+                .conn
+                .query_row("SELECT ended_at, bytes_down FROM flows", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            assert_eq!((ended, bytes), (now + 100, 9000));
+        }
+        // Restart while the entry lingers: the dump reports it again, still one row.
+        let mut w = writer(&path);
+        w.apply(vec![batch(vec![change(&f, now + 1000, false)])]).unwrap();
+        w.apply(vec![batch(vec![change(&f, now + 2000, true)])]).unwrap();
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM flows"), 1);
+        assert_eq!(count(&w.conn, "SELECT ended_at FROM flows"), now + 100);
+        assert_eq!(count(&w.conn, "SELECT sum(bytes_down) FROM device_minutes"), 9000);
+        assert!(w.live.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
