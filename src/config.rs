@@ -92,7 +92,7 @@ impl Default for Config {
             dump_interval_s: 10,
             netlink_rcvbuf_bytes: 8 << 20,
             channel_capacity: 64,
-            max_tracked_flows: 262_144,
+            max_tracked_flows: 65_536,
             enable_conntrack_sysctls: true,
             retention: Retention::default(),
         }

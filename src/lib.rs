@@ -4,6 +4,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod daemon;
 pub mod event;
 pub mod flow;
 pub mod store;

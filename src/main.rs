@@ -1,1 +1,67 @@
-fn main() {}
+//! The `netmon` command line: wiring only. The daemon is `netmon::daemon`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use netmon::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "netmon", version, about = "Network monitor for the router it runs on")]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the monitor (the default).
+    Run,
+    /// Validate the configuration file and print the effective configuration.
+    CheckConfig,
+    /// Print the version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Version => {
+            println!("netmon {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Cmd::CheckConfig => match Config::load(&cli.config) {
+            Ok(config) => {
+                println!("# {}: ok", cli.config.display());
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("netmon: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::Run => {
+            let config = match Config::load(&cli.config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("netmon: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match netmon::daemon::run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("netmon: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -2,3 +2,4 @@
 //! to the writer without ever waiting on it.
 
 pub mod conntrack;
+pub mod ctnetlink;
