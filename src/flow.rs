@@ -97,6 +97,13 @@ impl CtFlow {
         h.finish() as i64
     }
 
+    /// A TCP connection that has closed (`TIME_WAIT` or `CLOSE` in `enum tcp_conntrack`,
+    /// `linux/netfilter/nf_conntrack_tcp.h`): over for the user, though conntrack keeps
+    /// the entry (120 s for TIME_WAIT) to absorb stray packets.
+    pub fn is_closed(&self) -> bool {
+        self.proto == PROTO_TCP && matches!(self.tcp_state, Some(7 | 8))
+    }
+
     /// TCP state name as `conntrack -L` prints it.
     pub fn state_name(&self) -> Option<&'static str> {
         self.tcp_state.map(tcp_state_name)

@@ -220,11 +220,6 @@ struct LiveFlow {
     ended_at: Option<i64>,
 }
 
-/// A TCP connection that has closed (`TIME_WAIT`, `CLOSE`): over for the user.
-fn is_closed(flow: &CtFlow) -> bool {
-    flow.proto == crate::flow::PROTO_TCP && matches!(flow.tcp_state, Some(7 | 8))
-}
-
 /// Per-device or per-host byte/packet deltas for one bucket.
 #[derive(Debug, Default, Clone, Copy)]
 struct Traffic {
@@ -586,7 +581,7 @@ fn update_flow(
 ) -> rusqlite::Result<()> {
     let flow = &change.flow;
     let delta = flow.counters.since(&known.counters);
-    let ends_now = known.ended_at.is_none() && (change.ended || is_closed(flow));
+    let ends_now = known.ended_at.is_none() && (change.ended || flow.is_closed());
     let changed = !delta.is_zero()
         || flow.status != known.status
         || flow.tcp_state != known.tcp_state
@@ -647,7 +642,7 @@ fn insert_flow(
     acc: &mut TickAcc,
 ) -> rusqlite::Result<LiveFlow> {
     let flow = &change.flow;
-    let ended_at = (change.ended || is_closed(flow)).then_some(change.observed_ms);
+    let ended_at = (change.ended || flow.is_closed()).then_some(change.observed_ms);
     let direction = net.classify(&flow.orig, &flow.reply);
     let observed = change.observed_ms;
     let first_seen = flow.kernel_start_ms.unwrap_or(observed.min(now));
@@ -1322,23 +1317,33 @@ mod tests {
             let mut w = writer(&path);
             w.apply(vec![batch(vec![change(&f, now, false)])]).unwrap();
             f.tcp_state = Some(7); // TIME_WAIT, from an UPDATE event without counters
-            let tick = w.apply(vec![batch(vec![change(&f, now + 100, false)])]).unwrap();
+            let tick = w
+                .apply(vec![batch(vec![change(&f, now + 100, false)])])
+                .unwrap();
             assert_eq!((tick.flows_ended, tick.active_flows), (1, 0));
             f.counters.reply_bytes = 9000; // the next dump brings the final counters
-            w.apply(vec![batch(vec![change(&f, now + 600, false)])]).unwrap();
+            w.apply(vec![batch(vec![change(&f, now + 600, false)])])
+                .unwrap();
             let (ended, bytes): (i64, i64) = w
                 .conn
-                .query_row("SELECT ended_at, bytes_down FROM flows", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_row("SELECT ended_at, bytes_down FROM flows", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .unwrap();
             assert_eq!((ended, bytes), (now + 100, 9000));
         }
         // Restart while the entry lingers: the dump reports it again, still one row.
         let mut w = writer(&path);
-        w.apply(vec![batch(vec![change(&f, now + 1000, false)])]).unwrap();
-        w.apply(vec![batch(vec![change(&f, now + 2000, true)])]).unwrap();
+        w.apply(vec![batch(vec![change(&f, now + 1000, false)])])
+            .unwrap();
+        w.apply(vec![batch(vec![change(&f, now + 2000, true)])])
+            .unwrap();
         assert_eq!(count(&w.conn, "SELECT count(*) FROM flows"), 1);
         assert_eq!(count(&w.conn, "SELECT ended_at FROM flows"), now + 100);
-        assert_eq!(count(&w.conn, "SELECT sum(bytes_down) FROM device_minutes"), 9000);
+        assert_eq!(
+            count(&w.conn, "SELECT sum(bytes_down) FROM device_minutes"),
+            9000
+        );
         assert!(w.live.is_empty());
         std::fs::remove_dir_all(dir).unwrap();
     }
