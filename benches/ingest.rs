@@ -17,18 +17,31 @@ use netmon::flow::{Counters, CtFlow, Network, PROTO_TCP, Tuple};
 use netmon::store::writer::WriterThread;
 
 fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn flow(i: usize) -> CtFlow {
-    let device: IpAddr = format!("10.77.{}.{}", (i / 200) % 4, 10 + i % 200).parse().unwrap();
-    let remote: IpAddr = format!("198.51.{}.{}", (i / 250) % 100, i % 250).parse().unwrap();
+    let device: IpAddr = format!("10.77.{}.{}", (i / 200) % 4, 10 + i % 200)
+        .parse()
+        .unwrap();
+    let remote: IpAddr = format!("198.51.{}.{}", (i / 250) % 100, i % 250)
+        .parse()
+        .unwrap();
     let sport = 1024 + (i % 60_000) as u16;
     CtFlow {
         ct_id: i as u32,
         family: 4,
         proto: PROTO_TCP,
-        orig: Tuple { src: device, dst: remote, sport: Some(sport), dport: Some(443), icmp: None },
+        orig: Tuple {
+            src: device,
+            dst: remote,
+            sport: Some(sport),
+            dport: Some(443),
+            icmp: None,
+        },
         reply: Tuple {
             src: remote,
             dst: "203.0.113.1".parse().unwrap(),
@@ -40,7 +53,12 @@ fn flow(i: usize) -> CtFlow {
         tcp_state: Some(3),
         mark: 0,
         zone: 0,
-        counters: Counters { orig_bytes: 120, orig_packets: 2, reply_bytes: 60, reply_packets: 1 },
+        counters: Counters {
+            orig_bytes: 120,
+            orig_packets: 2,
+            reply_bytes: 60,
+            reply_packets: 1,
+        },
         kernel_start_ms: None,
         kernel_stop_ms: None,
     }
@@ -50,9 +68,14 @@ fn main() {
     let flows = env_or("FLOWS", 300_000);
     let batch = env_or("BATCH", 10_000);
     let base = std::env::var("DB_DIR").unwrap_or_else(|_| "/var/tmp".into());
-    let dir = std::path::Path::new(&base).join(format!("netmon-bench-ingest-{}", std::process::id()));
+    let dir =
+        std::path::Path::new(&base).join(format!("netmon-bench-ingest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("creating bench dir");
-    let config = Config { db_path: dir.join("bench.db"), channel_capacity: 8, ..Config::default() };
+    let config = Config {
+        db_path: dir.join("bench.db"),
+        channel_capacity: 8,
+        ..Config::default()
+    };
     let network = Arc::new(RwLock::new(Network::new(
         vec!["10.77.0.0/16".parse().unwrap()],
         vec!["10.77.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap()],
@@ -74,10 +97,17 @@ fn main() {
                     f.counters.reply_bytes += 20_000;
                     f.tcp_state = Some(if stage == 1 { 3 } else { 7 });
                 }
-                changed.push(FlowChange { flow: f, observed_ms: now + stage as i64 * 1000, ended: stage == 2 });
+                changed.push(FlowChange {
+                    flow: f,
+                    observed_ms: now + stage as i64 * 1000,
+                    ended: stage == 2,
+                });
             }
             changes += changed.len();
-            let mut event = Event::Flows(FlowBatch { changed, dump_complete: None });
+            let mut event = Event::Flows(FlowBatch {
+                changed,
+                dump_complete: None,
+            });
             loop {
                 match handle.try_send(event) {
                     Ok(()) => break,
@@ -92,7 +122,9 @@ fn main() {
     drop(handle);
     writer.stop();
     let elapsed = started.elapsed().as_secs_f64();
-    let size = std::fs::metadata(dir.join("bench.db")).map(|m| m.len()).unwrap_or(0);
+    let size = std::fs::metadata(dir.join("bench.db"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     let (_, peak) = netmon::sys::rss_bytes();
     println!(
         "ingest: {flows} flows, {changes} changes in {elapsed:.2} s = {:.0} changes/s, {:.0} flows/s (new+update+end); \

@@ -71,7 +71,11 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         log::info!(
             "netmon {} serving http://{}",
             env!("CARGO_PKG_VERSION"),
-            listen.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(", http://")
+            listen
+                .iter()
+                .map(SocketAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(", http://")
         );
         let refresh = tokio::spawn(refresh_network(config.clone(), network.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -102,8 +106,10 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
 
 async fn wait_for_signal() -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         log::error!("cannot install signal handlers; stop netmon with SIGKILL");
         return std::future::pending().await;
     };
@@ -136,7 +142,9 @@ async fn refresh_network(config: Config, network: Arc<RwLock<Network>>) {
         match network_now(&config) {
             Ok(now) => {
                 let mut current = network.write().unwrap_or_else(|p| p.into_inner());
-                if current.lan_subnets != now.lan_subnets || current.router_addrs != now.router_addrs {
+                if current.lan_subnets != now.lan_subnets
+                    || current.router_addrs != now.router_addrs
+                {
                     log::info!("network changed: LAN {:?}", now.lan_subnets);
                     *current = now;
                 }

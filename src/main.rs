@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use netmon::config::{self, Config};
 
 #[derive(Parser)]
-#[command(name = "netmon", version, about = "Network monitor for the router it runs on")]
+#[command(
+    name = "netmon",
+    version,
+    about = "Network monitor for the router it runs on"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]

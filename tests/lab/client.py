@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Small LAN-client actions for the lab, run inside a lan namespace (`ip netns exec`).
+
+  client.py dns SERVER NAME [--type A|AAAA] [--sport P]
+      One DNS query over UDP; prints the answer addresses, one per line.
+  client.py udp HOST PORT --count N --size BYTES [--sport P] [--timeout S]
+      Sends N datagrams of BYTES each from one socket, waits for each echo; prints JSON
+      {"sent": N, "received": M, "sport": P}.
+  client.py hold --tcp HOST:PORT:SPORT ... [--udp HOST:PORT:SPORT ...] [--seconds S]
+      Opens the TCP connections (and sends one datagram per UDP spec) from the given
+      source ports, prints "ready" once all are up, keeps them open S seconds (or until
+      stdin closes / the process is killed), then closes them.
+
+Only the standard library: the lab installs nothing for it. Hosts are literal addresses
+(IPv6 without brackets); traffic never leaves the lab's namespaces.
+"""
+import argparse
+import json
+import random
+import select
+import socket
+import struct
+import sys
+import time
+
+
+def family(host):
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def split_spec(spec):
+    # HOST:PORT:SPORT where HOST may be IPv6 (contains colons).
+    host, port, sport = spec.rsplit(":", 2)
+    return host.strip("[]"), int(port), int(sport)
+
+
+def cmd_dns(a):
+    qtype = {"A": 1, "AAAA": 28}[a.type]
+    qid = random.randrange(65536)
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in a.name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack("!HH", qtype, 1)
+    s = socket.socket(family(a.server), socket.SOCK_DGRAM)
+    if a.sport:
+        s.bind(("::" if ":" in a.server else "0.0.0.0", a.sport))
+    s.settimeout(3)
+    s.sendto(q, (a.server, 53))
+    resp, _ = s.recvfrom(4096)
+    s.close()
+    (rid, flags, qd, an, _, _) = struct.unpack("!HHHHHH", resp[:12])
+    if rid != qid:
+        sys.exit("dns: id mismatch")
+    pos = 12
+    for _ in range(qd):  # skip the question
+        while resp[pos] != 0:
+            pos += 1 + resp[pos]
+        pos += 5
+    for _ in range(an):
+        if resp[pos] & 0xC0 == 0xC0:
+            pos += 2
+        else:
+            while resp[pos] != 0:
+                pos += 1 + resp[pos]
+            pos += 1
+        rtype, _, _, rdlen = struct.unpack("!HHIH", resp[pos:pos + 10])
+        pos += 10
+        rdata = resp[pos:pos + rdlen]
+        pos += rdlen
+        if rtype == 1:
+            print(socket.inet_ntop(socket.AF_INET, rdata))
+        elif rtype == 28:
+            print(socket.inet_ntop(socket.AF_INET6, rdata))
+    if flags & 0xF:
+        sys.exit("dns: rcode %d" % (flags & 0xF))
+
+
+def cmd_udp(a):
+    s = socket.socket(family(a.host), socket.SOCK_DGRAM)
+    s.bind(("::" if ":" in a.host else "0.0.0.0", a.sport))
+    s.settimeout(a.timeout)
+    payload = bytes(a.size)
+    received = 0
+    for _ in range(a.count):
+        s.sendto(payload, (a.host, a.port))
+        try:
+            data, _ = s.recvfrom(65536)
+            if len(data) == a.size:
+                received += 1
+        except socket.timeout:
+            pass
+    sport = s.getsockname()[1]
+    s.close()
+    print(json.dumps({"sent": a.count, "received": received, "sport": sport}))
+
+
+def cmd_hold(a):
+    socks = []
+    for spec in a.tcp or []:
+        host, port, sport = split_spec(spec)
+        s = socket.socket(family(host), socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::" if ":" in host else "0.0.0.0", sport))
+        s.settimeout(5)
+        s.connect((host, port))
+        s.sendall(b"netmon-lab\n")
+        socks.append(s)
+    for spec in a.udp or []:
+        host, port, sport = split_spec(spec)
+        s = socket.socket(family(host), socket.SOCK_DGRAM)
+        s.bind(("::" if ":" in host else "0.0.0.0", sport))
+        s.sendto(b"netmon-lab\n", (host, port))
+        socks.append(s)
+    print("ready", flush=True)
+    end = time.time() + a.seconds
+    while time.time() < end:
+        # Return early when the parent closes our stdin.
+        r, _, _ = select.select([sys.stdin], [], [], min(1.0, max(0.0, end - time.time())))
+        if r and not sys.stdin.readline():
+            break
+    for s in socks:
+        s.close()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("dns")
+    d.add_argument("server")
+    d.add_argument("name")
+    d.add_argument("--type", default="A", choices=["A", "AAAA"])
+    d.add_argument("--sport", type=int, default=0)
+    u = sub.add_parser("udp")
+    u.add_argument("host")
+    u.add_argument("port", type=int)
+    u.add_argument("--count", type=int, default=10)
+    u.add_argument("--size", type=int, default=1000)
+    u.add_argument("--sport", type=int, default=0)
+    u.add_argument("--timeout", type=float, default=2.0)
+    h = sub.add_parser("hold")
+    h.add_argument("--tcp", action="append")
+    h.add_argument("--udp", action="append")
+    h.add_argument("--seconds", type=float, default=30)
+    a = p.parse_args()
+    {"dns": cmd_dns, "udp": cmd_udp, "hold": cmd_hold}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    main()
