@@ -85,6 +85,11 @@ const RESYNC_MIN_GAP: Duration = Duration::from_secs(2);
 /// byte counts within a second or two. Under a flood of short connections this caps
 /// the cost at one dump per second (~2.5 µs per table entry).
 const CLOSE_DUMP_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// How long a just-closed TCP flow is held back from the writer while the close dump
+/// fetches its final counters, so the writer never records "ended, 0 bytes" for a
+/// transfer that moved megabytes. Past it the flow is sent with what is known.
+const CLOSE_HOLD_MS: i64 = 3_000;
 /// After a failed dump, retry this soon (or at the dump interval, if shorter).
 const DUMP_RETRY: Duration = Duration::from_secs(5);
 /// How long shutdown keeps retrying a full channel before giving up.
@@ -929,6 +934,10 @@ struct Tracked {
     created_gen: u32,
     /// The last dump generation that listed the entry.
     seen_gen: u32,
+    /// Closed (TIME_WAIT/CLOSE) by an event, waiting for a dump that began after the
+    /// close (generation > `.1`) to bring its counters; not flushed before `.0` (unix ms)
+    /// unless that dump came. See [`CLOSE_HOLD_MS`].
+    hold: Option<(i64, u32)>,
 }
 
 /// The in-memory flow table: latest state per conntrack entry, and which entries the
@@ -1033,6 +1042,7 @@ impl Tracker {
                 t.flow = entry.merged_with(&t.flow);
             }
             t.ended = true;
+            t.hold = None;
             t.observed_ms = observed_ms;
             Self::mark_dirty(&mut self.dirty, ident, t);
         } else if self.flows.len() < self.cap.saturating_mul(2) {
@@ -1079,14 +1089,21 @@ impl Tracker {
                 t.ended = false;
                 t.created_gen = generation;
                 t.seen_gen = 0;
+                t.hold = None;
                 Self::mark_dirty(&mut self.dirty, ident, t);
                 return;
             }
             let merged = entry.merged_with(&t.flow);
             if from_dump {
                 t.seen_gen = generation;
+                if t.hold
+                    .is_some_and(|(_, gen_at_close)| generation != gen_at_close)
+                {
+                    t.hold = None;
+                }
             } else if merged.is_closed() && !t.flow.is_closed() {
                 self.closes_pending = true;
+                t.hold = Some((now_ms + CLOSE_HOLD_MS, generation));
             }
             if merged != t.flow || refresh {
                 t.flow = merged;
@@ -1115,6 +1132,7 @@ impl Tracker {
                 dirty: true,
                 created_gen: self.generation,
                 seen_gen: if from_dump { self.generation } else { 0 },
+                hold: None,
             },
         );
         self.dirty.push(ident);
@@ -1179,6 +1197,24 @@ impl Tracker {
             return true;
         }
         let mut dirty = std::mem::take(&mut self.dirty);
+        // Just-closed flows waiting for their counters stay dirty for a later tick.
+        let now_ms = crate::sys::now_ms();
+        let mut held = Vec::new();
+        dirty.retain(|ident| {
+            let waiting = self
+                .flows
+                .get(ident)
+                .and_then(|t| t.hold)
+                .is_some_and(|(until, _)| now_ms < until);
+            if waiting {
+                held.push(*ident);
+            }
+            !waiting
+        });
+        if dirty.is_empty() && self.displaced.is_empty() && self.pending_dump_complete.is_none() {
+            self.dirty = held;
+            return true;
+        }
         let mut start = 0;
         loop {
             let end = (start + MAX_CHANGES_PER_BATCH).min(dirty.len());
@@ -1216,6 +1252,7 @@ impl Tracker {
                     self.displaced = batch.changed;
                 }
                 dirty.drain(..start);
+                dirty.extend(held);
                 self.dirty = dirty;
                 return false;
             }
@@ -1233,6 +1270,7 @@ impl Tracker {
                     self.dump_complete_delivered = true;
                 }
                 dirty.clear();
+                dirty.extend(held);
                 self.dirty = dirty;
                 return true;
             }
@@ -1802,6 +1840,30 @@ table inet netmon_lab {
     }
 
     #[test]
+    fn a_closed_flow_waits_for_the_dump_that_brings_its_counters() {
+        let (w, rx) = writer(8);
+        let mut t = Tracker::new(1024);
+        let f = flow(1, 1000);
+        t.apply_event(ev(CtKind::New, f.clone()), 10);
+        assert!(t.flush(&w));
+        assert_eq!(changes(&rx).len(), 1);
+        let mut closed = f.clone();
+        closed.tcp_state = Some(7); // TIME_WAIT, from an UPDATE without counters
+        t.apply_event(ev(CtKind::Update, closed.clone()), crate::sys::now_ms());
+        assert!(t.closes_pending);
+        assert!(t.flush(&w));
+        assert!(rx.try_recv().is_err(), "held until its counters arrive");
+        t.begin_dump(20);
+        t.apply_dump(dumped(closed, 5_000_000), 21);
+        t.end_dump(22);
+        assert!(t.flush(&w));
+        let c = changes(&rx);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].flow.tcp_state, Some(7));
+        assert_eq!(c[0].flow.counters.orig_bytes, 5_000_000);
+    }
+
+    #[test]
     fn update_without_counters_keeps_counters() {
         let (w, rx) = writer(8);
         let mut t = Tracker::new(1024);
@@ -2162,10 +2224,11 @@ table inet netmon_lab {
             saw_dump_complete |= batch.dump_complete.is_some();
             for c in batch.changed {
                 if c.flow.proto == PROTO_TCP && c.flow.orig.dport == Some(port) {
+                    // The first report of the flow: live, or already ended when its
+                    // close was held back until the DESTROY came (CLOSE_HOLD_MS).
+                    saw_new.get_or_insert(c.clone());
                     if c.ended {
                         saw_end = Some(c);
-                    } else {
-                        saw_new.get_or_insert(c);
                     }
                 }
             }
