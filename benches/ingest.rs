@@ -65,7 +65,10 @@ fn flow(i: usize) -> CtFlow {
 }
 
 fn main() {
-    let flows = env_or("FLOWS", 300_000);
+    // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a smoke
+    // test, where a small run proves the path without spending CI minutes.
+    let full = std::env::args().any(|a| a == "--bench");
+    let flows = env_or("FLOWS", if full { 300_000 } else { 20_000 });
     let batch = env_or("BATCH", 10_000);
     let base = std::env::var("DB_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let dir =

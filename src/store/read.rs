@@ -915,6 +915,14 @@ fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
     })
 }
 
+/// Pages needed for `total` rows, `per_page` at a time (at least one, even when empty).
+fn page_count(total: u64, per_page: u32) -> u32 {
+    let per = u64::from(per_page.max(1));
+    u32::try_from(total.div_ceil(per))
+        .unwrap_or(u32::MAX)
+        .max(1)
+}
+
 /// One page of flows plus the total matching the filter (for pagination).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowPage {
@@ -926,10 +934,7 @@ pub struct FlowPage {
 
 impl FlowPage {
     pub fn pages(&self) -> u32 {
-        let per = u64::from(self.per_page.max(1));
-        u32::try_from(self.total.div_ceil(per))
-            .unwrap_or(u32::MAX)
-            .max(1)
+        page_count(self.total, self.per_page)
     }
 }
 
@@ -1103,10 +1108,7 @@ pub struct HostPage {
 
 impl HostPage {
     pub fn pages(&self) -> u32 {
-        let per = u64::from(self.per_page.max(1));
-        u32::try_from(self.total.div_ceil(per))
-            .unwrap_or(u32::MAX)
-            .max(1)
+        page_count(self.total, self.per_page)
     }
 }
 

@@ -759,29 +759,34 @@ fn add_traffic(
 ) {
     let (minute, hour) = (minute_of(at), hour_of(at));
     let flows_new = u64::from(new_flow);
-    if let Some(d) = device_id {
+    // "up" for a remote host is what the LAN sent to it, as for the device.
+    let targets = [
+        device_id.map(|d| {
+            (
+                &mut acc.device_minutes,
+                &mut acc.device_hours,
+                &mut acc.device_totals,
+                d,
+            )
+        }),
+        remote_host_id.map(|h| {
+            (
+                &mut acc.host_minutes,
+                &mut acc.host_hours,
+                &mut acc.host_totals,
+                h,
+            )
+        }),
+    ];
+    for (minutes, hours, totals, id) in targets.into_iter().flatten() {
         for t in [
-            acc.device_minutes.entry((d, minute)).or_default(),
-            acc.device_hours.entry((d, hour)).or_default(),
+            minutes.entry((id, minute)).or_default(),
+            hours.entry((id, hour)).or_default(),
         ] {
             t.add(delta, device_is_orig);
             t.flows_new += flows_new;
         }
-        let (t, seen) = acc.device_totals.entry(d).or_default();
-        t.add(delta, device_is_orig);
-        t.flows_new += flows_new;
-        *seen = (*seen).max(at);
-    }
-    if let Some(h) = remote_host_id {
-        // "up" for a remote host is what the LAN sent to it, like for the device.
-        for t in [
-            acc.host_minutes.entry((h, minute)).or_default(),
-            acc.host_hours.entry((h, hour)).or_default(),
-        ] {
-            t.add(delta, device_is_orig);
-            t.flows_new += flows_new;
-        }
-        let (t, seen) = acc.host_totals.entry(h).or_default();
+        let (t, seen) = totals.entry(id).or_default();
         t.add(delta, device_is_orig);
         t.flows_new += flows_new;
         *seen = (*seen).max(at);
