@@ -46,6 +46,13 @@ pub struct Config {
     pub port: u16,
     /// The SQLite database file. Its directory is created if missing.
     pub db_path: PathBuf,
+    /// Snapshots of the database to persistent storage: `auto` (on when `db_path` is on
+    /// tmpfs/ramfs), `on` or `off`.
+    pub persist: Persist,
+    /// Where snapshots go (persistent storage: flash, or a disk).
+    pub persist_path: PathBuf,
+    /// Seconds between snapshots (each writes the whole compacted database).
+    pub persist_interval_s: u64,
     /// Writer tick: the longest a change waits before it is committed (ms).
     pub tick_ms: u64,
     /// Most events the writer applies in one transaction before it commits early.
@@ -61,6 +68,15 @@ pub struct Config {
     /// Set `net.netfilter.nf_conntrack_acct`/`_timestamp` to 1 at start.
     pub enable_conntrack_sysctls: bool,
     pub retention: Retention,
+}
+
+/// See [`Config::persist`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Persist {
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,6 +103,9 @@ impl Default for Config {
             listen: Vec::new(),
             port: 8080,
             db_path: PathBuf::from("/tmp/netmon/netmon.db"),
+            persist: Persist::Auto,
+            persist_path: PathBuf::from("/etc/netmon/netmon.db"),
+            persist_interval_s: 3600,
             tick_ms: 1000,
             max_batch: 50_000,
             dump_interval_s: 10,
@@ -195,6 +214,20 @@ impl Config {
                 "db_path",
                 "\"\"".into(),
                 "a file path, like \"/tmp/netmon/netmon.db\"",
+            ));
+        }
+        if !(5..=7 * 86_400).contains(&self.persist_interval_s) {
+            return Err(invalid(
+                "persist_interval_s",
+                self.persist_interval_s.to_string(),
+                "a number of seconds from 5 to 604800",
+            ));
+        }
+        if self.persist != Persist::Off && self.persist_path == self.db_path {
+            return Err(invalid(
+                "persist_path",
+                format!("\"{}\"", self.persist_path.display()),
+                "a path other than db_path (or persist = \"off\")",
             ));
         }
         let r = &self.retention;

@@ -3,4 +3,5 @@
 pub mod read;
 pub mod retention;
 pub mod schema;
+pub mod snapshot;
 pub mod writer;

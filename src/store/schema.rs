@@ -93,6 +93,47 @@ pub(crate) mod tests {
         std::fs::remove_dir_all(dir).unwrap();
     }
 
+    /// Every released schema version upgrades to the current one with its data. Version 1
+    /// is the first release; each later migration adds its own starting point here.
+    #[test]
+    fn every_released_version_migrates_to_current_keeping_data() {
+        for from in 1..=VERSION {
+            let dir = tempdir();
+            let path = dir.join("old.db");
+            {
+                let conn = Connection::open(&path).unwrap();
+                for (i, script) in MIGRATIONS.iter().take(from as usize).enumerate() {
+                    conn.execute_batch(script).unwrap();
+                    conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+                        .unwrap();
+                }
+                conn.execute_batch(
+                    "INSERT INTO devices (ip, name, first_seen, last_seen) VALUES ('10.0.0.9', 'nas', 1, 2);
+                     INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES ('198.51.100.1', 1, 2);
+                     INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, dst_ip,
+                         reply_src_ip, reply_dst_ip, status, first_seen, last_seen, device_id, remote_host_id)
+                     VALUES (42, 7, 4, 6, 'outbound', '10.0.0.9', '198.51.100.1', '198.51.100.1',
+                         '203.0.113.1', 8, 1, 2, 1, 1);",
+                )
+                .unwrap();
+            }
+            let conn = open_rw(&path).unwrap();
+            let v: u32 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(v, VERSION, "from version {from}");
+            let (name, ident): (String, i64) = conn
+                .query_row(
+                    "SELECT d.name, f.ident FROM flows f JOIN devices d ON d.id = f.device_id",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            assert_eq!((name.as_str(), ident), ("nas", 42), "from version {from}");
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
     #[test]
     fn newer_database_is_refused() {
         let dir = tempdir();

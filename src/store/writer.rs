@@ -34,6 +34,7 @@ use crate::event::{Command, CommandReply, Event, FlowBatch, FlowChange};
 use crate::flow::{Counters, CtFlow, Direction, Network};
 use crate::store::retention::Retention;
 use crate::store::schema;
+use crate::store::snapshot::{self, Snapshots};
 
 /// What the writer publishes on its `tokio::sync::watch` after every commit, so pages
 /// and the SSE stream know whether anything they show changed.
@@ -126,6 +127,7 @@ impl WriterThread {
     /// Opens the database (creating and migrating it), loads the live-flow state and
     /// starts the writer thread. Errors are start-up errors (bad path, newer schema).
     pub fn start(config: &Config, network: Arc<RwLock<Network>>) -> anyhow::Result<WriterThread> {
+        snapshot::restore_if_missing(config)?;
         let conn = schema::open_rw(&config.db_path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
@@ -283,6 +285,7 @@ struct Writer {
     device_sets: HashMap<(i64, i64), MinuteSets>,
     host_sets: HashMap<(i64, i64), HashSet<i64>>,
     retention: Retention,
+    snapshots: Option<Snapshots>,
     seq: u64,
 }
 
@@ -302,6 +305,7 @@ impl Writer {
             device_sets: HashMap::new(),
             host_sets: HashMap::new(),
             retention: Retention::new(&config.retention),
+            snapshots: Snapshots::from_config(config),
             seq: 0,
         };
         writer
@@ -407,6 +411,12 @@ impl Writer {
             if let Err(e) = self.retention.run_if_due(&mut self.conn) {
                 log::error!("retention failed: {e:#}");
             }
+            if let Some(s) = &mut self.snapshots {
+                s.run_if_due(&self.conn);
+            }
+        }
+        if let Some(s) = &self.snapshots {
+            s.take_logged(&self.conn);
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             log::warn!("final WAL checkpoint failed: {e}");

@@ -395,6 +395,11 @@ impl Lab {
             ("wan_interfaces", "[\"wan\"]".to_owned()),
             ("listen", format!("[\"{WEB}\"]")),
             ("db_path", format!("\"{}\"", self.db_path().display())),
+            // Snapshots (when a test turns them on) stay in the lab dir, never the host's /etc.
+            (
+                "persist_path",
+                format!("\"{}\"", self.dir.join("persist.db").display()),
+            ),
             ("tick_ms", "250".to_owned()),
         ];
         let mut text = String::from("# written by tests/common/mod.rs\n");
