@@ -1094,6 +1094,9 @@ impl Tracker {
                 return;
             }
             let merged = entry.merged_with(&t.flow);
+            // A held close keeps its close time: the counters the dump brings are what
+            // moved before the connection closed.
+            let keep_time = t.hold.is_some();
             if from_dump {
                 t.seen_gen = generation;
                 if t.hold
@@ -1107,7 +1110,9 @@ impl Tracker {
             }
             if merged != t.flow || refresh {
                 t.flow = merged;
-                t.observed_ms = now_ms;
+                if !keep_time {
+                    t.observed_ms = now_ms;
+                }
                 Self::mark_dirty(&mut self.dirty, ident, t);
             }
             return;
@@ -1849,7 +1854,8 @@ table inet netmon_lab {
         assert_eq!(changes(&rx).len(), 1);
         let mut closed = f.clone();
         closed.tcp_state = Some(7); // TIME_WAIT, from an UPDATE without counters
-        t.apply_event(ev(CtKind::Update, closed.clone()), crate::sys::now_ms());
+        let closed_at = crate::sys::now_ms();
+        t.apply_event(ev(CtKind::Update, closed.clone()), closed_at);
         assert!(t.closes_pending);
         assert!(t.flush(&w));
         assert!(rx.try_recv().is_err(), "held until its counters arrive");
@@ -1861,6 +1867,10 @@ table inet netmon_lab {
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].flow.tcp_state, Some(7));
         assert_eq!(c[0].flow.counters.orig_bytes, 5_000_000);
+        assert_eq!(
+            c[0].observed_ms, closed_at,
+            "the close time, not the dump's"
+        );
     }
 
     #[test]
