@@ -27,6 +27,9 @@ pub struct Snapshots {
     path: PathBuf,
     interval: Duration,
     next: Instant,
+    /// The writer's commit sequence number the last snapshot saw: an idle router (a
+    /// night without traffic) rewrites nothing to flash.
+    taken_at_seq: Option<u64>,
 }
 
 impl Snapshots {
@@ -40,20 +43,33 @@ impl Snapshots {
             path: config.persist_path.clone(),
             interval,
             next: Instant::now() + interval,
+            taken_at_seq: None,
         })
     }
 
-    /// Takes a snapshot when the interval has passed.
-    pub fn run_if_due(&mut self, conn: &Connection) {
+    /// Takes a snapshot when the interval has passed and something was committed since
+    /// the last one (`seq` is the writer's commit counter).
+    pub fn run_if_due(&mut self, conn: &Connection, seq: u64) {
         if Instant::now() < self.next {
             return;
         }
         self.next = Instant::now() + self.interval;
-        self.take_logged(conn);
+        self.take_if_changed(conn, seq);
     }
 
-    /// Takes a snapshot now, logging the outcome (used at shutdown too).
-    pub fn take_logged(&self, conn: &Connection) {
+    /// Takes a snapshot now unless nothing was committed since the last one (used at
+    /// shutdown too), logging the outcome.
+    pub fn take_if_changed(&mut self, conn: &Connection, seq: u64) {
+        if self.taken_at_seq == Some(seq) {
+            metrics::counter!("netmon_snapshots_skipped_total").increment(1);
+            return;
+        }
+        if self.take_logged(conn) {
+            self.taken_at_seq = Some(seq);
+        }
+    }
+
+    fn take_logged(&self, conn: &Connection) -> bool {
         let started = Instant::now();
         match take(conn, &self.path) {
             Ok(bytes) => {
@@ -67,10 +83,12 @@ impl Snapshots {
                     self.path.display(),
                     started.elapsed().as_millis()
                 );
+                true
             }
             Err(e) => {
                 metrics::counter!("netmon_snapshot_failures_total").increment(1);
                 log::error!("snapshot to {} failed: {e:#}", self.path.display());
+                false
             }
         }
     }
@@ -226,6 +244,27 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(check, "ok");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn nothing_committed_since_the_last_snapshot_writes_nothing() {
+        let dir = schema::tests::tempdir();
+        let config = Config {
+            db_path: dir.join("ram.db"),
+            persist: Persist::On,
+            persist_path: dir.join("flash.db"),
+            ..Config::default()
+        };
+        let conn = schema::open_rw(&config.db_path).unwrap();
+        let mut s = Snapshots::from_config(&config).unwrap();
+        s.take_if_changed(&conn, 1);
+        assert!(config.persist_path.exists());
+        std::fs::remove_file(&config.persist_path).unwrap();
+        s.take_if_changed(&conn, 1);
+        assert!(!config.persist_path.exists(), "idle: no flash write");
+        s.take_if_changed(&conn, 2);
+        assert!(config.persist_path.exists());
         std::fs::remove_dir_all(dir).unwrap();
     }
 

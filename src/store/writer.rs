@@ -412,11 +412,11 @@ impl Writer {
                 log::error!("retention failed: {e:#}");
             }
             if let Some(s) = &mut self.snapshots {
-                s.run_if_due(&self.conn);
+                s.run_if_due(&self.conn, self.seq);
             }
         }
-        if let Some(s) = &self.snapshots {
-            s.take_logged(&self.conn);
+        if let Some(s) = &mut self.snapshots {
+            s.take_if_changed(&self.conn, self.seq);
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             log::warn!("final WAL checkpoint failed: {e}");
