@@ -838,12 +838,15 @@ fn flow_order_by(f: &FlowFilter) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// One flow as pages and the API show it, with its device's display name and the
-/// remote host's reverse-DNS name joined in (no per-row lookups).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// remote host's reverse-DNS name joined in (no per-row lookups). Serialises as one
+/// flow of `/api/flows`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FlowRow {
     pub id: i64,
     pub ct_id: i64,
     pub family: i64,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, … or the number, in JSON.
+    #[serde(serialize_with = "proto_as_name")]
     pub proto: u8,
     /// As stored: outbound | inbound | router-local | lan | other.
     pub direction: String,
@@ -870,6 +873,8 @@ pub struct FlowRow {
     /// The owner's name for the device, else its DHCP hostname.
     pub device_name: Option<String>,
     pub remote_host_id: Option<i64>,
+    /// Shown on pages; not part of the flow API.
+    #[serde(skip)]
     pub remote_rdns: Option<String>,
 }
 
@@ -921,6 +926,10 @@ fn page_count(total: u64, per_page: u32) -> u32 {
     u32::try_from(total.div_ceil(per))
         .unwrap_or(u32::MAX)
         .max(1)
+}
+
+fn proto_as_name<S: serde::Serializer>(proto: &u8, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::flow::proto_name(*proto))
 }
 
 /// One page of flows plus the total matching the filter (for pagination).

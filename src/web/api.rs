@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, WebError, now_ms};
-use crate::flow::proto_name;
 use crate::store::read::{
     self, DeviceMinute, DeviceRow, FlowFilter, FlowRow, HostFilter, RemoteHostMinute, RemoteHostRow,
 };
@@ -43,75 +42,7 @@ pub struct FlowsResponse {
     pub total: u64,
     pub page: u32,
     pub per_page: u32,
-    pub flows: Vec<ApiFlow>,
-}
-
-/// One flow, exactly these keys.
-#[derive(Serialize)]
-pub struct ApiFlow {
-    pub id: i64,
-    pub ct_id: i64,
-    /// 4 or 6.
-    pub family: i64,
-    /// `tcp`, `udp`, `icmp`, `icmpv6`, … or the number as a string.
-    pub proto: String,
-    pub direction: String,
-    pub src_ip: String,
-    pub src_port: Option<u16>,
-    pub dst_ip: String,
-    pub dst_port: Option<u16>,
-    pub reply_src_ip: String,
-    pub reply_src_port: Option<u16>,
-    pub reply_dst_ip: String,
-    pub reply_dst_port: Option<u16>,
-    pub icmp_type: Option<u8>,
-    pub icmp_code: Option<u8>,
-    pub state: Option<String>,
-    pub status: i64,
-    pub bytes_up: i64,
-    pub bytes_down: i64,
-    pub packets_up: i64,
-    pub packets_down: i64,
-    pub first_seen: i64,
-    pub last_seen: i64,
-    pub ended_at: Option<i64>,
-    pub device_id: Option<i64>,
-    pub device_name: Option<String>,
-    pub remote_host_id: Option<i64>,
-}
-
-impl From<FlowRow> for ApiFlow {
-    fn from(f: FlowRow) -> Self {
-        ApiFlow {
-            id: f.id,
-            ct_id: f.ct_id,
-            family: f.family,
-            proto: proto_name(f.proto).into_owned(),
-            direction: f.direction,
-            src_ip: f.src_ip,
-            src_port: f.src_port,
-            dst_ip: f.dst_ip,
-            dst_port: f.dst_port,
-            reply_src_ip: f.reply_src_ip,
-            reply_src_port: f.reply_src_port,
-            reply_dst_ip: f.reply_dst_ip,
-            reply_dst_port: f.reply_dst_port,
-            icmp_type: f.icmp_type,
-            icmp_code: f.icmp_code,
-            state: f.state,
-            status: f.status,
-            bytes_up: f.bytes_up,
-            bytes_down: f.bytes_down,
-            packets_up: f.packets_up,
-            packets_down: f.packets_down,
-            first_seen: f.first_seen,
-            last_seen: f.last_seen,
-            ended_at: f.ended_at,
-            device_id: f.device_id,
-            device_name: f.device_name,
-            remote_host_id: f.remote_host_id,
-        }
-    }
+    pub flows: Vec<FlowRow>,
 }
 
 pub async fn flows(
@@ -124,7 +55,7 @@ pub async fn flows(
         total: page.total,
         page: page.page,
         per_page: page.per_page,
-        flows: page.flows.into_iter().map(ApiFlow::from).collect(),
+        flows: page.flows,
     }))
 }
 
