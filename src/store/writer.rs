@@ -803,6 +803,31 @@ fn add_traffic(
     }
 }
 
+/// The row id cached for `ip`, else looked up with `select` (one `?1` = the address as
+/// text), else made by `create`; the answer is cached.
+fn id_for_ip(
+    tx: &Transaction,
+    cache: &mut HashMap<IpAddr, i64>,
+    ip: IpAddr,
+    select: &str,
+    create: impl FnOnce(&str) -> rusqlite::Result<i64>,
+) -> rusqlite::Result<i64> {
+    if let Some(id) = cache.get(&ip) {
+        return Ok(*id);
+    }
+    let text = ip.to_string();
+    let existing: Option<i64> = tx
+        .prepare_cached(select)?
+        .query_row([&text], |r| r.get(0))
+        .optional()?;
+    let id = match existing {
+        Some(id) => id,
+        None => create(&text)?,
+    };
+    cache.insert(ip, id);
+    Ok(id)
+}
+
 /// The device that owns a LAN address, created on first sight.
 fn device_for(
     tx: &Transaction,
@@ -811,32 +836,18 @@ fn device_for(
     at: i64,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<i64> {
-    if let Some(id) = devices.get(&ip) {
-        return Ok(*id);
-    }
-    let text = ip.to_string();
-    let existing: Option<i64> = tx
-        .prepare_cached("SELECT device_id FROM device_addrs WHERE ip = ?1")?
-        .query_row([&text], |r| r.get(0))
-        .optional()?;
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO devices (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)",
-            )?
+    let select = "SELECT device_id FROM device_addrs WHERE ip = ?1";
+    id_for_ip(tx, devices, ip, select, |text| {
+        tx.prepare_cached("INSERT INTO devices (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)")?
             .execute(params![text, at])?;
-            let id = tx.last_insert_rowid();
-            tx.prepare_cached(
-                "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
-            )?
-            .execute(params![text, id, at])?;
-            acc.tick.devices_changed = true;
-            id
-        }
-    };
-    devices.insert(ip, id);
-    Ok(id)
+        let id = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+        )?
+        .execute(params![text, id, at])?;
+        acc.tick.devices_changed = true;
+        Ok(id)
+    })
 }
 
 /// The remote host row for an internet address, created on first sight.
@@ -847,27 +858,15 @@ fn remote_host_for(
     at: i64,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<i64> {
-    if let Some(id) = hosts.get(&ip) {
-        return Ok(*id);
-    }
-    let text = ip.to_string();
-    let existing: Option<i64> = tx
-        .prepare_cached("SELECT id FROM remote_hosts WHERE ip = ?1")?
-        .query_row([&text], |r| r.get(0))
-        .optional()?;
-    let id = match existing {
-        Some(id) => id,
-        None => {
-            tx.prepare_cached(
-                "INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)",
-            )?
-            .execute(params![text, at])?;
-            acc.tick.remote_hosts_changed = true;
-            tx.last_insert_rowid()
-        }
-    };
-    hosts.insert(ip, id);
-    Ok(id)
+    let select = "SELECT id FROM remote_hosts WHERE ip = ?1";
+    id_for_ip(tx, hosts, ip, select, |text| {
+        tx.prepare_cached(
+            "INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)",
+        )?
+        .execute(params![text, at])?;
+        acc.tick.remote_hosts_changed = true;
+        Ok(tx.last_insert_rowid())
+    })
 }
 
 fn apply_command(
