@@ -183,6 +183,13 @@ fn os_err(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
 }
 
+/// The errno name of an I/O error, or its message when it has no errno.
+fn io_error_name(e: &std::io::Error) -> String {
+    e.raw_os_error()
+        .map(errno_name)
+        .unwrap_or_else(|| e.to_string())
+}
+
 fn errno_name(e: i32) -> String {
     match e {
         libc::ECONNREFUSED => "ECONNREFUSED".into(),
@@ -950,11 +957,7 @@ fn long_transfer(sink: SocketAddr, rate: u64, deadline: Instant, stop: &AtomicBo
     let mut s = match TcpStream::connect_timeout(&sink, Duration::from_secs(3)) {
         Ok(s) => s,
         Err(e) => {
-            st.fail(
-                e.raw_os_error()
-                    .map(errno_name)
-                    .unwrap_or_else(|| e.to_string()),
-            );
+            st.fail(io_error_name(&e));
             return st;
         }
     };
@@ -970,11 +973,7 @@ fn long_transfer(sink: SocketAddr, rate: u64, deadline: Instant, stop: &AtomicBo
         match s.write(&chunk[..n]) {
             Ok(w) => st.bytes += w as u64,
             Err(e) => {
-                st.fail(
-                    e.raw_os_error()
-                        .map(errno_name)
-                        .unwrap_or_else(|| e.to_string()),
-                );
+                st.fail(io_error_name(&e));
                 return st;
             }
         }
