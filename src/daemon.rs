@@ -31,11 +31,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let metrics = PrometheusBuilder::new()
         .install_recorder()
         .context("installing the Prometheus recorder")?;
-    let network = Arc::new(RwLock::new(network_now(&config)?));
-    let listen = {
-        let addrs = sys::interface_addrs().context("reading interface addresses")?;
-        config.effective_listen(&addrs)
-    };
+    let addrs = sys::interface_addrs().context("reading interface addresses")?;
+    let network = network_from(&config, &addrs);
+    if network.lan_subnets.is_empty() {
+        log::warn!(
+            "no LAN subnet: lan_interfaces {:?} have no addresses and lan_subnets is empty; \
+             every flow will be classified as router-local or other",
+            config.lan_interfaces
+        );
+    }
+    let network = Arc::new(RwLock::new(network));
+    let listen = config.effective_listen(&addrs);
     if listen.is_empty() {
         bail!(
             "no address to serve the web UI on: lan_interfaces {:?} have no addresses; \
@@ -119,19 +125,12 @@ async fn wait_for_signal() -> &'static str {
     }
 }
 
-/// The router's network as it is now: LAN subnets and the router's own addresses.
-fn network_now(config: &Config) -> anyhow::Result<Network> {
-    let addrs = sys::interface_addrs().context("reading interface addresses")?;
-    let lan = config.effective_lan_subnets(&addrs);
-    if lan.is_empty() {
-        log::warn!(
-            "no LAN subnet: lan_interfaces {:?} have no addresses and lan_subnets is empty; \
-             every flow will be classified as router-local or other",
-            config.lan_interfaces
-        );
-    }
+/// The router's network from its interface addresses: LAN subnets and the router's own
+/// addresses.
+fn network_from(config: &Config, addrs: &[sys::InterfaceAddr]) -> Network {
+    let lan = config.effective_lan_subnets(addrs);
     let router = addrs.iter().map(|a| a.net.addr()).collect();
-    Ok(Network::new(lan, router))
+    Network::new(lan, router)
 }
 
 async fn refresh_network(config: Config, network: Arc<RwLock<Network>>) {
@@ -139,8 +138,9 @@ async fn refresh_network(config: Config, network: Arc<RwLock<Network>>) {
     interval.tick().await;
     loop {
         interval.tick().await;
-        match network_now(&config) {
-            Ok(now) => {
+        match sys::interface_addrs() {
+            Ok(addrs) => {
+                let now = network_from(&config, &addrs);
                 let mut current = network.write().unwrap_or_else(|p| p.into_inner());
                 if current.lan_subnets != now.lan_subnets
                     || current.router_addrs != now.router_addrs

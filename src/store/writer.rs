@@ -464,7 +464,8 @@ impl Writer {
                 metrics::histogram!("netmon_writer_tick_seconds").record(elapsed.as_secs_f64());
                 metrics::histogram!("netmon_writer_batch_events").record(changes as f64);
                 metrics::counter!("netmon_writer_commits_total").increment(1);
-                metrics::gauge!("netmon_active_flows").set(self.active_flows() as f64);
+                let active = self.active_flows();
+                metrics::gauge!("netmon_active_flows").set(active as f64);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
@@ -472,7 +473,7 @@ impl Writer {
                 self.seq += 1;
                 acc.tick.seq = self.seq;
                 acc.tick.at_ms = now;
-                acc.tick.active_flows = self.active_flows();
+                acc.tick.active_flows = active;
                 Some(acc.tick)
             }
             Err(e) => {
