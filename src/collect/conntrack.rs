@@ -52,6 +52,7 @@ use super::ctnetlink::{
 };
 use crate::config::Config;
 use crate::event::{DumpComplete, Event, FlowBatch, FlowChange};
+use crate::export::ipfix::FlowTap;
 use crate::flow::CtFlow;
 use crate::store::writer::WriterHandle;
 
@@ -139,9 +140,11 @@ impl ConntrackCollector {
     /// The event socket subscribes *before* the start-up dump is requested, so every flow
     /// is either in the dump or announced by an event (usually both). A refused dump
     /// (no `CAP_NET_ADMIN`, ctnetlink missing) is reported here, not later in the thread.
+    /// `export`, when IPFIX export is on, is offered every batch the writer accepted.
     pub fn start(
         config: &Config,
         writer: WriterHandle,
+        export: Option<FlowTap>,
         shutdown: Arc<AtomicBool>,
     ) -> Result<ConntrackCollector, CollectError> {
         describe_metrics();
@@ -153,6 +156,7 @@ impl ConntrackCollector {
         } else {
             Duration::ZERO
         };
+        reader.tracker.export = export;
         reader.start_dump(false).map_err(|source| {
             CollectError::io(
                 "send the conntrack dump request (IPCTNL_MSG_CT_GET)",
@@ -969,6 +973,8 @@ struct Tracker {
     /// [`Tracker::begin_dump`].
     dump_complete_delivered: bool,
     stats: Stats,
+    /// The IPFIX exporter's tap: sees exactly the batches the writer accepted.
+    export: Option<FlowTap>,
 }
 
 struct DumpPass {
@@ -990,6 +996,7 @@ impl Tracker {
             pending_dump_complete: None,
             dump_complete_delivered: false,
             stats: Stats::default(),
+            export: None,
         }
     }
 
@@ -1248,6 +1255,8 @@ impl Tracker {
                 changed,
                 dump_complete,
             };
+            // Cloned only when exporting; offered only once the writer took the batch.
+            let offered = self.export.as_ref().map(|_| batch.changed.clone());
             if let Err(event) = writer.try_send(Event::Flows(batch)) {
                 self.stats.channel_full += 1;
                 if displaced > 0
@@ -1260,6 +1269,9 @@ impl Tracker {
                 dirty.extend(held);
                 self.dirty = dirty;
                 return false;
+            }
+            if let (Some(tap), Some(changes)) = (&self.export, offered) {
+                tap.offer(changes);
             }
             for ident in chunk {
                 if let Some(t) = self.flows.get_mut(ident) {
@@ -2210,7 +2222,7 @@ table inet netmon_lab {
             let entered = inside.enter_current_thread();
             std::mem::forget(inside);
             entered.expect("setns");
-            let collector = ConntrackCollector::start(&config, w, stop).expect("start");
+            let collector = ConntrackCollector::start(&config, w, None, stop).expect("start");
             let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
             let port = listener.local_addr().expect("addr").port();
             let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -2388,7 +2400,7 @@ table inet netmon_lab {
             let entered = inside.enter_current_thread();
             std::mem::forget(inside);
             entered.expect("setns");
-            let collector = ConntrackCollector::start(&config, w, stop).expect("start");
+            let collector = ConntrackCollector::start(&config, w, None, stop).expect("start");
             let sink = std::net::UdpSocket::bind("0.0.0.0:9999").expect("sink");
             let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
             let cpu0 = thread_cpu("netmon-ct");

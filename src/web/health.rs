@@ -63,6 +63,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 /// Prometheus text exposition. Gauges that are cheaper to read than to keep current
 /// (file sizes, open streams) are set here, just before rendering.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::export::prometheus::refresh_on_scrape();
     metrics::gauge!("netmon_db_size_bytes").set(db_size_bytes(&state.shared.db_path) as f64);
     let open_streams = MAX_EVENT_STREAMS
         - state

@@ -1,0 +1,1130 @@
+//! IPFIX flow export (RFC 7011 over UDP) to a standard collector: nfdump's nfcapd,
+//! GoFlow2, ElastiFlow (DESIGN §6).
+//!
+//! ```text
+//!  collect::conntrack ── FlowBatch ──► writer            (as before, never blocks)
+//!          └── FlowTap::offer(changes) ── bounded queue ──► exporter thread
+//!                                (try_send; full = dropped  │  FlowCache: per-flow
+//!                                 and counted)              │  last-exported counters
+//!                                                           ▼
+//!                                   IPFIX messages ── non-blocking UDP ──► collector
+//! ```
+//!
+//! Why it is shaped like this:
+//! - **Same flows as the database.** The collector offers each batch to the exporter
+//!   only after the writer's channel accepted it, so the exporter sees exactly the
+//!   changes netmon stores (all directions, router-local included: a flow collector
+//!   usually wants the router's own DNS and NTP too).
+//! - **Nothing waits on the collector.** The tap is a bounded channel fed with
+//!   `try_send`; the socket is non-blocking. A full queue or a failed send drops records
+//!   and counts them (`netmon_export_drops_total{exporter="ipfix",reason=…}`); the
+//!   conntrack collector and the writer never notice.
+//! - **Deltas from cumulative counters.** Changes carry cumulative kernel counters; the
+//!   cache keeps what it has exported per flow (keyed by `CtFlow::ident()`), so a lost
+//!   update is made up by the next one, and records carry `octetDeltaCount`.
+//! - **Slices.** A running flow is exported every `ipfix_active_timeout_s` with the bytes
+//!   of that slice (flowEndReason 2, active timeout); its end goes out when conntrack
+//!   ends it (1, idle timeout: UDP/ICMP expiry, TCP without a close) or when a TCP
+//!   connection closes (3, end of flow; the entry lingers in TIME_WAIT for 120 s, and
+//!   whatever it still counts goes out with its DESTROY). At shutdown the open slices go
+//!   out (4, forced end); when the cache is full the least recently active flows go out
+//!   early (5, lack of resources). The slices of one flow add up to its total.
+//! - **Restarts do not double count.** A flow that was already running when the exporter
+//!   started (kernel start timestamp earlier) is exported from its counters at that
+//!   moment on: what it carried before was either sent by the previous netmon (its
+//!   forced-end records at shutdown) or predates netmon altogether.
+//!
+//! Records are biflows (RFC 5103): `octetDeltaCount`/`packetDeltaCount` for the
+//! initiator's direction and the same elements with enterprise number 29305 (reverse)
+//! for the reply direction, which nfdump shows as "out bytes"/"out packets". The
+//! source is the conntrack original tuple (the LAN address, before NAT); post-NAT/NAPT
+//! source and destination come from the reply tuple. Conntrack knows no interfaces, so
+//! ingress/egress interface are not sent. Templates go out in the first message, every
+//! `ipfix_template_refresh_s` and every [`TEMPLATE_REFRESH_MESSAGES`] messages (RFC 7011
+//! §10.3.6: over UDP a collector learns templates only by their resending).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use metrics::Counter;
+
+use crate::config::Config;
+use crate::event::FlowChange;
+use crate::flow::{Counters, PROTO_TCP, Tuple};
+
+/// IANA Private Enterprise Number of RFC 5103 reverse information elements.
+const REVERSE_PEN: u32 = 29305;
+/// IPFIX version number (RFC 7011 §3.1).
+const VERSION: u16 = 10;
+const MESSAGE_HEADER_LEN: usize = 16;
+const SET_HEADER_LEN: usize = 4;
+const TEMPLATE_SET_ID: u16 = 2;
+const TEMPLATE_V4: u16 = 256;
+const TEMPLATE_V6: u16 = 257;
+/// Templates are also re-sent after this many messages, so a collector that restarted
+/// during a burst need not wait for the timer.
+pub const TEMPLATE_REFRESH_MESSAGES: u64 = 128;
+/// How often the cache is scanned for slices due (active timeout), and the longest a
+/// record waits in the exporter before it is sent.
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One field specifier: information element id, length, and whether it is an RFC 5103
+/// reverse element (enterprise bit set, PEN 29305).
+type Field = (u16, u16, bool);
+
+/// IANA IPFIX information elements used (https://www.iana.org/assignments/ipfix).
+mod ie {
+    pub const OCTET_DELTA_COUNT: u16 = 1;
+    pub const PACKET_DELTA_COUNT: u16 = 2;
+    pub const PROTOCOL_IDENTIFIER: u16 = 4;
+    pub const SOURCE_TRANSPORT_PORT: u16 = 7;
+    pub const SOURCE_IPV4_ADDRESS: u16 = 8;
+    pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
+    pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
+    pub const SOURCE_IPV6_ADDRESS: u16 = 27;
+    pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
+    pub const ICMP_TYPE_CODE_IPV4: u16 = 32;
+    pub const FLOW_END_REASON: u16 = 136;
+    pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
+    pub const FLOW_START_MILLISECONDS: u16 = 152;
+    pub const FLOW_END_MILLISECONDS: u16 = 153;
+    pub const POST_NAT_SOURCE_IPV4_ADDRESS: u16 = 225;
+    pub const POST_NAT_DESTINATION_IPV4_ADDRESS: u16 = 226;
+    pub const POST_NAPT_SOURCE_TRANSPORT_PORT: u16 = 227;
+    pub const POST_NAPT_DESTINATION_TRANSPORT_PORT: u16 = 228;
+    pub const POST_NAT_SOURCE_IPV6_ADDRESS: u16 = 281;
+    pub const POST_NAT_DESTINATION_IPV6_ADDRESS: u16 = 282;
+}
+
+/// The IPv4 template, in record order; [`encode_record`] writes fields in this order.
+const FIELDS_V4: &[Field] = &[
+    (ie::SOURCE_IPV4_ADDRESS, 4, false),
+    (ie::DESTINATION_IPV4_ADDRESS, 4, false),
+    (ie::SOURCE_TRANSPORT_PORT, 2, false),
+    (ie::DESTINATION_TRANSPORT_PORT, 2, false),
+    (ie::PROTOCOL_IDENTIFIER, 1, false),
+    (ie::ICMP_TYPE_CODE_IPV4, 2, false),
+    (ie::POST_NAT_SOURCE_IPV4_ADDRESS, 4, false),
+    (ie::POST_NAT_DESTINATION_IPV4_ADDRESS, 4, false),
+    (ie::POST_NAPT_SOURCE_TRANSPORT_PORT, 2, false),
+    (ie::POST_NAPT_DESTINATION_TRANSPORT_PORT, 2, false),
+    (ie::OCTET_DELTA_COUNT, 8, false),
+    (ie::PACKET_DELTA_COUNT, 8, false),
+    (ie::OCTET_DELTA_COUNT, 8, true),
+    (ie::PACKET_DELTA_COUNT, 8, true),
+    (ie::FLOW_START_MILLISECONDS, 8, false),
+    (ie::FLOW_END_MILLISECONDS, 8, false),
+    (ie::FLOW_END_REASON, 1, false),
+];
+
+/// The IPv6 template: as IPv4 with 16-byte addresses and the ICMPv6 type/code.
+const FIELDS_V6: &[Field] = &[
+    (ie::SOURCE_IPV6_ADDRESS, 16, false),
+    (ie::DESTINATION_IPV6_ADDRESS, 16, false),
+    (ie::SOURCE_TRANSPORT_PORT, 2, false),
+    (ie::DESTINATION_TRANSPORT_PORT, 2, false),
+    (ie::PROTOCOL_IDENTIFIER, 1, false),
+    (ie::ICMP_TYPE_CODE_IPV6, 2, false),
+    (ie::POST_NAT_SOURCE_IPV6_ADDRESS, 16, false),
+    (ie::POST_NAT_DESTINATION_IPV6_ADDRESS, 16, false),
+    (ie::POST_NAPT_SOURCE_TRANSPORT_PORT, 2, false),
+    (ie::POST_NAPT_DESTINATION_TRANSPORT_PORT, 2, false),
+    (ie::OCTET_DELTA_COUNT, 8, false),
+    (ie::PACKET_DELTA_COUNT, 8, false),
+    (ie::OCTET_DELTA_COUNT, 8, true),
+    (ie::PACKET_DELTA_COUNT, 8, true),
+    (ie::FLOW_START_MILLISECONDS, 8, false),
+    (ie::FLOW_END_MILLISECONDS, 8, false),
+    (ie::FLOW_END_REASON, 1, false),
+];
+
+const fn record_len(fields: &[Field]) -> usize {
+    let mut n = 0;
+    let mut i = 0;
+    while i < fields.len() {
+        n += fields[i].1 as usize;
+        i += 1;
+    }
+    n
+}
+
+const RECORD_V4_LEN: usize = record_len(FIELDS_V4);
+const RECORD_V6_LEN: usize = record_len(FIELDS_V6);
+
+/// flowEndReason values (IANA registry, RFC 5102 §5.11.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum EndReason {
+    IdleTimeout = 1,
+    ActiveTimeout = 2,
+    EndOfFlow = 3,
+    ForcedEnd = 4,
+    LackOfResources = 5,
+}
+
+/// One data record: a slice of one flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub proto: u8,
+    pub orig: Tuple,
+    pub reply: Tuple,
+    /// Bytes and packets of this slice, both directions.
+    pub delta: Counters,
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub end_reason: EndReason,
+}
+
+impl FlowRecord {
+    fn is_v4(&self) -> bool {
+        self.orig.src.is_ipv4() && self.orig.dst.is_ipv4()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The tap and the thread
+// ---------------------------------------------------------------------------------------
+
+/// The conntrack collector's handle to the exporter: offers each batch of changes that
+/// reached the writer, never waiting. Cheap to clone.
+#[derive(Clone)]
+pub struct FlowTap {
+    tx: SyncSender<Vec<FlowChange>>,
+    /// `netmon_export_drops_total{exporter="ipfix",reason="queue_full"}`, in changes.
+    dropped: Counter,
+}
+
+impl FlowTap {
+    /// Hands `changes` to the exporter, or drops and counts them when its queue is full
+    /// (the exporter fell behind) or it is gone. A dropped update is made up by the
+    /// flow's next one (counters are cumulative); a dropped end leaves the flow in the
+    /// exporter's cache until it is evicted.
+    pub fn offer(&self, changes: Vec<FlowChange>) {
+        if let Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) =
+            self.tx.try_send(changes)
+        {
+            self.dropped.increment(c.len() as u64);
+        }
+    }
+}
+
+/// The running exporter thread. It ends when every [`FlowTap`] is dropped (the
+/// collector stopped), after exporting what it still holds.
+pub struct IpfixExporter {
+    thread: JoinHandle<()>,
+}
+
+impl IpfixExporter {
+    /// Starts the exporter if `[export] ipfix_collector` is set; `None` when it is off.
+    /// The queue holds `channel_capacity` batches, like the writer's channel.
+    pub fn start(config: &Config) -> anyhow::Result<Option<(IpfixExporter, FlowTap)>> {
+        let e = &config.export;
+        if e.ipfix_collector.is_empty() {
+            return Ok(None);
+        }
+        let collector: SocketAddr = e.ipfix_collector.parse().with_context(|| {
+            format!(
+                "export.ipfix_collector = \"{}\": not an address:port",
+                e.ipfix_collector
+            )
+        })?;
+        let transport = Transport::new(
+            collector,
+            e.ipfix_observation_domain,
+            e.ipfix_max_message_bytes,
+            Duration::from_secs(e.ipfix_template_refresh_s),
+        )?;
+        let cache = FlowCache::new(
+            config.max_tracked_flows,
+            e.ipfix_active_timeout_s as i64 * 1000,
+            crate::sys::now_ms(),
+        );
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
+        let thread = std::thread::Builder::new()
+            .name("netmon-ipfix".into())
+            .spawn(move || run(rx, cache, transport))
+            .context("starting the IPFIX exporter thread")?;
+        log::info!(
+            "IPFIX export to {collector} (observation domain {}, active timeout {} s)",
+            e.ipfix_observation_domain,
+            e.ipfix_active_timeout_s
+        );
+        let tap = FlowTap {
+            tx,
+            dropped: metrics::counter!("netmon_export_drops_total", "exporter" => "ipfix", "reason" => "queue_full"),
+        };
+        Ok(Some((IpfixExporter { thread }, tap)))
+    }
+
+    /// Waits for the thread; call after the collector (which holds the tap) stopped.
+    pub fn join(self) {
+        if self.thread.join().is_err() {
+            log::error!("IPFIX exporter thread panicked");
+        }
+    }
+}
+
+fn run(rx: Receiver<Vec<FlowChange>>, mut cache: FlowCache, mut transport: Transport) {
+    let tracked = metrics::gauge!("netmon_export_tracked_flows", "exporter" => "ipfix");
+    let mut records = Vec::new();
+    let mut next_scan = Instant::now() + SCAN_INTERVAL;
+    loop {
+        let wait = next_scan.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(changes) => cache.apply_all(changes, &mut records),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= next_scan {
+            cache.expire(crate::sys::now_ms(), &mut records);
+            next_scan = Instant::now() + SCAN_INTERVAL;
+            transport.send(&records);
+            records.clear();
+            tracked.set(cache.len() as f64);
+        }
+    }
+    cache.finish(&mut records);
+    transport.send(&records);
+    tracked.set(0.0);
+    log::info!(
+        "IPFIX exporter stopped; {} records in {} messages sent, {} dropped",
+        transport.stats.records,
+        transport.stats.messages,
+        transport.stats.dropped
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The flow cache: deltas and slices
+// ---------------------------------------------------------------------------------------
+
+/// What the exporter remembers per flow.
+#[derive(Debug, Clone)]
+struct Cached {
+    proto: u8,
+    orig: Tuple,
+    reply: Tuple,
+    tcp_state: Option<u8>,
+    /// Cumulative counters already exported (or, for a flow older than the exporter,
+    /// its counters when first seen).
+    exported: Counters,
+    /// Latest cumulative counters.
+    current: Counters,
+    /// Where the open slice begins (unix ms).
+    slice_start_ms: i64,
+    /// When the counters last changed (unix ms): the end of the open slice.
+    last_seen_ms: i64,
+    /// The TCP connection closed and its end was exported; the entry waits for the
+    /// DESTROY (after TIME_WAIT) so that event is not taken for a new flow.
+    closed: bool,
+}
+
+impl Cached {
+    fn record(&mut self, end_ms: i64, end_reason: EndReason) -> FlowRecord {
+        let record = FlowRecord {
+            proto: self.proto,
+            orig: self.orig,
+            reply: self.reply,
+            delta: self.current.since(&self.exported),
+            start_ms: self.slice_start_ms,
+            end_ms: end_ms.max(self.slice_start_ms),
+            end_reason,
+        };
+        self.exported = self.current;
+        self.slice_start_ms = record.end_ms;
+        record
+    }
+
+    fn has_delta(&self) -> bool {
+        !self.current.since(&self.exported).is_zero()
+    }
+}
+
+/// Per-flow export state, bounded by `cap` entries.
+struct FlowCache {
+    flows: HashMap<i64, Cached>,
+    cap: usize,
+    active_timeout_ms: i64,
+    /// When the exporter started (unix ms); flows whose kernel start is earlier are
+    /// exported from their first-seen counters on.
+    started_ms: i64,
+}
+
+/// A TCP connection's end was seen in a state only a FIN or RST leads to
+/// (`enum tcp_conntrack`: FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE).
+fn end_reason(proto: u8, tcp_state: Option<u8>) -> EndReason {
+    if proto == PROTO_TCP && matches!(tcp_state, Some(4..=8)) {
+        EndReason::EndOfFlow
+    } else {
+        EndReason::IdleTimeout
+    }
+}
+
+/// Counters that went backwards: the identity was reused by a new lifetime whose first
+/// report we missed.
+fn went_backwards(now: &Counters, before: &Counters) -> bool {
+    now.orig_bytes < before.orig_bytes
+        || now.reply_bytes < before.reply_bytes
+        || now.orig_packets < before.orig_packets
+        || now.reply_packets < before.reply_packets
+}
+
+impl FlowCache {
+    fn new(cap: usize, active_timeout_ms: i64, started_ms: i64) -> FlowCache {
+        FlowCache {
+            flows: HashMap::new(),
+            cap: cap.max(16),
+            active_timeout_ms: active_timeout_ms.max(1),
+            started_ms,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    fn apply_all(&mut self, changes: Vec<FlowChange>, out: &mut Vec<FlowRecord>) {
+        for change in changes {
+            self.apply(change, out);
+        }
+    }
+
+    /// One flow change from the collector; records that are due go to `out`.
+    fn apply(&mut self, change: FlowChange, out: &mut Vec<FlowRecord>) {
+        let ident = change.flow.ident();
+        let flow = &change.flow;
+        if let Some(c) = self.flows.get_mut(&ident)
+            && went_backwards(&flow.counters, &c.current)
+        {
+            // The old lifetime ended unseen; send what it had and start afresh.
+            if c.has_delta() && !c.closed {
+                let reason = end_reason(c.proto, c.tcp_state);
+                out.push(c.record(c.last_seen_ms, reason));
+            }
+            self.flows.remove(&ident);
+        }
+        let Some(c) = self.flows.get_mut(&ident) else {
+            self.insert(ident, change, out);
+            return;
+        };
+        if flow.counters != c.current {
+            c.last_seen_ms = c.last_seen_ms.max(change.observed_ms);
+        }
+        c.current = flow.counters;
+        c.tcp_state = flow.tcp_state;
+        c.reply = flow.reply;
+        if change.ended {
+            if !c.closed || c.has_delta() {
+                let reason = end_reason(c.proto, c.tcp_state);
+                let end = if c.closed {
+                    c.last_seen_ms
+                } else {
+                    change.observed_ms
+                };
+                out.push(c.record(end, reason));
+            }
+            self.flows.remove(&ident);
+        } else if !c.closed && flow.is_closed() {
+            c.closed = true;
+            out.push(c.record(change.observed_ms, EndReason::EndOfFlow));
+        }
+    }
+
+    fn insert(&mut self, ident: i64, change: FlowChange, out: &mut Vec<FlowRecord>) {
+        let flow = change.flow;
+        let older_than_us = flow.kernel_start_ms.is_some_and(|s| s < self.started_ms);
+        let mut c = Cached {
+            proto: flow.proto,
+            orig: flow.orig,
+            reply: flow.reply,
+            tcp_state: flow.tcp_state,
+            exported: if older_than_us {
+                flow.counters
+            } else {
+                Counters::default()
+            },
+            current: flow.counters,
+            slice_start_ms: if older_than_us {
+                change.observed_ms
+            } else {
+                flow.kernel_start_ms.unwrap_or(change.observed_ms)
+            },
+            last_seen_ms: change.observed_ms,
+            closed: false,
+        };
+        if change.ended {
+            if !older_than_us || c.has_delta() {
+                out.push(c.record(change.observed_ms, end_reason(c.proto, c.tcp_state)));
+            }
+            return;
+        }
+        if flow.is_closed() {
+            c.closed = true;
+            out.push(c.record(change.observed_ms, EndReason::EndOfFlow));
+        }
+        if self.flows.len() >= self.cap {
+            self.evict(out);
+        }
+        self.flows.insert(ident, c);
+    }
+
+    /// Makes room: the least recently active eighth of the cache goes out early.
+    fn evict(&mut self, out: &mut Vec<FlowRecord>) {
+        let mut by_age: Vec<(i64, i64)> = self
+            .flows
+            .iter()
+            .map(|(ident, c)| (c.last_seen_ms, *ident))
+            .collect();
+        let n = (self.cap / 8).max(1).min(by_age.len());
+        if n == 0 {
+            return;
+        }
+        by_age.select_nth_unstable(n - 1);
+        for (_, ident) in &by_age[..n] {
+            if let Some(mut c) = self.flows.remove(ident)
+                && !c.closed
+                && c.has_delta()
+            {
+                out.push(c.record(c.last_seen_ms, EndReason::LackOfResources));
+            }
+        }
+    }
+
+    /// Active timeout: running flows whose open slice is `active_timeout` old and has
+    /// traffic are exported and a new slice begins. A slice without traffic is not
+    /// sent; it is moved up to the flow's last activity instead, so the next slice
+    /// starts no earlier than its bytes can have.
+    fn expire(&mut self, now_ms: i64, out: &mut Vec<FlowRecord>) {
+        for c in self.flows.values_mut() {
+            if c.closed || now_ms - c.slice_start_ms < self.active_timeout_ms {
+                continue;
+            }
+            if c.has_delta() {
+                out.push(c.record(c.last_seen_ms, EndReason::ActiveTimeout));
+            } else {
+                c.slice_start_ms = c.slice_start_ms.max(c.last_seen_ms);
+            }
+        }
+    }
+
+    /// Shutdown: every open slice with traffic goes out as a forced end.
+    fn finish(&mut self, out: &mut Vec<FlowRecord>) {
+        for (_, mut c) in self.flows.drain() {
+            if !c.closed && c.has_delta() {
+                out.push(c.record(c.last_seen_ms, EndReason::ForcedEnd));
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Encoding (RFC 7011 §3)
+// ---------------------------------------------------------------------------------------
+
+/// Appends a Template Set with both templates.
+fn encode_template_set(out: &mut Vec<u8>) {
+    let start = out.len();
+    put16(out, TEMPLATE_SET_ID);
+    put16(out, 0);
+    for (id, fields) in [(TEMPLATE_V4, FIELDS_V4), (TEMPLATE_V6, FIELDS_V6)] {
+        put16(out, id);
+        put16(out, fields.len() as u16);
+        for &(element, len, reverse) in fields {
+            if reverse {
+                put16(out, element | 0x8000);
+                put16(out, len);
+                out.extend_from_slice(&REVERSE_PEN.to_be_bytes());
+            } else {
+                put16(out, element);
+                put16(out, len);
+            }
+        }
+    }
+    patch_len(out, start);
+}
+
+/// Appends one data record in its template's field order.
+fn encode_record(out: &mut Vec<u8>, r: &FlowRecord) {
+    let icmp = r
+        .orig
+        .icmp
+        .map_or(0, |(t, c, _)| u16::from(t) << 8 | u16::from(c));
+    // The reply tuple is what the peer sees: its destination is the (post-NAT) source.
+    let (post_src, post_dst) = (r.reply.dst, r.reply.src);
+    if r.is_v4() {
+        put_v4(out, r.orig.src);
+        put_v4(out, r.orig.dst);
+        put16(out, r.orig.sport.unwrap_or(0));
+        put16(out, r.orig.dport.unwrap_or(0));
+        out.push(r.proto);
+        put16(out, icmp);
+        put_v4(
+            out,
+            if post_src.is_ipv4() {
+                post_src
+            } else {
+                r.orig.src
+            },
+        );
+        put_v4(
+            out,
+            if post_dst.is_ipv4() {
+                post_dst
+            } else {
+                r.orig.dst
+            },
+        );
+    } else {
+        put_v6(out, r.orig.src);
+        put_v6(out, r.orig.dst);
+        put16(out, r.orig.sport.unwrap_or(0));
+        put16(out, r.orig.dport.unwrap_or(0));
+        out.push(r.proto);
+        put16(out, icmp);
+        put_v6(out, post_src);
+        put_v6(out, post_dst);
+    }
+    put16(out, r.reply.dport.or(r.orig.sport).unwrap_or(0));
+    put16(out, r.reply.sport.or(r.orig.dport).unwrap_or(0));
+    for v in [
+        r.delta.orig_bytes,
+        r.delta.orig_packets,
+        r.delta.reply_bytes,
+        r.delta.reply_packets,
+        r.start_ms.max(0) as u64,
+        r.end_ms.max(0) as u64,
+    ] {
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    out.push(r.end_reason as u8);
+}
+
+fn put16(out: &mut Vec<u8>, v: u16) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_v4(out: &mut Vec<u8>, ip: IpAddr) {
+    let v4 = match ip {
+        IpAddr::V4(v4) => v4,
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    };
+    out.extend_from_slice(&v4.octets());
+}
+
+fn put_v6(out: &mut Vec<u8>, ip: IpAddr) {
+    let v6 = match ip {
+        IpAddr::V6(v6) => v6,
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+    };
+    out.extend_from_slice(&v6.octets());
+}
+
+/// Writes the length of the set or message that begins at `start` into its bytes 2..4.
+fn patch_len(out: &mut [u8], start: usize) {
+    let len = (out.len() - start) as u16;
+    out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
+}
+
+/// Packs records into messages of at most `max_len` bytes: a header, optionally the
+/// template set, then data sets (one per run of records with the same template).
+/// Returns each message with the number of data records in it.
+fn encode_messages(
+    records: &[FlowRecord],
+    max_len: usize,
+    header: &mut MessageHeader,
+    mut templates: impl FnMut() -> bool,
+) -> Vec<(Vec<u8>, u32)> {
+    let mut messages = Vec::new();
+    let mut i = 0;
+    loop {
+        let with_templates = templates();
+        if i >= records.len() && !with_templates {
+            break;
+        }
+        let mut msg = Vec::with_capacity(max_len);
+        msg.extend_from_slice(&[0; MESSAGE_HEADER_LEN]);
+        if with_templates {
+            encode_template_set(&mut msg);
+        }
+        let mut n = 0u32;
+        let mut set: Option<(u16, usize)> = None;
+        while let Some(r) = records.get(i) {
+            let (id, len) = if r.is_v4() {
+                (TEMPLATE_V4, RECORD_V4_LEN)
+            } else {
+                (TEMPLATE_V6, RECORD_V6_LEN)
+            };
+            let new_set = set.is_none_or(|(open, _)| open != id);
+            let need = len + if new_set { SET_HEADER_LEN } else { 0 };
+            if msg.len() + need > max_len && n > 0 {
+                break;
+            }
+            if new_set {
+                if let Some((_, start)) = set {
+                    patch_len(&mut msg, start);
+                }
+                set = Some((id, msg.len()));
+                put16(&mut msg, id);
+                put16(&mut msg, 0);
+            }
+            encode_record(&mut msg, r);
+            n += 1;
+            i += 1;
+        }
+        if let Some((_, start)) = set {
+            patch_len(&mut msg, start);
+        }
+        header.write(&mut msg, n);
+        messages.push((msg, n));
+        if i >= records.len() {
+            break;
+        }
+    }
+    messages
+}
+
+/// The per-message header fields that persist across messages.
+struct MessageHeader {
+    observation_domain: u32,
+    /// Data records sent before this message (RFC 7011 §3.1: templates do not count).
+    sequence: u32,
+}
+
+impl MessageHeader {
+    fn write(&mut self, msg: &mut [u8], records: u32) {
+        let len = msg.len() as u16;
+        let export_time = (crate::sys::now_ms() / 1000) as u32;
+        msg[0..2].copy_from_slice(&VERSION.to_be_bytes());
+        msg[2..4].copy_from_slice(&len.to_be_bytes());
+        msg[4..8].copy_from_slice(&export_time.to_be_bytes());
+        msg[8..12].copy_from_slice(&self.sequence.to_be_bytes());
+        msg[12..16].copy_from_slice(&self.observation_domain.to_be_bytes());
+        self.sequence = self.sequence.wrapping_add(records);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Transport: one non-blocking UDP socket
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Stats {
+    records: u64,
+    messages: u64,
+    dropped: u64,
+}
+
+struct Transport {
+    socket: UdpSocket,
+    collector: SocketAddr,
+    /// `connect` failed (no route yet, e.g. WAN down at boot); retried before each send.
+    connected: bool,
+    max_len: usize,
+    header: MessageHeader,
+    template_refresh: Duration,
+    templates_sent: Option<Instant>,
+    messages_since_templates: u64,
+    /// Data records of the previous message: an ICMP "port unreachable" for it shows up
+    /// as `ECONNREFUSED` on the next send, so it was lost too.
+    last_records: u32,
+    stats: Stats,
+    records: Counter,
+    messages: Counter,
+    bytes: Counter,
+    send_errors: Counter,
+    last_error_log: Option<Instant>,
+}
+
+impl Transport {
+    fn new(
+        collector: SocketAddr,
+        observation_domain: u32,
+        max_len: usize,
+        template_refresh: Duration,
+    ) -> anyhow::Result<Transport> {
+        let local: SocketAddr = match collector {
+            SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+            SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+        };
+        let socket = UdpSocket::bind(local)
+            .with_context(|| format!("opening a UDP socket for IPFIX export to {collector}"))?;
+        socket
+            .set_nonblocking(true)
+            .context("making the IPFIX socket non-blocking")?;
+        let label = |reason: &'static str| metrics::counter!("netmon_export_drops_total", "exporter" => "ipfix", "reason" => reason);
+        let mut t = Transport {
+            socket,
+            collector,
+            connected: false,
+            max_len,
+            header: MessageHeader {
+                observation_domain,
+                sequence: 0,
+            },
+            template_refresh,
+            templates_sent: None,
+            messages_since_templates: 0,
+            last_records: 0,
+            stats: Stats::default(),
+            records: metrics::counter!("netmon_export_records_total", "exporter" => "ipfix"),
+            messages: metrics::counter!("netmon_export_messages_total", "exporter" => "ipfix"),
+            bytes: metrics::counter!("netmon_export_bytes_total", "exporter" => "ipfix"),
+            send_errors: label("send_error"),
+            last_error_log: None,
+        };
+        t.connect();
+        Ok(t)
+    }
+
+    /// A connected UDP socket reports the collector's ICMP errors (`ECONNREFUSED`),
+    /// which is how an absent collector becomes a counted drop.
+    fn connect(&mut self) -> bool {
+        if !self.connected {
+            match self.socket.connect(self.collector) {
+                Ok(()) => self.connected = true,
+                Err(e) => self.log_error(&e),
+            }
+        }
+        self.connected
+    }
+
+    fn templates_due(&mut self) -> bool {
+        let due = self
+            .templates_sent
+            .is_none_or(|t| t.elapsed() >= self.template_refresh)
+            || self.messages_since_templates >= TEMPLATE_REFRESH_MESSAGES;
+        if due {
+            self.templates_sent = Some(Instant::now());
+            self.messages_since_templates = 0;
+        }
+        due
+    }
+
+    /// Sends `records` (and templates when due). Never blocks: what cannot be sent
+    /// now is dropped and counted.
+    fn send(&mut self, records: &[FlowRecord]) {
+        let mut templates = self.templates_due();
+        if records.is_empty() && !templates {
+            return;
+        }
+        // Templates go in the first message of the call only.
+        let messages = encode_messages(records, self.max_len, &mut self.header, || {
+            std::mem::take(&mut templates)
+        });
+        for (msg, n) in messages {
+            self.messages_since_templates += 1;
+            if !self.connect() {
+                self.drop_records(u64::from(n));
+                // Templates must go again once the socket works.
+                self.templates_sent = None;
+                continue;
+            }
+            match self.socket.send(&msg) {
+                Ok(_) => {
+                    self.stats.records += u64::from(n);
+                    self.stats.messages += 1;
+                    self.records.increment(u64::from(n));
+                    self.messages.increment(1);
+                    self.bytes.increment(msg.len() as u64);
+                    self.last_records = n;
+                }
+                Err(e) => {
+                    let lost = if e.kind() == io::ErrorKind::ConnectionRefused {
+                        n + std::mem::take(&mut self.last_records)
+                    } else {
+                        n
+                    };
+                    self.drop_records(u64::from(lost));
+                    // The collector may have lost its templates too (restarted).
+                    self.templates_sent = None;
+                    self.log_error(&e);
+                }
+            }
+        }
+    }
+
+    fn drop_records(&mut self, n: u64) {
+        self.stats.dropped += n;
+        self.send_errors.increment(n);
+    }
+
+    fn log_error(&mut self, e: &io::Error) {
+        if self
+            .last_error_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+        {
+            self.last_error_log = Some(Instant::now());
+            log::warn!(
+                "IPFIX export to {}: {e}; records are dropped and counted \
+                 (netmon_export_drops_total) until the collector answers",
+                self.collector
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::{CtFlow, PROTO_UDP};
+
+    fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
+        Tuple {
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: Some(sport),
+            dport: Some(dport),
+            icmp: None,
+        }
+    }
+
+    fn template_set_len() -> usize {
+        let mut v = Vec::new();
+        encode_template_set(&mut v);
+        v.len()
+    }
+
+    fn flow(ct_id: u32, proto: u8, start_ms: Option<i64>) -> CtFlow {
+        CtFlow {
+            ct_id,
+            family: 4,
+            proto,
+            orig: tuple("10.77.0.10", 40000, "203.0.113.80", 80),
+            reply: tuple("203.0.113.80", 80, "203.0.113.1", 61000),
+            status: 0,
+            tcp_state: (proto == PROTO_TCP).then_some(3),
+            mark: 0,
+            zone: 0,
+            counters: Counters::default(),
+            kernel_start_ms: start_ms,
+            kernel_stop_ms: None,
+        }
+    }
+
+    fn change(f: &CtFlow, bytes: (u64, u64), at: i64, ended: bool) -> FlowChange {
+        let mut flow = f.clone();
+        flow.counters = Counters {
+            orig_bytes: bytes.0,
+            orig_packets: bytes.0 / 100,
+            reply_bytes: bytes.1,
+            reply_packets: bytes.1 / 1000,
+        };
+        FlowChange {
+            flow,
+            observed_ms: at,
+            ended,
+        }
+    }
+
+    #[test]
+    fn slices_of_a_long_flow_add_up_to_its_total() {
+        let mut cache = FlowCache::new(1000, 2_000, 1_000);
+        let f = flow(1, PROTO_TCP, Some(1_500));
+        let mut out = Vec::new();
+        cache.apply(change(&f, (100, 1_000), 2_000, false), &mut out);
+        cache.expire(2_500, &mut out);
+        assert!(out.is_empty(), "not due yet");
+        cache.apply(change(&f, (300, 50_000), 3_600, false), &mut out);
+        cache.expire(3_600, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].end_reason, EndReason::ActiveTimeout);
+        assert_eq!((out[0].start_ms, out[0].end_ms), (1_500, 3_600));
+        // Nothing moved: no record, and the slice start moves up to the last activity.
+        cache.expire(9_000, &mut out);
+        assert_eq!(out.len(), 1);
+        let mut closed = change(&f, (400, 90_000), 10_000, false);
+        closed.flow.tcp_state = Some(7);
+        cache.apply(closed, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].end_reason, EndReason::EndOfFlow);
+        assert_eq!(out[1].start_ms, 3_600);
+        // TIME_WAIT expires: a few more bytes ride on the DESTROY.
+        let mut gone = change(&f, (452, 90_000), 130_000, true);
+        gone.flow.tcp_state = Some(7);
+        cache.apply(gone, &mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(cache.len(), 0);
+        let sum = out.iter().fold(Counters::default(), |mut s, r| {
+            s.orig_bytes += r.delta.orig_bytes;
+            s.reply_bytes += r.delta.reply_bytes;
+            s
+        });
+        assert_eq!((sum.orig_bytes, sum.reply_bytes), (452, 90_000));
+    }
+
+    #[test]
+    fn a_flow_older_than_the_exporter_counts_from_first_sight() {
+        let mut cache = FlowCache::new(1000, 60_000, 10_000);
+        let f = flow(2, PROTO_UDP, Some(5_000));
+        let mut out = Vec::new();
+        cache.apply(change(&f, (1_000, 2_000), 10_100, false), &mut out);
+        cache.apply(change(&f, (1_500, 2_600), 12_000, true), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].delta.orig_bytes, out[0].delta.reply_bytes),
+            (500, 600)
+        );
+        assert_eq!(out[0].end_reason, EndReason::IdleTimeout);
+        assert_eq!(out[0].start_ms, 10_100);
+    }
+
+    #[test]
+    fn a_short_flow_is_one_record_and_a_reused_identity_a_new_flow() {
+        let mut cache = FlowCache::new(1000, 60_000, 0);
+        let f = flow(3, PROTO_UDP, Some(100));
+        let mut out = Vec::new();
+        cache.apply(change(&f, (64, 64), 150, true), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!((out[0].start_ms, out[0].end_ms), (100, 150));
+        cache.apply(change(&f, (1_000, 1_000), 200, false), &mut out);
+        // Its end was lost; the same identity comes back with smaller counters.
+        cache.apply(change(&f, (10, 10), 300, false), &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].delta.orig_bytes, 1_000);
+        cache.finish(&mut out);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].end_reason, EndReason::ForcedEnd);
+        assert_eq!(out[2].delta.orig_bytes, 10);
+    }
+
+    #[test]
+    fn a_full_cache_evicts_the_least_recently_active() {
+        let mut cache = FlowCache::new(16, 60_000, 0);
+        let mut out = Vec::new();
+        for id in 0..17u32 {
+            let f = flow(100 + id, PROTO_UDP, Some(1));
+            cache.apply(change(&f, (10, 10), i64::from(id), false), &mut out);
+        }
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert!(
+            out.iter()
+                .all(|r| r.end_reason == EndReason::LackOfResources)
+        );
+        assert_eq!(cache.len(), 15);
+    }
+
+    #[test]
+    fn messages_follow_rfc7011_and_stay_under_the_size_limit() {
+        let mut header = MessageHeader {
+            observation_domain: 7,
+            sequence: 0,
+        };
+        let v4 = FlowRecord {
+            proto: PROTO_TCP,
+            orig: tuple("10.77.0.10", 40000, "203.0.113.80", 80),
+            reply: tuple("203.0.113.80", 80, "203.0.113.1", 61000),
+            delta: Counters {
+                orig_bytes: 1234,
+                orig_packets: 10,
+                reply_bytes: 5_678_901,
+                reply_packets: 4000,
+            },
+            start_ms: 1_700_000_000_000,
+            end_ms: 1_700_000_005_000,
+            end_reason: EndReason::EndOfFlow,
+        };
+        let v6 = FlowRecord {
+            orig: tuple("fd77::10", 40001, "2001:db8:77::80", 80),
+            reply: tuple("2001:db8:77::80", 80, "fd77::10", 40001),
+            ..v4.clone()
+        };
+        let records: Vec<FlowRecord> = (0..40)
+            .map(|i| if i % 3 == 0 { v6.clone() } else { v4.clone() })
+            .collect();
+        let mut first = true;
+        let messages = encode_messages(&records, 1400, &mut header, || std::mem::take(&mut first));
+        assert!(messages.len() > 2);
+        assert_eq!(messages.iter().map(|(_, n)| n).sum::<u32>(), 40);
+        assert_eq!(header.sequence, 40);
+        let mut seq = 0u32;
+        for (i, (msg, n)) in messages.iter().enumerate() {
+            assert!(msg.len() <= 1400);
+            assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), 10);
+            assert_eq!(usize::from(u16::from_be_bytes([msg[2], msg[3]])), msg.len());
+            assert_eq!(u32::from_be_bytes(msg[8..12].try_into().unwrap()), seq);
+            assert_eq!(u32::from_be_bytes(msg[12..16].try_into().unwrap()), 7);
+            seq += n;
+            // Walk the sets: lengths must tile the message exactly.
+            let mut at = MESSAGE_HEADER_LEN;
+            let mut data = 0;
+            while at < msg.len() {
+                let id = u16::from_be_bytes([msg[at], msg[at + 1]]);
+                let len = usize::from(u16::from_be_bytes([msg[at + 2], msg[at + 3]]));
+                assert!(len >= SET_HEADER_LEN);
+                match id {
+                    TEMPLATE_SET_ID => assert_eq!(i, 0, "templates only in the first"),
+                    TEMPLATE_V4 => data += (len - SET_HEADER_LEN) / RECORD_V4_LEN,
+                    TEMPLATE_V6 => data += (len - SET_HEADER_LEN) / RECORD_V6_LEN,
+                    other => panic!("unexpected set {other}"),
+                }
+                at += len;
+            }
+            assert_eq!(at, msg.len());
+            assert_eq!(data as u32, *n);
+        }
+        // The first v4 record after the template set, field by field.
+        let msg = &messages[0].0;
+        let mut at = MESSAGE_HEADER_LEN + template_set_len();
+        // records[0] is v6; skip its set.
+        let len = usize::from(u16::from_be_bytes([msg[at + 2], msg[at + 3]]));
+        at += len + SET_HEADER_LEN;
+        let r = &msg[at..at + RECORD_V4_LEN];
+        assert_eq!(&r[0..4], &[10, 77, 0, 10]);
+        assert_eq!(&r[4..8], &[203, 0, 113, 80]);
+        assert_eq!(u16::from_be_bytes([r[8], r[9]]), 40000);
+        assert_eq!(u16::from_be_bytes([r[10], r[11]]), 80);
+        assert_eq!(r[12], PROTO_TCP);
+        assert_eq!(&r[15..19], &[203, 0, 113, 1], "post-NAT source");
+        assert_eq!(
+            u16::from_be_bytes([r[23], r[24]]),
+            61000,
+            "post-NAPT source port"
+        );
+        assert_eq!(u64::from_be_bytes(r[27..35].try_into().unwrap()), 1234);
+        assert_eq!(u64::from_be_bytes(r[43..51].try_into().unwrap()), 5_678_901);
+        assert_eq!(r[RECORD_V4_LEN - 1], EndReason::EndOfFlow as u8);
+    }
+
+    #[test]
+    fn template_set_declares_reverse_elements_with_the_rfc5103_pen() {
+        let mut set = Vec::new();
+        encode_template_set(&mut set);
+        assert_eq!(u16::from_be_bytes([set[0], set[1]]), TEMPLATE_SET_ID);
+        assert_eq!(usize::from(u16::from_be_bytes([set[2], set[3]])), set.len());
+        let pen = REVERSE_PEN.to_be_bytes();
+        let reverse = set.windows(8).filter(|w| w[4..8] == pen).count();
+        assert_eq!(reverse, 4, "two reverse counters per template");
+        assert_eq!(RECORD_V4_LEN, 76);
+        assert_eq!(RECORD_V6_LEN, 124);
+    }
+
+    #[test]
+    fn an_absent_collector_is_counted_not_waited_for() {
+        // A port nobody listens on: the kernel answers with ICMP port unreachable.
+        let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let mut t = Transport::new(addr, 1, 1400, Duration::from_secs(60)).unwrap();
+        let r = FlowRecord {
+            proto: PROTO_UDP,
+            orig: tuple("10.77.0.10", 1, "203.0.113.80", 2),
+            reply: tuple("203.0.113.80", 2, "203.0.113.1", 1),
+            delta: Counters::default(),
+            start_ms: 0,
+            end_ms: 0,
+            end_reason: EndReason::IdleTimeout,
+        };
+        let started = Instant::now();
+        for _ in 0..20 {
+            t.send(std::slice::from_ref(&r));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert!(t.stats.dropped > 0, "drops counted");
+    }
+}

@@ -1,0 +1,607 @@
+//! What `/metrics` says, and how it is named (DESIGN §5).
+//!
+//! Naming follows <https://prometheus.io/docs/practices/naming/>: the `netmon_` prefix,
+//! base units in the name (`_bytes`, `_seconds`), `_total` on counters, and a HELP line
+//! for every series netmon emits ([`describe_all`]; `promtool check metrics` runs on a
+//! live scrape in `tests/lab_export.rs`). Every series carries a `router` label from
+//! `[export] router_label` (a global label of the recorder), so one Prometheus scraping
+//! several routers keeps them apart without relabelling rules. Duration and batch-size
+//! histograms have explicit buckets: unlike a summary's quantiles, buckets can be
+//! aggregated across routers.
+//!
+//! Where the numbers come from:
+//! - Collectors, the writer and the snapshotter count as they work
+//!   (`netmon_conntrack_*`, `netmon_collector_*`, `netmon_writer_*`, `netmon_snapshot*`).
+//! - Per-device traffic comes from the writer after each commit
+//!   ([`record_device_traffic`]): the very byte/packet deltas that went into the rollups,
+//!   so `netmon_device_bytes_total` matches the stored flows exactly (since netmon
+//!   started). Devices past `max_device_series` share one `device="other"` series.
+//! - What is cheaper to read than to keep current is read when Prometheus scrapes
+//!   ([`refresh_on_scrape`]): conntrack table fill, interface counters, process memory.
+//!
+//! Not here yet, on purpose: DNS queries/NXDOMAIN per device (the DNS pipeline is being
+//! built alongside) and open incidents by severity (incidents do not exist yet). Their
+//! HELP text belongs in [`describe_all`], and per-device DNS series behind the same cap
+//! as [`DeviceSeries`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context;
+use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::config::Config;
+
+/// Bucket bounds (seconds) of duration histograms: 1 ms (an idle writer tick) to 10 s
+/// (a writer stalled on a slow disk).
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Bucket bounds of events per writer transaction: one event up to `max_batch`'s default.
+const BATCH_BUCKETS: &[f64] = &[1.0, 10.0, 100.0, 1_000.0, 10_000.0, 50_000.0];
+/// How often histogram samples are folded into their buckets. The recorder keeps every
+/// raw sample until then; without upkeep a router nobody scrapes would keep one sample
+/// per writer tick forever.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Label value of the series that takes the traffic of devices past `max_device_series`.
+pub const OTHER_DEVICE: &str = "other";
+
+/// Interfaces whose counters are read at scrape time, with their role label.
+static INTERFACES: OnceLock<Vec<(String, &'static str)>> = OnceLock::new();
+/// Per-device series; set by [`install`], so a writer without a recorder (unit tests,
+/// benchmarks) costs nothing.
+static DEVICES: OnceLock<Mutex<DeviceSeries>> = OnceLock::new();
+
+/// Installs the global recorder with netmon's naming, buckets and `router` label, and
+/// describes every metric. Call once, before any thread records a metric.
+pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .add_global_label("router", router_label(&config.export.router_label))
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full("netmon_writer_batch_events".into()),
+                BATCH_BUCKETS,
+            )
+        })
+        .context("configuring histogram buckets")?
+        .install_recorder()
+        .context("installing the Prometheus recorder")?;
+    describe_all();
+    let mut interfaces: Vec<(String, &'static str)> = Vec::new();
+    for (names, role) in [
+        (&config.lan_interfaces, "lan"),
+        (&config.wan_interfaces, "wan"),
+    ] {
+        for name in names {
+            if !interfaces.iter().any(|(n, _)| n == name) {
+                interfaces.push((name.clone(), role));
+            }
+        }
+    }
+    let _ = INTERFACES.set(interfaces);
+    let _ = DEVICES.set(Mutex::new(DeviceSeries::new(
+        config.export.max_device_series,
+    )));
+    metrics::gauge!("netmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!("process_start_time_seconds").set(crate::sys::now_ms() as f64 / 1000.0);
+    Ok(handle)
+}
+
+/// Folds histogram samples into buckets every [`UPKEEP_INTERVAL`]; runs on the web
+/// runtime and ends with it.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut interval = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        interval.tick().await;
+        handle.run_upkeep();
+    }
+}
+
+/// `router_label` as configured, else the kernel's hostname (what `uname -n` says),
+/// else "router".
+fn router_label(configured: &str) -> String {
+    if !configured.is_empty() {
+        return configured.to_owned();
+    }
+    crate::sys::read_sysctl("kernel.hostname")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "router".to_owned())
+}
+
+/// HELP text (and unit) of every metric netmon emits. Collectors and the writer also
+/// describe their own; describing again is harmless (the last text wins), and this one
+/// list is what a reviewer checks against the naming rules.
+pub fn describe_all() {
+    // Collector health and drops.
+    describe_counter!(
+        "netmon_conntrack_events_total",
+        "Conntrack events received, by type (new, update, destroy)."
+    );
+    describe_counter!(
+        "netmon_conntrack_dumps_total",
+        "Conntrack table dumps requested (start-up, periodic and resync)."
+    );
+    describe_counter!(
+        "netmon_conntrack_resync_dumps_total",
+        "Conntrack table dumps requested because events were lost (overrun)."
+    );
+    describe_counter!(
+        "netmon_conntrack_dump_failures_total",
+        "Conntrack table dumps that ended in an error or were incomplete."
+    );
+    describe_counter!(
+        "netmon_conntrack_overruns_total",
+        "Times the kernel dropped conntrack events because netmon's receive buffer was full (ENOBUFS)."
+    );
+    describe_counter!(
+        "netmon_conntrack_reconciled_ends_total",
+        "Flows found ended by a dump although their DESTROY event was never received."
+    );
+    describe_counter!(
+        "netmon_conntrack_parse_errors_total",
+        "Conntrack netlink messages that could not be parsed."
+    );
+    describe_gauge!(
+        "netmon_conntrack_tracked_flows",
+        "Flows in the conntrack collector's in-memory table (live plus ended not yet sent)."
+    );
+    describe_gauge!(
+        "netmon_conntrack_entries",
+        "Entries in the kernel's conntrack table (net.netfilter.nf_conntrack_count), read at scrape time."
+    );
+    describe_gauge!(
+        "netmon_conntrack_entries_limit",
+        "Size of the kernel's conntrack table (net.netfilter.nf_conntrack_max); new connections are dropped when it is full."
+    );
+    describe_counter!(
+        "netmon_collector_drops_total",
+        "Items a collector dropped because a bound was reached, by stream."
+    );
+    describe_counter!(
+        "netmon_collector_channel_full_total",
+        "Times a collector found the writer's channel full and kept its changes for the next tick, by stream."
+    );
+    // The writer.
+    describe_histogram!(
+        "netmon_writer_tick_seconds",
+        Unit::Seconds,
+        "Time to apply and commit one writer transaction."
+    );
+    describe_histogram!(
+        "netmon_writer_batch_events",
+        "Events applied in one writer transaction."
+    );
+    describe_counter!(
+        "netmon_writer_commits_total",
+        "Writer transactions committed."
+    );
+    describe_counter!(
+        "netmon_writer_failed_commits_total",
+        "Writer transactions rolled back after an error (disk full, I/O)."
+    );
+    describe_counter!(
+        "netmon_writer_dropped_changes_total",
+        "Flow changes lost because their transaction failed."
+    );
+    describe_gauge!("netmon_channel_depth", "Messages queued for the writer.");
+    describe_gauge!("netmon_active_flows", "Live flows (ended_at IS NULL).");
+    describe_counter!(
+        "netmon_flows_stored_total",
+        "Flow lifetimes inserted into the database."
+    );
+    describe_counter!(
+        "netmon_flows_ended_while_down_total",
+        "Stored live flows that vanished while netmon was not running."
+    );
+    // DNS (the lead's pipeline describes its collector; these two live in the writer).
+    describe_counter!(
+        "netmon_dns_queries_stored_total",
+        "DNS queries with their answers stored by the writer."
+    );
+    describe_counter!(
+        "netmon_dns_late_attributions_total",
+        "Flows given a domain name by a DNS answer that was committed after the flow."
+    );
+    // Storage.
+    describe_gauge!(
+        "netmon_db_size_bytes",
+        Unit::Bytes,
+        "Size of the SQLite database: main file plus write-ahead log."
+    );
+    describe_counter!(
+        "netmon_snapshots_total",
+        "Database snapshots written to persistent storage."
+    );
+    describe_counter!(
+        "netmon_snapshots_skipped_total",
+        "Snapshots skipped because nothing was committed since the previous one."
+    );
+    describe_counter!(
+        "netmon_snapshot_bytes_written_total",
+        Unit::Bytes,
+        "Bytes written to persistent storage by snapshots (flash wear)."
+    );
+    describe_counter!("netmon_snapshot_failures_total", "Snapshots that failed.");
+    describe_gauge!(
+        "netmon_snapshot_last_success_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last successful snapshot."
+    );
+    // Web.
+    describe_gauge!(
+        "netmon_web_event_streams",
+        "Open Server-Sent-Events streams (browser tabs watching live)."
+    );
+    // Traffic.
+    describe_counter!(
+        "netmon_device_bytes_total",
+        Unit::Bytes,
+        "Bytes of stored flows per LAN device, direction up (sent by the device) or down; devices past export.max_device_series are summed in device=\"other\"."
+    );
+    describe_counter!(
+        "netmon_device_packets_total",
+        "Packets of stored flows per LAN device, direction up (sent by the device) or down; devices past export.max_device_series are summed in device=\"other\"."
+    );
+    describe_counter!(
+        "netmon_interface_bytes_total",
+        Unit::Bytes,
+        "Bytes received (rx) or transmitted (tx) by a configured LAN or WAN interface (/proc/net/dev)."
+    );
+    describe_counter!(
+        "netmon_interface_packets_total",
+        "Packets received (rx) or transmitted (tx) by a configured LAN or WAN interface (/proc/net/dev)."
+    );
+    // Export.
+    describe_counter!(
+        "netmon_export_records_total",
+        "Flow records sent to a collector, by exporter."
+    );
+    describe_counter!(
+        "netmon_export_messages_total",
+        "Messages (UDP datagrams) sent to a collector, by exporter."
+    );
+    describe_counter!(
+        "netmon_export_bytes_total",
+        Unit::Bytes,
+        "Bytes of messages (UDP payload) sent to a collector, by exporter."
+    );
+    describe_counter!(
+        "netmon_export_drops_total",
+        "Flow changes or records an exporter dropped, by exporter and reason (queue_full: the exporter fell behind; send_error: the collector is unreachable; table_full: too many flows)."
+    );
+    describe_gauge!(
+        "netmon_export_tracked_flows",
+        "Flows an exporter keeps counters for, to export deltas."
+    );
+    // The process.
+    describe_gauge!(
+        "netmon_build_info",
+        "Always 1; the version label says which netmon runs."
+    );
+    describe_gauge!(
+        "process_start_time_seconds",
+        Unit::Seconds,
+        "Unix time netmon started."
+    );
+    describe_gauge!(
+        "process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident memory of the netmon process."
+    );
+}
+
+/// Sets the series that are read rather than kept current; called by the `/metrics`
+/// handler just before it renders. A few small `/proc` reads.
+pub fn refresh_on_scrape() {
+    if let (Ok(count), Ok(max)) = (
+        crate::sys::read_sysctl("net.netfilter.nf_conntrack_count"),
+        crate::sys::read_sysctl("net.netfilter.nf_conntrack_max"),
+    ) && let (Ok(count), Ok(max)) = (count.parse::<f64>(), max.parse::<f64>())
+    {
+        metrics::gauge!("netmon_conntrack_entries").set(count);
+        metrics::gauge!("netmon_conntrack_entries_limit").set(max);
+    }
+    if let Some(interfaces) = INTERFACES.get()
+        && let Ok(text) = std::fs::read_to_string("/proc/net/dev")
+    {
+        for stats in parse_proc_net_dev(&text) {
+            if let Some((name, role)) = interfaces.iter().find(|(n, _)| *n == stats.name) {
+                record_interface(name, role, &stats);
+            }
+        }
+    }
+    let (rss, _) = crate::sys::rss_bytes();
+    if rss > 0 {
+        metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
+    }
+}
+
+fn record_interface(name: &str, role: &'static str, s: &InterfaceStats) {
+    for (metric, direction, value) in [
+        ("netmon_interface_bytes_total", "rx", s.rx_bytes),
+        ("netmon_interface_bytes_total", "tx", s.tx_bytes),
+        ("netmon_interface_packets_total", "rx", s.rx_packets),
+        ("netmon_interface_packets_total", "tx", s.tx_packets),
+    ] {
+        metrics::counter!(metric, "interface" => name.to_owned(), "role" => role, "direction" => direction)
+            .absolute(value);
+    }
+}
+
+/// One line of `/proc/net/dev`.
+#[derive(Debug, PartialEq, Eq)]
+struct InterfaceStats {
+    name: String,
+    rx_bytes: u64,
+    rx_packets: u64,
+    tx_bytes: u64,
+    tx_packets: u64,
+}
+
+/// `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets errs drop fifo
+/// frame compressed multicast tx_bytes tx_packets …` (`dev_seq_printf_stats` in
+/// `net/core/net-procfs.c`). The name is cut at the last `:` before the numbers; a
+/// long counter can follow the colon without a space.
+fn parse_proc_net_dev(text: &str) -> Vec<InterfaceStats> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, rest) = line.rsplit_once(':')?;
+            let n: Vec<u64> = rest
+                .split_whitespace()
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?;
+            (n.len() >= 10).then(|| InterfaceStats {
+                name: name.trim().to_owned(),
+                rx_bytes: n[0],
+                rx_packets: n[1],
+                tx_bytes: n[8],
+                tx_packets: n[9],
+            })
+        })
+        .collect()
+}
+
+/// Adds one writer transaction's per-device traffic to the device counters. Called by
+/// the writer right after a successful commit, with `TickAcc::device_totals` as
+/// `(device id, [bytes up, bytes down, packets up, packets down])`, "up" being what the
+/// device sent. A device's label is looked up once (one indexed SELECT on the writer's
+/// own connection) and then kept for the life of the process.
+pub fn record_device_traffic(conn: &Connection, totals: impl IntoIterator<Item = (i64, [u64; 4])>) {
+    let Some(devices) = DEVICES.get() else {
+        return;
+    };
+    let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
+    for (device_id, traffic) in totals {
+        devices.add(device_id, traffic, || device_label(conn, device_id));
+    }
+}
+
+/// What a device's series is called: its owner's name, else its DHCP hostname, else its
+/// address (`devices.ip`, the first address netmon saw it use). Chosen when the series
+/// is created and kept until netmon restarts, so a rename does not split a series
+/// mid-run; the label matches what the UI shows.
+fn device_label(conn: &Connection, device_id: i64) -> String {
+    let row: rusqlite::Result<Option<(Option<String>, String)>> = conn
+        .prepare_cached(
+            "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), '')), ip
+             FROM devices WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        });
+    match row {
+        Ok(Some((Some(name), _))) => name,
+        Ok(Some((None, ip))) => ip,
+        Ok(None) | Err(_) => format!("device {device_id}"),
+    }
+}
+
+/// The per-device counters and their cardinality cap.
+///
+/// The first `cap` devices that carry traffic after start get their own series; the
+/// rest share `device="other"`. Only devices with their own series are remembered, so
+/// memory is bounded by the cap too. Labels are unique: a second device with the same
+/// name gets ` #<id>` appended, so two series never silently merge.
+pub struct DeviceSeries {
+    cap: usize,
+    devices: HashMap<i64, DeviceCounters>,
+    labels: HashSet<String>,
+    other: Option<DeviceCounters>,
+}
+
+/// Handles of one device's four series (a registry lookup by name per tick would cost
+/// more than the addition).
+#[derive(Clone)]
+struct DeviceCounters([Counter; 4]);
+
+impl DeviceCounters {
+    fn new(label: &str) -> DeviceCounters {
+        let series = |metric: &'static str, direction: &'static str| metrics::counter!(metric, "device" => label.to_owned(), "direction" => direction);
+        DeviceCounters([
+            series("netmon_device_bytes_total", "up"),
+            series("netmon_device_bytes_total", "down"),
+            series("netmon_device_packets_total", "up"),
+            series("netmon_device_packets_total", "down"),
+        ])
+    }
+
+    fn add(&self, traffic: [u64; 4]) {
+        for (counter, value) in self.0.iter().zip(traffic) {
+            if value > 0 {
+                counter.increment(value);
+            }
+        }
+    }
+}
+
+impl DeviceSeries {
+    pub fn new(cap: usize) -> DeviceSeries {
+        DeviceSeries {
+            cap,
+            devices: HashMap::new(),
+            labels: HashSet::from([OTHER_DEVICE.to_owned()]),
+            other: None,
+        }
+    }
+
+    /// Adds `traffic` to the device's series; `label` names a device seen for the
+    /// first time (only called while under the cap).
+    pub fn add(&mut self, device_id: i64, traffic: [u64; 4], label: impl FnOnce() -> String) {
+        if let Some(counters) = self.devices.get(&device_id) {
+            counters.add(traffic);
+            return;
+        }
+        if self.devices.len() < self.cap {
+            let mut name = label();
+            if self.labels.contains(&name) {
+                name = format!("{name} #{device_id}");
+            }
+            let counters = DeviceCounters::new(&name);
+            self.labels.insert(name);
+            counters.add(traffic);
+            self.devices.insert(device_id, counters);
+            return;
+        }
+        self.other
+            .get_or_insert_with(|| DeviceCounters::new(OTHER_DEVICE))
+            .add(traffic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusRecorder;
+
+    fn recorder() -> PrometheusRecorder {
+        PrometheusBuilder::new()
+            .add_global_label("router", "r1")
+            .build_recorder()
+    }
+
+    /// Captured on the development VM with `cat /proc/net/dev` (Linux 6.18), plus a
+    /// line with a counter glued to the colon as the kernel prints large values.
+    const PROC_NET_DEV: &str = "\
+Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo: 2033139    1294    0    0    0     0          0         0  2033139    1294    0    0    0     0       0          0
+  ifb0:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
+br-lan:12345678901  99    0    0    0     0          0         0      500       7    0    0    0     0       0          0
+";
+
+    #[test]
+    fn proc_net_dev_is_parsed() {
+        let stats = parse_proc_net_dev(PROC_NET_DEV);
+        assert_eq!(stats.len(), 3);
+        assert_eq!(
+            stats[0],
+            InterfaceStats {
+                name: "lo".into(),
+                rx_bytes: 2_033_139,
+                rx_packets: 1294,
+                tx_bytes: 2_033_139,
+                tx_packets: 1294,
+            }
+        );
+        assert_eq!(stats[2].name, "br-lan");
+        assert_eq!(stats[2].rx_bytes, 12_345_678_901);
+        assert_eq!((stats[2].tx_bytes, stats[2].tx_packets), (500, 7));
+        assert!(parse_proc_net_dev("garbage\n\nx: 1 2\n").is_empty());
+    }
+
+    #[test]
+    fn devices_past_the_cap_share_the_other_series() {
+        let rec = recorder();
+        metrics::with_local_recorder(&rec, || {
+            let mut series = DeviceSeries::new(2);
+            series.add(1, [100, 1000, 1, 2], || "laptop".into());
+            series.add(2, [5, 6, 1, 1], || "laptop".into());
+            series.add(3, [7, 0, 1, 0], || unreachable!("past the cap: no lookup"));
+            series.add(4, [3, 0, 1, 0], || unreachable!("past the cap: no lookup"));
+            series.add(1, [1, 0, 1, 0], || unreachable!("known device"));
+        });
+        let text = rec.handle().render();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        assert_eq!(
+            value(r#"netmon_device_bytes_total{router="r1",device="laptop",direction="up"}"#),
+            Some(101),
+            "{text}"
+        );
+        assert_eq!(
+            value(r#"netmon_device_bytes_total{router="r1",device="laptop #2",direction="down"}"#),
+            Some(6),
+            "{text}"
+        );
+        assert_eq!(
+            value(r#"netmon_device_bytes_total{router="r1",device="other",direction="up"}"#),
+            Some(10),
+            "{text}"
+        );
+        assert_eq!(
+            value(r#"netmon_device_packets_total{router="r1",device="other",direction="up"}"#),
+            Some(2),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn device_label_prefers_name_then_hostname_then_address() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, name TEXT,
+                 hostname TEXT);
+             INSERT INTO devices VALUES (1, '10.0.0.1', 'tv', 'lgtv'), (2, '10.0.0.2', ' ', 'nas'),
+                 (3, '10.0.0.3', NULL, NULL);",
+        )
+        .unwrap();
+        assert_eq!(device_label(&conn, 1), "tv");
+        assert_eq!(device_label(&conn, 2), "nas");
+        assert_eq!(device_label(&conn, 3), "10.0.0.3");
+        assert_eq!(device_label(&conn, 9), "device 9");
+    }
+
+    #[test]
+    fn every_series_has_help_and_the_router_label() {
+        let rec = recorder();
+        metrics::with_local_recorder(&rec, || {
+            describe_all();
+            DeviceSeries::new(1).add(1, [1, 1, 1, 1], || "a".into());
+            record_interface(
+                "wan",
+                "wan",
+                &InterfaceStats {
+                    name: "wan".into(),
+                    rx_bytes: 1,
+                    rx_packets: 1,
+                    tx_bytes: 1,
+                    tx_packets: 1,
+                },
+            );
+        });
+        let text = rec.handle().render();
+        for line in text
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{text}"
+            );
+            assert!(line.contains("router=\"r1\""), "{line}");
+        }
+    }
+}

@@ -1,0 +1,719 @@
+//! Issue 9's acceptance, proven in the router lab (`tests/lab/`): Prometheus and IPFIX.
+//!
+//! - `/metrics`, captured while the lab moves traffic, passes `promtool check metrics`
+//!   (Debian's `prometheus` package), every series carries the `router` label, and the
+//!   per-device counters equal what the database stores for the same flows, with the
+//!   cardinality cap folding the rest into `device="other"`.
+//! - nfdump's `nfcapd` listens on loopback inside the lab router; netmon exports IPFIX to
+//!   it; `nfdump -r` lists the lab's flows with the right tuple, NAT translation, protocol
+//!   and byte counts (IPv4, IPv6, UDP, and a throttled download exported in active-timeout
+//!   slices that add up to its total). Then the collector is stopped: netmon keeps
+//!   storing flows and counts the records it could not deliver.
+//!
+//! Needs root and the packages `.ci/run` installs. Run with
+//! `cargo build --bins && cargo test --test lab_export -- --nocapture`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// Where nfcapd listens inside the lab router.
+const COLLECTOR: &str = "127.0.0.1:4739";
+
+/// Fails early, naming the Debian package, when a collector-side tool is missing.
+fn require_tools(tools: &[(&str, &str)]) {
+    for (tool, package) in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} is missing: install the Debian package {package} (`.ci/run` does)"
+        );
+    }
+}
+
+/// One sample of a Prometheus text exposition: its labels and value.
+type Sample = (BTreeMap<String, String>, f64);
+
+/// Every sample of metric `name` (exact name, so `_bucket`/`_sum` series are separate).
+fn samples(text: &str, name: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match series.split_once('{') {
+                Some((m, rest)) => (m, parse_labels(rest.strip_suffix('}')?)),
+                None => (series, BTreeMap::new()),
+            };
+            (metric == name).then(|| (labels, value.trim().parse().unwrap_or(f64::NAN)))
+        })
+        .collect()
+}
+
+/// `a="x",b="y"` (values may hold escaped quotes) → map.
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(n);
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_owned(), value);
+        rest = &after[end..];
+    }
+    out
+}
+
+/// The value of the sample of `name` whose labels include all of `want`.
+fn sample(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    samples(text, name)
+        .into_iter()
+        .find(|(l, _)| {
+            want.iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+}
+
+/// Runs `promtool check metrics` on `text`; panics with its complaints.
+fn promtool_check(text: &str, save_as: &Path) {
+    std::fs::write(save_as, text).expect("save /metrics");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run promtool (Debian package prometheus; .ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}) on {}:\n{}{}",
+        out.status,
+        save_as.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Per device, from the stored flows: (bytes up, bytes down, packets up, packets down),
+/// "up" being what the device sent (the writer's orientation: the device initiated the
+/// flow unless it is inbound).
+fn stored_device_traffic(lab: &Lab) -> BTreeMap<i64, [u64; 4]> {
+    let db = lab.db();
+    db.busy_timeout(Duration::from_secs(5)).ok();
+    let mut stmt = db
+        .prepare(
+            "SELECT device_id,
+                 sum(CASE WHEN direction = 'inbound' THEN bytes_down ELSE bytes_up END),
+                 sum(CASE WHEN direction = 'inbound' THEN bytes_up ELSE bytes_down END),
+                 sum(CASE WHEN direction = 'inbound' THEN packets_down ELSE packets_up END),
+                 sum(CASE WHEN direction = 'inbound' THEN packets_up ELSE packets_down END)
+             FROM flows WHERE device_id IS NOT NULL GROUP BY device_id",
+        )
+        .expect("prepare");
+    stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            [
+                r.get::<_, i64>(1)? as u64,
+                r.get::<_, i64>(2)? as u64,
+                r.get::<_, i64>(3)? as u64,
+                r.get::<_, i64>(4)? as u64,
+            ],
+        ))
+    })
+    .expect("query")
+    .map(|r| r.expect("row"))
+    .collect()
+}
+
+/// The label netmon gives a device: name, else DHCP hostname, else its address.
+fn device_label(lab: &Lab, id: i64) -> String {
+    let db = lab.db();
+    db.query_row(
+        "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), ''), ip)
+         FROM devices WHERE id = ?1",
+        [id],
+        |r| r.get(0),
+    )
+    .expect("device label")
+}
+
+/// The device series in a scrape: label → [bytes up, bytes down, packets up, packets down].
+fn device_series(text: &str) -> BTreeMap<String, [u64; 4]> {
+    let mut out: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+    for (i, (metric, direction)) in [
+        ("netmon_device_bytes_total", "up"),
+        ("netmon_device_bytes_total", "down"),
+        ("netmon_device_packets_total", "up"),
+        ("netmon_device_packets_total", "down"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        for (labels, v) in samples(text, metric) {
+            if labels.get("direction").map(String::as_str) == Some(direction) {
+                let device = labels.get("device").cloned().unwrap_or_default();
+                out.entry(device).or_default()[i] = v as u64;
+            }
+        }
+    }
+    out
+}
+
+// -------------------------------------------------------------------------------------
+
+/// Item 1: promtool accepts a scrape taken during traffic; every series has the router
+/// label; per-device counters equal the stored flows; the cap folds devices into "other".
+#[test]
+fn prometheus_scrape_passes_promtool_and_device_counters_match_stored_flows() {
+    require_tools(&[("promtool", "prometheus")]);
+    let lab = Lab::up_with("prom", 2);
+    let _nm = lab.start_netmon(
+        "dump_interval_s = 1\n[export]\nrouter_label = \"lab-rtr\"\nmax_device_series = 1\n",
+    );
+    lab.download("lan", 46101, &format!("http://{WAN4}/small.bin"));
+    lab.download("lan", 46102, &format!("http://[{WAN6}]/small.bin"));
+    let udp = lab.client(
+        "lan2",
+        &[
+            "udp", WAN4, "7", "--count", "5", "--size", "500", "--sport", "46103",
+        ],
+    );
+    let udp: Value = serde_json::from_str(udp.trim()).expect("client.py udp JSON");
+    assert_eq!(udp["received"], 5, "UDP echo: {udp}");
+    // Scrape while a throttled download runs (≈ 2 s at 20 Mbit/s).
+    lab.shape("20mbit");
+    let curl = lab.spawn_download("lan2", 46104, &format!("http://{WAN4}/big.bin"));
+    std::thread::sleep(Duration::from_millis(1200));
+    let during = lab.metrics();
+    let out = curl.wait_with_output().expect("curl");
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lab.unshape();
+
+    promtool_check(&during, &lab.dir.join("metrics-during-traffic.txt"));
+    for line in during
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(
+            line.contains("router=\"lab-rtr\""),
+            "series without the router label: {line}"
+        );
+    }
+    assert!(
+        sample(
+            &during,
+            "netmon_writer_tick_seconds_bucket",
+            &[("le", "0.01")]
+        )
+        .is_some(),
+        "the writer tick is a histogram with seconds buckets:\n{}",
+        truncate(&during, 4000)
+    );
+    let entries = sample(&during, "netmon_conntrack_entries", &[]).unwrap_or(-1.0);
+    let limit = sample(&during, "netmon_conntrack_entries_limit", &[]).unwrap_or(-1.0);
+    assert!(
+        entries >= 1.0 && limit >= entries,
+        "conntrack fill {entries}/{limit}"
+    );
+    for (iface, role) in [("br-lan", "lan"), ("wan", "wan")] {
+        let rx = sample(
+            &during,
+            "netmon_interface_bytes_total",
+            &[("interface", iface), ("role", role), ("direction", "rx")],
+        );
+        assert!(
+            rx.is_some_and(|v| v > 0.0),
+            "interface {iface} ({role}) rx bytes: {rx:?}"
+        );
+    }
+
+    let final_counts = wait_until(Duration::from_secs(10), || {
+        lab.db_i64(
+            "SELECT count(*) FROM flows WHERE src_port = 46104 AND ended_at IS NOT NULL \
+             AND bytes_down >= 5242880",
+        ) == 1
+    });
+    assert!(
+        final_counts,
+        "the big download's flow did not end with its final counters"
+    );
+    // Quiet now: the counters must equal the stored flows, read between two identical
+    // scrapes (so no commit slipped in between).
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        let before = device_series(&lab.metrics());
+        let stored = stored_device_traffic(&lab);
+        let after = device_series(&lab.metrics());
+        if before != after {
+            return false;
+        }
+        let mut expected: BTreeMap<String, [u64; 4]> = BTreeMap::new();
+        let own: Vec<&String> = after.keys().filter(|k| *k != "other").collect();
+        for (id, t) in &stored {
+            let label = device_label(&lab, *id);
+            let key = if own.contains(&&label) {
+                label
+            } else {
+                "other".to_owned()
+            };
+            let e = expected.entry(key).or_default();
+            for (e, t) in e.iter_mut().zip(t) {
+                *e += t;
+            }
+        }
+        last = format!("metrics {after:?}\nstored {expected:?} (per device id {stored:?})");
+        own.len() == 1 && stored.len() >= 2 && expected == after
+    });
+    assert!(
+        ok,
+        "per-device counters must equal the stored flows (one device series, cap 1, the \
+         rest in \"other\"):\n{last}"
+    );
+    eprintln!("device series match stored flows: {last}");
+}
+
+/// Items 2 and 3: IPFIX to nfcapd, then with nfcapd stopped.
+#[test]
+fn ipfix_export_to_nfcapd_lists_the_flows_and_survives_a_stopped_collector() {
+    require_tools(&[("nfcapd", "nfdump"), ("nfdump", "nfdump")]);
+    let lab = Lab::up("ipfix");
+    let flowdir = lab.dir.join("nfcapd");
+    std::fs::create_dir_all(&flowdir).expect("flow dir");
+    let flowdir_s = flowdir.display().to_string();
+    let nfcapd = lab.spawn(
+        "rtr",
+        &[
+            "nfcapd",
+            "-w",
+            &flowdir_s,
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "4739",
+            "-t",
+            "3600",
+            "-I",
+            "netmon-lab",
+        ],
+    );
+    let listening = wait_until(Duration::from_secs(10), || {
+        lab.sh("rtr", "ss -Hlun 'sport = :4739'").contains("4739")
+    });
+    assert!(listening, "nfcapd does not listen on {COLLECTOR}");
+    // Router-side truth for the long download.
+    lab.nft_add_counter(
+        "long_down",
+        &format!("ip daddr {CLIENT4} tcp sport 80 tcp dport 46204"),
+    );
+    lab.nft_add_counter("long_up", &format!("ip saddr {CLIENT4} tcp sport 46204"));
+    let nm = lab.start_netmon(&format!(
+        "dump_interval_s = 1\n[export]\nipfix_collector = \"{COLLECTOR}\"\n\
+         ipfix_observation_domain = 77\nipfix_active_timeout_s = 2\n\
+         ipfix_template_refresh_s = 5\n"
+    ));
+
+    lab.download("lan", 46201, &format!("http://{WAN4}/small.bin"));
+    lab.download("lan", 46202, &format!("http://[{WAN6}]/small.bin"));
+    let udp = lab.client(
+        "lan",
+        &[
+            "udp", WAN4, "7", "--count", "10", "--size", "1000", "--sport", "46203",
+        ],
+    );
+    let udp: Value = serde_json::from_str(udp.trim()).expect("client.py udp JSON");
+    assert_eq!(udp["received"], 10, "UDP echo: {udp}");
+    lab.shape("3mbit"); // 5 MiB ≈ 14 s: seven 2 s slices
+    let long = lab.download("lan", 46204, &format!("http://{WAN4}/big.bin"));
+    lab.unshape();
+    assert_eq!(long.body, BIG_FILE);
+
+    // Everything ended and stored (UDP ends when its conntrack entry expires, ~10 s).
+    let stored = |sport: u16| -> Option<(u64, u64, String)> {
+        let db = lab.db();
+        db.query_row(
+            "SELECT bytes_up, bytes_down, reply_dst_port, reply_dst_ip FROM flows
+             WHERE src_port = ?1 AND ended_at IS NOT NULL",
+            [sport],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)? as u64,
+                    r.get::<_, i64>(1)? as u64,
+                    format!("{}:{}", r.get::<_, String>(3)?, r.get::<_, i64>(2)?),
+                ))
+            },
+        )
+        .ok()
+    };
+    let all_ended = wait_until(Duration::from_secs(40), || {
+        (46201..=46204).all(|p| stored(p).is_some())
+    });
+    assert!(
+        all_ended,
+        "the lab's flows did not all end in netmon's database"
+    );
+    // The exporter sends within half a second of a change; give it a moment.
+    std::thread::sleep(Duration::from_secs(2));
+    let metrics_before_stop = lab.metrics();
+
+    // Stop nfcapd cleanly (SIGTERM closes its file), then read what it captured.
+    // SAFETY: kill(2) on our own child (`ip netns exec` execs nfcapd in place).
+    unsafe { libc::kill(nfcapd.id() as libc::pid_t, libc::SIGTERM) };
+    let nfcapd_out = nfcapd.wait_with_output().expect("nfcapd");
+    let dump = Command::new("nfdump")
+        .args(["-R", &flowdir_s, "-o", "json"])
+        .output()
+        .expect("run nfdump");
+    let text = String::from_utf8_lossy(&dump.stdout);
+    let records: Vec<Value> = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+        panic!(
+            "nfdump -o json ({e}): {}\nstderr: {}\nnfcapd said: {}{}",
+            truncate(&text, 3000),
+            String::from_utf8_lossy(&dump.stderr),
+            String::from_utf8_lossy(&nfcapd_out.stdout),
+            String::from_utf8_lossy(&nfcapd_out.stderr)
+        )
+    });
+    std::fs::write(lab.dir.join("nfdump.json"), text.as_bytes()).ok();
+    let addr = |r: &Value, side: &str| -> String {
+        r[format!("{side}4_addr")]
+            .as_str()
+            .or_else(|| r[format!("{side}6_addr")].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let of_port = |sport: u16| -> Vec<&Value> {
+        records
+            .iter()
+            .filter(|r| r["src_port"].as_u64() == Some(u64::from(sport)))
+            .collect()
+    };
+    let sum = |rs: &[&Value], key: &str| -> u64 { rs.iter().filter_map(|r| r[key].as_u64()).sum() };
+    let show = |rs: &[&Value]| {
+        rs.iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+
+    for (sport, proto, src, dst, dport, what) in [
+        (46201, 6, CLIENT4, WAN4, 80, "IPv4 HTTP download"),
+        (46202, 6, CLIENT6, WAN6, 80, "IPv6 HTTP download"),
+        (46203, 17, CLIENT4, WAN4, UDP_ECHO_PORT, "UDP echo"),
+        (46204, 6, CLIENT4, WAN4, 80, "long throttled download"),
+    ] {
+        let rs = of_port(sport);
+        assert!(
+            !rs.is_empty(),
+            "{what}: nfdump lists no record from port {sport}; {} records:\n{}",
+            records.len(),
+            truncate(&text, 4000)
+        );
+        for r in &rs {
+            assert_eq!(r["proto"].as_u64(), Some(proto), "{what}: {r}");
+            assert_eq!(addr(r, "src"), src, "{what}: {r}");
+            assert_eq!(addr(r, "dst"), dst, "{what}: {r}");
+            assert_eq!(
+                r["dst_port"].as_u64(),
+                Some(u64::from(dport)),
+                "{what}: {r}"
+            );
+        }
+        let (up, down, reply_dst) = stored(sport).expect("stored");
+        let (exp_up, exp_down) = (sum(&rs, "in_bytes"), sum(&rs, "out_bytes"));
+        assert_eq!(
+            (exp_up, exp_down),
+            (up, down),
+            "{what}: exported bytes (in, out) must add up to the stored flow's (up, down); \
+             records:\n{}",
+            show(&rs)
+        );
+        if src == CLIENT4 {
+            // NAT: the post-NAT source is the router's WAN address and the reply port.
+            let r = rs[0];
+            let xlt = format!(
+                "{}:{}",
+                r["src4_xlt_ip"].as_str().unwrap_or_default(),
+                r["src_xlt_port"].as_str().unwrap_or_default()
+            );
+            assert_eq!(xlt, reply_dst, "{what}: post-NAT source: {r}");
+            assert!(xlt.starts_with(RTR_WAN4), "{what}: {r}");
+        }
+    }
+    // UDP: 10 datagrams of 1000 bytes each way, + 8 UDP + 20 IPv4 header bytes.
+    let udp_rs = of_port(46203);
+    assert_eq!(sum(&udp_rs, "in_bytes"), 10 * 1028, "{}", show(&udp_rs));
+    assert_eq!(sum(&udp_rs, "out_bytes"), 10 * 1028, "{}", show(&udp_rs));
+    assert_eq!(sum(&udp_rs, "in_packets"), 10, "{}", show(&udp_rs));
+
+    // The long download: several active-timeout slices that add up to its total, which
+    // is the router's own count for the flow within 2 %.
+    let long_rs = of_port(46204);
+    assert!(
+        long_rs.len() >= 3,
+        "a ~14 s download with a 2 s active timeout must be exported in several slices, \
+         got {}:\n{}",
+        long_rs.len(),
+        show(&long_rs)
+    );
+    let long_down = sum(&long_rs, "out_bytes");
+    let truth_down = lab.nft_counter("long_down").1;
+    assert!(
+        long_down.abs_diff(truth_down) <= truth_down / 50,
+        "long download: slices sum to {long_down} bytes down, the router counted \
+         {truth_down} (±2 %)"
+    );
+    let truth_up = lab.nft_counter("long_up").1;
+    let long_up = sum(&long_rs, "in_bytes");
+    assert!(
+        long_up.abs_diff(truth_up) <= truth_up / 50 + 300,
+        "long download: slices sum to {long_up} bytes up, the router counted {truth_up}"
+    );
+    assert!(
+        long_down >= BIG_FILE,
+        "the slices carry less than the 5 MiB body: {long_down}"
+    );
+    eprintln!(
+        "long download exported in {} slices: {}",
+        long_rs.len(),
+        long_rs
+            .iter()
+            .map(|r| format!("{}..{} {} B", r["first"], r["last"], r["out_bytes"]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // Volume: what IPFIX costs per flow, from netmon's own export counters.
+    let records_sent =
+        metric_sum(&metrics_before_stop, "netmon_export_records_total").unwrap_or(0.0);
+    let bytes_sent = metric_sum(&metrics_before_stop, "netmon_export_bytes_total").unwrap_or(0.0);
+    let messages_sent =
+        metric_sum(&metrics_before_stop, "netmon_export_messages_total").unwrap_or(0.0);
+    eprintln!(
+        "IPFIX sent before the collector stopped: {records_sent} records, {messages_sent} \
+         messages, {bytes_sent} bytes (nfdump read {} records)",
+        records.len()
+    );
+
+    // --- Item 3: collector stopped. netmon keeps storing flows and counts drops. ---
+    let stored_before = lab.db_i64("SELECT count(*) FROM flows");
+    for port in 46210..46215 {
+        lab.download("lan", port, &format!("http://{WAN4}/small.bin"));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let drops = wait_for(Duration::from_secs(15), || {
+        let m = lab.metrics();
+        sample(
+            &m,
+            "netmon_export_drops_total",
+            &[("exporter", "ipfix"), ("reason", "send_error")],
+        )
+        .filter(|v| *v > 0.0)
+    });
+    assert!(
+        drops.is_some(),
+        "with nfcapd stopped, netmon_export_drops_total{{exporter=\"ipfix\",reason=\"send_error\"}} \
+         must count the undeliverable records:\n{}",
+        lab.metrics()
+    );
+    let stored_after = wait_for(Duration::from_secs(10), || {
+        let n = lab.db_i64("SELECT count(*) FROM flows WHERE src_port BETWEEN 46210 AND 46214");
+        (n == 5).then_some(n)
+    });
+    assert!(
+        stored_after.is_some(),
+        "netmon must keep storing flows with the collector gone (had {stored_before})"
+    );
+    let (status, _) = lab.http("/healthz").expect("healthz");
+    assert_eq!(status, 200);
+    let mut nm = nm;
+    assert!(nm.is_running(), "netmon exited: {}", nm.log_tail(40));
+    let (exit, took) = nm.sigterm();
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "netmon did not stop cleanly on SIGTERM ({exit:?} after {took:?}): {}",
+        tail(&lab.netmon_log(), 40)
+    );
+    eprintln!(
+        "collector stopped: {} records counted as dropped; SIGTERM exit took {took:?}",
+        drops.unwrap_or(0.0)
+    );
+}
+
+/// The figure for the README: IPFIX bytes per 1 000 short flows, measured with the
+/// load generator (1 000 TCP connections) against a running nfcapd.
+#[test]
+fn ipfix_volume_per_thousand_flows() {
+    require_tools(&[("nfcapd", "nfdump"), ("nfdump", "nfdump")]);
+    let lab = Lab::up("ipfixvol");
+    let flowdir = lab.dir.join("nfcapd");
+    std::fs::create_dir_all(&flowdir).expect("flow dir");
+    let flowdir_s = flowdir.display().to_string();
+    let nfcapd = lab.spawn(
+        "rtr",
+        &[
+            "nfcapd",
+            "-w",
+            &flowdir_s,
+            "-b",
+            "127.0.0.1",
+            "-p",
+            "4739",
+            "-t",
+            "3600",
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || {
+        lab.sh("rtr", "ss -Hlun 'sport = :4739'").contains("4739")
+    }));
+    let _nm = lab.start_netmon(&format!("[export]\nipfix_collector = \"{COLLECTOR}\"\n"));
+    std::thread::sleep(Duration::from_secs(1));
+    let m0 = lab.metrics();
+    let report = lab.loadgen(
+        "lan",
+        &[
+            "--mode",
+            "tcp",
+            "--target",
+            &format!("{WAN4}:{BURST_PORT}"),
+            "--rate",
+            "1000",
+            "--count",
+            "1000",
+            "--duration",
+            "5",
+        ],
+    );
+    let completed = report["completed"].as_u64().unwrap_or(0);
+    assert!(completed >= 990, "loadgen: {report}");
+    let got = |m: &str, name: &str| metric_sum(m, name).unwrap_or(0.0);
+    let start = Instant::now();
+    let mut m1 = lab.metrics();
+    while got(&m1, "netmon_export_records_total") - got(&m0, "netmon_export_records_total")
+        < completed as f64
+        && start.elapsed() < Duration::from_secs(30)
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        m1 = lab.metrics();
+    }
+    let records = got(&m1, "netmon_export_records_total") - got(&m0, "netmon_export_records_total");
+    let bytes = got(&m1, "netmon_export_bytes_total") - got(&m0, "netmon_export_bytes_total");
+    let messages =
+        got(&m1, "netmon_export_messages_total") - got(&m0, "netmon_export_messages_total");
+    assert!(
+        records >= completed as f64,
+        "exported {records} of {completed}"
+    );
+    let per_1000 = bytes / records * 1000.0;
+    let wire_per_1000 = (bytes + messages * 28.0) / records * 1000.0;
+    eprintln!(
+        "IPFIX volume: {records} records in {messages} messages, {bytes} bytes of UDP payload \
+         → {per_1000:.0} bytes per 1 000 flows ({wire_per_1000:.0} with IPv4/UDP headers)"
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(nfcapd.id() as libc::pid_t, libc::SIGTERM) };
+    let _ = nfcapd.wait_with_output();
+    let dump = Command::new("nfdump")
+        .args(["-R", &flowdir_s, "-o", "json"])
+        .output()
+        .expect("nfdump");
+    let listed: Vec<Value> = serde_json::from_slice(&dump.stdout).unwrap_or_default();
+    let burst = listed
+        .iter()
+        .filter(|r| r["dst_port"].as_u64() == Some(u64::from(BURST_PORT)))
+        .count();
+    assert!(
+        burst as u64 >= completed,
+        "nfdump lists {burst} of the {completed} connections"
+    );
+}
+
+/// The shipped Grafana dashboard: every query parses (promtool, as a recording rule with
+/// Grafana's variables filled in) and uses only metric names netmon describes.
+#[test]
+fn grafana_dashboard_queries_parse_and_use_netmon_metrics() {
+    require_tools(&[("promtool", "prometheus")]);
+    let path = Path::new(REPO).join("packaging/grafana-netmon.json");
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read dashboard"))
+            .expect("dashboard is JSON");
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["expr"].as_str().map(str::to_owned))
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let described = std::fs::read_to_string(Path::new(REPO).join("src/export/prometheus.rs"))
+        .expect("read prometheus.rs");
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    for (i, e) in exprs.iter().enumerate() {
+        let e = e.replace("$__rate_interval", "1m").replace("$router", ".*");
+        rules.push_str(&format!(
+            "      - record: netmon:dashboard_{i}\n        expr: '{}'\n",
+            e.replace('\'', "''")
+        ));
+        for name in e
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("netmon_") || w.starts_with("process_"))
+        {
+            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            assert!(
+                described.contains(&format!("\"{base}\"")),
+                "the dashboard queries {name}, which src/export/prometheus.rs does not describe"
+            );
+        }
+    }
+    let file = std::env::temp_dir().join(format!("netmon-grafana-{}.yml", std::process::id()));
+    std::fs::write(&file, rules).expect("write rules");
+    let out = Command::new("promtool")
+        .arg("check")
+        .arg("rules")
+        .arg(&file)
+        .output()
+        .expect("run promtool (Debian package prometheus; .ci/run installs it)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "promtool rejects a dashboard query:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
