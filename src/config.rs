@@ -68,6 +68,10 @@ pub struct Config {
     /// Set `net.netfilter.nf_conntrack_acct`/`_timestamp` to 1 at start.
     pub enable_conntrack_sysctls: bool,
     pub retention: Retention,
+    pub dns: Dns,
+    pub firewall: Firewall,
+    pub system: System,
+    pub export: Export,
 }
 
 /// See [`Config::persist`].
@@ -88,10 +92,68 @@ pub struct Retention {
     pub minute_rollups_days: u32,
     /// Per-hour rollups are kept this long (days).
     pub hour_rollups_days: u32,
-    /// Database size cap (MiB). Past it the oldest ended flows go first; rollups stay.
+    /// Database size cap (MiB). Past it the oldest history (ended flows, DNS queries)
+    /// goes first; rollups stay.
     pub max_db_mb: u64,
     /// How often the retention job runs (s).
     pub interval_s: u64,
+}
+
+/// Where domain names come from and how flows are matched to them (`[dns]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Read DNS answers the router sends to LAN clients from packets (NFQUEUE). Needs
+    /// netmon's nftables table (`firewall.manage = true`, or the shipped fw4 include).
+    pub packet_capture: bool,
+    /// NFQUEUE number of the DNS answer queue.
+    pub queue_num: u16,
+    /// dnsmasq's query log to follow (its `log-facility` file, or a syslog file it is
+    /// relayed to). Empty: off. Used for attribution when `packet_capture` is off.
+    pub log_file: PathBuf,
+    /// TTL assumed for answers read from the log (dnsmasq does not log TTLs), seconds.
+    pub log_assumed_ttl_s: u32,
+    /// A flow is matched to an answer the same client got for its destination if the
+    /// flow starts within the answer's TTL plus this many seconds.
+    pub attribution_slack_s: u32,
+    /// DNS queries and answers are kept this many days.
+    pub retention_days: u32,
+}
+
+/// netmon's own nftables table (`table inet netmon`) (`[firewall]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Firewall {
+    /// Create the table at start (replacing an older copy) and delete it at exit. Off
+    /// when the router's firewall loads the same rules itself (OpenWrt fw4 include).
+    pub manage: bool,
+}
+
+/// Feeding engines built for many routers (`[export]`, DESIGN §6): the Prometheus
+/// endpoint's labels and bounds, and the IPFIX flow exporter.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Export {
+    /// Value of the `router` label on every metric, so one Prometheus can scrape many
+    /// routers and still tell them apart. Empty: the router's hostname.
+    pub router_label: String,
+    /// Devices with their own series in `netmon_device_*_total`; traffic of devices past
+    /// the cap goes to `device="other"`, so a network full of short-lived guests cannot
+    /// blow up Prometheus' series count.
+    pub max_device_series: usize,
+    /// IPFIX collector, "address:port" (an IP address: netmon never resolves names
+    /// through libc). Empty: the exporter is off.
+    pub ipfix_collector: String,
+    /// Observation Domain ID in every IPFIX message header; give each router its own.
+    pub ipfix_observation_domain: u32,
+    /// A flow still running is exported in slices of at most this many seconds (the
+    /// active timeout), so long downloads show up as a rate at the collector.
+    pub ipfix_active_timeout_s: u64,
+    /// Templates are re-sent this often (seconds), so a collector that restarted can
+    /// decode data again; over UDP nothing else tells it the templates.
+    pub ipfix_template_refresh_s: u64,
+    /// Largest IPFIX message (UDP payload, bytes); keep it under the path MTU.
+    pub ipfix_max_message_bytes: usize,
 }
 
 impl Default for Config {
@@ -114,6 +176,10 @@ impl Default for Config {
             max_tracked_flows: 65_536,
             enable_conntrack_sysctls: true,
             retention: Retention::default(),
+            dns: Dns::default(),
+            firewall: Firewall::default(),
+            system: System::default(),
+            export: Export::default(),
         }
     }
 }
@@ -126,6 +192,57 @@ impl Default for Retention {
             hour_rollups_days: 90,
             max_db_mb: 64,
             interval_s: 300,
+        }
+    }
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        Dns {
+            packet_capture: true,
+            queue_num: 5353,
+            log_file: PathBuf::new(),
+            log_assumed_ttl_s: 300,
+            attribution_slack_s: 60,
+            retention_days: 30,
+        }
+    }
+}
+
+impl Default for Firewall {
+    fn default() -> Self {
+        Firewall { manage: true }
+    }
+}
+
+/// Router health sampling (`[system]`, `collect::system`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct System {
+    /// Seconds between two readings of CPU, memory, interfaces, conntrack fill and
+    /// temperatures. Rates are averages over this interval; each reading is a handful
+    /// of small `/proc` reads, so 5 s costs nothing measurable on a router.
+    pub sample_interval_s: u64,
+}
+
+impl Default for System {
+    fn default() -> Self {
+        System {
+            sample_interval_s: 5,
+        }
+    }
+}
+
+impl Default for Export {
+    fn default() -> Self {
+        Export {
+            router_label: String::new(),
+            max_device_series: 64,
+            ipfix_collector: String::new(),
+            ipfix_observation_domain: 1,
+            ipfix_active_timeout_s: 60,
+            ipfix_template_refresh_s: 60,
+            ipfix_max_message_bytes: 1400,
         }
     }
 }
@@ -258,6 +375,92 @@ impl Config {
                 "a number of seconds from 10 to 86400",
             ));
         }
+        let d = &self.dns;
+        if !(1..=3650).contains(&d.retention_days) {
+            return Err(invalid(
+                "dns.retention_days",
+                d.retention_days.to_string(),
+                "a number of days from 1 to 3650",
+            ));
+        }
+        if !(1..=86_400).contains(&d.log_assumed_ttl_s) {
+            return Err(invalid(
+                "dns.log_assumed_ttl_s",
+                d.log_assumed_ttl_s.to_string(),
+                "a number of seconds from 1 to 86400",
+            ));
+        }
+        if d.attribution_slack_s > 86_400 {
+            return Err(invalid(
+                "dns.attribution_slack_s",
+                d.attribution_slack_s.to_string(),
+                "a number of seconds from 0 to 86400",
+            ));
+        }
+        if !(1..=3600).contains(&self.system.sample_interval_s) {
+            return Err(invalid(
+                "system.sample_interval_s",
+                self.system.sample_interval_s.to_string(),
+                "a number of seconds from 1 to 3600",
+            ));
+        }
+        self.validate_export(path)?;
+        Ok(())
+    }
+
+    /// `[export]`: the collector address must parse here, so a typo fails at start
+    /// rather than silently exporting nothing.
+    fn validate_export(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            expected: expected.to_owned(),
+        };
+        let e = &self.export;
+        if e.router_label.chars().count() > 64 || e.router_label.chars().any(char::is_control) {
+            return Err(invalid(
+                "export.router_label",
+                format!("{:?}", e.router_label),
+                "at most 64 printable characters (empty: the router's hostname)",
+            ));
+        }
+        if e.max_device_series > 10_000 {
+            return Err(invalid(
+                "export.max_device_series",
+                e.max_device_series.to_string(),
+                "a number of devices from 0 to 10000",
+            ));
+        }
+        if !e.ipfix_collector.is_empty() && e.ipfix_collector.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "export.ipfix_collector",
+                format!("\"{}\"", e.ipfix_collector),
+                "an IP address and UDP port like \"192.168.1.10:4739\" or \"[fd00::10]:4739\" \
+                 (no host names), or \"\" for off",
+            ));
+        }
+        if !(1..=3600).contains(&e.ipfix_active_timeout_s) {
+            return Err(invalid(
+                "export.ipfix_active_timeout_s",
+                e.ipfix_active_timeout_s.to_string(),
+                "a number of seconds from 1 to 3600",
+            ));
+        }
+        if !(1..=86_400).contains(&e.ipfix_template_refresh_s) {
+            return Err(invalid(
+                "export.ipfix_template_refresh_s",
+                e.ipfix_template_refresh_s.to_string(),
+                "a number of seconds from 1 to 86400",
+            ));
+        }
+        if !(512..=65_000).contains(&e.ipfix_max_message_bytes) {
+            return Err(invalid(
+                "export.ipfix_max_message_bytes",
+                e.ipfix_max_message_bytes.to_string(),
+                "a size in bytes from 512 to 65000",
+            ));
+        }
         Ok(())
     }
 
@@ -377,5 +580,18 @@ mod tests {
             e.contains("tick_ms") && e.contains('5') && e.contains("50 to 60000"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn bad_export_values_name_key_and_value() {
+        let e = parse("[export]\nipfix_collector = \"collector.lan:4739\"\n").unwrap_err();
+        assert!(
+            e.contains("export.ipfix_collector") && e.contains("collector.lan:4739"),
+            "{e}"
+        );
+        let e = parse("[export]\nipfix_active_timeout_s = 0\n").unwrap_err();
+        assert!(e.contains("export.ipfix_active_timeout_s") && e.contains("1 to 3600"));
+        let c = parse("[export]\nipfix_collector = \"[fd00::10]:4739\"\n").unwrap();
+        assert_eq!(c.export.ipfix_collector, "[fd00::10]:4739");
     }
 }

@@ -4,8 +4,9 @@
 //! Start: database first (a bad path or a newer schema fails before anything touches
 //! the kernel), then the conntrack collector (a missing capability fails here with one
 //! clear message), then the web listeners. Stop (SIGTERM/SIGINT): collectors flush
-//! their last batch, the writer commits it and checkpoints, the web server gets a short
-//! grace period — well within the 2 s a service manager allows.
+//! their last batch, the IPFIX exporter (if on) sends what it still holds, the writer
+//! commits and checkpoints, the web server gets a short grace period — well within the
+//! 2 s a service manager allows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +14,12 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use metrics_exporter_prometheus::PrometheusBuilder;
 
 use crate::collect::conntrack::ConntrackCollector;
+use crate::collect::dns::DnsCapture;
 use crate::config::Config;
+use crate::export::ipfix::IpfixExporter;
+use crate::firewall::NftTable;
 use crate::flow::Network;
 use crate::store::read::ReadPool;
 use crate::store::writer::WriterThread;
@@ -28,9 +31,7 @@ use crate::web;
 const NETWORK_REFRESH: Duration = Duration::from_secs(30);
 
 pub fn run(config: Config) -> anyhow::Result<()> {
-    let metrics = PrometheusBuilder::new()
-        .install_recorder()
-        .context("installing the Prometheus recorder")?;
+    let metrics = crate::export::prometheus::install(&config)?;
     let addrs = sys::interface_addrs().context("reading interface addresses")?;
     let network = network_from(&config, &addrs);
     if network.lan_subnets.is_empty() {
@@ -52,8 +53,32 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let writer = WriterThread::start(&config, network.clone())?;
     let shutdown = Arc::new(AtomicBool::new(false));
-    let collector = ConntrackCollector::start(&config, writer.handle.clone(), shutdown.clone())
-        .context("starting the conntrack collector")?;
+    // The exporter starts first: the collector offers it every batch from the start-up
+    // dump on, and stops before it (dropping the tap is what ends the exporter).
+    let (exporter, export_tap) = IpfixExporter::start(&config)
+        .context("starting the IPFIX exporter")?
+        .unzip();
+    let collector =
+        ConntrackCollector::start(&config, writer.handle.clone(), export_tap, shutdown.clone())
+            .context("starting the conntrack collector")?;
+    // DNS answers from packets: bind the queue, then load the table whose rule feeds it
+    // (the rule has `bypass`, so the order only decides whether the first answers are
+    // seen). The table goes before the collectors stop: from then on the kernel no longer
+    // queues anything.
+    let _dns_capture = if config.dns.packet_capture {
+        Some(
+            DnsCapture::start(&config, writer.handle.clone(), shutdown.clone()).context(
+                "starting DNS packet capture (set dns.packet_capture = false to run without it)",
+            )?,
+        )
+    } else {
+        None
+    };
+    let mut nft_table = if config.firewall.manage {
+        Some(NftTable::install(&config)?)
+    } else {
+        None
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -61,6 +86,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .thread_name("web")
         .build()
         .context("starting the async runtime")?;
+    runtime.spawn(crate::export::prometheus::upkeep(metrics.clone()));
     let reads = ReadPool::open(&config.db_path, 3)?;
     let state = web::AppState::new(
         reads,
@@ -96,8 +122,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
         anyhow::Ok(())
     });
+    drop(nft_table.take());
     shutdown.store(true, Ordering::Relaxed);
     collector.join();
+    if let Some(exporter) = exporter {
+        exporter.join();
+    }
     writer.stop();
     runtime.shutdown_timeout(Duration::from_millis(100));
     log::info!("stopped");

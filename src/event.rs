@@ -6,6 +6,7 @@
 
 use tokio::sync::oneshot;
 
+use crate::dns::DnsObservation;
 use crate::flow::CtFlow;
 
 /// Everything that may change the database.
@@ -13,6 +14,8 @@ use crate::flow::CtFlow;
 pub enum Event {
     /// What the conntrack tracker saw change since its previous batch.
     Flows(FlowBatch),
+    /// DNS answers LAN clients received (packets or the dnsmasq log), oldest first.
+    Dns(Vec<DnsObservation>),
     /// A user action from the web UI; the writer answers on `reply` after commit.
     Command(Command, oneshot::Sender<Result<CommandReply, String>>),
 }

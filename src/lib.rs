@@ -5,7 +5,10 @@
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod event;
+pub mod export;
+pub mod firewall;
 pub mod flow;
 pub mod store;
 pub mod sys;

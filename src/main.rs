@@ -26,6 +26,8 @@ enum Cmd {
     Run,
     /// Validate the configuration file and print the effective configuration.
     CheckConfig,
+    /// Print the nftables table netmon loads (the OpenWrt fw4 include is this text).
+    FirewallRules,
     /// Print the version.
     Version,
 }
@@ -44,6 +46,16 @@ fn main() -> ExitCode {
             Ok(config) => {
                 println!("# {}: ok", cli.config.display());
                 print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("netmon: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Cmd::FirewallRules => match Config::load(&cli.config) {
+            Ok(config) => {
+                print!("{}", netmon::firewall::ruleset(&config));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -164,6 +164,11 @@ check "ipk: postinst/prerm are no-ops with IPKG_INSTROOT set" \
 check "feed: Makefile PKG_VERSION equals Cargo.toml's" \
     grep -qx "PKG_VERSION:=$VERSION" openwrt/netmon/Makefile
 check "feed: files/netmon.toml is packaging/netmon.toml" cmp openwrt/netmon/files/netmon.toml "$CONF"
+check "ipk: LuCI menu entry is valid JSON pointing at the shipped view" \
+    sh -c 'python3 -c "import json,sys; m=json.load(open(sys.argv[1])); assert m[\"admin/status/netmon\"][\"action\"][\"path\"] == \"netmon/open\"" "$1" && test -s "$2"' _ \
+    "$ipk/data/usr/share/luci/menu.d/netmon.json" "$ipk/data/www/luci-static/resources/view/netmon/open.js"
+check "ipk: fw4 include /usr/share/netmon/netmon.nft is what the binary loads" \
+    cmp "$ipk/data/usr/share/netmon/netmon.nft" <("$BIN" firewall-rules --config "$CONF")
 
 # The ipk's files in a busybox root; the init script's start under a stub procd.
 ow=$T/openwrt

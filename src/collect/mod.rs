@@ -3,3 +3,4 @@
 
 pub mod conntrack;
 pub mod ctnetlink;
+pub mod dns;

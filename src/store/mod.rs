@@ -1,7 +1,9 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
 
+pub mod dns;
 pub mod read;
 pub mod retention;
 pub mod schema;
 pub mod snapshot;
+pub mod system;
 pub mod writer;

@@ -1,7 +1,7 @@
 //! Opening the database and bringing its schema up to date.
 //!
-//! `schema.sql` is version 1. Later versions append forward-only migration scripts to
-//! [`MIGRATIONS`]; `PRAGMA user_version` records how many have been applied, so a new
+//! `schema.sql` is version 1. Later versions append forward-only migration scripts
+//! (`migrations/NNNN_*.sql`) to [`MIGRATIONS`]; `PRAGMA user_version` records how many have been applied, so a new
 //! binary opens any older database and an old binary refuses a newer one.
 
 use std::path::Path;
@@ -10,7 +10,11 @@ use anyhow::{Context, bail};
 use rusqlite::Connection;
 
 /// Migration `i` brings a database from `user_version = i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[include_str!("../../schema.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema.sql"),
+    include_str!("../../migrations/0002_dns.sql"),
+    include_str!("../../migrations/0003_system.sql"),
+];
 
 /// The schema version this binary writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;

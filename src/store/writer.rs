@@ -32,6 +32,7 @@ use tokio::sync::{oneshot, watch};
 use crate::config::Config;
 use crate::event::{Command, CommandReply, Event, FlowBatch, FlowChange};
 use crate::flow::{Counters, CtFlow, Direction, Network};
+use crate::store::dns::{DnsAcc, DnsState, apply_dns, write_dns_rollups};
 use crate::store::retention::Retention;
 use crate::store::schema;
 use crate::store::snapshot::{self, Snapshots};
@@ -267,6 +268,7 @@ struct TickAcc {
     host_ports: HashMap<(i64, u8, u16), (u64, i64)>,
     /// New flows' (device, minute, remote host, destination port), for the unique counts.
     contacts: Vec<(i64, i64, Option<i64>, Option<u16>)>,
+    dns: DnsAcc,
     tick: Tick,
 }
 
@@ -284,6 +286,8 @@ struct Writer {
     hosts: HashMap<IpAddr, i64>,
     device_sets: HashMap<(i64, i64), MinuteSets>,
     host_sets: HashMap<(i64, i64), HashSet<i64>>,
+    /// DNS attribution state (names, flows waiting for a late answer).
+    dns: DnsState,
     retention: Retention,
     snapshots: Option<Snapshots>,
     seq: u64,
@@ -304,7 +308,8 @@ impl Writer {
             hosts: HashMap::new(),
             device_sets: HashMap::new(),
             host_sets: HashMap::new(),
-            retention: Retention::new(&config.retention),
+            dns: DnsState::new(&config.dns),
+            retention: Retention::new(&config.retention, &config.dns),
             snapshots: Snapshots::from_config(config),
             seq: 0,
         };
@@ -446,8 +451,21 @@ impl Writer {
                             &mut self.unconfirmed,
                             &mut self.devices,
                             &mut self.hosts,
+                            &mut self.dns,
                             &mut acc,
                         )?;
+                    }
+                    Event::Dns(observations) => {
+                        changes += observations.len();
+                        let net = self.network.read().unwrap_or_else(|p| p.into_inner());
+                        let (devices, tick) = (&mut self.devices, &mut acc.tick);
+                        apply_dns(&tx, &observations, &mut self.dns, &mut acc.dns, |ip, at| {
+                            if net.is_lan(ip) {
+                                device_for(&tx, devices, ip, at, tick).map(Some)
+                            } else {
+                                Ok(None)
+                            }
+                        })?;
                     }
                     Event::Command(command, reply) => {
                         let result = apply_command(&tx, command, &mut acc);
@@ -456,6 +474,7 @@ impl Writer {
                 }
             }
             write_rollups(&tx, &mut acc, &mut self.device_sets, &mut self.host_sets)?;
+            write_dns_rollups(&tx, &mut acc.dns, &self.dns)?;
             tx.commit()
         })();
         match result {
@@ -464,12 +483,19 @@ impl Writer {
                 metrics::histogram!("netmon_writer_tick_seconds").record(elapsed.as_secs_f64());
                 metrics::histogram!("netmon_writer_batch_events").record(changes as f64);
                 metrics::counter!("netmon_writer_commits_total").increment(1);
+                crate::export::prometheus::record_device_traffic(
+                    &self.conn,
+                    acc.device_totals.iter().map(|(&id, (t, _))| {
+                        (id, [t.bytes_up, t.bytes_down, t.packets_up, t.packets_down])
+                    }),
+                );
                 let active = self.active_flows();
                 metrics::gauge!("netmon_active_flows").set(active as f64);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
                 self.prune_sets();
+                self.dns.expire(now);
                 self.seq += 1;
                 acc.tick.seq = self.seq;
                 acc.tick.at_ms = now;
@@ -547,6 +573,7 @@ fn apply_flow_batch(
     unconfirmed: &mut HashSet<i64>,
     devices: &mut HashMap<IpAddr, i64>,
     hosts: &mut HashMap<IpAddr, i64>,
+    dns: &mut DnsState,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<()> {
     let net = network.read().unwrap_or_else(|p| p.into_inner());
@@ -559,7 +586,7 @@ fn apply_flow_batch(
                 live.remove(&ident);
             }
         } else {
-            let flow = insert_flow(tx, &net, &change, now, devices, hosts, acc)?;
+            let flow = insert_flow(tx, &net, &change, now, devices, hosts, dns, acc)?;
             if !change.ended {
                 live.insert(ident, flow);
             }
@@ -643,6 +670,7 @@ fn update_flow(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn insert_flow(
     tx: &Transaction,
     net: &Network,
@@ -650,6 +678,7 @@ fn insert_flow(
     now: i64,
     devices: &mut HashMap<IpAddr, i64>,
     hosts: &mut HashMap<IpAddr, i64>,
+    dns: &mut DnsState,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<LiveFlow> {
     let flow = &change.flow;
@@ -659,7 +688,7 @@ fn insert_flow(
     let first_seen = flow.kernel_start_ms.unwrap_or(observed.min(now));
     let device = device_side(net, flow, direction);
     let device_id = match device {
-        Some((ip, _)) => Some(device_for(tx, devices, ip, observed, acc)?),
+        Some((ip, _)) => Some(device_for(tx, devices, ip, observed, &mut acc.tick)?),
         None => None,
     };
     let device_is_orig = device.is_none_or(|(_, orig)| orig);
@@ -672,6 +701,15 @@ fn insert_flow(
         Some(ip) => Some(remote_host_for(tx, hosts, ip, observed, acc)?),
         None => None,
     };
+    // The name behind an outbound flow: what its own client resolved (store::dns).
+    let dns_client = match (direction, device) {
+        (Direction::Outbound, Some((ip, true))) => Some(ip),
+        _ => None,
+    };
+    let found = match dns_client {
+        Some(client) => dns.attribute(tx, client, flow.orig.dst, first_seen)?,
+        None => None,
+    };
     let icmp = flow.orig.icmp;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO flows (ident, ct_id, family, proto, direction,
@@ -680,9 +718,10 @@ fn insert_flow(
              icmp_type, icmp_code, icmp_id, state, status, mark, zone,
              bytes_up, packets_up, bytes_down, packets_down,
              first_seen, last_seen, ended_at, kernel_start, kernel_stop,
-             device_id, remote_host_id)
+             device_id, remote_host_id, qname_id, cname_id, dns_match)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31,
+                 ?32, ?33, ?34)",
     )?;
     stmt.execute(params![
         flow.ident(),
@@ -716,8 +755,21 @@ fn insert_flow(
         flow.kernel_stop_ms,
         device_id,
         remote_host_id,
+        found.map(|m| m.qname_id),
+        found.and_then(|m| m.cname_id),
+        found.map(|m| m.confidence),
     ])?;
     let row_id = tx.last_insert_rowid();
+    if let Some(client) = dns_client {
+        dns.flow_stored(
+            &mut acc.dns,
+            client,
+            flow.orig.dst,
+            (row_id, first_seen),
+            (device_id, remote_host_id),
+            found,
+        );
+    }
     metrics::counter!("netmon_flows_stored_total").increment(1);
     // Everything the flow carried so far happened since it started; count it now.
     add_traffic(
@@ -835,7 +887,7 @@ fn device_for(
     devices: &mut HashMap<IpAddr, i64>,
     ip: IpAddr,
     at: i64,
-    acc: &mut TickAcc,
+    tick: &mut Tick,
 ) -> rusqlite::Result<i64> {
     let select = "SELECT device_id FROM device_addrs WHERE ip = ?1";
     id_for_ip(tx, devices, ip, select, |text| {
@@ -846,7 +898,7 @@ fn device_for(
             "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
         )?
         .execute(params![text, id, at])?;
-        acc.tick.devices_changed = true;
+        tick.devices_changed = true;
         Ok(id)
     })
 }
@@ -1360,6 +1412,112 @@ mod tests {
             9000
         );
         assert!(w.live.is_empty());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    // --- DNS attribution (store::dns) -----------------------------------------------
+
+    fn answer(client: &str, name: &str, ip: &str, ttl: u32, at: i64) -> Event {
+        use crate::dns::{AnswerData, DnsAnswer, DnsObservation, DnsSource};
+        Event::Dns(vec![DnsObservation {
+            ts_ms: at,
+            client: client.parse().unwrap(),
+            qname: name.into(),
+            qtype: 1,
+            rcode: Some(0),
+            answers: vec![DnsAnswer {
+                name: name.into(),
+                ttl: Some(ttl),
+                data: AnswerData::Addr(ip.parse().unwrap()),
+            }],
+            source: DnsSource::Packet,
+        }])
+    }
+
+    fn flow_name(conn: &Connection, sport: u16) -> (Option<String>, Option<i64>) {
+        conn.query_row(
+            "SELECT n.name, f.dns_match FROM flows f LEFT JOIN dns_names n ON n.id = f.qname_id
+             WHERE f.src_port = ?1",
+            [sport],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn flows_get_their_own_clients_name_with_a_confidence() {
+        let dir = crate::store::schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t = crate::sys::now_ms() - 600_000;
+        w.apply(vec![
+            answer("10.77.0.10", "a.test", "198.51.100.7", 60, t),
+            answer("10.77.0.11", "b.test", "198.51.100.7", 60, t + 1_000),
+            answer("10.77.0.10", "old.test", "198.51.100.8", 60, t),
+        ])
+        .unwrap();
+        let f1 = tcp_flow(1, "10.77.0.10", 40001, "198.51.100.7", 443);
+        let f2 = tcp_flow(2, "10.77.0.11", 40002, "198.51.100.7", 443);
+        let f3 = tcp_flow(3, "10.77.0.12", 40003, "198.51.100.7", 443);
+        // Starts 5 min after an answer with TTL 60 s + 60 s slack: expired.
+        let f4 = tcp_flow(4, "10.77.0.10", 40004, "198.51.100.8", 443);
+        let f5 = tcp_flow(5, "10.77.0.10", 40005, "198.51.100.9", 443);
+        w.apply(vec![batch(vec![
+            change(&f1, t + 2_000, false),
+            change(&f2, t + 2_000, false),
+            change(&f3, t + 2_000, false),
+            change(&f4, t + 300_000, false),
+            change(&f5, t + 2_000, false),
+        ])])
+        .unwrap();
+        assert_eq!(flow_name(&w.conn, 40001), (Some("a.test".into()), Some(1)));
+        assert_eq!(flow_name(&w.conn, 40002), (Some("b.test".into()), Some(1)));
+        assert_eq!(flow_name(&w.conn, 40003), (Some("b.test".into()), Some(3)));
+        assert_eq!(
+            flow_name(&w.conn, 40004),
+            (Some("old.test".into()), Some(2))
+        );
+        assert_eq!(flow_name(&w.conn, 40005), (None, None));
+        assert_eq!(
+            count(
+                &w.conn,
+                "SELECT count(*) FROM remote_host_domains d JOIN dns_names n ON n.id = d.qname_id
+                 WHERE n.name IN ('a.test', 'b.test')"
+            ),
+            2
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_answer_arriving_after_its_flow_still_names_it() {
+        let dir = crate::store::schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t = crate::sys::now_ms() - 10_000;
+        let f = tcp_flow(1, "10.77.0.10", 40001, "198.51.100.7", 443);
+        let g = tcp_flow(2, "10.77.0.10", 40002, "198.51.100.7", 443);
+        // g started before the answer: the answer cannot explain it.
+        w.apply(vec![batch(vec![change(&g, t - 5_000, false)])])
+            .unwrap();
+        w.apply(vec![batch(vec![change(&f, t + 20, false)])])
+            .unwrap();
+        assert_eq!(flow_name(&w.conn, 40001), (None, None));
+        w.apply(vec![answer(
+            "10.77.0.10",
+            "late.test",
+            "198.51.100.7",
+            60,
+            t,
+        )])
+        .unwrap();
+        assert_eq!(
+            flow_name(&w.conn, 40001),
+            (Some("late.test".into()), Some(1))
+        );
+        assert_eq!(flow_name(&w.conn, 40002), (None, None));
+        assert_eq!(
+            count(&w.conn, "SELECT sum(queries) FROM dns_device_minutes"),
+            1
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Small LAN-client actions for the lab, run inside a lan namespace (`ip netns exec`).
 
-  client.py dns SERVER NAME [--type A|AAAA] [--sport P]
-      One DNS query over UDP; prints the answer addresses, one per line.
+  client.py dns SERVER NAME [--type A|AAAA] [--sport P] [--tcp]
+      One DNS query (UDP, or TCP with --tcp); prints the answer addresses, one per line;
+      exits 1 with "dns: rcode N" on an error rcode. NAME is in presentation form:
+      `\.` is a dot inside a label, `\DDD` any byte, so hostile names can be asked.
+  client.py dnsbench SERVER NAME --count N
+      N sequential UDP queries; prints JSON {"us": [latency of each, microseconds]}.
   client.py udp HOST PORT --count N --size BYTES [--sport P] [--timeout S]
       Sends N datagrams of BYTES each from one socket, waits for each echo; prints JSON
       {"sent": N, "received": M, "sport": P}.
@@ -34,19 +38,74 @@ def split_spec(spec):
     return host.strip("[]"), int(port), int(sport)
 
 
-def cmd_dns(a):
-    qtype = {"A": 1, "AAAA": 28}[a.type]
+def labels(name):
+    """Labels of a presentation-form name (RFC 1035 5.1 escapes)."""
+    out, cur, i, raw = [], bytearray(), 0, name.encode("utf-8")
+    while i < len(raw):
+        c = raw[i]
+        if c == ord("\\") and i + 3 < len(raw) and raw[i + 1:i + 4].isdigit():
+            cur.append(int(raw[i + 1:i + 4]))
+            i += 4
+        elif c == ord("\\") and i + 1 < len(raw):
+            cur.append(raw[i + 1])
+            i += 2
+        elif c == ord("."):
+            out.append(bytes(cur))
+            cur = bytearray()
+            i += 1
+        else:
+            cur.append(c)
+            i += 1
+    if cur:
+        out.append(bytes(cur))
+    return out
+
+
+def query(name, qtype):
     qid = random.randrange(65536)
     q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in a.name.rstrip(".").split("."):
-        q += bytes([len(label)]) + label.encode()
+    for label in labels(name):
+        q += bytes([len(label)]) + label
     q += b"\0" + struct.pack("!HH", qtype, 1)
+    return qid, q
+
+
+def cmd_dnsbench(a):
     s = socket.socket(family(a.server), socket.SOCK_DGRAM)
-    if a.sport:
-        s.bind(("::" if ":" in a.server else "0.0.0.0", a.sport))
     s.settimeout(3)
-    s.sendto(q, (a.server, 53))
-    resp, _ = s.recvfrom(4096)
+    lat = []
+    for _ in range(a.count):
+        qid, q = query(a.name, 1)
+        t0 = time.perf_counter_ns()
+        s.sendto(q, (a.server, 53))
+        while True:
+            resp, _ = s.recvfrom(4096)
+            if resp[:2] == q[:2]:
+                break
+        lat.append((time.perf_counter_ns() - t0) // 1000)
+    print(json.dumps({"us": lat}))
+
+
+def cmd_dns(a):
+    qtype = {"A": 1, "AAAA": 28}[a.type]
+    qid, q = query(a.name, qtype)
+    if a.tcp:
+        s = socket.create_connection((a.server, 53), timeout=3)
+        s.sendall(struct.pack("!H", len(q)) + q)
+        buf = b""
+        while len(buf) < 2 or len(buf) < 2 + struct.unpack("!H", buf[:2])[0]:
+            chunk = s.recv(65536)
+            if not chunk:
+                sys.exit("dns: tcp connection closed early")
+            buf += chunk
+        resp = buf[2:]
+    else:
+        s = socket.socket(family(a.server), socket.SOCK_DGRAM)
+        if a.sport:
+            s.bind(("::" if ":" in a.server else "0.0.0.0", a.sport))
+        s.settimeout(3)
+        s.sendto(q, (a.server, 53))
+        resp, _ = s.recvfrom(4096)
     s.close()
     (rid, flags, qd, an, _, _) = struct.unpack("!HHHHHH", resp[:12])
     if rid != qid:
@@ -130,6 +189,11 @@ def main():
     d.add_argument("name")
     d.add_argument("--type", default="A", choices=["A", "AAAA"])
     d.add_argument("--sport", type=int, default=0)
+    d.add_argument("--tcp", action="store_true")
+    b = sub.add_parser("dnsbench")
+    b.add_argument("server")
+    b.add_argument("name")
+    b.add_argument("--count", type=int, default=1000)
     u = sub.add_parser("udp")
     u.add_argument("host")
     u.add_argument("port", type=int)
@@ -142,7 +206,7 @@ def main():
     h.add_argument("--udp", action="append")
     h.add_argument("--seconds", type=float, default=30)
     a = p.parse_args()
-    {"dns": cmd_dns, "udp": cmd_udp, "hold": cmd_hold}[a.cmd](a)
+    {"dns": cmd_dns, "dnsbench": cmd_dnsbench, "udp": cmd_udp, "hold": cmd_hold}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 #   lab.sh unshape NAME       remove the throttle
 #   lab.sh counters NAME      the router's nft counters (JSON, one line)
 #   lab.sh status NAME        namespaces, processes, listeners, counters
+#   lab.sh dnsmasq NAME MODE  restart the LAN resolver logging as MODE: file-extra
+#                             (default), file, syslog-extra, syslog (see cmd_dnsmasq)
 #   lab.sh list               labs that exist on this machine
 #
 # Topology (every lab reuses the same addresses: nothing links a lab to the host or to
@@ -21,8 +23,18 @@
 #              forwarding v4+v6; nft table inet netmon_lab: masquerade LAN v4 out `wan`,
 #              IPv6 routed without NAT; counters of new connections (the router-side
 #              truth tests compare netmon with); conntrack accounting + timestamps on;
-#              dnsmasq (DNS only) on 10.77.0.1 / fd77::1; socat on :22 (router-local).
+#              dnsmasq (DNS only) on 10.77.0.1 / fd77::1, the LAN's resolver, logging
+#              every query (log-queries=extra) to /tmp/netmon-lab-NAME/dnsmasq-queries.log;
+#              it forwards example.test, cdn-provider.test and the wan's reverse zones
+#              to the wan's authoritative server and evil.test to .54; socat on :22.
 #   NAME-wan   eth0 203.0.113.80/24 (+ .81–.89) 2001:db8:77::80/64 (+ ::81–::89)
+#              authoritative DNS (a second dnsmasq) on 203.0.113.53 / 2001:db8:77::53:
+#                shop.example.test      A 203.0.113.84  AAAA 2001:db8:77::84
+#                cdn.example.test       CNAME edge.cdn-provider.test
+#                edge.cdn-provider.test A 203.0.113.85  AAAA 2001:db8:77::85
+#                alpha.example.test, beta.example.test  A 203.0.113.86 (one IP, two names)
+#                PTR for those addresses; NXDOMAIN for any other example.test name;
+#                TTL 300 s. 203.0.113.54 is free for a test's own (hostile) DNS server.
 #              :80 HTTP (python3 http.server; big.bin = 5 MiB, small.bin = 64 KiB)
 #              :7/udp echo (socat); :9000 accept-and-close, :9001 sink, :9007/udp echo
 #              (netmon-loadgen serve, when the binary is found)
@@ -54,11 +66,13 @@ RTR_WAN4=203.0.113.1
 RTR_WAN6=2001:db8:77::1
 WAN4=203.0.113.80
 WAN6=2001:db8:77::80
+WAN_DNS4=203.0.113.53
+WAN_DNS6=2001:db8:77::53
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -118,6 +132,22 @@ sysctl_ns() { # sysctl_ns NS key=value…
     local ns=$1
     shift
     ip netns exec "$ns" sysctl -q -w "$@" >/dev/null
+}
+
+# The LAN resolver's (rtr dnsmasq) options, everything but logging: set in RTR_DNS_OPTS,
+# shared by `up` and `dnsmasq` so a restarted resolver answers exactly as before.
+rtr_dns_opts() {
+    RTR_DNS_OPTS=(--keep-in-foreground --conf-file=/dev/null --user=root
+        --no-resolv --no-hosts --no-poll --bind-interfaces
+        --listen-address="$RTR_LAN4" --listen-address="$RTR_LAN6"
+        --pid-file="$DIR/dnsmasq.pidfile" --cache-size=150
+        --address=/wan.lab/"$WAN4" --address=/wan.lab/"$WAN6"
+        --address=/files.lab/203.0.113.81 --address=/files.lab/2001:db8:77::81
+        --address=/burst.lab/203.0.113.82
+        --server=/example.test/"$WAN_DNS4" --server=/cdn-provider.test/"$WAN_DNS4"
+        --server=/113.0.203.in-addr.arpa/"$WAN_DNS4"
+        --server=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
+        --server=/evil.test/203.0.113.54)
 }
 
 cmd_up() {
@@ -191,20 +221,30 @@ cmd_up() {
         ip -n "$wan" addr add "203.0.113.8$i/24" dev eth0
         ip -n "$wan" addr add "2001:db8:77::8$i/64" dev eth0 nodad
     done
+    for i in 53 54; do
+        ip -n "$wan" addr add "203.0.113.$i/24" dev eth0
+        ip -n "$wan" addr add "2001:db8:77::$i/64" dev eth0 nodad
+    done
     # The internet knows the LAN's routed IPv6 prefix; the LAN's IPv4 is hidden by NAT.
     ip -n "$wan" -6 route add fd77::/64 via "$RTR_WAN6"
     sysctl_ns "$wan" net.core.somaxconn=65535 net.ipv4.tcp_max_syn_backlog=65535 \
         net.ipv4.ip_local_port_range="1024 65535"
 
     # --- services -------------------------------------------------------------------
-    start dnsmasq "$rtr" dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
+    rtr_dns_opts
+    start dnsmasq "$rtr" dnsmasq "${RTR_DNS_OPTS[@]}" \
+        --log-facility="$DIR/dnsmasq-queries.log" --log-queries=extra
+    # The wan's authoritative server ("the internet's DNS"); see the header.
+    start dns-auth "$wan" dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
         --no-resolv --no-hosts --no-poll --bind-interfaces \
-        --listen-address="$RTR_LAN4" --listen-address="$RTR_LAN6" \
-        --pid-file="$DIR/dnsmasq.pidfile" --log-facility="$DIR/dnsmasq-queries.log" \
-        --log-queries=extra --cache-size=150 \
-        --address=/wan.lab/"$WAN4" --address=/wan.lab/"$WAN6" \
-        --address=/files.lab/203.0.113.81 --address=/files.lab/2001:db8:77::81 \
-        --address=/burst.lab/203.0.113.82
+        --listen-address="$WAN_DNS4" --listen-address="$WAN_DNS6" \
+        --pid-file="$DIR/dns-auth.pidfile" --log-facility="$DIR/dns-auth.log" \
+        --local-ttl=300 --local=/example.test/ --local=/cdn-provider.test/ \
+        --host-record=shop.example.test,203.0.113.84,2001:db8:77::84 \
+        --host-record=edge.cdn-provider.test,203.0.113.85,2001:db8:77::85 \
+        --cname=cdn.example.test,edge.cdn-provider.test \
+        --host-record=alpha.example.test,203.0.113.86 \
+        --host-record=beta.example.test,203.0.113.86
     # Stand-in for the router's SSH: a router-local TCP service on the LAN address.
     start ssh4 "$rtr" socat TCP4-LISTEN:22,bind="$RTR_LAN4",reuseaddr,fork \
         SYSTEM:'echo SSH-2.0-netmon-lab; exec cat'
@@ -234,6 +274,7 @@ cmd_up() {
     wait_listen "$rtr" udp "$RTR_LAN4:53"
     wait_listen "$rtr" udp "[$RTR_LAN6]:53"
     wait_listen "$rtr" tcp "$RTR_LAN4:22"
+    wait_listen "$wan" udp "$WAN_DNS4:53"
     wait_listen "$rtr" tcp "[$RTR_LAN6]:22"
     wait_listen "$wan" tcp "*:80"
     wait_listen "$wan" udp "$WAN4:7"
@@ -347,6 +388,83 @@ cmd_status() {
     ip netns exec "$name-rtr" nft list counters table inet netmon_lab 2>/dev/null || true
 }
 
+# cmd_dnsmasq NAME MODE: restarts the LAN resolver with the same DNS options and another
+# way of logging queries (netmon's dnsmasq log source is tested against each):
+#   file-extra   --log-facility=$DIR/dnsmasq-queries.log --log-queries=extra (as `up`)
+#   file         the same file, --log-queries (no serial/client prefix)
+#   syslog-extra dnsmasq logs to /dev/log; a relay receives the raw datagrams
+#   syslog       ("<30>Nov 24 22:03:18 dnsmasq[123]: …", kept in $DIR/dnsmasq-syslog.raw)
+#                and writes them as rsyslog's traditional format
+#                ("Nov 24 22:03:18 NAME-rtr dnsmasq[123]: …") to $DIR/dnsmasq-syslog.log
+# For the syslog modes dnsmasq runs in its own mount namespace (unshare -m) where a
+# directory with the relay's socket as `log` (and null/zero/random/urandom bound from the
+# real /dev) is mounted over /dev: the host's /dev/log, if any, is never touched.
+cmd_dnsmasq() {
+    local name=$1 mode=${2:-file-extra} rtr=$1-rtr pid i
+    DIR=/tmp/netmon-lab-$name
+    [[ -d $DIR ]] || die "no lab $name (lab.sh up $name first)"
+    local logq
+    case $mode in
+    file-extra | syslog-extra) logq=--log-queries=extra ;;
+    file | syslog) logq=--log-queries ;;
+    *) die "usage: lab.sh dnsmasq NAME file-extra|file|syslog-extra|syslog" ;;
+    esac
+    for tag in dnsmasq dnsmasq-relay; do
+        [[ -f $DIR/$tag.pid ]] || continue
+        pid=$(cat "$DIR/$tag.pid")
+        kill -TERM "$pid" 2>/dev/null || true
+        for ((i = 0; i < 100; i++)); do
+            [[ -d /proc/$pid ]] || break
+            sleep 0.05
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        rm -f "$DIR/$tag.pid"
+    done
+    rtr_dns_opts
+    case $mode in
+    file*)
+        start dnsmasq "$rtr" dnsmasq "${RTR_DNS_OPTS[@]}" \
+            --log-facility="$DIR/dnsmasq-queries.log" "$logq"
+        ;;
+    syslog*)
+        local dev=$DIR/syslog-dev n
+        mkdir -p "$dev"
+        rm -f "$dev/log"
+        start dnsmasq-relay "$rtr" python3 -c '
+import os, socket, sys
+sock_path, out_path, raw_path, host = sys.argv[1:5]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sock_path)
+os.chmod(sock_path, 0o666)
+out = open(out_path, "a", buffering=1)
+raw = open(raw_path, "a", buffering=1)
+while True:
+    msg = s.recv(65536).decode("utf-8", "replace").rstrip("\n")
+    raw.write(msg + "\n")
+    # "<PRI>Mmm dd hh:mm:ss TAG: MSG" -> rsyslog traditional "Mmm dd hh:mm:ss HOST TAG: MSG"
+    if msg.startswith("<") and ">" in msg:
+        body = msg[msg.index(">") + 1:]
+        out.write(body[:15] + " " + host + " " + body[16:] + "\n")
+' "$dev/log" "$DIR/dnsmasq-syslog.log" "$DIR/dnsmasq-syslog.raw" "$rtr"
+        for ((i = 0; i < 100; i++)); do
+            [[ -S $dev/log ]] && break
+            sleep 0.05
+        done
+        [[ -S $dev/log ]] || die "the syslog relay did not create $dev/log"
+        for n in null zero random urandom; do : >"$dev/$n"; done
+        # shellcheck disable=SC2016
+        start dnsmasq "$rtr" unshare -m sh -c '
+dev=$1; shift
+for n in null zero random urandom; do mount --bind /dev/$n "$dev/$n"; done
+mount --rbind "$dev" /dev
+exec dnsmasq "$@"' sh "$dev" "${RTR_DNS_OPTS[@]}" "$logq"
+        ;;
+    esac
+    wait_listen "$rtr" udp "$RTR_LAN4:53"
+    wait_listen "$rtr" udp "[$RTR_LAN6]:53"
+    echo "lab $name: dnsmasq restarted, logging $mode"
+}
+
 main() {
     local cmd=${1:-}
     case $cmd in
@@ -373,6 +491,10 @@ main() {
     status)
         check_name "${2:-}"
         cmd_status "$2"
+        ;;
+    dnsmasq)
+        check_name "${2:-}"
+        cmd_dnsmasq "$2" "${3:-file-extra}"
         ;;
     list)
         ip netns list 2>/dev/null | awk '{print $1}' | sed -nE 's/^(.*)-rtr$/\1/p'

@@ -1,0 +1,313 @@
+//! What netmon knows about one DNS answer, whichever source saw it (packets or the
+//! dnsmasq log), and the one way names are written down.
+//!
+//! Names come from the network and are attacker-controlled: any byte may appear in a
+//! label, a label may hold a dot, a name may be 255 bytes. [`name_from_labels`] and
+//! [`normalize_name`] turn them into one canonical text: lowercase ASCII, labels joined
+//! by `.`, no trailing dot, every byte outside printable ASCII written `\DDD`
+//! (RFC 1035 master-file escaping), `.` and `\` inside a label written `\.` and `\\`.
+//! Two spellings of the same name are the same string, and no stored name contains a
+//! control character.
+
+use std::net::IpAddr;
+
+/// Longest canonical name kept (an all-escaped 255-byte name is 1 020 characters);
+/// longer input is cut and marked with a trailing `\~`.
+pub const MAX_NAME_CHARS: usize = 1024;
+
+/// Where an observation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsSource {
+    /// A DNS response packet to a LAN client (NFQUEUE).
+    Packet,
+    /// dnsmasq's query log.
+    Log,
+}
+
+impl DnsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsSource::Packet => "packet",
+            DnsSource::Log => "log",
+        }
+    }
+}
+
+/// One query a LAN client made and the answer it got, as far as the source shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsObservation {
+    /// When the answer (or, for an unanswered query, the query) was seen (unix ms).
+    pub ts_ms: i64,
+    /// The LAN client that asked.
+    pub client: IpAddr,
+    /// The name asked for, canonical (see the module docs).
+    pub qname: String,
+    /// Query type (1 A, 28 AAAA, 5 CNAME, 12 PTR, 65 HTTPS, …).
+    pub qtype: u16,
+    /// Response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED); `None` when the
+    /// source saw the query but no answer.
+    pub rcode: Option<u16>,
+    /// The answer section in order: the CNAME chain, then addresses. Empty for
+    /// NXDOMAIN and NODATA.
+    pub answers: Vec<DnsAnswer>,
+    pub source: DnsSource,
+}
+
+/// One record of an answer section that netmon uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The record's owner name, canonical.
+    pub name: String,
+    /// Seconds; `None` when the source does not say (dnsmasq's log).
+    pub ttl: Option<u32>,
+    pub data: AnswerData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerData {
+    /// `name` is an alias of this (canonical) name.
+    Cname(String),
+    /// `name` has this address.
+    Addr(IpAddr),
+}
+
+impl DnsObservation {
+    /// NXDOMAIN: the name does not exist.
+    pub fn is_nxdomain(&self) -> bool {
+        self.rcode == Some(3)
+    }
+
+    /// The end of the CNAME chain starting at `qname`, when it differs from `qname`.
+    pub fn canonical_name(&self) -> Option<&str> {
+        let mut name = self.qname.as_str();
+        // A chain is at most as long as the answer section; that bounds loops.
+        for _ in 0..self.answers.len() {
+            let next = self.answers.iter().find_map(|a| match &a.data {
+                AnswerData::Cname(target) if a.name == name => Some(target.as_str()),
+                _ => None,
+            });
+            match next {
+                Some(target) => name = target,
+                None => break,
+            }
+        }
+        (name != self.qname).then_some(name)
+    }
+
+    /// Every address in the answer with its TTL.
+    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, Option<u32>)> + '_ {
+        self.answers.iter().filter_map(|a| match a.data {
+            AnswerData::Addr(ip) => Some((ip, a.ttl)),
+            AnswerData::Cname(_) => None,
+        })
+    }
+}
+
+/// The canonical text of a name given as its labels' raw bytes (from a packet).
+pub fn name_from_labels<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> String {
+    let mut out = NameBuf::default();
+    for (i, label) in labels.into_iter().enumerate() {
+        if i > 0 && !out.push_dot() {
+            break;
+        }
+        if !label.iter().all(|&b| out.push_byte(b)) {
+            break;
+        }
+    }
+    out.0
+}
+
+/// The canonical text of a name given in presentation form (from a log line): `\DDD`
+/// and `\X` escapes are decoded and re-encoded canonically, a trailing dot is dropped,
+/// and any byte outside printable ASCII is escaped.
+pub fn normalize_name(text: &str) -> String {
+    let text = text.strip_suffix('.').unwrap_or(text);
+    let bytes = text.as_bytes();
+    let mut out = NameBuf::default();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let fits = if b == b'.' {
+            i += 1;
+            out.push_dot()
+        } else if b == b'\\' && i + 1 < bytes.len() {
+            let digits = &bytes[i + 1..bytes.len().min(i + 4)];
+            if digits.len() == 3 && digits.iter().all(u8::is_ascii_digit) {
+                let value = digits
+                    .iter()
+                    .fold(0u32, |v, d| v * 10 + u32::from(d - b'0'));
+                i += 4;
+                out.push_byte(u8::try_from(value).unwrap_or(b'?'))
+            } else {
+                i += 2;
+                out.push_byte(bytes[i - 1])
+            }
+        } else {
+            i += 1;
+            out.push_byte(b)
+        };
+        if !fits {
+            break;
+        }
+    }
+    out.0
+}
+
+/// A canonical name being built, cut (and marked `\~`) rather than grown past
+/// [`MAX_NAME_CHARS`]; escapes are never split.
+#[derive(Default)]
+struct NameBuf(String);
+
+impl NameBuf {
+    /// Appends one label byte; false (and the name marked cut) when it does not fit.
+    fn push_byte(&mut self, b: u8) -> bool {
+        let before = self.0.len();
+        match b {
+            b'.' => self.0.push_str("\\."),
+            b'\\' => self.0.push_str("\\\\"),
+            b'A'..=b'Z' => self.0.push(char::from(b.to_ascii_lowercase())),
+            0x21..=0x7e => self.0.push(char::from(b)),
+            _ => {
+                use std::fmt::Write;
+                let _ = write!(self.0, "\\{b:03}");
+            }
+        }
+        self.fits(before)
+    }
+
+    fn push_dot(&mut self) -> bool {
+        let before = self.0.len();
+        self.0.push('.');
+        self.fits(before)
+    }
+
+    fn fits(&mut self, before: usize) -> bool {
+        if self.0.len() + 2 <= MAX_NAME_CHARS {
+            return true;
+        }
+        self.0.truncate(before);
+        self.0.push_str("\\~");
+        false
+    }
+}
+
+/// The name of a query type, for display (`TYPE65534` for ones without a mnemonic).
+pub fn qtype_name(qtype: u16) -> String {
+    let known = match qtype {
+        1 => "A",
+        2 => "NS",
+        5 => "CNAME",
+        6 => "SOA",
+        12 => "PTR",
+        15 => "MX",
+        16 => "TXT",
+        28 => "AAAA",
+        33 => "SRV",
+        35 => "NAPTR",
+        43 => "DS",
+        48 => "DNSKEY",
+        64 => "SVCB",
+        65 => "HTTPS",
+        255 => "ANY",
+        _ => return format!("TYPE{qtype}"),
+    };
+    known.to_owned()
+}
+
+/// The query type for a mnemonic or `TYPEnnn` (case-insensitive), as dnsmasq's log and
+/// users write them.
+pub fn qtype_from_name(name: &str) -> Option<u16> {
+    let upper = name.to_ascii_uppercase();
+    if let Some(n) = upper.strip_prefix("TYPE") {
+        return n.parse().ok();
+    }
+    (0..=255u16).find(|&t| qtype_name(t) == upper)
+}
+
+/// The name of a response code, for display.
+pub fn rcode_name(rcode: u16) -> String {
+    let known = match rcode {
+        0 => "NOERROR",
+        1 => "FORMERR",
+        2 => "SERVFAIL",
+        3 => "NXDOMAIN",
+        4 => "NOTIMP",
+        5 => "REFUSED",
+        _ => return format!("RCODE{rcode}"),
+    };
+    known.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_lowercased_and_escaped() {
+        let labels: [&[u8]; 3] = [b"WwW", b"a.b\\c", b"x\x00<\xff"];
+        assert_eq!(name_from_labels(labels), "www.a\\.b\\\\c.x\\000<\\255");
+    }
+
+    #[test]
+    fn presentation_form_is_canonicalised() {
+        assert_eq!(normalize_name("Shop.Example.TEST."), "shop.example.test");
+        assert_eq!(normalize_name("a\\046b.c"), "a\\.b.c");
+        assert_eq!(normalize_name("x\\065y"), "xay");
+        assert_eq!(normalize_name("caf\u{e9}.test"), "caf\\195\\169.test");
+        assert_eq!(normalize_name("<script>.test"), "<script>.test");
+        assert_eq!(normalize_name("tab\there"), "tab\\009here");
+    }
+
+    #[test]
+    fn both_forms_agree() {
+        let labels: [&[u8]; 2] = [b"a.b", b"\x07"];
+        let packet = name_from_labels(labels);
+        assert_eq!(normalize_name(&packet), packet);
+    }
+
+    #[test]
+    fn overlong_names_are_cut_on_an_escape_boundary() {
+        let label = [0xffu8; 63];
+        let labels = [&label[..], &label[..], &label[..], &label[..], &label[..]];
+        let name = name_from_labels(labels);
+        assert!(name.len() <= MAX_NAME_CHARS, "{}", name.len());
+        assert!(name.ends_with("\\~"));
+        let body = name.strip_suffix("\\~").unwrap();
+        assert!(body.ends_with("\\255") || body.ends_with('.'), "{body}");
+        assert!(normalize_name(&"a".repeat(5000)).len() <= MAX_NAME_CHARS);
+    }
+
+    #[test]
+    fn canonical_name_follows_the_chain() {
+        let obs = DnsObservation {
+            ts_ms: 0,
+            client: "10.0.0.2".parse().unwrap(),
+            qname: "cdn.example.test".into(),
+            qtype: 1,
+            rcode: Some(0),
+            answers: vec![
+                DnsAnswer {
+                    name: "cdn.example.test".into(),
+                    ttl: Some(60),
+                    data: AnswerData::Cname("edge.cdn-provider.test".into()),
+                },
+                DnsAnswer {
+                    name: "edge.cdn-provider.test".into(),
+                    ttl: Some(60),
+                    data: AnswerData::Addr("203.0.113.81".parse().unwrap()),
+                },
+            ],
+            source: DnsSource::Packet,
+        };
+        assert_eq!(obs.canonical_name(), Some("edge.cdn-provider.test"));
+        assert_eq!(obs.addresses().count(), 1);
+    }
+
+    #[test]
+    fn qtype_names_round_trip() {
+        for t in [1, 28, 5, 65, 12, 255, 4242] {
+            assert_eq!(qtype_from_name(&qtype_name(t)), Some(t));
+        }
+        assert_eq!(qtype_from_name("aaaa"), Some(28));
+    }
+}

@@ -1,0 +1,416 @@
+//! DNS in the writer: storing queries and answers, and giving each flow the name its
+//! own client resolved to its destination (issue "DNS", DESIGN §3).
+//!
+//! Attribution runs when a flow is first stored: the most recent answer that gave the
+//! flow's destination address *to the flow's client* no later than the flow's start
+//! decides its name — the name the client asked for, with the end of any CNAME chain
+//! kept as the canonical name. Its confidence:
+//!
+//! - **exact** ([`MATCH_EXACT`]): that answer was still valid (TTL + slack) when the
+//!   flow started;
+//! - **stale** ([`MATCH_STALE`]): the client's answer had expired (a cached address);
+//! - **other client** ([`MATCH_OTHER_CLIENT`]): only another client resolved the
+//!   address — a guess, shown as one;
+//! - none: no answer ever named the address.
+//!
+//! The answer and the flow travel on different paths (NFQUEUE vs conntrack; the
+//! conntrack collector coalesces per tick), so a flow can be stored a moment before the
+//! answer that explains it. Flows stored without an exact match wait in
+//! [`DnsState::pending`] for [`PENDING_MS`]; an answer arriving in that window upgrades
+//! them in place.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::config;
+use crate::dns::DnsObservation;
+
+pub const MATCH_EXACT: i64 = 1;
+pub const MATCH_STALE: i64 = 2;
+pub const MATCH_OTHER_CLIENT: i64 = 3;
+
+/// The name of a `flows.dns_match` value, as the API and pages show it.
+pub fn match_name(m: Option<i64>) -> &'static str {
+    match m {
+        Some(MATCH_EXACT) => "exact",
+        Some(MATCH_STALE) => "stale",
+        Some(MATCH_OTHER_CLIENT) => "other-client",
+        _ => "none",
+    }
+}
+
+/// How long a flow stored without an exact match waits for a late answer.
+const PENDING_MS: i64 = 30_000;
+/// Most flows waiting at once; past it the oldest stop waiting (a burst of flows to
+/// addresses nobody resolved must not grow the writer's memory).
+const PENDING_CAP: usize = 100_000;
+/// An answer observed up to this long after the flow's recorded start still explains it:
+/// kernel start stamps and netmon's observation times come from different clocks'
+/// readings, and the dnsmasq log has whole-second times.
+const CLOCK_SKEW_MS: i64 = 1_000;
+/// Interned names kept in memory; past it the cache restarts (the table is the truth).
+const NAME_CACHE_CAP: usize = 50_000;
+const MINUTE_MS: i64 = 60_000;
+
+/// The writer's DNS memory across ticks.
+pub struct DnsState {
+    assumed_ttl_ms: i64,
+    slack_ms: i64,
+    /// name → dns_names.id.
+    names: HashMap<String, i64>,
+    /// (client, destination) → flows stored recently without an exact match.
+    pending: HashMap<(IpAddr, IpAddr), Vec<PendingFlow>>,
+    /// Insertion order of `pending`, for expiry.
+    pending_order: VecDeque<(i64, (IpAddr, IpAddr))>,
+    pending_len: usize,
+    /// Distinct names per (device, minute) of the open minutes, for true unions.
+    name_sets: HashMap<(i64, i64), HashSet<i64>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PendingFlow {
+    row_id: i64,
+    first_seen: i64,
+    device_id: Option<i64>,
+    remote_host_id: Option<i64>,
+}
+
+/// What one flow was matched to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsMatch {
+    pub qname_id: i64,
+    pub cname_id: Option<i64>,
+    pub confidence: i64,
+}
+
+/// One remote host ↔ name link as one tick saw it: (first, last, flows, last device).
+type HostDomain = (i64, i64, u64, Option<i64>);
+
+/// One tick's DNS rollups.
+#[derive(Default)]
+pub struct DnsAcc {
+    /// (device, minute) → (queries, NXDOMAIN answers).
+    minutes: HashMap<(i64, i64), (u64, u64)>,
+    /// (remote host, name) → what this tick saw of that link.
+    host_domains: HashMap<(i64, i64), HostDomain>,
+    pub queries: u64,
+}
+
+impl DnsState {
+    pub fn new(c: &config::Dns) -> DnsState {
+        DnsState {
+            assumed_ttl_ms: i64::from(c.log_assumed_ttl_s) * 1000,
+            slack_ms: i64::from(c.attribution_slack_s) * 1000,
+            names: HashMap::new(),
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            pending_len: 0,
+            name_sets: HashMap::new(),
+        }
+    }
+
+    /// The id of a canonical name, interned on first sight.
+    fn name_id(&mut self, tx: &Transaction, name: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.names.get(name) {
+            return Ok(*id);
+        }
+        let existing: Option<i64> = tx
+            .prepare_cached("SELECT id FROM dns_names WHERE name = ?1")?
+            .query_row([name], |r| r.get(0))
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                tx.prepare_cached("INSERT INTO dns_names (name) VALUES (?1)")?
+                    .execute([name])?;
+                tx.last_insert_rowid()
+            }
+        };
+        if self.names.len() >= NAME_CACHE_CAP {
+            self.names.clear();
+        }
+        self.names.insert(name.to_owned(), id);
+        Ok(id)
+    }
+
+    /// Forgets what no longer matters: waiting flows past [`PENDING_MS`] (or past the
+    /// cap) and name sets of closed minutes. Called once per tick.
+    pub fn expire(&mut self, now: i64) {
+        while let Some(&(at, key)) = self.pending_order.front() {
+            if at >= now - PENDING_MS && self.pending_len <= PENDING_CAP {
+                break;
+            }
+            self.pending_order.pop_front();
+            if let Some(flows) = self.pending.get_mut(&key) {
+                let before = flows.len();
+                flows.retain(|f| f.first_seen >= now - PENDING_MS);
+                if self.pending_len > PENDING_CAP && flows.len() == before {
+                    flows.clear();
+                }
+                self.pending_len -= before - flows.len();
+                if flows.is_empty() {
+                    self.pending.remove(&key);
+                }
+            }
+        }
+        let newest = self.name_sets.keys().map(|(_, m)| *m).max().unwrap_or(0);
+        self.name_sets
+            .retain(|(_, m), _| *m >= newest - 2 * MINUTE_MS);
+    }
+
+    /// The name for a new outbound flow from `client` to `dst` starting at `first_seen`
+    /// (see the module docs). A flow without an exact match waits for a late answer.
+    pub fn attribute(
+        &mut self,
+        tx: &Transaction,
+        client: IpAddr,
+        dst: IpAddr,
+        first_seen: i64,
+    ) -> rusqlite::Result<Option<DnsMatch>> {
+        let (client_text, dst_text) = (client.to_string(), dst.to_string());
+        let own: Option<(i64, Option<i64>, i64, Option<i64>)> = tx
+            .prepare_cached(
+                "SELECT ts, ttl, qname_id, cname_id FROM dns_answers
+                 WHERE ip = ?1 AND client = ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT 1",
+            )?
+            .query_row(
+                params![dst_text, client_text, first_seen + CLOCK_SKEW_MS],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?;
+        let found = match own {
+            Some((ts, ttl, qname_id, cname_id)) => {
+                let valid_until = ts + self.ttl_ms(ttl) + self.slack_ms;
+                let confidence = if first_seen <= valid_until {
+                    MATCH_EXACT
+                } else {
+                    MATCH_STALE
+                };
+                Some(DnsMatch {
+                    qname_id,
+                    cname_id,
+                    confidence,
+                })
+            }
+            None => tx
+                .prepare_cached(
+                    "SELECT qname_id, cname_id FROM dns_answers
+                     WHERE ip = ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT 1",
+                )?
+                .query_row(params![dst_text, first_seen + CLOCK_SKEW_MS], |r| {
+                    Ok(DnsMatch {
+                        qname_id: r.get(0)?,
+                        cname_id: r.get(1)?,
+                        confidence: MATCH_OTHER_CLIENT,
+                    })
+                })
+                .optional()?,
+        };
+        Ok(found)
+    }
+
+    /// Registers a stored flow: links its remote host to its name, and lets a flow
+    /// without an exact match wait for a late answer.
+    pub fn flow_stored(
+        &mut self,
+        acc: &mut DnsAcc,
+        client: IpAddr,
+        dst: IpAddr,
+        flow: (i64, i64),
+        row: (Option<i64>, Option<i64>),
+        found: Option<DnsMatch>,
+    ) {
+        let (row_id, first_seen) = flow;
+        let (device_id, remote_host_id) = row;
+        if let (Some(m), Some(host)) = (found, remote_host_id) {
+            link_host(acc, host, m.qname_id, first_seen, device_id);
+        }
+        if found.is_some_and(|m| m.confidence == MATCH_EXACT) {
+            return;
+        }
+        self.pending
+            .entry((client, dst))
+            .or_default()
+            .push(PendingFlow {
+                row_id,
+                first_seen,
+                device_id,
+                remote_host_id,
+            });
+        self.pending_order.push_back((first_seen, (client, dst)));
+        self.pending_len += 1;
+    }
+
+    fn ttl_ms(&self, ttl: Option<i64>) -> i64 {
+        ttl.map_or(self.assumed_ttl_ms, |t| t.max(0) * 1000)
+    }
+}
+
+fn link_host(acc: &mut DnsAcc, host: i64, qname_id: i64, at: i64, device: Option<i64>) {
+    let e = acc
+        .host_domains
+        .entry((host, qname_id))
+        .or_insert((at, at, 0, device));
+    e.0 = e.0.min(at);
+    if at >= e.1 {
+        e.1 = at;
+        e.3 = device.or(e.3);
+    }
+    e.2 += 1;
+}
+
+/// Stores one batch of observations. `device_of` gives the device of a LAN client
+/// (creating it on first sight), `None` for other clients.
+pub fn apply_dns(
+    tx: &Transaction,
+    observations: &[DnsObservation],
+    state: &mut DnsState,
+    acc: &mut DnsAcc,
+    mut device_of: impl FnMut(IpAddr, i64) -> rusqlite::Result<Option<i64>>,
+) -> rusqlite::Result<()> {
+    for obs in observations {
+        let qname_id = state.name_id(tx, &obs.qname)?;
+        let cname_id = match obs.canonical_name() {
+            Some(name) => Some(state.name_id(tx, name)?),
+            None => None,
+        };
+        let device_id = device_of(obs.client, obs.ts_ms)?;
+        let client = obs.client.to_string();
+        let addresses: Vec<(IpAddr, Option<u32>)> = obs.addresses().collect();
+        tx.prepare_cached(
+            "INSERT INTO dns_queries (ts, client, device_id, qname_id, qtype, rcode, answers,
+                 cname_id, source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            obs.ts_ms,
+            client,
+            device_id,
+            qname_id,
+            obs.qtype,
+            obs.rcode,
+            addresses.len() as i64,
+            cname_id,
+            obs.source.as_str()
+        ])?;
+        let query_id = tx.last_insert_rowid();
+        acc.queries += 1;
+        if let Some(device) = device_id {
+            let minute = obs.ts_ms - obs.ts_ms.rem_euclid(MINUTE_MS);
+            let m = acc.minutes.entry((device, minute)).or_default();
+            m.0 += 1;
+            m.1 += u64::from(obs.is_nxdomain());
+            state
+                .name_sets
+                .entry((device, minute))
+                .or_default()
+                .insert(qname_id);
+        }
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, cname_id, query_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for &(ip, ttl) in &addresses {
+            insert.execute(params![
+                ip.to_string(),
+                client,
+                obs.ts_ms,
+                ttl,
+                qname_id,
+                cname_id,
+                query_id
+            ])?;
+            upgrade_waiting(tx, state, acc, obs, ip, (qname_id, cname_id), ttl)?;
+        }
+    }
+    Ok(())
+}
+
+/// Flows stored just before this answer arrived, from its client to one of its
+/// addresses and starting after it, get its name as an exact match.
+fn upgrade_waiting(
+    tx: &Transaction,
+    state: &mut DnsState,
+    acc: &mut DnsAcc,
+    obs: &DnsObservation,
+    ip: IpAddr,
+    names: (i64, Option<i64>),
+    ttl: Option<u32>,
+) -> rusqlite::Result<()> {
+    let Some(waiting) = state.pending.get_mut(&(obs.client, ip)) else {
+        return Ok(());
+    };
+    let valid_until =
+        obs.ts_ms + ttl.map_or(state.assumed_ttl_ms, |t| i64::from(t) * 1000) + state.slack_ms;
+    let mut update = tx.prepare_cached(
+        "UPDATE flows SET qname_id = ?2, cname_id = ?3, dns_match = ?4 WHERE id = ?1",
+    )?;
+    let before = waiting.len();
+    let mut upgraded = Vec::new();
+    waiting.retain(|f| {
+        let explains = f.first_seen + CLOCK_SKEW_MS >= obs.ts_ms && f.first_seen <= valid_until;
+        if explains {
+            upgraded.push(*f);
+        }
+        !explains
+    });
+    state.pending_len -= before - waiting.len();
+    if waiting.is_empty() {
+        state.pending.remove(&(obs.client, ip));
+    }
+    for f in upgraded {
+        update.execute(params![f.row_id, names.0, names.1, MATCH_EXACT])?;
+        if let Some(host) = f.remote_host_id {
+            link_host(acc, host, names.0, f.first_seen, f.device_id);
+        }
+        metrics::counter!("netmon_dns_late_attributions_total").increment(1);
+    }
+    Ok(())
+}
+
+/// Writes the tick's DNS rollups: per-device minutes and remote host ↔ name links.
+pub fn write_dns_rollups(
+    tx: &Transaction,
+    acc: &mut DnsAcc,
+    state: &DnsState,
+) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names)
+         VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (device_id, minute) DO UPDATE SET
+             queries = queries + excluded.queries,
+             nxdomain = nxdomain + excluded.nxdomain,
+             names = max(names, excluded.names)",
+    )?;
+    for (&(device, minute), &(queries, nx)) in &acc.minutes {
+        let names = state
+            .name_sets
+            .get(&(device, minute))
+            .map_or(0, HashSet::len);
+        stmt.execute(params![
+            device,
+            minute,
+            queries as i64,
+            nx as i64,
+            names as i64
+        ])?;
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen,
+             flows, last_device_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (remote_host_id, qname_id) DO UPDATE SET
+             first_seen = min(first_seen, excluded.first_seen),
+             last_device_id = CASE WHEN excluded.last_seen >= last_seen
+                 THEN coalesce(excluded.last_device_id, last_device_id) ELSE last_device_id END,
+             last_seen = max(last_seen, excluded.last_seen),
+             flows = flows + excluded.flows",
+    )?;
+    for (&(host, name), &(first, last, flows, device)) in &acc.host_domains {
+        stmt.execute(params![host, name, first, last, flows as i64, device])?;
+    }
+    metrics::counter!("netmon_dns_queries_stored_total").increment(acc.queries);
+    Ok(())
+}
