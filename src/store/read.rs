@@ -5,13 +5,14 @@
 //! handful of `SQLITE_OPEN_READ_ONLY` connections used inside `spawn_blocking`, so a
 //! slow query never stalls the async runtime and, thanks to WAL, never blocks a commit.
 //!
-//! Filters arrive as query-string text ([`FlowQuery`], [`HostQuery`]) and are parsed
-//! into typed, bounded filters ([`FlowFilter`], [`HostFilter`]) before any SQL is built:
+//! Filters arrive as query-string text ([`FlowQuery`], [`HostQuery`], [`DnsQuery`]) and
+//! are parsed into typed, bounded filters ([`FlowFilter`], [`HostFilter`], [`DnsFilter`])
+//! before any SQL is built:
 //! an invalid value becomes a [`FilterError`] naming the parameter, never a query.
 //! The same filter renders back to a canonical query string
 //! ([`FlowFilter::to_query`]), so every view is a shareable link.
 //!
-//! Page functions ([`dashboard`], [`device_page`], [`remote_host_page`]) gather
+//! Page functions ([`dashboard`], [`device_page`], [`remote_host_page`], [`dns_log`]) gather
 //! everything one page shows; [`ReadPool::run`] wraps each call in one read
 //! transaction, so a page's numbers all come from the same snapshot.
 //!
@@ -207,6 +208,8 @@ pub struct FlowQuery {
     pub host: Option<String>,
     pub port: Option<String>,
     pub proto: Option<String>,
+    /// A domain: the flows whose asked-for name is it or ends in `.` + it.
+    pub domain: Option<String>,
     pub sort: Option<String>,
     pub order: Option<String>,
     pub page: Option<String>,
@@ -348,6 +351,9 @@ pub struct FlowFilter {
     /// Matches the original source or destination port.
     pub port: Option<u16>,
     pub proto: Option<u8>,
+    /// Canonical name (see [`parse_domain`]): the flow's asked-for name is this name or
+    /// one of its subdomains.
+    pub domain: Option<String>,
     pub sort: FlowSort,
     pub order: Order,
     /// 1-based.
@@ -366,6 +372,7 @@ impl Default for FlowFilter {
             remote_host_id: None,
             port: None,
             proto: None,
+            domain: None,
             sort: FlowSort::LastSeen,
             order: FlowSort::LastSeen.default_order(),
             page: 1,
@@ -402,6 +409,30 @@ fn parse_per_page(v: &Option<String>, default: u32) -> Result<u32, FilterError> 
             .filter(|p| (1..=MAX_PER_PAGE).contains(p))
             .ok_or_else(|| bad("per_page", s, "a number of rows from 1 to 500"))
     })
+}
+
+/// Longest domain filter accepted, in characters: the longest DNS name in presentation
+/// form (RFC 1035 §2.3.4: 255 octets on the wire).
+pub const MAX_DOMAIN_FILTER_CHARS: usize = 253;
+
+/// A domain filter (`domain=` on flows, `name=` on the DNS log) in the canonical form
+/// names are stored in ([`crate::dns::normalize_name`]: lowercase, `\DDD` escapes), so
+/// `Shop.Example.TEST.` finds `shop.example.test`. Leading dots and a leading `*.` are
+/// dropped: `*.example.test` and `.example.test` mean what `example.test` means.
+pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterError> {
+    const EXPECTED: &str = "a domain name such as example.com (at most 253 characters)";
+    if text.chars().count() > MAX_DOMAIN_FILTER_CHARS {
+        return Err(bad(param, text, EXPECTED));
+    }
+    let bare = text
+        .strip_prefix("*.")
+        .unwrap_or(text)
+        .trim_start_matches('.');
+    let name = crate::dns::normalize_name(bare);
+    if name.is_empty() {
+        return Err(bad(param, text, EXPECTED));
+    }
+    Ok(name)
 }
 
 fn parse_order(v: &Option<String>, default: Order) -> Result<Order, FilterError> {
@@ -483,6 +514,9 @@ impl FlowFilter {
                 })
             })
             .transpose()?;
+        let domain = given(&q.domain)
+            .map(|s| parse_domain("domain", s))
+            .transpose()?;
         let sort = match given(&q.sort) {
             None | Some("last_seen") => FlowSort::LastSeen,
             Some("bytes") => FlowSort::Bytes,
@@ -500,6 +534,7 @@ impl FlowFilter {
             remote_host_id,
             port,
             proto,
+            domain,
             sort,
             order,
             page: parse_page(&q.page)?,
@@ -535,6 +570,9 @@ impl FlowFilter {
         }
         if let Some(proto) = self.proto {
             q.push("proto", &crate::flow::proto_name(proto));
+        }
+        if let Some(domain) = &self.domain {
+            q.push("domain", domain);
         }
         if self.sort != d.sort {
             q.push("sort", self.sort.as_str());
@@ -604,7 +642,7 @@ impl QueryString {
 /// Remote host list parameters as they arrive in a query string.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct HostQuery {
-    /// Address or reverse-DNS name text (substring).
+    /// Address prefix, or reverse-DNS name or domain text (substring).
     pub q: Option<String>,
     pub sort: Option<String>,
     pub order: Option<String>,
@@ -734,6 +772,163 @@ impl HostFilter {
     }
 }
 
+/// DNS log parameters as they arrive in a query string (`/dns` and `/api/dns`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct DnsQuery {
+    /// A device id.
+    pub device: Option<String>,
+    /// The asking address: complete, or its first characters.
+    pub client: Option<String>,
+    /// A domain: the name asked for is it or one of its subdomains.
+    pub name: Option<String>,
+    /// A query type: `A`, `AAAA`, `HTTPS`, … or `TYPEnnn`.
+    #[serde(rename = "type")]
+    pub qtype: Option<String>,
+    /// A response code name (`NXDOMAIN`, …), or `none` for queries no answer was seen to.
+    pub rcode: Option<String>,
+    pub page: Option<String>,
+    pub per_page: Option<String>,
+}
+
+/// Which response codes the DNS log shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RcodeMatch {
+    /// This code (RFC 1035 §4.1.1, RFC 6895 §2.3: 0-4095 with extended codes).
+    Code(u16),
+    /// No answer was seen (`rcode IS NULL`).
+    Unanswered,
+}
+
+impl RcodeMatch {
+    /// The query-string value: the code's name, or `none`.
+    pub fn as_param(self) -> String {
+        match self {
+            RcodeMatch::Code(code) => crate::dns::rcode_name(code),
+            RcodeMatch::Unanswered => "none".to_owned(),
+        }
+    }
+}
+
+/// Response codes an answer header can carry with EDNS (12 bits).
+const MAX_RCODE: u16 = 4095;
+
+fn parse_rcode(text: &str) -> Result<RcodeMatch, FilterError> {
+    const EXPECTED: &str = "NOERROR, NXDOMAIN, SERVFAIL, REFUSED, FORMERR, NOTIMP, a code 0-4095, or `none` (no answer seen)";
+    let upper = text.to_ascii_uppercase();
+    if upper == "NONE" {
+        return Ok(RcodeMatch::Unanswered);
+    }
+    upper
+        .strip_prefix("RCODE")
+        .unwrap_or(&upper)
+        .parse::<u16>()
+        .ok()
+        .or_else(|| (0..=5).find(|&c| crate::dns::rcode_name(c) == upper))
+        .filter(|c| *c <= MAX_RCODE)
+        .map(RcodeMatch::Code)
+        .ok_or_else(|| bad("rcode", text, EXPECTED))
+}
+
+fn parse_qtype(text: &str) -> Result<u16, FilterError> {
+    text.parse::<u16>()
+        .ok()
+        .or_else(|| crate::dns::qtype_from_name(text))
+        .ok_or_else(|| {
+            bad(
+                "type",
+                text,
+                "a query type such as A, AAAA, HTTPS, MX, TXT, or TYPEnnn",
+            )
+        })
+}
+
+/// A parsed, bounded DNS log filter; the default is every query, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsFilter {
+    pub device_id: Option<i64>,
+    pub client: Option<AddrMatch>,
+    /// Canonical name (see [`parse_domain`]); subdomains match too.
+    pub name: Option<String>,
+    pub qtype: Option<u16>,
+    pub rcode: Option<RcodeMatch>,
+    /// 1-based.
+    pub page: u32,
+    pub per_page: u32,
+}
+
+impl Default for DnsFilter {
+    fn default() -> Self {
+        DnsFilter {
+            device_id: None,
+            client: None,
+            name: None,
+            qtype: None,
+            rcode: None,
+            page: 1,
+            per_page: DEFAULT_PER_PAGE,
+        }
+    }
+}
+
+impl DnsFilter {
+    /// Parses and bounds every parameter; the first invalid one is the error.
+    pub fn parse(q: &DnsQuery) -> Result<DnsFilter, FilterError> {
+        Ok(DnsFilter {
+            device_id: given(&q.device)
+                .map(|s| parse_id("device", s))
+                .transpose()?,
+            client: given(&q.client)
+                .map(|s| AddrMatch::parse("client", s))
+                .transpose()?,
+            name: given(&q.name)
+                .map(|s| parse_domain("name", s))
+                .transpose()?,
+            qtype: given(&q.qtype).map(parse_qtype).transpose()?,
+            rcode: given(&q.rcode).map(parse_rcode).transpose()?,
+            page: parse_page(&q.page)?,
+            per_page: parse_per_page(&q.per_page, DEFAULT_PER_PAGE)?,
+        })
+    }
+
+    /// Canonical query string without defaults: `parse(to_query(f)) == f`.
+    pub fn to_query(&self) -> String {
+        let mut q = QueryString::default();
+        if let Some(id) = self.device_id {
+            q.push("device", &id.to_string());
+        }
+        if let Some(client) = &self.client {
+            q.push("client", client.as_str());
+        }
+        if let Some(name) = &self.name {
+            q.push("name", name);
+        }
+        if let Some(t) = self.qtype {
+            q.push("type", &crate::dns::qtype_name(t));
+        }
+        if let Some(r) = self.rcode {
+            q.push("rcode", &r.as_param());
+        }
+        if self.page != 1 {
+            q.push("page", &self.page.to_string());
+        }
+        if self.per_page != DEFAULT_PER_PAGE {
+            q.push("per_page", &self.per_page.to_string());
+        }
+        q.0
+    }
+
+    pub fn with_page(&self, page: u32) -> DnsFilter {
+        DnsFilter {
+            page,
+            ..self.clone()
+        }
+    }
+
+    fn offset(&self) -> i64 {
+        i64::from(self.page - 1) * i64::from(self.per_page)
+    }
+}
+
 /// `LIKE` pattern text with `%`, `_` and the escape character itself escaped, for use
 /// with `ESCAPE '\'`: user text is matched literally, never as a wildcard.
 pub fn escape_like(text: &str) -> String {
@@ -779,6 +974,20 @@ fn addr_clause(w: &mut Where, column: &str, m: &AddrMatch) {
     }
 }
 
+/// `column` (a `dns_names` id) is `name` or a subdomain of it. The label boundary is
+/// the `.` in the pattern: `shop.test` matches `a.shop.test`, never `xshop.test`; the
+/// name's own `%`, `_` and `\` are literal. `dns_names` holds each name once, so the
+/// suffix scan runs over distinct names, not over flows or queries.
+fn domain_clause(w: &mut Where, column: &str, name: &str) {
+    w.add(
+        format!("{column} IN (SELECT id FROM dns_names WHERE name = ? OR name LIKE ? ESCAPE '\\')"),
+        [
+            Value::Text(name.to_owned()),
+            Value::Text(format!("%.{}", escape_like(name))),
+        ],
+    );
+}
+
 fn flow_where(f: &FlowFilter) -> Where {
     let mut w = Where::default();
     match f.show {
@@ -815,6 +1024,31 @@ fn flow_where(f: &FlowFilter) -> Where {
     }
     if let Some(proto) = f.proto {
         w.add("f.proto = ?", [Value::Integer(proto.into())]);
+    }
+    if let Some(name) = &f.domain {
+        domain_clause(&mut w, "f.qname_id", name);
+    }
+    w
+}
+
+fn dns_where(f: &DnsFilter) -> Where {
+    let mut w = Where::default();
+    if let Some(id) = f.device_id {
+        w.add("q.device_id = ?", [Value::Integer(id)]);
+    }
+    if let Some(m) = &f.client {
+        addr_clause(&mut w, "q.client", m);
+    }
+    if let Some(name) = &f.name {
+        domain_clause(&mut w, "q.qname_id", name);
+    }
+    if let Some(t) = f.qtype {
+        w.add("q.qtype = ?", [Value::Integer(t.into())]);
+    }
+    match f.rcode {
+        Some(RcodeMatch::Code(code)) => w.add("q.rcode = ?", [Value::Integer(code.into())]),
+        Some(RcodeMatch::Unanswered) => w.add("q.rcode IS NULL", []),
+        None => {}
     }
     w
 }
@@ -876,6 +1110,14 @@ pub struct FlowRow {
     /// Shown on pages; not part of the flow API.
     #[serde(skip)]
     pub remote_rdns: Option<String>,
+    /// The name the flow's client asked for when it resolved the destination (canonical
+    /// text, see [`crate::dns`]); for a CNAME chain, the start of the chain.
+    pub domain: Option<String>,
+    /// The end of the CNAME chain, when there was one.
+    pub domain_canonical: Option<String>,
+    /// How sure the domain is: `exact`, `stale`, `other-client` or `none`
+    /// ([`crate::store::dns::match_name`]).
+    pub dns_match: &'static str,
 }
 
 const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
@@ -885,7 +1127,7 @@ const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
      f.bytes_up, f.bytes_down, f.packets_up, f.packets_down, \
      f.first_seen, f.last_seen, f.ended_at, \
      f.device_id, coalesce(nullif(d.name, ''), nullif(d.hostname, '')), \
-     f.remote_host_id, r.rdns";
+     f.remote_host_id, r.rdns, qn.name, cn.name, f.dns_match";
 
 fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
     Ok(FlowRow {
@@ -917,7 +1159,189 @@ fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
         device_name: row.get(25)?,
         remote_host_id: row.get(26)?,
         remote_rdns: row.get(27)?,
+        domain: row.get(28)?,
+        domain_canonical: row.get(29)?,
+        dns_match: crate::store::dns::match_name(row.get(30)?),
     })
+}
+
+/// One DNS query as the log page and `/api/dns` show it, names and device joined in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRow {
+    pub id: i64,
+    /// Unix ms of the answer, or of the query when none was seen.
+    pub ts: i64,
+    pub client: String,
+    pub device_id: Option<i64>,
+    /// The owner's name for the device, else its DHCP hostname.
+    pub device_name: Option<String>,
+    /// The name asked for (canonical text); `None` only if its `dns_names` row is gone.
+    pub name: Option<String>,
+    pub qtype: u16,
+    /// `None`: no answer was seen.
+    pub rcode: Option<u16>,
+    /// Address records in the answer.
+    pub answers: i64,
+    /// The end of the CNAME chain, when there was one.
+    pub canonical: Option<String>,
+    /// `packet` or `log`.
+    pub source: String,
+}
+
+/// One page of the DNS log plus the total matching the filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPage {
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub queries: Vec<DnsRow>,
+}
+
+impl DnsPage {
+    pub fn pages(&self) -> u32 {
+        page_count(self.total, self.per_page)
+    }
+}
+
+/// The DNS queries matching `filter`, newest first (ties by id), one page. As for
+/// [`flows`], the page's ids are chosen on the indexes of `dns_queries` alone and only
+/// those rows are joined to their names and device.
+pub fn dns_queries(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<DnsPage> {
+    let w = dns_where(filter);
+    let total: i64 = conn
+        .prepare_cached(&format!("SELECT count(*) FROM dns_queries q{}", w.sql()))?
+        .query_row(params_from_iter(w.params.iter()), |r| r.get(0))?;
+    let sql = format!(
+        "SELECT q.id, q.ts, q.client, q.device_id, \
+         coalesce(nullif(d.name, ''), nullif(d.hostname, '')), \
+         n.name, q.qtype, q.rcode, q.answers, c.name, q.source FROM \
+         (SELECT q.id FROM dns_queries q{where_} ORDER BY q.ts DESC, q.id DESC LIMIT ? OFFSET ?) page \
+         JOIN dns_queries q ON q.id = page.id \
+         LEFT JOIN devices d ON d.id = q.device_id \
+         LEFT JOIN dns_names n ON n.id = q.qname_id \
+         LEFT JOIN dns_names c ON c.id = q.cname_id \
+         ORDER BY q.ts DESC, q.id DESC",
+        where_ = w.sql(),
+    );
+    let mut params = w.params;
+    params.push(Value::Integer(filter.per_page.into()));
+    params.push(Value::Integer(filter.offset()));
+    let queries = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(params.iter()), |r| {
+            Ok(DnsRow {
+                id: r.get(0)?,
+                ts: r.get(1)?,
+                client: r.get(2)?,
+                device_id: r.get(3)?,
+                device_name: r.get(4)?,
+                name: r.get(5)?,
+                qtype: r.get(6)?,
+                rcode: r.get(7)?,
+                answers: r.get(8)?,
+                canonical: r.get(9)?,
+                source: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(DnsPage {
+        total: u64::try_from(total).unwrap_or(0),
+        page: filter.page,
+        per_page: filter.per_page,
+        queries,
+    })
+}
+
+/// A name a device asked for, with how often and when last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainCount {
+    pub name: String,
+    pub queries: i64,
+    pub last_seen: i64,
+}
+
+/// Names a device page lists.
+pub const MAX_TOP_DOMAINS: u32 = 25;
+
+/// The names a device asked for most since `since_ms`, busiest first. Counted on the
+/// `(device_id, ts)` index over that device's queries only; names are joined to the
+/// winners alone.
+pub fn device_top_domains(
+    conn: &Connection,
+    id: i64,
+    since_ms: i64,
+) -> rusqlite::Result<Vec<DomainCount>> {
+    conn.prepare_cached(
+        "SELECT n.name, t.queries, t.last_seen FROM \
+         (SELECT qname_id, count(*) AS queries, max(ts) AS last_seen FROM dns_queries \
+          WHERE device_id = ? AND ts >= ? GROUP BY qname_id \
+          ORDER BY queries DESC, last_seen DESC, qname_id LIMIT ?) t \
+         JOIN dns_names n ON n.id = t.qname_id \
+         ORDER BY t.queries DESC, t.last_seen DESC, t.qname_id",
+    )?
+    .query_map(params![id, since_ms, MAX_TOP_DOMAINS], |r| {
+        Ok(DomainCount {
+            name: r.get(0)?,
+            queries: r.get(1)?,
+            last_seen: r.get(2)?,
+        })
+    })?
+    .collect()
+}
+
+/// One row of `dns_device_minutes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DnsMinute {
+    /// Start of the UTC minute, unix ms.
+    pub minute: i64,
+    pub queries: i64,
+    pub nxdomain: i64,
+    /// Distinct names asked that minute.
+    pub names: i64,
+}
+
+/// A device's DNS minute rollups from `since_ms` on, oldest first; at most
+/// [`MAX_MINUTES`] (the latest ones when there are more).
+pub fn device_dns_minutes(
+    conn: &Connection,
+    id: i64,
+    since_ms: i64,
+) -> rusqlite::Result<Vec<DnsMinute>> {
+    let mut rows = conn
+        .prepare_cached(
+            "SELECT minute, queries, nxdomain, names FROM dns_device_minutes \
+             WHERE device_id = ? AND minute >= ? ORDER BY minute DESC LIMIT ?",
+        )?
+        .query_map(params![id, since_ms, MAX_MINUTES], |r| {
+            Ok(DnsMinute {
+                minute: r.get(0)?,
+                queries: r.get(1)?,
+                nxdomain: r.get(2)?,
+                names: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+/// The DNS part of a device page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceDns {
+    /// Over the top-domains window (a day).
+    pub top_domains: Vec<DomainCount>,
+    /// Over the page's chart window.
+    pub minutes: Vec<DnsMinute>,
+}
+
+impl DeviceDns {
+    /// Queries and NXDOMAIN answers over the chart window (the same minutes the chart
+    /// shows, so the ratio and the bars always agree).
+    pub fn totals(&self) -> (i64, i64) {
+        self.minutes
+            .iter()
+            .fold((0, 0), |(q, nx), m| (q + m.queries, nx + m.nxdomain))
+    }
 }
 
 /// Pages needed for `total` rows, `per_page` at a time (at least one, even when empty).
@@ -950,8 +1374,8 @@ impl FlowPage {
 /// The flows matching `filter`, one page, sorted with ties broken by id.
 ///
 /// The page's ids are chosen first in a subquery and only those ~50 rows are joined to
-/// their device and remote host: the sort never drags joined columns through a
-/// million-row scan.
+/// their device, remote host and domain names: the sort never drags joined columns
+/// through a million-row scan.
 pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPage> {
     let w = flow_where(filter);
     let total: i64 = conn
@@ -964,6 +1388,8 @@ pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPag
          JOIN flows f ON f.id = page.id \
          LEFT JOIN devices d ON d.id = f.device_id \
          LEFT JOIN remote_hosts r ON r.id = f.remote_host_id \
+         LEFT JOIN dns_names qn ON qn.id = f.qname_id \
+         LEFT JOIN dns_names cn ON cn.id = f.cname_id \
          ORDER BY {order}",
         where_ = w.sql(),
     );
@@ -1087,10 +1513,17 @@ pub struct RemoteHostRow {
     pub bytes_up: i64,
     pub bytes_down: i64,
     pub flows: i64,
+    /// The name most flows reached it as ([`remote_host_domains`]' busiest).
+    pub top_domain: Option<String>,
 }
 
-const HOST_COLUMNS: &str =
-    "id, ip, rdns, asn, org, first_seen, last_seen, bytes_up, bytes_down, flows";
+/// Every column of a host row, `h` being `remote_hosts`. The top domain is a lookup on
+/// the `remote_host_domains` primary key (the host's few names), so it is only ever
+/// computed for the rows a page returns.
+const HOST_COLUMNS: &str = "h.id, h.ip, h.rdns, h.asn, h.org, h.first_seen, h.last_seen, \
+     h.bytes_up, h.bytes_down, h.flows, \
+     (SELECT n.name FROM remote_host_domains rd JOIN dns_names n ON n.id = rd.qname_id \
+      WHERE rd.remote_host_id = h.id ORDER BY rd.flows DESC, rd.last_seen DESC LIMIT 1)";
 
 fn host_row(row: &Row) -> rusqlite::Result<RemoteHostRow> {
     Ok(RemoteHostRow {
@@ -1104,6 +1537,7 @@ fn host_row(row: &Row) -> rusqlite::Result<RemoteHostRow> {
         bytes_up: row.get(7)?,
         bytes_down: row.get(8)?,
         flows: row.get(9)?,
+        top_domain: row.get(10)?,
     })
 }
 
@@ -1121,14 +1555,22 @@ impl HostPage {
     }
 }
 
-/// Remote hosts matching `filter` (address prefix or reverse-DNS substring), one page.
+/// Remote hosts matching `filter` (address prefix, or a substring of the reverse-DNS
+/// name or of a name the host was reached as), one page.
+/// Like [`flows`], the page's ids are chosen first and only they get their top domain.
 pub fn remote_hosts(conn: &Connection, filter: &HostFilter) -> rusqlite::Result<HostPage> {
     let mut w = Where::default();
     if let Some(text) = &filter.q {
         let e = escape_like(text);
         w.add(
-            "(ip LIKE ? ESCAPE '\\' OR rdns LIKE ? ESCAPE '\\')",
-            [Value::Text(format!("{e}%")), Value::Text(format!("%{e}%"))],
+            "(ip LIKE ? ESCAPE '\\' OR rdns LIKE ? ESCAPE '\\' OR id IN \
+             (SELECT rd.remote_host_id FROM remote_host_domains rd WHERE rd.qname_id IN \
+              (SELECT id FROM dns_names WHERE name LIKE ? ESCAPE '\\')))",
+            [
+                Value::Text(format!("{e}%")),
+                Value::Text(format!("%{e}%")),
+                Value::Text(format!("%{e}%")),
+            ],
         );
     }
     let total: i64 = conn
@@ -1142,8 +1584,11 @@ pub fn remote_hosts(conn: &Connection, filter: &HostFilter) -> rusqlite::Result<
         HostSort::Flows => "flows",
     };
     let sql = format!(
-        "SELECT {HOST_COLUMNS} FROM remote_hosts{} ORDER BY {key} {dir}, id {dir} LIMIT ? OFFSET ?",
-        w.sql()
+        "SELECT {HOST_COLUMNS} FROM \
+         (SELECT id FROM remote_hosts{where_} ORDER BY {key} {dir}, id {dir} LIMIT ? OFFSET ?) page \
+         JOIN remote_hosts h ON h.id = page.id \
+         ORDER BY {key} {dir}, h.id {dir}",
+        where_ = w.sql(),
     );
     let mut params = w.params;
     params.push(Value::Integer(filter.per_page.into()));
@@ -1164,7 +1609,7 @@ pub fn remote_hosts(conn: &Connection, filter: &HostFilter) -> rusqlite::Result<
 
 pub fn remote_host(conn: &Connection, id: i64) -> rusqlite::Result<Option<RemoteHostRow>> {
     conn.prepare_cached(&format!(
-        "SELECT {HOST_COLUMNS} FROM remote_hosts WHERE id = ?"
+        "SELECT {HOST_COLUMNS} FROM remote_hosts h WHERE h.id = ?"
     ))?
     .query_row([id], host_row)
     .optional()
@@ -1193,6 +1638,43 @@ pub fn remote_host_ports(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Hos
             first_seen: r.get(2)?,
             last_seen: r.get(3)?,
             flows: r.get(4)?,
+        })
+    })?
+    .collect()
+}
+
+/// A name a remote host was reached as, from `remote_host_domains`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostDomain {
+    pub name: String,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub flows: i64,
+    pub last_device_id: Option<i64>,
+    /// What to call that device (see [`DeviceRow::label`]).
+    pub last_device_label: Option<String>,
+}
+
+/// Most names a host page lists. A CDN address serves many names; the busiest matter.
+pub const MAX_HOST_DOMAINS: u32 = 200;
+
+/// The names a remote host was reached as, busiest first.
+pub fn remote_host_domains(conn: &Connection, id: i64) -> rusqlite::Result<Vec<HostDomain>> {
+    conn.prepare_cached(
+        "SELECT n.name, rd.first_seen, rd.last_seen, rd.flows, rd.last_device_id, \
+         coalesce(nullif(d.name, ''), nullif(d.hostname, ''), d.ip) \
+         FROM remote_host_domains rd JOIN dns_names n ON n.id = rd.qname_id \
+         LEFT JOIN devices d ON d.id = rd.last_device_id \
+         WHERE rd.remote_host_id = ? ORDER BY rd.flows DESC, rd.last_seen DESC LIMIT ?",
+    )?
+    .query_map(params![id, MAX_HOST_DOMAINS], |r| {
+        Ok(HostDomain {
+            name: r.get(0)?,
+            first_seen: r.get(1)?,
+            last_seen: r.get(2)?,
+            flows: r.get(3)?,
+            last_device_id: r.get(4)?,
+            last_device_label: r.get(5)?,
         })
     })?
     .collect()
@@ -1355,21 +1837,25 @@ pub fn dashboard(
     })
 }
 
-/// A device's page: the device, its addresses, its recent flows and its minutes.
+/// A device's page: the device, its addresses, its recent flows, its minutes and its
+/// DNS.
 #[derive(Debug, Clone)]
 pub struct DevicePage {
     pub device: DeviceRow,
     pub addrs: Vec<DeviceAddr>,
     pub flows: FlowPage,
     pub minutes: Vec<DeviceMinute>,
+    pub dns: DeviceDns,
 }
 
-/// `None` when there is no such device. `flows` is forced to this device.
+/// `None` when there is no such device. `flows` is forced to this device. Minutes (of
+/// traffic and DNS) are read from `since_ms`, top domains from `domains_since_ms`.
 pub fn device_page(
     conn: &Connection,
     id: i64,
     flows_filter: &FlowFilter,
     since_ms: i64,
+    domains_since_ms: i64,
 ) -> rusqlite::Result<Option<DevicePage>> {
     let Some(device) = device(conn, id)? else {
         return Ok(None);
@@ -1382,15 +1868,35 @@ pub fn device_page(
         addrs: device_addrs(conn, id)?,
         flows: flows(conn, &filter)?,
         minutes: device_minutes(conn, id, since_ms)?,
+        dns: DeviceDns {
+            top_domains: device_top_domains(conn, id, domains_since_ms)?,
+            minutes: device_dns_minutes(conn, id, since_ms)?,
+        },
         device,
     }))
 }
 
-/// A remote host's page: the host, its ports, its recent flows and its minutes.
+/// The DNS log: one page of queries, and the devices for its filter menu.
+#[derive(Debug, Clone)]
+pub struct DnsLog {
+    pub queries: DnsPage,
+    pub devices: Vec<DeviceRow>,
+}
+
+pub fn dns_log(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<DnsLog> {
+    Ok(DnsLog {
+        queries: dns_queries(conn, filter)?,
+        devices: devices(conn)?,
+    })
+}
+
+/// A remote host's page: the host, its ports and domains, its recent flows and its
+/// minutes.
 #[derive(Debug, Clone)]
 pub struct RemoteHostPage {
     pub host: RemoteHostRow,
     pub ports: Vec<HostPort>,
+    pub domains: Vec<HostDomain>,
     pub flows: FlowPage,
     pub minutes: Vec<RemoteHostMinute>,
 }
@@ -1411,6 +1917,7 @@ pub fn remote_host_page(
     };
     Ok(Some(RemoteHostPage {
         ports: remote_host_ports(conn, id)?,
+        domains: remote_host_domains(conn, id)?,
         flows: flows(conn, &filter)?,
         minutes: remote_host_minutes(conn, id, since_ms)?,
         host,
@@ -1421,13 +1928,13 @@ pub fn remote_host_page(
 pub(crate) mod tests {
     use super::*;
 
-    /// A fresh database file from `schema.sql`, in WAL mode like the writer's.
+    /// A fresh database file at the current schema version, in WAL mode like the
+    /// writer's.
     pub(crate) fn temp_db(name: &str) -> (tempdir::TempDir, Connection) {
         let dir = tempdir::TempDir::new(name);
         let conn = Connection::open(dir.db()).unwrap();
         conn.pragma_update(None, "journal_mode", "wal").unwrap();
-        conn.execute_batch(include_str!("../../schema.sql"))
-            .unwrap();
+        crate::store::schema::migrate(&conn).unwrap();
         (dir, conn)
     }
 
@@ -1509,6 +2016,7 @@ pub(crate) mod tests {
                 "host" => q.host = v,
                 "port" => q.port = v,
                 "proto" => q.proto = v,
+                "domain" => q.domain = v,
                 "sort" => q.sort = v,
                 "order" => q.order = v,
                 "page" => q.page = v,
@@ -1535,6 +2043,7 @@ pub(crate) mod tests {
             ("dst", "2001:DB8::1"),
             ("port", "443"),
             ("proto", "UDP"),
+            ("domain", "Shop.Example.TEST."),
             ("sort", "bytes"),
             ("order", "asc"),
             ("page", "3"),
@@ -1545,11 +2054,12 @@ pub(crate) mod tests {
         assert_eq!(f.dst, Some(AddrMatch::Exact("2001:db8::1".into())));
         assert_eq!(f.src, Some(AddrMatch::Prefix("10.0.0.".into())));
         assert_eq!(f.proto, Some(17));
+        assert_eq!(f.domain.as_deref(), Some("shop.example.test"));
         let text = f.to_query();
         assert_eq!(
             text,
             "show=all&direction=outbound%2Clan&src=10.0.0.&dst=2001%3Adb8%3A%3A1&port=443\
-             &proto=udp&sort=bytes&order=asc&page=3&per_page=20"
+             &proto=udp&domain=shop.example.test&sort=bytes&order=asc&page=3&per_page=20"
         );
         // Decode the way a browser/axum would and parse again.
         let back: Vec<(String, String)> = text
@@ -1595,6 +2105,9 @@ pub(crate) mod tests {
             ("page", "-1"),
             ("per_page", "501"),
             ("per_page", "0"),
+            ("domain", "."),
+            ("domain", "*."),
+            ("domain", &"a".repeat(254)),
         ] {
             let e = FlowFilter::parse(&q(&[(k, v)])).unwrap_err();
             assert_eq!(e.param, k, "{e}");
@@ -1776,6 +2289,376 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn domain_filter_is_canonical_and_bounded() {
+        let p = |s: &str| parse_domain("domain", s);
+        assert_eq!(p("Shop.Example.TEST.").unwrap(), "shop.example.test");
+        assert_eq!(p("*.example.test").unwrap(), "example.test");
+        assert_eq!(p(".example.test").unwrap(), "example.test");
+        assert_eq!(p("caf\u{e9}.test").unwrap(), "caf\\195\\169.test");
+        assert_eq!(p("a\\000b.test").unwrap(), "a\\000b.test");
+        assert!(p(&"a".repeat(253)).is_ok());
+        let e = p(&"a".repeat(254)).unwrap_err();
+        assert!(e.to_string().contains("at most 253"), "{e}");
+    }
+
+    /// The id of `name` in `dns_names`, inserting it when new.
+    pub(crate) fn name_id(conn: &Connection, name: &str) -> i64 {
+        conn.execute("INSERT OR IGNORE INTO dns_names (name) VALUES (?)", [name])
+            .unwrap();
+        conn.query_row("SELECT id FROM dns_names WHERE name = ?", [name], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    /// A DNS query row: (id, ts, client, device id, name, qtype, rcode, answers, cname).
+    pub(crate) type TestQuery<'a> = (
+        i64,
+        i64,
+        &'a str,
+        Option<i64>,
+        &'a str,
+        u16,
+        Option<u16>,
+        i64,
+        Option<&'a str>,
+    );
+
+    pub(crate) fn insert_queries(conn: &Connection, rows: &[TestQuery]) {
+        for (id, ts, client, device, name, qtype, rcode, answers, cname) in rows {
+            let qname = name_id(conn, name);
+            let cname = cname.map(|c| name_id(conn, c));
+            conn.execute(
+                "INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, rcode, \
+                 answers, cname_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'packet')",
+                params![id, ts, client, device, qname, qtype, rcode, answers, cname],
+            )
+            .unwrap();
+        }
+    }
+
+    /// Sets a flow's domain (and CNAME target) and match confidence.
+    pub(crate) fn set_flow_domain(
+        conn: &Connection,
+        flow: i64,
+        name: &str,
+        cname: Option<&str>,
+        dns_match: i64,
+    ) {
+        let qname = name_id(conn, name);
+        let cname = cname.map(|c| name_id(conn, c));
+        conn.execute(
+            "UPDATE flows SET qname_id = ?, cname_id = ?, dns_match = ? WHERE id = ?",
+            params![qname, cname, dns_match, flow],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn flows_carry_their_domain() {
+        let (_d, conn) = seeded();
+        set_flow_domain(
+            &conn,
+            1,
+            "cdn.example.test",
+            Some("edge.cdn-provider.test"),
+            1,
+        );
+        set_flow_domain(&conn, 2, "shop.example.test", None, 3);
+        let page = run(&conn, &[]);
+        let by_id = |id| page.flows.iter().find(|f| f.id == id).unwrap();
+        let f1 = by_id(1);
+        assert_eq!(f1.domain.as_deref(), Some("cdn.example.test"));
+        assert_eq!(
+            f1.domain_canonical.as_deref(),
+            Some("edge.cdn-provider.test")
+        );
+        assert_eq!(f1.dns_match, "exact");
+        assert_eq!(by_id(2).dns_match, "other-client");
+        assert_eq!(
+            (by_id(7).domain.as_deref(), by_id(7).dns_match),
+            (None, "none")
+        );
+    }
+
+    #[test]
+    fn domain_filter_matches_the_name_and_its_subdomains_only() {
+        let (_d, conn) = seeded();
+        set_flow_domain(&conn, 1, "shop.example.test", None, 1);
+        set_flow_domain(&conn, 2, "a.shop.example.test", None, 2);
+        set_flow_domain(&conn, 6, "xshop.example.test", None, 1);
+        set_flow_domain(&conn, 7, "a_b.test", None, 1);
+        set_flow_domain(&conn, 5, "axb.test", None, 1);
+        let all = |d: &str| ids(&run(&conn, &[("domain", d), ("show", "all")]));
+        assert_eq!(all("shop.example.test"), vec![2, 1]);
+        assert_eq!(all("SHOP.example.test."), vec![2, 1]);
+        assert_eq!(all("a.shop.example.test"), vec![2]);
+        assert_eq!(all("example.test"), vec![6, 2, 1]);
+        assert_eq!(all("hop.example.test"), Vec::<i64>::new());
+        // LIKE metacharacters in the filter are literal.
+        assert_eq!(all("a_b.test"), vec![7]);
+        assert_eq!(all("axb.test"), vec![5]);
+        assert_eq!(all("%.test"), Vec::<i64>::new());
+        assert_eq!(all("%"), Vec::<i64>::new());
+        assert_eq!(all("_.test"), Vec::<i64>::new());
+        assert_eq!(all("test"), vec![6, 2, 1, 5, 7]);
+        // Combined with the other conditions.
+        assert_eq!(
+            ids(&run(&conn, &[("domain", "test"), ("device", "2")])),
+            vec![6, 2]
+        );
+    }
+
+    fn dq(pairs: &[(&str, &str)]) -> DnsQuery {
+        let mut q = DnsQuery::default();
+        for (k, v) in pairs {
+            let v = Some(v.to_string());
+            match *k {
+                "device" => q.device = v,
+                "client" => q.client = v,
+                "name" => q.name = v,
+                "type" => q.qtype = v,
+                "rcode" => q.rcode = v,
+                "page" => q.page = v,
+                "per_page" => q.per_page = v,
+                _ => panic!("unknown key {k}"),
+            }
+        }
+        q
+    }
+
+    #[test]
+    fn dns_filter_parses_round_trips_and_names_bad_parameters() {
+        assert_eq!(
+            DnsFilter::parse(&dq(&[("name", "")])).unwrap(),
+            DnsFilter::default()
+        );
+        let f = DnsFilter::parse(&dq(&[
+            ("device", "3"),
+            ("client", "10.0.0."),
+            ("name", "Example.TEST"),
+            ("type", "aaaa"),
+            ("rcode", "nxdomain"),
+            ("page", "2"),
+            ("per_page", "10"),
+        ]))
+        .unwrap();
+        assert_eq!(f.qtype, Some(28));
+        assert_eq!(f.rcode, Some(RcodeMatch::Code(3)));
+        assert_eq!(
+            f.to_query(),
+            "device=3&client=10.0.0.&name=example.test&type=AAAA&rcode=NXDOMAIN&page=2&per_page=10"
+        );
+        let text = f.to_query();
+        let back: Vec<(String, String)> = text
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap();
+                (k.to_owned(), percent_decode(v))
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = back.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(DnsFilter::parse(&dq(&pairs)).unwrap(), f);
+        let parse = |k, v| DnsFilter::parse(&dq(&[(k, v)])).unwrap();
+        assert_eq!(parse("rcode", "none").rcode, Some(RcodeMatch::Unanswered));
+        assert_eq!(parse("rcode", "2").rcode, Some(RcodeMatch::Code(2)));
+        assert_eq!(parse("type", "TYPE65").qtype, Some(65));
+        assert_eq!(parse("type", "https").qtype, Some(65));
+        assert_eq!(
+            parse("client", "2001:DB8::1").client,
+            Some(AddrMatch::Exact("2001:db8::1".into()))
+        );
+        for (k, v) in [
+            ("device", "x"),
+            ("device", "0"),
+            ("client", &"1".repeat(65)),
+            ("name", "."),
+            ("name", &"a".repeat(254)),
+            ("type", "AAAAA"),
+            ("type", "TYPE70000"),
+            ("rcode", "BOGUS"),
+            ("rcode", "4096"),
+            ("page", "0"),
+            ("per_page", "501"),
+        ] {
+            let e = DnsFilter::parse(&dq(&[(k, v)])).unwrap_err();
+            assert_eq!(e.param, k, "{e}");
+            assert!(e.to_string().contains(&format!("`{k}`")), "{e}");
+        }
+    }
+
+    fn dns_seeded() -> (tempdir::TempDir, Connection) {
+        let (dir, conn) = seeded();
+        #[rustfmt::skip]
+        insert_queries(&conn, &[
+            (1, 1000, "10.0.0.5", Some(1), "shop.example.test", 1, Some(0), 1, None),
+            (2, 2000, "10.0.0.5", Some(1), "cdn.example.test", 1, Some(0), 2, Some("edge.cdn-provider.test")),
+            (3, 3000, "10.0.0.6", Some(2), "nx.example.test", 28, Some(3), 0, None),
+            (4, 3000, "10.0.0.5", Some(1), "a.shop.example.test", 28, None, 0, None),
+            (5, 4000, "10.0.0.9", None, "xshop.example.test", 65, Some(2), 0, None),
+            (6, 5000, "10.0.0.5", Some(1), "shop.example.test", 1, Some(0), 1, None),
+        ]);
+        (dir, conn)
+    }
+
+    fn dns_ids(conn: &Connection, pairs: &[(&str, &str)]) -> Vec<i64> {
+        let f = DnsFilter::parse(&dq(pairs)).unwrap();
+        dns_queries(conn, &f)
+            .unwrap()
+            .queries
+            .iter()
+            .map(|q| q.id)
+            .collect()
+    }
+
+    #[test]
+    fn dns_log_rows_and_filters() {
+        let (_d, conn) = dns_seeded();
+        let page = dns_queries(&conn, &DnsFilter::default()).unwrap();
+        assert_eq!(page.total, 6);
+        assert_eq!(
+            page.queries.iter().map(|q| q.id).collect::<Vec<_>>(),
+            vec![6, 5, 4, 3, 2, 1]
+        );
+        let cdn = &page.queries[4];
+        assert_eq!(cdn.name.as_deref(), Some("cdn.example.test"));
+        assert_eq!(cdn.canonical.as_deref(), Some("edge.cdn-provider.test"));
+        assert_eq!(cdn.device_name.as_deref(), Some("laptop"));
+        assert_eq!((cdn.qtype, cdn.rcode, cdn.answers), (1, Some(0), 2));
+        assert_eq!(page.queries[1].device_id, None);
+        assert_eq!(dns_ids(&conn, &[("device", "1")]), vec![6, 4, 2, 1]);
+        assert_eq!(dns_ids(&conn, &[("client", "10.0.0.6")]), vec![3]);
+        assert_eq!(
+            dns_ids(&conn, &[("client", "10.0.0.")]),
+            vec![6, 5, 4, 3, 2, 1]
+        );
+        assert_eq!(
+            dns_ids(&conn, &[("name", "shop.example.test")]),
+            vec![6, 4, 1]
+        );
+        assert_eq!(
+            dns_ids(&conn, &[("name", "example.test")]),
+            vec![6, 5, 4, 3, 2, 1]
+        );
+        assert_eq!(dns_ids(&conn, &[("type", "AAAA")]), vec![4, 3]);
+        assert_eq!(dns_ids(&conn, &[("rcode", "NXDOMAIN")]), vec![3]);
+        assert_eq!(dns_ids(&conn, &[("rcode", "none")]), vec![4]);
+        assert_eq!(
+            dns_ids(&conn, &[("rcode", "NOERROR"), ("device", "1")]),
+            vec![6, 2, 1]
+        );
+        let p2 = dns_queries(
+            &conn,
+            &DnsFilter::parse(&dq(&[("per_page", "4"), ("page", "2")])).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((p2.total, p2.pages(), p2.queries.len()), (6, 2, 2));
+    }
+
+    #[test]
+    fn device_dns_top_domains_minutes_and_ratio() {
+        let (_d, conn) = dns_seeded();
+        let top = device_top_domains(&conn, 1, 0).unwrap();
+        let names: Vec<(&str, i64, i64)> = top
+            .iter()
+            .map(|t| (t.name.as_str(), t.queries, t.last_seen))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("shop.example.test", 2, 5000),
+                ("a.shop.example.test", 1, 3000),
+                ("cdn.example.test", 1, 2000),
+            ]
+        );
+        // The window bounds it.
+        assert_eq!(device_top_domains(&conn, 1, 2500).unwrap().len(), 2);
+        conn.execute_batch(
+            "INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names) VALUES
+               (1, 0, 100, 100, 1), (1, 60000, 30, 3, 5), (1, 120000, 10, 0, 2), (2, 60000, 7, 7, 1);",
+        )
+        .unwrap();
+        let minutes = device_dns_minutes(&conn, 1, 60_000).unwrap();
+        assert_eq!(
+            minutes.iter().map(|m| m.minute).collect::<Vec<_>>(),
+            vec![60_000, 120_000]
+        );
+        let dns = DeviceDns {
+            top_domains: top,
+            minutes,
+        };
+        assert_eq!(dns.totals(), (40, 3));
+        let page = device_page(&conn, 1, &FlowFilter::default(), 60_000, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(page.dns.totals(), (40, 3));
+        assert_eq!(page.dns.top_domains.len(), 3);
+    }
+
+    #[test]
+    fn hosts_carry_their_domains() {
+        let (_d, conn) = seeded();
+        conn.execute(
+            "INSERT INTO remote_hosts (id, ip, first_seen, last_seen) VALUES \
+             (1, '198.51.100.1', 100, 5000), (2, '198.51.100.2', 3000, 6000)",
+            [],
+        )
+        .unwrap();
+        let a = name_id(&conn, "a.example.test");
+        let b = name_id(&conn, "b.example.test");
+        conn.execute(
+            "INSERT INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen, \
+             flows, last_device_id) VALUES (1, ?1, 100, 4000, 2, 1), (1, ?2, 200, 5000, 7, 2)",
+            params![a, b],
+        )
+        .unwrap();
+        let page = remote_hosts(&conn, &HostFilter::default()).unwrap();
+        assert_eq!(
+            page.hosts.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![2, 1]
+        );
+        assert_eq!(page.hosts[0].top_domain, None);
+        assert_eq!(page.hosts[1].top_domain.as_deref(), Some("b.example.test"));
+        let sorted = remote_hosts(
+            &conn,
+            &HostFilter {
+                sort: HostSort::FirstSeen,
+                order: Order::Asc,
+                ..HostFilter::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            sorted.hosts.iter().map(|h| h.id).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        let domains = remote_host_domains(&conn, 1).unwrap();
+        assert_eq!(
+            domains,
+            vec![
+                HostDomain {
+                    name: "b.example.test".into(),
+                    first_seen: 200,
+                    last_seen: 5000,
+                    flows: 7,
+                    last_device_id: Some(2),
+                    last_device_label: Some("10.0.0.6".into()),
+                },
+                HostDomain {
+                    name: "a.example.test".into(),
+                    first_seen: 100,
+                    last_seen: 4000,
+                    flows: 2,
+                    last_device_id: Some(1),
+                    last_device_label: Some("laptop".into()),
+                },
+            ]
+        );
+        let host = remote_host(&conn, 1).unwrap().unwrap();
+        assert_eq!(host.top_domain.as_deref(), Some("b.example.test"));
+    }
+
     /// Index use for the queries every page view makes. A `SCAN f` (full table scan) on
     /// a million-row `flows` table costs a router seconds.
     #[test]
@@ -1813,5 +2696,40 @@ pub(crate) mod tests {
             &w.params,
         );
         assert!(list.contains("flows_device"), "{list}");
+        // The DNS log: newest first straight off an index, with or without a device.
+        for (f, index) in [
+            (DnsFilter::default(), "dns_queries_ts"),
+            (
+                DnsFilter {
+                    device_id: Some(1),
+                    ..DnsFilter::default()
+                },
+                "dns_queries_device",
+            ),
+        ] {
+            let w = dns_where(&f);
+            let list = plan(
+                &format!(
+                    "SELECT q.id FROM dns_queries q{} ORDER BY q.ts DESC, q.id DESC LIMIT 50",
+                    w.sql()
+                ),
+                &w.params,
+            );
+            assert!(
+                list.contains(index) && !list.contains("TEMP B-TREE"),
+                "{list}"
+            );
+        }
+        let domain = FlowFilter {
+            domain: Some("example.test".into()),
+            show: Show::All,
+            ..FlowFilter::default()
+        };
+        let w = flow_where(&domain);
+        let count = plan(
+            &format!("SELECT count(*) FROM flows f{}", w.sql()),
+            &w.params,
+        );
+        assert!(count.contains("flows_qname"), "{count}");
     }
 }

@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{AppState, WebError, now_ms};
 use crate::store::read::{
-    self, DeviceMinute, DeviceRow, FlowFilter, FlowRow, HostFilter, RemoteHostMinute, RemoteHostRow,
+    self, DeviceMinute, DeviceRow, DnsFilter, DnsRow, FlowFilter, FlowRow, HostFilter,
+    RemoteHostMinute, RemoteHostRow,
 };
 
 /// A [`WebError`] rendered as JSON.
@@ -36,7 +37,10 @@ impl IntoResponse for ApiError {
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-/// `GET /api/flows`.
+/// `GET /api/flows`. Each flow carries `domain` (the name its client asked for, or
+/// null), `domain_canonical` (the CNAME target, or null) and `dns_match` (`exact`,
+/// `stale`, `other-client` or `none`); names are canonical text (lowercase, `\DDD` for
+/// bytes outside printable ASCII), otherwise verbatim.
 #[derive(Serialize)]
 pub struct FlowsResponse {
     pub total: u64,
@@ -123,6 +127,8 @@ pub struct ApiHost {
     pub bytes_up: i64,
     pub bytes_down: i64,
     pub flows: i64,
+    /// The name most flows reached it as, or null.
+    pub top_domain: Option<String>,
 }
 
 impl From<RemoteHostRow> for ApiHost {
@@ -136,6 +142,7 @@ impl From<RemoteHostRow> for ApiHost {
             bytes_up: h.bytes_up,
             bytes_down: h.bytes_down,
             flows: h.flows,
+            top_domain: h.top_domain,
         }
     }
 }
@@ -154,6 +161,74 @@ pub async fn hosts(
         page: page.page,
         per_page: page.per_page,
         hosts: page.hosts.into_iter().map(ApiHost::from).collect(),
+    }))
+}
+
+/// `GET /api/dns`: one page of the DNS log, newest first; takes the `/dns` parameters
+/// (`device`, `client`, `name`, `type`, `rcode`, `page`, `per_page`).
+#[derive(Serialize)]
+pub struct DnsResponse {
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+    pub queries: Vec<ApiDnsQuery>,
+}
+
+#[derive(Serialize)]
+pub struct ApiDnsQuery {
+    pub id: i64,
+    /// Unix ms of the answer, or of the query when no answer was seen.
+    pub ts: i64,
+    pub client: String,
+    pub device_id: Option<i64>,
+    pub device_name: Option<String>,
+    /// The name asked for (canonical text).
+    pub name: Option<String>,
+    /// `A`, `AAAA`, … or `TYPEnnn`.
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// `NOERROR`, `NXDOMAIN`, … or null when no answer was seen.
+    pub rcode: Option<String>,
+    /// Address records in the answer.
+    pub answers: i64,
+    /// End of the CNAME chain, or null.
+    pub canonical_name: Option<String>,
+    /// `packet` or `log`.
+    pub source: String,
+}
+
+impl From<DnsRow> for ApiDnsQuery {
+    fn from(q: DnsRow) -> Self {
+        ApiDnsQuery {
+            id: q.id,
+            ts: q.ts,
+            client: q.client,
+            device_id: q.device_id,
+            device_name: q.device_name,
+            name: q.name,
+            qtype: crate::dns::qtype_name(q.qtype),
+            rcode: q.rcode.map(crate::dns::rcode_name),
+            answers: q.answers,
+            canonical_name: q.canonical,
+            source: q.source,
+        }
+    }
+}
+
+pub async fn dns(
+    State(state): State<AppState>,
+    query: Result<Query<read::DnsQuery>, QueryRejection>,
+) -> ApiResult<DnsResponse> {
+    let filter = DnsFilter::parse(&query?.0)?;
+    let page = state
+        .reads()
+        .run(move |c| read::dns_queries(c, &filter))
+        .await?;
+    Ok(Json(DnsResponse {
+        total: page.total,
+        page: page.page,
+        per_page: page.per_page,
+        queries: page.queries.into_iter().map(ApiDnsQuery::from).collect(),
     }))
 }
 

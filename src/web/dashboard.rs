@@ -11,7 +11,8 @@ use super::layout::{Nav, page as shell, with_query};
 use super::{AppState, WebError, flows, format, now_ms};
 use crate::flow::proto_name;
 use crate::store::read::{
-    self, ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowFilter, Show, directions_param,
+    self, ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowFilter, MAX_DOMAIN_FILTER_CHARS, Show,
+    directions_param,
 };
 
 /// The window of the summary tiles.
@@ -122,6 +123,12 @@ fn filter_form(filter: &FlowFilter, data: &Dashboard) -> Markup {
                 span { "Destination" }
                 input type="search" name="dst" size="16" placeholder="IP or prefix"
                     value=[filter.dst.as_ref().map(|m| m.as_str())];
+            }
+            label {
+                span { "Domain" }
+                input type="search" name="domain" size="20" maxlength=(MAX_DOMAIN_FILTER_CHARS)
+                    placeholder="example.com" title="this domain and its subdomains"
+                    value=[filter.domain.as_deref()];
             }
             label {
                 span { "Port" }

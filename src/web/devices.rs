@@ -1,5 +1,6 @@
 //! `/devices` (the LAN devices) and `/devices/{id}` (one device: details, rename form,
-//! traffic per minute, recent flows), and the rename action.
+//! traffic per minute, DNS — top domains, queries per minute, NXDOMAIN ratio — and
+//! recent flows), and the rename action.
 
 use axum::Form;
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
@@ -10,10 +11,14 @@ use serde::Deserialize;
 
 use super::chart::{self, Bar};
 use super::format::{self, time};
+use super::layout::with_query;
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, flows, now_ms};
+use super::{AppState, WebError, dns, flows, now_ms};
 use crate::event::Command;
-use crate::store::read::{self, ALL_DIRECTIONS, DeviceRow, FlowFilter, Show};
+use crate::store::read::{
+    self, ALL_DIRECTIONS, DeviceDns, DeviceRow, DnsFilter, FlowFilter, MAX_DOMAIN_FILTER_CHARS,
+    Show,
+};
 
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
     let devices = state.reads().run(read::devices).await?;
@@ -76,6 +81,17 @@ pub struct WindowQuery {
 pub const WINDOWS: [(i64, &str); 4] = [(60, "1 h"), (360, "6 h"), (720, "12 h"), (1440, "24 h")];
 const DEFAULT_WINDOW: i64 = 60;
 
+/// The window of a device's top domains: a day shows its habits, not just this hour.
+const TOP_DOMAINS_WINDOW_MS: i64 = 24 * 60 * 60_000;
+
+/// "1 h", "6 h", …, or minutes for a window not offered as a link.
+fn window_label(minutes: i64) -> String {
+    WINDOWS.iter().find(|(m, _)| *m == minutes).map_or_else(
+        || format!("{minutes} min"),
+        |(_, label)| (*label).to_owned(),
+    )
+}
+
 /// The window in minutes. A day at most: minute bars past that are thinner than a pixel.
 pub fn parse_window(q: &WindowQuery) -> Result<i64, WebError> {
     match q.window.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -120,7 +136,9 @@ pub async fn page(
     let since = now - window * 60_000;
     let data = state
         .reads()
-        .run(move |c| read::device_page(c, id, &recent_filter(), since))
+        .run(move |c| {
+            read::device_page(c, id, &recent_filter(), since, now - TOP_DOMAINS_WINDOW_MS)
+        })
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no device with id {id}")))?;
     let d = &data.device;
@@ -205,10 +223,60 @@ pub async fn page(
                     }
                 }
             }
+            h2 { "DNS" }
+            (dns_section(id, d.label(), &data.dns, window, since, now))
             h2 { "Recent flows" }
             (flows::recent(&data.flows, &full_view, now))
         },
     ))
+}
+
+/// Queries per minute and the NXDOMAIN ratio over the chart window, and the names the
+/// device asked for most over the last day, each linked to its queries in the DNS log.
+fn dns_section(id: i64, label: &str, dns: &DeviceDns, window: i64, since: i64, now: i64) -> Markup {
+    let (queries, nxdomain) = dns.totals();
+    let log_of = |name: Option<&str>| {
+        let f = DnsFilter {
+            device_id: Some(id),
+            name: name.map(str::to_owned),
+            ..DnsFilter::default()
+        };
+        with_query("/dns", &f.to_query())
+    };
+    html! {
+        p.count #dns-totals {
+            strong { (format::count(queries)) } " queries in the last " (window_label(window)) " · NXDOMAIN "
+            strong #nxdomain-ratio { (format::ratio(nxdomain, queries)) }
+            @if queries > 0 { " (" (format::count(nxdomain)) " of " (format::count(queries)) ")" }
+            " · " a href=(log_of(None)) { "DNS log of this device" }
+        }
+        (dns::queries_chart(&dns.minutes, since, now, &format!("DNS queries of {label} per minute")))
+        h3 { "Top domains · 24 h" }
+        @if dns.top_domains.is_empty() {
+            p.muted { "No DNS query seen in the last 24 hours." }
+        } @else {
+            div.scroll {
+                table.data.narrow.top-domains {
+                    thead { tr { th { "Name" } th.num { "Queries" } th { "Last seen" } } }
+                    tbody {
+                        @for t in &dns.top_domains {
+                            tr {
+                                td.mono.name {
+                                    @if t.name.chars().count() <= MAX_DOMAIN_FILTER_CHARS {
+                                        a href=(log_of(Some(&t.name))) title="this device's queries for it" { (t.name) }
+                                    } @else {
+                                        (t.name)
+                                    }
+                                }
+                                td.num.mono { (format::count(t.queries)) }
+                                td.mono { (time(t.last_seen)) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Longest device name accepted (characters). Long enough for "Grandma's tablet

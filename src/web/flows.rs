@@ -10,7 +10,9 @@ use super::format::{self, time_opt};
 use super::layout::{pager, with_query};
 use super::{AppState, WebError, now_ms};
 use crate::flow::proto_name;
-use crate::store::read::{self, FlowFilter, FlowPage, FlowRow, FlowSort, MAX_PAGE, Order, Show};
+use crate::store::read::{
+    self, FlowFilter, FlowPage, FlowRow, FlowSort, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE, Order, Show,
+};
 
 /// `GET /fragment/flows?<dashboard query>`: the flows panel alone, no page shell.
 pub async fn fragment(
@@ -85,6 +87,7 @@ pub fn table(rows: &[FlowRow], now: i64, sorting: Option<&FlowFilter>) -> Markup
                     tr {
                         th { "Device" }
                         th { "Source" }
+                        th { "Domain" }
                         (sort_header("Destination", FlowSort::Dst, sorting, ""))
                         th { "Proto" }
                         th.opt { "Dir" }
@@ -95,14 +98,14 @@ pub fn table(rows: &[FlowRow], now: i64, sorting: Option<&FlowFilter>) -> Markup
                     }
                 }
                 tbody {
-                    @for f in rows { (row(f, now)) }
+                    @for f in rows { (row(f, now, sorting)) }
                 }
             }
         }
     }
 }
 
-fn row(f: &FlowRow, now: i64) -> Markup {
+fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>) -> Markup {
     // The remote peer is the destination of an outbound flow and the source of an
     // inbound one; link whichever it is to its host page.
     let remote_is_src = f.direction == "inbound";
@@ -121,6 +124,7 @@ fn row(f: &FlowRow, now: i64) -> Markup {
                 (endpoint(&f.src_ip, f.src_port, host_href.as_deref().filter(|_| remote_is_src)))
                 @if remote_is_src { (rdns(f)) }
             }
+            td.domain { (domain(f, sorting)) }
             td.mono {
                 (endpoint(&f.dst_ip, f.dst_port, host_href.as_deref().filter(|_| !remote_is_src)))
                 // DNAT (port forward, transparent proxy): who really answered.
@@ -167,6 +171,62 @@ fn endpoint(ip: &str, port: Option<u16>, href: Option<&str>) -> Markup {
             Some(href) => a href=(href) { (text) },
             None => (text),
         }
+    }
+}
+
+/// The name the flow's device asked for, linked to the flows of that domain, with a
+/// marker when the match is less than exact and the CNAME target below. Names are
+/// attacker-chosen text: they only ever go through maud's escaping.
+fn domain(f: &FlowRow, sorting: Option<&FlowFilter>) -> Markup {
+    let Some(name) = &f.domain else {
+        return html! { span.muted { "—" } };
+    };
+    html! {
+        @match domain_href(name, sorting) {
+            Some(href) => a.name href=(href) { (name) },
+            None => span.name { (name) },
+        }
+        (confidence(f.dns_match))
+        @if let Some(canonical) = f.domain_canonical.as_deref().filter(|c| *c != name.as_str()) {
+            span.sub.name title="canonical name (end of the CNAME chain)" { "→ " (canonical) }
+        }
+    }
+}
+
+/// The flows view filtered to `name` and its subdomains, keeping the rest of the
+/// current filter (or, from a device or host page, every flow). `None` for a name too
+/// long to be a filter (escaped bytes can make one).
+pub fn domain_href(name: &str, sorting: Option<&FlowFilter>) -> Option<String> {
+    if name.chars().count() > MAX_DOMAIN_FILTER_CHARS {
+        return None;
+    }
+    let base = sorting.cloned().unwrap_or_else(|| FlowFilter {
+        show: Show::All,
+        ..FlowFilter::default()
+    });
+    let target = FlowFilter {
+        domain: Some(name.to_owned()),
+        page: 1,
+        ..base
+    };
+    Some(with_query(DASHBOARD, &target.to_query()))
+}
+
+/// A small marker for a domain that is a guess, with a title saying why.
+fn confidence(dns_match: &str) -> Markup {
+    let why = match dns_match {
+        "stale" => {
+            "stale: this device resolved the name to this address, but that answer had \
+             expired (TTL) when the flow started"
+        }
+        "other-client" => {
+            "other client: another device resolved the name to this address; this device's \
+             own lookup was not seen"
+        }
+        _ => return html! {},
+    };
+    html! {
+        span class={ "dns-conf " (dns_match) } title=(why) aria-label=(why) { "?" }
     }
 }
 

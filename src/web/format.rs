@@ -139,6 +139,15 @@ pub fn count(n: impl Into<i128>) -> String {
     out
 }
 
+/// `part` as a percentage of `whole` with one decimal (`7.5 %`); a dash when `whole`
+/// is zero (no ratio, rather than a misleading `0.0 %`).
+pub fn ratio(part: i64, whole: i64) -> String {
+    if whole <= 0 {
+        return "—".to_owned();
+    }
+    format!("{:.1} %", part as f64 * 100.0 / whole as f64)
+}
+
 /// `addr:port`, with IPv6 in brackets (RFC 3986 style); the bare address without a port.
 pub fn endpoint(ip: &str, port: Option<u16>) -> String {
     match port {
@@ -194,5 +203,14 @@ mod tests {
         assert_eq!(endpoint("10.0.0.1", Some(80)), "10.0.0.1:80");
         assert_eq!(endpoint("2001:db8::1", Some(443)), "[2001:db8::1]:443");
         assert_eq!(endpoint("2001:db8::1", None), "2001:db8::1");
+    }
+
+    #[test]
+    fn ratios() {
+        assert_eq!(ratio(0, 0), "—");
+        assert_eq!(ratio(0, 40), "0.0 %");
+        assert_eq!(ratio(3, 40), "7.5 %");
+        assert_eq!(ratio(1, 3), "33.3 %");
+        assert_eq!(ratio(5, 5), "100.0 %");
     }
 }

@@ -1,5 +1,5 @@
 //! `/hosts` (internet peers of outbound and inbound flows) and `/hosts/{id}` (one host:
-//! ports contacted, traffic per minute, recent flows).
+//! the domains it was reached as, ports contacted, traffic per minute, recent flows).
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -11,7 +11,7 @@ use super::format::{self, time};
 use super::layout::{Nav, page as shell, pager, with_query};
 use super::{AppState, WebError, flows, now_ms};
 use crate::flow::proto_name;
-use crate::store::read::{self, FlowFilter, HostFilter, HostSort, MAX_PAGE, Order};
+use crate::store::read::{self, FlowFilter, HostDomain, HostFilter, HostSort, MAX_PAGE, Order};
 
 pub async fn list(
     State(state): State<AppState>,
@@ -44,7 +44,7 @@ pub async fn list(
             form.filters method="get" action="/hosts" {
                 label {
                     span { "Search" }
-                    input type="search" name="q" size="24" placeholder="address prefix or name"
+                    input type="search" name="q" size="24" placeholder="address prefix, name or domain"
                         value=[filter.q.as_deref()];
                 }
                 @if filter.sort != HostSort::LastSeen || filter.order != Order::Desc {
@@ -58,7 +58,7 @@ pub async fn list(
             div.scroll {
                 table.data {
                     thead { tr {
-                        th { "Address" } th { "Reverse DNS" } th.opt { "AS / org" }
+                        th { "Address · domain" } th { "Reverse DNS" } th.opt { "AS / org" }
                         (header("First seen", HostSort::FirstSeen, "opt"))
                         (header("Last seen", HostSort::LastSeen, ""))
                         (header("Bytes ↑/↓", HostSort::Bytes, "num"))
@@ -67,7 +67,12 @@ pub async fn list(
                     tbody {
                         @for h in &page.hosts {
                             tr {
-                                td.mono { a href={ "/hosts/" (h.id) } { (h.ip) } }
+                                td.mono {
+                                    a href={ "/hosts/" (h.id) } { (h.ip) }
+                                    @if let Some(name) = &h.top_domain {
+                                        span.sub.name title="the name most flows reached it as" { (name) }
+                                    }
+                                }
                                 td.mono { (h.rdns.as_deref().unwrap_or("—")) }
                                 td.opt { (as_org(h.asn, h.org.as_deref())) }
                                 td.mono.opt { (time(h.first_seen)) }
@@ -136,6 +141,7 @@ pub async fn page(
             h1.mono { (h.ip) }
             section.cols {
                 dl.facts {
+                    dt { "Domain" } dd.mono.name { (h.top_domain.as_deref().unwrap_or("—")) }
                     dt { "Reverse DNS" } dd.mono { (h.rdns.as_deref().unwrap_or("—")) }
                     dt { "AS / org" } dd { (as_org(h.asn, h.org.as_deref())) }
                     dt { "First seen" } dd.mono { (time(h.first_seen)) }
@@ -167,6 +173,8 @@ pub async fn page(
                     }
                 }
             }
+            h2 { "Domains" }
+            (domains(id, &data.domains))
             h2 { "Traffic" }
             (window_links(&format!("/hosts/{id}"), window))
             (chart::minutes_chart(&bars, since, now, &format!("traffic with {} per minute", h.ip)))
@@ -197,4 +205,54 @@ pub async fn page(
             (flows::recent(&data.flows, &full_view, now))
         },
     ))
+}
+
+/// The names LAN devices reached the host as, each linked to the flows it names here.
+fn domains(id: i64, domains: &[HostDomain]) -> Markup {
+    let flows_of = |name: &str| {
+        let base = FlowFilter {
+            remote_host_id: Some(id),
+            ..recent_filter()
+        };
+        flows::domain_href(name, Some(&base))
+    };
+    html! {
+        @if domains.is_empty() {
+            p.muted { "No DNS answer has named this address (yet)." }
+        } @else {
+            div.scroll {
+                table.data.narrow {
+                    thead { tr {
+                        th { "Name" } th.num { "Flows" } th.opt { "First seen" } th { "Last seen" }
+                        th { "Last device" }
+                    } }
+                    tbody {
+                        @for d in domains {
+                            tr {
+                                td.mono.name {
+                                    @match flows_of(&d.name) {
+                                        Some(href) => a href=(href) { (d.name) },
+                                        None => (d.name),
+                                    }
+                                }
+                                td.num.mono { (format::count(d.flows)) }
+                                td.mono.opt { (time(d.first_seen)) }
+                                td.mono { (time(d.last_seen)) }
+                                td {
+                                    @match (d.last_device_id, &d.last_device_label) {
+                                        (Some(dev), Some(label)) => a href={ "/devices/" (dev) } { (label) },
+                                        (Some(dev), None) => a.muted href={ "/devices/" (dev) } { "#" (dev) },
+                                        (None, _) => span.muted { "—" },
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            @if domains.len() as u32 >= read::MAX_HOST_DOMAINS {
+                p.muted { "The " (read::MAX_HOST_DOMAINS) " busiest shown." }
+            }
+        }
+    }
 }

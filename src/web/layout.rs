@@ -12,6 +12,7 @@ pub enum Nav {
     Flows,
     Devices,
     Hosts,
+    Dns,
     None,
 }
 
@@ -37,6 +38,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                         a href="/" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
                         a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
                         a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
+                        a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
                     }
                     @if live {
                         span.live-controls {

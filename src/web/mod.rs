@@ -21,9 +21,11 @@
 //! | `/devices`, `/devices/{id}` | device list, device page (details, rename, flows, minutes) |
 //! | `POST /devices/{id}/name` | rename (form field `name`), 303 back to the device |
 //! | `/hosts`, `/hosts/{id}` | remote host list (`q`, `sort`, `order`, `page`, `per_page`), host page |
+//! | `/dns` | DNS log (`device`, `client`, `name`, `type`, `rcode`, `page`, `per_page`) |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
 //! | `/api/flows` | flows as JSON, same parameters as `/` |
 //! | `/api/devices`, `/api/hosts` | lists as JSON (hosts takes the `/hosts` parameters) |
+//! | `/api/dns` | DNS log as JSON, same parameters as `/dns` |
 //! | `/api/devices/{id}/minutes`, `/api/hosts/{id}/minutes` | minute rollups, `?since=<unix ms>` |
 //! | `/healthz` | JSON: ok, last commit, database size |
 //! | `/metrics` | Prometheus text format |
@@ -34,6 +36,7 @@ mod assets;
 mod chart;
 mod dashboard;
 mod devices;
+mod dns;
 mod flows;
 mod format;
 mod health;
@@ -125,12 +128,14 @@ pub fn router(state: AppState) -> Router {
         .route("/devices/{id}/name", post(devices::rename))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::page))
+        .route("/dns", get(dns::page))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}/minutes", get(api::device_minutes))
         .route("/api/hosts", get(api::hosts))
         .route("/api/hosts/{id}/minutes", get(api::host_minutes))
+        .route("/api/dns", get(api::dns))
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/assets/{*path}", get(assets::serve))

@@ -19,10 +19,20 @@ use tower::ServiceExt as _;
 use super::{AppState, router};
 use crate::event::{Command, CommandReply, Event};
 use crate::store::read::ReadPool;
-use crate::store::read::tests::{insert_flows, temp_db, tempdir::TempDir};
+use crate::store::read::tests::{
+    insert_flows, insert_queries, name_id, set_flow_domain, temp_db, tempdir::TempDir,
+};
 use crate::store::writer::{Tick, WriterHandle};
 
 const NOW_ISH: i64 = 1_714_568_645_000;
+
+/// Hostile DNS names, as the writer stores them (canonical text: printable ASCII stays,
+/// other bytes become `\DDD`).
+const EVIL_SCRIPT: &str = "<script>alert(1)</script>.evil.test";
+const EVIL_SCRIPT_HTML: &str = "&lt;script&gt;alert(1)&lt;/script&gt;.evil.test";
+const EVIL_ATTR: &str = "\"onmouseover=alert(1)";
+const EVIL_ATTR_HTML: &str = "&quot;onmouseover=alert(1)";
+const EVIL_BYTES: &str = "a\\000b\\255.evil.test";
 
 struct Fixture {
     _dir: TempDir,
@@ -68,6 +78,45 @@ fn seed(conn: &Connection) {
          VALUES (7, 7, 77, 4, 1, 'outbound', '10.0.0.6', '198.51.100.2', '198.51.100.2', \
          '203.0.113.1', 8, 0, 0, ?1, ?1)",
         params![NOW_ISH - 3],
+    )
+    .unwrap();
+    seed_dns(conn);
+}
+
+/// Domains on flows 1 (stale, with a CNAME), 2 (other client), 6 and 7 (LIKE
+/// metacharacters); host 1's names; device 1's queries and DNS minutes, timed against
+/// the real clock because device pages chart the last hour.
+fn seed_dns(conn: &Connection) {
+    set_flow_domain(conn, 1, EVIL_SCRIPT, Some(EVIL_ATTR), 2);
+    set_flow_domain(conn, 2, EVIL_BYTES, None, 3);
+    set_flow_domain(conn, 6, "a_b.test", None, 1);
+    set_flow_domain(conn, 7, "axb.test", None, 1);
+    for (name, flows, device) in [(EVIL_SCRIPT, 9, 1), (EVIL_ATTR, 1, 2), (EVIL_BYTES, 5, 1)] {
+        conn.execute(
+            "INSERT INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen, \
+             flows, last_device_id) VALUES (1, ?, 1000, 5000, ?, ?)",
+            params![name_id(conn, name), flows, device],
+        )
+        .unwrap();
+    }
+    let now = super::now_ms();
+    #[rustfmt::skip]
+    insert_queries(conn, &[
+        (1, now - 1000, "10.0.0.5", Some(1), EVIL_SCRIPT, 1, Some(0), 1, Some(EVIL_ATTR)),
+        (2, now - 2000, "10.0.0.5", Some(1), EVIL_BYTES, 28, Some(3), 0, None),
+        (3, now - 3000, "10.0.0.6", Some(2), "shop.example.test", 1, None, 0, None),
+        (4, now - 4000, "10.0.0.9", None, EVIL_ATTR, 65, Some(2), 0, None),
+        (5, now - 5000, "10.0.0.5", Some(1), EVIL_SCRIPT, 1, Some(0), 1, Some(EVIL_ATTR)),
+    ]);
+    let minute = now / 60_000 * 60_000;
+    conn.execute(
+        "INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names) VALUES \
+         (1, ?1, 30, 3, 4), (1, ?2, 10, 0, 2), (1, ?3, 100, 100, 1), (2, ?1, 5, 5, 1)",
+        params![
+            minute - 5 * 60_000,
+            minute - 3 * 60_000,
+            minute - 120 * 60_000
+        ],
     )
     .unwrap();
 }
@@ -200,6 +249,9 @@ async fn api_flows_shape() {
         "device_id",
         "device_name",
         "remote_host_id",
+        "domain",
+        "domain_canonical",
+        "dns_match",
     ];
     expected.sort();
     assert_eq!(keys, expected);
@@ -211,12 +263,23 @@ async fn api_flows_shape() {
     assert_eq!(first["device_name"], "<script>alert(1)</script>");
     assert_eq!(first["remote_host_id"], 1);
     assert_eq!(first["last_seen"], NOW_ISH);
+    // Names verbatim in JSON, however hostile.
+    assert_eq!(first["domain"], EVIL_SCRIPT);
+    assert_eq!(first["domain_canonical"], EVIL_ATTR);
+    assert_eq!(first["dns_match"], "stale");
+    assert_eq!(v["flows"][1]["domain"], EVIL_BYTES);
+    assert_eq!(v["flows"][1]["domain_canonical"], serde_json::Value::Null);
+    assert_eq!(v["flows"][1]["dns_match"], "other-client");
     let icmp = &v["flows"][3];
     assert_eq!(icmp["proto"], "icmp");
     assert_eq!(icmp["src_port"], serde_json::Value::Null);
     assert_eq!(icmp["icmp_type"], 8);
     assert_eq!(icmp["device_id"], serde_json::Value::Null);
     assert_eq!(icmp["device_name"], serde_json::Value::Null);
+    assert_eq!(
+        (icmp["domain"].as_str(), icmp["dns_match"].as_str()),
+        (Some("axb.test"), Some("exact"))
+    );
     // Device 2 has no name: its DHCP hostname stands in.
     assert_eq!(v["flows"][1]["device_name"], "phone");
 }
@@ -272,6 +335,19 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         ("/api/flows?proto=quic", "proto"),
         ("/api/flows?device=me", "device"),
         ("/api/hosts?sort=ip", "sort"),
+        ("/api/flows?domain=.", "domain"),
+        ("/api/dns?device=me", "device"),
+        (
+            "/api/dns?client=not-an-address-and-far-too-long-to-be-the-prefix-of-one-0123456789abcdef",
+            "client",
+        ),
+        ("/api/dns?name=*.", "name"),
+        ("/api/dns?type=BOGUS", "type"),
+        ("/api/dns?type=TYPE99999", "type"),
+        ("/api/dns?rcode=maybe", "rcode"),
+        ("/api/dns?rcode=4096", "rcode"),
+        ("/api/dns?page=0", "page"),
+        ("/api/dns?per_page=501", "per_page"),
         ("/api/devices/1/minutes?since=yesterday", "since"),
     ] {
         let (status, headers, body) = get(&fx.app, uri).await;
@@ -288,6 +364,9 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         ("/fragment/flows?per_page=9999", "per_page"),
         ("/devices/1?window=0", "window"),
         ("/hosts?page=x", "page"),
+        ("/?domain=.", "domain"),
+        ("/dns?type=QQ", "type"),
+        ("/dns?rcode=NXDOMAINX", "rcode"),
     ] {
         let (status, headers, body) = get(&fx.app, uri).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");
@@ -334,7 +413,15 @@ async fn device_names_and_rdns_are_escaped_everywhere() {
 #[tokio::test]
 async fn pages_have_no_inline_script_or_style() {
     let fx = fixture();
-    for uri in ["/", "/devices", "/devices/1", "/hosts", "/hosts/1", "/nope"] {
+    for uri in [
+        "/",
+        "/devices",
+        "/devices/1",
+        "/hosts",
+        "/hosts/1",
+        "/dns",
+        "/nope",
+    ] {
         let (_, _, body) = get(&fx.app, uri).await;
         assert!(!body.contains(" style="), "{uri}");
         assert!(!body.contains("<style"), "{uri}");
@@ -488,6 +575,14 @@ async fn lists_and_minutes_api() {
     assert_eq!(v["total"], 1);
     let v = get_json(&fx.app, "/api/hosts?q=%25").await;
     assert_eq!(v["total"], 0, "LIKE wildcard is literal");
+    // Any name a host was reached as finds it too.
+    let v = get_json(&fx.app, "/api/hosts?q=onmouseover").await;
+    assert_eq!(
+        (v["total"].as_i64(), v["hosts"][0]["id"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let v = get_json(&fx.app, "/api/hosts?q=shop.example").await;
+    assert_eq!(v["total"], 0);
 
     let v = get_json(&fx.app, "/api/devices/1/minutes?since=0").await;
     assert_eq!(
@@ -632,4 +727,310 @@ async fn serve_stops_gracefully_with_an_open_event_stream() {
     let result = tokio::time::timeout(Duration::from_secs(5), server).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
     drop(conn);
+}
+
+#[tokio::test]
+async fn flows_show_the_domain_column() {
+    let fx = fixture();
+    let (_, _, body) = get(&fx.app, "/").await;
+    assert!(body.contains("<th>Domain</th>"), "{body}");
+    assert!(body.contains(EVIL_SCRIPT_HTML), "{body}");
+    // The CNAME target below, and confidence markers that explain themselves.
+    assert!(body.contains(&format!("→ {EVIL_ATTR_HTML}")), "{body}");
+    assert!(
+        body.contains("class=\"dns-conf stale\" title=\"stale: "),
+        "{body}"
+    );
+    assert!(
+        body.contains("class=\"dns-conf other-client\" title=\"other client: "),
+        "{body}"
+    );
+    assert_eq!(
+        body.matches("class=\"dns-conf").count(),
+        2,
+        "exact gets no marker"
+    );
+    // The name links to the flows of that domain, keeping the current filter.
+    assert!(body.contains("href=\"/?domain=axb.test\""), "{body}");
+    let (_, _, body) = get(&fx.app, "/?show=all").await;
+    assert!(
+        body.contains("href=\"/?show=all&amp;domain=axb.test\""),
+        "{body}"
+    );
+    // The filter form keeps the value; the live fragment carries it.
+    let (_, _, body) = get(&fx.app, "/?domain=A_B.test.").await;
+    assert!(body.contains("name=\"domain\""), "{body}");
+    assert!(body.contains("value=\"a_b.test\""), "{body}");
+    assert!(
+        body.contains("data-src=\"/fragment/flows?domain=a_b.test\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("id=\"flow-6\"") && !body.contains("id=\"flow-7\""),
+        "{body}"
+    );
+    // Device and host pages show it too.
+    let (_, _, body) = get(&fx.app, "/devices/1").await;
+    assert!(body.contains("<th>Domain</th>"), "{body}");
+}
+
+#[tokio::test]
+async fn flows_domain_filter_is_a_label_suffix_match() {
+    let fx = fixture();
+    let ids = |q: &'static str| {
+        let app = fx.app.clone();
+        async move { flow_ids(&get_json(&app, &format!("/api/flows?{q}")).await) }
+    };
+    assert_eq!(ids("domain=evil.test").await, vec![1, 2]);
+    assert_eq!(ids("domain=EVIL.TEST.").await, vec![1, 2]);
+    assert_eq!(ids("domain=*.evil.test").await, vec![1, 2]);
+    assert_eq!(ids("domain=vil.test").await, Vec::<i64>::new());
+    assert_eq!(ids("domain=a%5C000b%5C255.evil.test").await, vec![2]);
+    assert_eq!(ids("domain=test").await, vec![1, 2, 6, 7]);
+    // `_` and `%` are literal, not LIKE wildcards.
+    assert_eq!(ids("domain=a_b.test").await, vec![6]);
+    assert_eq!(ids("domain=axb.test").await, vec![7]);
+    assert_eq!(ids("domain=%25.test").await, Vec::<i64>::new());
+    assert_eq!(ids("domain=_.test").await, Vec::<i64>::new());
+    assert_eq!(ids("domain=a%25").await, Vec::<i64>::new());
+    assert_eq!(ids("domain=evil.test&device=2").await, vec![2]);
+    let long = format!("/api/flows?domain={}", "a".repeat(254));
+    let (status, _, body) = get(&fx.app, &long).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("`domain`") && body.contains("253"), "{body}");
+    let ok = format!("/api/flows?domain={}", "a".repeat(253));
+    assert_eq!(get(&fx.app, &ok).await.0, StatusCode::OK);
+}
+
+/// Every page a hostile DNS name reaches shows it as text; JSON carries it verbatim.
+#[tokio::test]
+async fn dns_names_are_escaped_everywhere() {
+    let fx = fixture();
+    for (uri, expect) in [
+        ("/", &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES][..]),
+        (
+            "/fragment/flows",
+            &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES],
+        ),
+        ("/?domain=evil.test", &[EVIL_SCRIPT_HTML, EVIL_BYTES]),
+        ("/hosts", &[EVIL_SCRIPT_HTML]),
+        ("/hosts/1", &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES]),
+        (
+            "/devices/1",
+            &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES],
+        ),
+        ("/dns", &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES]),
+        (
+            "/dns?name=evil.test",
+            &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES],
+        ),
+        ("/dns?name=%22onmouseover%3Dalert(1)", &[EVIL_ATTR_HTML]),
+    ] {
+        let (status, _, body) = get(&fx.app, uri).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert!(!body.contains("<script>alert"), "{uri} has raw markup");
+        assert!(!body.contains(EVIL_ATTR), "{uri} has a raw quote");
+        for text in expect {
+            assert!(body.contains(text), "{uri} lacks {text}: {body}");
+        }
+        // In links, names are percent-encoded.
+        assert_eq!(
+            body.matches("<script").count(),
+            body.matches("<script src=").count(),
+            "{uri}"
+        );
+    }
+    let v = get_json(&fx.app, "/api/dns").await;
+    let names: Vec<&str> = v["queries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            EVIL_SCRIPT,
+            EVIL_BYTES,
+            "shop.example.test",
+            EVIL_ATTR,
+            EVIL_SCRIPT
+        ]
+    );
+    assert_eq!(v["queries"][0]["canonical_name"], EVIL_ATTR);
+    let v = get_json(&fx.app, "/api/hosts").await;
+    assert_eq!(v["hosts"][1]["top_domain"], EVIL_SCRIPT);
+    assert_eq!(v["hosts"][0]["top_domain"], serde_json::Value::Null);
+}
+
+#[tokio::test]
+async fn host_page_lists_its_domains() {
+    let fx = fixture();
+    let (_, _, body) = get(&fx.app, "/hosts/1").await;
+    assert!(body.contains("<h2>Domains</h2>"), "{body}");
+    // Busiest first, each linked to this host's flows of that name, last device linked.
+    let script = body.find(EVIL_SCRIPT_HTML).unwrap();
+    let bytes = body.find(EVIL_BYTES).unwrap();
+    assert!(script < bytes, "{body}");
+    assert!(
+        body.contains(
+            "href=\"/?show=all&amp;direction=all&amp;host=1&amp;domain=a%5C000b%5C255.evil.test\""
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<a href=\"/devices/2\">phone</a>"), "{body}");
+    let (_, _, body) = get(&fx.app, "/hosts/2").await;
+    assert!(
+        body.contains("No DNS answer has named this address"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn device_page_dns_section() {
+    let fx = fixture();
+    let (status, _, body) = get(&fx.app, "/devices/1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<h2>DNS</h2>"), "{body}");
+    // The last hour: 30 + 10 queries, 3 NXDOMAIN; the minute two hours ago is outside.
+    assert!(
+        body.contains("<strong>40</strong> queries in the last 1 h"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<strong id=\"nxdomain-ratio\">7.5 %</strong> (3 of 40)"),
+        "{body}"
+    );
+    assert_eq!(body.matches("<rect class=\"nx\"").count(), 2, "{body}");
+    let (_, _, day) = get(&fx.app, "/devices/1?window=1440").await;
+    assert!(
+        day.contains("<strong id=\"nxdomain-ratio\">73.6 %</strong> (103 of 140)"),
+        "{day}"
+    );
+    // Top domains over a day: the script name twice, linked to the device's log for it.
+    let top = &body[body.find("Top domains").unwrap()..];
+    let script = top.find(EVIL_SCRIPT_HTML).unwrap();
+    assert!(script < top.find(EVIL_BYTES).unwrap(), "{top}");
+    assert!(
+        top.contains(
+            "href=\"/dns?device=1&amp;name=%3Cscript%3Ealert%281%29%3C%2Fscript%3E.evil.test\""
+        ),
+        "{top}"
+    );
+    assert!(top.contains("<td class=\"num mono\">2</td>"), "{top}");
+    let (_, _, body) = get(&fx.app, "/devices/2").await;
+    assert!(
+        body.contains("title=\"this device's queries for it\">shop.example.test</a>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<strong id=\"nxdomain-ratio\">100.0 %</strong> (5 of 5)"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn dns_log_page_and_api() {
+    let fx = fixture();
+    let (status, _, body) = get(&fx.app, "/dns").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body.contains("<a href=\"/dns\" aria-current=\"page\">DNS</a>"),
+        "{body}"
+    );
+    for id in 1..=5 {
+        assert!(body.contains(&format!("id=\"dns-{id}\"")), "{id}: {body}");
+    }
+    assert!(body.find("id=\"dns-1\"").unwrap() < body.find("id=\"dns-5\"").unwrap());
+    assert!(body.contains(">no answer</span>"), "{body}");
+    assert!(
+        body.contains("<span class=\"rcode rcode-nxdomain\">NXDOMAIN</span>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<span class=\"rcode rcode-servfail\">SERVFAIL</span>"),
+        "{body}"
+    );
+    assert!(
+        body.contains(">HTTPS</td>") && body.contains(">AAAA</td>"),
+        "{body}"
+    );
+    // Client: the device's name, its address filtering the log; a bare address otherwise.
+    assert!(body.contains("<a href=\"/devices/2\">phone</a>"), "{body}");
+    assert!(body.contains("href=\"/dns?client=10.0.0.9\""), "{body}");
+    // Name: the flows of that domain.
+    assert!(
+        body.contains("href=\"/?show=all&amp;domain=shop.example.test\""),
+        "{body}"
+    );
+    let (_, _, body) = get(&fx.app, "/dns?rcode=none&type=a").await;
+    assert!(
+        body.contains("id=\"dns-3\"") && !body.contains("id=\"dns-1\""),
+        "{body}"
+    );
+    assert!(body.contains("<option value=\"none\" selected>"), "{body}");
+    assert!(body.contains("<option value=\"A\" selected>"), "{body}");
+
+    let ids = |q: &'static str| {
+        let app = fx.app.clone();
+        async move {
+            let v = get_json(&app, &format!("/api/dns?{q}")).await;
+            v["queries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|q| q["id"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids("").await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(ids("device=1").await, vec![1, 2, 5]);
+    assert_eq!(ids("client=10.0.0.9").await, vec![4]);
+    assert_eq!(ids("client=10.0.0.").await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(ids("name=evil.test").await, vec![1, 2, 5]);
+    assert_eq!(ids("name=example.test").await, vec![3]);
+    assert_eq!(ids("name=xample.test").await, Vec::<i64>::new());
+    assert_eq!(ids("name=%25").await, Vec::<i64>::new());
+    assert_eq!(ids("type=AAAA").await, vec![2]);
+    assert_eq!(ids("type=type1").await, vec![1, 3, 5]);
+    assert_eq!(ids("rcode=NXDOMAIN").await, vec![2]);
+    assert_eq!(ids("rcode=noerror&device=1").await, vec![1, 5]);
+    assert_eq!(ids("rcode=none").await, vec![3]);
+    assert_eq!(ids("per_page=2&page=3").await, vec![5]);
+
+    let v = get_json(&fx.app, "/api/dns?per_page=2").await;
+    assert_eq!(
+        (
+            v["total"].as_i64(),
+            v["page"].as_i64(),
+            v["per_page"].as_i64()
+        ),
+        (Some(5), Some(1), Some(2))
+    );
+    let q = v["queries"][0].as_object().unwrap();
+    let mut keys: Vec<&str> = q.keys().map(String::as_str).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "answers",
+            "canonical_name",
+            "client",
+            "device_id",
+            "device_name",
+            "id",
+            "name",
+            "rcode",
+            "source",
+            "ts",
+            "type"
+        ]
+    );
+    assert_eq!(q["type"], "A");
+    assert_eq!(q["rcode"], "NOERROR");
+    assert_eq!(q["device_name"], "<script>alert(1)</script>");
+    assert_eq!(q["source"], "packet");
+    let v = get_json(&fx.app, "/api/dns?rcode=none").await;
+    assert_eq!(v["queries"][0]["rcode"], serde_json::Value::Null);
+    assert_eq!(v["queries"][0]["device_name"], "phone");
 }

@@ -1,0 +1,366 @@
+//! `/dns`: the DNS log, Pi-hole style — every query a LAN client made, newest first,
+//! filterable by device, client address, name (with subdomains), type and response
+//! code; and the queries-per-minute chart device pages show.
+//!
+//! Names are attacker-chosen text (any printable ASCII, `\DDD` for the rest): they only
+//! ever reach the page through maud's escaping, and links carry them percent-encoded.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use maud::{Markup, html};
+
+use super::format::{self, time};
+use super::layout::{Nav, page as shell, pager, with_query};
+use super::{AppState, WebError, flows};
+use crate::dns::{qtype_name, rcode_name};
+use crate::store::read::{
+    self, DnsFilter, DnsLog, DnsMinute, DnsRow, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE, RcodeMatch,
+};
+
+const DNS: &str = "/dns";
+
+/// `GET /dns?device=&client=&name=&type=&rcode=&page=&per_page=`.
+pub async fn page(
+    State(state): State<AppState>,
+    query: Result<Query<read::DnsQuery>, QueryRejection>,
+) -> Result<Markup, WebError> {
+    let filter = DnsFilter::parse(&query?.0)?;
+    let f = filter.clone();
+    let data = state.reads().run(move |c| read::dns_log(c, &f)).await?;
+    Ok(render(&filter, &data))
+}
+
+fn render(filter: &DnsFilter, data: &DnsLog) -> Markup {
+    let page = &data.queries;
+    let first = u64::from(page.page - 1) * u64::from(page.per_page) + 1;
+    let last = first + page.queries.len() as u64 - 1;
+    shell(
+        "DNS",
+        Nav::Dns,
+        false,
+        html! {
+            h1 { "DNS queries" }
+            (filter_form(filter, data))
+            p.count {
+                @if page.queries.is_empty() {
+                    "No queries match."
+                    @if page.total > 0 { " (page " (page.page) " is past the end)" }
+                } @else {
+                    (format::count(first)) "–" (format::count(last)) " of "
+                    strong { (format::count(page.total)) } " queries, newest first"
+                }
+            }
+            div.scroll {
+                table.data.dns {
+                    thead { tr {
+                        th { "Time" } th { "Client" } th { "Name" } th { "Type" } th { "Status" }
+                        th.num.opt { "Answers" } th.opt { "Canonical name" } th.opt { "Source" }
+                    } }
+                    tbody {
+                        @for q in &page.queries { (row(q)) }
+                    }
+                }
+            }
+            @if page.pages() > 1 {
+                (pager(page.page, page.pages().min(MAX_PAGE), |p| {
+                    with_query(DNS, &filter.with_page(p).to_query())
+                }))
+            }
+        },
+    )
+}
+
+fn row(q: &DnsRow) -> Markup {
+    let by_client = DnsFilter {
+        client: Some(read::AddrMatch::Exact(q.client.clone())),
+        ..DnsFilter::default()
+    };
+    let client_href = with_query(DNS, &by_client.to_query());
+    html! {
+        tr id={ "dns-" (q.id) } {
+            td.mono { (time(q.ts)) }
+            td {
+                @match (q.device_id, &q.device_name) {
+                    (Some(id), name) => {
+                        @match name {
+                            Some(name) => a href={ "/devices/" (id) } { (name) },
+                            None => a.muted href={ "/devices/" (id) } { "#" (id) },
+                        }
+                        a.sub.mono href=(client_href) title="this client's queries" { (q.client) }
+                    }
+                    (None, _) => a.mono href=(client_href) title="this client's queries" { (q.client) },
+                }
+            }
+            td.mono.name {
+                @match &q.name {
+                    Some(name) => @match flows::domain_href(name, None) {
+                        Some(href) => a href=(href) title="flows to this domain" { (name) },
+                        None => (name),
+                    },
+                    None => span.muted { "?" },
+                }
+            }
+            td.mono { (qtype_name(q.qtype)) }
+            td.mono { (status(q.rcode)) }
+            td.num.mono.opt { (q.answers) }
+            td.mono.name.opt {
+                @match &q.canonical {
+                    Some(c) => (c),
+                    None => span.muted { "—" },
+                }
+            }
+            td.opt.muted { (q.source) }
+        }
+    }
+}
+
+/// The response code as text, coloured by class; "no answer" when none was seen.
+fn status(rcode: Option<u16>) -> Markup {
+    match rcode {
+        Some(code) => {
+            let name = rcode_name(code);
+            html! { span class={ "rcode rcode-" (name.to_ascii_lowercase()) } { (name) } }
+        }
+        None => html! {
+            span.rcode.rcode-none title="the query was seen, its answer was not" { "no answer" }
+        },
+    }
+}
+
+/// Query types offered in the menu; any other is accepted as typed (`TYPE65`).
+const TYPES: [u16; 10] = [1, 28, 65, 5, 15, 16, 12, 33, 64, 255];
+
+/// Response codes offered in the menu.
+const RCODES: [(RcodeMatch, &str); 5] = [
+    (RcodeMatch::Code(0), "NOERROR"),
+    (RcodeMatch::Code(3), "NXDOMAIN"),
+    (RcodeMatch::Code(2), "SERVFAIL"),
+    (RcodeMatch::Code(5), "REFUSED"),
+    (RcodeMatch::Unanswered, "no answer"),
+];
+
+fn filter_form(filter: &DnsFilter, data: &DnsLog) -> Markup {
+    let device_known = filter
+        .device_id
+        .is_none_or(|id| data.devices.iter().any(|d| d.id == id));
+    let type_known = filter.qtype.is_none_or(|t| TYPES.contains(&t));
+    let rcode_known = filter
+        .rcode
+        .is_none_or(|r| RCODES.iter().any(|(k, _)| *k == r));
+    html! {
+        form.filters method="get" action=(DNS) {
+            label {
+                span { "Device" }
+                select name="device" {
+                    option value="" { "any" }
+                    @for d in &data.devices {
+                        option value=(d.id) selected[filter.device_id == Some(d.id)] { (d.label()) }
+                    }
+                    @if !device_known {
+                        @if let Some(id) = filter.device_id {
+                            option value=(id) selected { "#" (id) }
+                        }
+                    }
+                }
+            }
+            label {
+                span { "Client" }
+                input type="search" name="client" size="16" placeholder="IP or prefix"
+                    value=[filter.client.as_ref().map(|m| m.as_str())];
+            }
+            label {
+                span { "Name" }
+                input type="search" name="name" size="24" maxlength=(MAX_DOMAIN_FILTER_CHARS)
+                    placeholder="example.com" title="this name and its subdomains"
+                    value=[filter.name.as_deref()];
+            }
+            label {
+                span { "Type" }
+                select name="type" {
+                    option value="" { "any" }
+                    @for t in TYPES {
+                        option value=(qtype_name(t)) selected[filter.qtype == Some(t)] { (qtype_name(t)) }
+                    }
+                    @if !type_known {
+                        @if let Some(t) = filter.qtype {
+                            option value=(qtype_name(t)) selected { (qtype_name(t)) }
+                        }
+                    }
+                }
+            }
+            label {
+                span { "Status" }
+                select name="rcode" {
+                    option value="" { "any" }
+                    @for (r, label) in RCODES {
+                        option value=(r.as_param()) selected[filter.rcode == Some(r)] { (label) }
+                    }
+                    @if !rcode_known {
+                        @if let Some(r) = filter.rcode {
+                            option value=(r.as_param()) selected { (r.as_param()) }
+                        }
+                    }
+                }
+            }
+            @if filter.per_page != DnsFilter::default().per_page {
+                input type="hidden" name="per_page" value=(filter.per_page);
+            }
+            button type="submit" { "Filter" }
+            a.clear href=(DNS) { "clear" }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Queries per minute
+// ---------------------------------------------------------------------------------------
+
+const WIDTH: f64 = 720.0;
+const HEIGHT: f64 = 220.0;
+const LEFT: f64 = 64.0;
+const RIGHT: f64 = 8.0;
+const TOP: f64 = 8.0;
+const BOTTOM: f64 = 22.0;
+const MINUTE_MS: i64 = 60_000;
+
+/// A round count step (1, 2 or 5 times a power of ten) of which four cover `max`.
+fn count_step(max: i64) -> i64 {
+    let max = max.max(1);
+    let target = max / 4 + i64::from(max % 4 != 0);
+    let mut power: i64 = 1;
+    loop {
+        for mult in [1, 2, 5] {
+            let step = power.saturating_mul(mult);
+            if step >= target {
+                return step;
+            }
+        }
+        power = power.saturating_mul(10);
+    }
+}
+
+/// The x-axis label interval, in minutes, for a window: about six labels (as in the
+/// traffic chart, so the two charts of a device page line up).
+fn label_every(minutes: i64) -> i64 {
+    [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440]
+        .into_iter()
+        .find(|m| minutes / m <= 6)
+        .unwrap_or(1440)
+}
+
+/// One decimal: enough for the viewBox, and keeps a day of bars small.
+fn r(v: f64) -> f64 {
+    (v * 10.0).round() / 10.0
+}
+
+/// Queries per minute over `[since_ms, until_ms)` as an SVG bar chart in the frame and
+/// styles of the traffic chart ([`super::chart`]): each bar a minute's queries, its
+/// NXDOMAIN part on top. Minutes without a row are gaps (no query was seen).
+pub fn queries_chart(minutes: &[DnsMinute], since_ms: i64, until_ms: i64, label: &str) -> Markup {
+    let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let span_minutes = ((until_ms - start) / MINUTE_MS).max(1);
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let base = TOP + plot_h;
+    let bars: Vec<&DnsMinute> = minutes.iter().filter(|m| m.minute >= start).collect();
+    let max = bars.iter().map(|m| m.queries).max().unwrap_or(0).max(0);
+    let step = count_step(max);
+    let steps = (max / step + i64::from(max % step != 0)).max(1);
+    let scale = plot_h / (steps * step) as f64;
+    let bar_w = plot_w / span_minutes as f64;
+    let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
+    let every = label_every(span_minutes);
+    let first_label = (start / (every * MINUTE_MS) + 1) * every * MINUTE_MS;
+    let labels: Vec<i64> = (0..)
+        .map(|i| first_label + i * every * MINUTE_MS)
+        .take_while(|ms| *ms < start + span_minutes * MINUTE_MS)
+        .collect();
+    html! {
+        figure.chart {
+            div.scroll {
+                svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label) {
+                    @for k in 1..=steps {
+                        @let y = r(base - (k * step) as f64 * scale);
+                        line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
+                        text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (k * step) }
+                    }
+                    line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(base)) y2=(r(base)) {}
+                    line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(r(base)) {}
+                    text.ylabel x=(LEFT - 4.0) y=(r(base + 3.5)) text-anchor="end" { "0" }
+                    @for ms in &labels {
+                        @let x = r(x_of(*ms));
+                        line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
+                        text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
+                            (format::hh_mm_utc(*ms))
+                        }
+                    }
+                    @for m in &bars {
+                        @let x = r(x_of(m.minute));
+                        @let w = r((bar_w - 1.0).max(1.0));
+                        @let nx = m.nxdomain.clamp(0, m.queries.max(0));
+                        @let ok_h = (m.queries.max(0) - nx) as f64 * scale;
+                        @let nx_h = nx as f64 * scale;
+                        g {
+                            title {
+                                (format::utc_text(m.minute)) ": " (m.queries) " queries, "
+                                (m.nxdomain) " NXDOMAIN, " (m.names) " names"
+                            }
+                            rect.q x=(x) width=(w) y=(r(base - ok_h)) height=(r(ok_h)) {}
+                            rect.nx x=(x) width=(w) y=(r(base - ok_h - nx_h)) height=(r(nx_h)) {}
+                        }
+                    }
+                }
+            }
+            figcaption {
+                span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" }
+                " · per minute · times in " span data-tz { "UTC" }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_steps_are_round() {
+        assert_eq!(count_step(0), 1);
+        assert_eq!(count_step(4), 1);
+        assert_eq!(count_step(5), 2);
+        assert_eq!(count_step(37), 10);
+        assert_eq!(count_step(1000), 500);
+        for max in [1, 9, 99, 12_345, i64::MAX / 8] {
+            assert!(count_step(max) * 4 >= max, "{max}");
+        }
+    }
+
+    #[test]
+    fn chart_stacks_nxdomain_on_queries() {
+        let since = 1_714_568_400_000; // 13:00 UTC
+        let minutes = [
+            DnsMinute {
+                minute: since + 60_000,
+                queries: 8,
+                nxdomain: 2,
+                names: 3,
+            },
+            DnsMinute {
+                minute: since - 60_000, // before the window: left out
+                queries: 99,
+                nxdomain: 0,
+                names: 1,
+            },
+        ];
+        let svg = queries_chart(&minutes, since, since + 60 * 60_000, "q").into_string();
+        assert_eq!(svg.matches("<rect class=\"q\"").count(), 1);
+        assert_eq!(svg.matches("<rect class=\"nx\"").count(), 1);
+        assert!(svg.contains("8 queries, 2 NXDOMAIN, 3 names"), "{svg}");
+        // Max 8: steps of 2, the top gridline labelled 8.
+        assert!(
+            svg.contains(">8</text>") && !svg.contains(">10</text>"),
+            "{svg}"
+        );
+        assert!(svg.contains("13:10"), "{svg}");
+    }
+}
