@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 use crate::collect::conntrack::ConntrackCollector;
 use crate::collect::dns::DnsCapture;
+use crate::collect::system::SystemSampler;
 use crate::config::Config;
 use crate::export::ipfix::IpfixExporter;
 use crate::firewall::NftTable;
@@ -52,6 +53,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let writer = WriterThread::start(&config, network.clone())?;
+    // Router health: reads /proc and /sys on its own thread, sends samples to the writer.
+    let system = SystemSampler::start(&config, writer.handle.clone())?;
     let shutdown = Arc::new(AtomicBool::new(false));
     // The exporter starts first: the collector offers it every batch from the start-up
     // dump on, and stops before it (dropping the tap is what ends the exporter).
@@ -128,6 +131,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(exporter) = exporter {
         exporter.join();
     }
+    system.stop();
     writer.stop();
     runtime.shutdown_timeout(Duration::from_millis(100));
     log::info!("stopped");

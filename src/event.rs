@@ -6,6 +6,7 @@
 
 use tokio::sync::oneshot;
 
+use crate::collect::system::SystemSample;
 use crate::dns::DnsObservation;
 use crate::flow::CtFlow;
 
@@ -16,6 +17,9 @@ pub enum Event {
     Flows(FlowBatch),
     /// DNS answers LAN clients received (packets or the dnsmasq log), oldest first.
     Dns(Vec<DnsObservation>),
+    /// One router health reading (`collect::system`), folded into the minute rollups.
+    /// Boxed: it is several times larger than the other variants.
+    System(Box<SystemSample>),
     /// A user action from the web UI; the writer answers on `reply` after commit.
     Command(Command, oneshot::Sender<Result<CommandReply, String>>),
 }

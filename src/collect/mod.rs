@@ -4,3 +4,4 @@
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod dns;
+pub mod system;

@@ -89,6 +89,8 @@ impl Retention {
             ("device_hours", "hour", self.hours_ms),
             ("remote_host_hours", "hour", self.hours_ms),
             ("dns_device_minutes", "minute", self.minutes_ms),
+            ("system_minutes", "minute", self.minutes_ms),
+            ("interface_minutes", "minute", self.minutes_ms),
         ] {
             // Indexed by bucket; a pass between two retention runs removes only the
             // buckets that aged out since, so this stays small.

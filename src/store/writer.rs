@@ -467,6 +467,9 @@ impl Writer {
                             }
                         })?;
                     }
+                    Event::System(sample) => {
+                        crate::store::system::apply_system(&tx, &sample)?;
+                    }
                     Event::Command(command, reply) => {
                         let result = apply_command(&tx, command, &mut acc);
                         replies.push((reply, result));

@@ -13,6 +13,7 @@ pub enum Nav {
     Devices,
     Hosts,
     Dns,
+    Router,
     None,
 }
 
@@ -39,6 +40,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                         a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
                         a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
                         a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
+                        a href="/router" aria-current=[(nav == Nav::Router).then_some("page")] { "Router" }
                     }
                     @if live {
                         span.live-controls {

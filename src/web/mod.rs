@@ -22,6 +22,7 @@
 //! | `POST /devices/{id}/name` | rename (form field `name`), 303 back to the device |
 //! | `/hosts`, `/hosts/{id}` | remote host list (`q`, `sort`, `order`, `page`, `per_page`), host page |
 //! | `/dns` | DNS log (`device`, `client`, `name`, `type`, `rcode`, `page`, `per_page`) |
+//! | `/router`, `/api/router` | router health: current values, minute charts (`window`) |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
 //! | `/api/flows` | flows as JSON, same parameters as `/` |
 //! | `/api/devices`, `/api/hosts` | lists as JSON (hosts takes the `/hosts` parameters) |
@@ -42,6 +43,7 @@ mod format;
 mod health;
 mod hosts;
 mod layout;
+mod router;
 mod sse;
 
 #[cfg(test)]
@@ -129,6 +131,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::page))
         .route("/dns", get(dns::page))
+        .route("/router", get(router::page))
+        .route("/api/router", get(router::api))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))
         .route("/api/devices", get(api::devices))
