@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 use crate::collect::conntrack::ConntrackCollector;
 use crate::collect::dns::DnsCapture;
+use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::system::SystemSampler;
 use crate::config::Config;
 use crate::export::ipfix::IpfixExporter;
@@ -64,6 +65,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let collector =
         ConntrackCollector::start(&config, writer.handle.clone(), export_tap, shutdown.clone())
             .context("starting the conntrack collector")?;
+    // DNS answers from dnsmasq's query log, for routers without packet capture. Both
+    // at once would store every query twice: packets win (they carry TTLs and ms times).
+    let dnsmasq_log = if config.dns.log_file.as_os_str().is_empty() {
+        None
+    } else if config.dns.packet_capture {
+        log::warn!(
+            "dns.log_file {} is not followed while dns.packet_capture is on (packets carry the \
+             same answers, with TTLs); set dns.packet_capture = false to use the log",
+            config.dns.log_file.display()
+        );
+        None
+    } else {
+        Some(
+            DnsmasqLogCollector::start(&config, writer.handle.clone(), shutdown.clone())
+                .context("starting the dnsmasq log follower")?,
+        )
+    };
     // DNS answers from packets: bind the queue, then load the table whose rule feeds it
     // (the rule has `bypass`, so the order only decides whether the first answers are
     // seen). The table goes before the collectors stop: from then on the kernel no longer
@@ -128,6 +146,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     drop(nft_table.take());
     shutdown.store(true, Ordering::Relaxed);
     collector.join();
+    if let Some(dnsmasq_log) = dnsmasq_log {
+        dnsmasq_log.join();
+    }
     if let Some(exporter) = exporter {
         exporter.join();
     }

@@ -4,4 +4,5 @@
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod dns;
+pub mod dnsmasq;
 pub mod system;
