@@ -814,8 +814,26 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.rsplit_once(' '))
-        .find(|(k, _)| k.trim() == series)
+        .find(|(k, _)| without_router_label(k.trim()) == series)
         .and_then(|(_, v)| v.trim().parse().ok())
+}
+
+/// A series as the tests name it: netmon adds a global `router="…"` label (for
+/// multi-router scraping) that no test cares about.
+fn without_router_label(series: &str) -> String {
+    let Some((name, labels)) = series.split_once('{') else {
+        return series.to_owned();
+    };
+    let labels = labels.trim_end_matches('}');
+    let kept: Vec<&str> = labels
+        .split(',')
+        .filter(|l| !l.is_empty() && !l.starts_with("router="))
+        .collect();
+    if kept.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{name}{{{}}}", kept.join(","))
+    }
 }
 
 /// Sum of every series of metric `name` (all label sets).
