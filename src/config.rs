@@ -71,6 +71,7 @@ pub struct Config {
     pub dns: Dns,
     pub firewall: Firewall,
     pub system: System,
+    pub enrich: Enrich,
     pub export: Export,
 }
 
@@ -127,6 +128,12 @@ pub struct Firewall {
     /// Create the table at start (replacing an older copy) and delete it at exit. Off
     /// when the router's firewall loads the same rules itself (OpenWrt fw4 include).
     pub manage: bool,
+    /// NFLOG group the WAN connection-attempt rules log to (`collect::nflog`). Must not
+    /// be shared with another logger (ulogd), which would take the messages instead.
+    pub drop_log_group: u16,
+    /// New inbound WAN connection attempts logged per second at most (burst: ten
+    /// times as many). 0: drop logging off. Attempts past the limit are not counted.
+    pub drop_log_rate: u32,
 }
 
 /// Feeding engines built for many routers (`[export]`, DESIGN §6): the Prometheus
@@ -179,6 +186,7 @@ impl Default for Config {
             dns: Dns::default(),
             firewall: Firewall::default(),
             system: System::default(),
+            enrich: Enrich::default(),
             export: Export::default(),
         }
     }
@@ -211,7 +219,11 @@ impl Default for Dns {
 
 impl Default for Firewall {
     fn default() -> Self {
-        Firewall { manage: true }
+        Firewall {
+            manage: true,
+            drop_log_group: 5354,
+            drop_log_rate: 100,
+        }
     }
 }
 
@@ -229,6 +241,37 @@ impl Default for System {
     fn default() -> Self {
         System {
             sample_interval_s: 5,
+        }
+    }
+}
+
+/// Enrichment of remote hosts (`[enrich]`, `src/enrich/`): reverse DNS and AS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Enrich {
+    /// Look up the PTR name of every remote host.
+    pub rdns: bool,
+    /// DNS server for PTR queries: an IP address, optionally with a port. Empty: the
+    /// first `nameserver` of /etc/resolv.conf, else 127.0.0.1.
+    pub resolver: String,
+    /// PTR queries in flight at most.
+    pub rdns_concurrency: usize,
+    /// An address without PTR is not asked again for at least this long (seconds); a
+    /// longer negative TTL from the zone's SOA wins.
+    pub rdns_negative_ttl_s: u32,
+    /// IP-range → ASN table (ip-location-db CSV or iptoasn TSV; `scripts/asn-update`
+    /// fetches one). Empty: no AS numbers.
+    pub asn_db: PathBuf,
+}
+
+impl Default for Enrich {
+    fn default() -> Self {
+        Enrich {
+            rdns: true,
+            resolver: String::new(),
+            rdns_concurrency: 8,
+            rdns_negative_ttl_s: 3600,
+            asn_db: PathBuf::new(),
         }
     }
 }
@@ -274,6 +317,13 @@ impl Config {
             value,
             expected: expected.to_owned(),
         };
+        if self.firewall.drop_log_rate > 100_000 {
+            return Err(invalid(
+                "firewall.drop_log_rate",
+                self.firewall.drop_log_rate.to_string(),
+                "a number of attempts per second from 0 (off) to 100000",
+            ));
+        }
         if !(50..=60_000).contains(&self.tick_ms) {
             return Err(invalid(
                 "tick_ms",
@@ -405,6 +455,7 @@ impl Config {
             ));
         }
         self.validate_export(path)?;
+        self.validate_enrich(path)?;
         Ok(())
     }
 
@@ -459,6 +510,41 @@ impl Config {
                 "export.ipfix_max_message_bytes",
                 e.ipfix_max_message_bytes.to_string(),
                 "a size in bytes from 512 to 65000",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `[enrich]`: the resolver must be an address (netmon never resolves names through
+    /// libc), so a typo fails at start.
+    fn validate_enrich(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            expected: expected.to_owned(),
+        };
+        let e = &self.enrich;
+        if !e.resolver.is_empty() && crate::enrich::parse_resolver(&e.resolver).is_none() {
+            return Err(invalid(
+                "enrich.resolver",
+                format!("\"{}\"", e.resolver),
+                "an IP address, optionally with a port, like \"192.168.1.1\" or \"[fd00::1]:53\" \
+                 (no host names), or \"\" for the first nameserver of /etc/resolv.conf",
+            ));
+        }
+        if !(1..=64).contains(&e.rdns_concurrency) {
+            return Err(invalid(
+                "enrich.rdns_concurrency",
+                e.rdns_concurrency.to_string(),
+                "a number of queries from 1 to 64",
+            ));
+        }
+        if !(60..=7 * 86_400).contains(&e.rdns_negative_ttl_s) {
+            return Err(invalid(
+                "enrich.rdns_negative_ttl_s",
+                e.rdns_negative_ttl_s.to_string(),
+                "a number of seconds from 60 to 604800",
             ));
         }
         Ok(())
@@ -593,5 +679,23 @@ mod tests {
         assert!(e.contains("export.ipfix_active_timeout_s") && e.contains("1 to 3600"));
         let c = parse("[export]\nipfix_collector = \"[fd00::10]:4739\"\n").unwrap();
         assert_eq!(c.export.ipfix_collector, "[fd00::10]:4739");
+    }
+
+    #[test]
+    fn bad_enrich_values_name_key_and_value() {
+        let e = parse("[enrich]\nresolver = \"dns.lan\"\n").unwrap_err();
+        assert!(
+            e.contains("enrich.resolver") && e.contains("dns.lan"),
+            "{e}"
+        );
+        let e = parse("[enrich]\nrdns_concurrency = 0\n").unwrap_err();
+        assert!(
+            e.contains("enrich.rdns_concurrency") && e.contains("1 to 64"),
+            "{e}"
+        );
+        let e = parse("[enrich]\nrdns_negative_ttl_s = 5\n").unwrap_err();
+        assert!(e.contains("enrich.rdns_negative_ttl_s"), "{e}");
+        let c = parse("[enrich]\nresolver = \"10.77.0.1\"\n").unwrap();
+        assert_eq!(c.enrich.resolver, "10.77.0.1");
     }
 }

@@ -18,8 +18,11 @@ use anyhow::{Context, bail};
 use crate::collect::conntrack::ConntrackCollector;
 use crate::collect::dns::DnsCapture;
 use crate::collect::dnsmasq::DnsmasqLogCollector;
+use crate::collect::nflog::NflogCollector;
+use crate::collect::offload::OffloadChecker;
 use crate::collect::system::SystemSampler;
 use crate::config::Config;
+use crate::enrich::Enricher;
 use crate::export::ipfix::IpfixExporter;
 use crate::firewall::NftTable;
 use crate::flow::Network;
@@ -53,9 +56,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         );
     }
 
+    // The ASN table loads before anything starts, so a bad `enrich.asn_db` fails fast.
+    let enricher = Enricher::from_config(&config).context("starting enrichment")?;
     let writer = WriterThread::start(&config, network.clone())?;
     // Router health: reads /proc and /sys on its own thread, sends samples to the writer.
     let system = SystemSampler::start(&config, writer.handle.clone())?;
+    // Flow offloading: lists the router's flowtables every few minutes (`nft`).
+    let offload = OffloadChecker::start().context("starting the flow offloading check")?;
     let shutdown = Arc::new(AtomicBool::new(false));
     // The exporter starts first: the collector offers it every batch from the start-up
     // dump on, and stops before it (dropping the tap is what ends the exporter).
@@ -86,20 +93,51 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // (the rule has `bypass`, so the order only decides whether the first answers are
     // seen). The table goes before the collectors stop: from then on the kernel no longer
     // queues anything.
-    let _dns_capture = if config.dns.packet_capture {
+    // Names are an enhancement: a router whose kernel lacks NFQUEUE, or a netmon without
+    // CAP_NET_ADMIN for it, still monitors every flow — loudly, and visibly in /metrics.
+    let dns_capture = if config.dns.packet_capture {
+        match DnsCapture::start(&config, writer.handle.clone(), shutdown.clone()) {
+            Ok(capture) => Some(capture),
+            Err(e) => {
+                log::error!(
+                    "DNS packet capture is off: {e:#} (set dns.packet_capture = false to silence this)"
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    metrics::gauge!("netmon_dns_capture_active").set(f64::from(u8::from(dns_capture.is_some())));
+    // Firewall drops: bind the NFLOG group before the table's log rules exist. Without
+    // `manage` the rules come from the fw4 include, so the group is bound all the same.
+    let nflog = if config.firewall.drop_log_rate > 0 && !config.wan_interfaces.is_empty() {
         Some(
-            DnsCapture::start(&config, writer.handle.clone(), shutdown.clone()).context(
-                "starting DNS packet capture (set dns.packet_capture = false to run without it)",
+            NflogCollector::start(&config, writer.handle.clone(), shutdown.clone()).context(
+                "starting the firewall-drops logger (set firewall.drop_log_rate = 0 to run without it)",
             )?,
         )
     } else {
         None
     };
+    // Without its table netmon sees no DNS answers or drops, but every flow still: go on.
     let mut nft_table = if config.firewall.manage {
-        Some(NftTable::install(&config)?)
+        match NftTable::install(&config) {
+            Ok(table) => Some(table),
+            Err(e) => {
+                log::error!(
+                    "netmon's nftables table is not loaded, so DNS answers and firewall drops \
+                     are not seen: {e:#}"
+                );
+                None
+            }
+        }
     } else {
         None
     };
+    metrics::gauge!("netmon_firewall_table_loaded").set(f64::from(u8::from(
+        nft_table.is_some() || !config.firewall.manage,
+    )));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -109,6 +147,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.spawn(crate::export::prometheus::upkeep(metrics.clone()));
     let reads = ReadPool::open(&config.db_path, 3)?;
+    // Reverse DNS and AS of remote hosts: a task on this runtime, aborted at shutdown
+    // (an unfinished pass loses nothing: its hosts are still due next start).
+    let enrich_task = enricher.map(|e| runtime.spawn(e.run(reads.clone(), writer.handle.clone())));
     let state = web::AppState::new(
         reads,
         writer.handle.clone(),
@@ -143,16 +184,23 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
         anyhow::Ok(())
     });
+    if let Some(task) = enrich_task {
+        task.abort();
+    }
     drop(nft_table.take());
     shutdown.store(true, Ordering::Relaxed);
     collector.join();
     if let Some(dnsmasq_log) = dnsmasq_log {
         dnsmasq_log.join();
     }
+    if let Some(nflog) = nflog {
+        nflog.join();
+    }
     if let Some(exporter) = exporter {
         exporter.join();
     }
     system.stop();
+    offload.stop();
     writer.stop();
     runtime.shutdown_timeout(Duration::from_millis(100));
     log::info!("stopped");

@@ -20,6 +20,11 @@ pub enum Event {
     /// One router health reading (`collect::system`), folded into the minute rollups.
     /// Boxed: it is several times larger than the other variants.
     System(Box<SystemSample>),
+    /// Reverse DNS and AS of remote hosts, resolved off the writer's path (`enrich`).
+    Enrichment(Vec<crate::enrich::HostEnrichment>),
+    /// Refused WAN connection attempts per minute (`collect::nflog`), added to
+    /// `drop_minutes`.
+    Drops(Vec<DropCount>),
     /// A user action from the web UI; the writer answers on `reply` after commit.
     Command(Command, oneshot::Sender<Result<CommandReply, String>>),
 }
@@ -54,6 +59,20 @@ pub struct DumpComplete {
     /// When the dump request was sent (unix ms). A stored live flow last seen before this
     /// and not refreshed by the dump is gone.
     pub started_ms: i64,
+}
+
+/// Refused inbound connection attempts of one source to one port in one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropCount {
+    /// Start of the minute (unix ms).
+    pub minute_ms: i64,
+    pub src: std::net::IpAddr,
+    /// IP protocol number (6 TCP, 17 UDP).
+    pub proto: u8,
+    pub dst_port: u16,
+    /// The interface the attempt arrived on.
+    pub iface: String,
+    pub attempts: u64,
 }
 
 /// User actions that change the database (more arrive with later features).

@@ -6,6 +6,8 @@
 //! interface go to NFQUEUE `dns.queue_num` with `bypass`, so while nothing listens on
 //! the queue (netmon stopped, crashed, not yet started) the kernel accepts them as if
 //! the rule were absent. netmon accepts every queued packet at once and parses a copy.
+//! Firewall drops: new connection attempts from the WAN are logged (rate-limited) to an
+//! NFLOG group before and after the router's filter chains ([`drop_log_chains`]).
 //!
 //! With `firewall.manage = true` netmon loads the table at start in one atomic nft
 //! transaction (replacing any older copy, so a crash never leaves two) and deletes it
@@ -53,6 +55,7 @@ pub fn ruleset(config: &Config) -> String {
              \t}}\n"
         ));
     }
+    chains.push_str(&drop_log_chains(config));
     // Declaring the table first makes `delete` valid when it does not exist yet; nft
     // applies the whole text as one transaction, so loading it twice (netmon restarted,
     // fw4 reloaded) replaces the table instead of doubling its rules.
@@ -61,6 +64,50 @@ pub fn ruleset(config: &Config) -> String {
          table inet {TABLE}\ndelete table inet {TABLE}\n\
          table inet {TABLE} {{\n{chains}}}\n"
     )
+}
+
+/// NFLOG prefixes of the two WAN connection-attempt rules (`collect::nflog`).
+pub const PREFIX_SEEN: &str = "netmon-seen";
+pub const PREFIX_PASSED: &str = "netmon-passed";
+
+/// The firewall-drops rules (`collect::nflog` explains the design): every new TCP/UDP
+/// connection attempt arriving on a WAN interface is logged to NFLOG group
+/// `drop_log_group` once before the router's filter chains (priority filter − 10, as
+/// `netmon-seen`) and once after them (filter + 10, as `netmon-passed`), in the input
+/// and the forward hook. `accept` only ends one base chain, `drop` ends the packet, so
+/// the second rule sees exactly the attempts the router let through. The second rule's
+/// limit is ten times the first's, so an accepted attempt that was logged as seen is
+/// almost never missed as passed (which would count it as refused).
+fn drop_log_chains(config: &Config) -> String {
+    let f = &config.firewall;
+    if f.drop_log_rate == 0 || config.wan_interfaces.is_empty() {
+        return String::new();
+    }
+    let wan = config
+        .wan_interfaces
+        .iter()
+        .map(|i| format!("\"{}\"", i.replace(['"', '\\'], "")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (g, rate) = (f.drop_log_group, u64::from(f.drop_log_rate));
+    let mut out = String::new();
+    for (hook, short) in [("input", "in"), ("forward", "fwd")] {
+        for (name, prio, limit, prefix) in [
+            ("seen", "filter - 10", rate, PREFIX_SEEN),
+            ("passed", "filter + 10", rate * 10, PREFIX_PASSED),
+        ] {
+            out.push_str(&format!(
+                "\tchain wan_{name}_{short} {{\n\
+                 \t\ttype filter hook {hook} priority {prio}; policy accept;\n\
+                 \t\tiifname {{ {wan} }} ct state new meta l4proto {{ tcp, udp }} \
+                 limit rate {limit}/second burst {burst} packets \
+                 log prefix \"{prefix}\" group {g}\n\
+                 \t}}\n",
+                burst = limit * 10,
+            ));
+        }
+    }
+    out
 }
 
 /// The x_tables chain of the fallback (see the module docs).
@@ -241,6 +288,31 @@ mod tests {
         );
         c.dns.packet_capture = false;
         assert!(!ruleset(&c).contains("queue"));
+    }
+
+    #[test]
+    fn ruleset_logs_wan_attempts_before_and_after_filtering() {
+        let mut c = Config {
+            wan_interfaces: vec!["wan".into(), "pppoe-wan".into()],
+            ..Config::default()
+        };
+        let r = ruleset(&c);
+        for (hook, prio, prefix, rate) in [
+            ("input", "filter - 10", "netmon-seen", 100),
+            ("input", "filter + 10", "netmon-passed", 1000),
+            ("forward", "filter - 10", "netmon-seen", 100),
+            ("forward", "filter + 10", "netmon-passed", 1000),
+        ] {
+            let rule = format!(
+                "type filter hook {hook} priority {prio}; policy accept;\n\t\tiifname \
+                 {{ \"wan\", \"pppoe-wan\" }} ct state new meta l4proto {{ tcp, udp }} limit rate \
+                 {rate}/second burst {} packets log prefix \"{prefix}\" group 5354",
+                rate * 10
+            );
+            assert!(r.contains(&rule), "{rule}\n{r}");
+        }
+        c.firewall.drop_log_rate = 0;
+        assert!(!ruleset(&c).contains("log"));
     }
 
     #[test]

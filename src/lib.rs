@@ -6,6 +6,7 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod dns;
+pub mod enrich;
 pub mod event;
 pub mod export;
 pub mod firewall;

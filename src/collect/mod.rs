@@ -5,4 +5,6 @@ pub mod conntrack;
 pub mod ctnetlink;
 pub mod dns;
 pub mod dnsmasq;
+pub mod nflog;
+pub mod offload;
 pub mod system;

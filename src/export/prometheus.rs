@@ -118,6 +118,14 @@ fn router_label(configured: &str) -> String {
 /// describe their own; describing again is harmless (the last text wins), and this one
 /// list is what a reviewer checks against the naming rules.
 pub fn describe_all() {
+    describe_gauge!(
+        "netmon_dns_capture_active",
+        "1 while DNS answers are read from packets (NFQUEUE bound), 0 when capture is off or failed."
+    );
+    describe_gauge!(
+        "netmon_firewall_table_loaded",
+        "1 when netmon's nftables table is in place (or the router's firewall owns it), 0 when loading it failed."
+    );
     // Collector health and drops.
     describe_counter!(
         "netmon_conntrack_events_total",

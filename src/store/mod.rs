@@ -1,6 +1,9 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
 
 pub mod dns;
+pub mod drops;
+pub mod enrich;
+pub mod offload;
 pub mod read;
 pub mod retention;
 pub mod schema;

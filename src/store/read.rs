@@ -1158,7 +1158,7 @@ fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
         device_id: row.get(24)?,
         device_name: row.get(25)?,
         remote_host_id: row.get(26)?,
-        remote_rdns: row.get(27)?,
+        remote_rdns: rdns_text(row.get(27)?),
         domain: row.get(28)?,
         domain_canonical: row.get(29)?,
         dns_match: crate::store::dns::match_name(row.get(30)?),
@@ -1525,11 +1525,23 @@ const HOST_COLUMNS: &str = "h.id, h.ip, h.rdns, h.asn, h.org, h.first_seen, h.la
      (SELECT n.name FROM remote_host_domains rd JOIN dns_names n ON n.id = rd.qname_id \
       WHERE rd.remote_host_id = h.id ORDER BY rd.flows DESC, rd.last_seen DESC LIMIT 1)";
 
+/// `remote_hosts.rdns` as pages and the API show it: `''` (looked up, no PTR) becomes
+/// "none"; NULL (not looked up yet) stays `None`.
+fn rdns_text(stored: Option<String>) -> Option<String> {
+    stored.map(|s| {
+        if s == crate::store::enrich::RDNS_NONE {
+            "none".to_owned()
+        } else {
+            s
+        }
+    })
+}
+
 fn host_row(row: &Row) -> rusqlite::Result<RemoteHostRow> {
     Ok(RemoteHostRow {
         id: row.get(0)?,
         ip: row.get(1)?,
-        rdns: row.get(2)?,
+        rdns: rdns_text(row.get(2)?),
         asn: row.get(3)?,
         org: row.get(4)?,
         first_seen: row.get(5)?,

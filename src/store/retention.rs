@@ -91,6 +91,7 @@ impl Retention {
             ("dns_device_minutes", "minute", self.minutes_ms),
             ("system_minutes", "minute", self.minutes_ms),
             ("interface_minutes", "minute", self.minutes_ms),
+            ("drop_minutes", "minute", self.minutes_ms),
         ] {
             // Indexed by bucket; a pass between two retention runs removes only the
             // buckets that aged out since, so this stays small.

@@ -14,6 +14,8 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../schema.sql"),
     include_str!("../../migrations/0002_dns.sql"),
     include_str!("../../migrations/0003_system.sql"),
+    include_str!("../../migrations/0004_drops.sql"),
+    include_str!("../../migrations/0005_enrich.sql"),
 ];
 
 /// The schema version this binary writes.

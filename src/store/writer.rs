@@ -470,6 +470,10 @@ impl Writer {
                     Event::System(sample) => {
                         crate::store::system::apply_system(&tx, &sample)?;
                     }
+                    Event::Enrichment(results) => {
+                        crate::store::enrich::apply_enrichment(&tx, &results)?;
+                    }
+                    Event::Drops(counts) => crate::store::drops::apply_drops(&tx, &counts)?,
                     Event::Command(command, reply) => {
                         let result = apply_command(&tx, command, &mut acc);
                         replies.push((reply, result));

@@ -14,6 +14,7 @@ pub enum Nav {
     Hosts,
     Dns,
     Router,
+    Drops,
     None,
 }
 
@@ -41,6 +42,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                         a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
                         a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
                         a href="/router" aria-current=[(nav == Nav::Router).then_some("page")] { "Router" }
+                        a href="/drops" aria-current=[(nav == Nav::Drops).then_some("page")] { "Drops" }
                     }
                     @if live {
                         span.live-controls {

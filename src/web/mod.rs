@@ -23,6 +23,7 @@
 //! | `/hosts`, `/hosts/{id}` | remote host list (`q`, `sort`, `order`, `page`, `per_page`), host page |
 //! | `/dns` | DNS log (`device`, `client`, `name`, `type`, `rcode`, `page`, `per_page`) |
 //! | `/router`, `/api/router` | router health: current values, minute charts (`window`) |
+//! | `/drops`, `/api/drops` | refused WAN connection attempts: top sources/ports, per minute (`window`) |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
 //! | `/api/flows` | flows as JSON, same parameters as `/` |
 //! | `/api/devices`, `/api/hosts` | lists as JSON (hosts takes the `/hosts` parameters) |
@@ -38,6 +39,7 @@ mod chart;
 mod dashboard;
 mod devices;
 mod dns;
+mod drops;
 mod flows;
 mod format;
 mod health;
@@ -133,6 +135,8 @@ pub fn router(state: AppState) -> Router {
         .route("/dns", get(dns::page))
         .route("/router", get(router::page))
         .route("/api/router", get(router::api))
+        .route("/drops", get(drops::page))
+        .route("/api/drops", get(drops::api))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))
         .route("/api/devices", get(api::devices))

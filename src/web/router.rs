@@ -20,7 +20,9 @@ use super::devices::{WindowQuery, parse_window, window_links};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, now_ms};
+use crate::collect::offload::{self, OffloadStatus};
 use crate::collect::system::{self, SystemSample};
+use crate::store::offload::{WanFlowBytes, wan_flow_bytes};
 use crate::store::system::{self as store, InterfaceMinute, RouterMinutes, SystemMinute};
 
 /// Conntrack fill above which the page warns: new connections are dropped at 100 %,
@@ -42,6 +44,10 @@ pub struct RouterResponse {
     pub minutes: Vec<SystemMinute>,
     /// Every interface's minutes (WAN, then LAN, then others), oldest first per interface.
     pub interface_minutes: Vec<InterfaceMinute>,
+    /// The latest flowtable check (`collect::offload`), `null` before the first.
+    pub offload: Option<OffloadStatus>,
+    /// WAN interface bytes against flow bytes over the window (`store::offload`).
+    pub wan_flow: WanFlowBytes,
 }
 
 pub async fn api(
@@ -55,7 +61,10 @@ pub async fn api(
         .run(move |c| store::router_minutes(c, since))
         .await?;
     let current = system::latest().map(|s| (*s).clone());
+    let wan_flow = state.reads().run(move |c| wan_flow_bytes(c, since)).await?;
     Ok(Json(RouterResponse {
+        offload: offload::latest().map(|s| (*s).clone()),
+        wan_flow,
         conntrack_fill: current.as_ref().and_then(|s| s.conntrack).map(|c| c.fill()),
         current,
         window_minutes: window,
@@ -77,6 +86,7 @@ pub async fn page(
         .run(move |c| store::router_minutes(c, since))
         .await?;
     let current = system::latest();
+    let wan_flow = state.reads().run(move |c| wan_flow_bytes(c, since)).await?;
     Ok(shell(
         "Router",
         Nav::Router,
@@ -87,11 +97,40 @@ pub async fn page(
                 Some(s) => (current_section(s)),
                 None => p.muted { "No reading yet: the first arrives within a few seconds of start." },
             }
+            (offload_section(offload::latest().as_deref(), &wan_flow))
             h2 { "History" }
             (window_links("/router", window))
             (history(&data, since, now))
         },
     ))
+}
+
+/// Flow offloading: a warning per flowtable without `counter`, and the WAN bytes / flow
+/// bytes cross-check over the window.
+fn offload_section(status: Option<&OffloadStatus>, wan_flow: &WanFlowBytes) -> Markup {
+    html! {
+        @if let Some(s) = status {
+            @for ft in s.without_counter() {
+                p.error #offload-warning {
+                    "Flow offloading: flowtable " code { (ft.family) " " (ft.table) " " (ft.name) }
+                    " has no " code { "counter" } " flag, so connections it offloads stop "
+                    "counting in conntrack and netmon undercounts them. Add " code { "counter" }
+                    " to the flowtable's declaration (current OpenWrt firewall4 does)."
+                }
+            }
+        }
+        p.count #wan-flow-ratio {
+            "WAN interface bytes / flow bytes over this window: "
+            @match wan_flow.ratio {
+                Some(r) => { span.mono data-ratio=(format!("{r:.4}")) { (format!("{r:.3}")) } }
+                None => "—",
+            }
+            " (" (format::bytes(wan_flow.wan_bytes)) " / " (format::bytes(wan_flow.flow_bytes)) ")"
+            @if let Some(s) = status {
+                @if s.flowtables.is_empty() && s.error.is_none() { " · no flowtable (no flow offloading)" }
+            }
+        }
+    }
 }
 
 /// Tiles, storage, interfaces and sensors of one sample.

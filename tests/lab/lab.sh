@@ -33,7 +33,8 @@
 #                cdn.example.test       CNAME edge.cdn-provider.test
 #                edge.cdn-provider.test A 203.0.113.85  AAAA 2001:db8:77::85
 #                alpha.example.test, beta.example.test  A 203.0.113.86 (one IP, two names)
-#                PTR for those addresses; NXDOMAIN for any other example.test name;
+#                PTR for those addresses; NXDOMAIN for any other example.test name and
+#                for the reverse names of the wan's other addresses;
 #                TTL 300 s. 203.0.113.54 is free for a test's own (hostile) DNS server.
 #              :80 HTTP (python3 http.server; big.bin = 5 MiB, small.bin = 64 KiB)
 #              :7/udp echo (socat); :9000 accept-and-close, :9001 sink, :9007/udp echo
@@ -240,6 +241,7 @@ cmd_up() {
         --listen-address="$WAN_DNS4" --listen-address="$WAN_DNS6" \
         --pid-file="$DIR/dns-auth.pidfile" --log-facility="$DIR/dns-auth.log" \
         --local-ttl=300 --local=/example.test/ --local=/cdn-provider.test/ \
+        --local=/113.0.203.in-addr.arpa/ --local=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/ \
         --host-record=shop.example.test,203.0.113.84,2001:db8:77::84 \
         --host-record=edge.cdn-provider.test,203.0.113.85,2001:db8:77::85 \
         --cname=cdn.example.test,edge.cdn-provider.test \
@@ -310,6 +312,9 @@ table inet netmon_lab {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		ct state new counter name "new_local"
+		# The lab router's one refusal (issue 11, firewall drops): new TCP connections
+		# from the wan to ports 1000-1999 of the router. Everything else stays open.
+		iifname "wan" ct state new tcp dport 1000-1999 drop
 	}
 
 	# The tests and the demo reach netmon's web server on the router's loopback. Keep
