@@ -1,0 +1,123 @@
+//! ASN table benchmark (issue 11, acceptance 5): load time, RSS the table adds, and
+//! lookups per second, on a full real database when `ASN_DB` names one.
+//!
+//! Get the database (ip-location-db's `asn` CSV from the npm registry, CC BY 4.0):
+//!
+//! ```sh
+//! cd /var/tmp && npm pack @ip-location-db/asn && tar xzf ip-location-db-asn-*.tgz
+//! cat package/asn-ipv4.csv package/asn-ipv6.csv > asn.csv   # or scripts/asn-update
+//! ASN_DB=/var/tmp/asn.csv cargo bench --bench asn
+//! ```
+//!
+//! Without `ASN_DB` it runs on a generated table of `RANGES` (default 20 000) ranges, a
+//! smoke run that proves the path. `LOOKUPS` (default 2 000 000; 200 000 without
+//! `--bench`) sets the number of lookups, on addresses spread over the whole IPv4 space
+//! plus one IPv6 lookup in eight.
+
+use std::hint::black_box;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Instant;
+
+use netmon::enrich::asn::AsnDb;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Resident set size of this process now (bytes), from /proc/self/status.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A CSV of `n` disjoint /24-ish IPv4 ranges and `n / 4` IPv6 /48s, a few thousand ASes.
+fn generated_table(n: usize) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("netmon-bench-asn-{}.csv", std::process::id()));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&path).expect("create table"));
+    let step = (u32::MAX / n as u32).max(512);
+    for i in 0..n as u32 {
+        let start = Ipv4Addr::from(i * step);
+        let end = Ipv4Addr::from(i * step + 255);
+        let asn = 64_512 + i % 3000;
+        writeln!(out, "{start},{end},{asn},\"Org {}, Inc.\"", i % 3000).expect("write");
+    }
+    for i in 0..(n / 4) as u128 {
+        let start = Ipv6Addr::from((0x2001_0db8u128 << 96) | (i << 80));
+        let end = Ipv6Addr::from(u128::from(start) | ((1u128 << 80) - 1));
+        writeln!(out, "{start},{end},{},Six {i}", 65_000 + i % 500).expect("write");
+    }
+    out.flush().expect("flush");
+    path
+}
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let lookups = env_or("LOOKUPS", if full { 2_000_000 } else { 200_000 });
+    let (path, generated) = match std::env::var_os("ASN_DB") {
+        Some(p) => (std::path::PathBuf::from(p), false),
+        None => (generated_table(env_or("RANGES", 20_000)), true),
+    };
+
+    let rss_before = rss_bytes();
+    let started = Instant::now();
+    let db = AsnDb::load(&path).unwrap_or_else(|e| panic!("{e:#}"));
+    let load_s = started.elapsed().as_secs_f64();
+    let rss_after = rss_bytes();
+
+    // A fixed pseudo-random walk over the address space (xorshift), the same every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let addrs: Vec<IpAddr> = (0..lookups)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 8 == 7 {
+                IpAddr::V6(Ipv6Addr::from(
+                    (0x2000u128 << 112) | (u128::from(x) << 40) | u128::from(x >> 40),
+                ))
+            } else {
+                IpAddr::V4(Ipv4Addr::from((x >> 16) as u32))
+            }
+        })
+        .collect();
+    let started = Instant::now();
+    let mut found = 0usize;
+    for ip in &addrs {
+        if black_box(db.lookup(*ip)).is_some() {
+            found += 1;
+        }
+    }
+    let lookup_s = started.elapsed().as_secs_f64();
+    assert!(found > 0, "no address found in {}", path.display());
+
+    println!(
+        "asn table: {} ({}), {} ranges after merging, {} unreadable lines",
+        path.display(),
+        if generated { "generated" } else { "ASN_DB" },
+        db.len(),
+        db.malformed_lines
+    );
+    println!(
+        "load: {:.2} s; RSS added: {:.1} MiB (table heap: {:.1} MiB)",
+        load_s,
+        rss_after.saturating_sub(rss_before) as f64 / (1 << 20) as f64,
+        db.heap_bytes() as f64 / (1 << 20) as f64
+    );
+    println!(
+        "lookups: {lookups} in {:.3} s = {:.2} M/s ({found} found)",
+        lookup_s,
+        lookups as f64 / lookup_s / 1e6
+    );
+    if generated {
+        let _ = std::fs::remove_file(&path);
+    }
+}
