@@ -13,7 +13,7 @@
 //! (`flowtable_print_declaration` in `src/rule.c`).
 //!
 //! The result is kept in memory for `/router` ([`latest`]) and exported as the gauge
-//! `netmon_flowtable_without_counter` (flowtables lacking `counter`; 0 is healthy).
+//! `netmon_flowtables_uncounted` (flowtables lacking `counter`; 0 is healthy).
 //! The fix: current firewall4 (`ruleset.uc`) declares `counter` on its flowtable `ft`;
 //! an older fw4 or a hand-written flowtable needs `counter` added to its declaration.
 //!
@@ -163,7 +163,7 @@ pub struct OffloadChecker {
 impl OffloadChecker {
     pub fn start() -> anyhow::Result<OffloadChecker> {
         metrics::describe_gauge!(
-            "netmon_flowtable_without_counter",
+            "netmon_flowtables_uncounted",
             "nftables flowtables without the `counter` flag: their offloaded flows stop \
              conntrack's byte counters, so netmon undercounts them (0 is healthy)"
         );
@@ -176,7 +176,7 @@ impl OffloadChecker {
                     let status = check();
                     let silent = status.without_counter().count();
                     if status.error.is_none() {
-                        metrics::gauge!("netmon_flowtable_without_counter").set(silent as f64);
+                        metrics::gauge!("netmon_flowtables_uncounted").set(silent as f64);
                     }
                     if silent > 0 && !warned {
                         log::warn!(
