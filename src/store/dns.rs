@@ -50,6 +50,9 @@ const PENDING_CAP: usize = 100_000;
 /// kernel start stamps and netmon's observation times come from different clocks'
 /// readings, and the dnsmasq log has whole-second times.
 const CLOCK_SKEW_MS: i64 = 1_000;
+/// Most distinct answered addresses kept in memory (≈ 40 B each). Past it every new
+/// flow is looked up in the database instead.
+const ANSWERED_CAP: usize = 200_000;
 /// Interned names kept in memory; past it the cache restarts (the table is the truth).
 const NAME_CACHE_CAP: usize = 50_000;
 const MINUTE_MS: i64 = 60_000;
@@ -67,6 +70,11 @@ pub struct DnsState {
     pending_len: usize,
     /// Distinct names per (device, minute) of the open minutes, for true unions.
     name_sets: HashMap<(i64, i64), HashSet<i64>>,
+    /// Every address some stored answer names, while `answered_complete`: a flow to any
+    /// other address cannot have a name, and most flows (to addresses nobody resolved:
+    /// peers, hard-coded IPs, scans) skip the two index lookups.
+    answered: HashSet<IpAddr>,
+    answered_complete: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -108,6 +116,41 @@ impl DnsState {
             pending_order: VecDeque::new(),
             pending_len: 0,
             name_sets: HashMap::new(),
+            answered: HashSet::new(),
+            answered_complete: false,
+        }
+    }
+
+    /// Loads the set of answered addresses (see [`DnsState::answered`]); over the cap, the
+    /// set stays off and every flow is looked up.
+    pub fn load_answered(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.answered.clear();
+        let mut stmt = conn.prepare("SELECT DISTINCT ip FROM dns_answers")?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let text: String = row.get(0)?;
+            if let Ok(ip) = text.parse() {
+                self.answered.insert(ip);
+            }
+            if self.answered.len() > ANSWERED_CAP {
+                self.answered = HashSet::new();
+                self.answered_complete = false;
+                return Ok(());
+            }
+        }
+        self.answered_complete = true;
+        Ok(())
+    }
+
+    fn note_answered(&mut self, ip: IpAddr) {
+        if !self.answered_complete {
+            return;
+        }
+        self.answered.insert(ip);
+        if self.answered.len() > ANSWERED_CAP {
+            // Retention shrinks the table, but the set cannot tell; a restart reloads it.
+            self.answered = HashSet::new();
+            self.answered_complete = false;
         }
     }
 
@@ -169,6 +212,9 @@ impl DnsState {
         dst: IpAddr,
         first_seen: i64,
     ) -> rusqlite::Result<Option<DnsMatch>> {
+        if self.answered_complete && !self.answered.contains(&dst) {
+            return Ok(None);
+        }
         let (client_text, dst_text) = (client.to_string(), dst.to_string());
         let own: Option<(i64, Option<i64>, i64, Option<i64>)> = tx
             .prepare_cached(
@@ -313,6 +359,7 @@ pub fn apply_dns(
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for &(ip, ttl) in &addresses {
+            state.note_answered(ip);
             insert.execute(params![
                 ip.to_string(),
                 client,

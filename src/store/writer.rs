@@ -317,6 +317,10 @@ impl Writer {
             .reload()
             .context("loading live flows from the database")?;
         writer.unconfirmed = writer.live.keys().copied().collect();
+        writer
+            .dns
+            .load_answered(&writer.conn)
+            .context("loading answered addresses from the database")?;
         Ok(writer)
     }
 
