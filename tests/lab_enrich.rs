@@ -86,6 +86,15 @@ fn remote_hosts_get_reverse_dns_and_as() {
         db_host(&lab, "203.0.113.88"),
         (Some(String::new()), Some(64501), Some("Lab Hosting".into()))
     );
+    let hosts = lab.api("/api/hosts?per_page=500");
+    let api_host = |ip: &str| {
+        hosts["hosts"]
+            .as_array()
+            .and_then(|a| a.iter().find(|h| h["ip"] == ip).cloned())
+            .unwrap_or_else(|| panic!("{ip} not in /api/hosts: {hosts}"))
+    };
+    assert_eq!(api_host("203.0.113.84")["asn"], 64500);
+    assert_eq!(api_host("203.0.113.88")["org"], "Lab Hosting");
     let page = lab.http_get("/hosts");
     assert!(
         page.contains("shop.example.test") && page.contains("AS64501 Lab Hosting"),

@@ -121,7 +121,11 @@ pub struct HostsResponse {
 pub struct ApiHost {
     pub id: i64,
     pub ip: String,
+    /// Reverse DNS name; "none" when the address has no PTR, null until looked up.
     pub rdns: Option<String>,
+    /// Autonomous system and its organisation, from the offline ASN database.
+    pub asn: Option<i64>,
+    pub org: Option<String>,
     pub first_seen: i64,
     pub last_seen: i64,
     pub bytes_up: i64,
@@ -137,6 +141,8 @@ impl From<RemoteHostRow> for ApiHost {
             id: h.id,
             ip: h.ip,
             rdns: h.rdns,
+            asn: h.asn,
+            org: h.org,
             first_seen: h.first_seen,
             last_seen: h.last_seen,
             bytes_up: h.bytes_up,
