@@ -1,4 +1,5 @@
-//! Per-minute traffic as an SVG bar chart with real axes, rendered on the server.
+//! Per-minute charts as SVG with real axes, rendered on the server: traffic
+//! ([`minutes_chart`]) and counts ([`count_chart`]: DNS queries, refused attempts).
 //!
 //! Received bytes grow up from the zero line, sent bytes grow down, on one scale, so
 //! an upload and a download of the same size look the same size. Minutes without a
@@ -53,6 +54,16 @@ fn label_every(minutes: i64) -> i64 {
         .unwrap_or(1440)
 }
 
+/// The minutes labelled on the time axis of a window of `span_minutes` from `start`.
+fn time_labels(start: i64, span_minutes: i64) -> Vec<i64> {
+    let every = label_every(span_minutes);
+    let first_label = (start / (every * MINUTE_MS) + 1) * every * MINUTE_MS;
+    (0..)
+        .map(|i| first_label + i * every * MINUTE_MS)
+        .take_while(|ms| *ms < start + span_minutes * MINUTE_MS)
+        .collect()
+}
+
 /// A coordinate to one decimal: enough for a 720-unit viewBox, and keeps a day of
 /// bars (1440 of them) from bloating the page with 15-digit floats.
 fn r(v: f64) -> f64 {
@@ -91,12 +102,7 @@ pub fn minutes_chart(bars: &[Bar], since_ms: i64, until_ms: i64, label: &str) ->
     let mid = TOP + (steps_down * step) as f64 * scale;
     let bar_w = plot_w / span_minutes as f64;
     let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
-    let every = label_every(span_minutes);
-    let first_label = (start / (every * MINUTE_MS) + 1) * every * MINUTE_MS;
-    let labels: Vec<i64> = (0..)
-        .map(|i| first_label + i * every * MINUTE_MS)
-        .take_while(|ms| *ms < start + span_minutes * MINUTE_MS)
-        .collect();
+    let labels = time_labels(start, span_minutes);
     // (y, label) of every gridline: received above the zero line, sent below.
     let ticks: Vec<(f64, String)> = (1..=steps_down)
         .map(|k| {
@@ -153,9 +159,115 @@ pub fn minutes_chart(bars: &[Bar], since_ms: i64, until_ms: i64, label: &str) ->
     }
 }
 
+/// One bar of a [`count_chart`]: a minute, its count, the part of it drawn on top in
+/// the alert colour (`None` for a single-series chart), and its tooltip.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CountBar {
+    pub minute: i64,
+    pub total: i64,
+    pub part: Option<i64>,
+    pub title: String,
+}
+
+/// A round count step (1, 2 or 5 times a power of ten) of which four cover `max`.
+pub fn count_step(max: i64) -> i64 {
+    let max = max.max(1);
+    let target = max / 4 + i64::from(max % 4 != 0);
+    let mut power: i64 = 1;
+    loop {
+        for mult in [1, 2, 5] {
+            let step = power.saturating_mul(mult);
+            if step >= target {
+                return step;
+            }
+        }
+        power = power.saturating_mul(10);
+    }
+}
+
+/// Counts per minute over `[since_ms, until_ms)` in the frame and styles of the traffic
+/// chart, so the two line up on one page: each bar a minute's count (`rect.q`), its
+/// `part` stacked on top (`rect.nx`). Minutes without a bar are gaps. `legend` names
+/// the series in the caption; `id` marks the figure for pages that link to it.
+pub fn count_chart(
+    bars: &[CountBar],
+    since_ms: i64,
+    until_ms: i64,
+    label: &str,
+    id: Option<&str>,
+    legend: Markup,
+) -> Markup {
+    let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let span_minutes = ((until_ms - start) / MINUTE_MS).max(1);
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let base = TOP + plot_h;
+    let bars: Vec<&CountBar> = bars.iter().filter(|b| b.minute >= start).collect();
+    let max = bars.iter().map(|b| b.total).max().unwrap_or(0).max(0);
+    let step = count_step(max);
+    let steps = (max / step + i64::from(max % step != 0)).max(1);
+    let scale = plot_h / (steps * step) as f64;
+    let bar_w = plot_w / span_minutes as f64;
+    let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
+    let labels = time_labels(start, span_minutes);
+    html! {
+        figure.chart id=[id] {
+            div.scroll {
+                svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label) {
+                    @for k in 1..=steps {
+                        @let y = r(base - (k * step) as f64 * scale);
+                        line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
+                        text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (k * step) }
+                    }
+                    line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(base)) y2=(r(base)) {}
+                    line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(r(base)) {}
+                    text.ylabel x=(LEFT - 4.0) y=(r(base + 3.5)) text-anchor="end" { "0" }
+                    @for ms in &labels {
+                        @let x = r(x_of(*ms));
+                        line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
+                        text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
+                            (format::hh_mm_utc(*ms))
+                        }
+                    }
+                    @for b in &bars {
+                        @let x = r(x_of(b.minute));
+                        @let w = r((bar_w - 1.0).max(1.0));
+                        @let total = b.total.max(0);
+                        @let part = b.part.map(|p| p.clamp(0, total));
+                        @let rest_h = (total - part.unwrap_or(0)) as f64 * scale;
+                        g {
+                            title { (b.title) }
+                            rect.q x=(x) width=(w) y=(r(base - rest_h)) height=(r(rest_h)) {}
+                            @if let Some(p) = part {
+                                @let part_h = p as f64 * scale;
+                                rect.nx x=(x) width=(w) y=(r(base - rest_h - part_h)) height=(r(part_h)) {}
+                            }
+                        }
+                    }
+                }
+            }
+            figcaption {
+                (legend) " · per minute · times in " span data-tz { "UTC" }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn count_steps_are_round() {
+        assert_eq!(count_step(0), 1);
+        assert_eq!(count_step(4), 1);
+        assert_eq!(count_step(5), 2);
+        assert_eq!(count_step(37), 10);
+        assert_eq!(count_step(1000), 500);
+        for max in [1, 9, 99, 12_345, i64::MAX / 8] {
+            assert!(count_step(max) * 4 >= max, "{max}");
+        }
+    }
 
     #[test]
     fn steps_are_round_in_binary_units() {

@@ -9,6 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use maud::{Markup, html};
 
+use super::chart::{self, CountBar};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell, pager, with_query};
 use super::{AppState, WebError, flows};
@@ -215,125 +216,32 @@ fn filter_form(filter: &DnsFilter, data: &DnsLog) -> Markup {
 // Queries per minute
 // ---------------------------------------------------------------------------------------
 
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 220.0;
-const LEFT: f64 = 64.0;
-const RIGHT: f64 = 8.0;
-const TOP: f64 = 8.0;
-const BOTTOM: f64 = 22.0;
-const MINUTE_MS: i64 = 60_000;
-
-/// A round count step (1, 2 or 5 times a power of ten) of which four cover `max`.
-fn count_step(max: i64) -> i64 {
-    let max = max.max(1);
-    let target = max / 4 + i64::from(max % 4 != 0);
-    let mut power: i64 = 1;
-    loop {
-        for mult in [1, 2, 5] {
-            let step = power.saturating_mul(mult);
-            if step >= target {
-                return step;
-            }
-        }
-        power = power.saturating_mul(10);
-    }
-}
-
-/// The x-axis label interval, in minutes, for a window: about six labels (as in the
-/// traffic chart, so the two charts of a device page line up).
-fn label_every(minutes: i64) -> i64 {
-    [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440]
-        .into_iter()
-        .find(|m| minutes / m <= 6)
-        .unwrap_or(1440)
-}
-
-/// One decimal: enough for the viewBox, and keeps a day of bars small.
-fn r(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
-
-/// Queries per minute over `[since_ms, until_ms)` as an SVG bar chart in the frame and
-/// styles of the traffic chart ([`super::chart`]): each bar a minute's queries, its
-/// NXDOMAIN part on top. Minutes without a row are gaps (no query was seen).
+/// Queries per minute over `[since_ms, until_ms)` ([`chart::count_chart`]): each bar a
+/// minute's queries, its NXDOMAIN part on top. Minutes without a row are gaps (no query
+/// was seen).
 pub fn queries_chart(minutes: &[DnsMinute], since_ms: i64, until_ms: i64, label: &str) -> Markup {
-    let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let span_minutes = ((until_ms - start) / MINUTE_MS).max(1);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let base = TOP + plot_h;
-    let bars: Vec<&DnsMinute> = minutes.iter().filter(|m| m.minute >= start).collect();
-    let max = bars.iter().map(|m| m.queries).max().unwrap_or(0).max(0);
-    let step = count_step(max);
-    let steps = (max / step + i64::from(max % step != 0)).max(1);
-    let scale = plot_h / (steps * step) as f64;
-    let bar_w = plot_w / span_minutes as f64;
-    let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
-    let every = label_every(span_minutes);
-    let first_label = (start / (every * MINUTE_MS) + 1) * every * MINUTE_MS;
-    let labels: Vec<i64> = (0..)
-        .map(|i| first_label + i * every * MINUTE_MS)
-        .take_while(|ms| *ms < start + span_minutes * MINUTE_MS)
+    let bars: Vec<CountBar> = minutes
+        .iter()
+        .map(|m| CountBar {
+            minute: m.minute,
+            total: m.queries,
+            part: Some(m.nxdomain),
+            title: format!(
+                "{}: {} queries, {} NXDOMAIN, {} names",
+                format::utc_text(m.minute),
+                m.queries,
+                m.nxdomain,
+                m.names
+            ),
+        })
         .collect();
-    html! {
-        figure.chart {
-            div.scroll {
-                svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label) {
-                    @for k in 1..=steps {
-                        @let y = r(base - (k * step) as f64 * scale);
-                        line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
-                        text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (k * step) }
-                    }
-                    line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(base)) y2=(r(base)) {}
-                    line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(r(base)) {}
-                    text.ylabel x=(LEFT - 4.0) y=(r(base + 3.5)) text-anchor="end" { "0" }
-                    @for ms in &labels {
-                        @let x = r(x_of(*ms));
-                        line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
-                        text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
-                            (format::hh_mm_utc(*ms))
-                        }
-                    }
-                    @for m in &bars {
-                        @let x = r(x_of(m.minute));
-                        @let w = r((bar_w - 1.0).max(1.0));
-                        @let nx = m.nxdomain.clamp(0, m.queries.max(0));
-                        @let ok_h = (m.queries.max(0) - nx) as f64 * scale;
-                        @let nx_h = nx as f64 * scale;
-                        g {
-                            title {
-                                (format::utc_text(m.minute)) ": " (m.queries) " queries, "
-                                (m.nxdomain) " NXDOMAIN, " (m.names) " names"
-                            }
-                            rect.q x=(x) width=(w) y=(r(base - ok_h)) height=(r(ok_h)) {}
-                            rect.nx x=(x) width=(w) y=(r(base - ok_h - nx_h)) height=(r(nx_h)) {}
-                        }
-                    }
-                }
-            }
-            figcaption {
-                span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" }
-                " · per minute · times in " span data-tz { "UTC" }
-            }
-        }
-    }
+    let legend = html! { span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" } };
+    chart::count_chart(&bars, since_ms, until_ms, label, None, legend)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn count_steps_are_round() {
-        assert_eq!(count_step(0), 1);
-        assert_eq!(count_step(4), 1);
-        assert_eq!(count_step(5), 2);
-        assert_eq!(count_step(37), 10);
-        assert_eq!(count_step(1000), 500);
-        for max in [1, 9, 99, 12_345, i64::MAX / 8] {
-            assert!(count_step(max) * 4 >= max, "{max}");
-        }
-    }
 
     #[test]
     fn chart_stacks_nxdomain_on_queries() {

@@ -9,6 +9,7 @@ use maud::{Markup, html};
 use serde::Serialize;
 
 use super::api::ApiError;
+use super::chart::{self, CountBar};
 use super::devices::{WindowQuery, parse_window, window_links};
 use super::format;
 use super::layout::{Nav, page as shell};
@@ -107,98 +108,31 @@ pub async fn page(
     ))
 }
 
-// Chart: a copy of the count chart of `web::dns::queries_chart` (one series instead of
-// two), kept here because that one is drawn for DNS minutes.
-
-const WIDTH: f64 = 720.0;
-const HEIGHT: f64 = 220.0;
-const LEFT: f64 = 64.0;
-const RIGHT: f64 = 8.0;
-const TOP: f64 = 8.0;
-const BOTTOM: f64 = 22.0;
-const MINUTE_MS: i64 = 60_000;
-
-/// A round count step (1, 2 or 5 times a power of ten) of which four cover `max`.
-fn count_step(max: i64) -> i64 {
-    let max = max.max(1);
-    let target = max / 4 + i64::from(max % 4 != 0);
-    let mut power: i64 = 1;
-    loop {
-        for mult in [1, 2, 5] {
-            let step = power.saturating_mul(mult);
-            if step >= target {
-                return step;
-            }
-        }
-        power = power.saturating_mul(10);
-    }
-}
-
-fn label_every(minutes: i64) -> i64 {
-    [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440]
-        .into_iter()
-        .find(|m| minutes / m <= 6)
-        .unwrap_or(1440)
-}
-
-fn r(v: f64) -> f64 {
-    (v * 10.0).round() / 10.0
-}
-
-/// Refused attempts per minute over `[since_ms, until_ms)`; minutes without a row are
-/// gaps (nothing was refused).
+/// Refused attempts per minute over `[since_ms, until_ms)` ([`chart::count_chart`]);
+/// minutes without a row are gaps (nothing was refused).
 fn attempts_chart(minutes: &[DropMinute], since_ms: i64, until_ms: i64, label: &str) -> Markup {
-    let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let span_minutes = ((until_ms - start) / MINUTE_MS).max(1);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let base = TOP + plot_h;
-    let bars: Vec<&DropMinute> = minutes.iter().filter(|m| m.minute >= start).collect();
-    let max = bars.iter().map(|m| m.attempts).max().unwrap_or(0).max(0);
-    let step = count_step(max);
-    let steps = (max / step + i64::from(max % step != 0)).max(1);
-    let scale = plot_h / (steps * step) as f64;
-    let bar_w = plot_w / span_minutes as f64;
-    let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
-    let every = label_every(span_minutes);
-    let first_label = (start / (every * MINUTE_MS) + 1) * every * MINUTE_MS;
-    let labels: Vec<i64> = (0..)
-        .map(|i| first_label + i * every * MINUTE_MS)
-        .take_while(|ms| *ms < start + span_minutes * MINUTE_MS)
+    let bars: Vec<CountBar> = minutes
+        .iter()
+        .map(|m| CountBar {
+            minute: m.minute,
+            total: m.attempts,
+            part: None,
+            title: format!(
+                "{}: {} refused attempts",
+                format::utc_text(m.minute),
+                m.attempts
+            ),
+        })
         .collect();
-    html! {
-        figure.chart #drops-chart {
-            div.scroll {
-                svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label) {
-                    @for k in 1..=steps {
-                        @let y = r(base - (k * step) as f64 * scale);
-                        line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
-                        text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (k * step) }
-                    }
-                    line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(base)) y2=(r(base)) {}
-                    line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(r(base)) {}
-                    text.ylabel x=(LEFT - 4.0) y=(r(base + 3.5)) text-anchor="end" { "0" }
-                    @for ms in &labels {
-                        @let x = r(x_of(*ms));
-                        line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
-                        text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
-                            (format::hh_mm_utc(*ms))
-                        }
-                    }
-                    @for m in &bars {
-                        @let h = m.attempts.max(0) as f64 * scale;
-                        g {
-                            title { (format::utc_text(m.minute)) ": " (m.attempts) " refused attempts" }
-                            rect.q x=(r(x_of(m.minute))) width=(r((bar_w - 1.0).max(1.0))) y=(r(base - h)) height=(r(h)) {}
-                        }
-                    }
-                }
-            }
-            figcaption {
-                span.legend.q { "refused attempts" } " · per minute · times in " span data-tz { "UTC" }
-            }
-        }
-    }
+    let legend = html! { span.legend.q { "refused attempts" } };
+    chart::count_chart(
+        &bars,
+        since_ms,
+        until_ms,
+        label,
+        Some("drops-chart"),
+        legend,
+    )
 }
 
 #[cfg(test)]
@@ -221,6 +155,6 @@ mod tests {
         let svg = attempts_chart(&minutes, since, since + 3_600_000, "t").into_string();
         assert_eq!(svg.matches("<rect class=\"q\"").count(), 2);
         assert!(svg.contains("200 refused attempts"), "{svg}");
-        assert_eq!(count_step(200), 50);
+        assert_eq!(chart::count_step(200), 50);
     }
 }
