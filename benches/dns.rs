@@ -202,12 +202,11 @@ fn latency(queries: usize) {
     let without = bench("without netmon");
     let nm = lab.start_netmon("");
     let with = bench("with netmon (NFQUEUE)");
-    let parsed: f64 = lab
-        .metrics()
-        .lines()
-        .filter(|l| l.starts_with("netmon_dns_packets_total{") && l.contains("result=\"parsed\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let parsed = common::metric(
+        &lab.metrics(),
+        "netmon_dns_packets_total{result=\"parsed\"}",
+    )
+    .unwrap_or(0.0);
     assert!(
         parsed >= queries as f64,
         "netmon saw {parsed} of {queries} answers"

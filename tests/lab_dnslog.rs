@@ -11,57 +11,8 @@ use std::time::Duration;
 
 use common::*;
 
-/// A flow's name, canonical name and match (`flows.qname_id`/`cname_id`/`dns_match`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Named {
-    domain: Option<String>,
-    canonical: Option<String>,
-    dns_match: Option<i64>,
-}
-
-fn exact(domain: &str, canonical: Option<&str>) -> Named {
-    Named {
-        domain: Some(domain.into()),
-        canonical: canonical.map(Into::into),
-        dns_match: Some(1),
-    }
-}
-
-fn named(lab: &Lab, dst: &str, sport: u16) -> Option<Named> {
-    let db = lab.db();
-    db.busy_timeout(Duration::from_secs(5)).ok();
-    db.query_row(
-        "SELECT q.name, c.name, f.dns_match FROM flows f
-         LEFT JOIN dns_names q ON q.id = f.qname_id
-         LEFT JOIN dns_names c ON c.id = f.cname_id
-         WHERE f.dst_ip = ?1 AND f.src_port = ?2",
-        rusqlite::params![dst, sport],
-        |r| {
-            Ok(Named {
-                domain: r.get(0)?,
-                canonical: r.get(1)?,
-                dns_match: r.get(2)?,
-            })
-        },
-    )
-    .ok()
-}
-
-/// Waits (≤ 15 s) until the flow from `sport` to `dst` is stored with a name.
-#[track_caller]
-fn wait_named(lab: &Lab, dst: &str, sport: u16) -> Named {
-    let mut last = None;
-    wait_until(Duration::from_secs(15), || {
-        last = named(lab, dst, sport);
-        last.as_ref().is_some_and(|n| n.domain.is_some())
-    });
-    last.unwrap_or_else(|| {
-        panic!(
-            "no flow to {dst} from port {sport}; netmon log:\n{}",
-            tail(&lab.netmon_log(), 40)
-        )
-    })
-}
+/// How long a flow may take to be stored with its name (the log arrives ~0.5 s late).
+const NAMED_WITHIN: Duration = Duration::from_secs(15);
 
 /// One query from a LAN client to the router's resolver; the addresses it got.
 fn resolve(lab: &Lab, ns: &str, name: &str, qtype: &str) -> Vec<String> {
@@ -116,15 +67,6 @@ fn config(log: &Path) -> String {
     )
 }
 
-/// The value of the series of metric `name` whose labels include `label` (netmon adds
-/// labels of its own, such as `router`).
-fn series(metrics: &str, name: &str, label: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")) && l.contains(label))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 fn file_len(path: &PathBuf) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
@@ -152,19 +94,19 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
     );
     assert!(String::from_utf8_lossy(&nx.stderr).contains("rcode 3"));
     assert_eq!(
-        wait_named(&lab, "203.0.113.84", 47601),
+        wait_named(&lab, "203.0.113.84", 47601, NAMED_WITHIN),
         exact("shop.example.test", None)
     );
     assert_eq!(
-        wait_named(&lab, "203.0.113.85", 47602),
+        wait_named(&lab, "203.0.113.85", 47602, NAMED_WITHIN),
         exact("cdn.example.test", Some("edge.cdn-provider.test"))
     );
     assert_eq!(
-        wait_named(&lab, "203.0.113.86", 47603),
+        wait_named(&lab, "203.0.113.86", 47603, NAMED_WITHIN),
         exact("alpha.example.test", None)
     );
     assert_eq!(
-        wait_named(&lab, "203.0.113.86", 47604),
+        wait_named(&lab, "203.0.113.86", 47604, NAMED_WITHIN),
         exact("beta.example.test", None)
     );
     assert!(wait_until(Duration::from_secs(5), || log_queries(
@@ -193,11 +135,11 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
     assert!(wait_until(Duration::from_secs(5), || log.exists()));
     resolve_and_fetch(&lab, "lan", "shop.example.test", "203.0.113.84", 47611);
     assert_eq!(
-        wait_named(&lab, "203.0.113.80", 47610),
+        wait_named(&lab, "203.0.113.80", 47610, NAMED_WITHIN),
         exact("wan.lab", None)
     );
     assert_eq!(
-        wait_named(&lab, "203.0.113.84", 47611),
+        wait_named(&lab, "203.0.113.84", 47611, NAMED_WITHIN),
         exact("shop.example.test", None)
     );
 
@@ -206,11 +148,11 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
     resolve_and_fetch(&lab, "lan2", "files.lab", "203.0.113.81", 47620);
     resolve_and_fetch(&lab, "lan", "cdn.example.test", "203.0.113.85", 47621);
     assert_eq!(
-        wait_named(&lab, "203.0.113.81", 47620),
+        wait_named(&lab, "203.0.113.81", 47620, NAMED_WITHIN),
         exact("files.lab", None)
     );
     assert_eq!(
-        wait_named(&lab, "203.0.113.85", 47621),
+        wait_named(&lab, "203.0.113.85", 47621, NAMED_WITHIN),
         exact("cdn.example.test", Some("edge.cdn-provider.test"))
     );
 
@@ -222,11 +164,11 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
     resolve_and_fetch(&lab, "lan2", "shop.example.test", "203.0.113.84", 47630);
     assert!(file_len(&log) < before, "the truncated log is shorter");
     assert_eq!(
-        wait_named(&lab, "203.0.113.84", 47630),
+        wait_named(&lab, "203.0.113.84", 47630, NAMED_WITHIN),
         exact("shop.example.test", None)
     );
     let metrics = lab.metrics();
-    let m = |name: &str, label: &str| series(&metrics, name, label);
+    let m = |name: &str, label: &str| metric(&metrics, &format!("{name}{{{label}}}"));
     assert_eq!(
         m("netmon_dnsmasq_log_rotations_total", r#"kind="rename""#),
         Some(1.0)
@@ -259,7 +201,7 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
     let mut nm = lab.start_netmon(&config(&log));
     lab.download("lan", 47640, "http://203.0.113.86/small.bin");
     assert_eq!(
-        wait_named(&lab, "203.0.113.86", 47640),
+        wait_named(&lab, "203.0.113.86", 47640, NAMED_WITHIN),
         exact("alpha.example.test", None)
     );
     assert_eq!(log_queries(&lab, "10.77.0.10", "alpha.example.test", 1), 2);
@@ -277,7 +219,7 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
     let _nm = lab.start_netmon(&config(&syslog));
     resolve_and_fetch(&lab, "lan2", "beta.example.test", "203.0.113.86", 47650);
     assert_eq!(
-        wait_named(&lab, "203.0.113.86", 47650),
+        wait_named(&lab, "203.0.113.86", 47650, NAMED_WITHIN),
         exact("beta.example.test", None)
     );
 

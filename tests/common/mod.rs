@@ -939,3 +939,60 @@ pub fn key<'a>(
 pub fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
+
+// --- DNS attribution --------------------------------------------------------------
+
+/// A stored flow's name, canonical name and match (`flows.qname_id`/`cname_id`/
+/// `dns_match`: 1 exact, 2 stale, 3 other client).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Named {
+    pub domain: Option<String>,
+    pub canonical: Option<String>,
+    pub dns_match: Option<i64>,
+}
+
+/// An exact match to `domain` (with `canonical` at the end of its CNAME chain).
+pub fn exact(domain: &str, canonical: Option<&str>) -> Named {
+    Named {
+        domain: Some(domain.into()),
+        canonical: canonical.map(Into::into),
+        dns_match: Some(1),
+    }
+}
+
+/// What netmon stored for a client's connection from `sport` to `dst`, if anything.
+pub fn named(lab: &Lab, dst: &str, sport: u16) -> Option<Named> {
+    let db = lab.db();
+    db.busy_timeout(Duration::from_secs(5)).ok();
+    db.query_row(
+        "SELECT q.name, c.name, f.dns_match FROM flows f
+         LEFT JOIN dns_names q ON q.id = f.qname_id
+         LEFT JOIN dns_names c ON c.id = f.cname_id
+         WHERE f.dst_ip = ?1 AND f.src_port = ?2",
+        rusqlite::params![dst, sport],
+        |r| {
+            Ok(Named {
+                domain: r.get(0)?,
+                canonical: r.get(1)?,
+                dns_match: r.get(2)?,
+            })
+        },
+    )
+    .ok()
+}
+
+/// Waits (at most `within`) until that flow is stored with a name; what it has then.
+#[track_caller]
+pub fn wait_named(lab: &Lab, dst: &str, sport: u16, within: Duration) -> Named {
+    let mut last = None;
+    wait_until(within, || {
+        last = named(lab, dst, sport);
+        last.as_ref().is_some_and(|n| n.domain.is_some())
+    });
+    last.unwrap_or_else(|| {
+        panic!(
+            "no flow to {dst} from port {sport}; netmon log:\n{}",
+            tail(&lab.netmon_log(), 40)
+        )
+    })
+}
