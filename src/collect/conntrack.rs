@@ -147,7 +147,6 @@ impl ConntrackCollector {
         export: Option<FlowTap>,
         shutdown: Arc<AtomicBool>,
     ) -> Result<ConntrackCollector, CollectError> {
-        describe_metrics();
         let (events, rcvbuf) = open_event_socket(config.netlink_rcvbuf_bytes)?;
         let dump = open_dump_socket()?;
         let mut reader = Reader::new(events, dump, writer, config);
@@ -376,50 +375,6 @@ fn poll_readable(fd: libc::c_int, wait: Duration) -> bool {
 // ---------------------------------------------------------------------------------------
 // Metrics
 // ---------------------------------------------------------------------------------------
-
-fn describe_metrics() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        "netmon_conntrack_events_total",
-        "Conntrack events received, by type (new, update, destroy)."
-    );
-    describe_counter!(
-        "netmon_conntrack_dumps_total",
-        "Conntrack table dumps requested (start-up, periodic and resync)."
-    );
-    describe_counter!(
-        "netmon_conntrack_resync_dumps_total",
-        "Conntrack table dumps requested because events were lost (overrun)."
-    );
-    describe_counter!(
-        "netmon_conntrack_dump_failures_total",
-        "Conntrack table dumps that ended in an error or were incomplete."
-    );
-    describe_counter!(
-        "netmon_conntrack_overruns_total",
-        "Times the kernel dropped conntrack events because netmon's receive buffer was full (ENOBUFS)."
-    );
-    describe_counter!(
-        "netmon_conntrack_reconciled_ends_total",
-        "Flows found ended by a dump although their DESTROY event was never received."
-    );
-    describe_counter!(
-        "netmon_conntrack_parse_errors_total",
-        "Conntrack netlink messages that could not be parsed."
-    );
-    describe_counter!(
-        "netmon_collector_drops_total",
-        "Items a collector dropped because a bound was reached, by stream."
-    );
-    describe_counter!(
-        "netmon_collector_channel_full_total",
-        "Times a collector found the writer's channel full and kept its changes for the next tick, by stream."
-    );
-    describe_gauge!(
-        "netmon_conntrack_tracked_flows",
-        "Flows in the conntrack collector's in-memory table (live plus ended not yet sent)."
-    );
-}
 
 /// What the collector counts. Plain integers on the hot path; copied into the metrics
 /// recorder once per tick with `Counter::absolute`.

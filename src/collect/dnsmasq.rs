@@ -1991,14 +1991,6 @@ fn describe_metrics() {
         "netmon_dnsmasq_log_rotations_total",
         "Rotations of the dnsmasq log followed, by kind (rename, truncate)."
     );
-    describe_counter!(
-        "netmon_collector_drops_total",
-        "Items a collector dropped because a bound was reached, by stream."
-    );
-    describe_counter!(
-        "netmon_collector_channel_full_total",
-        "Times a collector found the writer's channel full and kept its changes for the next tick, by stream."
-    );
 }
 
 /// Handles into the recorder, taken once.

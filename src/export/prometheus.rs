@@ -114,9 +114,10 @@ fn router_label(configured: &str) -> String {
         .unwrap_or_else(|| "router".to_owned())
 }
 
-/// HELP text (and unit) of every metric netmon emits. Collectors and the writer also
-/// describe their own; describing again is harmless (the last text wins), and this one
-/// list is what a reviewer checks against the naming rules.
+/// HELP text (and unit) of the metrics of the conntrack collector, the writer, storage,
+/// web and export, in one list a reviewer checks against the naming rules (collectors
+/// added since describe their own metrics where they count them; nothing is described
+/// twice, so the HELP text is never a matter of start-up order).
 pub fn describe_all() {
     describe_gauge!(
         "netmon_dns_capture_active",

@@ -149,7 +149,6 @@ impl WriterThread {
                 writer.run(rx, thread_depth, tick_tx, tick, max_batch, thread_stop);
             })
             .context("starting the writer thread")?;
-        describe_metrics();
         Ok(WriterThread {
             handle: WriterHandle::new(tx, depth),
             ticks,
@@ -166,40 +165,6 @@ impl WriterThread {
             log::error!("writer thread panicked");
         }
     }
-}
-
-fn describe_metrics() {
-    metrics::describe_histogram!(
-        "netmon_writer_tick_seconds",
-        metrics::Unit::Seconds,
-        "Time to apply and commit one writer transaction"
-    );
-    metrics::describe_histogram!(
-        "netmon_writer_batch_events",
-        "Events applied in one writer transaction"
-    );
-    metrics::describe_counter!(
-        "netmon_writer_commits_total",
-        "Writer transactions committed"
-    );
-    metrics::describe_counter!(
-        "netmon_writer_failed_commits_total",
-        "Writer transactions rolled back after an error (disk full, I/O)"
-    );
-    metrics::describe_counter!(
-        "netmon_writer_dropped_changes_total",
-        "Flow changes lost because their transaction failed"
-    );
-    metrics::describe_gauge!("netmon_channel_depth", "Messages queued for the writer");
-    metrics::describe_gauge!("netmon_active_flows", "Live flows (ended_at IS NULL)");
-    metrics::describe_counter!(
-        "netmon_flows_stored_total",
-        "Flow lifetimes inserted into the database"
-    );
-    metrics::describe_counter!(
-        "netmon_flows_ended_while_down_total",
-        "Stored live flows that vanished while netmon was not running"
-    );
 }
 
 /// What the writer remembers about a live flow so updates need no SELECT.
