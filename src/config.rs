@@ -72,6 +72,7 @@ pub struct Config {
     pub firewall: Firewall,
     pub system: System,
     pub enrich: Enrich,
+    pub devices: Devices,
     pub export: Export,
 }
 
@@ -187,6 +188,7 @@ impl Default for Config {
             firewall: Firewall::default(),
             system: System::default(),
             enrich: Enrich::default(),
+            devices: Devices::default(),
             export: Export::default(),
         }
     }
@@ -272,6 +274,31 @@ impl Default for Enrich {
             rdns_concurrency: 8,
             rdns_negative_ttl_s: 3600,
             asn_db: PathBuf::new(),
+        }
+    }
+}
+
+/// Device identity (`[devices]`, `collect::devices`): the MAC behind each LAN address.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Devices {
+    /// Read the kernel's neighbour table (ARP / NDP): every LAN address the router
+    /// talks to, with its MAC.
+    pub neighbours: bool,
+    /// DHCP lease files to read for MACs and hostnames: dnsmasq's (IPv4 and IPv6) and
+    /// odhcpd's state file. Missing files are fine; they are read when they appear.
+    pub lease_files: Vec<PathBuf>,
+}
+
+impl Default for Devices {
+    fn default() -> Self {
+        Devices {
+            neighbours: true,
+            lease_files: vec![
+                PathBuf::from("/tmp/dhcp.leases"),
+                PathBuf::from("/var/lib/misc/dnsmasq.leases"),
+                PathBuf::from("/tmp/hosts/odhcpd"),
+            ],
         }
     }
 }

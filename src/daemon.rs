@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::collect::conntrack::ConntrackCollector;
+use crate::collect::devices::DeviceCollector;
 use crate::collect::dns::DnsCapture;
 use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::nflog::NflogCollector;
@@ -120,6 +121,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Device identity: the MAC behind each LAN address (neighbour table, DHCP leases).
+    let devices = DeviceCollector::start(&config, writer.handle.clone(), shutdown.clone())
+        .context("starting the device identity collector (set devices.neighbours = false to run without the neighbour table)")?;
     // Without its table netmon sees no DNS answers or drops, but every flow still: go on.
     let mut nft_table = if config.firewall.manage {
         match NftTable::install(&config) {
@@ -196,6 +200,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     if let Some(nflog) = nflog {
         nflog.join();
     }
+    devices.join();
     if let Some(exporter) = exporter {
         exporter.join();
     }

@@ -391,7 +391,18 @@ fn item1_client_flows_recorded_with_tuple_direction_and_bytes() {
     );
 
     // --- the device and the remote hosts exist and the flows point at them ---
-    let ours = [&dl4, &tcp6, &udp_flow, &icmp];
+    // Read the flows again: once the neighbour table names the client's MAC, its
+    // address-only devices merge into one (issue 11), so device ids read earlier may
+    // be gone.
+    let fresh = lab.all_flows();
+    let again = |f: &Value| {
+        fresh
+            .iter()
+            .find(|g| g["id"] == f["id"])
+            .cloned()
+            .unwrap_or_else(|| panic!("flow vanished: {}", pretty(f)))
+    };
+    let ours = [again(&dl4), again(&tcp6), again(&udp_flow), again(&icmp)];
     let devices = lab.api("/api/devices")["devices"]
         .as_array()
         .cloned()
@@ -400,7 +411,7 @@ fn item1_client_flows_recorded_with_tuple_direction_and_bytes() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    for f in ours {
+    for f in &ours {
         let dev_id =
             int(f, "device_id").unwrap_or_else(|| panic!("flow without device_id: {}", pretty(f)));
         let dev = devices

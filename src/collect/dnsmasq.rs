@@ -51,7 +51,7 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -1852,51 +1852,11 @@ impl DnsmasqLogCollector {
     }
 }
 
-/// Watches the log's directory (so creation, rename and truncation are seen too) and
-/// wakes the loop for events about the log (or its rotated copies).
-fn watch(path: &Path, wake: SyncSender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name()?.to_string_lossy().into_owned();
-    let handler = move |res: notify::Result<notify::Event>| {
-        let relevant = match &res {
-            Ok(ev) => {
-                ev.paths.is_empty()
-                    || ev.paths.iter().any(|p| {
-                        p.file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with(&name))
-                    })
-            }
-            Err(_) => true,
-        };
-        if relevant {
-            // A full channel already holds a wake-up.
-            let _ = wake.try_send(());
-        }
-    };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(e) => {
-            debug!("dnsmasq log: no inotify ({e}); polling");
-            return None;
-        }
-    };
-    match watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            debug!("dnsmasq log: cannot watch {} ({e}); polling", dir.display());
-            None
-        }
-    }
-}
-
 fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
     let metrics = Metrics::new();
     let (wake_tx, wake_rx) = sync_channel::<()>(1);
-    let mut watcher = watch(&source.follower.path, wake_tx.clone());
+    let mut watcher =
+        crate::collect::watch_file(&source.follower.path, wake_tx.clone(), "dnsmasq log");
     info!(
         "dnsmasq log: reading {} ({})",
         source.follower.path.display(),
@@ -1931,7 +1891,8 @@ fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
         if watcher.is_none() && now.duration_since(last_watch_try) >= Duration::from_secs(10) {
             // The directory may have appeared since.
             last_watch_try = now;
-            watcher = watch(&source.follower.path, wake_tx.clone());
+            watcher =
+                crate::collect::watch_file(&source.follower.path, wake_tx.clone(), "dnsmasq log");
         }
         if more {
             woken = false;

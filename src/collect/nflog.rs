@@ -32,7 +32,6 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -417,7 +416,7 @@ impl NflogCollector {
             &config_request(group, 2, NFULA_CFG_MODE, &mode),
             "setting the NFLOG copy mode",
         )?;
-        set_receive_timeout(&sock, Duration::from_millis(500));
+        crate::collect::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
         metrics::describe_counter!(
             "netmon_nflog_messages_total",
             "NFLOG messages read, by result (seen, passed or the parse error)"
@@ -435,30 +434,6 @@ impl NflogCollector {
 
     pub fn join(self) {
         let _ = self.thread.join();
-    }
-}
-
-/// `SO_RCVTIMEO`, so the thread notices shutdown within `t` on a quiet WAN.
-fn set_receive_timeout(sock: &NlSocket, t: Duration) {
-    let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: the fd is our socket; the value is a timeval of the given size.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        log::warn!(
-            "nflog: cannot set a receive timeout: {}",
-            io::Error::last_os_error()
-        );
     }
 }
 

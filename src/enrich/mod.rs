@@ -11,6 +11,7 @@
 //! without a new query.
 
 pub mod asn;
+pub mod oui;
 pub mod rdns;
 
 use std::net::{IpAddr, SocketAddr};

@@ -203,6 +203,30 @@ impl DnsState {
             .retain(|(_, m), _| *m >= newest - 2 * MINUTE_MS);
     }
 
+    /// Device `from` was merged into `into` (`store::devices`): waiting flows and the
+    /// open minutes' name sets follow it.
+    pub fn remap_device(&mut self, from: i64, into: i64) {
+        for f in self.pending.values_mut().flatten() {
+            if f.device_id == Some(from) {
+                f.device_id = Some(into);
+            }
+        }
+        let moved: Vec<(i64, i64)> = self
+            .name_sets
+            .keys()
+            .filter(|(d, _)| *d == from)
+            .copied()
+            .collect();
+        for key in moved {
+            if let Some(names) = self.name_sets.remove(&key) {
+                self.name_sets
+                    .entry((into, key.1))
+                    .or_default()
+                    .extend(names);
+            }
+        }
+    }
+
     /// The name for a new outbound flow from `client` to `dst` starting at `first_seen`
     /// (see the module docs). A flow without an exact match waits for a late answer.
     pub fn attribute(

@@ -1422,6 +1422,9 @@ pub struct DeviceRow {
     pub bytes_up: i64,
     pub bytes_down: i64,
     pub flows: i64,
+    /// Its addresses, most recently used first (at most 16: a phone collects a new
+    /// IPv6 privacy address a day).
+    pub addrs: Vec<String>,
 }
 
 impl DeviceRow {
@@ -1437,7 +1440,9 @@ impl DeviceRow {
 }
 
 const DEVICE_COLUMNS: &str = "id, ip, mac, name, hostname, vendor, first_seen, last_seen, \
-     bytes_up, bytes_down, flows";
+     bytes_up, bytes_down, flows, \
+     (SELECT group_concat(ip, ' ') FROM (SELECT ip FROM device_addrs a \
+         WHERE a.device_id = devices.id ORDER BY a.last_seen DESC LIMIT 16))";
 
 fn device_row(row: &Row) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
@@ -1452,6 +1457,10 @@ fn device_row(row: &Row) -> rusqlite::Result<DeviceRow> {
         bytes_up: row.get(8)?,
         bytes_down: row.get(9)?,
         flows: row.get(10)?,
+        addrs: row
+            .get::<_, Option<String>>(11)?
+            .map(|a| a.split(' ').map(str::to_owned).collect())
+            .unwrap_or_default(),
     })
 }
 

@@ -405,6 +405,8 @@ impl Writer {
         let mut acc = TickAcc::default();
         let mut replies = Vec::new();
         let mut changes = 0usize;
+        let mut sightings = Vec::new();
+        let mut merges = Vec::new();
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
             for event in events {
@@ -443,6 +445,12 @@ impl Writer {
                         crate::store::enrich::apply_enrichment(&tx, &results)?;
                     }
                     Event::Drops(counts) => crate::store::drops::apply_drops(&tx, &counts)?,
+                    // Applied after the rollups: a merge then moves rows already written,
+                    // and nothing of this tick still names the merged device.
+                    Event::Identity(batch) => {
+                        changes += batch.len();
+                        sightings.extend(batch);
+                    }
                     Event::Command(command, reply) => {
                         let result = apply_command(&tx, command, &mut acc);
                         replies.push((reply, result));
@@ -451,6 +459,17 @@ impl Writer {
             }
             write_rollups(&tx, &mut acc, &mut self.device_sets, &mut self.host_sets)?;
             write_dns_rollups(&tx, &mut acc.dns, &self.dns)?;
+            if !sightings.is_empty() {
+                let net = self.network.read().unwrap_or_else(|p| p.into_inner());
+                let applied = crate::store::devices::apply_sightings(
+                    &tx,
+                    &sightings,
+                    &net,
+                    &mut self.devices,
+                )?;
+                acc.tick.devices_changed |= applied.changed;
+                merges = applied.merges;
+            }
             tx.commit()
         })();
         match result {
@@ -469,6 +488,9 @@ impl Writer {
                 metrics::gauge!("netmon_active_flows").set(active as f64);
                 for (reply, result) in replies {
                     let _ = reply.send(result);
+                }
+                for m in merges {
+                    self.remap_device(m.from, m.into);
                 }
                 self.prune_sets();
                 self.dns.expire(now);
@@ -491,6 +513,36 @@ impl Writer {
                 None
             }
         }
+    }
+
+    /// Device `from` was merged into `into` (committed): the in-memory state that names
+    /// devices follows. (`self.devices` was kept true during the transaction; after a
+    /// rollback `reload` rebuilds it.)
+    fn remap_device(&mut self, from: i64, into: i64) {
+        for f in self.live.values_mut() {
+            if f.device_id == Some(from) {
+                f.device_id = Some(into);
+            }
+        }
+        let moved: Vec<(i64, i64)> = self
+            .device_sets
+            .keys()
+            .filter(|(d, _)| *d == from)
+            .copied()
+            .collect();
+        for key in moved {
+            if let Some(sets) = self.device_sets.remove(&key) {
+                let into_sets = self.device_sets.entry((into, key.1)).or_default();
+                into_sets.dsts.extend(sets.dsts);
+                into_sets.ports.extend(sets.ports);
+            }
+        }
+        for devices in self.host_sets.values_mut() {
+            if devices.remove(&from) {
+                devices.insert(into);
+            }
+        }
+        self.dns.remap_device(from, into);
     }
 
     /// Live flows as the user sees them: not ended, not closed.
@@ -1494,6 +1546,135 @@ mod tests {
             count(&w.conn, "SELECT sum(queries) FROM dns_device_minutes"),
             1
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn sighting(ip: &str, mac: u8, hostname: Option<&str>, at: i64) -> Event {
+        use crate::collect::devices::{Sighting, SightingSource};
+        Event::Identity(vec![Sighting {
+            ip: ip.parse().unwrap(),
+            mac: [0x3c, 0x22, 0xfb, 0, 0, mac],
+            hostname: hostname.map(str::to_owned),
+            source: SightingSource::Dhcp,
+            at_ms: at,
+        }])
+    }
+
+    #[test]
+    fn devices_are_keyed_by_mac_and_address_only_history_merges_in() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
+        // Two addresses, no MAC known yet: two address-only devices with traffic.
+        let mut a = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
+        a.counters.orig_bytes = 100;
+        let mut b = tcp_flow(2, "10.77.0.11", 40001, "198.51.100.80", 80);
+        b.counters.orig_bytes = 50;
+        w.apply(vec![batch(vec![
+            change(&a, t0 + 1000, false),
+            change(&b, t0 + 1000, false),
+        ])])
+        .unwrap();
+        w.conn
+            .execute(
+                "UPDATE devices SET name = 'kitchen' WHERE ip = '10.77.0.11'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM devices"), 2);
+
+        // The lease names .10's MAC: that device takes it (no new device).
+        let tick = w
+            .apply(vec![sighting("10.77.0.10", 1, Some("laptop"), t0 + 2000)])
+            .unwrap();
+        assert!(tick.devices_changed);
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM devices"), 2);
+        let laptop = count(
+            &w.conn,
+            "SELECT id FROM devices WHERE mac = '3c:22:fb:00:00:01'",
+        );
+        assert_eq!(
+            count(
+                &w.conn,
+                &format!("SELECT hostname = 'laptop' FROM devices WHERE id = {laptop}")
+            ),
+            1
+        );
+        // Its address changes to .11 (same MAC): .11's address-only device merges in —
+        // its flow, rollups, totals and the owner's name — and is gone.
+        w.apply(vec![sighting("10.77.0.11", 1, None, t0 + 3000)])
+            .unwrap();
+        let c = &w.conn;
+        assert_eq!(count(c, "SELECT count(*) FROM devices"), 1);
+        assert_eq!(
+            count(
+                c,
+                &format!("SELECT count(*) FROM flows WHERE device_id = {laptop}")
+            ),
+            2
+        );
+        assert_eq!(
+            count(
+                c,
+                &format!("SELECT bytes_up FROM device_minutes WHERE device_id = {laptop}")
+            ),
+            150
+        );
+        assert_eq!(count(c, "SELECT bytes_up FROM devices"), 150);
+        assert_eq!(count(c, "SELECT name = 'kitchen' FROM devices"), 1);
+        assert_eq!(
+            count(
+                c,
+                &format!("SELECT count(*) FROM device_addrs WHERE device_id = {laptop}")
+            ),
+            2
+        );
+        // Later counters of the merged device's live flow land on the survivor.
+        b.counters.orig_bytes = 80;
+        w.apply(vec![batch(vec![change(&b, t0 + 4000, false)])])
+            .unwrap();
+        assert_eq!(
+            count(
+                &w.conn,
+                &format!("SELECT bytes_up FROM device_minutes WHERE device_id = {laptop}")
+            ),
+            180
+        );
+        // .11 is handed to another MAC: the address moves, its past flows stay.
+        w.apply(vec![sighting("10.77.0.11", 2, Some("phone"), t0 + 5000)])
+            .unwrap();
+        let c = &w.conn;
+        let phone = count(c, "SELECT id FROM devices WHERE mac = '3c:22:fb:00:00:02'");
+        assert_ne!(phone, laptop);
+        assert_eq!(
+            count(
+                c,
+                "SELECT device_id FROM device_addrs WHERE ip = '10.77.0.11'"
+            ),
+            phone
+        );
+        assert_eq!(
+            count(
+                c,
+                &format!("SELECT count(*) FROM flows WHERE device_id = {laptop}")
+            ),
+            2
+        );
+        let mut n = tcp_flow(3, "10.77.0.11", 40002, "198.51.100.80", 80);
+        n.counters.orig_bytes = 7;
+        w.apply(vec![batch(vec![change(&n, t0 + 6000, false)])])
+            .unwrap();
+        assert_eq!(
+            count(
+                &w.conn,
+                &format!("SELECT count(*) FROM flows WHERE device_id = {phone}")
+            ),
+            1
+        );
+        // Sightings outside the LAN (the WAN gateway) are not devices.
+        w.apply(vec![sighting("203.0.113.80", 9, None, t0 + 7000)])
+            .unwrap();
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM devices"), 2);
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -76,6 +76,11 @@ pub struct ApiDevice {
     pub mac: Option<String>,
     pub name: Option<String>,
     pub hostname: Option<String>,
+    /// The IEEE registry's name for the MAC's maker, or "randomized (locally
+    /// administered)" for a private MAC.
+    pub vendor: Option<String>,
+    /// Addresses the device has used, most recent first (at most 16).
+    pub addrs: Vec<String>,
     pub first_seen: i64,
     pub last_seen: i64,
     pub bytes_up: i64,
@@ -91,6 +96,8 @@ impl From<DeviceRow> for ApiDevice {
             mac: d.mac,
             name: d.name,
             hostname: d.hostname,
+            vendor: d.vendor,
+            addrs: d.addrs,
             first_seen: d.first_seen,
             last_seen: d.last_seen,
             bytes_up: d.bytes_up,

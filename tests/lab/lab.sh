@@ -10,6 +10,11 @@
 #   lab.sh status NAME        namespaces, processes, listeners, counters
 #   lab.sh dnsmasq NAME MODE  restart the LAN resolver logging as MODE: file-extra
 #                             (default), file, syslog-extra, syslog (see cmd_dnsmasq)
+#   lab.sh dhcp NAME I HOST MAC [IP]
+#                             turn LAN client I into a DHCP client: MAC on its eth0,
+#                             static IPv4 removed, busybox udhcpc asking as HOST (for
+#                             IP when given); returns once the lease is applied
+#   lab.sh dhcp-release NAME I  client I releases its lease and stops its udhcpc
 #   lab.sh list               labs that exist on this machine
 #
 # Topology (every lab reuses the same addresses: nothing links a lab to the host or to
@@ -27,6 +32,8 @@
 #              every query (log-queries=extra) to /tmp/netmon-lab-NAME/dnsmasq-queries.log;
 #              it forwards example.test, cdn-provider.test and the wan's reverse zones
 #              to the wan's authoritative server and evil.test to .54; socat on :22.
+#              The same dnsmasq serves DHCPv4 (10.77.0.100–199, leases in
+#              /tmp/netmon-lab-NAME/dnsmasq.leases) to clients that `lab.sh dhcp` starts.
 #   NAME-wan   eth0 203.0.113.80/24 (+ .81–.89) 2001:db8:77::80/64 (+ ::81–::89)
 #              authoritative DNS (a second dnsmasq) on 203.0.113.53 / 2001:db8:77::53:
 #                shop.example.test      A 203.0.113.84  AAAA 2001:db8:77::84
@@ -73,7 +80,7 @@ WAN_DNS6=2001:db8:77::53
 die() { echo "lab.sh: $*" >&2; exit 1; }
 
 usage() {
-    sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -148,7 +155,9 @@ rtr_dns_opts() {
         --server=/example.test/"$WAN_DNS4" --server=/cdn-provider.test/"$WAN_DNS4"
         --server=/113.0.203.in-addr.arpa/"$WAN_DNS4"
         --server=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
-        --server=/evil.test/203.0.113.54)
+        --server=/evil.test/203.0.113.54
+        --dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h --dhcp-authoritative
+        --dhcp-leasefile="$DIR/dnsmasq.leases" --dhcp-option=option:router,"$RTR_LAN4")
 }
 
 cmd_up() {
@@ -470,6 +479,57 @@ exec dnsmasq "$@"' sh "$dev" "${RTR_DNS_OPTS[@]}" "$logq"
     echo "lab $name: dnsmasq restarted, logging $mode"
 }
 
+# cmd_dhcp NAME I HOST MAC [IP]: see the header. The client keeps running (renewals),
+# logged to udhcpc-I.log; `down` ends it with the namespace's other processes.
+cmd_dhcp() {
+    local name=$1 i=$2 host=$3 mac=$4 want=${5:-} n
+    DIR=/tmp/netmon-lab-$name
+    [[ -d $DIR ]] || die "no lab $name"
+    local ns
+    ns=$(lan_ns "$name" "$i")
+    [[ $mac =~ ^([0-9a-f]{2}:){5}[0-9a-f]{2}$ ]] || die "MAC must be aa:bb:cc:dd:ee:ff, got '$mac'"
+    stop_udhcpc "$i"
+    ip -n "$ns" link set eth0 address "$mac"
+    ip -n "$ns" -4 addr flush dev eth0
+    local args=(-f -i eth0 -s "$LAB_HERE/udhcpc.script" -x "hostname:$host" -t 10 -T 1 -A 1)
+    [[ -n $want ]] && args+=(-r "$want")
+    start "udhcpc-$i" "$ns" busybox udhcpc "${args[@]}"
+    for ((n = 0; n < 200; n++)); do
+        if ip -n "$ns" -4 -o addr show dev eth0 | grep -q inet; then
+            ip -n "$ns" -4 -o addr show dev eth0 | awk '{print $4}'
+            return 0
+        fi
+        sleep 0.05
+    done
+    cat "$DIR/udhcpc-$i.log" >&2 || true
+    die "client $i got no DHCP lease"
+}
+
+stop_udhcpc() { # stop_udhcpc I [SIGNAL]: signal (default none), then end client I's udhcpc
+    local pidfile=$DIR/udhcpc-$1.pid pid n
+    [[ -f $pidfile ]] || return 0
+    pid=$(cat "$pidfile")
+    rm -f "$pidfile"
+    [[ -d /proc/$pid ]] || return 0
+    if [[ -n ${2:-} ]]; then
+        kill "-$2" "$pid" 2>/dev/null || true
+        sleep 0.3
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((n = 0; n < 100; n++)); do
+        [[ -d /proc/$pid ]] || return 0
+        sleep 0.05
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+}
+
+# cmd_dhcp_release NAME I: SIGUSR2 makes udhcpc send DHCPRELEASE and deconfigure.
+cmd_dhcp_release() {
+    DIR=/tmp/netmon-lab-$1
+    [[ -d $DIR ]] || die "no lab $1"
+    stop_udhcpc "$2" USR2
+}
+
 main() {
     local cmd=${1:-}
     case $cmd in
@@ -500,6 +560,16 @@ main() {
     dnsmasq)
         check_name "${2:-}"
         cmd_dnsmasq "$2" "${3:-file-extra}"
+        ;;
+    dhcp)
+        check_name "${2:-}"
+        [[ ${3:-} =~ ^[1-9]$ && -n ${4:-} && -n ${5:-} ]] || usage
+        cmd_dhcp "$2" "$3" "$4" "$5" "${6:-}"
+        ;;
+    dhcp-release)
+        check_name "${2:-}"
+        [[ ${3:-} =~ ^[1-9]$ ]] || usage
+        cmd_dhcp_release "$2" "$3"
         ;;
     list)
         ip netns list 2>/dev/null | awk '{print $1}' | sed -nE 's/^(.*)-rtr$/\1/p'

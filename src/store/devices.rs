@@ -1,0 +1,253 @@
+//! Device identity in the database: devices keyed by MAC (issue 11).
+//!
+//! A flow from a LAN address nobody has named yet creates a device known only by that
+//! address (`writer::device_for`). A sighting (`collect::devices`: neighbour table or
+//! DHCP lease) then says which MAC owns the address:
+//!
+//! | the address belongs to      | the MAC has a device | result                        |
+//! |-----------------------------|----------------------|-------------------------------|
+//! | nobody                      | no                   | new device with that MAC      |
+//! | nobody                      | yes                  | address added to it           |
+//! | an address-only device      | no                   | that device gets the MAC      |
+//! | an address-only device      | yes                  | **merged** into the MAC's one |
+//! | the MAC's device            | —                    | `last_seen` moves             |
+//! | another MAC's device        | —                    | address moves (reassigned)    |
+//!
+//! A merge moves everything — flows, rollups, DNS queries, addresses, lifetime totals,
+//! the owner's name and notes — to the surviving device in the same transaction, so
+//! history before the MAC was known stays with the device. A moved address keeps its
+//! past flows with the device that used it then.
+//!
+//! Devices with a MAC gather every address they use: an IPv4 lease that changes, IPv6
+//! privacy addresses that rotate daily. `devices.ip` shows the most recent IPv4 address
+//! (else IPv6), the one a user recognises.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use crate::collect::devices::{Sighting, SightingSource, format_mac};
+use crate::flow::Network;
+
+/// A device folded into another; the writer rewrites its in-memory ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Merge {
+    pub from: i64,
+    pub into: i64,
+}
+
+/// What one batch of sightings changed.
+#[derive(Debug, Default)]
+pub struct Applied {
+    pub merges: Vec<Merge>,
+    /// Any device row was created or changed (name, MAC, address).
+    pub changed: bool,
+}
+
+/// The vendor label stored with a MAC: the IEEE registry's name, or that the address
+/// is randomized.
+fn vendor_of(mac: [u8; 6]) -> Option<String> {
+    crate::enrich::oui::vendor(mac).label()
+}
+
+/// Applies sightings of LAN addresses (others — the WAN gateway — are ignored) and
+/// keeps `cache` (LAN address → device id) true.
+pub fn apply_sightings(
+    tx: &Transaction,
+    sightings: &[Sighting],
+    net: &Network,
+    cache: &mut HashMap<IpAddr, i64>,
+) -> rusqlite::Result<Applied> {
+    let mut applied = Applied::default();
+    for s in sightings {
+        if !net.is_lan(s.ip) {
+            continue;
+        }
+        apply_one(tx, s, cache, &mut applied)?;
+    }
+    if !applied.merges.is_empty() {
+        metrics::counter!("netmon_device_merges_total").increment(applied.merges.len() as u64);
+    }
+    Ok(applied)
+}
+
+fn apply_one(
+    tx: &Transaction,
+    s: &Sighting,
+    cache: &mut HashMap<IpAddr, i64>,
+    applied: &mut Applied,
+) -> rusqlite::Result<()> {
+    let mac = format_mac(s.mac);
+    let ip = s.ip.to_string();
+    let by_mac: Option<i64> = tx
+        .prepare_cached("SELECT id FROM devices WHERE mac = ?1")?
+        .query_row([&mac], |r| r.get(0))
+        .optional()?;
+    let by_ip: Option<(i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT d.id, d.mac FROM device_addrs a JOIN devices d ON d.id = a.device_id
+             WHERE a.ip = ?1",
+        )?
+        .query_row([&ip], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    // The address was already this device's (nothing moves).
+    let same = matches!((by_mac, &by_ip), (Some(m), Some((d, _))) if m == *d);
+    let device = match (by_mac, by_ip) {
+        (Some(m), Some((d, _))) if m == d => m,
+        (Some(m), Some((d, None))) => {
+            merge(tx, d, m)?;
+            applied.merges.push(Merge { from: d, into: m });
+            for id in cache.values_mut().filter(|id| **id == d) {
+                *id = m;
+            }
+            applied.changed = true;
+            m
+        }
+        (None, Some((d, None))) => {
+            tx.prepare_cached("UPDATE devices SET mac = ?2, vendor = ?3 WHERE id = ?1")?
+                .execute(params![d, mac, vendor_of(s.mac)])?;
+            applied.changed = true;
+            d
+        }
+        (Some(m), Some((_, Some(_)))) => {
+            move_addr(tx, &ip, m)?;
+            applied.changed = true;
+            m
+        }
+        (None, Some((_, Some(_)))) => {
+            let m = create(tx, s, &mac)?;
+            move_addr(tx, &ip, m)?;
+            applied.changed = true;
+            m
+        }
+        (Some(m), None) => {
+            add_addr(tx, &ip, m, s.at_ms)?;
+            applied.changed = true;
+            m
+        }
+        (None, None) => {
+            let m = create(tx, s, &mac)?;
+            add_addr(tx, &ip, m, s.at_ms)?;
+            applied.changed = true;
+            m
+        }
+    };
+    cache.insert(s.ip, device);
+    tx.prepare_cached("UPDATE device_addrs SET last_seen = max(last_seen, ?2) WHERE ip = ?1")?
+        .execute(params![ip, s.at_ms])?;
+    if s.source == SightingSource::Dhcp
+        && let Some(name) = &s.hostname
+    {
+        let n = tx
+            .prepare_cached(
+                "UPDATE devices SET hostname = ?2 WHERE id = ?1 AND hostname IS NOT ?2",
+            )?
+            .execute(params![device, name])?;
+        applied.changed |= n > 0;
+    }
+    // The device's current address — what a user knows it by — is its newest IPv4
+    // address: one it just started to use, or its DHCP lease (a stale neighbour entry
+    // of an old address must not bring that one back).
+    if same && s.source != SightingSource::Dhcp {
+        return Ok(());
+    }
+    let n = tx
+        .prepare_cached(
+            "UPDATE devices SET ip = ?2 WHERE id = ?1 AND ip <> ?2
+                 AND (?3 OR ip LIKE '%:%')",
+        )?
+        .execute(params![device, ip, s.ip.is_ipv4()])?;
+    applied.changed |= n > 0;
+    Ok(())
+}
+
+fn create(tx: &Transaction, s: &Sighting, mac: &str) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO devices (mac, ip, vendor, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?
+    .execute(params![mac, s.ip.to_string(), vendor_of(s.mac), s.at_ms])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn add_addr(tx: &Transaction, ip: &str, device: i64, at: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+    )?
+    .execute(params![ip, device, at])?;
+    Ok(())
+}
+
+fn move_addr(tx: &Transaction, ip: &str, device: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("UPDATE device_addrs SET device_id = ?2 WHERE ip = ?1")?
+        .execute(params![ip, device])?;
+    Ok(())
+}
+
+/// Folds device `from` into `into`: every row that names `from` names `into` after,
+/// rollups of the same bucket are added up, and `from` is deleted.
+pub fn merge(tx: &Transaction, from: i64, into: i64) -> rusqlite::Result<()> {
+    // Sums for counters; the larger value for the per-minute unique counts (the true
+    // union is unknown once stored, and the larger is a lower bound of it).
+    const ROLLUPS: [(&str, &str, &str); 3] = [
+        (
+            "device_minutes",
+            "minute, bytes_up, bytes_down, packets_up, packets_down, flows_new, unique_dsts, \
+             unique_ports",
+            "bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down,
+             packets_up = packets_up + excluded.packets_up,
+             packets_down = packets_down + excluded.packets_down,
+             flows_new = flows_new + excluded.flows_new,
+             unique_dsts = max(unique_dsts, excluded.unique_dsts),
+             unique_ports = max(unique_ports, excluded.unique_ports)",
+        ),
+        (
+            "device_hours",
+            "hour, bytes_up, bytes_down, packets_up, packets_down, flows_new",
+            "bytes_up = bytes_up + excluded.bytes_up, bytes_down = bytes_down + excluded.bytes_down,
+             packets_up = packets_up + excluded.packets_up,
+             packets_down = packets_down + excluded.packets_down,
+             flows_new = flows_new + excluded.flows_new",
+        ),
+        (
+            "dns_device_minutes",
+            "minute, queries, nxdomain, names",
+            "queries = queries + excluded.queries, nxdomain = nxdomain + excluded.nxdomain,
+             names = max(names, excluded.names)",
+        ),
+    ];
+    for (table, columns, update) in ROLLUPS {
+        let key = columns.split(',').next().unwrap_or_default();
+        // `WHERE true` tells SQLite's parser the ON CONFLICT belongs to the INSERT.
+        tx.execute(
+            &format!(
+                "INSERT INTO {table} (device_id, {columns})
+                 SELECT ?2, {columns} FROM {table} WHERE device_id = ?1 AND true
+                 ON CONFLICT (device_id, {key}) DO UPDATE SET {update}"
+            ),
+            params![from, into],
+        )?;
+        tx.execute(&format!("DELETE FROM {table} WHERE device_id = ?1"), [from])?;
+    }
+    for sql in [
+        "UPDATE flows SET device_id = ?2 WHERE device_id = ?1",
+        "UPDATE dns_queries SET device_id = ?2 WHERE device_id = ?1",
+        "UPDATE remote_host_domains SET last_device_id = ?2 WHERE last_device_id = ?1",
+        "UPDATE device_addrs SET device_id = ?2 WHERE device_id = ?1",
+        "UPDATE devices SET
+             first_seen = min(first_seen, (SELECT first_seen FROM devices WHERE id = ?1)),
+             last_seen = max(last_seen, (SELECT last_seen FROM devices WHERE id = ?1)),
+             bytes_up = bytes_up + (SELECT bytes_up FROM devices WHERE id = ?1),
+             bytes_down = bytes_down + (SELECT bytes_down FROM devices WHERE id = ?1),
+             flows = flows + (SELECT flows FROM devices WHERE id = ?1),
+             name = coalesce(name, (SELECT name FROM devices WHERE id = ?1)),
+             hostname = coalesce(hostname, (SELECT hostname FROM devices WHERE id = ?1)),
+             notes = coalesce(notes, (SELECT notes FROM devices WHERE id = ?1))
+         WHERE id = ?2",
+    ] {
+        tx.prepare_cached(sql)?.execute(params![from, into])?;
+    }
+    tx.prepare_cached("DELETE FROM devices WHERE id = ?1")?
+        .execute([from])?;
+    Ok(())
+}
