@@ -38,7 +38,6 @@
 //! UI escapes them), never interpreted.
 
 use std::collections::HashMap;
-use std::io;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -53,6 +52,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use crate::collect::RecvFailure;
 use crate::collect::ctnetlink::{Attrs, NlMessages};
 use crate::config::Config;
 use crate::event::Event;
@@ -126,7 +126,7 @@ fn usable_mac(mac: [u8; 6]) -> bool {
 /// Bytes from hex text, with or without `:` between pairs.
 fn hex_bytes(s: &str) -> Option<Vec<u8>> {
     let digits: Vec<u8> = s.bytes().filter(|&b| b != b':').collect();
-    if digits.len() % 2 != 0 || digits.len() > 2 * 130 {
+    if !digits.len().is_multiple_of(2) || digits.len() > 2 * 130 {
         return None;
     }
     digits
@@ -493,7 +493,7 @@ fn run(
                 if last_dump.is_none_or(|t| now.duration_since(t) >= DUMP_EVERY) {
                     last_dump = Some(now);
                     seq = seq.wrapping_add(1);
-                    if let Err(e) = sock.send(&dump_request(seq), Msg::empty()) {
+                    if let Err(e) = sock.send(dump_request(seq), Msg::empty()) {
                         log::warn!("devices: requesting the neighbour table: {e}");
                     }
                 }
@@ -549,20 +549,18 @@ fn receive(sock: &NlSocket, buf: &mut [u8], co: &mut Coalescer) {
                 }
             }
         }
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
-            ) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+        Err(e) => match crate::collect::recv_failure(&e) {
+            RecvFailure::Quiet => {}
             // Lost events: the next dump brings them back.
-            metrics::counter!("netmon_neighbour_messages_total", "result" => "overrun")
-                .increment(1);
-        }
-        Err(e) => {
-            log::warn!("devices: reading neighbour events: {e}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            RecvFailure::Overrun => {
+                metrics::counter!("netmon_neighbour_messages_total", "result" => "overrun")
+                    .increment(1);
+            }
+            RecvFailure::Other => {
+                log::warn!("devices: reading neighbour events: {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        },
     }
 }
 

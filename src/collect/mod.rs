@@ -43,6 +43,30 @@ pub fn set_receive_timeout(sock: &NlSocket, t: Duration, who: &str) {
     }
 }
 
+/// What a failed netlink `recv` means to a collector's loop.
+pub enum RecvFailure {
+    /// The receive timeout, or a signal: nothing arrived; go on.
+    Quiet,
+    /// `ENOBUFS`: the kernel dropped messages for this socket (count it; a dump or
+    /// the next events bring the state back).
+    Overrun,
+    /// Anything else: log it and back off briefly.
+    Other,
+}
+
+pub fn recv_failure(e: &io::Error) -> RecvFailure {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) {
+        RecvFailure::Quiet
+    } else if e.raw_os_error() == Some(libc::ENOBUFS) {
+        RecvFailure::Overrun
+    } else {
+        RecvFailure::Other
+    }
+}
+
 /// Watches the directory of `path` (so creation, rename and truncation are seen too)
 /// and wakes `wake` for events about files whose name starts with `path`'s (the file
 /// and its rotated copies). `None` when inotify or the directory is not there: the

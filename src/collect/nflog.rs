@@ -42,6 +42,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use crate::collect::RecvFailure;
 use crate::config::Config;
 use crate::event::{DropCount, Event};
 use crate::firewall::{PREFIX_PASSED, PREFIX_SEEN};
@@ -471,21 +472,17 @@ fn run(sock: NlSocket, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     }
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                metrics::counter!("netmon_nflog_messages_total", "result" => "overrun")
-                    .increment(1);
-            }
-            Err(e) => {
-                log::warn!("nflog: reading: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            Err(e) => match crate::collect::recv_failure(&e) {
+                RecvFailure::Quiet => {}
+                RecvFailure::Overrun => {
+                    metrics::counter!("netmon_nflog_messages_total", "result" => "overrun")
+                        .increment(1);
+                }
+                RecvFailure::Other => {
+                    log::warn!("nflog: reading: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            },
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = std::time::Instant::now();

@@ -45,6 +45,22 @@ pub struct Applied {
     pub changed: bool,
 }
 
+/// Moves the `(device, bucket)` entries of device `from` to `into` after a merge,
+/// folding each into an existing entry of the same bucket with `join`.
+pub fn rekey<V: Default>(
+    map: &mut HashMap<(i64, i64), V>,
+    from: i64,
+    into: i64,
+    mut join: impl FnMut(&mut V, V),
+) {
+    let moved: Vec<(i64, i64)> = map.keys().filter(|(d, _)| *d == from).copied().collect();
+    for key in moved {
+        if let Some(v) = map.remove(&key) {
+            join(map.entry((into, key.1)).or_default(), v);
+        }
+    }
+}
+
 /// The vendor label stored with a MAC: the IEEE registry's name, or that the address
 /// is randomized.
 fn vendor_of(mac: [u8; 6]) -> Option<String> {

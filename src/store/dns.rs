@@ -211,20 +211,9 @@ impl DnsState {
                 f.device_id = Some(into);
             }
         }
-        let moved: Vec<(i64, i64)> = self
-            .name_sets
-            .keys()
-            .filter(|(d, _)| *d == from)
-            .copied()
-            .collect();
-        for key in moved {
-            if let Some(names) = self.name_sets.remove(&key) {
-                self.name_sets
-                    .entry((into, key.1))
-                    .or_default()
-                    .extend(names);
-            }
-        }
+        crate::store::devices::rekey(&mut self.name_sets, from, into, |names, more| {
+            names.extend(more)
+        });
     }
 
     /// The name for a new outbound flow from `client` to `dst` starting at `first_seen`

@@ -524,19 +524,10 @@ impl Writer {
                 f.device_id = Some(into);
             }
         }
-        let moved: Vec<(i64, i64)> = self
-            .device_sets
-            .keys()
-            .filter(|(d, _)| *d == from)
-            .copied()
-            .collect();
-        for key in moved {
-            if let Some(sets) = self.device_sets.remove(&key) {
-                let into_sets = self.device_sets.entry((into, key.1)).or_default();
-                into_sets.dsts.extend(sets.dsts);
-                into_sets.ports.extend(sets.ports);
-            }
-        }
+        crate::store::devices::rekey(&mut self.device_sets, from, into, |sets, more| {
+            sets.dsts.extend(more.dsts);
+            sets.ports.extend(more.ports);
+        });
         for devices in self.host_sets.values_mut() {
             if devices.remove(&from) {
                 devices.insert(into);
