@@ -261,8 +261,9 @@ pub struct Enrich {
     /// An address without PTR is not asked again for at least this long (seconds); a
     /// longer negative TTL from the zone's SOA wins.
     pub rdns_negative_ttl_s: u32,
-    /// IP-range → ASN table (ip-location-db CSV or iptoasn TSV; `scripts/asn-update`
-    /// fetches one). Empty: no AS numbers.
+    /// IP-range → ASN database (.csv, .tsv or .mmdb: ip-location-db CSV, iptoasn TSV or
+    /// a MaxMind DB such as GeoLite2-ASN; `netmon-asn-update` fetches one). Empty: no AS
+    /// numbers.
     pub asn_db: PathBuf,
 }
 

@@ -6,7 +6,8 @@
 #   - the .ipk, unpacked with tar as opkg does: members, control fields, conffiles,
 #     modes, `sh -n` on the maintainer and init scripts; its files installed into a
 #     busybox chroot, the init script's `start` run under a stub procd starts netmon
-#     and /healthz answers;
+#     and /healthz answers, and netmon-asn-update fetches an .mmdb there (busybox ash,
+#     a stub uclient-fetch);
 #   - the systemd unit passes `systemd-analyze verify`; the .deb installs with
 #     `dpkg -i` on this machine and netmon started without systemctl answers /healthz.
 # Network checks run in a throw-away network namespace (only `lo`): no port clashes.
@@ -150,6 +151,11 @@ mode() { stat -c %a "$1"; }
 check "ipk: /usr/bin/netmon mode 0755" test "$(mode "$ipk/data/usr/bin/netmon")" = 755
 check "ipk: /etc/init.d/netmon mode 0755" test "$(mode "$ipk/data/etc/init.d/netmon")" = 755
 check "ipk: /etc/netmon/netmon.toml mode 0644" test "$(mode "$ipk/data/etc/netmon/netmon.toml")" = 644
+check "ipk: /usr/bin/netmon-asn-update is scripts/asn-update, mode 0755" \
+    sh -c 'cmp -s "$1" "$2" && test "$(stat -c %a "$1")" = 755' _ \
+    "$ipk/data/usr/bin/netmon-asn-update" scripts/asn-update
+check "ipk: netmon-asn-update passes sh -n (dash and busybox ash)" \
+    sh -c 'sh -n "$1" && busybox sh -n "$1"' _ "$ipk/data/usr/bin/netmon-asn-update"
 check "ipk: files owned by root" test -z "$(tar -tvzf "$ipk/data.tar.gz" | awk '$2 != "0/0"')"
 for s in postinst prerm; do
     check "ipk: $s is executable and passes sh -n" \
@@ -247,6 +253,34 @@ if [[ -s $ow/tmp/netmon.pid ]]; then
     check "openwrt root: netmon stops on SIGTERM" stop_pid "$(cat "$ow/tmp/netmon.pid")"
 fi
 
+# The ASN updater as a router runs it: busybox only, OpenWrt's uclient-fetch (a stub
+# serving file:// URLs: no internet here), the .mmdb fixture as the download.
+cat >"$ow/usr/bin/uclient-fetch" <<'EOF'
+#!/bin/sh
+# Stub: uclient-fetch -q -O FILE URL, file:// URLs only.
+cp "${4#file://}" "$3"
+EOF
+chmod 0755 "$ow/usr/bin/uclient-fetch"
+ASN_FIXTURE=src/enrich/fixtures/asn-geolite2.mmdb
+install -m 0644 "$ASN_FIXTURE" "$ow/tmp/asn-fixture.mmdb"
+head -c 1000 "$ASN_FIXTURE" >"$ow/tmp/asn-cut.mmdb"
+asn_update() { # URL OUT
+    chroot "$ow" /bin/env -i PATH=/usr/bin:/bin ASN_MMDB_URL="$1" \
+        /bin/sh /usr/bin/netmon-asn-update "$2" >>"$T/asn-update.log" 2>&1
+}
+asn_update_fetches() {
+    asn_update file:///tmp/asn-fixture.mmdb /etc/netmon/asn.mmdb &&
+        cmp -s "$ow/etc/netmon/asn.mmdb" "$ASN_FIXTURE"
+}
+asn_update_keeps_good_file() {
+    ! asn_update file:///tmp/asn-cut.mmdb /etc/netmon/asn.mmdb &&
+        cmp -s "$ow/etc/netmon/asn.mmdb" "$ASN_FIXTURE" &&
+        test -z "$(find "$ow/etc/netmon" -name '.asn-update.*')"
+}
+check "openwrt root: netmon-asn-update fetches an .mmdb (busybox, uclient-fetch)" asn_update_fetches
+check "openwrt root: netmon-asn-update refuses a truncated .mmdb, keeps the old one" \
+    asn_update_keeps_good_file
+
 # --- 3. systemd unit and .deb ---------------------------------------------------------
 dpkg -i "$DEB" >"$T/dpkg.log" 2>&1 || { cat "$T/dpkg.log" >&2; die "dpkg -i $DEB failed"; }
 DEB_INSTALLED=1
@@ -255,6 +289,7 @@ check "deb: dpkg -i installed it" \
 check "deb: /etc/netmon/netmon.toml registered as conffile" \
     grep -q '/etc/netmon/netmon.toml' <(dpkg-query -W -f='${Conffiles}' netmon)
 check "deb: files installed" test -x /usr/bin/netmon -a -f /usr/lib/systemd/system/netmon.service
+check "deb: /usr/bin/netmon-asn-update installed" cmp /usr/bin/netmon-asn-update scripts/asn-update
 for s in postinst prerm postrm; do
     check "deb: $s passes sh -n" sh -n "/var/lib/dpkg/info/netmon.$s"
 done

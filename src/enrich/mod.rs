@@ -86,10 +86,11 @@ impl Enricher {
             let started = std::time::Instant::now();
             let db = AsnDb::load(&e.asn_db)?;
             log::info!(
-                "ASN database {}: {} ranges, {} KiB, loaded in {} ms{}",
+                "ASN database {}: {} ranges, {} KiB in memory + {} KiB mapped, loaded in {} ms{}",
                 e.asn_db.display(),
                 db.len(),
                 db.heap_bytes() / 1024,
+                db.mapped_bytes() / 1024,
                 started.elapsed().as_millis(),
                 if db.malformed_lines > 0 {
                     format!(" ({} unreadable lines skipped)", db.malformed_lines)
