@@ -21,6 +21,65 @@ pub const MIGRATIONS: &[&str] = &[
 /// The schema version this binary writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
+/// Moves a database that SQLite cannot read aside — `<db>.corrupt-<unix time>`, with its
+/// `-wal` and `-shm` — and says so loudly, so the caller starts on a fresh (or restored)
+/// one instead of failing forever or wiping the owner's history silently. Returns the
+/// quarantined path. A missing file, or one that is merely locked or unreadable (an
+/// I/O or permission problem, which moving would not fix), is left alone.
+///
+/// The check is what opening costs anyway — the header, the schema and the version —
+/// not a full `integrity_check`, which reads every page (seconds on a large database)
+/// and would make every start slow; damage deeper inside surfaces as failed commits.
+pub fn quarantine_if_damaged(path: &Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let readable = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| {
+            c.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))?;
+            c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        });
+    let damage = match readable {
+        Ok(_) => return Ok(None),
+        Err(rusqlite::Error::SqliteFailure(e, msg))
+            if matches!(
+                e.code,
+                rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+            ) =>
+        {
+            msg.unwrap_or_else(|| e.to_string())
+        }
+        Err(_) => return Ok(None),
+    };
+    let stamp = crate::sys::now_ms() / 1000;
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let target = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+    std::fs::rename(path, &target).with_context(|| {
+        format!(
+            "database {} is damaged ({damage}) and cannot be moved aside",
+            path.display()
+        )
+    })?;
+    for suffix in ["-wal", "-shm"] {
+        let side = path.with_file_name(format!("{name}{suffix}"));
+        if side.exists() {
+            let _ = std::fs::rename(
+                &side,
+                target.with_file_name(format!("{name}.corrupt-{stamp}{suffix}")),
+            );
+        }
+    }
+    log::error!(
+        "database {} is damaged ({damage}): moved it to {} (kept for recovery) and starting \
+         a new database",
+        path.display(),
+        target.display()
+    );
+    Ok(Some(target))
+}
+
 /// Opens (creating if needed) the read-write connection the writer owns, with the
 /// pragmas a router wants: WAL so readers never block the writer, `synchronous=NORMAL`
 /// (a power cut loses at most the last commits, never consistency), a small page cache,
@@ -70,6 +129,34 @@ pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn a_damaged_database_is_quarantined_never_wiped() {
+        let dir = tempdir();
+        let path = dir.join("t.db");
+        // Not a database at all.
+        std::fs::write(&path, b"these are not the pages you are looking for").unwrap();
+        let moved = quarantine_if_damaged(&path).unwrap().expect("quarantined");
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read(&moved).unwrap(),
+            b"these are not the pages you are looking for"
+        );
+        // A real database whose schema page is overwritten.
+        drop(open_rw(&path).unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        for b in &mut bytes[100..1024] {
+            *b = 0xa5;
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(quarantine_if_damaged(&path).unwrap().is_some());
+        // Healthy and missing files stay where they are.
+        drop(open_rw(&path).unwrap());
+        assert_eq!(quarantine_if_damaged(&path).unwrap(), None);
+        assert!(path.exists());
+        assert_eq!(quarantine_if_damaged(&dir.join("none.db")).unwrap(), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn fresh_database_gets_current_version_and_reopens() {

@@ -128,6 +128,9 @@ impl WriterThread {
     /// Opens the database (creating and migrating it), loads the live-flow state and
     /// starts the writer thread. Errors are start-up errors (bad path, newer schema).
     pub fn start(config: &Config, network: Arc<RwLock<Network>>) -> anyhow::Result<WriterThread> {
+        // A damaged file is moved aside first, so a snapshot (when there is one) takes
+        // its place below.
+        schema::quarantine_if_damaged(&config.db_path)?;
         snapshot::restore_if_missing(config)?;
         let conn = schema::open_rw(&config.db_path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
