@@ -82,6 +82,8 @@
     var started = Date.now();
     fetch(src, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) {
+        // Logged out (session expired or ended elsewhere): the reload goes to the login.
+        if (r.status === 401) window.location.reload();
         if (!r.ok) throw new Error("HTTP " + r.status);
         return r.text();
       })

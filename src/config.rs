@@ -74,6 +74,7 @@ pub struct Config {
     pub enrich: Enrich,
     pub devices: Devices,
     pub export: Export,
+    pub web: Web,
 }
 
 /// See [`Config::persist`].
@@ -190,6 +191,7 @@ impl Default for Config {
             enrich: Enrich::default(),
             devices: Devices::default(),
             export: Export::default(),
+            web: Web::default(),
         }
     }
 }
@@ -314,6 +316,53 @@ impl Default for Export {
             ipfix_active_timeout_s: 60,
             ipfix_template_refresh_s: 60,
             ipfix_max_message_bytes: 1400,
+        }
+    }
+}
+
+/// Who may use the web UI (`[web]`, `src/web/auth.rs`, README "Security").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Web {
+    /// `password`: log in with the password whose hash is `password_hash`. `none`: no
+    /// login at all — refused unless every `listen` address is loopback, where only
+    /// the router itself (or an SSH tunnel) can reach the UI.
+    pub auth: WebAuth,
+    /// Argon2id hash of the UI password (a PHC string, `$argon2id$v=19$…`), written by
+    /// `netmon passwd`. Empty with `auth = "password"`: the UI shows only how to set one.
+    pub password_hash: String,
+    /// A login lasts at most this many hours, however active.
+    pub session_hours: u32,
+    /// A login ends after this many minutes without a request.
+    pub session_idle_minutes: u32,
+    /// PEM or DER certificate chain for HTTPS (e.g. OpenWrt's `/etc/uhttpd.crt`).
+    /// Empty (with `tls_key`): plain HTTP.
+    pub tls_cert: PathBuf,
+    /// The certificate's private key (e.g. `/etc/uhttpd.key`).
+    pub tls_key: PathBuf,
+    /// Bearer token `/metrics` requires (`Authorization: Bearer …`). Empty: `/metrics`
+    /// is open, like `/healthz`.
+    pub metrics_token: String,
+}
+
+/// See [`Web::auth`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebAuth {
+    Password,
+    None,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web {
+            auth: WebAuth::Password,
+            password_hash: String::new(),
+            session_hours: 24,
+            session_idle_minutes: 120,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
+            metrics_token: String::new(),
         }
     }
 }
@@ -484,6 +533,87 @@ impl Config {
         }
         self.validate_export(path)?;
         self.validate_enrich(path)?;
+        self.validate_web(path)?;
+        Ok(())
+    }
+
+    /// `[web]`: no open UI on a network address, a usable password hash, TLS files
+    /// given in pairs.
+    fn validate_web(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            expected: expected.to_owned(),
+        };
+        let w = &self.web;
+        if w.auth == WebAuth::None {
+            let exposed = if self.listen.is_empty() {
+                Some("listen = [] (every LAN address)".to_owned())
+            } else {
+                self.listen
+                    .iter()
+                    .find(|a| !a.ip().is_loopback())
+                    .map(|a| format!("listen address {a}"))
+            };
+            if let Some(exposed) = exposed {
+                return Err(invalid(
+                    "web.auth",
+                    format!("\"none\" with {exposed}"),
+                    "\"password\" (set it with `netmon passwd`), or \"none\" only when every \
+                     `listen` address is loopback, like listen = [\"127.0.0.1:8080\"]",
+                ));
+            }
+        }
+        if !w.password_hash.is_empty()
+            && let Err(why) = crate::passwd::check_hash(&w.password_hash)
+        {
+            return Err(invalid(
+                "web.password_hash",
+                format!("\"{}\"", w.password_hash),
+                &format!("{why}; set it with `netmon passwd`"),
+            ));
+        }
+        if !(1..=24 * 366).contains(&w.session_hours) {
+            return Err(invalid(
+                "web.session_hours",
+                w.session_hours.to_string(),
+                "a number of hours from 1 to 8784",
+            ));
+        }
+        if !(1..=24 * 60 * 366).contains(&w.session_idle_minutes) {
+            return Err(invalid(
+                "web.session_idle_minutes",
+                w.session_idle_minutes.to_string(),
+                "a number of minutes from 1 to 527040",
+            ));
+        }
+        if w.tls_cert.as_os_str().is_empty() != w.tls_key.as_os_str().is_empty() {
+            let (key, value) = if w.tls_key.as_os_str().is_empty() {
+                ("web.tls_key", "\"\"".to_owned())
+            } else {
+                ("web.tls_cert", "\"\"".to_owned())
+            };
+            return Err(invalid(
+                key,
+                value,
+                "both tls_cert and tls_key (PEM or DER files, e.g. \"/etc/uhttpd.crt\" and \
+                 \"/etc/uhttpd.key\"), or neither for plain HTTP",
+            ));
+        }
+        let token = &w.metrics_token;
+        if !token.is_empty()
+            && (token.len() < 16
+                || token.len() > 256
+                || !token.chars().all(|c| c.is_ascii_graphic()))
+        {
+            return Err(invalid(
+                "web.metrics_token",
+                "(not shown)".into(),
+                "16 to 256 printable ASCII characters without spaces (e.g. `openssl rand -hex 24`), \
+                 or \"\" for an open /metrics",
+            ));
+        }
         Ok(())
     }
 
@@ -725,5 +855,48 @@ mod tests {
         assert!(e.contains("enrich.rdns_negative_ttl_s"), "{e}");
         let c = parse("[enrich]\nresolver = \"10.77.0.1\"\n").unwrap();
         assert_eq!(c.enrich.resolver, "10.77.0.1");
+    }
+
+    #[test]
+    fn auth_none_only_on_loopback() {
+        let e = parse("[web]\nauth = \"none\"\n").unwrap_err();
+        assert!(
+            e.contains("web.auth") && e.contains("every LAN address"),
+            "{e}"
+        );
+        let e =
+            parse("listen = [\"127.0.0.1:8080\", \"192.168.1.1:8080\"]\n[web]\nauth = \"none\"\n")
+                .unwrap_err();
+        assert!(
+            e.contains("192.168.1.1:8080") && e.contains("loopback"),
+            "{e}"
+        );
+        let c = parse("listen = [\"127.0.0.1:8080\", \"[::1]:8080\"]\n[web]\nauth = \"none\"\n")
+            .unwrap();
+        assert_eq!(c.web.auth, WebAuth::None);
+        assert_eq!(parse("").unwrap().web.auth, WebAuth::Password);
+    }
+
+    #[test]
+    fn bad_web_values_name_key_and_value() {
+        let e = parse("[web]\npassword_hash = \"hunter2\"\n").unwrap_err();
+        assert!(
+            e.contains("web.password_hash") && e.contains("netmon passwd"),
+            "{e}"
+        );
+        let e = parse("[web]\ntls_cert = \"/etc/uhttpd.crt\"\n").unwrap_err();
+        assert!(e.contains("web.tls_key"), "{e}");
+        let e = parse("[web]\nmetrics_token = \"short\"\n").unwrap_err();
+        assert!(
+            e.contains("web.metrics_token") && !e.contains("short"),
+            "{e}"
+        );
+        let e = parse("[web]\nsession_hours = 0\n").unwrap_err();
+        assert!(e.contains("web.session_hours"), "{e}");
+        let e = parse("[web]\nauth = \"basic\"\n").unwrap_err();
+        assert!(e.contains("auth") && e.contains("basic"), "{e}");
+        let hash = crate::passwd::hash("a long password").unwrap();
+        let c = parse(&format!("[web]\npassword_hash = \"{hash}\"\n")).unwrap();
+        assert_eq!(c.web.password_hash, hash);
     }
 }

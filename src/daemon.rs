@@ -154,30 +154,42 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Reverse DNS and AS of remote hosts: a task on this runtime, aborted at shutdown
     // (an unfinished pass loses nothing: its hosts are still due next start).
     let enrich_task = enricher.map(|e| runtime.spawn(e.run(reads.clone(), writer.handle.clone())));
+    // HTTPS when a certificate is configured; a bad file fails the start, clearly.
+    let tls = if config.web.tls_cert.as_os_str().is_empty() {
+        None
+    } else {
+        Some(web::tls::server_config(
+            &config.web.tls_cert,
+            &config.web.tls_key,
+        )?)
+    };
+    let auth = web::Auth::from_config(&config.web, tls.is_some())?;
     let state = web::AppState::new(
         reads,
         writer.handle.clone(),
         writer.ticks.clone(),
         metrics,
         config.db_path.clone(),
+        auth,
     );
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
         for addr in &listen {
             listeners.push(bind(*addr).await?);
         }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         log::info!(
-            "netmon {} serving http://{}",
+            "netmon {} serving {scheme}://{}",
             env!("CARGO_PKG_VERSION"),
             listen
                 .iter()
                 .map(SocketAddr::to_string)
                 .collect::<Vec<_>>()
-                .join(", http://")
+                .join(&format!(", {scheme}://"))
         );
         let refresh = tokio::spawn(refresh_network(config.clone(), network.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(web::serve(listeners, state, async {
+        let server = tokio::spawn(web::serve(listeners, tls, state, async {
             let _ = stop_rx.await;
         }));
         let signal = wait_for_signal().await;

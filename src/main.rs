@@ -28,6 +28,10 @@ enum Cmd {
     CheckConfig,
     /// Print the nftables table netmon loads (the OpenWrt fw4 include is this text).
     FirewallRules,
+    /// Set the web UI password: reads it (twice, without echo, from a terminal; else
+    /// the first line of stdin), stores its argon2id hash as `[web] password_hash` in
+    /// the config file, keeping the file's comments. Restart netmon to apply it.
+    Passwd,
     /// Print the version.
     Version,
 }
@@ -42,6 +46,13 @@ fn main() -> ExitCode {
             println!("netmon {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Cmd::Passwd => match passwd(&cli.config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("netmon: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Cmd::CheckConfig => match Config::load(&cli.config) {
             Ok(config) => {
                 println!("# {}: ok", cli.config.display());
@@ -80,4 +91,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `netmon passwd`: read, check, hash, store.
+fn passwd(config: &std::path::Path) -> anyhow::Result<()> {
+    use netmon::passwd;
+    let password = passwd::read_new_password()?;
+    passwd::check_new_password(&password)
+        .map_err(|why| anyhow::anyhow!("{why}; nothing changed"))?;
+    let hash = passwd::hash(&password)?;
+    passwd::set_hash_in_file(config, &hash)?;
+    eprintln!(
+        "netmon: password set in {} (argon2id m={} KiB t={} p={}); restart netmon to use it",
+        config.display(),
+        passwd::M_COST_KIB,
+        passwd::T_COST,
+        passwd::P_COST
+    );
+    if let Ok(c) = Config::load(config)
+        && c.web.auth == config::WebAuth::None
+    {
+        eprintln!("netmon: note: web.auth is \"none\": set auth = \"password\" to require it");
+    }
+    Ok(())
 }

@@ -174,6 +174,7 @@ pub async fn page(
                     dt { "Flows" } dd.mono { (format::count(d.flows)) }
                 }
                 form.rename method="post" action={ "/devices/" (id) "/name" } {
+                    (super::layout::csrf_field())
                     label {
                         span { "Name" }
                         input type="text" name="name" maxlength=(MAX_NAME_CHARS) size="24"

@@ -1,10 +1,11 @@
-//! The page shell every page shares: head (embedded CSS/JS, no inline script or style,
-//! so a strict CSP can be added), navigation, and the error page.
+//! The page shell every page shares: head (embedded CSS/JS, no inline script or style:
+//! the Content-Security-Policy forbids both), navigation, logout, and the error page;
+//! [`csrf_field`] for every form that posts.
 
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
-use super::assets;
+use super::{assets, auth};
 
 /// Which navigation entry is the current page.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -21,6 +22,44 @@ pub enum Nav {
 /// A full HTML page. `live` adds the live-update status and pause button, which the
 /// script reveals (they do nothing without it).
 pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
+    let viewer = auth::viewer();
+    shell(
+        title,
+        html! {
+            header.top {
+                a.brand href="/" { "netmon" }
+                nav {
+                    a href="/" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
+                    a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
+                    a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
+                    a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
+                    a href="/router" aria-current=[(nav == Nav::Router).then_some("page")] { "Router" }
+                    a href="/drops" aria-current=[(nav == Nav::Drops).then_some("page")] { "Drops" }
+                }
+                @if live {
+                    span.live-controls {
+                        span #live-status .live.off hidden { "live" }
+                        button #live-toggle type="button" hidden { "Pause" }
+                    }
+                }
+                @if viewer.logged_in {
+                    form.logout method="post" action="/logout" {
+                        (csrf_field())
+                        button type="submit" { "Log out" }
+                    }
+                }
+            }
+            main { (body) }
+        },
+    )
+}
+
+/// A page without navigation: the login and setup pages.
+pub fn plain_page(title: &str, body: Markup) -> Markup {
+    shell(title, html! { main.plain { (body) } })
+}
+
+fn shell(title: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -33,28 +72,15 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                 link rel="icon" type="image/svg+xml" href=(assets::url("favicon.svg"));
                 script src=(assets::url("netmon.js")) defer {}
             }
-            body {
-                header.top {
-                    a.brand href="/" { "netmon" }
-                    nav {
-                        a href="/" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
-                        a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
-                        a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
-                        a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
-                        a href="/router" aria-current=[(nav == Nav::Router).then_some("page")] { "Router" }
-                        a href="/drops" aria-current=[(nav == Nav::Drops).then_some("page")] { "Drops" }
-                    }
-                    @if live {
-                        span.live-controls {
-                            span #live-status .live.off hidden { "live" }
-                            button #live-toggle type="button" hidden { "Pause" }
-                        }
-                    }
-                }
-                main { (body) }
-            }
+            body { (body) }
         }
     }
+}
+
+/// The hidden CSRF field every `method="post"` form must contain: without it the
+/// request is refused (403) before it reaches the handler (see `auth::gate`).
+pub fn csrf_field() -> Markup {
+    html! { input type="hidden" name=(auth::CSRF_FIELD) value=(auth::csrf_token()); }
 }
 
 /// The page for a failed request: the status and the message (which names the bad

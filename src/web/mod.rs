@@ -32,9 +32,18 @@
 //! | `/healthz` | JSON: ok, last commit, database size |
 //! | `/metrics` | Prometheus text format |
 //! | `/assets/{file}` | embedded CSS/JS/icon |
+//! | `/login`, `POST /login` | login form (`password`, `next`); see [`login`] |
+//! | `POST /logout` | ends the session |
+//!
+//! Security (README "Security"): [`auth::gate`] stands in front of every route — a
+//! session for everything but `/healthz`, `/assets/*`, `/login` (and `/metrics`,
+//! which may want a bearer token instead), a CSRF token on every request that is not
+//! GET/HEAD; [`security_headers`] puts a strict CSP and friends on every response;
+//! request bodies are capped at [`auth::MAX_BODY_BYTES`].
 
 mod api;
 mod assets;
+pub mod auth;
 mod chart;
 mod dashboard;
 mod devices;
@@ -45,8 +54,12 @@ mod format;
 mod health;
 mod hosts;
 mod layout;
+mod login;
 mod router;
+mod session;
 mod sse;
+mod throttle;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
@@ -58,15 +71,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::extract::Request;
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 
+pub use self::auth::Auth;
 use crate::store::read::{FilterError, ReadPool};
 use crate::store::writer::{Tick, WriterHandle};
 
@@ -94,6 +108,8 @@ struct Shared {
     shutdown: watch::Sender<bool>,
     /// Permits for [`MAX_EVENT_STREAMS`].
     event_streams: Arc<Semaphore>,
+    /// Login, sessions, CSRF tokens ([`auth`]).
+    auth: Auth,
 }
 
 impl AppState {
@@ -103,6 +119,7 @@ impl AppState {
         ticks: watch::Receiver<Tick>,
         metrics: PrometheusHandle,
         db_path: PathBuf,
+        auth: Auth,
     ) -> AppState {
         AppState {
             shared: Arc::new(Shared {
@@ -113,6 +130,7 @@ impl AppState {
                 db_path,
                 shutdown: watch::Sender::new(false),
                 event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
+                auth,
             }),
         }
     }
@@ -120,9 +138,14 @@ impl AppState {
     fn reads(&self) -> &ReadPool {
         &self.shared.reads
     }
+
+    fn auth(&self) -> &Auth {
+        &self.shared.auth
+    }
 }
 
-/// Every route, with the cross-site request guard in front.
+/// Every route, behind (outermost first) the security headers, the cross-site request
+/// guard, the authentication and CSRF gate and the body size limit.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
@@ -147,21 +170,32 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/metrics", get(health::metrics))
         .route("/assets/{*path}", get(assets::serve))
+        .route("/login", get(login::page).post(login::submit))
+        .route("/logout", post(login::logout))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::gate,
+        ))
         .layer(axum::middleware::from_fn(reject_cross_site))
+        .layer(axum::middleware::from_fn(security_headers))
         .with_state(state)
 }
 
-/// Serves `router(state)` on every listener until `shutdown` resolves, then stops
-/// accepting, closes the live-update streams and waits for in-flight requests.
+/// Serves `router(state)` on every listener — over TLS when `tls` is given — until
+/// `shutdown` resolves, then stops accepting, closes the live-update streams and waits
+/// for in-flight requests.
 ///
 /// One failing listener stops them all: a UI reachable on only some addresses is a
 /// confusing half-state; the caller decides whether to restart.
 pub async fn serve(
     listeners: Vec<tokio::net::TcpListener>,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    use axum::serve::ListenerExt as _;
     anyhow::ensure!(!listeners.is_empty(), "no address to serve the web UI on");
     let stop = state.shared.shutdown.clone();
     let watcher = {
@@ -175,16 +209,32 @@ pub async fn serve(
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         let addr = listener.local_addr().context("web listener address")?;
-        log::info!("web UI on http://{addr}/");
         let mut stopped = stop.subscribe();
-        let server = axum::serve(listener, app.clone()).with_graceful_shutdown(async move {
+        let stopped = async move {
             let _ = stopped.wait_for(|s| *s).await;
-        });
-        servers.spawn(async move {
-            server
-                .await
-                .with_context(|| format!("web server on {addr}"))
-        });
+        };
+        // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (the login
+        // throttle counts by it).
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let context = move || format!("web server on {addr}");
+        match &tls {
+            None => {
+                log::info!("web UI on http://{addr}/");
+                let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
+                servers.spawn(async move { server.await.with_context(context) });
+            }
+            Some(config) => {
+                log::info!("web UI on https://{addr}/");
+                // `tap_io` only to get axum's `ConnectInfo` support for a custom listener.
+                let listener = tls::TlsListener::new(listener, config.clone())
+                    .context("web listener address")?
+                    .tap_io(|_| ());
+                let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
+                servers.spawn(async move { server.await.with_context(context) });
+            }
+        }
     }
     let mut result = Ok(());
     while let Some(joined) = servers.join_next().await {
@@ -208,10 +258,41 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The Content-Security-Policy of every response: scripts, styles, fetches and forms
+/// only from netmon itself; no inline script, no inline style (not even `style=`
+/// attributes: maud templates use classes from `assets/netmon.css`); never framed.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
+    form-action 'self'";
+
+/// Puts the security headers on every response — pages, API, assets, errors, 404s,
+/// redirects. Pages and API answers are `Cache-Control: no-store` (they show private
+/// traffic); assets keep their own caching.
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
 /// Refuses state-changing requests sent by another site's page (a form on a web page
 /// posting to the router). Browsers send `Sec-Fetch-Site` and/or `Origin` with every
-/// POST; scripts and curl send neither and are let through. This is the cheap half of
-/// DESIGN §5's CSRF protection; tokens come with login.
+/// POST; scripts and curl send neither and are let through (they still need the CSRF
+/// token, [`auth::gate`]). A second line of defence in front of the tokens.
 async fn reject_cross_site(request: Request, next: Next) -> Response {
     let safe = matches!(
         *request.method(),
@@ -252,6 +333,9 @@ pub enum WebError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A request body past [`auth::MAX_BODY_BYTES`].
+    #[error("{0}")]
+    TooLarge(String),
     /// The writer is busy or stopping, or too many event streams are open.
     #[error("{0}")]
     Unavailable(String),
@@ -266,6 +350,7 @@ impl WebError {
             WebError::BadRequest(_) => StatusCode::BAD_REQUEST,
             WebError::Forbidden(_) => StatusCode::FORBIDDEN,
             WebError::NotFound(_) => StatusCode::NOT_FOUND,
+            WebError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WebError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             WebError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -298,7 +383,14 @@ impl From<PathRejection> for WebError {
 
 impl From<FormRejection> for WebError {
     fn from(e: FormRejection) -> Self {
-        WebError::BadRequest(e.body_text())
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            WebError::TooLarge(format!(
+                "the form is larger than {} bytes",
+                auth::MAX_BODY_BYTES
+            ))
+        } else {
+            WebError::BadRequest(e.body_text())
+        }
     }
 }
 

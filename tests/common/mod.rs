@@ -382,8 +382,10 @@ impl Lab {
     }
 
     /// The config the tests run netmon with: the lab's interfaces, a loopback listener
-    /// inside the router, the database in the lab dir, a 250 ms tick; then `extra`
-    /// (TOML; a top-level key given there replaces the default here).
+    /// inside the router, the database in the lab dir, a 250 ms tick, no login
+    /// (`[web] auth = "none"`, allowed on loopback); then `extra` (TOML; a top-level key
+    /// given there replaces the default here, and a `[web]` table there replaces the
+    /// default one — e.g. [`password_web`] for a test of the login).
     pub fn netmon_config(&self, extra: &str) -> String {
         let extra_keys: Vec<String> = extra
             .lines()
@@ -410,6 +412,9 @@ impl Lab {
         }
         text.push_str(extra);
         text.push('\n');
+        if !extra.lines().any(|l| l.trim() == "[web]") {
+            text.push_str("\n[web]\nauth = \"none\"\n");
+        }
         text
     }
 
@@ -501,6 +506,54 @@ impl Lab {
         parse_http_response(&raw)
     }
 
+    /// Any request to netmon's web server inside the router: `METHOD path` with extra
+    /// header lines and a body (sent with `Content-Length`).
+    pub fn http_request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> std::io::Result<HttpResponse> {
+        let mut s = self.connect_in("rtr", WEB.parse().expect("WEB addr"))?;
+        s.set_read_timeout(Some(Duration::from_secs(15)))?;
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {WEB}\r\nConnection: close\r\n");
+        for (k, v) in headers {
+            head.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !body.is_empty() || method != "GET" {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        s.write_all(head.as_bytes())?;
+        s.write_all(body.as_bytes())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)?;
+        HttpResponse::parse(&raw)
+    }
+
+    /// `POST /login` with `password`; the session (cookie and CSRF token) on success.
+    pub fn login(&self, password: &str) -> Option<WebSession> {
+        let body = format!("password={}", form_encode(password));
+        let r = self
+            .http_request(
+                "POST",
+                "/login",
+                &[("Content-Type", "application/x-www-form-urlencoded")],
+                &body,
+            )
+            .expect("POST /login");
+        if r.status != 303 {
+            return None;
+        }
+        let cookie = r.header("set-cookie")?.split(';').next()?.trim().to_owned();
+        let page = self
+            .http_request("GET", "/devices", &[("Cookie", &cookie)], "")
+            .expect("GET /devices");
+        let csrf = csrf_of(&page.body)?;
+        Some(WebSession { cookie, csrf })
+    }
+
     /// GET that must answer 2xx; the body.
     pub fn http_get(&self, path: &str) -> String {
         match self.http(path) {
@@ -586,6 +639,108 @@ impl Drop for Lab {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The `[web]` table of a config with password login: the argon2id hash of
+/// `password` made by `netmon passwd` itself (reading the password from stdin) in a
+/// scratch config file.
+pub fn password_web(password: &str) -> String {
+    let dir =
+        std::env::temp_dir().join(format!("netmon-passwd-{}-{}", std::process::id(), now_ms()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let file = dir.join("netmon.toml");
+    let mut child = Command::new(NETMON)
+        .args(["passwd", "--config"])
+        .arg(&file)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn netmon passwd");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let out = child.wait_with_output().expect("netmon passwd");
+    assert!(
+        out.status.success(),
+        "netmon passwd failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&file).expect("netmon passwd wrote the config");
+    let _ = std::fs::remove_dir_all(&dir);
+    let hash_line = text
+        .lines()
+        .find(|l| l.starts_with("password_hash"))
+        .unwrap_or_else(|| panic!("no password_hash in {text}"));
+    format!("[web]\nauth = \"password\"\n{hash_line}\n")
+}
+
+/// A logged-in browser: the `Cookie` header value and the session's CSRF token.
+#[derive(Debug, Clone)]
+pub struct WebSession {
+    pub cookie: String,
+    pub csrf: String,
+}
+
+/// One HTTP response, headers included (names lowercase).
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    pub fn parse(raw: &[u8]) -> std::io::Result<HttpResponse> {
+        let (status, body) = parse_http_response(raw)?;
+        let head_end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(raw.len());
+        let headers = String::from_utf8_lossy(&raw[..head_end])
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// The first header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The CSRF token in a page's forms.
+pub fn csrf_of(html: &str) -> Option<String> {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker)? + marker.len();
+    let len = html[start..].find('"')?;
+    Some(html[start..start + len].to_owned())
+}
+
+/// `application/x-www-form-urlencoded` / query value encoding.
+pub fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A running `netmon run` inside the lab router.
