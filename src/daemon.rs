@@ -36,7 +36,17 @@ use crate::web;
 /// own address; a new LAN prefix changes the LAN).
 const NETWORK_REFRESH: Duration = Duration::from_secs(30);
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// How [`run`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM or SIGINT: stop.
+    Stopped,
+    /// SIGHUP with a valid config file: everything is committed and released; the
+    /// caller starts netmon again (`main` re-executes itself, so every setting applies).
+    Reload,
+}
+
+pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit> {
     let metrics = crate::export::prometheus::install(&config)?;
     let addrs = sys::interface_addrs().context("reading interface addresses")?;
     let network = network_from(&config, &addrs);
@@ -192,13 +202,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         let server = tokio::spawn(web::serve(listeners, tls, state, async {
             let _ = stop_rx.await;
         }));
-        let signal = wait_for_signal().await;
+        let signal = wait_for_signal(config_path).await;
         log::info!("{signal}: stopping");
         refresh.abort();
         let _ = stop_tx.send(());
         // Live SSE streams never end on their own; give requests in flight a moment.
         let _ = tokio::time::timeout(Duration::from_millis(300), server).await;
-        anyhow::Ok(())
+        anyhow::Ok(if signal == "SIGHUP" {
+            Exit::Reload
+        } else {
+            Exit::Stopped
+        })
     });
     if let Some(task) = enrich_task {
         task.abort();
@@ -230,18 +244,29 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
         .with_context(|| format!("listening on {addr}"))
 }
 
-async fn wait_for_signal() -> &'static str {
+/// Waits for SIGTERM/SIGINT (stop) or a SIGHUP whose config file is valid (reload). A
+/// SIGHUP with a bad file is logged and ignored: the running configuration stays.
+async fn wait_for_signal(config_path: &std::path::Path) -> &'static str {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         log::error!("cannot install signal handlers; stop netmon with SIGKILL");
         return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    loop {
+        tokio::select! {
+            _ = term.recv() => return "SIGTERM",
+            _ = int.recv() => return "SIGINT",
+            _ = hup.recv() => match Config::load(config_path) {
+                Ok(_) => return "SIGHUP",
+                Err(e) => log::error!(
+                    "SIGHUP: not reloading, the running configuration stays: {e}"
+                ),
+            },
+        }
     }
 }
 

@@ -82,8 +82,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            match netmon::daemon::run(config) {
-                Ok(()) => ExitCode::SUCCESS,
+            match netmon::daemon::run(config, &cli.config) {
+                Ok(netmon::daemon::Exit::Stopped) => ExitCode::SUCCESS,
+                Ok(netmon::daemon::Exit::Reload) => {
+                    // A fresh process (same pid, same arguments) reads the new config:
+                    // every setting applies, and nothing of the old run lingers.
+                    use std::os::unix::process::CommandExt;
+                    let e = std::process::Command::new("/proc/self/exe")
+                        .args(std::env::args_os().skip(1))
+                        .exec();
+                    eprintln!("netmon: reloading: cannot re-execute myself: {e}");
+                    ExitCode::FAILURE
+                }
                 Err(e) => {
                     eprintln!("netmon: {e:#}");
                     ExitCode::FAILURE

@@ -79,3 +79,71 @@ fn snapshot_survives_kill9_and_lost_ram_copy() {
         "netmon did not stop on SIGTERM ({took:?})"
     );
 }
+
+/// Issue 7, faults: SIGHUP with a bad config file keeps netmon running on its old
+/// config and says why; with a good one netmon restarts itself in place (same pid, so
+/// procd/systemd keep tracking it) with the new config and the same data.
+#[test]
+fn sighup_reloads_a_good_config_and_keeps_running_on_a_bad_one() {
+    let lab = Lab::up("hup");
+    let mut netmon = lab.start_netmon("");
+    lab.download("lan", 47921, "http://203.0.113.84/small.bin");
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .db_i64("SELECT count(*) FROM flows WHERE src_port = 47921")
+            == 1),
+        "flow not stored"
+    );
+    let good = std::fs::read_to_string(lab.config_path()).unwrap();
+    let pid = netmon.pid as i32;
+    let hup = |what: &str| {
+        // SAFETY: plain kill(2) of the process this test started.
+        let rc = unsafe { libc::kill(pid, libc::SIGHUP) };
+        assert_eq!(rc, 0, "kill -HUP ({what})");
+    };
+
+    std::fs::write(lab.config_path(), format!("{good}\ntick_msec = 5\n")).unwrap();
+    hup("bad config");
+    let refused = wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(lab.netmon_log())
+            .unwrap_or_default()
+            .contains("SIGHUP: not reloading")
+    });
+    assert!(refused, "no refusal logged:\n{}", netmon.log_tail(20));
+    assert!(netmon.is_running(), "a bad config on SIGHUP stopped netmon");
+    assert!(matches!(lab.http("/healthz"), Ok((200, _))));
+
+    std::fs::write(
+        lab.config_path(),
+        good.replace("tick_ms = 250", "tick_ms = 300"),
+    )
+    .unwrap();
+    hup("good config");
+    let restarted = wait_until(Duration::from_secs(20), || {
+        let log = std::fs::read_to_string(lab.netmon_log()).unwrap_or_default();
+        log.contains("SIGHUP: stopping") && log.matches("web UI on").count() >= 2
+    });
+    assert!(
+        restarted,
+        "netmon did not restart:\n{}",
+        netmon.log_tail(30)
+    );
+    assert!(netmon.is_running(), "the pid changed or exited on reload");
+    assert!(wait_until(Duration::from_secs(10), || matches!(
+        lab.http("/healthz"),
+        Ok((200, _))
+    )));
+    assert_eq!(
+        lab.db_i64("SELECT count(*) FROM flows WHERE src_port = 47921"),
+        1,
+        "data survives a reload"
+    );
+    lab.download("lan", 47922, "http://203.0.113.84/small.bin");
+    assert!(
+        wait_until(Duration::from_secs(10), || lab
+            .db_i64("SELECT count(*) FROM flows WHERE src_port = 47922")
+            == 1),
+        "no new flow stored after the reload:\n{}",
+        netmon.log_tail(30)
+    );
+}
