@@ -150,7 +150,7 @@ check "ipk: conffile is the shipped sample config" cmp "$ipk/data/etc/netmon/net
 mode() { stat -c %a "$1"; }
 check "ipk: /usr/bin/netmon mode 0755" test "$(mode "$ipk/data/usr/bin/netmon")" = 755
 check "ipk: /etc/init.d/netmon mode 0755" test "$(mode "$ipk/data/etc/init.d/netmon")" = 755
-check "ipk: /etc/netmon/netmon.toml mode 0644" test "$(mode "$ipk/data/etc/netmon/netmon.toml")" = 644
+check "ipk: /etc/netmon/netmon.toml mode 0600 (it holds the UI password hash)" test "$(mode "$ipk/data/etc/netmon/netmon.toml")" = 600
 check "ipk: /usr/bin/netmon-asn-update is scripts/asn-update, mode 0755" \
     sh -c 'cmp -s "$1" "$2" && test "$(stat -c %a "$1")" = 755' _ \
     "$ipk/data/usr/bin/netmon-asn-update" scripts/asn-update
