@@ -83,6 +83,8 @@ pub struct DropCount {
 pub enum Command {
     /// Give a device a name of the owner's choosing (empty clears it).
     RenameDevice { device_id: i64, name: String },
+    /// Replace the owner's notes on a device (empty clears them).
+    SetDeviceNotes { device_id: i64, notes: String },
 }
 
 #[derive(Debug, PartialEq, Eq)]

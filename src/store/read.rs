@@ -1417,6 +1417,8 @@ pub struct DeviceRow {
     pub name: Option<String>,
     pub hostname: Option<String>,
     pub vendor: Option<String>,
+    /// The owner's notes.
+    pub notes: Option<String>,
     pub first_seen: i64,
     pub last_seen: i64,
     pub bytes_up: i64,
@@ -1440,7 +1442,7 @@ impl DeviceRow {
 }
 
 const DEVICE_COLUMNS: &str = "id, ip, mac, name, hostname, vendor, first_seen, last_seen, \
-     bytes_up, bytes_down, flows, \
+     bytes_up, bytes_down, flows, notes, \
      (SELECT group_concat(ip, ' ') FROM (SELECT ip FROM device_addrs a \
          WHERE a.device_id = devices.id ORDER BY a.last_seen DESC LIMIT 16))";
 
@@ -1457,8 +1459,9 @@ fn device_row(row: &Row) -> rusqlite::Result<DeviceRow> {
         bytes_up: row.get(8)?,
         bytes_down: row.get(9)?,
         flows: row.get(10)?,
+        notes: row.get(11)?,
         addrs: row
-            .get::<_, Option<String>>(11)?
+            .get::<_, Option<String>>(12)?
             .map(|a| a.split(' ').map(str::to_owned).collect())
             .unwrap_or_default(),
     })

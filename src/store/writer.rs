@@ -966,8 +966,30 @@ fn apply_command(
             acc.tick.devices_changed = true;
             Ok(CommandReply::Done)
         }
+        Command::SetDeviceNotes { device_id, notes } => {
+            let notes = notes.trim();
+            if notes.chars().count() > MAX_NOTES_CHARS {
+                return Err(format!(
+                    "device notes have at most {MAX_NOTES_CHARS} characters"
+                ));
+            }
+            let notes = (!notes.is_empty()).then_some(notes);
+            let n = tx
+                .prepare_cached("UPDATE devices SET notes = ?2 WHERE id = ?1")
+                .and_then(|mut s| s.execute(params![device_id, notes]))
+                .map_err(|e| format!("database error: {e}"))?;
+            if n == 0 {
+                return Err(format!("no device with id {device_id}"));
+            }
+            acc.tick.devices_changed = true;
+            Ok(CommandReply::Done)
+        }
     }
 }
+
+/// Longest device notes accepted (characters): a few lines about where the device is
+/// and whose it is.
+pub const MAX_NOTES_CHARS: usize = 1000;
 
 /// Writes the tick's accumulated rollups: one upsert per (entity, bucket), never one
 /// per flow.
@@ -1540,6 +1562,38 @@ mod tests {
             count(&w.conn, "SELECT sum(queries) FROM dns_device_minutes"),
             1
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn device_notes_are_set_cleared_and_bounded() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let f = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
+        w.apply(vec![batch(vec![change(&f, 1_700_000_000_000, false)])])
+            .unwrap();
+        let id = count(&w.conn, "SELECT id FROM devices");
+        let run = |w: &mut Writer, notes: String| {
+            let (tx, mut rx) = oneshot::channel();
+            let cmd = Command::SetDeviceNotes {
+                device_id: id,
+                notes,
+            };
+            w.apply(vec![Event::Command(cmd, tx)]).unwrap();
+            rx.try_recv().unwrap()
+        };
+        assert_eq!(
+            run(&mut w, "  in the hall\nblue case ".into()),
+            Ok(CommandReply::Done)
+        );
+        let notes: Option<String> = w
+            .conn
+            .query_row("SELECT notes FROM devices", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(notes.as_deref(), Some("in the hall\nblue case"));
+        assert!(run(&mut w, "x".repeat(MAX_NOTES_CHARS + 1)).is_err());
+        assert_eq!(run(&mut w, String::new()), Ok(CommandReply::Done));
+        assert_eq!(count(&w.conn, "SELECT notes IS NULL FROM devices"), 1);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

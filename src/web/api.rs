@@ -79,6 +79,7 @@ pub struct ApiDevice {
     /// The IEEE registry's name for the MAC's maker, or "randomized (locally
     /// administered)" for a private MAC.
     pub vendor: Option<String>,
+    pub notes: Option<String>,
     /// Addresses the device has used, most recent first (at most 16).
     pub addrs: Vec<String>,
     pub first_seen: i64,
@@ -97,6 +98,7 @@ impl From<DeviceRow> for ApiDevice {
             name: d.name,
             hostname: d.hostname,
             vendor: d.vendor,
+            notes: d.notes,
             addrs: d.addrs,
             first_seen: d.first_seen,
             last_seen: d.last_seen,

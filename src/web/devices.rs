@@ -19,6 +19,7 @@ use crate::store::read::{
     self, ALL_DIRECTIONS, DeviceDns, DeviceRow, DnsFilter, FlowFilter, MAX_DOMAIN_FILTER_CHARS,
     Show,
 };
+use crate::store::writer::MAX_NOTES_CHARS;
 
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
     let devices = state.reads().run(read::devices).await?;
@@ -184,6 +185,16 @@ pub async fn page(
                     button type="submit" { "Rename" }
                     p.muted { "An empty name clears it." }
                 }
+                form.notes method="post" action={ "/devices/" (id) "/notes" } {
+                    (super::layout::csrf_field())
+                    label {
+                        span { "Notes" }
+                        textarea name="notes" rows="3" cols="32" maxlength=(MAX_NOTES_CHARS) {
+                            (d.notes.as_deref().unwrap_or(""))
+                        }
+                    }
+                    button type="submit" { "Save notes" }
+                }
             }
             @if data.addrs.len() > 1 {
                 h2 { "Addresses" }
@@ -287,6 +298,49 @@ pub const MAX_NAME_CHARS: usize = 64;
 #[derive(Debug, Deserialize)]
 pub struct RenameForm {
     pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NotesForm {
+    pub notes: String,
+}
+
+/// `POST /devices/{id}/notes`: like [`rename`], for the owner's notes (several lines;
+/// tabs and line breaks are the only control characters kept).
+pub async fn notes(
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+    form: Result<Form<NotesForm>, FormRejection>,
+) -> Result<Redirect, WebError> {
+    let Path(id) = id?;
+    let Form(form) = form?;
+    let notes = form.notes.trim().replace("\r\n", "\n");
+    if notes.chars().count() > MAX_NOTES_CHARS {
+        return Err(WebError::BadRequest(format!(
+            "invalid form field `notes`: at most {MAX_NOTES_CHARS} characters"
+        )));
+    }
+    if notes
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(WebError::BadRequest(
+            "invalid form field `notes`: control characters are not allowed".into(),
+        ));
+    }
+    state
+        .shared
+        .writer
+        .command(Command::SetDeviceNotes {
+            device_id: id,
+            notes,
+        })
+        .await
+        .map_err(|e| match e.strip_prefix("no device") {
+            Some(_) => WebError::NotFound(e),
+            None => WebError::Unavailable(format!("notes not saved: {e}")),
+        })?;
+    Ok(Redirect::to(&format!("/devices/{id}")))
 }
 
 /// `POST /devices/{id}/name`: the writer applies the rename and commits; then 303 back

@@ -20,6 +20,7 @@
 //! | `/fragment/flows` | the flows table alone (same query parameters as `/`) |
 //! | `/devices`, `/devices/{id}` | device list, device page (details, rename, flows, minutes) |
 //! | `POST /devices/{id}/name` | rename (form field `name`), 303 back to the device |
+//! | `POST /devices/{id}/notes` | the owner's notes (form field `notes`), 303 back |
 //! | `/hosts`, `/hosts/{id}` | remote host list (`q`, `sort`, `order`, `page`, `per_page`), host page |
 //! | `/dns` | DNS log (`device`, `client`, `name`, `type`, `rcode`, `page`, `per_page`) |
 //! | `/router`, `/api/router` | router health: current values, minute charts (`window`) |
@@ -153,6 +154,7 @@ pub fn router(state: AppState) -> Router {
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))
         .route("/devices/{id}/name", post(devices::rename))
+        .route("/devices/{id}/notes", post(devices::notes))
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::page))
         .route("/dns", get(dns::page))

@@ -493,6 +493,51 @@ async fn rename_goes_through_the_writer_and_redirects() {
 }
 
 #[tokio::test]
+async fn notes_go_through_the_writer_and_bad_ones_do_not() {
+    let fx = fixture();
+    let Fixture { app, writer_rx, .. } = fx;
+    let writer = std::thread::spawn(move || {
+        let event = writer_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a command");
+        let got = match event {
+            Event::Command(Command::SetDeviceNotes { device_id, notes }, reply) => {
+                reply.send(Ok(CommandReply::Done)).unwrap();
+                (device_id, notes)
+            }
+            other => panic!("unexpected {other:?}"),
+        };
+        // Nothing else reaches the writer: the refused posts below stop in the handler.
+        assert!(writer_rx.recv_timeout(Duration::from_millis(500)).is_err());
+        got
+    });
+    let csrf = open_csrf(&app).await;
+    let post = |body: String| {
+        Request::post("/devices/1/notes")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("{body}&csrf={csrf}")))
+            .unwrap()
+    };
+    let (status, headers, _) = send(
+        &app,
+        post("notes=under+the+TV%0D%0A%3Cb%3Ehall%3C%2Fb%3E".into()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[header::LOCATION], "/devices/1");
+    let long = format!("notes={}", "x".repeat(1001));
+    assert_eq!(send(&app, post(long)).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        send(&app, post("notes=bell%07".into())).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        writer.join().unwrap(),
+        (1, "under the TV\n<b>hall</b>".to_owned())
+    );
+}
+
+#[tokio::test]
 async fn rename_refusals_send_nothing() {
     let fx = fixture();
     let csrf = open_csrf(&fx.app).await;
@@ -588,6 +633,7 @@ async fn lists_and_minutes_api() {
             "last_seen",
             "mac",
             "name",
+            "notes",
             "vendor"
         ]
     );
