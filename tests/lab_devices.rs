@@ -17,21 +17,6 @@ use serde_json::Value;
 const LAPTOP_MAC: &str = "3c:22:fb:12:34:56";
 const PI_MAC: &str = "b8:27:eb:aa:bb:cc";
 
-fn lab_sh(lab: &Lab, args: &[&str]) -> String {
-    let out = std::process::Command::new(lab_script())
-        .args(args)
-        .output()
-        .expect("run lab.sh");
-    assert!(
-        out.status.success(),
-        "lab.sh {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = lab;
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `lab.sh dhcp`: the address the client got (without the prefix length).
 fn dhcp(lab: &Lab, client: u32, host: &str, mac: &str, want: Option<&str>) -> String {
     let client = client.to_string();
@@ -39,7 +24,7 @@ fn dhcp(lab: &Lab, client: u32, host: &str, mac: &str, want: Option<&str>) -> St
     if let Some(w) = want {
         args.push(w);
     }
-    let out = lab_sh(lab, &args);
+    let out = lab.lab_sh(&args);
     out.trim().split('/').next().unwrap_or_default().to_owned()
 }
 
@@ -87,7 +72,7 @@ fn dhcp_clients_are_devices_by_mac_across_an_address_change() {
     lab.download("lan2", 47902, "http://203.0.113.84/small.bin");
 
     // The laptop releases its lease and comes back with another address.
-    lab_sh(&lab, &["dhcp-release", &lab.name, "1"]);
+    lab.lab_sh(&["dhcp-release", &lab.name, "1"]);
     let want = if ip1 == "10.77.0.150" {
         "10.77.0.151"
     } else {

@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -40,16 +39,7 @@ fn log_queries(lab: &Lab, client: &str, name: &str, qtype: u16) -> i64 {
 
 /// Restarts the lab resolver logging as `mode` (`tests/lab/lab.sh dnsmasq`).
 fn dnsmasq_mode(lab: &Lab, mode: &str) {
-    let out = Command::new(lab_script())
-        .args(["dnsmasq", &lab.name, mode])
-        .output()
-        .expect("run lab.sh dnsmasq");
-    assert!(
-        out.status.success(),
-        "lab.sh dnsmasq {mode}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    lab.lab_sh(&["dnsmasq", &lab.name, mode]);
 }
 
 fn dnsmasq_pid(lab: &Lab) -> i32 {

@@ -277,7 +277,8 @@ impl Lab {
         self.lab_sh(&["unshape", &self.name]);
     }
 
-    fn lab_sh(&self, args: &[&str]) -> String {
+    /// Runs `tests/lab/lab.sh ARGS`; it must succeed; returns its stdout.
+    pub fn lab_sh(&self, args: &[&str]) -> String {
         let out = Command::new(lab_script())
             .args(args)
             .output()
