@@ -35,7 +35,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
                 div.scroll {
                     table.data {
                         thead { tr {
-                            th { "Device" } th { "Address" } th.opt { "MAC" }
+                            th { "Device" } th { "Address" } th.opt { "MAC" } th.opt { "Vendor" }
                             th.opt { "First seen" } th { "Last seen" }
                             th.num { "Sent" } th.num { "Received" } th.num.opt { "Flows" }
                         } }
@@ -63,6 +63,7 @@ fn list_row(d: &DeviceRow) -> Markup {
             }
             td.mono { (d.ip) }
             td.mono.opt { (d.mac.as_deref().unwrap_or("—")) }
+            td.opt { (d.vendor.as_deref().unwrap_or("—")) }
             td.mono.opt { (time(d.first_seen)) }
             td.mono { (time(d.last_seen)) }
             td.num.mono.up { (format::bytes(d.bytes_up)) }
@@ -174,26 +175,28 @@ pub async fn page(
                     dt { "Received" } dd.mono.down { (format::bytes(d.bytes_down)) }
                     dt { "Flows" } dd.mono { (format::count(d.flows)) }
                 }
-                form.rename method="post" action={ "/devices/" (id) "/name" } {
-                    (super::layout::csrf_field())
-                    label {
-                        span { "Name" }
-                        input type="text" name="name" maxlength=(MAX_NAME_CHARS) size="24"
-                            placeholder=(d.hostname.as_deref().unwrap_or(&d.ip))
-                            value=[d.name.as_deref()];
-                    }
-                    button type="submit" { "Rename" }
-                    p.muted { "An empty name clears it." }
-                }
-                form.notes method="post" action={ "/devices/" (id) "/notes" } {
-                    (super::layout::csrf_field())
-                    label {
-                        span { "Notes" }
-                        textarea name="notes" rows="3" cols="32" maxlength=(MAX_NOTES_CHARS) {
-                            (d.notes.as_deref().unwrap_or(""))
+                div {
+                    form.rename method="post" action={ "/devices/" (id) "/name" } {
+                        (super::layout::csrf_field())
+                        label {
+                            span { "Name" }
+                            input type="text" name="name" maxlength=(MAX_NAME_CHARS) size="24"
+                                placeholder=(d.hostname.as_deref().unwrap_or(&d.ip))
+                                value=[d.name.as_deref()];
                         }
+                        button type="submit" { "Rename" }
+                        p.muted { "An empty name clears it." }
                     }
-                    button type="submit" { "Save notes" }
+                    form.notes method="post" action={ "/devices/" (id) "/notes" } {
+                        (super::layout::csrf_field())
+                        label {
+                            span { "Notes" }
+                            textarea name="notes" rows="3" cols="32" maxlength=(MAX_NOTES_CHARS) {
+                                (d.notes.as_deref().unwrap_or(""))
+                            }
+                        }
+                        button type="submit" { "Save notes" }
+                    }
                 }
             }
             @if data.addrs.len() > 1 {
