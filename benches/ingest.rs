@@ -5,7 +5,14 @@
 //! what a short TCP connection costs the writer. Batches are one tick's worth of changes.
 //!
 //! Run: `cargo bench --bench ingest` (env `FLOWS`, `BATCH`, `DB_DIR` override the
-//! defaults: 300 000 flows, 10 000 changes per batch, a temp dir under /var/tmp).
+//! defaults: 300 000 flows, 10 000 changes per batch, a temp dir under /var/tmp; `KEEP_DB=1`
+//! keeps the database, e.g. as the 1 GB one `scripts/bench-ulogd startup` starts on).
+//!
+//! `--callgrind` (or env `CALLGRIND=1`): a fixed small run — 2 000 flows in batches of
+//! 500, each batch its own transaction — whose instruction count under
+//! `valgrind --tool=callgrind` is the writer's cost in a number that noisy, shared
+//! machines reproduce (wall-clock rates there vary by ±25 %). The README's "Measured"
+//! section has the command and the latest count.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -15,6 +22,11 @@ use netmon::config::Config;
 use netmon::event::{Event, FlowBatch, FlowChange};
 use netmon::flow::{Counters, CtFlow, Network, PROTO_TCP, Tuple};
 use netmon::store::writer::WriterThread;
+
+/// The callgrind run: small enough for valgrind (≈ 50× slower) to finish in seconds,
+/// large enough that start-up (schema, statements) is not most of the count.
+const CALLGRIND_FLOWS: usize = 2_000;
+const CALLGRIND_BATCH: usize = 500;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -68,8 +80,16 @@ fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` runs this as a smoke
     // test, where a small run proves the path without spending CI minutes.
     let full = std::env::args().any(|a| a == "--bench");
-    let flows = env_or("FLOWS", if full { 300_000 } else { 20_000 });
-    let batch = env_or("BATCH", 10_000);
+    let callgrind =
+        std::env::args().any(|a| a == "--callgrind") || std::env::var_os("CALLGRIND").is_some();
+    let (flows, batch) = if callgrind {
+        (CALLGRIND_FLOWS, CALLGRIND_BATCH)
+    } else {
+        (
+            env_or("FLOWS", if full { 300_000 } else { 20_000 }),
+            env_or("BATCH", 10_000),
+        )
+    };
     let base = std::env::var("DB_DIR").unwrap_or_else(|_| "/var/tmp".into());
     let dir =
         std::path::Path::new(&base).join(format!("netmon-bench-ingest-{}", std::process::id()));
@@ -85,6 +105,7 @@ fn main() {
     )));
     let writer = WriterThread::start(&config, network).expect("starting writer");
     let handle = writer.handle.clone();
+    let mut ticks = writer.ticks.clone();
     let now = netmon::sys::now_ms();
 
     // Stage: new; then update (more bytes); then end. Each stage in `batch`-sized chunks.
@@ -120,6 +141,14 @@ fn main() {
                     }
                 }
             }
+            if callgrind {
+                // Wait for the writer's commit: one transaction per batch, however the
+                // two threads were scheduled, so the count is the same on every run.
+                while !ticks.has_changed().unwrap_or(true) {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                ticks.borrow_and_update();
+            }
         }
     }
     drop(handle);
@@ -138,5 +167,9 @@ fn main() {
         size as f64 / flows as f64,
         peak as f64 / 1e6
     );
-    std::fs::remove_dir_all(&dir).ok();
+    if std::env::var_os("KEEP_DB").is_some() {
+        println!("ingest: database kept: {}", dir.join("bench.db").display());
+    } else {
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }
