@@ -170,6 +170,10 @@ impl WriterThread {
     }
 }
 
+/// How long a closed TCP connection's conntrack entry may outlive it: the kernel's
+/// default `nf_conntrack_tcp_timeout_time_wait` (120 s), plus a margin.
+const LINGER_MS: i64 = 3 * MINUTE_MS;
+
 /// What the writer remembers about a live flow so updates need no SELECT.
 #[derive(Debug, Clone)]
 struct LiveFlow {
@@ -310,7 +314,11 @@ impl Writer {
              FROM flows f WHERE f.ended_at > ?1 AND f.kernel_stop IS NULL
                 AND f.state IN ('TIME_WAIT', 'CLOSE')",
         )?;
-        let lingering_since = crate::sys::now_ms() - 10 * MINUTE_MS;
+        // A closed connection's entry lingers at most TIME_WAIT (120 s by default); a
+        // longer look-back only reloads rows no DESTROY can still reach — after a flood
+        // of short connections, hundreds of thousands of them (seconds and a GB of RAM
+        // at start-up, measured by scripts/bench-ulogd).
+        let lingering_since = crate::sys::now_ms() - LINGER_MS;
         let rows = stmt.query_map([lingering_since], |r| {
             let state: Option<String> = r.get(7)?;
             let direction: String = r.get(10)?;
