@@ -196,7 +196,13 @@ pub fn describe_all() {
     );
     describe_counter!(
         "netmon_writer_dropped_changes_total",
-        "Flow changes lost because their transaction failed."
+        "Changes lost: their transaction failed for a reason other than storage, or \
+         storage still failed at shutdown."
+    );
+    describe_gauge!(
+        "netmon_writer_held_changes",
+        "Changes of a batch whose commit failed for lack of storage, waiting to be \
+         written again (0 while writes work)."
     );
     describe_gauge!("netmon_channel_depth", "Messages queued for the writer.");
     describe_gauge!("netmon_active_flows", "Live flows (ended_at IS NULL).");

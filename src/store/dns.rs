@@ -203,6 +203,16 @@ impl DnsState {
             .retain(|(_, m), _| *m >= newest - 2 * MINUTE_MS);
     }
 
+    /// The writer's transaction rolled back: forget what may name rows it created —
+    /// interned name ids and flows waiting for a late answer. SQLite hands a rolled-back
+    /// rowid to the next insert, so keeping them could name the wrong row.
+    pub fn rolled_back(&mut self) {
+        self.names.clear();
+        self.pending.clear();
+        self.pending_order.clear();
+        self.pending_len = 0;
+    }
+
     /// Device `from` was merged into `into` (`store::devices`): waiting flows and the
     /// open minutes' name sets follow it.
     pub fn remap_device(&mut self, from: i64, into: i64) {

@@ -14,19 +14,39 @@
 //! only what is new, and a `kill -9` never double counts nor duplicates a row.
 //!
 //! Under overload the channel fills; collectors then coalesce at the source (they never
-//! wait). A failed commit (disk full, I/O error) is rolled back and counted; the
-//! in-memory state is reloaded from the database so it matches what is stored.
+//! wait). A failed commit is rolled back and counted
+//! (`netmon_writer_failed_commits_total`), and the in-memory state is reloaded from the
+//! database so it matches what is stored. What happens to the batch depends on why:
+//!
+//! - **Storage errors** (`SQLITE_FULL`, `SQLITE_IOERR`, busy, read-only: the disk is
+//!   full or failing, not the batch) — the batch's data is *held* and applied again,
+//!   before anything newer, after a pause that doubles from [`RETRY_FIRST`] to
+//!   [`RETRY_MAX`]. While a batch is held the writer takes nothing new from the channel:
+//!   the channel fills and every collector keeps coalescing at its source under its own
+//!   bound (the conntrack tracker's `max_tracked_flows`, the DNS and drop backlogs), where
+//!   whatever does not fit is counted as a collector drop. So a short outage loses
+//!   nothing, a long one costs no more memory than a burst does, and writes resume within
+//!   [`RETRY_MAX`] of space returning. The held batch is what one tick drained (at most
+//!   `max_batch` events). User commands are never held: they are answered with the error,
+//!   and [`WriterHandle::command`] refuses new ones at once while writes fail rather than
+//!   queueing behind the outage. `/healthz` shows the failure ([`WriteFailure`]).
+//! - **Any other error** (a constraint, a bug: something in the batch itself) — the
+//!   batch is dropped and its changes counted in `netmon_writer_dropped_changes_total`,
+//!   so one bad batch can never stall storage. Live flows recover at their next change
+//!   (collectors send cumulative counters); flows that ended in a dropped batch are lost.
+//!
+//! A held batch still failing at shutdown is dropped and counted the same way.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
@@ -63,11 +83,71 @@ pub struct WriterHandle {
     tx: SyncSender<Event>,
     /// Messages sent but not yet taken by the writer (std's channel has no `len`).
     depth: Arc<AtomicUsize>,
+    /// Whether commits are failing for a storage reason; set by the writer thread.
+    storage: Arc<StorageStatus>,
+}
+
+/// The writer's view of its storage, shared with the web through [`WriterHandle`]:
+/// atomics and a short-held lock, so `/healthz` never waits on the writer.
+#[derive(Default)]
+struct StorageStatus {
+    /// Unix ms of the first failed commit of the current outage; 0 while commits work.
+    failing_since_ms: AtomicI64,
+    /// Changes of the held batch (see the module docs).
+    held_changes: AtomicUsize,
+    /// The latest storage error, as SQLite words it.
+    error: Mutex<String>,
+}
+
+/// Commits are failing for a storage reason (disk full, I/O error): since when, why, and
+/// how many changes wait in the writer for the next attempt. Shown by `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteFailure {
+    pub since_ms: i64,
+    pub error: String,
+    pub held_changes: usize,
+}
+
+impl StorageStatus {
+    fn failing(&self, error: &rusqlite::Error, held_changes: usize) {
+        let now = crate::sys::now_ms();
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.held_changes.store(held_changes, Ordering::Relaxed);
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
+        metrics::gauge!("netmon_writer_held_changes").set(held_changes as f64);
+    }
+
+    fn working(&self) {
+        if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
+            self.held_changes.store(0, Ordering::Relaxed);
+            metrics::gauge!("netmon_writer_held_changes").set(0.0);
+        }
+    }
+
+    fn failure(&self) -> Option<WriteFailure> {
+        let since_ms = self.failing_since_ms.load(Ordering::Relaxed);
+        (since_ms != 0).then(|| WriteFailure {
+            since_ms,
+            error: self.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            held_changes: self.held_changes.load(Ordering::Relaxed),
+        })
+    }
 }
 
 impl WriterHandle {
     pub(crate) fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
-        WriterHandle { tx, depth }
+        WriterHandle {
+            tx,
+            depth,
+            storage: Arc::default(),
+        }
+    }
+
+    /// `Some` while commits fail for a storage reason (see the module docs).
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        self.storage.failure()
     }
 
     /// Never blocks. On `Err` the event comes back: the channel is full (keep it and
@@ -87,8 +167,17 @@ impl WriterHandle {
         self.depth.load(Ordering::Relaxed)
     }
 
-    /// Runs a user command through the writer and waits for its commit.
+    /// Runs a user command through the writer and waits for its commit. Refused at once
+    /// while commits fail for a storage reason: the writer takes nothing new then, and the
+    /// user is better served by the reason than by a page that hangs.
     pub async fn command(&self, command: Command) -> Result<CommandReply, String> {
+        if let Some(f) = self.write_failure() {
+            return Err(format!(
+                "the database is not accepting writes ({}); netmon retries on its own, \
+                 try again once the storage has room",
+                f.error
+            ));
+        }
         let (reply_tx, reply_rx) = oneshot::channel();
         let tx = self.tx.clone();
         let depth = self.depth.clone();
@@ -111,6 +200,11 @@ impl WriterHandle {
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
+
+/// First pause before a held batch is applied again; doubles per failure up to
+/// [`RETRY_MAX`], which bounds how long writes lag behind storage coming back.
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(8);
 
 /// Remote-host ids kept in memory; past this the cache is cleared and refilled from the
 /// `remote_hosts.ip` index, so memory stays bounded on a router talking to the world.
@@ -136,6 +230,8 @@ impl WriterThread {
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer::new(conn, network, config)?;
+        let handle = WriterHandle::new(tx, depth.clone());
+        writer.storage = handle.storage.clone();
         let (tick_tx, ticks) = watch::channel(Tick {
             active_flows: writer.active_flows(),
             at_ms: crate::sys::now_ms(),
@@ -153,7 +249,7 @@ impl WriterThread {
             })
             .context("starting the writer thread")?;
         Ok(WriterThread {
-            handle: WriterHandle::new(tx, depth),
+            handle,
             ticks,
             stop,
             thread,
@@ -263,6 +359,20 @@ struct Writer {
     retention: Retention,
     snapshots: Option<Snapshots>,
     seq: u64,
+    /// The data of a batch whose commit failed for a storage reason, to apply again
+    /// before anything newer (see the module docs).
+    held: Option<Held>,
+    /// Storage failures in a row; sets the pause before the next attempt.
+    failures: u32,
+    storage: Arc<StorageStatus>,
+}
+
+/// A batch waiting for storage to work again.
+struct Held {
+    /// Data events only: commands were answered when the batch failed.
+    events: Vec<Event>,
+    changes: usize,
+    retry_at: Instant,
 }
 
 impl Writer {
@@ -284,6 +394,9 @@ impl Writer {
             retention: Retention::new(&config.retention, &config.dns),
             snapshots: Snapshots::from_config(config),
             seq: 0,
+            held: None,
+            failures: 0,
+            storage: Arc::default(),
         };
         writer
             .reload()
@@ -372,6 +485,27 @@ impl Writer {
         // Wake at least this often to notice `stop` and run retention.
         let wait = tick.min(Duration::from_millis(200));
         loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            if let Some(held) = &self.held {
+                // Storage is failing: take nothing new (it coalesces at its source) and
+                // try the held batch again when its pause is over, or once at shutdown.
+                let pause = held.retry_at.saturating_duration_since(Instant::now());
+                if !pause.is_zero() && !stopping {
+                    std::thread::sleep(pause.min(wait));
+                    continue;
+                }
+                if let Some(tick) = self.retry_held() {
+                    tick_tx.send_replace(tick);
+                }
+                if stopping && let Some(held) = self.held.take() {
+                    let queued: usize = rx.try_iter().map(|e| changes_in(&e)).sum();
+                    let lost = held.changes + queued;
+                    log::error!("stopping with {lost} changes that could not be stored");
+                    metrics::counter!("netmon_writer_dropped_changes_total").increment(lost as u64);
+                    break;
+                }
+                continue;
+            }
             let first = match rx.recv_timeout(wait) {
                 Ok(event) => Some(event),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -390,7 +524,7 @@ impl Writer {
                 if let Some(tick) = self.apply(events) {
                     tick_tx.send_replace(tick);
                 }
-            } else if stop.load(Ordering::Relaxed) {
+            } else if stopping {
                 break;
             }
             if let Err(e) = self.retention.run_if_due(&mut self.conn) {
@@ -408,22 +542,43 @@ impl Writer {
         }
     }
 
+    /// Applies the held batch again (see the module docs).
+    fn retry_held(&mut self) -> Option<Tick> {
+        let held = self.held.take()?;
+        log::info!("writing {} held changes again", held.changes);
+        self.apply(held.events)
+    }
+
     /// Applies one batch of events in one transaction and returns the published tick.
+    /// Data is applied in arrival order, then the user commands; on a storage error the
+    /// data is held for [`Writer::retry_held`].
     fn apply(&mut self, events: Vec<Event>) -> Option<Tick> {
         let started = Instant::now();
         let now = crate::sys::now_ms();
         let n_events = events.len();
         let mut acc = TickAcc::default();
-        let mut replies = Vec::new();
-        let mut changes = 0usize;
+        let mut data = Vec::with_capacity(events.len());
+        let (mut commands, mut reply_to) = (Vec::new(), Vec::new());
+        for event in events {
+            match event {
+                Event::Command(command, reply) => {
+                    commands.push(command);
+                    reply_to.push(reply);
+                }
+                event => data.push(event),
+            }
+        }
+        let changes: usize = data.iter().map(changes_in).sum();
+        let mut results = Vec::with_capacity(commands.len());
         let mut sightings = Vec::new();
         let mut merges = Vec::new();
+        // Only non-empty until the first dump completes; restored if this rolls back.
+        let unconfirmed = (!self.unconfirmed.is_empty()).then(|| self.unconfirmed.clone());
         let result = (|| -> rusqlite::Result<()> {
             let tx = self.conn.transaction()?;
-            for event in events {
+            for event in &data {
                 match event {
                     Event::Flows(batch) => {
-                        changes += batch.changed.len();
                         apply_flow_batch(
                             &tx,
                             batch,
@@ -438,10 +593,9 @@ impl Writer {
                         )?;
                     }
                     Event::Dns(observations) => {
-                        changes += observations.len();
                         let net = self.network.read().unwrap_or_else(|p| p.into_inner());
                         let (devices, tick) = (&mut self.devices, &mut acc.tick);
-                        apply_dns(&tx, &observations, &mut self.dns, &mut acc.dns, |ip, at| {
+                        apply_dns(&tx, observations, &mut self.dns, &mut acc.dns, |ip, at| {
                             if net.is_lan(ip) {
                                 device_for(&tx, devices, ip, at, tick).map(Some)
                             } else {
@@ -450,23 +604,20 @@ impl Writer {
                         })?;
                     }
                     Event::System(sample) => {
-                        crate::store::system::apply_system(&tx, &sample)?;
+                        crate::store::system::apply_system(&tx, sample)?;
                     }
-                    Event::Enrichment(results) => {
-                        crate::store::enrich::apply_enrichment(&tx, &results)?;
+                    Event::Enrichment(found) => {
+                        crate::store::enrich::apply_enrichment(&tx, found)?;
                     }
-                    Event::Drops(counts) => crate::store::drops::apply_drops(&tx, &counts)?,
+                    Event::Drops(counts) => crate::store::drops::apply_drops(&tx, counts)?,
                     // Applied after the rollups: a merge then moves rows already written,
                     // and nothing of this tick still names the merged device.
-                    Event::Identity(batch) => {
-                        changes += batch.len();
-                        sightings.extend(batch);
-                    }
-                    Event::Command(command, reply) => {
-                        let result = apply_command(&tx, command, &mut acc);
-                        replies.push((reply, result));
-                    }
+                    Event::Identity(batch) => sightings.extend(batch.iter().cloned()),
+                    Event::Command(..) => {}
                 }
+            }
+            for command in commands {
+                results.push(apply_command(&tx, command, &mut acc));
             }
             write_rollups(&tx, &mut acc, &mut self.device_sets, &mut self.host_sets)?;
             write_dns_rollups(&tx, &mut acc.dns, &self.dns)?;
@@ -497,9 +648,11 @@ impl Writer {
                 );
                 let active = self.active_flows();
                 metrics::gauge!("netmon_active_flows").set(active as f64);
-                for (reply, result) in replies {
+                for (reply, result) in reply_to.into_iter().zip(results) {
                     let _ = reply.send(result);
                 }
+                self.failures = 0;
+                self.storage.working();
                 for m in merges {
                     self.remap_device(m.from, m.into);
                 }
@@ -512,14 +665,41 @@ impl Writer {
                 Some(acc.tick)
             }
             Err(e) => {
-                log::error!("writer transaction of {n_events} events failed, rolled back: {e}");
                 metrics::counter!("netmon_writer_failed_commits_total").increment(1);
-                metrics::counter!("netmon_writer_dropped_changes_total").increment(changes as u64);
-                for (reply, _) in replies {
+                for reply in reply_to {
                     let _ = reply.send(Err(format!("database error: {e}")));
+                }
+                if let Some(unconfirmed) = unconfirmed {
+                    self.unconfirmed = unconfirmed;
                 }
                 if let Err(e) = self.reload() {
                     log::error!("reloading writer state after a failed commit: {e}");
+                }
+                self.dns.rolled_back();
+                if is_storage_error(&e) && !data.is_empty() {
+                    self.failures = self.failures.saturating_add(1);
+                    let pause = RETRY_FIRST
+                        .saturating_mul(1 << (self.failures - 1).min(8))
+                        .min(RETRY_MAX);
+                    log::error!(
+                        "writer transaction of {n_events} events failed, rolled back: {e}; \
+                         holding its {changes} changes and trying again in {pause:?} \
+                         (failure {} in a row)",
+                        self.failures
+                    );
+                    self.storage.failing(&e, changes);
+                    self.held = Some(Held {
+                        events: data,
+                        changes,
+                        retry_at: Instant::now() + pause,
+                    });
+                } else {
+                    log::error!(
+                        "writer transaction of {n_events} events failed, rolled back: {e}; \
+                         its {changes} changes are dropped"
+                    );
+                    metrics::counter!("netmon_writer_dropped_changes_total")
+                        .increment(changes as u64);
                 }
                 None
             }
@@ -565,6 +745,36 @@ impl Writer {
     }
 }
 
+/// Changes an event carries, as counted in the writer's metrics.
+fn changes_in(event: &Event) -> usize {
+    match event {
+        Event::Flows(batch) => batch.changed.len(),
+        Event::Dns(observations) => observations.len(),
+        Event::Identity(sightings) => sightings.len(),
+        Event::Enrichment(found) => found.len(),
+        Event::Drops(counts) => counts.len(),
+        Event::System(_) => 1,
+        Event::Command(..) => 0,
+    }
+}
+
+/// The storage failed, not the batch: the disk is full or failing, or another process
+/// holds the database. Such a batch is worth holding and trying again.
+fn is_storage_error(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(
+            ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure
+                | ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::ReadOnly
+                | ErrorCode::CannotOpen
+                | ErrorCode::OutOfMemory
+        )
+    )
+}
+
 fn tcp_state_from_name(name: &str) -> Option<u8> {
     (0u8..=9).find(|s| crate::flow::tcp_state_name(*s) == name)
 }
@@ -596,7 +806,7 @@ fn device_side(net: &Network, flow: &CtFlow, direction: Direction) -> Option<(Ip
 #[allow(clippy::too_many_arguments)]
 fn apply_flow_batch(
     tx: &Transaction,
-    batch: FlowBatch,
+    batch: &FlowBatch,
     now: i64,
     network: &RwLock<Network>,
     live: &mut HashMap<i64, LiveFlow>,
@@ -607,16 +817,16 @@ fn apply_flow_batch(
     acc: &mut TickAcc,
 ) -> rusqlite::Result<()> {
     let net = network.read().unwrap_or_else(|p| p.into_inner());
-    for change in batch.changed {
+    for change in &batch.changed {
         let ident = change.flow.ident();
         unconfirmed.remove(&ident);
         if let Some(known) = live.get_mut(&ident) {
-            update_flow(tx, known, &change, acc)?;
+            update_flow(tx, known, change, acc)?;
             if change.ended {
                 live.remove(&ident);
             }
         } else {
-            let flow = insert_flow(tx, &net, &change, now, devices, hosts, dns, acc)?;
+            let flow = insert_flow(tx, &net, change, now, devices, hosts, dns, acc)?;
             if !change.ended {
                 live.insert(ident, flow);
             }
@@ -1732,5 +1942,127 @@ mod tests {
             .unwrap();
         assert_eq!(count(&w.conn, "SELECT count(*) FROM devices"), 2);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    // --- failed commits ----------------------------------------------------------------
+
+    /// Caps the database at its current size: the next page SQLite allocates fails with
+    /// `SQLITE_FULL`, as on a full disk (`PRAGMA max_page_count`).
+    fn fill_disk(w: &Writer) {
+        let pages = count(&w.conn, "PRAGMA page_count");
+        count(&w.conn, &format!("PRAGMA max_page_count = {pages}"));
+    }
+
+    fn free_disk(w: &Writer) {
+        count(&w.conn, "PRAGMA max_page_count = 1000000000");
+    }
+
+    #[test]
+    fn a_full_disk_holds_the_batch_and_a_later_retry_stores_it_once() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t0 = crate::sys::now_ms();
+        let mut long = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 443);
+        long.counters.reply_bytes = 1000;
+        w.apply(vec![batch(vec![change(&long, t0, false)])])
+            .unwrap();
+
+        fill_disk(&w);
+        // Enough new rows to need new pages: the long flow's update, a flow that ended,
+        // and 400 new ones.
+        long.counters.reply_bytes = 5000;
+        let ended = tcp_flow(2, "10.77.0.10", 40001, "198.51.100.81", 80);
+        let mut changes = vec![
+            change(&long, t0 + 100, false),
+            change(&ended, t0 + 100, true),
+        ];
+        for i in 0..400 {
+            let f = tcp_flow(100 + i, "10.77.0.10", 41000 + i as u16, "198.51.100.82", 80);
+            changes.push(change(&f, t0 + 100, false));
+        }
+        let (tx, mut reply) = oneshot::channel();
+        let rename = Command::RenameDevice {
+            device_id: 1,
+            name: "laptop".into(),
+        };
+        assert!(
+            w.apply(vec![batch(changes), Event::Command(rename, tx)])
+                .is_none()
+        );
+        // The command is answered with the error, the data is held, and it shows.
+        assert!(reply.try_recv().unwrap().is_err());
+        assert_eq!(w.held.as_ref().map(|h| h.changes), Some(402));
+        let failure = w.storage.failure().expect("the failure is visible");
+        assert_eq!(failure.held_changes, 402);
+        assert!(failure.error.contains("full"), "{failure:?}");
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM flows"), 1);
+        assert_eq!(w.live[&long.ident()].counters.reply_bytes, 1000);
+
+        // Still full: the retry fails, the batch stays held, the pause grows.
+        let first_retry = w.held.as_ref().unwrap().retry_at;
+        assert!(w.retry_held().is_none());
+        assert!(w.held.as_ref().unwrap().retry_at > first_retry);
+        assert_eq!(w.failures, 2);
+
+        // Room again: one retry stores everything once, with the right deltas.
+        free_disk(&w);
+        let tick = w.retry_held().expect("the retry commits");
+        assert_eq!((tick.flows_new, tick.flows_ended), (401, 1));
+        assert!(w.held.is_none() && w.storage.failure().is_none());
+        let c = &w.conn;
+        assert_eq!(count(c, "SELECT count(*) FROM flows"), 402);
+        assert_eq!(
+            count(c, "SELECT count(*) FROM flows WHERE ended_at IS NOT NULL"),
+            1
+        );
+        assert_eq!(
+            count(c, "SELECT bytes_down FROM flows WHERE ct_id = 1"),
+            5000
+        );
+        assert_eq!(count(c, "SELECT sum(bytes_down) FROM device_minutes"), 5000);
+        assert_eq!(count(c, "SELECT flows FROM devices"), 402);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_batch_failing_for_another_reason_is_dropped_not_held() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        w.conn
+            .execute_batch("DROP TABLE remote_host_ports")
+            .unwrap();
+        let f = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
+        assert!(
+            w.apply(vec![batch(vec![change(&f, 1_700_000_000_000, false)])])
+                .is_none()
+        );
+        assert!(w.held.is_none(), "a bad batch must never stall the writer");
+        assert!(w.storage.failure().is_none());
+        assert!(w.live.is_empty(), "state follows the rollback");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn commands_are_refused_at_once_while_writes_fail() {
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        let handle = WriterHandle::new(tx, Arc::default());
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        handle.storage.failing(&full, 7);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let rename = Command::RenameDevice {
+            device_id: 1,
+            name: "x".into(),
+        };
+        let answer = rt.block_on(handle.command(rename)).unwrap_err();
+        assert!(answer.contains("not accepting writes"), "{answer}");
+        assert_eq!(handle.write_failure().map(|f| f.held_changes), Some(7));
+        handle.storage.working();
+        assert!(handle.write_failure().is_none());
     }
 }

@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::{AppState, MAX_EVENT_STREAMS};
+use crate::store::writer::WriteFailure;
 
 /// The database's size on disk: the main file plus its write-ahead log, which between
 /// checkpoints can be a large part of it. Missing files count as zero.
@@ -31,11 +32,17 @@ struct Health {
     db_size_bytes: u64,
     /// Messages waiting for the writer.
     writer_queue: usize,
+    /// Present while commits fail for a storage reason (disk full): since when, the
+    /// error, and the changes the writer holds to write again (`store::writer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    write_failure: Option<WriteFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
 /// 200 with `ok: true` when a read succeeds, else 503 with `ok: false` and the error.
+/// Failing writes alone keep the 200 (with `write_failure`): netmon is still collecting
+/// and serving, and a supervisor restarting it would not give the disk room.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let tick = state.shared.ticks.borrow().clone();
     let read = state
@@ -50,6 +57,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         active_flows: tick.active_flows,
         db_size_bytes: db_size_bytes(&state.shared.db_path),
         writer_queue: state.shared.writer.depth(),
+        write_failure: state.shared.writer.write_failure(),
         error: read.err().map(|e| format!("{e:#}")),
     };
     let status = if health.ok {

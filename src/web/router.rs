@@ -87,12 +87,20 @@ pub async fn page(
         .await?;
     let current = system::latest();
     let wan_flow = state.reads().run(move |c| wan_flow_bytes(c, since)).await?;
+    let write_failure = state.shared.writer.write_failure();
     Ok(shell(
         "Router",
         Nav::Router,
         false,
         html! {
             h1 { "Router" }
+            @if let Some(f) = &write_failure {
+                p.error #write-failure {
+                    "Writing to the database fails since " (time(f.since_ms)) ": " (f.error)
+                    ". netmon keeps collecting in memory (" (f.held_changes) " changes waiting) "
+                    "and stores them by itself once the database's file system has room again."
+                }
+            }
             @match current.as_deref() {
                 Some(s) => (current_section(s)),
                 None => p.muted { "No reading yet: the first arrives within a few seconds of start." },
