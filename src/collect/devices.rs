@@ -431,14 +431,6 @@ impl DeviceCollector {
                 _watcher: crate::collect::watch_file(path, wake_tx.clone(), "devices"),
             })
             .collect();
-        metrics::describe_counter!(
-            "netmon_device_sightings_total",
-            "Address ↔ MAC pairings sent to the writer (neighbour table and DHCP leases)"
-        );
-        metrics::describe_counter!(
-            "netmon_lease_lines_skipped_total",
-            "Lines of DHCP lease files that fit no known format"
-        );
         let thread = std::thread::Builder::new()
             .name("devices".into())
             .spawn(move || run(sock, files, wake_tx, wake_rx, writer, &shutdown))

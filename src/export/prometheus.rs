@@ -243,6 +243,23 @@ pub fn describe_all() {
         "Bytes written to persistent storage by snapshots (flash wear)."
     );
     describe_counter!("netmon_snapshot_failures_total", "Snapshots that failed.");
+    // Device identity (collect::devices, store::devices).
+    describe_counter!(
+        "netmon_device_sightings_total",
+        "Address/MAC pairings sent to the writer, from the neighbour table and DHCP leases."
+    );
+    describe_counter!(
+        "netmon_neighbour_messages_total",
+        "Neighbour-table netlink problems, by result (malformed, overrun)."
+    );
+    describe_counter!(
+        "netmon_lease_lines_skipped_total",
+        "Lines of DHCP lease files that fit no known format."
+    );
+    describe_counter!(
+        "netmon_device_merges_total",
+        "Devices known only by address merged into their MAC's device, history included."
+    );
     describe_gauge!(
         "netmon_snapshot_last_success_timestamp_seconds",
         Unit::Seconds,
