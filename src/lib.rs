@@ -11,6 +11,7 @@ pub mod event;
 pub mod export;
 pub mod firewall;
 pub mod flow;
+pub mod fuzzing;
 pub mod passwd;
 pub mod store;
 pub mod sys;
