@@ -48,7 +48,8 @@ fn hasher() -> Argon2<'static> {
 /// a fresh 128-bit salt from the OS.
 pub fn hash(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| anyhow::anyhow!("no random salt from the OS: {e}"))?;
+    crate::sys::random_bytes(&mut salt)
+        .map_err(|e| anyhow::anyhow!("no random salt from the OS: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     let hash = hasher()
         .hash_password(password.as_bytes(), &salt)

@@ -90,6 +90,29 @@ pub fn write_sysctl(name: &str, value: &str) -> std::io::Result<()> {
 }
 
 /// Now as unix milliseconds (UTC). All stored times use this unit.
+/// Fills `buf` from the kernel's CSPRNG with the `getrandom(2)` system call itself.
+/// Not through a library that probes for it: in a static binary that probe (`dlsym`)
+/// finds nothing and falls back to polling `/dev/random`, which a chroot or a minimal
+/// `/dev` may not have (the packaging test's OpenWrt root did not). Blocks only until
+/// the pool is first initialised at boot.
+pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let rest = &mut buf[filled..];
+        // SAFETY: the pointer and length describe `rest`, which the kernel writes into.
+        let n = unsafe { libc::syscall(libc::SYS_getrandom, rest.as_mut_ptr(), rest.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        filled += n as usize;
+    }
+    Ok(())
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
