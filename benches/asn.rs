@@ -39,15 +39,10 @@ fn env_or(name: &str, default: usize) -> usize {
 /// cache, shared with the file and reclaimable).
 fn rss_bytes() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
-    };
-    (field("RssAnon:"), field("RssFile:"))
+    (
+        netmon::sys::self_status_bytes(&status, "RssAnon:"),
+        netmon::sys::self_status_bytes(&status, "RssFile:"),
+    )
 }
 
 /// "+A anon, +F file" MiB between two `rss_bytes()` readings.

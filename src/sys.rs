@@ -120,21 +120,24 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// One `kB` field of `/proc/self/status` (`"VmRSS:"`, `"RssAnon:"`, …) in bytes; 0 when
+/// absent or unreadable.
+pub fn self_status_bytes(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Resident set size and its peak, in bytes, from `/proc/self/status`.
 pub fn rss_bytes() -> (u64, u64) {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return (0, 0);
-    };
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    (
+        self_status_bytes(&status, "VmRSS:"),
+        self_status_bytes(&status, "VmHWM:"),
+    )
 }
 
 #[cfg(test)]

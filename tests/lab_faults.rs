@@ -392,26 +392,7 @@ fn twenty_kill9_at_random_moments_leave_an_intact_db_each_restart() {
     let config = "[retention]\nmax_db_mb = 4096";
     let mut rng = Rng::from_env_or_clock();
     let db = lab.db_path();
-    let mut hold = lab.spawn(
-        "lan",
-        &[
-            "python3",
-            &client_script(),
-            "hold",
-            "--seconds",
-            "300",
-            "--tcp",
-            &format!("{WAN4}:{SINK_PORT}:47311"),
-        ],
-    );
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(hold.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        assert_eq!(line.trim(), "ready");
-    }
+    let mut hold = lab.hold_tcp("lan", 300, &[format!("{WAN4}:{SINK_PORT}:47311")]);
     let mut load = spawn_loadgen(&lab, "mix", 2000, 240, "10000-60000");
     let started = Instant::now();
     let mut flows_before = 0;

@@ -627,31 +627,15 @@ fn item3_router_local_flows_labelled_hidden_and_not_remote_hosts() {
     let answer = lab.client("lan", &["dns", RTR_LAN4, "wan.lab", "--sport", "47253"]);
     assert_eq!(answer.trim(), WAN4, "dnsmasq answer for wan.lab");
     // Held connections: SSH to the router (v4 and v6), and one outbound control flow.
-    let mut hold = lab.spawn(
+    let mut hold = lab.hold_tcp(
         "lan",
+        60,
         &[
-            "python3",
-            &client_script(),
-            "hold",
-            "--seconds",
-            "60",
-            "--tcp",
-            &format!("{RTR_LAN4}:22:47222"),
-            "--tcp",
-            &format!("{RTR_LAN6}:22:47226"),
-            "--tcp",
-            &format!("{WAN4}:{SINK_PORT}:47223"),
+            format!("{RTR_LAN4}:22:47222"),
+            format!("{RTR_LAN6}:22:47226"),
+            format!("{WAN4}:{SINK_PORT}:47223"),
         ],
     );
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let stdout = hold.stdout.as_mut().expect("hold stdout");
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read hold");
-        assert_eq!(line.trim(), "ready", "client.py hold did not connect");
-    }
 
     let mut flows = Vec::new();
     let all_there = wait_until(Duration::from_secs(5), || {
@@ -974,26 +958,7 @@ fn item5_kill9_during_traffic_then_restart_keeps_db_intact_without_duplicates() 
     let mut nm = lab.start_netmon("");
     let before = lab.nft_counter("new_tcp").0;
     // A connection that lives across the crash and the restart.
-    let mut hold = lab.spawn(
-        "lan",
-        &[
-            "python3",
-            &client_script(),
-            "hold",
-            "--seconds",
-            "60",
-            "--tcp",
-            &format!("{WAN4}:{SINK_PORT}:47301"),
-        ],
-    );
-    {
-        use std::io::BufRead;
-        let mut line = String::new();
-        std::io::BufReader::new(hold.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("read");
-        assert_eq!(line.trim(), "ready");
-    }
+    let mut hold = lab.hold_tcp("lan", 60, &[format!("{WAN4}:{SINK_PORT}:47301")]);
     // Steady mixed traffic for 8 s: short TCP, one-packet UDP, two long transfers.
     let load = lab.spawn(
         "lan",

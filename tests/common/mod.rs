@@ -235,6 +235,31 @@ impl Lab {
             .unwrap_or_else(|e| panic!("spawn in {}: {args:?}: {e}", self.ns(ns)))
     }
 
+    /// `client.py hold` in namespace `ns`: opens each TCP connection `"ADDR:PORT:LOCAL"`
+    /// of `conns`, keeps them open for `seconds`, and returns once all are connected.
+    pub fn hold_tcp(&self, ns: &str, seconds: u32, conns: &[String]) -> Child {
+        let script = client_script();
+        let seconds = seconds.to_string();
+        let mut args = vec![
+            "python3",
+            script.as_str(),
+            "hold",
+            "--seconds",
+            seconds.as_str(),
+        ];
+        for c in conns {
+            args.extend(["--tcp", c.as_str()]);
+        }
+        let mut hold = self.spawn(ns, &args);
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(hold.stdout.as_mut().expect("hold stdout"))
+            .read_line(&mut line)
+            .expect("read hold");
+        assert_eq!(line.trim(), "ready", "client.py hold did not connect");
+        hold
+    }
+
     /// Runs `tests/lab/client.py` in a lan namespace; returns stdout.
     pub fn client(&self, ns: &str, args: &[&str]) -> String {
         let script = client_script();
