@@ -464,7 +464,8 @@ fn run(
         let woken = wake_rx.try_recv().is_ok();
         if woken || last_scan.is_none_or(|t| now.duration_since(t) >= RESCAN) {
             last_scan = Some(now);
-            let (now_ms, now_s) = (crate::sys::now_ms(), crate::sys::now_ms() / 1000);
+            let now_ms = crate::sys::now_ms();
+            let now_s = now_ms / 1000;
             for file in &mut files {
                 for lease in file.read_if_changed(now_s).into_iter().flatten() {
                     co.offer(
