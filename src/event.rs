@@ -82,12 +82,48 @@ pub struct DropCount {
 #[derive(Debug)]
 pub enum Command {
     /// Give a device a name of the owner's choosing (empty clears it).
-    RenameDevice { device_id: i64, name: String },
+    RenameDevice {
+        device_id: i64,
+        name: String,
+    },
     /// Replace the owner's notes on a device (empty clears them).
-    SetDeviceNotes { device_id: i64, notes: String },
+    SetDeviceNotes {
+        device_id: i64,
+        notes: String,
+    },
+    /// Acknowledge an incident and its hits.
+    AckIncident {
+        incident_id: i64,
+    },
+    /// Acknowledge every open incident (and their hits).
+    AckAllIncidents,
+    /// Delete every acknowledged incident and its hits.
+    ClearAcknowledged,
+    /// Silence an incident (no notifications, no badge) until `until_ms`; 0 unmutes.
+    MuteIncident {
+        incident_id: i64,
+        until_ms: i64,
+    },
+    /// Replace the owner's notes on an incident.
+    SetIncidentNotes {
+        incident_id: i64,
+        notes: String,
+    },
+    /// Create (`id: None`) or replace an allow/suppress rule; answered with its id.
+    /// `reevaluate` re-checks open incidents against the rule set afterwards.
+    SaveRule {
+        id: Option<i64>,
+        rule: crate::detect::rules::RuleSpec,
+        reevaluate: bool,
+    },
+    DeleteRule {
+        rule_id: i64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum CommandReply {
     Done,
+    /// The row a command created or changed (e.g. a rule's id).
+    Id(i64),
 }

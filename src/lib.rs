@@ -5,6 +5,7 @@
 pub mod collect;
 pub mod config;
 pub mod daemon;
+pub mod detect;
 pub mod dns;
 pub mod enrich;
 pub mod event;

@@ -16,6 +16,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0003_system.sql"),
     include_str!("../../migrations/0004_drops.sql"),
     include_str!("../../migrations/0005_enrich.sql"),
+    include_str!("../../migrations/0006_detect.sql"),
 ];
 
 /// The schema version this binary writes.

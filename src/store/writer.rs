@@ -1202,6 +1202,8 @@ fn apply_command(
             acc.tick.devices_changed = true;
             Ok(CommandReply::Done)
         }
+        // TODO(detect helper): replaced by the detection engine's command handling.
+        other => Err(format!("not available yet: {other:?}")),
     }
 }
 
