@@ -118,10 +118,11 @@ pub fn name_from_labels<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> Strin
 }
 
 /// The canonical text of a name given in presentation form (from a log line): `\DDD`
-/// and `\X` escapes are decoded and re-encoded canonically, a trailing dot is dropped,
-/// and any byte outside printable ASCII is escaped.
+/// and `\X` escapes are decoded and re-encoded canonically, trailing dots are dropped,
+/// and any byte outside printable ASCII is escaped. Normalising a normalised name changes
+/// nothing.
 pub fn normalize_name(text: &str) -> String {
-    let text = text.strip_suffix('.').unwrap_or(text);
+    let text = strip_root_dots(text);
     let bytes = text.as_bytes();
     let mut out = NameBuf::default();
     let mut i = 0;
@@ -151,6 +152,21 @@ pub fn normalize_name(text: &str) -> String {
         }
     }
     out.0
+}
+
+/// Drops the root dot a name may end with ("example.com." → "example.com") — every one,
+/// so that normalising is idempotent ("a.." would otherwise lose one dot per pass, which
+/// fuzzing found as a filter that rejected its own canonical form) — but not an escaped
+/// final dot ("a\.").
+fn strip_root_dots(mut text: &str) -> &str {
+    while let Some(rest) = text.strip_suffix('.') {
+        let escapes = rest.bytes().rev().take_while(|&b| b == b'\\').count();
+        if escapes % 2 == 1 {
+            break;
+        }
+        text = rest;
+    }
+    text
 }
 
 /// A canonical name being built, cut (and marked `\~`) rather than grown past
@@ -256,6 +272,13 @@ mod tests {
         assert_eq!(normalize_name("caf\u{e9}.test"), "caf\\195\\169.test");
         assert_eq!(normalize_name("<script>.test"), "<script>.test");
         assert_eq!(normalize_name("tab\there"), "tab\\009here");
+        assert_eq!(normalize_name("a.b..."), "a.b");
+        assert_eq!(normalize_name("a\\."), "a\\.");
+        assert_eq!(normalize_name("a\\\\."), "a\\\\");
+        for text in ["x.q=.....", "a\\..", "\\\\..", "...", "a..b."] {
+            let once = normalize_name(text);
+            assert_eq!(normalize_name(&once), once, "{text:?}");
+        }
     }
 
     #[test]
