@@ -631,6 +631,74 @@ impl Lab {
         .unwrap_or_else(|e| panic!("open {} read-only: {e}", self.db_path().display()))
     }
 
+    /// Rows with hostile text written while netmon is stopped: per payload a device (DHCP
+    /// hostname), a remote host (PTR name), a DNS name with a query, a flow and a host
+    /// domain. Returns (device ids, host ids).
+    pub fn seed_hostile(&self, payloads: &[&str]) -> (Vec<i64>, Vec<i64>) {
+        let db = rusqlite::Connection::open(self.db_path()).expect("open the database");
+        db.busy_timeout(Duration::from_secs(5)).ok();
+        let now = now_ms();
+        let never = now + 365 * 86_400_000; // enrichment not due again
+        let mut devices = Vec::new();
+        let mut hosts = Vec::new();
+        for (i, payload) in payloads.iter().enumerate() {
+            let ip = format!("10.77.0.{}", 200 + i);
+            db.execute(
+                "INSERT INTO devices (mac, ip, hostname, first_seen, last_seen, bytes_up, bytes_down, flows)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 100, 200, 1)",
+                rusqlite::params![format!("02:00:00:00:00:0{i}"), ip, payload, now],
+            )
+            .unwrap();
+            let device = db.last_insert_rowid();
+            devices.push(device);
+            let remote = format!("198.51.100.{}", 10 + i);
+            db.execute(
+                "INSERT INTO remote_hosts (ip, first_seen, last_seen, rdns, asn, org, bytes_up, bytes_down, flows,
+                                           rdns_expires_at, asn_checked_at)
+                 VALUES (?1, ?2, ?2, ?3, 64496, ?4, 100, 200, 1, ?5, ?5)",
+                rusqlite::params![remote, now, payload, payloads[(i + 1) % payloads.len()], never],
+            )
+            .unwrap();
+            let host = db.last_insert_rowid();
+            hosts.push(host);
+            let name = format!("{payload}.evil.test");
+            db.execute("INSERT INTO dns_names (name) VALUES (?1)", [&name])
+                .unwrap();
+            let name_id = db.last_insert_rowid();
+            db.execute(
+                "INSERT INTO dns_queries (ts, client, device_id, qname_id, qtype, rcode, answers, cname_id, source)
+                 VALUES (?1, ?2, ?3, ?4, 1, 0, 1, ?4, 'packet')",
+                rusqlite::params![now - 1000, ip, device, name_id],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip, dst_port,
+                                    reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port, state, status,
+                                    bytes_up, packets_up, bytes_down, packets_down, first_seen, last_seen, ended_at,
+                                    device_id, remote_host_id, qname_id, cname_id, dns_match)
+                 VALUES (?1, ?1, 4, 6, 'outbound', ?2, 40000, ?3, 443, ?3, 443, '203.0.113.1', 40000, 'CLOSE', 0,
+                         100, 1, 200, 2, ?4, ?4, ?4, ?5, ?6, ?7, ?7, 1)",
+                rusqlite::params![
+                    9_000_000 + i as i64,
+                    ip,
+                    remote,
+                    now - 2000,
+                    device,
+                    host,
+                    name_id
+                ],
+            )
+            .unwrap();
+            db.execute(
+                "INSERT INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen, flows, last_device_id)
+                 VALUES (?1, ?2, ?3, ?3, 1, ?4)",
+                rusqlite::params![host, name_id, now - 2000, device],
+            )
+            .unwrap();
+        }
+        (devices, hosts)
+    }
+
     /// One integer from a query on the database (e.g. a count).
     pub fn db_i64(&self, sql: &str) -> i64 {
         let db = self.db();
