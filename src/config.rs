@@ -67,6 +67,11 @@ pub struct Config {
     pub max_tracked_flows: usize,
     /// Set `net.netfilter.nf_conntrack_acct`/`_timestamp` to 1 at start.
     pub enable_conntrack_sysctls: bool,
+    /// The unprivileged account netmon switches to at start, keeping only
+    /// `CAP_NET_ADMIN` (and `CAP_NET_BIND_SERVICE` for a port below 1024); see
+    /// [`crate::privs`]. Empty: stay root. An account that does not exist: stay root,
+    /// with a warning at every start.
+    pub user: String,
     pub retention: Retention,
     pub dns: Dns,
     pub firewall: Firewall,
@@ -184,6 +189,7 @@ impl Default for Config {
             channel_capacity: 64,
             max_tracked_flows: 65_536,
             enable_conntrack_sysctls: true,
+            user: "netmon".into(),
             retention: Retention::default(),
             dns: Dns::default(),
             firewall: Firewall::default(),
@@ -445,6 +451,14 @@ impl Config {
         }
         if self.port == 0 {
             return Err(invalid("port", "0".into(), "a TCP port from 1 to 65535"));
+        }
+        if !crate::privs::is_account_name(&self.user) {
+            return Err(invalid(
+                "user",
+                format!("{:?}", self.user),
+                "an account name from /etc/passwd (letters, digits, `_`, `-`, `.`, at most \
+                 32 characters), like \"netmon\", or \"\" to stay root",
+            ));
         }
         if let Some(a) = self.listen.iter().find(|a| a.port() == 0) {
             return Err(invalid(

@@ -1,9 +1,12 @@
 //! `netmon run`: starts the writer, the collectors and the web server, and stops them
 //! in the order that commits everything (DESIGN §1).
 //!
-//! Start: database first (a bad path or a newer schema fails before anything touches
-//! the kernel), then the conntrack collector (a missing capability fails here with one
-//! clear message), then the web listeners. Stop (SIGTERM/SIGINT): collectors flush
+//! Start: as root, only what needs root's file access (the config, the TLS key, the
+//! ASN database, giving the database directory to `user`); then the switch to `user`
+//! with `CAP_NET_ADMIN` alone ([`crate::privs`]) before any thread starts. Then the
+//! database (a bad path or a newer schema fails before anything touches the kernel),
+//! the conntrack collector (a missing capability fails here with one clear message),
+//! then the web listeners. Stop (SIGTERM/SIGINT): collectors flush
 //! their last batch, the IPFIX exporter (if on) sends what it still holds, the writer
 //! commits and checkpoints, the web server gets a short grace period — well within the
 //! 2 s a service manager allows.
@@ -27,6 +30,7 @@ use crate::enrich::Enricher;
 use crate::export::ipfix::IpfixExporter;
 use crate::firewall::NftTable;
 use crate::flow::Network;
+use crate::privs;
 use crate::store::read::ReadPool;
 use crate::store::writer::WriterThread;
 use crate::sys;
@@ -69,6 +73,20 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
 
     // The ASN table loads before anything starts, so a bad `enrich.asn_db` fails fast.
     let enricher = Enricher::from_config(&config).context("starting enrichment")?;
+    // HTTPS when a certificate is configured; a bad file fails the start, clearly. Read
+    // before the switch below: a router's key is often root's alone.
+    let tls = if config.web.tls_cert.as_os_str().is_empty() {
+        None
+    } else {
+        Some(web::tls::server_config(
+            &config.web.tls_cert,
+            &config.web.tls_key,
+        )?)
+    };
+    // Root only until here: become `user` with CAP_NET_ADMIN (see `privs`), before the
+    // first thread. Everything below runs exactly as after a SIGHUP reload.
+    privs::drop_privileges(&config, &listen).context("dropping privileges")?;
+    privs::check_access(&config, config_path)?;
     let writer = WriterThread::start(&config, network.clone())?;
     // Router health: reads /proc and /sys on its own thread, sends samples to the writer.
     let system = SystemSampler::start(&config, writer.handle.clone())?;
@@ -164,15 +182,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // Reverse DNS and AS of remote hosts: a task on this runtime, aborted at shutdown
     // (an unfinished pass loses nothing: its hosts are still due next start).
     let enrich_task = enricher.map(|e| runtime.spawn(e.run(reads.clone(), writer.handle.clone())));
-    // HTTPS when a certificate is configured; a bad file fails the start, clearly.
-    let tls = if config.web.tls_cert.as_os_str().is_empty() {
-        None
-    } else {
-        Some(web::tls::server_config(
-            &config.web.tls_cert,
-            &config.web.tls_key,
-        )?)
-    };
     let auth = web::Auth::from_config(&config.web, tls.is_some())?;
     let state = web::AppState::new(
         reads,

@@ -14,6 +14,7 @@ pub mod firewall;
 pub mod flow;
 pub mod fuzzing;
 pub mod passwd;
+pub mod privs;
 pub mod store;
 pub mod sys;
 pub mod web;

@@ -93,7 +93,10 @@ fn main() -> ExitCode {
                 Ok(netmon::daemon::Exit::Reload) => {
                     // A fresh process (same pid, same arguments) reads the new config:
                     // every setting applies, and nothing of the old run lingers.
+                    // Keeps the capabilities netmon kept (they are ambient, see
+                    // `netmon::privs`) and nothing else: every descriptor closes.
                     use std::os::unix::process::CommandExt;
+                    netmon::sys::set_cloexec_from(3);
                     let e = std::process::Command::new("/proc/self/exe")
                         .args(std::env::args_os().skip(1))
                         .exec();

@@ -89,6 +89,30 @@ pub fn write_sysctl(name: &str, value: &str) -> std::io::Result<()> {
     std::fs::write(path, value)
 }
 
+/// Marks every open file descriptor from `first` on close-on-exec, so an `exec` of
+/// this process starts with none of them. Some libraries open sockets without
+/// `SOCK_CLOEXEC` (the NFQUEUE one): carried into a SIGHUP reload's new process, the
+/// old socket would keep the queue bound, and the new one's bind is refused (`EPERM`,
+/// `nfqnl_recv_config`: the queue belongs to another netlink port).
+pub fn set_cloexec_from(first: i32) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on a descriptor number; a closed one just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
 /// Now as unix milliseconds (UTC). All stored times use this unit.
 /// Fills `buf` from the kernel's CSPRNG with the `getrandom(2)` system call itself.
 /// Not through a library that probes for it: in a static binary that probe (`dlsym`)

@@ -210,6 +210,9 @@ start) procd_open_service "${initscript##*/}"; start_service; rc=$?; procd_close
 *) echo "stub rc.common: only start" >&2; exit 1 ;;
 esac
 EOF
+# OpenWrt's base-files accounts (the init script adds netmon's).
+printf 'root:x:0:0:root:/root:/bin/ash\ndaemon:*:1:1:daemon:/var:/bin/false\nnobody:*:65534:65534:nobody:/var:/bin/false\n' >"$ow/etc/passwd"
+printf 'root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n' >"$ow/etc/group"
 # The user's one edit: where the UI listens (the chroot has no br-lan).
 grep -q '^listen *=' "$ow/etc/netmon/netmon.toml" || die "the shipped config has no 'listen =' line to edit"
 sed -i "s|^listen *=.*|listen = [\"127.0.0.1:$PORT\"]|" "$ow/etc/netmon/netmon.toml"
@@ -240,6 +243,27 @@ if ! check "openwrt root: netmon answers /healthz" wait_healthz "$T/healthz.ipk"
     cat "$ow/tmp/netmon.out" >&2 || true
 fi
 check "openwrt root: database in /tmp/netmon" test -f "$ow/tmp/netmon/netmon.db"
+# Privileges (README "Privileges"): the init script made the account and gave it the
+# config (read-only); netmon switched to it keeping CAP_NET_ADMIN alone.
+ow_uid=$(awk -F: '$1 == "netmon" { print $3 }' "$ow/etc/passwd")
+ow_gid=$(awk -F: '$1 == "netmon" { print $3 }' "$ow/etc/group")
+check "openwrt root: init script created the netmon account" test -n "$ow_uid" -a -n "$ow_gid"
+check "openwrt root: config is root:netmon 0640" \
+    test "$(stat -c '%u %g %a' "$ow/etc/netmon/netmon.toml")" = "0 $ow_gid 640"
+check "openwrt root: /etc/netmon is root:netmon 1770" \
+    test "$(stat -c '%u %g %a' "$ow/etc/netmon")" = "0 $ow_gid 1770"
+# runs_as PID UID: all four uids are UID, CapEff/CapPrm are CAP_NET_ADMIN (bit 12) alone.
+runs_as() {
+    local st=/proc/$1/status
+    [[ $(awk '/^Uid:/ { print $2, $3, $4, $5 }' "$st") == "$2 $2 $2 $2" ]] &&
+        [[ $(awk '/^CapEff:/ { print $2 }' "$st") == 0000000000001000 ]] &&
+        [[ $(awk '/^CapPrm:/ { print $2 }' "$st") == 0000000000001000 ]] &&
+        [[ $(awk '/^NoNewPrivs:/ { print $2 }' "$st") == 1 ]]
+}
+if [[ -s $ow/tmp/netmon.pid ]]; then
+    check "openwrt root: netmon runs as netmon with CAP_NET_ADMIN only" \
+        runs_as "$(cat "$ow/tmp/netmon.pid")" "$ow_uid"
+fi
 stop_pid() { # PID: SIGTERM, then it must exit within 10 s
     local i
     kill -TERM "$1" 2>/dev/null || return 1
@@ -290,6 +314,9 @@ check "deb: /etc/netmon/netmon.toml registered as conffile" \
     grep -q '/etc/netmon/netmon.toml' <(dpkg-query -W -f='${Conffiles}' netmon)
 check "deb: files installed" test -x /usr/bin/netmon -a -f /usr/lib/systemd/system/netmon.service
 check "deb: /usr/bin/netmon-asn-update installed" cmp /usr/bin/netmon-asn-update scripts/asn-update
+check "deb: postinst created the netmon system account" getent passwd netmon
+check "deb: config is root:netmon 0640" \
+    test "$(stat -c '%U %G %a' /etc/netmon/netmon.toml)" = "root netmon 640"
 for s in postinst prerm postrm; do
     check "deb: $s passes sh -n" sh -n "/var/lib/dpkg/info/netmon.$s"
 done
@@ -307,17 +334,22 @@ fi
 # Start it as an admin would without systemd, on a copy of the shipped config.
 sed -e "s|^listen *=.*|listen = [\"127.0.0.1:$PORT\"]|" \
     -e "s|^db_path *=.*|db_path = \"$T/deb-db/netmon.db\"|" /etc/netmon/netmon.toml >"$T/deb.toml"
+# netmon switches to the netmon account: it must reach its database under $T.
+chmod 0755 "$T"
 ip netns exec "$NS" /usr/bin/netmon run --config "$T/deb.toml" >"$T/deb.out" 2>&1 &
 deb_pid=$!
 PIDS+=("$deb_pid")
 if ! check "deb: /usr/bin/netmon run answers /healthz" wait_healthz "$T/healthz.deb"; then
     cat "$T/deb.out" >&2
 fi
+check "deb: netmon runs as netmon with CAP_NET_ADMIN only" runs_as "$deb_pid" "$(id -u netmon)"
 check "deb: netmon stops on SIGTERM" stop_pid "$deb_pid"
 dpkg -r netmon >"$T/dpkg.log" 2>&1 || { cat "$T/dpkg.log" >&2; }
 check "deb: dpkg -r removes it" test ! -e /usr/bin/netmon
 dpkg --purge netmon >/dev/null 2>&1 || true
 DEB_INSTALLED=0
+# A leftover account would make every later netmon run on this machine switch to it.
+check "deb: dpkg --purge removes the netmon account" sh -c '! getent passwd netmon'
 
 grep -o 'stripped binary: .*' "$T/package.log" | sed 's/^/[packaging] /'
 echo "packaging: $passed passed, $failed failed"

@@ -353,17 +353,43 @@ impl Coalescer {
 /// A lease file and what its last read found.
 struct LeaseFile {
     path: PathBuf,
-    /// (length, modification time) of the last read, to skip unchanged files.
-    stamp: Option<(u64, std::time::SystemTime)>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    /// (device, inode, length, modification time) of the last read, to skip unchanged
+    /// files. The inode makes a re-created file new even with the same size and time.
+    stamp: Option<(u64, u64, u64, std::time::SystemTime)>,
+    /// Whether the file was there at the last check: a disappearance is logged and
+    /// counted once, and its return logged.
+    present: bool,
+    watch: crate::collect::FileWatch,
 }
 
 impl LeaseFile {
     /// The file's leases when it changed since the last read; `None` when unchanged or
-    /// missing (a lease file vanishing changes nothing stored: devices keep their MAC).
+    /// missing (a lease file vanishing changes nothing stored: devices keep their MAC;
+    /// when it comes back — dnsmasq restarted, `/tmp` cleaned — it is read again).
     fn read_if_changed(&mut self, now_s: i64) -> Option<Vec<Lease>> {
-        let meta = std::fs::metadata(&self.path).ok()?;
-        let stamp = (meta.len(), meta.modified().ok()?);
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(_) => {
+                if self.present {
+                    self.present = false;
+                    metrics::counter!("netmon_source_file_vanished_total", "source" => "leases")
+                        .increment(1);
+                    log::info!(
+                        "devices: {} is gone; devices keep what it said, and it is read again                          when it reappears",
+                        self.path.display()
+                    );
+                }
+                return None;
+            }
+        };
+        if !self.present {
+            self.present = true;
+            if self.stamp.is_some() {
+                log::info!("devices: {} is back; reading it", self.path.display());
+            }
+        }
+        let stamp = (meta.dev(), meta.ino(), meta.len(), meta.modified().ok()?);
         if self.stamp == Some(stamp) {
             return None;
         }
@@ -428,7 +454,8 @@ impl DeviceCollector {
             .map(|path| LeaseFile {
                 path: path.clone(),
                 stamp: None,
-                _watcher: crate::collect::watch_file(path, wake_tx.clone(), "devices"),
+                present: false,
+                watch: crate::collect::FileWatch::new(path, wake_tx.clone(), "devices"),
             })
             .collect();
         let thread = std::thread::Builder::new()
@@ -467,6 +494,10 @@ fn run(
             let now_ms = crate::sys::now_ms();
             let now_s = now_ms / 1000;
             for file in &mut files {
+                if !woken {
+                    // The periodic re-read: re-watch a directory that came back.
+                    file.watch.refresh();
+                }
                 for lease in file.read_if_changed(now_s).into_iter().flatten() {
                     co.offer(
                         Sighting {

@@ -1367,6 +1367,8 @@ pub struct FollowStats {
     pub rotations_truncate: u64,
     /// Lines over [`MAX_LINE_BYTES`] and incomplete lines a rotated file ended with.
     pub broken_lines: u64,
+    /// Times the file disappeared from its path (deleted, or its directory removed).
+    pub vanished: u64,
 }
 
 /// Follows one log file by path: reads what is appended, keeps a partial last line until
@@ -1386,6 +1388,8 @@ pub struct Follower {
     last_save: Option<Instant>,
     warned_missing: bool,
     warned_state: bool,
+    /// The path named no file at the last check (counted once per disappearance).
+    gone: bool,
     buf: Vec<u8>,
     pub stats: FollowStats,
 }
@@ -1422,6 +1426,7 @@ impl Follower {
             last_save: None,
             warned_missing: false,
             warned_state,
+            gone: false,
             buf: vec![0; READ_CHUNK],
             stats: FollowStats::default(),
         }
@@ -1444,7 +1449,11 @@ impl Follower {
         let Some(cur) = self.current.as_mut() else {
             return false;
         };
-        match std::fs::metadata(&self.path) {
+        let found = std::fs::metadata(&self.path);
+        if found.is_ok() {
+            self.gone = false;
+        }
+        match found {
             Ok(m) if (m.dev(), m.ino()) != (cur.dev, cur.ino) => {
                 // Replaced (rename rotation): finish the old file first.
                 info!(
@@ -1500,8 +1509,19 @@ impl Follower {
                 }
                 _ => {}
             },
-            // Renamed away or deleted: dnsmasq may still write to the open file.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Renamed away or deleted: dnsmasq may still write to the open file, which is
+            // read on; a new file at the path is followed from its start (the branch
+            // above) as soon as it appears.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !self.gone {
+                    self.gone = true;
+                    self.stats.vanished += 1;
+                    info!(
+                        "dnsmasq log: {} is gone; reading the open file on until a new one appears",
+                        self.path.display()
+                    );
+                }
+            }
             Err(e) => debug!("dnsmasq log: stat {}: {e}", self.path.display()),
         }
         let Some(cur) = self.current.as_mut() else {
@@ -1816,6 +1836,7 @@ impl LogSource {
             .absolute(self.follower.stats.rotations_rename);
         m.rotations_truncate
             .absolute(self.follower.stats.rotations_truncate);
+        m.vanished.absolute(self.follower.stats.vanished);
     }
 }
 
@@ -1855,19 +1876,19 @@ impl DnsmasqLogCollector {
 fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
     let metrics = Metrics::new();
     let (wake_tx, wake_rx) = sync_channel::<()>(1);
-    let mut watcher =
-        crate::collect::watch_file(&source.follower.path, wake_tx.clone(), "dnsmasq log");
+    let mut watch =
+        crate::collect::FileWatch::new(&source.follower.path, wake_tx.clone(), "dnsmasq log");
     info!(
         "dnsmasq log: reading {} ({})",
         source.follower.path.display(),
-        if watcher.is_some() {
+        if watch.is_active() {
             "inotify, and a check every 2 s"
         } else {
             "checked every 2 s"
         }
     );
     let mut last_pass: Option<Instant> = None;
-    let mut last_watch_try = Instant::now();
+    let mut last_watch_check = Instant::now();
     let mut woken = true;
     let mut more = false;
     loop {
@@ -1888,11 +1909,10 @@ fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
         if stopping {
             break;
         }
-        if watcher.is_none() && now.duration_since(last_watch_try) >= Duration::from_secs(10) {
-            // The directory may have appeared since.
-            last_watch_try = now;
-            watcher =
-                crate::collect::watch_file(&source.follower.path, wake_tx.clone(), "dnsmasq log");
+        if now.duration_since(last_watch_check) >= POLL_INTERVAL {
+            // The directory may have appeared, or vanished and come back, since.
+            last_watch_check = now;
+            watch.refresh();
         }
         if more {
             woken = false;
@@ -1925,7 +1945,7 @@ fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
     }
     source.follower.save_state(Instant::now(), true);
     source.publish(&metrics);
-    drop(watcher);
+    drop(watch);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1965,6 +1985,7 @@ struct Metrics {
     channel_full: metrics::Counter,
     rotations_rename: metrics::Counter,
     rotations_truncate: metrics::Counter,
+    vanished: metrics::Counter,
 }
 
 impl Metrics {
@@ -1980,6 +2001,7 @@ impl Metrics {
             channel_full: counter!("netmon_collector_channel_full_total", "stream" => "dnsmasq_log"),
             rotations_rename: counter!("netmon_dnsmasq_log_rotations_total", "kind" => "rename"),
             rotations_truncate: counter!("netmon_dnsmasq_log_rotations_total", "kind" => "truncate"),
+            vanished: counter!("netmon_source_file_vanished_total", "source" => "dnsmasq_log"),
         }
     }
 }

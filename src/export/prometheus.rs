@@ -124,6 +124,22 @@ pub fn describe_all() {
         "1 while DNS answers are read from packets (NFQUEUE bound), 0 when capture is off or failed."
     );
     describe_gauge!(
+        "netmon_privileges_dropped",
+        "1 when netmon runs as its unprivileged `user` with only the capabilities it needs, 0 when it runs as root."
+    );
+    describe_counter!(
+        "netmon_source_file_vanished_total",
+        "Times a followed file disappeared from its path, by source (leases, dnsmasq_log); it is read again when it reappears."
+    );
+    describe_counter!(
+        "netmon_web_connections_refused_total",
+        "Web connections closed at once because the connection limit (512) was reached."
+    );
+    describe_counter!(
+        "netmon_web_connections_timed_out_total",
+        "Web connections closed because nothing was sent or received for the idle timeout (20 s)."
+    );
+    describe_gauge!(
         "netmon_firewall_table_loaded",
         "1 when netmon's nftables table is in place (or the router's firewall owns it), 0 when loading it failed."
     );

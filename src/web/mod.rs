@@ -46,6 +46,7 @@ mod api;
 mod assets;
 pub mod auth;
 mod chart;
+mod conn;
 mod dashboard;
 mod devices;
 mod dns;
@@ -187,7 +188,9 @@ pub fn router(state: AppState) -> Router {
 
 /// Serves `router(state)` on every listener — over TLS when `tls` is given — until
 /// `shutdown` resolves, then stops accepting, closes the live-update streams and waits
-/// for in-flight requests.
+/// for in-flight requests. Every connection is bounded ([`conn`]): at most
+/// [`conn::MAX_CONNECTIONS`] at once, each closed after [`conn::IDLE_TIMEOUT`] without
+/// a byte moving, so stuck or slow clients cannot stall the server.
 ///
 /// One failing listener stops them all: a UI reachable on only some addresses is a
 /// confusing half-state; the caller decides whether to restart.
@@ -208,6 +211,8 @@ pub async fn serve(
         })
     };
     let app = router(state);
+    // One connection budget for every listener: a stuck client anywhere counts once.
+    let limits = conn::Limits::new(conn::MAX_CONNECTIONS, conn::IDLE_TIMEOUT);
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         let addr = listener.local_addr().context("web listener address")?;
@@ -224,13 +229,15 @@ pub async fn serve(
         match &tls {
             None => {
                 log::info!("web UI on http://{addr}/");
+                // `tap_io` only to get axum's `ConnectInfo` support for a custom listener.
+                let listener = conn::LimitedListener::new(listener, limits.clone()).tap_io(|_| ());
                 let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
                 servers.spawn(async move { server.await.with_context(context) });
             }
             Some(config) => {
                 log::info!("web UI on https://{addr}/");
                 // `tap_io` only to get axum's `ConnectInfo` support for a custom listener.
-                let listener = tls::TlsListener::new(listener, config.clone())
+                let listener = tls::TlsListener::new(listener, config.clone(), limits.clone())
                     .context("web listener address")?
                     .tap_io(|_| ());
                 let server = axum::serve(listener, service).with_graceful_shutdown(stopped);

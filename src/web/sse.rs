@@ -8,6 +8,12 @@
 //!
 //! The stream ends when the server shuts down (so graceful shutdown does not wait on
 //! it forever), when the writer stops, or when the tab goes away.
+//!
+//! A tab that never reads holds little and not for ever: one permit of
+//! [`super::MAX_EVENT_STREAMS`], a task, a one-slot channel, and at most hyper's write
+//! buffer (hyper stops pulling events while the socket does not take them). Once its
+//! socket buffers are full nothing moves, and the connection's idle timeout closes it
+//! ([`super::conn`]).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -20,8 +26,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{AppState, WebError};
 
 /// Between commits, a comment line this often keeps proxies and NAT from dropping the
-/// idle connection.
-const KEEP_ALIVE: Duration = Duration::from_secs(20);
+/// idle connection — and keeps it under the server's idle timeout
+/// ([`super::conn::IDLE_TIMEOUT`]), which closes only connections where nothing moves.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 pub async fn events(
     State(state): State<AppState>,

@@ -5,7 +5,9 @@
 //! [`TlsListener`] plugs into `axum::serve`: a task accepts TCP connections and runs
 //! each handshake on its own task (at most [`MAX_HANDSHAKES`] at once, each bounded by
 //! [`HANDSHAKE_TIMEOUT`]), so a client that connects and says nothing cannot stall the
-//! others; finished handshakes are handed to axum through a channel.
+//! others; finished handshakes are handed to axum through a channel. The TCP stream
+//! under the TLS layer is a [`Guarded`] one: it counts against the server's connection
+//! limit from the accept on, and a connection that goes idle closes (see [`super::conn`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,6 +22,8 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
+
+use super::conn::{Guarded, Limits};
 
 /// Handshakes in progress at once; connections past it are closed at once.
 pub const MAX_HANDSHAKES: usize = 64;
@@ -82,16 +86,20 @@ fn is_pem(bytes: &[u8]) -> bool {
 
 /// A TCP listener that hands out TLS streams (see the module doc).
 pub struct TlsListener {
-    accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    accepted: mpsc::Receiver<(TlsStream<Guarded<TcpStream>>, SocketAddr)>,
     local: SocketAddr,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<TlsListener> {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<ServerConfig>,
+        limits: Limits,
+    ) -> std::io::Result<TlsListener> {
         let local = listener.local_addr()?;
         let (tx, accepted) = mpsc::channel(16);
-        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+        let task = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), limits, tx));
         Ok(TlsListener {
             accepted,
             local,
@@ -108,7 +116,7 @@ impl Drop for TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = TlsStream<Guarded<TcpStream>>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
@@ -127,18 +135,14 @@ impl axum::serve::Listener for TlsListener {
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+    limits: Limits,
+    tx: mpsc::Sender<(TlsStream<Guarded<TcpStream>>, SocketAddr)>,
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     loop {
-        let (tcp, addr) = match listener.accept().await {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                log::warn!("web: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
+        let (tcp, addr) = super::conn::accept_tcp(&listener).await;
+        let Some(tcp) = limits.admit(tcp, addr) else {
+            continue;
         };
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             log::debug!("web: {MAX_HANDSHAKES} TLS handshakes running; closing {addr}");

@@ -429,6 +429,10 @@ impl Lab {
                 format!("\"{}\"", self.dir.join("persist.db").display()),
             ),
             ("tick_ms", "250".to_owned()),
+            // Root on purpose: the lab dir belongs to root, and a `netmon` account left on
+            // the machine (an unpurged package) must not change what every test runs as.
+            // `lab_privs` sets its own user.
+            ("user", "\"\"".to_owned()),
         ];
         let mut text = String::from("# written by tests/common/mod.rs\n");
         for (k, v) in base {

@@ -1,0 +1,267 @@
+//! Privileges in the lab (issue 7, "Privileges"): netmon started as root switches to an
+//! unprivileged account keeping only CAP_NET_ADMIN, and everything that needs the kernel
+//! after start still works as that account: conntrack events, the start-up dump (the
+//! only way to see a connection opened before netmon), DNS answers from NFQUEUE (each
+//! needs a verdict, and nfnetlink checks CAP_NET_ADMIN on every message), snapshots, a
+//! SIGHUP reload (a re-executed process that keeps the switch), and a clean stop that
+//! removes netmon's nftables table.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+/// `CAP_NET_ADMIN` (12), the one capability netmon keeps with a port ≥ 1024.
+const NET_ADMIN_ONLY: u64 = 1 << 12;
+
+/// A throw-away system account, removed (with its group) on drop.
+struct TempUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TempUser {
+    fn create() -> TempUser {
+        let name = format!("nmpriv{}", std::process::id());
+        let out = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "--user-group",
+                &name,
+            ])
+            .output()
+            .expect("run useradd (package passwd)");
+        assert!(
+            out.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = |flag: &str| -> u32 {
+            let out = Command::new("id").args([flag, &name]).output().expect("id");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .expect("numeric id")
+        };
+        let (uid, gid) = (id("-u"), id("-g"));
+        TempUser { name, uid, gid }
+    }
+}
+
+impl Drop for TempUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+        let _ = Command::new("groupdel").arg(&self.name).status();
+    }
+}
+
+/// A field of `/proc/PID/status`, whitespace-split.
+fn status_field(pid: u32, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+fn status_hex(pid: u32, name: &str) -> u64 {
+    let v = status_field(pid, name);
+    u64::from_str_radix(v.first().map_or("", String::as_str), 16)
+        .unwrap_or_else(|_| panic!("/proc/{pid}/status has no {name}"))
+}
+
+/// Asserts the process runs as `user` with CAP_NET_ADMIN only and no_new_privs.
+#[track_caller]
+fn assert_dropped(pid: u32, user: &TempUser) {
+    let uid = user.uid.to_string();
+    let gid = user.gid.to_string();
+    assert_eq!(status_field(pid, "Uid:"), [uid.as_str(); 4], "Uid");
+    assert_eq!(status_field(pid, "Gid:"), [gid.as_str(); 4], "Gid");
+    assert_eq!(
+        status_field(pid, "Groups:"),
+        [gid.as_str()],
+        "supplementary groups"
+    );
+    assert_eq!(status_hex(pid, "CapEff:"), NET_ADMIN_ONLY, "CapEff");
+    assert_eq!(status_hex(pid, "CapPrm:"), NET_ADMIN_ONLY, "CapPrm");
+    assert_eq!(status_hex(pid, "CapInh:"), NET_ADMIN_ONLY, "CapInh");
+    assert_eq!(status_hex(pid, "CapAmb:"), NET_ADMIN_ONLY, "CapAmb");
+    assert_eq!(status_hex(pid, "CapBnd:"), NET_ADMIN_ONLY, "CapBnd");
+    assert_eq!(status_field(pid, "NoNewPrivs:"), ["1"], "NoNewPrivs");
+    // Every thread, not only the main one: capabilities are per thread.
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task dir") {
+        let tid = task.expect("task").file_name();
+        let text =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{}/status", tid.to_string_lossy()))
+                .unwrap_or_default();
+        if text.is_empty() {
+            continue; // the thread ended meanwhile
+        }
+        let eff = text
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(u64::MAX));
+        assert_eq!(eff, Some(NET_ADMIN_ONLY), "thread {tid:?} CapEff");
+    }
+}
+
+fn owner(path: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid())
+}
+
+/// The stored flow's name for a client connection from `sport` to `dst`.
+fn stored_name(db: &Path, dst: &str, sport: u16) -> Option<String> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .ok()?;
+    c.busy_timeout(Duration::from_secs(5)).ok();
+    c.query_row(
+        "SELECT q.name FROM flows f JOIN dns_names q ON q.id = f.qname_id
+         WHERE f.dst_ip = ?1 AND f.src_port = ?2",
+        rusqlite::params![dst, sport],
+        |r| r.get(0),
+    )
+    .ok()
+}
+
+/// Resolves `shop.example.test` through the router and downloads from it on `sport`;
+/// the flow must be stored with that name (the DNS answer passed NFQUEUE).
+#[track_caller]
+fn named_flow_works(lab: &Lab, db: &Path, sport: u16) {
+    let answer = lab.client(
+        "lan",
+        &["dns", RTR_LAN4, "shop.example.test", "--type", "A"],
+    );
+    assert_eq!(answer.trim(), "203.0.113.84", "the router's DNS answers");
+    lab.download("lan", sport, "http://203.0.113.84/small.bin");
+    let mut got = None;
+    let ok = wait_until(Duration::from_secs(10), || {
+        got = stored_name(db, "203.0.113.84", sport);
+        got.is_some()
+    });
+    assert!(
+        ok,
+        "flow from port {sport} not stored with its name; netmon log:\n{}",
+        tail(&lab.netmon_log(), 40)
+    );
+    assert_eq!(got.as_deref(), Some("shop.example.test"));
+}
+
+fn metric_value(lab: &Lab, series: &str) -> f64 {
+    metric(&lab.metrics(), series).unwrap_or(0.0)
+}
+
+fn table_present(lab: &Lab) -> bool {
+    lab.exec("rtr", &["nft", "list", "table", "inet", "netmon"])
+        .status
+        .success()
+}
+
+#[test]
+fn runs_as_an_unprivileged_user_with_cap_net_admin_only_and_keeps_working() {
+    let lab = Lab::up("privs");
+    let user = TempUser::create();
+    let data: PathBuf = lab.dir.join("data");
+    let db = data.join("netmon.db");
+    let flash = lab.dir.join("flash");
+    // A connection opened before netmon: only the start-up dump (a message that needs
+    // CAP_NET_ADMIN) can find it.
+    let mut hold = lab.hold_tcp("lan", 120, &[format!("{WAN4}:{SINK_PORT}:47611")]);
+
+    let mut nm = lab.start_netmon(&format!(
+        "user = \"{}\"\ndb_path = \"{}\"\npersist = \"on\"\npersist_path = \"{}\"\n\
+         dump_interval_s = 2\n",
+        user.name,
+        db.display(),
+        flash.join("netmon.db").display()
+    ));
+    let pid = nm.pid;
+    assert_dropped(pid, &user);
+    let log = std::fs::read_to_string(lab.netmon_log()).unwrap_or_default();
+    assert!(
+        log.contains(&format!("running as user {}", user.name)) && log.contains("CAP_NET_ADMIN"),
+        "the log says who netmon runs as:\n{}",
+        tail(&lab.netmon_log(), 30)
+    );
+    assert_eq!(metric_value(&lab, "netmon_privileges_dropped"), 1.0);
+    // The directories netmon writes were given to the account, as root, before the switch.
+    assert_eq!(owner(&data), (user.uid, user.gid), "database directory");
+    assert_eq!(owner(&db), (user.uid, user.gid), "database file");
+    assert_eq!(owner(&flash), (user.uid, user.gid), "snapshot directory");
+    assert!(table_present(&lab), "the nftables table is loaded");
+
+    // The start-up dump found the connection opened before netmon.
+    let held = key("tcp", CLIENT4, Some(47611), WAN4, Some(SINK_PORT));
+    assert!(
+        wait_until(Duration::from_secs(10), || held
+            .find(&lab.all_flows())
+            .is_some()),
+        "{held} (opened before netmon) not found by the start-up dump; log:\n{}",
+        tail(&lab.netmon_log(), 40)
+    );
+    // Periodic dumps keep succeeding (each is a netlink request checked for CAP_NET_ADMIN).
+    let dumps = metric_value(&lab, "netmon_conntrack_dumps_total");
+    assert!(
+        wait_until(Duration::from_secs(10), || metric_value(
+            &lab,
+            "netmon_conntrack_dumps_total"
+        ) >= dumps + 2.0),
+        "no periodic conntrack dumps after the switch; log:\n{}",
+        tail(&lab.netmon_log(), 40)
+    );
+    // Events: a new flow, named from the DNS answer NFQUEUE passed (with a verdict).
+    named_flow_works(&lab, &db, 47612);
+    assert_eq!(metric_value(&lab, "netmon_dns_capture_active"), 1.0);
+
+    // SIGHUP: the re-executed process (same pid) starts unprivileged and keeps the switch.
+    // SAFETY: kill(2) on our child's pid.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) };
+    let marker = format!("running as uid {}", user.uid);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(lab.netmon_log()).is_ok_and(|l| l.contains(&marker))
+                && matches!(lab.http("/healthz"), Ok((200, _)))
+        }),
+        "no reload as uid {}; log:\n{}",
+        user.uid,
+        tail(&lab.netmon_log(), 40)
+    );
+    assert!(nm.is_running(), "netmon exited at the reload");
+    assert_dropped(pid, &user);
+    assert!(
+        table_present(&lab),
+        "the reloaded netmon loaded its table again"
+    );
+    named_flow_works(&lab, &db, 47613);
+    assert!(
+        !std::fs::read_to_string(lab.netmon_log())
+            .unwrap_or_default()
+            .contains("Operation not permitted"),
+        "something was refused after the switch:\n{}",
+        tail(&lab.netmon_log(), 60)
+    );
+
+    // A clean stop: committed, snapshot written as the account, table removed.
+    let (status, _) = nm.sigterm();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "netmon did not stop cleanly ({status:?}); log:\n{}",
+        tail(&lab.netmon_log(), 40)
+    );
+    assert!(!table_present(&lab), "the nftables table is left behind");
+    assert_eq!(
+        owner(&flash.join("netmon.db")),
+        (user.uid, user.gid),
+        "snapshot"
+    );
+    let _ = hold.kill();
+    let _ = hold.wait();
+}
