@@ -80,6 +80,8 @@ pub struct Config {
     pub devices: Devices,
     pub export: Export,
     pub web: Web,
+    pub notify: Notify,
+    pub detect: Detect,
 }
 
 /// See [`Config::persist`].
@@ -198,6 +200,8 @@ impl Default for Config {
             devices: Devices::default(),
             export: Export::default(),
             web: Web::default(),
+            notify: Notify::default(),
+            detect: Detect::default(),
         }
     }
 }
@@ -369,6 +373,232 @@ impl Default for Web {
             tls_cert: PathBuf::new(),
             tls_key: PathBuf::new(),
             metrics_token: String::new(),
+        }
+    }
+}
+
+/// Messages about new incidents (`[notify]`, `src/detect/notify.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notify {
+    /// Receiver of a POST per new incident: `http://` with an IP address as the host
+    /// (no TLS, no name resolution). Empty: no webhook.
+    pub webhook_url: String,
+    /// Body of the POST: `json`, `ntfy` or `gotify`.
+    pub format: NotifyFormat,
+    /// Minutes per webhook digest (one message summing up the period's new incidents).
+    /// 0: one message per incident.
+    pub digest_minutes: u32,
+    /// One log line (syslog on OpenWrt) per new incident.
+    pub syslog: bool,
+    /// Incidents scoring below this (0–100) are not announced anywhere.
+    pub min_score: u32,
+}
+
+/// See [`Notify::format`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyFormat {
+    /// The incident as JSON plus a human `message`.
+    Json,
+    /// ntfy: the text as the body, `Title`/`Priority`/`Tags` headers.
+    Ntfy,
+    /// Gotify: `{title, message, priority}`.
+    Gotify,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            webhook_url: String::new(),
+            format: NotifyFormat::Json,
+            digest_minutes: 0,
+            syslog: true,
+            min_score: 0,
+        }
+    }
+}
+
+/// Detection (`[detect]`, `src/detect/`): weights, thresholds and windows. Every code,
+/// its trigger and its evidence are described in `src/detect/score.rs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Detect {
+    /// Score flows and devices at all. On by default: detection that has to be switched
+    /// on is detection nobody has.
+    pub enabled: bool,
+    /// Scores (0–100) at or above this are stored as hits.
+    pub hit_threshold: u32,
+    /// Hits at or above this that carry one of `required_codes` open incidents.
+    pub alert_threshold: u32,
+    /// A hit alerts only with one of these codes (empty: any code).
+    pub required_codes: Vec<crate::detect::Code>,
+    /// A hit whose codes are all in this list never alerts (e.g. a host without rDNS).
+    pub never_alone_codes: Vec<crate::detect::Code>,
+    /// Repeats of a hit (same fingerprint) within this many seconds fold into it.
+    pub dedup_s: u64,
+    /// A hit joins its device's open incident of the same kind if that incident saw a
+    /// hit within this many seconds (rolling); otherwise it opens a new incident.
+    pub incident_window_s: u64,
+    /// Hits and incidents older than this many days are deleted.
+    pub retention_days: u32,
+    /// Destination ports that never count as RARE_PORT.
+    pub common_ports: Vec<u16>,
+    /// IP protocol numbers that never count as UNEXPECTED_PROTO (1 ICMP, 6 TCP, 17 UDP,
+    /// 58 ICMPv6).
+    pub common_protos: Vec<u8>,
+    /// A destination the device has not contacted for this many days is DORMANT_DST.
+    /// Memory of destinations comes from the stored flows, so this only works up to
+    /// `retention.flows_days`; older contacts count as new (NEW_DST).
+    pub dormant_days: u32,
+    /// A device with less history than this (hours) is still learning: no novelty codes
+    /// (everything is new) and no codes that compare with its baseline.
+    pub learning_hours: u32,
+    /// Days of minute rollups each baseline is computed from (hourly, in the writer).
+    pub baseline_days: u32,
+    /// Seconds between two baseline computations.
+    pub baseline_interval_s: u64,
+    /// A volume code fires above this many times the device's 95th percentile.
+    pub volume_factor: f64,
+    /// HIGH_EGRESS never fires below this upload per minute (bytes).
+    pub egress_floor_bytes: u64,
+    /// HIGH_FANOUT never fires at or below this many new hosts per `scan_window_s`.
+    pub fanout_floor: u32,
+    /// Sliding window (seconds) of PORT_SCAN_LIKE and HIGH_FANOUT.
+    pub scan_window_s: u64,
+    /// PORT_SCAN_LIKE: at least this many distinct destination ports …
+    pub scan_min_ports: u32,
+    /// … across at least this many remote addresses …
+    pub scan_min_hosts: u32,
+    /// … with no single port carrying more than this share (0–1) of the connections.
+    pub scan_max_port_share: f64,
+    /// BEACON: intervals between connection starts to one destination looked at.
+    pub beacon_intervals: u32,
+    /// BEACON: largest coefficient of variation (std dev / mean) of those intervals.
+    pub beacon_max_cv: f64,
+    /// BEACON: shortest mean interval (seconds); faster repeats are a burst, not a beacon.
+    pub beacon_min_interval_s: f64,
+    /// UPLOAD_HEAVY: a flow must have sent at least this many bytes …
+    pub upload_min_bytes: u64,
+    /// … and at least this many times what it received (or `volume_factor` times the
+    /// device's usual ratio, when that is higher).
+    pub upload_ratio_floor: f64,
+    /// NXDOMAIN_BURST never fires below this many NXDOMAIN answers per minute.
+    pub nxdomain_floor: u32,
+    /// Devices whose detection state is kept in memory; the least recently active go
+    /// first (their state is rebuilt from the database when they return).
+    pub max_devices: usize,
+    /// Destinations, domains and ports remembered per device (each); the oldest go first.
+    pub max_destinations: usize,
+    pub weights: DetectWeights,
+}
+
+/// The weight (0–100) each code adds to a score (`[detect.weights]`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectWeights {
+    pub new_dst: u32,
+    pub dormant_dst: u32,
+    pub new_asn: u32,
+    pub rare_port: u32,
+    pub unexpected_proto: u32,
+    pub no_rdns: u32,
+    pub high_egress: u32,
+    pub high_fanout: u32,
+    pub port_scan_like: u32,
+    pub new_domain: u32,
+    pub direct_ip: u32,
+    pub beacon: u32,
+    pub upload_heavy: u32,
+    pub nxdomain_burst: u32,
+}
+
+impl DetectWeights {
+    pub fn of(&self, code: crate::detect::Code) -> u32 {
+        use crate::detect::Code;
+        match code {
+            Code::NewDst => self.new_dst,
+            Code::DormantDst => self.dormant_dst,
+            Code::NewAsn => self.new_asn,
+            Code::RarePort => self.rare_port,
+            Code::UnexpectedProto => self.unexpected_proto,
+            Code::NoRdns => self.no_rdns,
+            Code::HighEgress => self.high_egress,
+            Code::HighFanout => self.high_fanout,
+            Code::PortScanLike => self.port_scan_like,
+            Code::NewDomain => self.new_domain,
+            Code::DirectIp => self.direct_ip,
+            Code::Beacon => self.beacon,
+            Code::UploadHeavy => self.upload_heavy,
+            Code::NxdomainBurst => self.nxdomain_burst,
+        }
+    }
+}
+
+impl Default for Detect {
+    fn default() -> Self {
+        use crate::detect::Code;
+        Detect {
+            enabled: true,
+            hit_threshold: 50,
+            alert_threshold: 60,
+            required_codes: vec![
+                Code::RarePort,
+                Code::UnexpectedProto,
+                Code::HighEgress,
+                Code::HighFanout,
+                Code::PortScanLike,
+                Code::Beacon,
+                Code::UploadHeavy,
+                Code::NxdomainBurst,
+            ],
+            never_alone_codes: vec![Code::NoRdns],
+            dedup_s: 600,
+            incident_window_s: 600,
+            retention_days: 90,
+            common_ports: vec![53, 80, 123, 443, 853],
+            common_protos: vec![1, 6, 17, 58],
+            dormant_days: 5,
+            learning_hours: 24,
+            baseline_days: 3,
+            baseline_interval_s: 3600,
+            volume_factor: 3.0,
+            egress_floor_bytes: 10_000_000,
+            fanout_floor: 30,
+            scan_window_s: 600,
+            scan_min_ports: 20,
+            scan_min_hosts: 20,
+            scan_max_port_share: 0.8,
+            beacon_intervals: 12,
+            beacon_max_cv: 0.1,
+            beacon_min_interval_s: 2.0,
+            upload_min_bytes: 10_000_000,
+            upload_ratio_floor: 10.0,
+            nxdomain_floor: 20,
+            max_devices: 1024,
+            max_destinations: 4096,
+            weights: DetectWeights::default(),
+        }
+    }
+}
+
+impl Default for DetectWeights {
+    fn default() -> Self {
+        DetectWeights {
+            new_dst: 30,
+            dormant_dst: 15,
+            new_asn: 20,
+            rare_port: 25,
+            unexpected_proto: 20,
+            no_rdns: 10,
+            high_egress: 60,
+            high_fanout: 60,
+            port_scan_like: 70,
+            new_domain: 15,
+            direct_ip: 10,
+            beacon: 60,
+            upload_heavy: 40,
+            nxdomain_burst: 60,
         }
     }
 }
@@ -548,6 +778,162 @@ impl Config {
         self.validate_export(path)?;
         self.validate_enrich(path)?;
         self.validate_web(path)?;
+        self.validate_notify(path)?;
+        self.validate_detect(path)?;
+        Ok(())
+    }
+
+    /// `[detect]`: thresholds are scores (0–100), windows and sizes have bounds a router
+    /// can afford, ratios are ratios.
+    fn validate_detect(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            expected: expected.to_owned(),
+        };
+        let d = &self.detect;
+        for (key, v) in [
+            ("detect.hit_threshold", d.hit_threshold),
+            ("detect.alert_threshold", d.alert_threshold),
+        ] {
+            if v > 100 {
+                return Err(invalid(key, v.to_string(), "a score from 0 to 100"));
+            }
+        }
+        for code in crate::detect::Code::ALL {
+            let w = d.weights.of(code);
+            if w > 100 {
+                return Err(invalid(
+                    "detect.weights",
+                    format!("{} = {w}", code.as_str().to_ascii_lowercase()),
+                    "a weight from 0 to 100",
+                ));
+            }
+        }
+        let range = |key: &'static str, v: u64, (lo, hi): (u64, u64), unit: &str| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err(invalid(
+                    key,
+                    v.to_string(),
+                    &format!("a number of {unit} from {lo} to {hi}"),
+                ))
+            }
+        };
+        const WEEK_S: u64 = 7 * 86_400;
+        range("detect.dedup_s", d.dedup_s, (1, WEEK_S), "seconds")?;
+        range(
+            "detect.incident_window_s",
+            d.incident_window_s,
+            (1, WEEK_S),
+            "seconds",
+        )?;
+        range(
+            "detect.retention_days",
+            d.retention_days.into(),
+            (1, 3650),
+            "days",
+        )?;
+        range(
+            "detect.dormant_days",
+            d.dormant_days.into(),
+            (1, 3650),
+            "days",
+        )?;
+        range(
+            "detect.learning_hours",
+            d.learning_hours.into(),
+            (0, 24 * 90),
+            "hours",
+        )?;
+        range(
+            "detect.baseline_days",
+            d.baseline_days.into(),
+            (1, 90),
+            "days",
+        )?;
+        range(
+            "detect.baseline_interval_s",
+            d.baseline_interval_s,
+            (60, WEEK_S),
+            "seconds",
+        )?;
+        range(
+            "detect.scan_window_s",
+            d.scan_window_s,
+            (10, 86_400),
+            "seconds",
+        )?;
+        range(
+            "detect.scan_min_ports",
+            d.scan_min_ports.into(),
+            (2, 65_535),
+            "ports",
+        )?;
+        range(
+            "detect.scan_min_hosts",
+            d.scan_min_hosts.into(),
+            (1, 100_000),
+            "addresses",
+        )?;
+        range(
+            "detect.beacon_intervals",
+            d.beacon_intervals.into(),
+            (3, 256),
+            "intervals",
+        )?;
+        range(
+            "detect.max_devices",
+            d.max_devices as u64,
+            (1, 100_000),
+            "devices",
+        )?;
+        if !(16..=1_000_000).contains(&d.max_destinations) {
+            return Err(invalid(
+                "detect.max_destinations",
+                d.max_destinations.to_string(),
+                "a number of entries per device from 16 to 1000000",
+            ));
+        }
+        let ratios = [
+            (
+                "detect.scan_max_port_share",
+                d.scan_max_port_share,
+                0.0,
+                1.0,
+            ),
+            ("detect.beacon_max_cv", d.beacon_max_cv, 0.0, 1.0),
+        ];
+        for (key, v, lo, hi) in ratios {
+            if !(v > lo && v <= hi) {
+                return Err(invalid(
+                    key,
+                    v.to_string(),
+                    &format!("a number above {lo} and at most {hi}"),
+                ));
+            }
+        }
+        for (key, v) in [
+            ("detect.volume_factor", d.volume_factor),
+            ("detect.upload_ratio_floor", d.upload_ratio_floor),
+        ] {
+            if !(v.is_finite() && v >= 1.0) {
+                return Err(invalid(
+                    key,
+                    v.to_string(),
+                    "a factor of at least 1.0, like 3.0",
+                ));
+            }
+        }
+        if !(d.beacon_min_interval_s.is_finite() && d.beacon_min_interval_s >= 0.0) {
+            return Err(invalid(
+                "detect.beacon_min_interval_s",
+                d.beacon_min_interval_s.to_string(),
+                "a number of seconds of at least 0, like 2.0",
+            ));
+        }
         Ok(())
     }
 
@@ -687,6 +1073,40 @@ impl Config {
         Ok(())
     }
 
+    /// `[notify]`: a webhook URL netmon cannot reach is an error at start, not a
+    /// silence when the first incident opens.
+    fn validate_notify(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key, value: String, expected: String| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            value,
+            expected,
+        };
+        let n = &self.notify;
+        crate::detect::notify::parse_webhook_url(&n.webhook_url).map_err(|expected| {
+            invalid(
+                "notify.webhook_url",
+                format!("{:?}", n.webhook_url),
+                format!("{expected}, or \"\" for no webhook"),
+            )
+        })?;
+        if n.digest_minutes > 1440 {
+            return Err(invalid(
+                "notify.digest_minutes",
+                n.digest_minutes.to_string(),
+                "a number of minutes from 0 (a message per incident) to 1440".into(),
+            ));
+        }
+        if n.min_score > 100 {
+            return Err(invalid(
+                "notify.min_score",
+                n.min_score.to_string(),
+                "a score from 0 to 100".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// `[enrich]`: the resolver must be an address (netmon never resolves names through
     /// libc), so a typo fails at start.
     fn validate_enrich(&self, path: &Path) -> Result<(), ConfigError> {
@@ -803,6 +1223,23 @@ mod tests {
             d.to_toml(),
             "sample config must document the defaults"
         );
+    }
+
+    #[test]
+    fn detect_values_are_validated_with_the_key() {
+        let e = parse("[detect]\nhit_threshold = 101\n").unwrap_err();
+        assert!(
+            e.contains("detect.hit_threshold") && e.contains("0 to 100"),
+            "{e}"
+        );
+        let e = parse("[detect]\nscan_max_port_share = 1.5\n").unwrap_err();
+        assert!(e.contains("detect.scan_max_port_share"), "{e}");
+        let e = parse("[detect.weights]\nbeacon = 500\n").unwrap_err();
+        assert!(e.contains("beacon = 500"), "{e}");
+        let e = parse("[detect]\nrequired_codes = [\"PORTSCAN\"]\n").unwrap_err();
+        assert!(e.contains("PORTSCAN"), "{e}");
+        let c = parse("[detect]\nenabled = false\n").unwrap();
+        assert!(!c.detect.enabled);
     }
 
     #[test]

@@ -113,7 +113,8 @@ pub enum Command {
     /// `reevaluate` re-checks open incidents against the rule set afterwards.
     SaveRule {
         id: Option<i64>,
-        rule: crate::detect::rules::RuleSpec,
+        /// Boxed: a rule is many times the size of every other command.
+        rule: Box<crate::detect::rules::RuleSpec>,
         reevaluate: bool,
     },
     DeleteRule {

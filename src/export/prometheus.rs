@@ -281,6 +281,20 @@ pub fn describe_all() {
         Unit::Seconds,
         "Unix time of the last successful snapshot."
     );
+    // Detection (detect::score, store::detect).
+    describe_counter!(
+        "netmon_detect_hits_total",
+        "Scored events at or above detect.hit_threshold, including repeats folded into an earlier hit."
+    );
+    describe_counter!(
+        "netmon_detect_incidents_total",
+        "Incidents opened (alertable hits that joined no open incident)."
+    );
+    // Notifications (detect::notify).
+    describe_counter!(
+        "netmon_notify_messages_total",
+        "Incident notifications by result: sent (webhook answered 2xx), retried (an attempt failed and will be repeated), failed (given up after the last attempt), dropped (queue full)."
+    );
     // Web.
     describe_gauge!(
         "netmon_web_event_streams",

@@ -1,11 +1,13 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
 
+pub mod detect;
 pub mod devices;
 pub mod dns;
 pub mod drops;
 pub mod enrich;
 pub mod offload;
 pub mod read;
+pub mod read_detect;
 pub mod retention;
 pub mod schema;
 pub mod snapshot;

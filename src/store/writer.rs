@@ -50,6 +50,10 @@ use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
 use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
+use crate::detect::incident::Policy;
+use crate::detect::notify::Notifier;
+use crate::detect::rules::Rules;
+use crate::detect::score::{Detector, OutboundFlow};
 use crate::event::{Command, CommandReply, Event, FlowBatch, FlowChange};
 use crate::flow::{Counters, CtFlow, Direction, Network};
 use crate::store::dns::{DnsAcc, DnsState, apply_dns, write_dns_rollups};
@@ -232,6 +236,9 @@ impl WriterThread {
         let mut writer = Writer::new(conn, network, config)?;
         let handle = WriterHandle::new(tx, depth.clone());
         writer.storage = handle.storage.clone();
+        if let Some(d) = &mut writer.detect {
+            d.notifier = Some(crate::detect::notify::start(config));
+        }
         let (tick_tx, ticks) = watch::channel(Tick {
             active_flows: writer.active_flows(),
             at_ms: crate::sys::now_ms(),
@@ -365,6 +372,82 @@ struct Writer {
     /// Storage failures in a row; sets the pause before the next attempt.
     failures: u32,
     storage: Arc<StorageStatus>,
+    /// Detection (`None` with `[detect] enabled = false`).
+    detect: Option<Detection>,
+}
+
+/// Detection's part of the writer: the engine scoring every new outbound flow from
+/// memory during the tick (`crate::detect`), and its maintenance — baselines hourly,
+/// pruning of old hits and incidents — run between ticks like retention.
+struct Detection {
+    engine: Detector,
+    policy: Policy,
+    /// Gets each incident a committed tick opened; `offer` never blocks. `None` in unit
+    /// tests, which start no notifier thread.
+    notifier: Option<Notifier>,
+    baseline_every: Duration,
+    baseline_days: u32,
+    retention_days: u32,
+    next_baseline: Instant,
+    next_prune: Instant,
+}
+
+/// Hits and incidents are pruned this often (a cheap indexed DELETE).
+const DETECT_PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+impl Detection {
+    /// Loads the rules and the devices' memory and computes the first baselines.
+    fn start(conn: &mut Connection, config: &Config) -> rusqlite::Result<Detection> {
+        let c = &config.detect;
+        let rules = crate::store::detect::load_rules(conn)?;
+        let mut engine = Detector::new(c, Rules::new(rules));
+        crate::store::detect::load_memory(conn, &mut engine)?;
+        let now = crate::sys::now_ms();
+        engine.set_baselines(crate::store::detect::recompute_baselines(
+            conn,
+            c.baseline_days,
+            now,
+        )?);
+        let baseline_every = Duration::from_secs(c.baseline_interval_s);
+        Ok(Detection {
+            engine,
+            policy: Policy::from_config(c),
+            notifier: None,
+            baseline_every,
+            baseline_days: c.baseline_days,
+            retention_days: c.retention_days,
+            next_baseline: Instant::now() + baseline_every,
+            next_prune: Instant::now(),
+        })
+    }
+
+    /// Baselines and pruning when due (their own transactions, between ticks).
+    fn maintain(&mut self, conn: &mut Connection) {
+        let now = crate::sys::now_ms();
+        if Instant::now() >= self.next_baseline {
+            self.next_baseline = Instant::now() + self.baseline_every;
+            let started = Instant::now();
+            match crate::store::detect::recompute_baselines(conn, self.baseline_days, now) {
+                Ok(b) => {
+                    log::info!(
+                        "detection baselines of {} devices recomputed in {:?}",
+                        b.len(),
+                        started.elapsed()
+                    );
+                    self.engine.set_baselines(b);
+                }
+                Err(e) => log::error!("recomputing detection baselines failed: {e}"),
+            }
+        }
+        if Instant::now() >= self.next_prune {
+            self.next_prune = Instant::now() + DETECT_PRUNE_EVERY;
+            match crate::store::detect::prune(conn, self.retention_days, now) {
+                Ok(0) => {}
+                Ok(n) => log::info!("pruned {n} old hits and incidents"),
+                Err(e) => log::error!("pruning hits and incidents failed: {e}"),
+            }
+        }
+    }
 }
 
 /// A batch waiting for storage to work again.
@@ -397,10 +480,17 @@ impl Writer {
             held: None,
             failures: 0,
             storage: Arc::default(),
+            detect: None,
         };
         writer
             .reload()
             .context("loading live flows from the database")?;
+        if config.detect.enabled {
+            writer.detect = Some(
+                Detection::start(&mut writer.conn, config)
+                    .context("loading detection state from the database")?,
+            );
+        }
         writer.unconfirmed = writer.live.keys().copied().collect();
         writer
             .dns
@@ -530,6 +620,9 @@ impl Writer {
             if let Err(e) = self.retention.run_if_due(&mut self.conn) {
                 log::error!("retention failed: {e:#}");
             }
+            if let Some(d) = &mut self.detect {
+                d.maintain(&mut self.conn);
+            }
             if let Some(s) = &mut self.snapshots {
                 s.run_if_due(&self.conn, self.seq);
             }
@@ -572,6 +665,7 @@ impl Writer {
         let mut results = Vec::with_capacity(commands.len());
         let mut sightings = Vec::new();
         let mut merges = Vec::new();
+        let mut opened = Vec::new();
         // Only non-empty until the first dump completes; restored if this rolls back.
         let unconfirmed = (!self.unconfirmed.is_empty()).then(|| self.unconfirmed.clone());
         let result = (|| -> rusqlite::Result<()> {
@@ -589,6 +683,7 @@ impl Writer {
                             &mut self.devices,
                             &mut self.hosts,
                             &mut self.dns,
+                            self.detect.as_mut().map(|d| &mut d.engine),
                             &mut acc,
                         )?;
                     }
@@ -602,12 +697,22 @@ impl Writer {
                                 Ok(None)
                             }
                         })?;
+                        if let Some(d) = &mut self.detect {
+                            for obs in observations {
+                                if let Some(&device) = self.devices.get(&obs.client) {
+                                    d.engine.dns_observed(device, obs.is_nxdomain(), obs.ts_ms);
+                                }
+                            }
+                        }
                     }
                     Event::System(sample) => {
                         crate::store::system::apply_system(&tx, sample)?;
                     }
                     Event::Enrichment(found) => {
                         crate::store::enrich::apply_enrichment(&tx, found)?;
+                        if let Some(d) = &mut self.detect {
+                            crate::store::detect::note_enrichment(&mut d.engine, found);
+                        }
                     }
                     Event::Drops(counts) => crate::store::drops::apply_drops(&tx, counts)?,
                     // Applied after the rollups: a merge then moves rows already written,
@@ -617,7 +722,13 @@ impl Writer {
                 }
             }
             for command in commands {
-                results.push(apply_command(&tx, command, &mut acc));
+                let engine = self.detect.as_mut().map(|d| &mut d.engine);
+                results.push(apply_command(&tx, command, &mut acc, engine, now));
+            }
+            if let Some(d) = &mut self.detect {
+                let candidates = d.engine.end_tick(now);
+                opened = crate::store::detect::record(&tx, &d.policy, candidates)?;
+                crate::store::detect::write_rule_uses(&tx, d.engine.take_rule_uses())?;
             }
             write_rollups(&tx, &mut acc, &mut self.device_sets, &mut self.host_sets)?;
             write_dns_rollups(&tx, &mut acc.dns, &self.dns)?;
@@ -656,6 +767,11 @@ impl Writer {
                 for m in merges {
                     self.remap_device(m.from, m.into);
                 }
+                if let Some(notifier) = self.detect.as_ref().and_then(|d| d.notifier.as_ref()) {
+                    for incident in opened {
+                        notifier.offer(incident);
+                    }
+                }
                 self.prune_sets();
                 self.dns.expire(now);
                 self.seq += 1;
@@ -674,6 +790,15 @@ impl Writer {
                 }
                 if let Err(e) = self.reload() {
                     log::error!("reloading writer state after a failed commit: {e}");
+                }
+                if let Some(d) = &mut self.detect {
+                    // Rule commands of the batch changed the engine's rules; the table
+                    // has the truth.
+                    d.engine.rolled_back();
+                    match crate::store::detect::load_rules(&self.conn) {
+                        Ok(rules) => d.engine.rules = Rules::new(rules),
+                        Err(e) => log::error!("reloading detection rules: {e}"),
+                    }
                 }
                 self.dns.rolled_back();
                 if is_storage_error(&e) && !data.is_empty() {
@@ -725,6 +850,9 @@ impl Writer {
             }
         }
         self.dns.remap_device(from, into);
+        if let Some(d) = &mut self.detect {
+            d.engine.remap_device(from, into);
+        }
     }
 
     /// Live flows as the user sees them: not ended, not closed.
@@ -814,6 +942,7 @@ fn apply_flow_batch(
     devices: &mut HashMap<IpAddr, i64>,
     hosts: &mut HashMap<IpAddr, i64>,
     dns: &mut DnsState,
+    mut detect: Option<&mut Detector>,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<()> {
     let net = network.read().unwrap_or_else(|p| p.into_inner());
@@ -821,12 +950,13 @@ fn apply_flow_batch(
         let ident = change.flow.ident();
         unconfirmed.remove(&ident);
         if let Some(known) = live.get_mut(&ident) {
-            update_flow(tx, known, change, acc)?;
+            update_flow(tx, known, change, detect.as_deref_mut(), acc)?;
             if change.ended {
                 live.remove(&ident);
             }
         } else {
-            let flow = insert_flow(tx, &net, change, now, devices, hosts, dns, acc)?;
+            let detect = detect.as_deref_mut();
+            let flow = insert_flow(tx, &net, change, now, devices, hosts, dns, detect, acc)?;
             if !change.ended {
                 live.insert(ident, flow);
             }
@@ -855,6 +985,7 @@ fn update_flow(
     tx: &Transaction,
     known: &mut LiveFlow,
     change: &FlowChange,
+    detect: Option<&mut Detector>,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<()> {
     let flow = &change.flow;
@@ -897,6 +1028,20 @@ fn update_flow(
         observed,
         false,
     );
+    if let Some(d) = detect
+        && known.device_is_orig
+    {
+        // The engine knows its scored flows by row id and ignores the others.
+        let c = &flow.counters;
+        d.flow_updated(
+            known.row_id,
+            c.orig_bytes,
+            c.reply_bytes,
+            delta.orig_bytes,
+            observed,
+            ends_now || change.ended,
+        );
+    }
     known.counters = flow.counters;
     known.status = flow.status;
     known.tcp_state = flow.tcp_state;
@@ -919,6 +1064,7 @@ fn insert_flow(
     devices: &mut HashMap<IpAddr, i64>,
     hosts: &mut HashMap<IpAddr, i64>,
     dns: &mut DnsState,
+    detect: Option<&mut Detector>,
     acc: &mut TickAcc,
 ) -> rusqlite::Result<LiveFlow> {
     let flow = &change.flow;
@@ -1011,6 +1157,32 @@ fn insert_flow(
         );
     }
     metrics::counter!("netmon_flows_stored_total").increment(1);
+    // Detection scores what the device itself started towards the internet.
+    if let (Some(d), Some(_), Some(device_id), Some(remote)) =
+        (detect, dns_client, device_id, remote_ip)
+    {
+        let domain = match found {
+            Some(m) => crate::store::detect::flow_name(tx, d, m.qname_id)?,
+            None => None,
+        };
+        let c = &flow.counters;
+        d.flow_started(&OutboundFlow {
+            row_id,
+            device_id,
+            remote_host_id,
+            remote,
+            proto: flow.proto,
+            dport: flow.orig.dport,
+            at: first_seen,
+            domain: domain.as_deref(),
+            resolved: found.is_some_and(|m| m.confidence != crate::store::dns::MATCH_OTHER_CLIENT),
+            up: c.orig_bytes,
+            down: c.reply_bytes,
+        });
+        if ended_at.is_some() {
+            d.flow_updated(row_id, c.orig_bytes, c.reply_bytes, 0, observed, true);
+        }
+    }
     // Everything the flow carried so far happened since it started; count it now.
     add_traffic(
         acc,
@@ -1166,6 +1338,8 @@ fn apply_command(
     tx: &Transaction,
     command: Command,
     acc: &mut TickAcc,
+    detect: Option<&mut Detector>,
+    now: i64,
 ) -> Result<CommandReply, String> {
     match command {
         Command::RenameDevice { device_id, name } => {
@@ -1202,8 +1376,9 @@ fn apply_command(
             acc.tick.devices_changed = true;
             Ok(CommandReply::Done)
         }
-        // TODO(detect helper): replaced by the detection engine's command handling.
-        other => Err(format!("not available yet: {other:?}")),
+        // Incidents and rules (`store::detect`); rules also when detection is off, so
+        // they are in place when it is turned on.
+        other => crate::store::detect::apply_command(tx, other, detect, now),
     }
 }
 
@@ -2066,5 +2241,111 @@ mod tests {
         assert_eq!(handle.write_failure().map(|f| f.held_changes), Some(7));
         handle.storage.working();
         assert!(handle.write_failure().is_none());
+    }
+
+    /// A port scan through the writer: one device-level hit and one incident, repeats
+    /// fold into them; a suppress rule with `reevaluate` acknowledges the open incident;
+    /// ack, mute and clear work on the tables.
+    #[test]
+    fn a_scan_is_one_incident_and_rules_and_commands_apply() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let now = crate::sys::now_ms();
+        let scan = |w: &mut Writer, from: u16| {
+            let changes = (from..from + 40)
+                .map(|i| {
+                    let dst = format!("203.0.113.{}", 100 + i % 25);
+                    let f = tcp_flow(u32::from(i) + 1, "10.77.0.10", 30000 + i, &dst, 1000 + i);
+                    change(&f, now, true)
+                })
+                .collect();
+            w.apply(vec![batch(changes)]).unwrap();
+        };
+        let command = |w: &mut Writer, cmd: Command| {
+            let (tx, mut rx) = oneshot::channel();
+            w.apply(vec![Event::Command(cmd, tx)]).unwrap();
+            rx.try_recv().unwrap()
+        };
+        scan(&mut w, 0);
+        let (fp, codes): (String, String) = w
+            .conn
+            .query_row("SELECT fingerprint, codes FROM hits", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            (fp.as_str(), codes.as_str()),
+            ("1|device|PORT_SCAN_LIKE", "PORT_SCAN_LIKE")
+        );
+        scan(&mut w, 40);
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM incidents"), 1);
+        assert_eq!(count(&w.conn, "SELECT count FROM incidents"), 2);
+        assert_eq!(count(&w.conn, "SELECT count FROM hits"), 2);
+        // The learning device's scan flows alone (RARE_PORT + DIRECT_IP) are no hits.
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM hits"), 1);
+
+        let rule = crate::detect::rules::RuleSpec {
+            action: crate::detect::rules::Action::Suppress,
+            code: Some(crate::detect::Code::PortScanLike),
+            device_id: Some(1),
+            ..Default::default()
+        };
+        let reply = command(
+            &mut w,
+            Command::SaveRule {
+                id: None,
+                rule: Box::new(rule),
+                reevaluate: true,
+            },
+        );
+        assert_eq!(reply, Ok(CommandReply::Id(1)));
+        let notes: String = w
+            .conn
+            .query_row(
+                "SELECT notes FROM incidents WHERE acked_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(notes.contains("rule #1"), "{notes}");
+        assert_eq!(
+            count(&w.conn, "SELECT count(*) FROM hits WHERE acked_at IS NULL"),
+            0
+        );
+        scan(&mut w, 80);
+        assert_eq!(
+            count(&w.conn, "SELECT count FROM hits"),
+            2,
+            "suppressed: no repeat"
+        );
+        assert_eq!(count(&w.conn, "SELECT matched FROM rules"), 1);
+
+        let reply = command(
+            &mut w,
+            Command::MuteIncident {
+                incident_id: 1,
+                until_ms: now + 3_600_000,
+            },
+        );
+        assert_eq!(reply, Ok(CommandReply::Done));
+        assert_eq!(
+            count(&w.conn, "SELECT muted_until FROM incidents"),
+            now + 3_600_000
+        );
+        let reply = command(&mut w, Command::AckIncident { incident_id: 9 });
+        assert!(reply.is_err());
+        let reply = command(&mut w, Command::ClearAcknowledged);
+        assert_eq!(reply, Ok(CommandReply::Done));
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM incidents"), 0);
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM hits"), 0);
+        let reply = command(&mut w, Command::DeleteRule { rule_id: 1 });
+        assert_eq!(reply, Ok(CommandReply::Done));
+        scan(&mut w, 120);
+        assert_eq!(
+            count(&w.conn, "SELECT count(*) FROM incidents"),
+            1,
+            "rule gone"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

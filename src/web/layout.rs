@@ -5,7 +5,7 @@
 use axum::http::StatusCode;
 use maud::{DOCTYPE, Markup, html};
 
-use super::{assets, auth};
+use super::{assets, auth, incidents};
 
 /// Which navigation entry is the current page.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -16,6 +16,10 @@ pub enum Nav {
     Dns,
     Router,
     Drops,
+    Anomalies,
+    Incidents,
+    Rules,
+    Help,
     None,
 }
 
@@ -35,6 +39,15 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                     a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
                     a href="/router" aria-current=[(nav == Nav::Router).then_some("page")] { "Router" }
                     a href="/drops" aria-current=[(nav == Nav::Drops).then_some("page")] { "Drops" }
+                    a href="/anomalies" aria-current=[(nav == Nav::Anomalies).then_some("page")] { "Anomalies" }
+                    a href="/incidents" aria-current=[(nav == Nav::Incidents).then_some("page")] { "Incidents" }
+                    a href="/rules" aria-current=[(nav == Nav::Rules).then_some("page")] { "Rules" }
+                    a href="/help" aria-current=[(nav == Nav::Help).then_some("page")] { "Help" }
+                }
+                @if let Some(n) = incidents::open_alerts() {
+                    a.alerts.alerting[n > 0] #alerts href="/incidents" title="open incidents: neither acknowledged nor muted" {
+                        "Alerts: " strong { (n) }
+                    }
                 }
                 @if live {
                     span.live-controls {

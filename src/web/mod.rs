@@ -25,6 +25,14 @@
 //! | `/dns` | DNS log (`device`, `client`, `name`, `type`, `rcode`, `page`, `per_page`) |
 //! | `/router`, `/api/router` | router health: current values, minute charts (`window`) |
 //! | `/drops`, `/api/drops` | refused WAN connection attempts: top sources/ports, per minute (`window`) |
+//! | `/anomalies`, `/api/hits` | scored hits (`window`, `min_score`, `code`, `device`, `ack`, `dst`, `sort`, `order`, `page`, `per_page`) |
+//! | `POST /hits/{id}/allow`, `POST /hits/{id}/mute` | an allow rule for the hit's destination, suppress rules for its codes (device-scoped) |
+//! | `/incidents`, `/api/incidents` | incidents (`window`, `state`, `code`, `device`, `min_score`, `sort`, `order`, `page`, `per_page`) |
+//! | `/incidents/{id}` | one incident: reasons, timeline, flows, DNS answers |
+//! | `POST /incidents/{id}/ack`, `/mute` (`hours`), `/notes` (`notes`) | incident actions, 303 back |
+//! | `POST /incidents/ack-all`, `POST /incidents/clear-acked` | acknowledge every incident, delete acknowledged ones |
+//! | `/rules`, `/rules/{id}`, `/api/rules` | allow/suppress rules; `POST /rules` creates, `POST /rules/{id}` saves, `POST /rules/{id}/delete` |
+//! | `/help` | what the detection codes mean |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
 //! | `/api/flows` | flows as JSON, same parameters as `/` |
 //! | `/api/devices`, `/api/hosts` | lists as JSON (hosts takes the `/hosts` parameters) |
@@ -42,6 +50,7 @@
 //! GET/HEAD; [`security_headers`] puts a strict CSP and friends on every response;
 //! request bodies are capped at [`auth::MAX_BODY_BYTES`].
 
+mod anomalies;
 mod api;
 mod assets;
 pub mod auth;
@@ -54,10 +63,13 @@ mod drops;
 mod flows;
 mod format;
 mod health;
+mod help;
 mod hosts;
+mod incidents;
 mod layout;
 mod login;
 mod router;
+mod rules;
 mod session;
 mod sse;
 mod throttle;
@@ -65,6 +77,8 @@ pub mod tls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_detect;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -112,6 +126,8 @@ struct Shared {
     event_streams: Arc<Semaphore>,
     /// Login, sessions, CSRF tokens ([`auth`]).
     auth: Auth,
+    /// The "Alerts: N" count, cached per commit ([`incidents::badge`]).
+    alerts: incidents::AlertCount,
 }
 
 impl AppState {
@@ -133,6 +149,7 @@ impl AppState {
                 shutdown: watch::Sender::new(false),
                 event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
                 auth,
+                alerts: incidents::AlertCount::default(),
             }),
         }
     }
@@ -163,6 +180,23 @@ pub fn router(state: AppState) -> Router {
         .route("/api/router", get(router::api))
         .route("/drops", get(drops::page))
         .route("/api/drops", get(drops::api))
+        .route("/anomalies", get(anomalies::page))
+        .route("/api/hits", get(anomalies::api))
+        .route("/hits/{id}/allow", post(anomalies::allow))
+        .route("/hits/{id}/mute", post(anomalies::mute))
+        .route("/incidents", get(incidents::list))
+        .route("/api/incidents", get(incidents::api))
+        .route("/incidents/{id}", get(incidents::page))
+        .route("/incidents/{id}/ack", post(incidents::ack))
+        .route("/incidents/{id}/mute", post(incidents::mute))
+        .route("/incidents/{id}/notes", post(incidents::notes))
+        .route("/incidents/ack-all", post(incidents::ack_all))
+        .route("/incidents/clear-acked", post(incidents::clear_acked))
+        .route("/rules", get(rules::list).post(rules::create))
+        .route("/rules/{id}", get(rules::edit).post(rules::update))
+        .route("/rules/{id}/delete", post(rules::delete))
+        .route("/api/rules", get(rules::api))
+        .route("/help", get(help::page))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))
         .route("/api/devices", get(api::devices))
@@ -176,6 +210,10 @@ pub fn router(state: AppState) -> Router {
         .route("/login", get(login::page).post(login::submit))
         .route("/logout", post(login::logout))
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            incidents::badge,
+        ))
         .layer(DefaultBodyLimit::max(auth::MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

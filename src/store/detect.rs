@@ -1,0 +1,749 @@
+//! Detection in the writer: the SQL of `crate::detect` — loading its memory at start,
+//! storing hits and incidents ([`record`]), rules, the incident commands from the UI,
+//! baselines, and pruning. Everything here runs on the writer's connection, inside the
+//! tick's transaction unless said otherwise. The pages read these tables through
+//! `store::read_detect`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::detect::baseline::{self, Baseline, Inputs, MinuteRow};
+use crate::detect::incident::{self, Policy};
+use crate::detect::rules::{Action, Rule, RuleSpec, Target};
+use crate::detect::score::{Candidate, Detector, HostInfo};
+use crate::detect::{Code, NewIncident};
+use crate::event::CommandReply;
+
+const DAY_MS: i64 = 86_400_000;
+/// Longest incident notes accepted (characters), as for devices.
+pub const MAX_INCIDENT_NOTES_CHARS: usize = 1000;
+/// Remote hosts whose enrichment is loaded at start (the most recently seen).
+const HOSTS_LOADED: i64 = 100_000;
+
+/// Every rule, for the detector's memory.
+pub fn load_rules(conn: &Connection) -> rusqlite::Result<Vec<Rule>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, action, code, device_id, remote, asn, org, domain, proto, port_lo, port_hi,
+                expires_at, notes
+         FROM rules ORDER BY id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let action: String = r.get(1)?;
+        let code: Option<String> = r.get(2)?;
+        let remote: Option<String> = r.get(4)?;
+        let lo: Option<u16> = r.get(9)?;
+        let hi: Option<u16> = r.get(10)?;
+        Ok(Rule {
+            id: r.get(0)?,
+            spec: RuleSpec {
+                action: if action == "suppress" {
+                    Action::Suppress
+                } else {
+                    Action::Allow
+                },
+                code: code.as_deref().and_then(Code::parse),
+                device_id: r.get(3)?,
+                remote: remote.as_deref().and_then(parse_net),
+                asn: r.get(5)?,
+                org: r.get(6)?,
+                domain: r.get(7)?,
+                proto: r.get(8)?,
+                ports: lo.map(|lo| (lo, hi.unwrap_or(lo))),
+                expires_at: r.get(11)?,
+                notes: r.get(12)?,
+            },
+        })
+    })?;
+    rows.collect()
+}
+
+/// An address or CIDR as stored in `rules.remote`.
+fn parse_net(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+/// Fills the detector's memory from what is stored: each device's destinations, ports,
+/// ASNs and domains from its outbound flows (as far back as flows are kept), and the
+/// remote hosts' enrichment.
+pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(
+        "SELECT device_id, dst_ip, proto, dst_port, max(first_seen) FROM flows
+         WHERE direction = 'outbound' AND device_id IS NOT NULL
+         GROUP BY device_id, dst_ip, proto, dst_port",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (device, ip, proto, port, at): (i64, String, u8, Option<u16>, i64) =
+            (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+        let state = det.device(device, at);
+        if let Ok(ip) = ip.parse::<IpAddr>() {
+            state.dsts.touch(ip, at, || ());
+        }
+        if let Some(port) = port {
+            state.ports.touch((proto, port), at, || ());
+        }
+    }
+    drop(rows);
+    let mut stmt = conn.prepare(
+        "SELECT f.device_id, h.asn, max(f.first_seen) FROM flows f
+         JOIN remote_hosts h ON h.id = f.remote_host_id
+         WHERE f.direction = 'outbound' AND f.device_id IS NOT NULL AND h.asn IS NOT NULL
+         GROUP BY f.device_id, h.asn",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (device, asn, at): (i64, u32, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        det.device(device, at).asns.touch(asn, at, || ());
+    }
+    drop(rows);
+    let mut stmt = conn.prepare(
+        "SELECT f.device_id, n.name, max(f.first_seen) FROM flows f
+         JOIN dns_names n ON n.id = f.qname_id
+         WHERE f.direction = 'outbound' AND f.device_id IS NOT NULL
+         GROUP BY f.device_id, f.qname_id",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let (device, name, at): (i64, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let domain = crate::detect::score::registrable_domain(&name);
+        det.device(device, at).domains.touch(domain, at, || ());
+    }
+    drop(rows);
+    let mut stmt = conn.prepare(
+        "SELECT id, rdns, asn, org FROM remote_hosts
+         WHERE rdns IS NOT NULL OR asn IS NOT NULL ORDER BY last_seen DESC LIMIT ?1",
+    )?;
+    let mut rows = stmt.query([HOSTS_LOADED])?;
+    while let Some(r) = rows.next()? {
+        let rdns: Option<String> = r.get(1)?;
+        det.set_host(
+            r.get(0)?,
+            HostInfo {
+                has_rdns: rdns.map(|n| n != crate::store::enrich::RDNS_NONE),
+                asn: r.get(2)?,
+                org: r.get(3)?,
+            },
+        );
+    }
+    Ok(())
+}
+
+/// What enrichment found, for the detector (rDNS known or not, ASN).
+pub fn note_enrichment(det: &mut Detector, results: &[crate::enrich::HostEnrichment]) {
+    use crate::enrich::rdns::PtrAnswer;
+    for r in results {
+        let host = det.host_mut(r.host_id);
+        if let Some(ptr) = &r.rdns {
+            match ptr.answer {
+                PtrAnswer::Name(_) => host.has_rdns = Some(true),
+                PtrAnswer::NoPtr => host.has_rdns = Some(false),
+                PtrAnswer::Failed => {}
+            }
+        }
+        if let Some(found) = &r.asn {
+            host.asn = found.as_ref().map(|m| m.asn);
+            host.org = found
+                .as_ref()
+                .map(|m| m.org.clone())
+                .filter(|o| !o.is_empty());
+        }
+    }
+}
+
+/// The name behind a flow's `qname_id`: from the detector's cache, else one lookup.
+pub fn flow_name(
+    tx: &Transaction,
+    det: &mut Detector,
+    qname_id: i64,
+) -> rusqlite::Result<Option<String>> {
+    if let Some(name) = det.cached_name(qname_id) {
+        return Ok(Some(name.to_owned()));
+    }
+    let name: Option<String> = tx
+        .prepare_cached("SELECT name FROM dns_names WHERE id = ?1")?
+        .query_row([qname_id], |r| r.get(0))
+        .optional()?;
+    if let Some(name) = &name {
+        det.cache_name(qname_id, name.clone());
+    }
+    Ok(name)
+}
+
+/// Stores a tick's candidates: hits at or above the threshold (folded into a recent
+/// hit with the same fingerprint), alertable ones grouped into incidents (see
+/// `detect::incident`). Returns the incidents this opened, for the notifier once the
+/// transaction has committed.
+pub fn record(
+    tx: &Transaction,
+    policy: &Policy,
+    candidates: Vec<Candidate>,
+) -> rusqlite::Result<Vec<NewIncident>> {
+    let mut opened = Vec::new();
+    for c in candidates {
+        let score = incident::score(&c.reasons);
+        if score < policy.hit_threshold {
+            continue;
+        }
+        let codes = incident::codes(&c.reasons);
+        let codes_text = incident::codes_text(&codes);
+        let fingerprint = incident::hit_fingerprint(&c, &codes);
+        let alertable = policy.alertable(score, &codes);
+        let reasons_json = serde_json::to_string(&c.reasons).unwrap_or_else(|_| "[]".into());
+        metrics::counter!("netmon_detect_hits_total").increment(1);
+        let recent: Option<(i64, Option<i64>)> = tx
+            .prepare_cached(
+                "SELECT id, incident_id FROM hits WHERE fingerprint = ?1 AND ts >= ?2
+                 ORDER BY ts DESC LIMIT 1",
+            )?
+            .query_row(params![fingerprint, c.at - policy.dedup_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        if let Some((hit_id, incident_id)) = recent {
+            tx.prepare_cached(
+                "UPDATE hits SET count = count + 1, last_ts = max(last_ts, ?2),
+                     score = max(score, ?3), reasons = ?4
+                 WHERE id = ?1",
+            )?
+            .execute(params![hit_id, c.at, score, reasons_json])?;
+            if let Some(incident_id) = incident_id {
+                fold_into_incident(tx, incident_id, c.at, score, &codes)?;
+            }
+            continue;
+        }
+        tx.prepare_cached(
+            "INSERT INTO hits (ts, last_ts, count, device_id, flow_id, remote_host_id, remote_ip,
+                 proto, dport, domain, score, codes, reasons, fingerprint, alertable)
+             VALUES (?1, ?1, 1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?
+        .execute(params![
+            c.at,
+            c.device_id,
+            c.flow_id,
+            c.remote_host_id,
+            c.remote_ip.map(|ip| ip.to_string()),
+            c.proto,
+            c.dport,
+            c.domain,
+            score,
+            codes_text,
+            reasons_json,
+            fingerprint,
+            alertable
+        ])?;
+        let hit_id = tx.last_insert_rowid();
+        if !alertable {
+            continue;
+        }
+        let ifp = incident::incident_fingerprint(c.device_id, &codes);
+        let open: Option<(i64, Option<i64>)> = tx
+            .prepare_cached(
+                "SELECT id, acked_at FROM incidents WHERE fingerprint = ?1 AND last_seen >= ?2
+                 ORDER BY last_seen DESC LIMIT 1",
+            )?
+            .query_row(params![ifp, c.at - policy.window_ms], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let (incident_id, acked_at) = match open {
+            Some((id, acked_at)) => {
+                fold_into_incident(tx, id, c.at, score, &codes)?;
+                (id, acked_at)
+            }
+            None => {
+                let title = incident::title(&c, policy);
+                tx.prepare_cached(
+                    "INSERT INTO incidents (fingerprint, device_id, remote_ip, proto, dport, codes,
+                         title, first_seen, last_seen, count, max_score)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 1, ?9)",
+                )?
+                .execute(params![
+                    ifp,
+                    c.device_id,
+                    c.remote_ip.map(|ip| ip.to_string()),
+                    c.proto,
+                    c.dport,
+                    codes_text,
+                    title,
+                    c.at,
+                    score
+                ])?;
+                let id = tx.last_insert_rowid();
+                metrics::counter!("netmon_detect_incidents_total").increment(1);
+                opened.push(NewIncident {
+                    id,
+                    first_seen: c.at,
+                    device_id: c.device_id,
+                    device: device_label(tx, c.device_id)?,
+                    title,
+                    score,
+                    codes: codes.clone(),
+                    reasons: c.reasons.clone(),
+                });
+                (id, None)
+            }
+        };
+        tx.prepare_cached("UPDATE hits SET incident_id = ?2, acked_at = ?3 WHERE id = ?1")?
+            .execute(params![hit_id, incident_id, acked_at])?;
+    }
+    Ok(opened)
+}
+
+/// One more hit (or repeat) for an incident: count, last seen, score, codes.
+fn fold_into_incident(
+    tx: &Transaction,
+    id: i64,
+    at: i64,
+    score: u32,
+    codes: &[Code],
+) -> rusqlite::Result<()> {
+    let current: String = tx
+        .prepare_cached("SELECT codes FROM incidents WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let mut all: Vec<Code> = current.split(',').filter_map(Code::parse).collect();
+    all.extend_from_slice(codes);
+    all.sort();
+    all.dedup();
+    tx.prepare_cached(
+        "UPDATE incidents SET count = count + 1, last_seen = max(last_seen, ?2),
+             max_score = max(max_score, ?3), codes = ?4
+         WHERE id = ?1",
+    )?
+    .execute(params![id, at, score, incident::codes_text(&all)])?;
+    Ok(())
+}
+
+/// What to call a device in a message: name, hostname, address.
+fn device_label(tx: &Transaction, id: i64) -> rusqlite::Result<String> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT COALESCE(NULLIF(name, ''), NULLIF(hostname, ''), ip) FROM devices WHERE id = ?1",
+        )?
+        .query_row([id], |r| r.get::<_, String>(0))
+        .optional()?
+        .unwrap_or_else(|| format!("device #{id}")))
+}
+
+/// Adds a tick's rule uses to `rules.matched` / `last_matched`.
+pub fn write_rule_uses(tx: &Transaction, uses: HashMap<i64, (u64, i64)>) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE rules SET matched = matched + ?2,
+             last_matched = max(coalesce(last_matched, 0), ?3)
+         WHERE id = ?1",
+    )?;
+    for (id, (n, at)) in uses {
+        stmt.execute(params![id, n as i64, at])?;
+    }
+    Ok(())
+}
+
+/// The incident commands of the UI (`Command::AckIncident` … `DeleteRule`); rule
+/// changes are mirrored in the detector's memory. Errors are for the user.
+pub fn apply_command(
+    tx: &Transaction,
+    command: crate::event::Command,
+    det: Option<&mut Detector>,
+    now: i64,
+) -> Result<CommandReply, String> {
+    use crate::event::Command;
+    let db = |e: rusqlite::Error| format!("database error: {e}");
+    match command {
+        Command::AckIncident { incident_id } => {
+            let n = ack(tx, Some(incident_id), now).map_err(db)?;
+            if n == 0 && !exists(tx, incident_id).map_err(db)? {
+                return Err(format!("no incident with id {incident_id}"));
+            }
+            Ok(CommandReply::Done)
+        }
+        Command::AckAllIncidents => {
+            ack(tx, None, now).map_err(db)?;
+            Ok(CommandReply::Done)
+        }
+        Command::ClearAcknowledged => {
+            tx.execute(
+                "DELETE FROM hits WHERE incident_id IN
+                     (SELECT id FROM incidents WHERE acked_at IS NOT NULL)",
+                [],
+            )
+            .map_err(db)?;
+            tx.execute("DELETE FROM incidents WHERE acked_at IS NOT NULL", [])
+                .map_err(db)?;
+            Ok(CommandReply::Done)
+        }
+        Command::MuteIncident {
+            incident_id,
+            until_ms,
+        } => {
+            if until_ms < 0 {
+                return Err("a mute ends at a time, or 0 to unmute".into());
+            }
+            let until = (until_ms > 0).then_some(until_ms);
+            let n = tx
+                .execute(
+                    "UPDATE incidents SET muted_until = ?2 WHERE id = ?1",
+                    params![incident_id, until],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(format!("no incident with id {incident_id}"));
+            }
+            Ok(CommandReply::Done)
+        }
+        Command::SetIncidentNotes { incident_id, notes } => {
+            let notes = notes.trim();
+            if notes.chars().count() > MAX_INCIDENT_NOTES_CHARS {
+                return Err(format!(
+                    "incident notes have at most {MAX_INCIDENT_NOTES_CHARS} characters"
+                ));
+            }
+            let n = tx
+                .execute(
+                    "UPDATE incidents SET notes = ?2 WHERE id = ?1",
+                    params![incident_id, notes],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Err(format!("no incident with id {incident_id}"));
+            }
+            Ok(CommandReply::Done)
+        }
+        Command::SaveRule {
+            id,
+            rule,
+            reevaluate,
+        } => {
+            rule.validate()?;
+            let rule_id = save_rule(tx, id, &rule, now).map_err(db)?;
+            let Some(rule_id) = rule_id else {
+                return Err(format!("no rule with id {}", id.unwrap_or_default()));
+            };
+            if let Some(det) = det {
+                det.rules.upsert(Rule {
+                    id: rule_id,
+                    spec: (*rule).clone(),
+                });
+                if reevaluate {
+                    reevaluate_open(tx, det, rule_id, now).map_err(db)?;
+                }
+            }
+            Ok(CommandReply::Id(rule_id))
+        }
+        Command::DeleteRule { rule_id } => {
+            let n = tx
+                .execute("DELETE FROM rules WHERE id = ?1", [rule_id])
+                .map_err(db)?;
+            if n == 0 {
+                return Err(format!("no rule with id {rule_id}"));
+            }
+            if let Some(det) = det {
+                det.rules.remove(rule_id);
+            }
+            Ok(CommandReply::Done)
+        }
+        other => Err(format!("not a detection command: {other:?}")),
+    }
+}
+
+fn exists(tx: &Transaction, incident_id: i64) -> rusqlite::Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT 1 FROM incidents WHERE id = ?1")?
+        .query_row([incident_id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+/// Acknowledges one open incident (or all) and, cascading, its hits.
+fn ack(tx: &Transaction, incident_id: Option<i64>, now: i64) -> rusqlite::Result<usize> {
+    let n = tx.execute(
+        "UPDATE incidents SET acked_at = ?2 WHERE acked_at IS NULL AND (?1 IS NULL OR id = ?1)",
+        params![incident_id, now],
+    )?;
+    tx.execute(
+        "UPDATE hits SET acked_at = ?2 WHERE acked_at IS NULL AND incident_id IN
+             (SELECT id FROM incidents WHERE acked_at IS NOT NULL AND (?1 IS NULL OR id = ?1))",
+        params![incident_id, now],
+    )?;
+    Ok(n)
+}
+
+/// Inserts (`id: None`) or replaces a rule; `None` when `id` names no rule.
+fn save_rule(
+    tx: &Transaction,
+    id: Option<i64>,
+    r: &RuleSpec,
+    now: i64,
+) -> rusqlite::Result<Option<i64>> {
+    let action = match r.action {
+        Action::Allow => "allow",
+        Action::Suppress => "suppress",
+    };
+    let remote = r.remote.map(|n| {
+        if n.prefix_len() == n.max_prefix_len() {
+            n.addr().to_string()
+        } else {
+            n.to_string()
+        }
+    });
+    let org = r.org.as_deref().map(str::trim);
+    let domain = r
+        .domain
+        .as_deref()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    let (lo, hi) = (r.ports.map(|p| p.0), r.ports.map(|p| p.1));
+    let code = r.code.map(Code::as_str);
+    let notes = r.notes.trim();
+    let last: &dyn rusqlite::ToSql = match &id {
+        None => &now,
+        Some(id) => id,
+    };
+    let values: [&dyn rusqlite::ToSql; 13] = [
+        &action,
+        &code,
+        &r.device_id,
+        &remote,
+        &r.asn,
+        &org,
+        &domain,
+        &r.proto,
+        &lo,
+        &hi,
+        &r.expires_at,
+        &notes,
+        last,
+    ];
+    match id {
+        None => {
+            tx.execute(
+                "INSERT INTO rules (action, code, device_id, remote, asn, org, domain, proto,
+                     port_lo, port_hi, expires_at, notes, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                &values[..],
+            )?;
+            Ok(Some(tx.last_insert_rowid()))
+        }
+        Some(id) => {
+            let n = tx.execute(
+                "UPDATE rules SET action = ?1, code = ?2, device_id = ?3, remote = ?4, asn = ?5,
+                     org = ?6, domain = ?7, proto = ?8, port_lo = ?9, port_hi = ?10,
+                     expires_at = ?11, notes = ?12
+                 WHERE id = ?13",
+                &values[..],
+            )?;
+            Ok((n > 0).then_some(id))
+        }
+    }
+}
+
+/// After a rule change: every open incident whose every hit is now allowed, or left
+/// with no alertable code by the suppress rules, is acknowledged with a note naming the
+/// rule.
+fn reevaluate_open(
+    tx: &Transaction,
+    det: &Detector,
+    rule_id: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let required = det.config().required_codes.clone();
+    let mut stmt = tx.prepare(
+        "SELECT h.incident_id, h.device_id, h.remote_ip, h.proto, h.dport, h.domain, h.reasons,
+                rh.asn, rh.org
+         FROM hits h JOIN incidents i ON i.id = h.incident_id
+         LEFT JOIN remote_hosts rh ON rh.id = h.remote_host_id
+         WHERE i.acked_at IS NULL ORDER BY h.incident_id",
+    )?;
+    let mut cleared: HashMap<i64, bool> = HashMap::new();
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let incident_id: i64 = r.get(0)?;
+        let remote: Option<String> = r.get(2)?;
+        let domain: Option<String> = r.get(5)?;
+        let reasons: String = r.get(6)?;
+        let org: Option<String> = r.get(8)?;
+        let target = Target {
+            device_id: r.get(1)?,
+            remote: remote.as_deref().and_then(|t| t.parse().ok()),
+            asn: r.get(7)?,
+            org: org.as_deref(),
+            domain: domain.as_deref(),
+            proto: r.get(3)?,
+            port: r.get(4)?,
+        };
+        let reasons: Vec<ReasonRow> = serde_json::from_str(&reasons).unwrap_or_default();
+        let allowed = det.rules.allowing(&target, now).is_some();
+        let left = reasons.iter().any(|reason| {
+            Code::parse(&reason.code).is_some_and(|code| {
+                (required.is_empty() || required.contains(&code))
+                    && det.rules.suppressing(&target, code, now).is_none()
+            })
+        });
+        let entry = cleared.entry(incident_id).or_insert(true);
+        *entry &= allowed || !left;
+    }
+    drop(rows);
+    drop(stmt);
+    let note = format!("Acknowledged by rule #{rule_id}: it now allows or suppresses every hit.");
+    for (incident_id, all_cleared) in cleared {
+        if all_cleared {
+            ack(tx, Some(incident_id), now)?;
+            tx.execute(
+                "UPDATE incidents SET notes = trim(notes || char(10) || ?2) WHERE id = ?1",
+                params![incident_id, note],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// A stored reason, as much as re-evaluation needs.
+#[derive(serde::Deserialize)]
+struct ReasonRow {
+    code: String,
+}
+
+/// Recomputes every device's baseline from the last `days` of rollups and stores them
+/// (its own transaction: a maintenance job like retention, not part of a tick).
+pub fn recompute_baselines(
+    conn: &mut Connection,
+    days: u32,
+    now: i64,
+) -> rusqlite::Result<Vec<Baseline>> {
+    let since = now - i64::from(days) * DAY_MS;
+    let mut history: HashMap<i64, i64> = HashMap::new();
+    for sql in [
+        "SELECT device_id, min(minute) FROM device_minutes GROUP BY device_id",
+        "SELECT device_id, min(hour) FROM device_hours GROUP BY device_id",
+    ] {
+        let mut stmt = conn.prepare(sql)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (id, from): (i64, i64) = (r.get(0)?, r.get(1)?);
+            let e = history.entry(id).or_insert(from);
+            *e = (*e).min(from);
+        }
+    }
+    let mut dns: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT device_id, queries, nxdomain FROM dns_device_minutes WHERE minute >= ?1",
+        )?;
+        let mut rows = stmt.query([since])?;
+        while let Some(r) = rows.next()? {
+            dns.entry(r.get(0)?)
+                .or_default()
+                .push((r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64));
+        }
+    }
+    let mut hours: HashMap<i64, Vec<(u64, u64)>> = HashMap::new();
+    {
+        let mut stmt = conn
+            .prepare("SELECT device_id, bytes_up, bytes_down FROM device_hours WHERE hour >= ?1")?;
+        let mut rows = stmt.query([since])?;
+        while let Some(r) = rows.next()? {
+            hours
+                .entry(r.get(0)?)
+                .or_default()
+                .push((r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64));
+        }
+    }
+    let mut baselines = Vec::new();
+    {
+        // Ordered by the primary key: one device's minutes at a time, so memory holds one
+        // device's rows, not the whole table.
+        let mut stmt = conn.prepare(
+            "SELECT device_id, minute, bytes_up, unique_dsts, unique_ports FROM device_minutes
+             WHERE minute >= ?1 ORDER BY device_id, minute",
+        )?;
+        let mut rows = stmt.query([since])?;
+        let mut current: Option<Inputs> = None;
+        let mut finish = |inputs: Inputs, out: &mut Vec<Baseline>| {
+            let mut inputs = inputs;
+            inputs.dns = dns.remove(&inputs.device_id).unwrap_or_default();
+            inputs.hours = hours.remove(&inputs.device_id).unwrap_or_default();
+            out.push(baseline::compute(&inputs, now));
+        };
+        while let Some(r) = rows.next()? {
+            let device: i64 = r.get(0)?;
+            if current.as_ref().is_some_and(|c| c.device_id != device)
+                && let Some(done) = current.take()
+            {
+                finish(done, &mut baselines);
+            }
+            let inputs = current.get_or_insert_with(|| Inputs {
+                device_id: device,
+                history_from: history.get(&device).copied().unwrap_or(now),
+                ..Inputs::default()
+            });
+            inputs.minutes.push(MinuteRow {
+                minute: r.get(1)?,
+                bytes_up: r.get::<_, i64>(2)? as u64,
+                unique_dsts: r.get::<_, i64>(3)? as u64,
+                unique_ports: r.get::<_, i64>(4)? as u64,
+            });
+        }
+        if let Some(done) = current.take() {
+            finish(done, &mut baselines);
+        }
+    }
+    // Devices with only older history (hours) still get a baseline: not learning.
+    let with_minutes: std::collections::HashSet<i64> =
+        baselines.iter().map(|b| b.device_id).collect();
+    for (&device, &from) in &history {
+        if !with_minutes.contains(&device) {
+            baselines.push(baseline::compute(
+                &Inputs {
+                    device_id: device,
+                    history_from: from,
+                    hours: hours.remove(&device).unwrap_or_default(),
+                    dns: dns.remove(&device).unwrap_or_default(),
+                    ..Inputs::default()
+                },
+                now,
+            ));
+        }
+    }
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR REPLACE INTO device_baselines (device_id, computed_at, history_from,
+                 minutes, egress_p95, fanout_p95, ports_p95, dns_p95, nxdomain_p95,
+                 upload_ratio_p95, egress_by_hour)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?;
+        for b in &baselines {
+            stmt.execute(params![
+                b.device_id,
+                b.computed_at,
+                b.history_from,
+                b.minutes as i64,
+                b.egress_p95 as i64,
+                b.fanout_p95 as i64,
+                b.ports_p95 as i64,
+                b.dns_p95 as i64,
+                b.nxdomain_p95 as i64,
+                b.upload_ratio_p95,
+                serde_json::to_string(&b.egress_by_hour.to_vec()).unwrap_or_else(|_| "[]".into()),
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(baselines)
+}
+
+/// Deletes hits and incidents older than `days` (an incident by its last hit; an
+/// incident's hits go with it). Its own transaction, from the writer's maintenance.
+pub fn prune(conn: &mut Connection, days: u32, now: i64) -> rusqlite::Result<usize> {
+    let cutoff = now - i64::from(days) * DAY_MS;
+    let tx = conn.transaction()?;
+    let mut n = tx.execute(
+        "DELETE FROM hits WHERE last_ts < ?1 OR incident_id IN
+             (SELECT id FROM incidents WHERE last_seen < ?1)",
+        [cutoff],
+    )?;
+    n += tx.execute("DELETE FROM incidents WHERE last_seen < ?1", [cutoff])?;
+    tx.commit()?;
+    Ok(n)
+}
