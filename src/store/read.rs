@@ -424,10 +424,18 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
     if text.chars().count() > MAX_DOMAIN_FILTER_CHARS {
         return Err(bad(param, text, EXPECTED));
     }
-    let bare = text
-        .strip_prefix("*.")
-        .unwrap_or(text)
-        .trim_start_matches('.');
+    // `*.` and leading dots in any mix and number ("..*..x"), all of them: stripping
+    // once would leave a form that strips again, and a filter must accept its own
+    // `to_query` unchanged (found by fuzzing).
+    let mut bare = text;
+    loop {
+        let next = bare.trim_start_matches('.');
+        let next = next.strip_prefix("*.").unwrap_or(next);
+        if next.len() == bare.len() {
+            break;
+        }
+        bare = next;
+    }
     let name = crate::dns::normalize_name(bare);
     // The bound holds for the canonical form too: control bytes grow fourfold when
     // escaped (`\000`), and a filter must accept its own `to_query` (found by fuzzing).
