@@ -102,11 +102,22 @@ pub struct Retention {
     pub minute_rollups_days: u32,
     /// Per-hour rollups are kept this long (days).
     pub hour_rollups_days: u32,
-    /// Database size cap (MiB). Past it the oldest history (ended flows, DNS queries)
-    /// goes first; rollups stay.
+    /// Total database budget (MiB): the file plus its write-ahead log. Checked every
+    /// couple of seconds; past it raw rows (flows, DNS queries) of the device holding
+    /// the most go first, rollups stay (`store::budget`).
     pub max_db_mb: u64,
-    /// How often the retention job runs (s).
+    /// How often the age limits are applied (s). The budget and the caps below are
+    /// checked every couple of seconds regardless.
     pub interval_s: u64,
+    /// Most flow rows one device keeps; past it its own oldest go (ended first). Its
+    /// traffic still adds up in the rollups.
+    pub max_flows_per_device: u64,
+    /// Most DNS query rows (with their answers) one device keeps; past it its own
+    /// oldest go. Per-minute DNS counts still add up.
+    pub max_dns_queries_per_device: u64,
+    /// Most DNS query rows one registrable domain ("example.co.uk") keeps across all
+    /// devices; past it the domain's own oldest go.
+    pub max_dns_queries_per_domain: u64,
 }
 
 /// Where domain names come from and how flows are matched to them (`[dns]`).
@@ -212,8 +223,13 @@ impl Default for Retention {
             flows_days: 7,
             minute_rollups_days: 7,
             hour_rollups_days: 90,
-            max_db_mb: 64,
+            // A 128 MB router keeps the database in /tmp, which is RAM shared with
+            // everything else (see packaging/netmon.toml for the arithmetic).
+            max_db_mb: 32,
             interval_s: 300,
+            max_flows_per_device: 50_000,
+            max_dns_queries_per_device: 20_000,
+            max_dns_queries_per_domain: 10_000,
         }
     }
 }
@@ -732,12 +748,31 @@ impl Config {
                 ));
             }
         }
-        if r.max_db_mb < 4 {
+        if !(4..=1 << 20).contains(&r.max_db_mb) {
             return Err(invalid(
                 "retention.max_db_mb",
                 r.max_db_mb.to_string(),
-                "at least 4 (MiB)",
+                "a size in MiB from 4 to 1048576",
             ));
+        }
+        for (key, cap) in [
+            ("retention.max_flows_per_device", r.max_flows_per_device),
+            (
+                "retention.max_dns_queries_per_device",
+                r.max_dns_queries_per_device,
+            ),
+            (
+                "retention.max_dns_queries_per_domain",
+                r.max_dns_queries_per_domain,
+            ),
+        ] {
+            if !(100..=100_000_000).contains(&cap) {
+                return Err(invalid(
+                    key,
+                    cap.to_string(),
+                    "a number of rows from 100 to 100000000",
+                ));
+            }
         }
         if !(10..=86_400).contains(&r.interval_s) {
             return Err(invalid(

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! netmon-loadgen serve [--tcp ADDR]… [--udp ADDR]… [--sink ADDR]…
-//! netmon-loadgen run --mode udp|tcp|mix --target ADDR --rate N --duration SECS
-//!                    [--ports A-B] [--sports A-B] [--count N] [--threads N]
+//! netmon-loadgen run --mode udp|tcp|mix|dns --target ADDR --rate N --duration SECS
+//!                    [--ports A-B] [--sports A-B] [--count N] [--threads N] [--domain D]
 //! ```
 //!
 //! `serve` runs in the lab's wan namespace: `--tcp` accepts and closes at once (the
@@ -21,6 +21,12 @@
 //!   every connect is a new conntrack entry (see `tcp_worker`).
 //! - `mix`: half the rate as tcp, half as udp, plus `--long` long-lived transfers into a
 //!   sink.
+//! - `dns`: queries for random names under `--domain` (`<12 random chars>.flood.lab`) to
+//!   the resolver at `--target`, one UDP socket per thread with at most 512 queries in
+//!   flight (a client's resolver loop: a slow resolver slows it down rather than
+//!   dropping the excess); `completed` counts NOERROR answers, `failed` other rcodes and
+//!   queries unanswered after 1 s.
+//!   The flood a misbehaving client or a DGA makes (issue 7, acceptance 6).
 //!
 //! Plain threads, std and libc (plus clap and serde_json, already netmon dependencies): the
 //! point is to measure the router, not an async runtime. Rates are
@@ -75,6 +81,7 @@ enum Mode {
     Udp,
     Tcp,
     Mix,
+    Dns,
 }
 
 #[derive(clap::Args, Clone)]
@@ -123,6 +130,9 @@ struct RunArgs {
     /// Give up on a connect after this many milliseconds.
     #[arg(long, default_value_t = 3000)]
     connect_timeout_ms: u64,
+    /// dns: the domain random names are made under.
+    #[arg(long, default_value = "flood.lab")]
+    domain: String,
 }
 
 fn parse_ports(s: &str) -> Result<(u16, u16), String> {
@@ -525,7 +535,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value, String> {
             .collect()
     };
     match args.mode {
-        Mode::Tcp | Mode::Udp => {
+        Mode::Tcp | Mode::Udp | Mode::Dns => {
             for s in split(threads, args.rate as f64, total, args.target.ip(), &ports) {
                 plan.push((args.mode, s));
             }
@@ -565,10 +575,12 @@ fn run(args: &RunArgs) -> Result<serde_json::Value, String> {
     let mut handles = Vec::new();
     for (kind, share) in plan {
         let payload = payload.clone();
+        let domain = args.domain.clone();
         handles.push((
             kind,
             std::thread::spawn(move || match kind {
                 Mode::Tcp => tcp_worker(&share, connect_timeout),
+                Mode::Dns => dns_worker(&share, &domain),
                 _ => udp_worker(&share, &payload),
             }),
         ));
@@ -636,6 +648,140 @@ fn run(args: &RunArgs) -> Result<serde_json::Value, String> {
             "udp (source port, destination port) pairs were reused: widen --ports".into();
     }
     Ok(report)
+}
+
+/// dns mode: random-name queries from one UDP socket, paced; answers are read between
+/// sends and for 2 s after the last.
+fn dns_worker(share: &Share, domain: &str) -> Stats {
+    use std::os::fd::AsRawFd;
+    let mut st = Stats::default();
+    let target = SocketAddr::new(share.target, share.ports[0]);
+    let bind: SocketAddr = if target.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let sock = match std::net::UdpSocket::bind(bind).and_then(|s| {
+        s.connect(target)?;
+        s.set_nonblocking(true)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            st.fail(io_error_name(&e));
+            return st;
+        }
+    };
+    let big: libc::c_int = 8 << 20;
+    setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, &big);
+    // xorshift64*, seeded per thread and run: names must not repeat across runs either.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        ^ ((share.index as u64 + 1) << 56)
+        | 1;
+    let mut random = move || {
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    const MAX_INFLIGHT: usize = 512;
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let mut packet = Vec::with_capacity(64 + domain.len());
+    let mut buf = [0u8; 1500];
+    // Send time per query id (the id is the query's number, mod 2^16).
+    let mut inflight: Vec<Option<Instant>> = vec![None; 1 << 16];
+    let mut n_inflight = 0usize;
+    let mut answered = 0u64;
+    let mut drain = |st: &mut Stats, inflight: &mut [Option<Instant>], n: &mut usize| {
+        while let Ok(len) = sock.recv(&mut buf) {
+            // QR set: a response. RCODE 0: NOERROR.
+            let id = usize::from(u16::from_be_bytes([buf[0], buf[1]]));
+            if len < 12 || buf[2] & 0x80 == 0 || inflight[id].take().is_none() {
+                continue;
+            }
+            *n -= 1;
+            if buf[3] & 0x0f == 0 {
+                answered += 1;
+            } else {
+                st.fail(format!("rcode{}", buf[3] & 0x0f));
+            }
+        }
+        answered
+    };
+    let expire = |st: &mut Stats, inflight: &mut [Option<Instant>], n: &mut usize| {
+        let now = Instant::now();
+        for slot in inflight.iter_mut() {
+            if slot.is_some_and(|t| now.duration_since(t) > TIMEOUT) {
+                *slot = None;
+                *n -= 1;
+                st.fail("unanswered");
+            }
+        }
+    };
+    let mut last_expiry = Instant::now();
+    loop {
+        let now = Instant::now();
+        let due = share.due(now);
+        if st.started >= share.count || now >= share.deadline {
+            break;
+        }
+        if now.duration_since(last_expiry) > TIMEOUT / 4 {
+            expire(&mut st, &mut inflight, &mut n_inflight);
+            last_expiry = now;
+        }
+        if st.started >= due || n_inflight >= MAX_INFLIGHT {
+            drain(&mut st, &mut inflight, &mut n_inflight);
+            std::thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        while st.started < due && n_inflight < MAX_INFLIGHT {
+            let id = st.started as u16;
+            if inflight[usize::from(id)].is_some() {
+                break;
+            }
+            packet.clear();
+            packet.extend_from_slice(&id.to_be_bytes());
+            // RD, one question.
+            packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+            packet.push(12);
+            let r = random();
+            for i in 0..12 {
+                packet.push(ALPHABET[((r >> (i * 5)) % ALPHABET.len() as u64) as usize]);
+            }
+            for label in domain.split('.').filter(|l| !l.is_empty()) {
+                packet.push(label.len().min(63) as u8);
+                packet.extend_from_slice(&label.as_bytes()[..label.len().min(63)]);
+            }
+            // Root, QTYPE A, QCLASS IN.
+            packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+            match sock.send(&packet) {
+                Ok(_) => {
+                    st.started += 1;
+                    inflight[usize::from(id)] = Some(Instant::now());
+                    n_inflight += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    st.started += 1;
+                    st.fail(io_error_name(&e));
+                }
+            }
+        }
+        drain(&mut st, &mut inflight, &mut n_inflight);
+    }
+    let waited = Instant::now();
+    while n_inflight > 0 && waited.elapsed() <= TIMEOUT {
+        drain(&mut st, &mut inflight, &mut n_inflight);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    st.completed = drain(&mut st, &mut inflight, &mut n_inflight);
+    for _ in 0..n_inflight {
+        st.fail("unanswered");
+    }
+    st
 }
 
 /// Short TCP connections through one epoll set.

@@ -245,6 +245,25 @@ pub fn describe_all() {
         Unit::Bytes,
         "Size of the SQLite database: main file plus write-ahead log."
     );
+    describe_gauge!(
+        "netmon_db_used_bytes",
+        Unit::Bytes,
+        "Database pages in use (allocated minus free) times the page size, as the storage budget measures it."
+    );
+    describe_gauge!(
+        "netmon_db_budget_bytes",
+        Unit::Bytes,
+        "The storage budget (retention.max_db_mb): main file plus write-ahead log."
+    );
+    describe_counter!(
+        "netmon_storage_pruned_rows_total",
+        "Rows deleted to keep storage bounded, by reason (device_cap, domain_cap, host_names, budget, unreferenced) and table; the traffic they describe stays in the rollups."
+    );
+    describe_histogram!(
+        "netmon_storage_pass_seconds",
+        Unit::Seconds,
+        "Time one storage budget pass (caps, size budget, unused-name collection) held the writer."
+    );
     describe_counter!(
         "netmon_snapshots_total",
         "Database snapshots written to persistent storage."

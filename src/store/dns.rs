@@ -178,6 +178,46 @@ impl DnsState {
         Ok(id)
     }
 
+    /// Deletes, from the next window of up to `window` names after `after` (by id), the
+    /// names nothing refers to any more: no query (as name, CNAME or registrable
+    /// domain), no flow, no remote host link. Answers need no check: they go with their
+    /// query. Returns how many went and where the next window starts (0: wrapped
+    /// around). Never deletes the newest name, so SQLite (which gives a new row
+    /// `max(id) + 1`) never hands a collected id to a new name; the in-memory name cache
+    /// is dropped all the same, as it may hold collected ids.
+    pub fn collect_names(
+        &mut self,
+        conn: &mut rusqlite::Connection,
+        after: i64,
+        window: i64,
+    ) -> rusqlite::Result<(u64, i64)> {
+        let upto: Option<i64> = conn.query_row(
+            "SELECT max(id) FROM (SELECT id FROM dns_names WHERE id > ?1 ORDER BY id LIMIT ?2)",
+            params![after, window],
+            |r| r.get(0),
+        )?;
+        let Some(upto) = upto else {
+            return Ok((0, 0));
+        };
+        let n = conn.execute(
+            "DELETE FROM dns_names WHERE id IN (
+                 SELECT n.id FROM dns_names n
+                 WHERE n.id > ?1 AND n.id <= ?2
+                   AND n.id < (SELECT max(id) FROM dns_names)
+                   AND NOT EXISTS (SELECT 1 FROM dns_queries q WHERE q.qname_id = n.id)
+                   AND NOT EXISTS (SELECT 1 FROM dns_queries q WHERE q.cname_id = n.id)
+                   AND NOT EXISTS (SELECT 1 FROM dns_queries q WHERE q.domain_id = n.id)
+                   AND NOT EXISTS (SELECT 1 FROM flows f WHERE f.qname_id = n.id)
+                   AND NOT EXISTS (SELECT 1 FROM flows f WHERE f.cname_id = n.id)
+                   AND NOT EXISTS (SELECT 1 FROM remote_host_domains d WHERE d.qname_id = n.id))",
+            params![after, upto],
+        )? as u64;
+        if n > 0 {
+            self.names.clear();
+        }
+        Ok((n, upto))
+    }
+
     /// Forgets what no longer matters: waiting flows past [`PENDING_MS`] (or past the
     /// cap) and name sets of closed minutes. Called once per tick.
     pub fn expire(&mut self, now: i64) {
@@ -330,6 +370,34 @@ fn link_host(acc: &mut DnsAcc, host: i64, qname_id: i64, at: i64, device: Option
     e.2 += 1;
 }
 
+/// The registrable part of a canonical name — the label below its public suffix —
+/// which is what a per-domain cap groups by (`store::budget`): "a.b.example.com" →
+/// "example.com", "x.example.co.uk" → "example.co.uk". netmon carries no public suffix
+/// list (≈ 200 KB); a suffix is one label, or two when the top level is a two-letter
+/// country code and the second a common registry label ("co", "com", "org", …). A
+/// wrong guess only makes a cap group a little wider or narrower.
+pub fn registrable_domain(name: &str) -> &str {
+    let name = name.trim_end_matches('.');
+    let mut dots = name.rmatch_indices('.').map(|(i, _)| i);
+    let (Some(last), Some(second)) = (dots.next(), dots.next()) else {
+        return name;
+    };
+    let tld = &name[last + 1..];
+    let sld = &name[second + 1..last];
+    let two_label_suffix = tld.len() == 2
+        && matches!(
+            sld,
+            "co" | "com" | "net" | "org" | "gov" | "edu" | "ac" | "or" | "ne" | "go" | "gv"
+        );
+    if !two_label_suffix {
+        return &name[second + 1..];
+    }
+    match dots.next() {
+        Some(third) => &name[third + 1..],
+        None => name,
+    }
+}
+
 /// Stores one batch of observations. `device_of` gives the device of a LAN client
 /// (creating it on first sight), `None` for other clients.
 pub fn apply_dns(
@@ -345,13 +413,14 @@ pub fn apply_dns(
             Some(name) => Some(state.name_id(tx, name)?),
             None => None,
         };
+        let domain_id = state.name_id(tx, registrable_domain(&obs.qname))?;
         let device_id = device_of(obs.client, obs.ts_ms)?;
         let client = obs.client.to_string();
         let addresses: Vec<(IpAddr, Option<u32>)> = obs.addresses().collect();
         tx.prepare_cached(
             "INSERT INTO dns_queries (ts, client, device_id, qname_id, qtype, rcode, answers,
-                 cname_id, source)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                 cname_id, source, domain_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             obs.ts_ms,
@@ -362,7 +431,8 @@ pub fn apply_dns(
             obs.rcode,
             addresses.len() as i64,
             cname_id,
-            obs.source.as_str()
+            obs.source.as_str(),
+            domain_id
         ])?;
         let query_id = tx.last_insert_rowid();
         acc.queries += 1;
@@ -483,4 +553,27 @@ pub fn write_dns_rollups(
     }
     metrics::counter!("netmon_dns_queries_stored_total").increment(acc.queries);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::registrable_domain;
+
+    #[test]
+    fn registrable_domains_group_subdomains() {
+        for (name, want) in [
+            ("a.b.example.com", "example.com"),
+            ("example.com", "example.com"),
+            ("com", "com"),
+            ("x7k2q.flood.lab", "flood.lab"),
+            ("www.bbc.co.uk", "bbc.co.uk"),
+            ("bbc.co.uk", "bbc.co.uk"),
+            ("co.uk", "co.uk"),
+            ("a.b.example.com.au", "example.com.au"),
+            ("deep.host.example.de", "example.de"),
+            ("example.com.", "example.com"),
+        ] {
+            assert_eq!(registrable_domain(name), want, "{name}");
+        }
+    }
 }

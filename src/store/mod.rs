@@ -1,5 +1,6 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
 
+pub mod budget;
 pub mod detect;
 pub mod devices;
 pub mod dns;

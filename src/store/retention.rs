@@ -1,17 +1,22 @@
 //! Retention, run by the writer between ticks (DESIGN §1 principle 7, §4): nothing
 //! depends on a cron job the user forgets.
 //!
-//! Age limits per table, then a size cap: past `max_db_mb` the oldest history goes
-//! first — ended flows or DNS queries, whichever is older — in chunks, while rollups
-//! (small, and what the long charts need) survive.
-//! Deletes run in chunks of [`CHUNK`] rows so one retention pass never holds the writer
-//! for long; freed pages go back to the file system through incremental vacuum.
+//! Age limits per table, every `retention.interval_s`; and, every couple of seconds, the
+//! size budget and the per-device / per-domain caps ([`crate::store::budget`]), which
+//! keep one flooding client or domain from filling the disk or evicting other devices'
+//! history. Rollups (small, and what the long charts need) outlive raw rows.
+//! Age deletes run in chunks of [`CHUNK`] rows so one pass never holds the writer for
+//! long; freed pages go back to the file system through incremental vacuum.
 
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
 
 use crate::config;
+use crate::store::budget::Budget;
+use crate::store::dns::DnsState;
+
+pub use crate::store::budget::used_bytes;
 
 /// Rows deleted per statement: bounded work per writer pause.
 const CHUNK: i64 = 5_000;
@@ -22,19 +27,17 @@ pub struct Retention {
     minutes_ms: i64,
     hours_ms: i64,
     dns_ms: i64,
-    max_bytes: u64,
     interval: Duration,
     next: Instant,
+    budget: Budget,
 }
 
 /// What one pass removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Pruned {
     pub flows_by_age: u64,
-    pub flows_by_size: u64,
     pub rollups: u64,
     pub dns: u64,
-    pub dns_by_size: u64,
 }
 
 impl Retention {
@@ -44,15 +47,24 @@ impl Retention {
             minutes_ms: i64::from(c.minute_rollups_days) * DAY_MS,
             hours_ms: i64::from(c.hour_rollups_days) * DAY_MS,
             dns_ms: i64::from(dns.retention_days) * DAY_MS,
-            max_bytes: c.max_db_mb << 20,
             interval: Duration::from_secs(c.interval_s),
             // First pass soon after start: a database restored from an old snapshot may
-            // be over its limits.
+            // be over its limits. (The budget's first pass is at once.)
             next: Instant::now() + Duration::from_secs(10),
+            budget: Budget::new(c),
         }
     }
 
-    pub fn run_if_due(&mut self, conn: &mut Connection) -> rusqlite::Result<Option<Pruned>> {
+    /// Called by the writer after every tick: the budget pass when due (every
+    /// [`crate::store::budget::CHECK_EVERY`], sooner while it has work left), the age
+    /// limits every `interval_s`. `dns` is the writer's DNS state: collecting unused names
+    /// drops its name cache.
+    pub fn run_if_due(
+        &mut self,
+        conn: &mut Connection,
+        dns: &mut DnsState,
+    ) -> rusqlite::Result<Option<Pruned>> {
+        self.budget.run_if_due(conn, dns);
         if Instant::now() < self.next {
             return Ok(None);
         }
@@ -60,6 +72,7 @@ impl Retention {
         let pruned = self.run(conn, crate::sys::now_ms())?;
         if pruned != Pruned::default() {
             log::info!("retention: {pruned:?}");
+            self.budget.rows_deleted();
         }
         Ok(Some(pruned))
     }
@@ -100,40 +113,6 @@ impl Retention {
                 [now - keep],
             )? as u64;
         }
-        while used_bytes(conn)? > self.max_bytes {
-            // Oldest history first, whichever kind it is: ended flows or DNS queries
-            // (with their answers).
-            let oldest = |sql: &str| -> rusqlite::Result<Option<i64>> {
-                conn.query_row(sql, [], |r| r.get(0))
-            };
-            let flow_t = oldest("SELECT min(ended_at) FROM flows WHERE ended_at IS NOT NULL")?;
-            let dns_t = oldest("SELECT min(ts) FROM dns_queries")?;
-            if let Some(t) = dns_t.filter(|d| flow_t.is_none_or(|f| *d <= f)) {
-                let cutoff: i64 = conn.query_row(
-                    "SELECT max(ts) FROM (SELECT ts FROM dns_queries WHERE ts >= ?1
-                         ORDER BY ts LIMIT ?2)",
-                    params![t, CHUNK],
-                    |r| r.get(0),
-                )?;
-                let n = conn.execute("DELETE FROM dns_queries WHERE ts <= ?1", [cutoff])?
-                    + conn.execute("DELETE FROM dns_answers WHERE ts <= ?1", [cutoff])?;
-                pruned.dns_by_size += n as u64;
-                continue;
-            }
-            let n = conn.execute(
-                "DELETE FROM flows WHERE id IN (SELECT id FROM flows
-                     WHERE ended_at IS NOT NULL ORDER BY ended_at LIMIT ?1)",
-                [CHUNK],
-            )? as u64;
-            if n == 0 {
-                log::warn!(
-                    "database is over its size cap ({} MiB) with no ended flows left to delete",
-                    self.max_bytes >> 20
-                );
-                break;
-            }
-            pruned.flows_by_size += n;
-        }
         if pruned != Pruned::default() {
             conn.execute_batch("PRAGMA incremental_vacuum;")?;
         }
@@ -150,12 +129,4 @@ fn delete_chunked(conn: &Connection, sql: &str, cutoff: i64) -> rusqlite::Result
             return Ok(total);
         }
     }
-}
-
-/// Bytes the database really uses: allocated pages minus free ones.
-pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    Ok(((pages - free).max(0) * size) as u64)
 }

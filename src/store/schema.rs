@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_drops.sql"),
     include_str!("../../migrations/0005_enrich.sql"),
     include_str!("../../migrations/0006_detect.sql"),
+    include_str!("../../migrations/0007_flood.sql"),
 ];
 
 /// The schema version this binary writes.

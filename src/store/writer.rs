@@ -617,7 +617,7 @@ impl Writer {
             } else if stopping {
                 break;
             }
-            if let Err(e) = self.retention.run_if_due(&mut self.conn) {
+            if let Err(e) = self.retention.run_if_due(&mut self.conn, &mut self.dns) {
                 log::error!("retention failed: {e:#}");
             }
             if let Some(d) = &mut self.detect {

@@ -88,6 +88,8 @@ pub async fn page(
     let current = system::latest();
     let wan_flow = state.reads().run(move |c| wan_flow_bytes(c, since)).await?;
     let write_failure = state.shared.writer.write_failure();
+    let budget = state.reads().run(crate::store::budget::status).await.ok();
+    let db_file = super::health::db_size_bytes(&state.shared.db_path);
     Ok(shell(
         "Router",
         Nav::Router,
@@ -101,6 +103,7 @@ pub async fn page(
                     "and stores them by itself once the database's file system has room again."
                 }
             }
+            @if let Some(b) = &budget { (budget_line(b, db_file)) }
             @match current.as_deref() {
                 Some(s) => (current_section(s)),
                 None => p.muted { "No reading yet: the first arrives within a few seconds of start." },
@@ -453,6 +456,29 @@ fn opt_pct(ratio: Option<f64>) -> String {
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The storage budget (`store::budget`): what the database takes against its budget and
+/// what flood protection pruned to keep it there.
+fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u64) -> Markup {
+    let p = &b.pruned;
+    let over = b.budget_bytes > 0 && file_bytes > b.budget_bytes;
+    html! {
+        p #storage-budget class=(if over { "error" } else { "muted" }) {
+            "Database " (format::bytes(to_i64(file_bytes))) " on disk (with its log), "
+            (format::bytes(to_i64(b.used_bytes))) " in use; budget "
+            (format::bytes(to_i64(b.budget_bytes))) " (retention.max_db_mb). "
+            @if p.flood_rows() > 0 {
+                "Flood protection pruned " (format::count(p.flood_rows())) " rows ("
+                (format::count(p.device_cap_flows + p.device_cap_queries)) " over a device's cap, "
+                (format::count(p.domain_cap_queries)) " over a domain's, "
+                (format::count(p.budget_flows + p.budget_queries + p.budget_rollups)) " for size), latest "
+                (time(p.last_ms)) "; their traffic still counts in charts and totals."
+            } @else {
+                "Nothing pruned for size or caps so far."
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -144,6 +144,8 @@ sysctl_ns() { # sysctl_ns NS key=value…
 
 # The LAN resolver's (rtr dnsmasq) options, everything but logging: set in RTR_DNS_OPTS,
 # shared by `up` and `dnsmasq` so a restarted resolver answers exactly as before.
+# Every name under flood.lab answers with the wan server's address (tests/lab_flood.rs:
+# random names, answered locally, whose flows netmon can attribute).
 rtr_dns_opts() {
     RTR_DNS_OPTS=(--keep-in-foreground --conf-file=/dev/null --user=root
         --no-resolv --no-hosts --no-poll --bind-interfaces
@@ -152,6 +154,7 @@ rtr_dns_opts() {
         --address=/wan.lab/"$WAN4" --address=/wan.lab/"$WAN6"
         --address=/files.lab/203.0.113.81 --address=/files.lab/2001:db8:77::81
         --address=/burst.lab/203.0.113.82
+        --address=/flood.lab/"$WAN4"
         --server=/example.test/"$WAN_DNS4" --server=/cdn-provider.test/"$WAN_DNS4"
         --server=/113.0.203.in-addr.arpa/"$WAN_DNS4"
         --server=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
