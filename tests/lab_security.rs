@@ -476,6 +476,40 @@ fn http_security() {
     assert!(c.seen > 200);
 }
 
+/// A hit, an incident and a rule whose free text (title, evidence, domain, notes, org)
+/// carries the payloads, written while netmon is stopped. Returns (incident id, rule id).
+fn seed_hostile_detection(lab: &Lab, device: i64) -> (i64, i64) {
+    let db = rusqlite::Connection::open(lab.db_path()).expect("open the database");
+    db.busy_timeout(Duration::from_secs(5)).ok();
+    let now = now_ms();
+    let reasons = serde_json::json!([
+        {"code": "RARE_PORT", "weight": 25, "evidence": SCRIPT},
+        {"code": "NEW_DST", "weight": 30, "evidence": IMG},
+    ])
+    .to_string();
+    db.execute(
+        "INSERT INTO incidents (fingerprint, device_id, remote_ip, proto, dport, codes, title,
+                                first_seen, last_seen, count, max_score, notes)
+         VALUES ('fp-hostile', ?1, '198.51.100.10', 6, 4444, 'NEW_DST,RARE_PORT', ?2, ?3, ?3, 1, 55, ?4)",
+        rusqlite::params![device, SCRIPT, now - 5000, SQL],
+    )
+    .unwrap();
+    let incident = db.last_insert_rowid();
+    db.execute(
+        "INSERT INTO hits (ts, last_ts, count, device_id, remote_ip, proto, dport, domain, score,
+                           codes, reasons, fingerprint, alertable, incident_id)
+         VALUES (?1, ?1, 1, ?2, '198.51.100.10', 6, 4444, ?3, 55, 'NEW_DST,RARE_PORT', ?4, 'fp-hostile', 1, ?5)",
+        rusqlite::params![now - 5000, device, IMG, reasons, incident],
+    )
+    .unwrap();
+    db.execute(
+        "INSERT INTO rules (action, device_id, org, notes, created_at) VALUES ('allow', ?1, ?2, ?3, ?4)",
+        rusqlite::params![device, SQL, SCRIPT, now],
+    )
+    .unwrap();
+    (incident, db.last_insert_rowid())
+}
+
 /// Every string anywhere in a JSON value.
 fn strings(v: &Value, out: &mut Vec<String>) {
     match v {
@@ -515,6 +549,7 @@ fn hostile_strings_are_stored_verbatim_and_rendered_inert() {
     );
     nm.sigterm();
     let (devices, hosts) = lab.seed_hostile(&PAYLOADS);
+    let (incident, rule) = seed_hostile_detection(&lab, devices[0]);
     let _nm = lab.start_netmon(&extra);
     let s = lab.login(PASSWORD).expect("login");
 
@@ -566,6 +601,14 @@ fn hostile_strings_are_stored_verbatim_and_rendered_inert() {
     }
     let wan_host = lab.db_i64(&format!("SELECT id FROM remote_hosts WHERE ip = '{WAN4}'"));
     pages.push(format!("/hosts/{wan_host}"));
+    pages.extend([
+        "/anomalies?window=30d".to_owned(),
+        "/incidents?state=all&window=30d".to_owned(),
+        format!("/incidents/{incident}"),
+        "/rules".to_owned(),
+        format!("/rules/{rule}"),
+        "/help".to_owned(),
+    ]);
     // Every GET page route is covered (the list above names one of each).
     for (path, methods) in declared_routes() {
         let page = methods.contains(&"GET")
