@@ -424,10 +424,11 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
     if text.chars().count() > MAX_DOMAIN_FILTER_CHARS {
         return Err(bad(param, text, EXPECTED));
     }
-    // `*.` and leading dots in any mix and number ("..*..x"), all of them: stripping
-    // once would leave a form that strips again, and a filter must accept its own
-    // `to_query` unchanged (found by fuzzing).
-    let mut bare = text;
+    // `*.` and leading dots in any mix and number ("..*..x"), all of them, and from the
+    // canonical form (`\*.x` decodes to `*.x`): a filter must accept its own `to_query`
+    // unchanged (both found by fuzzing).
+    let canonical = crate::dns::normalize_name(text);
+    let mut bare = canonical.as_str();
     loop {
         let next = bare.trim_start_matches('.');
         let next = next.strip_prefix("*.").unwrap_or(next);
@@ -436,10 +437,10 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
         }
         bare = next;
     }
-    let name = crate::dns::normalize_name(bare);
+    let name = bare.to_owned();
     // The bound holds for the canonical form too: control bytes grow fourfold when
     // escaped (`\000`), and a filter must accept its own `to_query` (found by fuzzing).
-    if name.is_empty() || name.chars().count() > MAX_DOMAIN_FILTER_CHARS {
+    if name.is_empty() || name == "*" || name.chars().count() > MAX_DOMAIN_FILTER_CHARS {
         return Err(bad(param, text, EXPECTED));
     }
     Ok(name)
