@@ -405,8 +405,9 @@ fn disk_full_keeps_collecting_counts_drops_and_resumes_when_space_returns() {
 fn twenty_kill9_at_random_moments_leave_an_intact_db_each_restart() {
     const KILLS: usize = 20;
     let lab = Lab::up("kill20");
-    // No size-based pruning during the test: the flow count must only grow.
-    let config = "[retention]\nmax_db_mb = 4096";
+    // No pruning during the test, by size or by the per-device flood cap: the flow
+    // count must only grow.
+    let config = "[retention]\nmax_db_mb = 4096\nmax_flows_per_device = 100000000";
     let mut rng = Rng::from_env_or_clock();
     let db = lab.db_path();
     let mut hold = lab.hold_tcp("lan", 300, &[format!("{WAN4}:{SINK_PORT}:47311")]);
