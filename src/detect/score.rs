@@ -871,27 +871,12 @@ fn beacon(starts: &mut VecDeque<i64>, at: i64, cfg: &config::Detect) -> Option<S
     })
 }
 
-/// The registrable part of a name ("www.shop.example.co.uk" → "example.co.uk"): the
-/// last two labels, or three under a country code whose second level is a generic one
-/// (`co`, `com`, `net`, `org`, `gov`, `edu`, `ac`, `ne`, `or`, `go`). An approximation of
-/// the Public Suffix List that netmon does not carry; good enough to tell one site from
-/// another, which is all NEW_DOMAIN needs.
+/// The registrable part of a name ("www.shop.example.co.uk" → "example.co.uk"), lower
+/// case: the same heuristic the per-domain storage cap groups by
+/// ([`crate::store::dns::registrable_domain`]), so NEW_DOMAIN and the cap agree on what
+/// one site is.
 pub fn registrable_domain(name: &str) -> String {
-    let name = name.trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = name.split('.').collect();
-    let n = labels.len();
-    if n <= 2 {
-        return name;
-    }
-    const SECOND_LEVEL: [&str; 10] = [
-        "co", "com", "net", "org", "gov", "edu", "ac", "ne", "or", "go",
-    ];
-    let keep = if labels[n - 1].len() == 2 && SECOND_LEVEL.contains(&labels[n - 2]) {
-        3
-    } else {
-        2
-    };
-    labels[n - keep..].join(".")
+    crate::store::dns::registrable_domain(&name.to_ascii_lowercase()).to_owned()
 }
 
 fn proto_name(proto: u8) -> &'static str {
