@@ -30,33 +30,40 @@ pub fn load_rules(conn: &Connection) -> rusqlite::Result<Vec<Rule>> {
          FROM rules ORDER BY id",
     )?;
     let rows = stmt.query_map([], |r| {
-        let action: String = r.get(1)?;
-        let code: Option<String> = r.get(2)?;
-        let remote: Option<String> = r.get(4)?;
-        let lo: Option<u16> = r.get(9)?;
-        let hi: Option<u16> = r.get(10)?;
         Ok(Rule {
             id: r.get(0)?,
-            spec: RuleSpec {
-                action: if action == "suppress" {
-                    Action::Suppress
-                } else {
-                    Action::Allow
-                },
-                code: code.as_deref().and_then(Code::parse),
-                device_id: r.get(3)?,
-                remote: remote.as_deref().and_then(parse_net),
-                asn: r.get(5)?,
-                org: r.get(6)?,
-                domain: r.get(7)?,
-                proto: r.get(8)?,
-                ports: lo.map(|lo| (lo, hi.unwrap_or(lo))),
-                expires_at: r.get(11)?,
-                notes: r.get(12)?,
-            },
+            spec: rule_spec(r)?,
         })
     })?;
     rows.collect()
+}
+
+/// The rule in a `rules` row whose columns start `id, action, code, device_id, remote,
+/// asn, org, domain, proto, port_lo, port_hi, expires_at, notes` (the detector's memory
+/// and the rules pages read the same layout).
+pub fn rule_spec(r: &rusqlite::Row) -> rusqlite::Result<RuleSpec> {
+    let action: String = r.get(1)?;
+    let code: Option<String> = r.get(2)?;
+    let remote: Option<String> = r.get(4)?;
+    let lo: Option<u16> = r.get(9)?;
+    let hi: Option<u16> = r.get(10)?;
+    Ok(RuleSpec {
+        action: if action == "suppress" {
+            Action::Suppress
+        } else {
+            Action::Allow
+        },
+        code: code.as_deref().and_then(Code::parse),
+        device_id: r.get(3)?,
+        remote: remote.as_deref().and_then(parse_net),
+        asn: r.get(5)?,
+        org: r.get(6)?,
+        domain: r.get(7)?,
+        proto: r.get(8)?,
+        ports: lo.map(|lo| (lo, hi.unwrap_or(lo))),
+        expires_at: r.get(11)?,
+        notes: r.get(12)?,
+    })
 }
 
 /// An address or CIDR as stored in `rules.remote`.

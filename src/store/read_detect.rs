@@ -16,7 +16,7 @@ use super::read::{
     DEFAULT_PER_PAGE, FilterError, MAX_PAGE, MAX_PER_PAGE, escape_like, parse_domain,
 };
 use crate::detect::Code;
-use crate::detect::rules::{Action, RuleSpec};
+use crate::detect::rules::RuleSpec;
 
 /// Time windows offered on both lists; the default is 24 h.
 pub const WINDOWS: [(&str, i64); 5] = [
@@ -1060,39 +1060,14 @@ const RULE_COLUMNS: &str = "x.id, x.action, x.code, x.device_id, x.remote, x.asn
     x.last_matched";
 
 fn rule_row(r: &Row) -> rusqlite::Result<RuleRow> {
-    let action: String = r.get(1)?;
-    let code: Option<String> = r.get(2)?;
-    let remote: Option<String> = r.get(4)?;
-    let port_lo: Option<u16> = r.get(9)?;
-    let port_hi: Option<u16> = r.get(10)?;
-    let device_id: Option<i64> = r.get(3)?;
+    let spec = super::detect::rule_spec(r)?;
     Ok(RuleRow {
         id: r.get(0)?,
-        spec: RuleSpec {
-            action: if action == "suppress" {
-                Action::Suppress
-            } else {
-                Action::Allow
-            },
-            code: code.as_deref().and_then(Code::parse),
-            device_id,
-            remote: remote.as_deref().and_then(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .ok()
-                    .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
-            }),
-            asn: r.get(5)?,
-            org: r.get(6)?,
-            domain: r.get(7)?,
-            proto: r.get(8)?,
-            ports: port_lo.map(|lo| (lo, port_hi.unwrap_or(lo))),
-            expires_at: r.get(11)?,
-            notes: r.get(12)?,
-        },
+        device: spec.device_id.map(|_| r.get(16)).transpose()?,
+        spec,
         created_at: r.get(13)?,
         matched: r.get(14)?,
         last_matched: r.get(15)?,
-        device: device_id.map(|_| r.get(16)).transpose()?,
     })
 }
 
@@ -1118,6 +1093,7 @@ pub fn rule(conn: &Connection, id: i64) -> rusqlite::Result<Option<RuleRow>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::rules::Action;
     use crate::store::read::tests::temp_db;
 
     const NOW: i64 = 1_714_568_645_000;
