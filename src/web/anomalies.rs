@@ -17,7 +17,9 @@ use serde::Deserialize;
 use super::api::ApiError;
 use super::format::{self, time};
 use super::help::meaning_text;
-use super::layout::{Nav, csrf_field, page as shell, pager, with_query};
+use super::layout::{
+    Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
+};
 use super::{AppState, WebError, now_ms};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
@@ -221,9 +223,6 @@ pub fn hit_actions(h: &HitRow, back: &str) -> Markup {
 }
 
 fn filter_form(filter: &HitFilter, devices: &[DeviceRow]) -> Markup {
-    let device_known = filter
-        .device_id
-        .is_none_or(|id| devices.iter().any(|d| d.id == id));
     html! {
         form.filters method="get" action=(ANOMALIES) {
             label {
@@ -239,29 +238,8 @@ fn filter_form(filter: &HitFilter, devices: &[DeviceRow]) -> Markup {
                 input type="number" name="min_score" min="0" max="100" size="4"
                     value=[filter.min_score];
             }
-            label {
-                span { "Code" }
-                select name="code" {
-                    option value="" { "any" }
-                    @for c in Code::ALL {
-                        option value=(c.as_str()) selected[filter.code == Some(c)] { (c.as_str()) }
-                    }
-                }
-            }
-            label {
-                span { "Device" }
-                select name="device" {
-                    option value="" { "any" }
-                    @for d in devices {
-                        option value=(d.id) selected[filter.device_id == Some(d.id)] { (d.label()) }
-                    }
-                    @if !device_known {
-                        @if let Some(id) = filter.device_id {
-                            option value=(id) selected { "#" (id) }
-                        }
-                    }
-                }
-            }
+            (code_select(filter.code))
+            (device_select(devices, filter.device_id))
             label {
                 span { "State" }
                 select name="ack" {

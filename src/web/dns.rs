@@ -11,7 +11,7 @@ use maud::{Markup, html};
 
 use super::chart::{self, CountBar};
 use super::format::{self, time};
-use super::layout::{Nav, page as shell, pager, with_query};
+use super::layout::{Nav, device_select, page as shell, pager, with_query};
 use super::{AppState, WebError, flows};
 use crate::dns::{qtype_name, rcode_name};
 use crate::store::read::{
@@ -141,29 +141,13 @@ const RCODES: [(RcodeMatch, &str); 5] = [
 ];
 
 fn filter_form(filter: &DnsFilter, data: &DnsLog) -> Markup {
-    let device_known = filter
-        .device_id
-        .is_none_or(|id| data.devices.iter().any(|d| d.id == id));
     let type_known = filter.qtype.is_none_or(|t| TYPES.contains(&t));
     let rcode_known = filter
         .rcode
         .is_none_or(|r| RCODES.iter().any(|(k, _)| *k == r));
     html! {
         form.filters method="get" action=(DNS) {
-            label {
-                span { "Device" }
-                select name="device" {
-                    option value="" { "any" }
-                    @for d in &data.devices {
-                        option value=(d.id) selected[filter.device_id == Some(d.id)] { (d.label()) }
-                    }
-                    @if !device_known {
-                        @if let Some(id) = filter.device_id {
-                            option value=(id) selected { "#" (id) }
-                        }
-                    }
-                }
-            }
+            (device_select(&data.devices, filter.device_id))
             label {
                 span { "Client" }
                 input type="search" name="client" size="16" placeholder="IP or prefix"

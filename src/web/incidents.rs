@@ -23,7 +23,9 @@ use super::anomalies::{BackForm, codes, destination, hit_actions, port_proto, sc
 use super::api::ApiError;
 use super::format::{self, time};
 use super::help::meaning;
-use super::layout::{Nav, csrf_field, page as shell, pager, with_query};
+use super::layout::{
+    Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
+};
 use super::{AppState, WebError, now_ms};
 use crate::detect::Code;
 use crate::event::Command;
@@ -264,9 +266,6 @@ fn sort_link(filter: &IncidentFilter, key: IncidentSort, label: &str) -> Markup 
 }
 
 fn filter_form(filter: &IncidentFilter, devices: &[DeviceRow]) -> Markup {
-    let device_known = filter
-        .device_id
-        .is_none_or(|id| devices.iter().any(|d| d.id == id));
     html! {
         form.filters method="get" action=(INCIDENTS) {
             label {
@@ -285,29 +284,8 @@ fn filter_form(filter: &IncidentFilter, devices: &[DeviceRow]) -> Markup {
                     }
                 }
             }
-            label {
-                span { "Code" }
-                select name="code" {
-                    option value="" { "any" }
-                    @for c in Code::ALL {
-                        option value=(c.as_str()) selected[filter.code == Some(c)] { (c.as_str()) }
-                    }
-                }
-            }
-            label {
-                span { "Device" }
-                select name="device" {
-                    option value="" { "any" }
-                    @for d in devices {
-                        option value=(d.id) selected[filter.device_id == Some(d.id)] { (d.label()) }
-                    }
-                    @if !device_known {
-                        @if let Some(id) = filter.device_id {
-                            option value=(id) selected { "#" (id) }
-                        }
-                    }
-                }
-            }
+            (code_select(filter.code))
+            (device_select(devices, filter.device_id))
             label {
                 span { "Min score" }
                 input type="number" name="min_score" min="0" max="100" size="4"

@@ -147,3 +147,40 @@ pub fn with_query(path: &str, query: &str) -> String {
         format!("{path}?{query}")
     }
 }
+
+/// The "Device" select of a filter form: every device by name, and the chosen one even
+/// when it is not in the list (a shared URL naming a device since merged or pruned).
+pub fn device_select(devices: &[crate::store::read::DeviceRow], selected: Option<i64>) -> Markup {
+    let known = selected.is_none_or(|id| devices.iter().any(|d| d.id == id));
+    html! {
+        label {
+            span { "Device" }
+            select name="device" {
+                option value="" { "any" }
+                @for d in devices {
+                    option value=(d.id) selected[selected == Some(d.id)] { (d.label()) }
+                }
+                @if !known {
+                    @if let Some(id) = selected {
+                        option value=(id) selected { "#" (id) }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The "Code" select of the detection filter forms.
+pub fn code_select(selected: Option<crate::detect::Code>) -> Markup {
+    html! {
+        label {
+            span { "Code" }
+            select name="code" {
+                option value="" { "any" }
+                @for c in crate::detect::Code::ALL {
+                    option value=(c.as_str()) selected[selected == Some(c)] { (c.as_str()) }
+                }
+            }
+        }
+    }
+}
