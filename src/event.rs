@@ -120,6 +120,24 @@ pub enum Command {
     DeleteRule {
         rule_id: i64,
     },
+    /// Save a search (a page URL) under a name; answered with its id. Checked by
+    /// [`crate::store::saved::check_name`] and [`crate::store::saved::check_url`].
+    CreateSearch {
+        name: String,
+        url: String,
+    },
+    RenameSearch {
+        search_id: i64,
+        name: String,
+    },
+    /// Pin (list first, show on the overview) or unpin a saved search.
+    PinSearch {
+        search_id: i64,
+        pinned: bool,
+    },
+    DeleteSearch {
+        search_id: i64,
+    },
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -10,6 +10,7 @@ pub mod offload;
 pub mod read;
 pub mod read_detect;
 pub mod retention;
+pub mod saved;
 pub mod schema;
 pub mod snapshot;
 pub mod system;

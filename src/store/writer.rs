@@ -1376,6 +1376,10 @@ fn apply_command(
             acc.tick.devices_changed = true;
             Ok(CommandReply::Done)
         }
+        Command::CreateSearch { .. }
+        | Command::RenameSearch { .. }
+        | Command::PinSearch { .. }
+        | Command::DeleteSearch { .. } => crate::store::saved::apply_command(tx, command, now),
         // Incidents and rules (`store::detect`); rules also when detection is off, so
         // they are in place when it is turned on.
         other => crate::store::detect::apply_command(tx, other, detect, now),

@@ -20,6 +20,7 @@ use super::help::meaning_text;
 use super::layout::{
     Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
 };
+use super::saved;
 use super::{AppState, WebError, now_ms};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
@@ -75,6 +76,7 @@ fn render(filter: &HitFilter, page: &HitPage, devices: &[DeviceRow]) -> Markup {
         html! {
             h1 { "Anomalies" }
             (filter_form(filter, devices))
+            (saved::save_form(&with_query(ANOMALIES, &filter.with_page(1).to_query())))
             p.count {
                 @if page.hits.is_empty() {
                     "No hits match."

@@ -12,6 +12,7 @@ use maud::{Markup, html};
 use super::chart::{self, CountBar};
 use super::format::{self, time};
 use super::layout::{Nav, device_select, page as shell, pager, with_query};
+use super::saved;
 use super::{AppState, WebError, flows};
 use crate::dns::{qtype_name, rcode_name};
 use crate::store::read::{
@@ -42,6 +43,7 @@ fn render(filter: &DnsFilter, data: &DnsLog) -> Markup {
         html! {
             h1 { "DNS queries" }
             (filter_form(filter, data))
+            (saved::save_form(&with_query(DNS, &filter.with_page(1).to_query())))
             p.count {
                 @if page.queries.is_empty() {
                     "No queries match."

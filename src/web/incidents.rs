@@ -26,6 +26,7 @@ use super::help::meaning;
 use super::layout::{
     Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
 };
+use super::saved;
 use super::{AppState, WebError, now_ms};
 use crate::detect::Code;
 use crate::event::Command;
@@ -174,6 +175,7 @@ fn render_list(
         html! {
             h1 { "Incidents" }
             (filter_form(filter, devices))
+            (saved::save_form(&with_query(INCIDENTS, &filter.with_page(1).to_query())))
             div.bulk {
                 form.inline method="post" action="/incidents/ack-all" {
                     (csrf_field())

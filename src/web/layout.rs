@@ -19,6 +19,7 @@ pub enum Nav {
     Anomalies,
     Incidents,
     Rules,
+    Searches,
     Help,
     None,
 }
@@ -42,6 +43,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                     a href="/anomalies" aria-current=[(nav == Nav::Anomalies).then_some("page")] { "Anomalies" }
                     a href="/incidents" aria-current=[(nav == Nav::Incidents).then_some("page")] { "Incidents" }
                     a href="/rules" aria-current=[(nav == Nav::Rules).then_some("page")] { "Rules" }
+                    a href="/searches" aria-current=[(nav == Nav::Searches).then_some("page")] { "Saved" }
                     a href="/help" aria-current=[(nav == Nav::Help).then_some("page")] { "Help" }
                 }
                 @if let Some(n) = incidents::open_alerts() {

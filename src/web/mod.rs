@@ -32,6 +32,7 @@
 //! | `POST /incidents/{id}/ack`, `/mute` (`hours`), `/notes` (`notes`) | incident actions, 303 back |
 //! | `POST /incidents/ack-all`, `POST /incidents/clear-acked` | acknowledge every incident, delete acknowledged ones |
 //! | `/rules`, `/rules/{id}`, `/api/rules` | allow/suppress rules; `POST /rules` creates, `POST /rules/{id}` saves, `POST /rules/{id}/delete` |
+//! | `/searches`, `/api/searches` | saved searches; `POST /searches` (`name`, `url`) saves, `POST /searches/{id}` renames (`name`), `/pin` (`pinned` 1/0), `/delete` |
 //! | `/help` | what the detection codes mean |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
 //! | `/api/flows` | flows as JSON, same parameters as `/` |
@@ -70,6 +71,7 @@ mod layout;
 mod login;
 mod router;
 mod rules;
+mod saved;
 mod session;
 mod sse;
 mod throttle;
@@ -196,6 +198,11 @@ pub fn router(state: AppState) -> Router {
         .route("/rules/{id}", get(rules::edit).post(rules::update))
         .route("/rules/{id}/delete", post(rules::delete))
         .route("/api/rules", get(rules::api))
+        .route("/searches", get(saved::list).post(saved::create))
+        .route("/searches/{id}", post(saved::rename))
+        .route("/searches/{id}/pin", post(saved::pin))
+        .route("/searches/{id}/delete", post(saved::delete))
+        .route("/api/searches", get(saved::api))
         .route("/help", get(help::page))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))

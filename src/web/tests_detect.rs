@@ -558,3 +558,94 @@ async fn rules_list_create_edit_delete() {
     }
     assert!(matches!(commands[2], Command::DeleteRule { rule_id: 4 }));
 }
+
+// --- saved searches (they share this fixture: a seeded DB and a stand-in writer) ------
+
+#[tokio::test]
+async fn saved_searches_list_pinned_first_and_escape_names() {
+    let fx = fixture();
+    fx.conn
+        .execute_batch(&format!(
+            "INSERT INTO saved_searches (id, name, url, pinned, created_at, updated_at) VALUES
+               (1, 'zz NXDOMAIN', '/dns?rcode=NXDOMAIN', 1, 1, 1),
+               (2, '{EVIL}', '/flows?port=22', 0, 1, 1),
+               (3, 'aa scans', '/anomalies?code=PORT_SCAN_LIKE', 0, 1, 1);"
+        ))
+        .unwrap();
+    let html = get_ok(&fx.app, "/searches").await;
+    let at = |id: i64| html.find(&format!("id=\"search-{id}\"")).unwrap();
+    // '<' sorts before letters.
+    assert!(at(1) < at(2) && at(2) < at(3), "pinned first, then by name");
+    assert!(!html.contains(EVIL) && html.contains(EVIL_HTML));
+    assert!(html.contains("href=\"/dns?rcode=NXDOMAIN\""));
+    assert!(html.contains("action=\"/searches/1/pin\"") && html.contains("Unpin"));
+    let json = get_json(&fx.app, "/api/searches").await;
+    assert_eq!(json["searches"][0]["pinned"], true);
+    assert_eq!(json["searches"][1]["name"], EVIL, "verbatim in JSON");
+}
+
+#[tokio::test]
+async fn list_pages_offer_to_save_their_own_url() {
+    let fx = fixture();
+    let html = get_ok(&fx.app, "/dns?rcode=NXDOMAIN&page=3").await;
+    assert!(
+        html.contains("action=\"/searches\"")
+            && html.contains("name=\"url\" value=\"/dns?rcode=NXDOMAIN\""),
+        "the save form carries the filter from page 1: {html}"
+    );
+    for page in ["/anomalies", "/incidents"] {
+        let html = get_ok(&fx.app, page).await;
+        assert!(html.contains("class=\"save-search\""), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn saving_a_search_checks_name_and_url_before_the_writer() {
+    let mut fx = fixture();
+    let writer = fx.writer(4, Some(7));
+    for bad in [
+        "name=x&url=%2F%2Fevil.test%2Fflows",
+        "name=x&url=javascript%3Aalert(1)",
+        "name=x&url=%2Flogin",
+        "name=+&url=%2Fflows",
+    ] {
+        let (status, _, body) = post(&fx.app, "/searches", bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+    }
+    let (status, headers, _) = post(
+        &fx.app,
+        "/searches",
+        "name=SSH&url=http%3A%2F%2F192.168.1.1%3A8080%2Fflows%3Fport%3D22",
+    )
+    .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(location(&headers), "/searches#search-7");
+    fx.conn
+        .execute(
+            "INSERT INTO saved_searches (id, name, url, pinned, created_at, updated_at)
+             VALUES (7, 'SSH', '/flows?port=22', 0, 1, 1)",
+            [],
+        )
+        .unwrap();
+    let (status, _, _) = post(&fx.app, "/searches/7", "name=Secure+shell").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = post(&fx.app, "/searches/7/pin", "pinned=1").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (status, _, _) = post(&fx.app, "/searches/7/pin", "pinned=yes").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = post(&fx.app, "/searches/8/delete", "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = post(&fx.app, "/searches/7/delete", "").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    drop(fx.app);
+    let commands = writer.join().unwrap();
+    let texts: Vec<String> = commands.iter().map(|c| format!("{c:?}")).collect();
+    assert_eq!(texts.len(), 4, "{texts:?}");
+    assert!(
+        texts[0].contains("CreateSearch") && texts[0].contains("\"/flows?port=22\""),
+        "{texts:?}"
+    );
+    assert!(texts[1].contains("RenameSearch") && texts[1].contains("Secure shell"));
+    assert!(texts[2].contains("PinSearch") && texts[2].contains("pinned: true"));
+    assert!(texts[3].contains("DeleteSearch"));
+}
