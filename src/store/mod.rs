@@ -9,6 +9,7 @@ pub mod enrich;
 pub mod offload;
 pub mod read;
 pub mod read_detect;
+pub mod read_peers;
 pub mod retention;
 pub mod saved;
 pub mod schema;

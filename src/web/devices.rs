@@ -13,12 +13,14 @@ use super::chart::{self, Bar};
 use super::format::{self, time};
 use super::layout::with_query;
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, dns, flows, now_ms};
+use super::{AppState, WebError, dns, flows, now_ms, peers};
 use crate::event::Command;
 use crate::store::read::{
     self, ALL_DIRECTIONS, DeviceDns, DeviceRow, DnsFilter, FlowFilter, MAX_DOMAIN_FILTER_CHARS,
     Show,
 };
+use crate::store::read_detect::{self, IncidentFilter, IncidentState};
+use crate::store::read_peers;
 use crate::store::writer::MAX_NOTES_CHARS;
 
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
@@ -136,10 +138,15 @@ pub async fn page(
     let window = parse_window(&query?.0)?;
     let now = now_ms();
     let since = now - window * 60_000;
-    let data = state
+    let (data, peers) = state
         .reads()
         .run(move |c| {
-            read::device_page(c, id, &recent_filter(), since, now - TOP_DOMAINS_WINDOW_MS)
+            let Some(page) =
+                read::device_page(c, id, &recent_filter(), since, now - TOP_DOMAINS_WINDOW_MS)?
+            else {
+                return Ok(None);
+            };
+            Ok(Some((page, device_peers(c, id, now)?)))
         })
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no device with id {id}")))?;
@@ -238,12 +245,34 @@ pub async fn page(
                     }
                 }
             }
+            (peers::device_sections(id, &peers, now))
             h2 { "DNS" }
             (dns_section(id, d.label(), &data.dns, window, since, now))
             h2 { "Recent flows" }
             (flows::recent(&data.flows, &full_view, now))
         },
     ))
+}
+
+/// The device's destinations and ports of the last day, and its latest incidents.
+fn device_peers(
+    c: &rusqlite::Connection,
+    id: i64,
+    now: i64,
+) -> rusqlite::Result<peers::DevicePeers> {
+    let since = now - peers::WINDOW_MS;
+    let filter = IncidentFilter {
+        device_id: Some(id),
+        state: IncidentState::All,
+        window: read_detect::WINDOWS.len() - 1,
+        per_page: 10,
+        ..IncidentFilter::default()
+    };
+    Ok(peers::DevicePeers {
+        hosts: read_peers::device_top_hosts(c, id, since)?,
+        ports: read_peers::device_top_ports(c, id, since)?,
+        incidents: read_detect::incidents(c, &filter, now)?.incidents,
+    })
 }
 
 /// Queries per minute and the NXDOMAIN ratio over the chart window, and the names the

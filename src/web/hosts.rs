@@ -9,9 +9,10 @@ use super::chart::{self, Bar};
 use super::devices::{WindowQuery, parse_window, recent_filter, window_links};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell, pager, with_query};
-use super::{AppState, WebError, flows, now_ms};
+use super::{AppState, WebError, flows, now_ms, peers};
 use crate::flow::proto_name;
 use crate::store::read::{self, FlowFilter, HostDomain, HostFilter, HostSort, MAX_PAGE, Order};
+use crate::store::read_peers;
 
 pub async fn list(
     State(state): State<AppState>,
@@ -116,9 +117,16 @@ pub async fn page(
     let since = now - window * 60_000;
     let data = state
         .reads()
-        .run(move |c| read::remote_host_page(c, id, &recent_filter(), since))
+        .run(move |c| {
+            let Some(page) = read::remote_host_page(c, id, &recent_filter(), since)? else {
+                return Ok(None);
+            };
+            let devices = read_peers::host_devices(c, id, now - peers::WINDOW_MS)?;
+            Ok(Some((page, devices)))
+        })
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no remote host with id {id}")))?;
+    let (data, devices) = data;
     let h = &data.host;
     let bars: Vec<Bar> = data
         .minutes
@@ -173,6 +181,7 @@ pub async fn page(
                     }
                 }
             }
+            (peers::host_devices(&devices))
             h2 { "Domains" }
             (domains(id, &data.domains))
             h2 { "Traffic" }

@@ -69,6 +69,7 @@ mod hosts;
 mod incidents;
 mod layout;
 mod login;
+mod peers;
 mod router;
 mod rules;
 mod saved;

@@ -649,3 +649,34 @@ async fn saving_a_search_checks_name_and_url_before_the_writer() {
     assert!(texts[2].contains("PinSearch") && texts[2].contains("pinned: true"));
     assert!(texts[3].contains("DeleteSearch"));
 }
+
+#[tokio::test]
+async fn device_and_host_pages_show_who_talked_to_whom() {
+    let fx = fixture();
+    let html = get_ok(&fx.app, "/devices/1").await;
+    for section in ["Top destinations", "Ports", "Incidents"] {
+        assert!(
+            html.contains(&format!("<h2>{section}</h2>")),
+            "{section}: {html}"
+        );
+    }
+    assert!(
+        html.contains("href=\"/hosts/1\""),
+        "its destination links to the host"
+    );
+    assert!(html.contains("8443/tcp"), "its port");
+    assert!(html.contains("href=\"/incidents/1\""), "its incident");
+    assert!(!html.contains(EVIL) && html.contains(EVIL_HTML));
+    let html = get_ok(&fx.app, "/devices/2").await;
+    assert!(html.contains("No flows in the last 24 h."));
+    assert!(
+        html.contains("href=\"/incidents/2\""),
+        "acknowledged ones too"
+    );
+    let html = get_ok(&fx.app, "/hosts/1").await;
+    assert!(html.contains("<h2>Devices</h2>") && html.contains("href=\"/devices/1\""));
+    assert!(
+        !html.contains(EVIL) && html.contains(EVIL_HTML),
+        "the device's name, escaped"
+    );
+}
