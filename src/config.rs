@@ -1209,6 +1209,23 @@ impl Config {
     }
 
     /// The effective config as TOML, for `netmon check-config`.
+    /// The configuration with its secrets replaced by "(set, not shown)": the password
+    /// hash, the metrics token, and a webhook URL's query (Gotify's `?token=`). For
+    /// `check-config` on a terminal and the settings page, which a support paste or a
+    /// screenshot may carry further.
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        for secret in [&mut c.web.password_hash, &mut c.web.metrics_token] {
+            if !secret.is_empty() {
+                *secret = "(set, not shown)".into();
+            }
+        }
+        if let Some((url, _query)) = c.notify.webhook_url.split_once('?') {
+            c.notify.webhook_url = format!("{url}?(set, not shown)");
+        }
+        c
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }

@@ -190,7 +190,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         metrics,
         config.db_path.clone(),
         auth,
-    );
+    )
+    .with_config(std::sync::Arc::new(config.clone()));
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
         for addr in &listen {

@@ -54,15 +54,10 @@ fn main() -> ExitCode {
             }
         },
         Cmd::CheckConfig => match Config::load(&cli.config) {
-            Ok(mut config) => {
+            Ok(config) => {
                 println!("# {}: ok", cli.config.display());
                 // Secrets are not echoed to a terminal or a support paste.
-                for secret in [&mut config.web.password_hash, &mut config.web.metrics_token] {
-                    if !secret.is_empty() {
-                        *secret = "(set, not shown)".into();
-                    }
-                }
-                print!("{}", config.to_toml());
+                print!("{}", config.redacted().to_toml());
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -20,6 +20,7 @@ pub enum Nav {
     Incidents,
     Rules,
     Searches,
+    Settings,
     Help,
     None,
 }
@@ -44,6 +45,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                     a href="/incidents" aria-current=[(nav == Nav::Incidents).then_some("page")] { "Incidents" }
                     a href="/rules" aria-current=[(nav == Nav::Rules).then_some("page")] { "Rules" }
                     a href="/searches" aria-current=[(nav == Nav::Searches).then_some("page")] { "Saved" }
+                    a href="/settings" aria-current=[(nav == Nav::Settings).then_some("page")] { "Health" }
                     a href="/help" aria-current=[(nav == Nav::Help).then_some("page")] { "Help" }
                 }
                 @if let Some(n) = incidents::open_alerts() {

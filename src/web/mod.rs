@@ -33,6 +33,7 @@
 //! | `POST /incidents/ack-all`, `POST /incidents/clear-acked` | acknowledge every incident, delete acknowledged ones |
 //! | `/rules`, `/rules/{id}`, `/api/rules` | allow/suppress rules; `POST /rules` creates, `POST /rules/{id}` saves, `POST /rules/{id}/delete` |
 //! | `/searches`, `/api/searches` | saved searches; `POST /searches` (`name`, `url`) saves, `POST /searches/{id}` renames (`name`), `/pin` (`pinned` 1/0), `/delete` |
+//! | `/settings` | health and settings: status, every collector's counters, storage, the effective config |
 //! | `/help` | what the detection codes mean |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
 //! | `/api/flows` | flows as JSON, same parameters as `/` |
@@ -74,6 +75,7 @@ mod router;
 mod rules;
 mod saved;
 mod session;
+mod settings;
 mod sse;
 mod throttle;
 pub mod tls;
@@ -131,6 +133,11 @@ struct Shared {
     auth: Auth,
     /// The "Alerts: N" count, cached per commit ([`incidents::badge`]).
     alerts: incidents::AlertCount,
+    /// The running configuration, for the settings page; `None` where the caller has
+    /// none (tests, benchmarks).
+    config: Option<Arc<crate::config::Config>>,
+    /// When this process started serving (unix ms), for the settings page.
+    started_ms: i64,
 }
 
 impl AppState {
@@ -153,8 +160,22 @@ impl AppState {
                 event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
                 auth,
                 alerts: incidents::AlertCount::default(),
+                config: None,
+                started_ms: now_ms(),
             }),
         }
+    }
+
+    /// The same state with the running configuration, which the settings page shows.
+    /// Call before the state is cloned (the router clones it per request).
+    pub fn with_config(mut self, config: Arc<crate::config::Config>) -> AppState {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.config = Some(config),
+            None => {
+                log::warn!("web: the configuration arrived after the state was shared; not shown")
+            }
+        }
+        self
     }
 
     fn reads(&self) -> &ReadPool {
@@ -204,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         .route("/searches/{id}/pin", post(saved::pin))
         .route("/searches/{id}/delete", post(saved::delete))
         .route("/api/searches", get(saved::api))
+        .route("/settings", get(settings::page))
         .route("/help", get(help::page))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))

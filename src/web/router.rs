@@ -460,7 +460,7 @@ fn to_i64(v: u64) -> i64 {
 
 /// The storage budget (`store::budget`): what the database takes against its budget and
 /// what flood protection pruned to keep it there.
-fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u64) -> Markup {
+pub(super) fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u64) -> Markup {
     let p = &b.pruned;
     let over = b.budget_bytes > 0 && file_bytes > b.budget_bytes;
     html! {

@@ -80,6 +80,11 @@ fn seed(conn: &Connection, now: i64) {
 }
 
 fn fixture() -> Fixture {
+    fixture_with(None)
+}
+
+/// The fixture, its server knowing `config` (the settings page shows it).
+fn fixture_with(config: Option<crate::config::Config>) -> Fixture {
     let (dir, conn) = temp_db("web-detect");
     seed(&conn, super::now_ms());
     let reads = ReadPool::open(&dir.db(), 2).unwrap();
@@ -95,6 +100,10 @@ fn fixture() -> Fixture {
         dir.db(),
         super::Auth::open(),
     );
+    let state = match config {
+        Some(c) => state.with_config(Arc::new(c)),
+        None => state,
+    };
     Fixture {
         _dir: dir,
         app: router(state),
@@ -679,4 +688,24 @@ async fn device_and_host_pages_show_who_talked_to_whom() {
         !html.contains(EVIL) && html.contains(EVIL_HTML),
         "the device's name, escaped"
     );
+}
+
+#[tokio::test]
+async fn settings_page_shows_counters_storage_and_the_config_without_secrets() {
+    let mut config = crate::config::Config::default();
+    config.web.password_hash = "$argon2id$v=19$secret-hash".into();
+    config.web.metrics_token = "token-123".into();
+    config.notify.webhook_url = "http://192.0.2.7:8080/message?token=gotify-secret".into();
+    let fx = fixture_with(Some(config));
+    let html = get_ok(&fx.app, "/settings").await;
+    assert!(html.contains("<h1>Health and settings</h1>"), "{html}");
+    assert!(html.contains("Collectors and counters") && html.contains("id=\"status\""));
+    assert!(html.contains("max_db_mb"), "the retention settings");
+    for secret in ["secret-hash", "token-123", "gotify-secret"] {
+        assert!(!html.contains(secret), "{secret} shown");
+    }
+    assert!(html.contains("http://192.0.2.7:8080/message?(set, not shown)"));
+    let fx = fixture();
+    let html = get_ok(&fx.app, "/settings").await;
+    assert!(html.contains("The configuration is not available"));
 }
