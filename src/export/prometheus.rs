@@ -259,6 +259,10 @@ pub fn describe_all() {
         "netmon_storage_pruned_rows_total",
         "Rows deleted to keep storage bounded, by reason (device_cap, domain_cap, host_names, budget, unreferenced) and table; the traffic they describe stays in the rollups."
     );
+    describe_counter!(
+        "netmon_storage_wal_truncations_total",
+        "Times the write-ahead log had outgrown its share of the storage budget and was checkpointed and truncated."
+    );
     describe_histogram!(
         "netmon_storage_pass_seconds",
         Unit::Seconds,
@@ -465,6 +469,19 @@ pub fn record_device_traffic(conn: &Connection, totals: impl IntoIterator<Item =
     }
 }
 
+/// A device merged into another (`store::devices::merge`: an address-only device turned
+/// out to be a known MAC's). The survivor takes over the merged device's series when it
+/// has none of its own, so one device's traffic keeps adding to one series; when both
+/// have one, the merged device's series stops growing (a counter never goes down).
+pub fn merge_device_series(from: i64, into: i64) {
+    if let Some(devices) = DEVICES.get() {
+        devices
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .merge(from, into);
+    }
+}
+
 /// What a device's series is called: its owner's name, else its DHCP hostname, else its
 /// address (`devices.ip`, the first address netmon saw it use). Chosen when the series
 /// is created and kept until netmon restarts, so a rename does not split a series
@@ -534,6 +551,13 @@ impl DeviceSeries {
         }
     }
 
+    /// Device `from` is now part of `into`: see [`merge_device_series`].
+    pub fn merge(&mut self, from: i64, into: i64) {
+        if let Some(counters) = self.devices.remove(&from) {
+            self.devices.entry(into).or_insert(counters);
+        }
+    }
+
     /// Adds `traffic` to the device's series; `label` names a device seen for the
     /// first time (only called while under the cap).
     pub fn add(&mut self, device_id: i64, traffic: [u64; 4], label: impl FnOnce() -> String) {
@@ -597,6 +621,32 @@ br-lan:12345678901  99    0    0    0     0          0         0      500       
         assert_eq!(stats[2].rx_bytes, 12_345_678_901);
         assert_eq!((stats[2].tx_bytes, stats[2].tx_packets), (500, 7));
         assert!(parse_proc_net_dev("garbage\n\nx: 1 2\n").is_empty());
+    }
+
+    #[test]
+    fn a_merged_device_s_series_follows_it() {
+        let rec = recorder();
+        metrics::with_local_recorder(&rec, || {
+            let mut series = DeviceSeries::new(1);
+            series.add(1, [100, 0, 1, 0], || "fd77::10".into());
+            series.add(2, [5, 0, 1, 0], || unreachable!("past the cap"));
+            // Address-only device 1 is MAC device 2: its series is 2's from now on.
+            series.merge(1, 2);
+            series.add(2, [7, 0, 1, 0], || unreachable!("took over 1's series"));
+        });
+        let text = rec.handle().render();
+        assert!(
+            text.contains(
+                r#"netmon_device_bytes_total{router="r1",device="fd77::10",direction="up"} 107"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"netmon_device_bytes_total{router="r1",device="other",direction="up"} 5"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

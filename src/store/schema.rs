@@ -21,6 +21,10 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_saved_searches.sql"),
 ];
 
+/// How long the writer's connection waits for a lock (readers never take one that
+/// blocks it in WAL mode; this covers checkpoints and a second process by mistake).
+pub const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The schema version this binary writes.
 pub const VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -104,7 +108,7 @@ pub fn open_rw(path: &Path) -> anyhow::Result<Connection> {
          PRAGMA foreign_keys = OFF;",
     )
     .with_context(|| format!("setting pragmas on {}", path.display()))?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(64);
     migrate(&conn).with_context(|| format!("migrating {}", path.display()))?;
     Ok(conn)

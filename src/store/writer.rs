@@ -850,6 +850,7 @@ impl Writer {
             }
         }
         self.dns.remap_device(from, into);
+        crate::export::prometheus::merge_device_series(from, into);
         if let Some(d) = &mut self.detect {
             d.engine.remap_device(from, into);
         }
