@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_enrich.sql"),
     include_str!("../../migrations/0006_detect.sql"),
     include_str!("../../migrations/0007_flood.sql"),
+    include_str!("../../migrations/0008_flow_indexes.sql"),
 ];
 
 /// The schema version this binary writes.
