@@ -716,7 +716,7 @@ pub struct FlowFilter {
     /// 1-based; ignored when `last_page`.
     pub page: u32,
     /// `page=last`: the final page, found by reading the sort backwards (the count
-    /// stops at [`COUNT_CAP`], so its number may be unknown).
+    /// stops at [`COUNT_PAGES`] pages, so its number may be unknown).
     pub last_page: bool,
     pub per_page: u32,
 }
@@ -1428,20 +1428,23 @@ const IN_NETWORK: &str = "netmon_in_network";
 /// evaluate them once per distinct argument.
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
     conn.create_scalar_function(
         IN_NETWORK,
         2,
         FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
         |ctx| {
-            let ip = ctx.get::<Option<String>>(0)?;
-            let net = ctx.get::<Option<String>>(1)?;
-            let inside = match (ip, net) {
-                (Some(ip), Some(net)) => {
-                    match (ip.parse::<std::net::IpAddr>(), net.parse::<ipnet::IpNet>()) {
-                        (Ok(ip), Ok(net)) => net.contains(&ip),
-                        _ => false,
-                    }
-                }
+            // The network is the same for every row of a statement: parsed once and
+            // kept as SQLite auxiliary data. A bad one matches nothing.
+            let net =
+                ctx.get_or_create_aux(1, |v| -> Result<Option<ipnet::IpNet>, rusqlite::Error> {
+                    Ok(v.as_str().ok().and_then(|s| s.parse().ok()))
+                })?;
+            let inside = match (ctx.get_raw(0), net.as_ref()) {
+                (ValueRef::Text(ip), Some(net)) => std::str::from_utf8(ip)
+                    .ok()
+                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                    .is_some_and(|ip| net.contains(&ip)),
                 _ => false,
             };
             Ok(inside)
@@ -1518,12 +1521,47 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
         w.add("f.first_seen <= ?", [Value::Integer(to.at(now))]);
     }
     if let Some(bytes) = f.min_bytes {
+        // Through `flows_bytes` only when sorting by bytes: as a range it matches half
+        // the table, and SQLite would rather sort that half than walk the sort's index
+        // (`+ 0` keeps the term off the index).
+        let term = if f.sort == FlowSort::Bytes {
+            "f.bytes_up + f.bytes_down >= ?"
+        } else {
+            "f.bytes_up + f.bytes_down + 0 >= ?"
+        };
         w.add(
-            "f.bytes_up + f.bytes_down >= ?",
+            term,
             [Value::Integer(i64::try_from(bytes).unwrap_or(i64::MAX))],
         );
     }
     w
+}
+
+/// The index a flows page walks, when the filter has nothing selective to start from.
+///
+/// Without one, SQLite's cost model prefers reading the whole table and sorting it over
+/// walking the sort's index with a row lookup per candidate — right for "every row",
+/// badly wrong for "the first 50" (a `state=` filter became a 1-million-row sort). The
+/// index order stops at the LIMIT. A device, host, domain, hit or time filter narrows
+/// the candidates first and is left to the planner, as is the live view (its partial
+/// index holds only the live flows) and the destination sort (no index).
+fn sort_index(f: &FlowFilter) -> Option<&'static str> {
+    let narrowed = f.device_id.is_some()
+        || f.remote_host_id.is_some()
+        || f.domain.is_some()
+        || f.min_score.is_some()
+        || f.code.is_some()
+        || f.from.is_some()
+        || f.to.is_some();
+    if narrowed || f.show == Show::Active {
+        return None;
+    }
+    match f.sort {
+        FlowSort::LastSeen => Some("flows_last_seen"),
+        FlowSort::Bytes => Some("flows_bytes"),
+        FlowSort::Age => Some("flows_first_seen"),
+        FlowSort::Dst => None,
+    }
 }
 
 fn dns_where(f: &DnsFilter) -> Where {
@@ -1860,17 +1898,19 @@ fn proto_as_name<S: serde::Serializer>(proto: &u8, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&crate::flow::proto_name(*proto))
 }
 
-/// Counting stops here: an exact `count(*)` over a million-flow filter costs seconds,
-/// and nobody pages through more than this. Past it the page says "10 000+" and the
-/// last page is found by reading the sort backwards.
-pub const COUNT_CAP: u64 = 10_000;
+/// Counting stops after this many pages' worth of flows (1 000 at the default 50 a
+/// page, 10 000 at 500). An exact `count(*)` over a million-flow filter costs seconds,
+/// and a filter no index narrows (a CIDR, a state) costs a row visit per candidate
+/// until the cap is reached, so the cap is what bounds the count. Past it the page says
+/// "1 000+", the pager numbers what is known, and `page=last` reads the sort backwards.
+pub const COUNT_PAGES: u32 = 20;
 
 /// One page of flows plus how many match the filter (for pagination).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowPage {
-    /// Exact up to [`COUNT_CAP`]; `COUNT_CAP` with `capped` past it.
+    /// Exact up to [`COUNT_PAGES`] pages; that many rows with `capped` past it.
     pub total: u64,
-    /// More than [`COUNT_CAP`] flows match.
+    /// More than [`COUNT_PAGES`] pages of flows match.
     pub capped: bool,
     /// The page shown, 1-based; for `page=last` past the cap, the last page whose
     /// number is known plus one (it is "last", not a number).
@@ -1892,11 +1932,12 @@ impl FlowPage {
 ///
 /// The page's ids are chosen first in a subquery and only those ~50 rows are joined to
 /// their device, remote host, domain names and hit score: the sort never drags joined
-/// columns through a million-row scan. The count reads at most [`COUNT_CAP`] + 1 rows.
+/// columns through a million-row scan. The count reads at most [`COUNT_PAGES`] pages
+/// and one row.
 pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPage> {
     let now = crate::sys::now_ms();
     let w = flow_where(filter, now);
-    let cap = i64::try_from(COUNT_CAP).unwrap_or(i64::MAX);
+    let cap = i64::from(COUNT_PAGES) * i64::from(filter.per_page);
     let mut count_params = w.params.clone();
     count_params.push(Value::Integer(cap + 1));
     let counted: i64 = conn
@@ -1926,9 +1967,10 @@ pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPag
     } else {
         flow_order_by(filter)
     };
+    let indexed = sort_index(filter).map_or(String::new(), |i| format!(" INDEXED BY {i}"));
     let sql = format!(
         "SELECT {FLOW_COLUMNS} FROM \
-         (SELECT f.id FROM flows f{where_} ORDER BY {order} LIMIT ? OFFSET ?) page \
+         (SELECT f.id FROM flows f{indexed}{where_} ORDER BY {order} LIMIT ? OFFSET ?) page \
          JOIN flows f ON f.id = page.id \
          LEFT JOIN devices d ON d.id = f.device_id \
          LEFT JOIN remote_hosts r ON r.id = f.remote_host_id \
@@ -1973,8 +2015,9 @@ pub fn flows_export(
 ) -> rusqlite::Result<u32> {
     let w = flow_where(filter, crate::sys::now_ms());
     let order = flow_order_by(filter);
+    let indexed = sort_index(filter).map_or(String::new(), |i| format!(" INDEXED BY {i}"));
     let sql = format!(
-        "SELECT {FLOW_COLUMNS} FROM flows f \
+        "SELECT {FLOW_COLUMNS} FROM flows f{indexed} \
          LEFT JOIN devices d ON d.id = f.device_id \
          LEFT JOIN remote_hosts r ON r.id = f.remote_host_id \
          LEFT JOIN dns_names qn ON qn.id = f.qname_id \

@@ -42,7 +42,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// `stale`, `other-client` or `none`); names are canonical text (lowercase, `\DDD` for
 /// bytes outside printable ASCII), otherwise verbatim.
 /// Takes every parameter of `/flows` (`page=last` too). `total` is exact up to
-/// `read::COUNT_CAP`; past it `total` is the cap and `total_capped` is true. Each flow
+/// `read::COUNT_PAGES` pages; past it `total` is that many rows and `total_capped` is true. Each flow
 /// also carries `score`: the highest score of the detection hits it caused, or null.
 #[derive(Serialize)]
 pub struct FlowsResponse {
