@@ -2691,6 +2691,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn search_filters_parse_bound_and_round_trip() {
+        let text = "show=ended&src=10.1.2.3/8&dst=2001:DB8::5/32&state=time_wait&min_score=70\
+                    &code=rare_port&from=90m&to=2026-12-04T21:00&min_bytes=10Mi\
+                    &cols=bytes,device&page=last";
+        let f = FlowFilter::parse(&FlowQuery::from_query_string(text).unwrap()).unwrap();
+        assert_eq!(f.src, Some(AddrMatch::Net("10.0.0.0/8".into())));
+        assert_eq!(f.dst, Some(AddrMatch::Net("2001:db8::/32".into())));
+        assert_eq!(f.state, Some("TIME_WAIT"));
+        assert_eq!((f.min_score, f.code), (Some(70), Some(Code::RarePort)));
+        assert_eq!(
+            f.from.as_ref().map(|t| t.at(10_000_000)),
+            Some(10_000_000 - 5_400_000)
+        );
+        assert_eq!(f.to.as_ref().map(|t| t.at(0)), Some(1_796_418_000_000));
+        assert_eq!(f.min_bytes, Some(10 << 20));
+        assert_eq!(f.columns, vec![FlowColumn::Device, FlowColumn::Bytes]);
+        assert!(f.last_page);
+        let canonical = f.to_query();
+        assert_eq!(
+            canonical,
+            "show=ended&src=10.0.0.0%2F8&dst=2001%3Adb8%3A%3A%2F32&state=TIME_WAIT&min_score=70\
+             &code=RARE_PORT&from=90m&to=2026-12-04T21%3A00%3A00Z&min_bytes=10485760\
+             &cols=device%2Cbytes&page=last"
+        );
+        let again = FlowFilter::parse(&FlowQuery::from_query_string(&canonical).unwrap()).unwrap();
+        assert_eq!(again, f);
+        // Repeated `cols` (checkboxes) join; other repeated keys are refused.
+        let f =
+            FlowFilter::parse(&FlowQuery::from_query_string("cols=dst&cols=&cols=src").unwrap())
+                .unwrap();
+        assert_eq!(f.columns, vec![FlowColumn::Src, FlowColumn::Dst]);
+        assert!(FlowQuery::from_query_string("port=1&port=2").is_err());
+        // Dates are checked, not wrapped.
+        for bad in [
+            "2026-02-30",
+            "2026-12-04T24:00",
+            "1969-12-31",
+            "12h30m",
+            "-1h",
+        ] {
+            assert!(TimeBound::parse("from", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_utc("2024-02-29Z").map(|t| t.0),
+            Some(1_709_164_800_000)
+        );
+    }
+
+    #[test]
     fn filter_round_trips_through_query_string() {
         let f = FlowFilter::parse(&q(&[
             ("show", "all"),

@@ -1812,3 +1812,136 @@ async fn serve_speaks_tls_and_marks_the_cookie_secure() {
     let result = tokio::time::timeout(Duration::from_secs(5), server).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
 }
+
+#[tokio::test]
+async fn flows_page_lives_at_flows_and_links_there() {
+    let fx = fixture();
+    let (status, _, flows) = get(&fx.app, "/flows").await;
+    assert_eq!(status, StatusCode::OK);
+    // `/` serves the same page until the overview takes it.
+    let (status, _, root) = get(&fx.app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(root.contains("id=\"flows-live\""), "{root}");
+    // Nav, form, clear, sort and CSV links all point at /flows (or its API).
+    for needle in [
+        "href=\"/flows\" aria-current=\"page\"",
+        "action=\"/flows\"",
+        "href=\"/flows?sort=dst\"",
+        "href=\"/api/flows.csv\"",
+        "data-src=\"/fragment/flows\"",
+    ] {
+        assert!(flows.contains(needle), "{needle}: {flows}");
+    }
+    assert!(!flows.contains("href=\"/?"), "{flows}");
+    // Device and host pages link to their flows on /flows.
+    let (_, _, device) = get(&fx.app, "/devices/1").await;
+    assert!(
+        device.contains("href=\"/flows?show=all&amp;direction=all&amp;device=1\""),
+        "{device}"
+    );
+}
+
+#[tokio::test]
+async fn flow_search_filters_answer_and_bad_values_name_the_parameter() {
+    let fx = fixture();
+    let ids = |q: &'static str| {
+        let app = fx.app.clone();
+        async move { flow_ids(&get_json(&app, &format!("/api/flows?show=all&direction=all&{q}")).await) }
+    };
+    assert_eq!(ids("src=10.0.0.0/30").await, Vec::<i64>::new());
+    assert_eq!(ids("src=10.0.0.4/30").await, vec![4, 3, 1, 2, 7, 5]);
+    assert_eq!(
+        ids("src=10.0.0.4/30&state=established").await,
+        vec![4, 3, 1, 2, 5]
+    );
+    assert_eq!(ids("dst=198.51.100.0/24&sort=dst").await, vec![1, 5, 7, 2]);
+    assert_eq!(ids("src=192.0.2.9").await, vec![6]);
+    assert_eq!(ids("src=2001:db8::/32").await, Vec::<i64>::new());
+    assert_eq!(ids("min_bytes=500&sort=bytes").await, vec![2, 5]);
+    assert_eq!(ids("to=1970-01-01").await, Vec::<i64>::new());
+    assert_eq!(ids("from=1970-01-01T00:00Z&per_page=2").await, vec![4, 3]);
+    // A page past the count, and `page=last`.
+    let v = get_json(
+        &fx.app,
+        "/api/flows?show=all&direction=all&per_page=4&page=last",
+    )
+    .await;
+    assert_eq!(
+        (v["page"].as_u64(), v["last_page"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(flow_ids(&v), vec![6, 7, 5]);
+    for (uri, param) in [
+        ("/api/flows?src=10.0.0.0/33", "src"),
+        ("/api/flows?dst=10.0.0.0/x", "dst"),
+        ("/api/flows?state=SLEEPING", "state"),
+        ("/api/flows?min_score=101", "min_score"),
+        ("/api/flows?code=NOPE", "code"),
+        ("/api/flows?from=yesterday", "from"),
+        ("/api/flows?to=2026-13-01", "to"),
+        ("/api/flows?from=99999d", "from"),
+        ("/api/flows?min_bytes=10X", "min_bytes"),
+        ("/api/flows?cols=device,nope", "cols"),
+        ("/flows?page=first", "page"),
+        ("/api/flows.csv?min_bytes=-1", "min_bytes"),
+    ] {
+        let (status, _, body) = get(&fx.app, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body.contains(&format!("`{param}`")), "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn flow_columns_are_chosen_by_cols_and_kept_in_links() {
+    let fx = fixture();
+    // The form's checkboxes send one `cols=` each.
+    let (status, _, body) = get(&fx.app, "/flows?cols=dst&cols=device&cols=bytes").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<th>Device</th>"), "{body}");
+    assert!(!body.contains("<th>Domain</th>"), "{body}");
+    assert!(!body.contains("<th>Proto</th>"), "{body}");
+    assert!(
+        body.contains("href=\"/flows?cols=device%2Cdst%2Cbytes&amp;sort=dst\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("name=\"cols\" value=\"bytes\" checked"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("name=\"cols\" value=\"proto\" checked"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn csv_export_quotes_and_defuses_hostile_text() {
+    let fx = fixture();
+    let conn = Connection::open(fx._dir.db()).unwrap();
+    conn.execute(
+        "UPDATE devices SET name = '=HYPERLINK(\"http://x\",\"a,b\")' WHERE id = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (status, headers, body) = get(&fx.app, "/api/flows.csv?show=all&direction=all").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(headers["x-netmon-row-limit"], "100000");
+    let lines: Vec<&str> = body.split("\r\n").collect();
+    assert!(lines[0].starts_with("id,first_seen,last_seen,ended_at,device_id,device,"));
+    assert_eq!(lines.len(), 1 + 7 + 1, "{body}");
+    assert!(
+        body.contains(",\"'=HYPERLINK(\"\"http://x\"\",\"\"a,b\"\")\","),
+        "{body}"
+    );
+    // Names verbatim otherwise; a quote forces quoting.
+    assert!(body.contains("\"\"\"onmouseover=alert(1)\""), "{body}");
+    // The filter applies.
+    let (_, _, one) = get(&fx.app, "/api/flows.csv?src=192.0.2.9").await;
+    assert_eq!(
+        one.split("\r\n").filter(|l| !l.is_empty()).count(),
+        2,
+        "{one}"
+    );
+}
