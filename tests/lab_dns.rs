@@ -292,7 +292,7 @@ fn hostile_names_are_stored_safely_and_rendered_inert() {
 
     // Pages that show names: markup is text, never markup.
     let pages = [
-        "/".to_owned(),
+        "/flows".to_owned(),
         "/dns".to_owned(),
         "/flows?show=all".to_owned(),
         format!(

@@ -31,7 +31,7 @@ const NAMES_PER_HOST: i64 = 1_000;
 const OTHER_FLOWS: u64 = 300;
 const OTHER_QUERIES: u64 = 40;
 const PAGES: [&str; 8] = [
-    "/",
+    "/flows",
     "/fragment/flows",
     "/dns",
     "/devices",

@@ -579,8 +579,8 @@ fn hostile_strings_are_stored_verbatim_and_rendered_inert() {
 
     let mut c = Client { lab: &lab, seen: 0 };
     let mut pages: Vec<String> = vec![
-        "/".into(),
-        "/?show=all&direction=all".into(),
+        "/flows".into(),
+        "/flows?show=all&direction=all".into(),
         "/fragment/flows?show=all&direction=all".into(),
         "/devices".into(),
         "/hosts".into(),
@@ -593,7 +593,7 @@ fn hostile_strings_are_stored_verbatim_and_rendered_inert() {
     ];
     for d in &devices {
         pages.push(format!("/devices/{d}"));
-        pages.push(format!("/?device={d}&show=all&direction=all"));
+        pages.push(format!("/flows?device={d}&show=all&direction=all"));
         pages.push(format!("/dns?device={d}"));
     }
     for h in &hosts {

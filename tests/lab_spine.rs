@@ -527,7 +527,7 @@ fn item2_long_download_counters_grow_live_and_spread_over_minutes() {
                 device_id = Some(id);
                 minute_samples.push(device_minute_sums(&lab, id, t_start - 120_000).1);
             }
-            if !dashboard_showed_it && lab.http_get("/").contains(WAN4) {
+            if !dashboard_showed_it && lab.http_get("/flows").contains(WAN4) {
                 dashboard_showed_it = true;
             }
         }
@@ -718,7 +718,7 @@ fn item3_router_local_flows_labelled_hidden_and_not_remote_hosts() {
         find_flow(&only_local, "tcp", CLIENT4, Some(47222), RTR_LAN4, Some(22)).is_some(),
         "direction=router-local does not list the SSH flow: {only_local:?}"
     );
-    let page = lab.http_get("/");
+    let page = lab.http_get("/flows");
     assert!(
         page.contains(WAN4),
         "the dashboard does not show the active outbound control flow ({WAN4})"

@@ -110,7 +110,7 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     let shots = screenshots();
 
     // --- every page ----------------------------------------------------------------------
-    visit(&mut b, "/", "", &[CLIENT4]);
+    visit(&mut b, "/flows", "", &[CLIENT4]);
     b.screenshot(&shots.join("overview.png"));
     visit(&mut b, "/devices", "Devices", &[CLIENT4, PAYLOADS[0]]);
     visit(&mut b, &format!("/devices/{client}"), "", &[CLIENT4]);
@@ -192,7 +192,7 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
         .expect("renamed");
     assert_eq!(stored, name, "stored verbatim");
     for path in [
-        "/".to_owned(),
+        "/flows".to_owned(),
         "/devices".into(),
         format!("/devices/{client}"),
         "/dns".into(),
@@ -201,7 +201,7 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     }
 
     // --- live updates without polling -----------------------------------------------------
-    b.goto(&format!("http://{WEB}/"));
+    b.goto(&format!("http://{WEB}/flows"));
     assert!(
         b.wait_js(
             "document.getElementById('live-status')?.textContent === 'live'",

@@ -29,6 +29,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params, params_fro
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use crate::detect::Code;
 use crate::flow::{Direction, proto_from_name};
 
 // ---------------------------------------------------------------------------------------
@@ -152,6 +153,7 @@ fn open_read_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "query_only", true)?;
     conn.pragma_update(None, "cache_size", -READ_CACHE_KIB)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    register_functions(&conn)?;
     Ok(conn)
 }
 
@@ -210,10 +212,336 @@ pub struct FlowQuery {
     pub proto: Option<String>,
     /// A domain: the flows whose asked-for name is it or ends in `.` + it.
     pub domain: Option<String>,
+    /// A TCP state name (`ESTABLISHED`, `TIME_WAIT`, …).
+    pub state: Option<String>,
+    /// Flows with a detection hit scoring at least this (0-100).
+    pub min_score: Option<String>,
+    /// Flows with a detection hit carrying this reason code.
+    pub code: Option<String>,
+    /// Flows active at or after this time: ISO UTC (`2026-12-04T21:00Z`) or an age (`1h`).
+    pub from: Option<String>,
+    /// Flows that started at or before this time (same forms as `from`).
+    pub to: Option<String>,
+    /// Flows that moved at least this many bytes (up + down; `k`, `M`, `G` suffixes).
+    pub min_bytes: Option<String>,
+    /// The table columns to show, a comma list of [`FlowColumn`] keys.
+    pub cols: Option<String>,
     pub sort: Option<String>,
     pub order: Option<String>,
+    /// A page number, or `last`.
     pub page: Option<String>,
     pub per_page: Option<String>,
+}
+
+impl FlowQuery {
+    /// Parses a raw query string. Like axum's `Query`, except that `cols` may repeat
+    /// (a form's column checkboxes send one `cols=` each): its values are joined into
+    /// the one comma list the canonical URL carries. Any other repeated key is an error.
+    pub fn from_query_string(raw: &str) -> Result<FlowQuery, String> {
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(raw).map_err(|e| format!("invalid query string: {e}"))?;
+        let mut cols: Option<String> = None;
+        let mut rest = Vec::with_capacity(pairs.len());
+        for (k, v) in pairs {
+            if k == "cols" {
+                match &mut cols {
+                    Some(c) if !v.is_empty() => {
+                        c.push(',');
+                        c.push_str(&v);
+                    }
+                    Some(_) => {}
+                    None => cols = Some(v),
+                }
+            } else {
+                rest.push((k, v));
+            }
+        }
+        let text = serde_urlencoded::to_string(&rest).map_err(|e| e.to_string())?;
+        let mut q: FlowQuery = serde_urlencoded::from_str(&text)
+            .map_err(|e| format!("Failed to deserialize query string: {e}"))?;
+        q.cols = cols;
+        Ok(q)
+    }
+}
+
+/// A column of the flows table, as `cols=` names it. Carried in the filter so every
+/// sort, page and filter link keeps the owner's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FlowColumn {
+    Device,
+    Src,
+    Domain,
+    Dst,
+    Proto,
+    Dir,
+    State,
+    Score,
+    Bytes,
+    Age,
+    LastSeen,
+}
+
+impl FlowColumn {
+    /// Every column, in display order; the default is all of them.
+    pub const ALL: [FlowColumn; 11] = [
+        FlowColumn::Device,
+        FlowColumn::Src,
+        FlowColumn::Domain,
+        FlowColumn::Dst,
+        FlowColumn::Proto,
+        FlowColumn::Dir,
+        FlowColumn::State,
+        FlowColumn::Score,
+        FlowColumn::Bytes,
+        FlowColumn::Age,
+        FlowColumn::LastSeen,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FlowColumn::Device => "device",
+            FlowColumn::Src => "src",
+            FlowColumn::Domain => "domain",
+            FlowColumn::Dst => "dst",
+            FlowColumn::Proto => "proto",
+            FlowColumn::Dir => "dir",
+            FlowColumn::State => "state",
+            FlowColumn::Score => "score",
+            FlowColumn::Bytes => "bytes",
+            FlowColumn::Age => "age",
+            FlowColumn::LastSeen => "last_seen",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            FlowColumn::Device => "Device",
+            FlowColumn::Src => "Source",
+            FlowColumn::Domain => "Domain",
+            FlowColumn::Dst => "Destination",
+            FlowColumn::Proto => "Proto",
+            FlowColumn::Dir => "Dir",
+            FlowColumn::State => "State",
+            FlowColumn::Score => "Score",
+            FlowColumn::Bytes => "Bytes ↑/↓",
+            FlowColumn::Age => "Age",
+            FlowColumn::LastSeen => "Last seen",
+        }
+    }
+}
+
+fn parse_columns(text: &str) -> Result<Vec<FlowColumn>, FilterError> {
+    const EXPECTED: &str =
+        "a comma list of device, src, domain, dst, proto, dir, state, score, bytes, age, last_seen";
+    let mut cols = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let col = FlowColumn::ALL
+            .into_iter()
+            .find(|c| c.as_str() == part)
+            .ok_or_else(|| bad("cols", text, EXPECTED))?;
+        cols.push(col);
+    }
+    if cols.is_empty() {
+        return Err(bad("cols", text, EXPECTED));
+    }
+    cols.sort();
+    cols.dedup();
+    Ok(cols)
+}
+
+/// A time bound of the flow filter. An age stays an age in the URL, so a shared
+/// "last hour" link means the last hour whenever it is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimeBound {
+    /// This many milliseconds before the query runs; `text` is how the URL says it.
+    Ago { ms: i64, text: String },
+    /// Unix ms; `text` is the canonical ISO form (`2026-12-04T21:00:00Z`).
+    At { ms: i64, text: String },
+}
+
+/// The oldest age a bound may name: longer than any retention.
+const MAX_AGE_DAYS: i64 = 3650;
+
+impl TimeBound {
+    fn parse(param: &'static str, text: &str) -> Result<TimeBound, FilterError> {
+        const EXPECTED: &str =
+            "an age such as 30m, 1h, 7d, or a UTC time such as 2026-12-04T21:00Z";
+        let err = || bad(param, text, EXPECTED);
+        let t = text.trim();
+        if let Some(unit) = t.chars().last().filter(|c| "smhd".contains(*c))
+            && t.len() > 1
+            && t[..t.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        {
+            let n: i64 = t[..t.len() - 1].parse().map_err(|_| err())?;
+            let unit_ms = match unit {
+                's' => 1000,
+                'm' => 60_000,
+                'h' => 3_600_000,
+                _ => 86_400_000,
+            };
+            if n > MAX_AGE_DAYS * 86_400_000 / unit_ms {
+                return Err(err());
+            }
+            return Ok(TimeBound::Ago {
+                ms: n * unit_ms,
+                text: format!("{n}{unit}"),
+            });
+        }
+        let (ms, canonical) = parse_utc(t).ok_or_else(err)?;
+        Ok(TimeBound::At {
+            ms,
+            text: canonical,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            TimeBound::Ago { text, .. } | TimeBound::At { text, .. } => text,
+        }
+    }
+
+    /// Unix ms, ages counted back from `now`.
+    pub fn at(&self, now: i64) -> i64 {
+        match self {
+            TimeBound::Ago { ms, .. } => now - ms,
+            TimeBound::At { ms, .. } => *ms,
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD`, optionally `THH:MM` or `THH:MM:SS` (a space works for the `T`), with an
+/// optional `Z`: always UTC. Returns unix ms and the canonical text.
+fn parse_utc(text: &str) -> Option<(i64, String)> {
+    let t = text
+        .strip_suffix('Z')
+        .or_else(|| text.strip_suffix('z'))
+        .unwrap_or(text);
+    let (date, time) = match t.split_once(['T', 't', ' ']) {
+        Some((d, tm)) => (d, Some(tm)),
+        None => (t, None),
+    };
+    let num = |s: &str, len: usize| -> Option<i64> {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (y, mo, da) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    if d.next().is_some() || !(1970..=9999).contains(&y) || !(1..=12).contains(&mo) {
+        return None;
+    }
+    let month_days = [
+        31,
+        if y % 4 == 0 && (y % 100 != 0 || y % 400 == 0) {
+            29
+        } else {
+            28
+        },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if da < 1 || da > month_days[(mo - 1) as usize] {
+        return None;
+    }
+    let (h, mi, se) = match time {
+        None => (0, 0, 0),
+        Some(tm) => {
+            let mut p = tm.split(':');
+            let h = num(p.next()?, 2)?;
+            let mi = num(p.next()?, 2)?;
+            let se = match p.next() {
+                Some(s) => num(s, 2)?,
+                None => 0,
+            };
+            if p.next().is_some() || h > 23 || mi > 59 || se > 59 {
+                return None;
+            }
+            (h, mi, se)
+        }
+    };
+    let ms = ((days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60_000 + se * 1000;
+    Some((
+        ms,
+        format!("{y:04}-{mo:02}-{da:02}T{h:02}:{mi:02}:{se:02}Z"),
+    ))
+}
+
+/// Bytes: a whole number with an optional `k`, `M`, `G`, `T` (powers of 1000) or `Ki`,
+/// `Mi`, `Gi`, `Ti` (powers of 1024) and an optional trailing `B`.
+fn parse_bytes(text: &str) -> Result<u64, FilterError> {
+    let err = || {
+        bad(
+            "min_bytes",
+            text,
+            "a byte count such as 1000000, 500k, 10M or 2GiB",
+        )
+    };
+    let t = text.trim();
+    let t = t.strip_suffix(['B', 'b']).unwrap_or(t);
+    let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+        "" => 1,
+        "k" => 1_000,
+        "m" => 1_000_000,
+        "g" => 1_000_000_000,
+        "t" => 1_000_000_000_000,
+        "ki" => 1 << 10,
+        "mi" => 1 << 20,
+        "gi" => 1 << 30,
+        "ti" => 1 << 40,
+        _ => return Err(err()),
+    };
+    n.checked_mul(mult)
+        .filter(|b| i64::try_from(*b).is_ok())
+        .ok_or_else(err)
+}
+
+/// TCP state names as conntrack reports them ([`crate::flow::tcp_state_name`]).
+const TCP_STATES: [&str; 10] = [
+    "NONE",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "TIME_WAIT",
+    "CLOSE",
+    "SYN_SENT2",
+];
+
+fn parse_state(text: &str) -> Result<&'static str, FilterError> {
+    let upper = text.to_ascii_uppercase();
+    TCP_STATES
+        .into_iter()
+        .find(|s| *s == upper)
+        .ok_or_else(|| {
+            bad(
+                "state",
+                text,
+                "a TCP state: ESTABLISHED, SYN_SENT, SYN_RECV, FIN_WAIT, CLOSE_WAIT, LAST_ACK, TIME_WAIT, CLOSE, NONE",
+            )
+        })
 }
 
 /// Which flows by lifetime: live ones (`ended_at IS NULL`), ended ones, or both.
@@ -292,11 +620,14 @@ impl Order {
 }
 
 /// An address filter: a complete address matches exactly (in canonical form, so
-/// `2001:DB8::0:1` finds `2001:db8::1`); anything else is a text prefix (`192.168.1.`,
-/// `2001:db8:`).
+/// `2001:DB8::0:1` finds `2001:db8::1`); a CIDR network (`10.0.0.0/8`, `2001:db8::/32`)
+/// matches the addresses inside it, v4 and v6 alike; anything else is a text prefix
+/// (`192.168.1.`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AddrMatch {
     Exact(String),
+    /// Canonical network text (host bits cleared: `10.1.2.3/8` becomes `10.0.0.0/8`).
+    Net(String),
     Prefix(String),
 }
 
@@ -310,6 +641,18 @@ impl AddrMatch {
                 "an IP address or its first characters (at most 64)",
             ));
         }
+        if text.contains('/') {
+            return text
+                .parse::<ipnet::IpNet>()
+                .map(|net| AddrMatch::Net(net.trunc().to_string()))
+                .map_err(|_| {
+                    bad(
+                        param,
+                        text,
+                        "a CIDR network such as 10.0.0.0/8 or 2001:db8::/32",
+                    )
+                });
+        }
         Ok(match text.parse::<std::net::IpAddr>() {
             Ok(ip) => AddrMatch::Exact(ip.to_string()),
             Err(_) => AddrMatch::Prefix(text.to_owned()),
@@ -319,7 +662,7 @@ impl AddrMatch {
     /// The text as the user should see it again in the form.
     pub fn as_str(&self) -> &str {
         match self {
-            AddrMatch::Exact(s) | AddrMatch::Prefix(s) => s,
+            AddrMatch::Exact(s) | AddrMatch::Net(s) | AddrMatch::Prefix(s) => s,
         }
     }
 }
@@ -354,10 +697,27 @@ pub struct FlowFilter {
     /// Canonical name (see [`parse_domain`]): the flow's asked-for name is this name or
     /// one of its subdomains.
     pub domain: Option<String>,
+    /// A TCP state name.
+    pub state: Option<&'static str>,
+    /// A hit tied to the flow (`hits.flow_id`) scored at least this.
+    pub min_score: Option<u32>,
+    /// A hit tied to the flow carries this reason code.
+    pub code: Option<Code>,
+    /// The flow was active at or after this time (`last_seen >= from`).
+    pub from: Option<TimeBound>,
+    /// The flow started at or before this time (`first_seen <= to`).
+    pub to: Option<TimeBound>,
+    /// Bytes up + down at least this.
+    pub min_bytes: Option<u64>,
+    /// Visible table columns, in display order, never empty.
+    pub columns: Vec<FlowColumn>,
     pub sort: FlowSort,
     pub order: Order,
-    /// 1-based.
+    /// 1-based; ignored when `last_page`.
     pub page: u32,
+    /// `page=last`: the final page, found by reading the sort backwards (the count
+    /// stops at [`COUNT_PAGES`] pages, so its number may be unknown).
+    pub last_page: bool,
     pub per_page: u32,
 }
 
@@ -373,9 +733,17 @@ impl Default for FlowFilter {
             port: None,
             proto: None,
             domain: None,
+            state: None,
+            min_score: None,
+            code: None,
+            from: None,
+            to: None,
+            min_bytes: None,
+            columns: FlowColumn::ALL.to_vec(),
             sort: FlowSort::LastSeen,
             order: FlowSort::LastSeen.default_order(),
             page: 1,
+            last_page: false,
             per_page: DEFAULT_PER_PAGE,
         }
     }
@@ -536,6 +904,7 @@ impl FlowFilter {
             Some(s) => return Err(bad("sort", s, "`bytes`, `age`, `dst` or `last_seen`")),
         };
         let order = parse_order(&q.order, sort.default_order())?;
+        let last_page = given(&q.page) == Some("last");
         Ok(FlowFilter {
             show,
             directions,
@@ -546,9 +915,24 @@ impl FlowFilter {
             port,
             proto,
             domain,
+            state: given(&q.state).map(parse_state).transpose()?,
+            min_score: super::read_detect::parse_score(&q.min_score)?,
+            code: super::read_detect::parse_code(&q.code)?,
+            from: given(&q.from)
+                .map(|s| TimeBound::parse("from", s))
+                .transpose()?,
+            to: given(&q.to)
+                .map(|s| TimeBound::parse("to", s))
+                .transpose()?,
+            min_bytes: given(&q.min_bytes).map(parse_bytes).transpose()?,
+            columns: match given(&q.cols) {
+                None => FlowColumn::ALL.to_vec(),
+                Some(s) => parse_columns(s)?,
+            },
             sort,
             order,
-            page: parse_page(&q.page)?,
+            page: if last_page { 1 } else { parse_page(&q.page)? },
+            last_page,
             per_page: parse_per_page(&q.per_page, DEFAULT_PER_PAGE)?,
         })
     }
@@ -585,13 +969,37 @@ impl FlowFilter {
         if let Some(domain) = &self.domain {
             q.push("domain", domain);
         }
+        if let Some(state) = self.state {
+            q.push("state", state);
+        }
+        if let Some(score) = self.min_score {
+            q.push("min_score", &score.to_string());
+        }
+        if let Some(code) = self.code {
+            q.push("code", code.as_str());
+        }
+        if let Some(from) = &self.from {
+            q.push("from", from.as_str());
+        }
+        if let Some(to) = &self.to {
+            q.push("to", to.as_str());
+        }
+        if let Some(bytes) = self.min_bytes {
+            q.push("min_bytes", &bytes.to_string());
+        }
+        if self.columns != d.columns {
+            let cols: Vec<&str> = self.columns.iter().map(|c| c.as_str()).collect();
+            q.push("cols", &cols.join(","));
+        }
         if self.sort != d.sort {
             q.push("sort", self.sort.as_str());
         }
         if self.order != self.sort.default_order() {
             q.push("order", self.order.as_str());
         }
-        if self.page != 1 {
+        if self.last_page {
+            q.push("page", "last");
+        } else if self.page != 1 {
             q.push("page", &self.page.to_string());
         }
         if self.per_page != d.per_page {
@@ -604,6 +1012,16 @@ impl FlowFilter {
     pub fn with_page(&self, page: u32) -> FlowFilter {
         FlowFilter {
             page,
+            last_page: false,
+            ..self.clone()
+        }
+    }
+
+    /// This filter on its last page.
+    pub fn with_last_page(&self) -> FlowFilter {
+        FlowFilter {
+            page: 1,
+            last_page: true,
             ..self.clone()
         }
     }
@@ -620,12 +1038,9 @@ impl FlowFilter {
             sort,
             order,
             page: 1,
+            last_page: false,
             ..self.clone()
         }
-    }
-
-    fn offset(&self) -> i64 {
-        i64::from(self.page - 1) * i64::from(self.per_page)
     }
 }
 
@@ -978,6 +1393,10 @@ impl Where {
 fn addr_clause(w: &mut Where, column: &str, m: &AddrMatch) {
     match m {
         AddrMatch::Exact(ip) => w.add(format!("{column} = ?"), [Value::Text(ip.clone())]),
+        AddrMatch::Net(net) => w.add(
+            format!("{IN_NETWORK}({column}, ?)"),
+            [Value::Text(net.clone())],
+        ),
         AddrMatch::Prefix(p) => w.add(
             format!("{column} LIKE ? ESCAPE '\\'"),
             [Value::Text(format!("{}%", escape_like(p)))],
@@ -999,7 +1418,42 @@ fn domain_clause(w: &mut Where, column: &str, name: &str) {
     );
 }
 
-fn flow_where(f: &FlowFilter) -> Where {
+/// The SQL function `netmon_in_network(ip_text, cidr_text)`: 1 when the address is
+/// inside the network, else 0 (also for text that is not an address). Addresses are
+/// stored as text, so a CIDR cannot be a text range; registered on every read
+/// connection ([`register_functions`]).
+const IN_NETWORK: &str = "netmon_in_network";
+
+/// Registers the SQL functions the read queries use. Deterministic, so SQLite may
+/// evaluate them once per distinct argument.
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    use rusqlite::types::ValueRef;
+    conn.create_scalar_function(
+        IN_NETWORK,
+        2,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        |ctx| {
+            // The network is the same for every row of a statement: parsed once and
+            // kept as SQLite auxiliary data. A bad one matches nothing.
+            let net =
+                ctx.get_or_create_aux(1, |v| -> Result<Option<ipnet::IpNet>, rusqlite::Error> {
+                    Ok(v.as_str().ok().and_then(|s| s.parse().ok()))
+                })?;
+            let inside = match (ctx.get_raw(0), net.as_ref()) {
+                (ValueRef::Text(ip), Some(net)) => std::str::from_utf8(ip)
+                    .ok()
+                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+                    .is_some_and(|ip| net.contains(&ip)),
+                _ => false,
+            };
+            Ok(inside)
+        },
+    )
+}
+
+/// `now` resolves relative time bounds (`from=1h`).
+fn flow_where(f: &FlowFilter, now: i64) -> Where {
     let mut w = Where::default();
     match f.show {
         Show::Active => w.add("f.ended_at IS NULL", []),
@@ -1039,7 +1493,75 @@ fn flow_where(f: &FlowFilter) -> Where {
     if let Some(name) = &f.domain {
         domain_clause(&mut w, "f.qname_id", name);
     }
+    if let Some(state) = f.state {
+        w.add("f.state = ?", [Value::Text(state.to_owned())]);
+    }
+    if f.min_score.is_some() || f.code.is_some() {
+        // Hits name the flow that caused them (`hits.flow_id`); the few matching hits
+        // drive the lookup, not a scan of the flows.
+        let mut clause =
+            "f.id IN (SELECT h.flow_id FROM hits h WHERE h.flow_id IS NOT NULL".to_owned();
+        let mut params = Vec::new();
+        if let Some(score) = f.min_score {
+            clause.push_str(" AND h.score >= ?");
+            params.push(Value::Integer(score.into()));
+        }
+        if let Some(code) = f.code {
+            clause.push_str(" AND ");
+            clause.push_str(&super::read_detect::code_clause("h.codes"));
+            params.push(super::read_detect::code_param(code));
+        }
+        clause.push(')');
+        w.add(clause, params);
+    }
+    if let Some(from) = &f.from {
+        w.add("f.last_seen >= ?", [Value::Integer(from.at(now))]);
+    }
+    if let Some(to) = &f.to {
+        w.add("f.first_seen <= ?", [Value::Integer(to.at(now))]);
+    }
+    if let Some(bytes) = f.min_bytes {
+        // Through `flows_bytes` only when sorting by bytes: as a range it matches half
+        // the table, and SQLite would rather sort that half than walk the sort's index
+        // (`+ 0` keeps the term off the index).
+        let term = if f.sort == FlowSort::Bytes {
+            "f.bytes_up + f.bytes_down >= ?"
+        } else {
+            "f.bytes_up + f.bytes_down + 0 >= ?"
+        };
+        w.add(
+            term,
+            [Value::Integer(i64::try_from(bytes).unwrap_or(i64::MAX))],
+        );
+    }
     w
+}
+
+/// The index a flows page walks, when the filter has nothing selective to start from.
+///
+/// Without one, SQLite's cost model prefers reading the whole table and sorting it over
+/// walking the sort's index with a row lookup per candidate — right for "every row",
+/// badly wrong for "the first 50" (a `state=` filter became a 1-million-row sort). The
+/// index order stops at the LIMIT. A device, host, domain, hit or time filter narrows
+/// the candidates first and is left to the planner, as is the live view (its partial
+/// index holds only the live flows) and the destination sort (no index).
+fn sort_index(f: &FlowFilter) -> Option<&'static str> {
+    let narrowed = f.device_id.is_some()
+        || f.remote_host_id.is_some()
+        || f.domain.is_some()
+        || f.min_score.is_some()
+        || f.code.is_some()
+        || f.from.is_some()
+        || f.to.is_some();
+    if narrowed || f.show == Show::Active {
+        return None;
+    }
+    match f.sort {
+        FlowSort::LastSeen => Some("flows_last_seen"),
+        FlowSort::Bytes => Some("flows_bytes"),
+        FlowSort::Age => Some("flows_first_seen"),
+        FlowSort::Dst => None,
+    }
 }
 
 fn dns_where(f: &DnsFilter) -> Where {
@@ -1065,13 +1587,18 @@ fn dns_where(f: &DnsFilter) -> Where {
 }
 
 fn flow_order_by(f: &FlowFilter) -> String {
-    let dir = f.order.as_str();
-    match f.sort {
+    flow_order_in(f.sort, f.order)
+}
+
+/// The ORDER BY of `sort` in `order`, ties broken by id the same way.
+fn flow_order_in(sort: FlowSort, order: Order) -> String {
+    let dir = order.as_str();
+    match sort {
         FlowSort::LastSeen => format!("f.last_seen {dir}, f.id {dir}"),
         FlowSort::Bytes => format!("f.bytes_up + f.bytes_down {dir}, f.id {dir}"),
         // Oldest first is "largest age first": age runs opposite to first_seen.
         FlowSort::Age => {
-            let inv = f.order.reverse().as_str();
+            let inv = order.reverse().as_str();
             format!("f.first_seen {inv}, f.id {inv}")
         }
         FlowSort::Dst => format!("f.dst_ip {dir}, f.dst_port {dir}, f.id {dir}"),
@@ -1129,6 +1656,8 @@ pub struct FlowRow {
     /// How sure the domain is: `exact`, `stale`, `other-client` or `none`
     /// ([`crate::store::dns::match_name`]).
     pub dns_match: &'static str,
+    /// The highest score of the detection hits this flow caused, if any.
+    pub score: Option<i64>,
 }
 
 const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
@@ -1138,7 +1667,8 @@ const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
      f.bytes_up, f.bytes_down, f.packets_up, f.packets_down, \
      f.first_seen, f.last_seen, f.ended_at, \
      f.device_id, coalesce(nullif(d.name, ''), nullif(d.hostname, '')), \
-     f.remote_host_id, r.rdns, qn.name, cn.name, f.dns_match";
+     f.remote_host_id, r.rdns, qn.name, cn.name, f.dns_match, \
+     (SELECT max(h.score) FROM hits h WHERE h.flow_id = f.id)";
 
 fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
     Ok(FlowRow {
@@ -1173,6 +1703,7 @@ fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
         domain: row.get(28)?,
         domain_canonical: row.get(29)?,
         dns_match: crate::store::dns::match_name(row.get(30)?),
+        score: row.get(31)?,
     })
 }
 
@@ -1367,16 +1898,31 @@ fn proto_as_name<S: serde::Serializer>(proto: &u8, s: S) -> Result<S::Ok, S::Err
     s.serialize_str(&crate::flow::proto_name(*proto))
 }
 
-/// One page of flows plus the total matching the filter (for pagination).
+/// Counting stops after this many pages' worth of flows (1 000 at the default 50 a
+/// page, 10 000 at 500). An exact `count(*)` over a million-flow filter costs seconds,
+/// and a filter no index narrows (a CIDR, a state) costs a row visit per candidate
+/// until the cap is reached, so the cap is what bounds the count. Past it the page says
+/// "1 000+", the pager numbers what is known, and `page=last` reads the sort backwards.
+pub const COUNT_PAGES: u32 = 20;
+
+/// One page of flows plus how many match the filter (for pagination).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowPage {
+    /// Exact up to [`COUNT_PAGES`] pages; that many rows with `capped` past it.
     pub total: u64,
+    /// More than [`COUNT_PAGES`] pages of flows match.
+    pub capped: bool,
+    /// The page shown, 1-based; for `page=last` past the cap, the last page whose
+    /// number is known plus one (it is "last", not a number).
     pub page: u32,
+    /// The page is the last one (`page=last`, or the count shows nothing follows).
+    pub last: bool,
     pub per_page: u32,
     pub flows: Vec<FlowRow>,
 }
 
 impl FlowPage {
+    /// Pages the count knows of (all of them unless `capped`).
     pub fn pages(&self) -> u32 {
         page_count(self.total, self.per_page)
     }
@@ -1385,17 +1931,46 @@ impl FlowPage {
 /// The flows matching `filter`, one page, sorted with ties broken by id.
 ///
 /// The page's ids are chosen first in a subquery and only those ~50 rows are joined to
-/// their device, remote host and domain names: the sort never drags joined columns
-/// through a million-row scan.
+/// their device, remote host, domain names and hit score: the sort never drags joined
+/// columns through a million-row scan. The count reads at most [`COUNT_PAGES`] pages
+/// and one row.
 pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPage> {
-    let w = flow_where(filter);
-    let total: i64 = conn
-        .prepare_cached(&format!("SELECT count(*) FROM flows f{}", w.sql()))?
-        .query_row(params_from_iter(w.params.iter()), |r| r.get(0))?;
-    let order = flow_order_by(filter);
+    let now = crate::sys::now_ms();
+    let w = flow_where(filter, now);
+    let cap = i64::from(COUNT_PAGES) * i64::from(filter.per_page);
+    let mut count_params = w.params.clone();
+    count_params.push(Value::Integer(cap + 1));
+    let counted: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM (SELECT 1 FROM flows f{} LIMIT ?)",
+            w.sql()
+        ))?
+        .query_row(params_from_iter(count_params.iter()), |r| r.get(0))?;
+    let capped = counted > cap;
+    let total = u64::try_from(counted.min(cap)).unwrap_or(0);
+    let known_pages = page_count(total, filter.per_page);
+    let per = i64::from(filter.per_page);
+    // The last page: by number when the count is exact, else the first page of the
+    // reversed order, turned back round.
+    let (page, backwards, limit, offset) = if filter.last_page && capped {
+        (known_pages.saturating_add(1), true, per, 0)
+    } else {
+        let page = if filter.last_page {
+            known_pages
+        } else {
+            filter.page
+        };
+        (page, false, per, i64::from(page - 1) * per)
+    };
+    let order = if backwards {
+        flow_order_in(filter.sort, filter.order.reverse())
+    } else {
+        flow_order_by(filter)
+    };
+    let indexed = sort_index(filter).map_or(String::new(), |i| format!(" INDEXED BY {i}"));
     let sql = format!(
         "SELECT {FLOW_COLUMNS} FROM \
-         (SELECT f.id FROM flows f{where_} ORDER BY {order} LIMIT ? OFFSET ?) page \
+         (SELECT f.id FROM flows f{indexed}{where_} ORDER BY {order} LIMIT ? OFFSET ?) page \
          JOIN flows f ON f.id = page.id \
          LEFT JOIN devices d ON d.id = f.device_id \
          LEFT JOIN remote_hosts r ON r.id = f.remote_host_id \
@@ -1405,18 +1980,63 @@ pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPag
         where_ = w.sql(),
     );
     let mut params = w.params;
-    params.push(Value::Integer(filter.per_page.into()));
-    params.push(Value::Integer(filter.offset()));
-    let rows = conn
+    params.push(Value::Integer(limit));
+    params.push(Value::Integer(offset));
+    let mut rows = conn
         .prepare_cached(&sql)?
         .query_map(params_from_iter(params.iter()), flow_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    if backwards {
+        rows.reverse();
+    }
     Ok(FlowPage {
-        total: u64::try_from(total).unwrap_or(0),
-        page: filter.page,
+        total,
+        capped,
+        page,
+        last: backwards || (!capped && page >= known_pages),
         per_page: filter.per_page,
         flows: rows,
     })
+}
+
+/// Most rows one CSV export holds (the export says so). Bounds the time a read
+/// connection is held and what a click can make the router produce.
+pub const EXPORT_MAX_ROWS: u32 = 100_000;
+
+/// Every flow matching `filter` in its order (its page ignored), at most `max_rows`,
+/// each handed to `sink`; `sink` returning `false` stops early (the client went away).
+/// Returns how many rows were handed over. One statement, rows joined as they stream:
+/// memory stays one row, whatever the count.
+pub fn flows_export(
+    conn: &Connection,
+    filter: &FlowFilter,
+    max_rows: u32,
+    mut sink: impl FnMut(&FlowRow) -> bool,
+) -> rusqlite::Result<u32> {
+    let w = flow_where(filter, crate::sys::now_ms());
+    let order = flow_order_by(filter);
+    let indexed = sort_index(filter).map_or(String::new(), |i| format!(" INDEXED BY {i}"));
+    let sql = format!(
+        "SELECT {FLOW_COLUMNS} FROM flows f{indexed} \
+         LEFT JOIN devices d ON d.id = f.device_id \
+         LEFT JOIN remote_hosts r ON r.id = f.remote_host_id \
+         LEFT JOIN dns_names qn ON qn.id = f.qname_id \
+         LEFT JOIN dns_names cn ON cn.id = f.cname_id{where_} \
+         ORDER BY {order} LIMIT ?",
+        where_ = w.sql(),
+    );
+    let mut params = w.params;
+    params.push(Value::Integer(max_rows.into()));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params_from_iter(params.iter()))?;
+    let mut n = 0;
+    while let Some(row) = rows.next()? {
+        n += 1;
+        if !sink(&flow_row(row)?) {
+            break;
+        }
+    }
+    Ok(n)
 }
 
 /// A LAN device with its lifetime totals.
@@ -1970,6 +2590,7 @@ pub(crate) mod tests {
         let conn = Connection::open(dir.db()).unwrap();
         conn.pragma_update(None, "journal_mode", "wal").unwrap();
         crate::store::schema::migrate(&conn).unwrap();
+        register_functions(&conn).unwrap();
         (dir, conn)
     }
 
@@ -2067,6 +2688,55 @@ pub(crate) mod tests {
         let f = FlowFilter::parse(&q(&[("src", ""), ("port", " "), ("direction", "")])).unwrap();
         assert_eq!(f, FlowFilter::default());
         assert_eq!(f.to_query(), "");
+    }
+
+    #[test]
+    fn search_filters_parse_bound_and_round_trip() {
+        let text = "show=ended&src=10.1.2.3/8&dst=2001:DB8::5/32&state=time_wait&min_score=70\
+                    &code=rare_port&from=90m&to=2026-12-04T21:00&min_bytes=10Mi\
+                    &cols=bytes,device&page=last";
+        let f = FlowFilter::parse(&FlowQuery::from_query_string(text).unwrap()).unwrap();
+        assert_eq!(f.src, Some(AddrMatch::Net("10.0.0.0/8".into())));
+        assert_eq!(f.dst, Some(AddrMatch::Net("2001:db8::/32".into())));
+        assert_eq!(f.state, Some("TIME_WAIT"));
+        assert_eq!((f.min_score, f.code), (Some(70), Some(Code::RarePort)));
+        assert_eq!(
+            f.from.as_ref().map(|t| t.at(10_000_000)),
+            Some(10_000_000 - 5_400_000)
+        );
+        assert_eq!(f.to.as_ref().map(|t| t.at(0)), Some(1_796_418_000_000));
+        assert_eq!(f.min_bytes, Some(10 << 20));
+        assert_eq!(f.columns, vec![FlowColumn::Device, FlowColumn::Bytes]);
+        assert!(f.last_page);
+        let canonical = f.to_query();
+        assert_eq!(
+            canonical,
+            "show=ended&src=10.0.0.0%2F8&dst=2001%3Adb8%3A%3A%2F32&state=TIME_WAIT&min_score=70\
+             &code=RARE_PORT&from=90m&to=2026-12-04T21%3A00%3A00Z&min_bytes=10485760\
+             &cols=device%2Cbytes&page=last"
+        );
+        let again = FlowFilter::parse(&FlowQuery::from_query_string(&canonical).unwrap()).unwrap();
+        assert_eq!(again, f);
+        // Repeated `cols` (checkboxes) join; other repeated keys are refused.
+        let f =
+            FlowFilter::parse(&FlowQuery::from_query_string("cols=dst&cols=&cols=src").unwrap())
+                .unwrap();
+        assert_eq!(f.columns, vec![FlowColumn::Src, FlowColumn::Dst]);
+        assert!(FlowQuery::from_query_string("port=1&port=2").is_err());
+        // Dates are checked, not wrapped.
+        for bad in [
+            "2026-02-30",
+            "2026-12-04T24:00",
+            "1969-12-31",
+            "12h30m",
+            "-1h",
+        ] {
+            assert!(TimeBound::parse("from", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            parse_utc("2024-02-29Z").map(|t| t.0),
+            Some(1_709_164_800_000)
+        );
     }
 
     #[test]
@@ -2712,7 +3382,7 @@ pub(crate) mod tests {
                 .join("\n")
         };
         let f = FlowFilter::default();
-        let w = flow_where(&f);
+        let w = flow_where(&f, 0);
         let count = plan(
             &format!("SELECT count(*) FROM flows f{}", w.sql()),
             &w.params,
@@ -2725,7 +3395,7 @@ pub(crate) mod tests {
             show: Show::All,
             ..FlowFilter::default()
         };
-        let w = flow_where(&dev);
+        let w = flow_where(&dev, 0);
         let list = plan(
             &format!(
                 "SELECT f.id FROM flows f{} ORDER BY {} LIMIT 50",
@@ -2764,7 +3434,7 @@ pub(crate) mod tests {
             show: Show::All,
             ..FlowFilter::default()
         };
-        let w = flow_where(&domain);
+        let w = flow_where(&domain, 0);
         let count = plan(
             &format!("SELECT count(*) FROM flows f{}", w.sql()),
             &w.params,

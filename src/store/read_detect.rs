@@ -63,7 +63,7 @@ fn parse_window(v: &Option<String>) -> Result<usize, FilterError> {
     })
 }
 
-fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError> {
+pub(super) fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError> {
     given(v)
         .map(|s| {
             s.parse::<u32>()
@@ -74,7 +74,7 @@ fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError> {
         .transpose()
 }
 
-fn parse_code(v: &Option<String>) -> Result<Option<Code>, FilterError> {
+pub(super) fn parse_code(v: &Option<String>) -> Result<Option<Code>, FilterError> {
     given(v)
         .map(|s| {
             Code::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
@@ -427,11 +427,11 @@ fn hit_row(r: &Row) -> rusqlite::Result<HitRow> {
 }
 
 /// `codes` (sorted, comma-separated) contains `code`.
-fn code_clause(column: &str) -> String {
+pub(super) fn code_clause(column: &str) -> String {
     format!("(',' || {column} || ',') LIKE ? ESCAPE '\\'")
 }
 
-fn code_param(code: Code) -> Value {
+pub(super) fn code_param(code: Code) -> Value {
     Value::Text(format!("%,{},%", escape_like(code.as_str())))
 }
 

@@ -8,14 +8,14 @@
 
 use axum::Json;
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::{AppState, WebError, now_ms};
 use crate::store::read::{
-    self, DeviceMinute, DeviceRow, DnsFilter, DnsRow, FlowFilter, FlowRow, HostFilter,
-    RemoteHostMinute, RemoteHostRow,
+    self, DeviceMinute, DeviceRow, DnsFilter, DnsRow, FlowRow, HostFilter, RemoteHostMinute,
+    RemoteHostRow,
 };
 
 /// A [`WebError`] rendered as JSON.
@@ -41,23 +41,30 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// null), `domain_canonical` (the CNAME target, or null) and `dns_match` (`exact`,
 /// `stale`, `other-client` or `none`); names are canonical text (lowercase, `\DDD` for
 /// bytes outside printable ASCII), otherwise verbatim.
+/// Takes every parameter of `/flows` (`page=last` too). `total` is exact up to
+/// `read::COUNT_PAGES` pages; past it `total` is that many rows and `total_capped` is true. Each flow
+/// also carries `score`: the highest score of the detection hits it caused, or null.
 #[derive(Serialize)]
 pub struct FlowsResponse {
     pub total: u64,
+    pub total_capped: bool,
     pub page: u32,
+    pub last_page: bool,
     pub per_page: u32,
     pub flows: Vec<FlowRow>,
 }
 
 pub async fn flows(
     State(state): State<AppState>,
-    query: Result<Query<read::FlowQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult<FlowsResponse> {
-    let filter = FlowFilter::parse(&query?.0)?;
+    let filter = super::flows::parse_filter(query)?;
     let page = state.reads().run(move |c| read::flows(c, &filter)).await?;
     Ok(Json(FlowsResponse {
         total: page.total,
+        total_capped: page.capped,
         page: page.page,
+        last_page: page.last,
         per_page: page.per_page,
         flows: page.flows,
     }))

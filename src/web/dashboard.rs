@@ -1,18 +1,18 @@
-//! `/`: the summary tiles and the live flows table with its filter form.
+//! `/flows` (and `/` until the overview takes it): the summary tiles and the live flows table with its filter form.
 //!
 //! The filter form is a plain GET form and every sort/page link carries the whole
-//! filter, so any view is a link to share; "clear" is a link to `/`.
+//! filter, so any view is a link to share; "clear" is a link to `/flows`.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::layout::{Nav, page as shell, with_query};
 use super::{AppState, WebError, flows, format, now_ms};
+use crate::detect::Code;
 use crate::flow::proto_name;
 use crate::store::read::{
-    self, ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowFilter, MAX_DOMAIN_FILTER_CHARS, Show,
-    directions_param,
+    self, ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowColumn, FlowFilter,
+    MAX_DOMAIN_FILTER_CHARS, Show, directions_param,
 };
 
 /// The window of the summary tiles.
@@ -20,9 +20,9 @@ const WINDOW_MS: i64 = 60 * 60_000;
 
 pub async fn page(
     State(state): State<AppState>,
-    query: Result<Query<read::FlowQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Markup, WebError> {
-    let filter = FlowFilter::parse(&query?.0)?;
+    let filter = flows::parse_filter(query)?;
     let now = now_ms();
     let f = filter.clone();
     let data = state
@@ -76,8 +76,8 @@ fn show_switch(filter: &FlowFilter) -> Markup {
     html! {
         nav.switch aria-label="flow lifetime" {
             @for (show, label) in [(Show::Active, "Active"), (Show::All, "Active + ended"), (Show::Ended, "Ended")] {
-                @let target = FlowFilter { show, page: 1, ..filter.clone() };
-                a href=(with_query("/", &target.to_query()))
+                @let target = FlowFilter { show, ..filter.with_page(1) };
+                a href=(with_query(flows::FLOWS_PAGE, &target.to_query()))
                     aria-current=[(filter.show == show).then_some("true")] { (label) }
             }
         }
@@ -96,7 +96,7 @@ fn filter_form(filter: &FlowFilter, data: &Dashboard) -> Markup {
     let protos: [u8; 4] = [6, 17, 1, 58];
     let proto_known = filter.proto.is_none_or(|p| protos.contains(&p));
     html! {
-        form.filters method="get" action="/" {
+        form.filters method="get" action=(flows::FLOWS_PAGE) {
             @if filter.show != Show::Active {
                 input type="hidden" name="show" value=(filter.show.as_str());
             }
@@ -162,6 +162,55 @@ fn filter_form(filter: &FlowFilter, data: &Dashboard) -> Markup {
                     }
                 }
             }
+            label {
+                span { "State" }
+                input type="text" name="state" size="11" placeholder="ESTABLISHED"
+                    title="TCP state: ESTABLISHED, SYN_SENT, TIME_WAIT, …"
+                    value=[filter.state];
+            }
+            label {
+                span { "Min score" }
+                input type="text" name="min_score" size="3" inputmode="numeric" pattern="[0-9]*"
+                    title="flows with a detection hit scoring at least this (0-100)"
+                    value=[filter.min_score];
+            }
+            label {
+                span { "Reason" }
+                select name="code" {
+                    option value="" { "any" }
+                    @for c in Code::ALL {
+                        option value=(c.as_str()) selected[filter.code == Some(c)] { (c.as_str()) }
+                    }
+                }
+            }
+            label {
+                span { "From" }
+                input type="text" name="from" size="17" placeholder="1h or 2026-12-04T21:00Z"
+                    title="active at or after: an age (30m, 1h, 7d) or a UTC time"
+                    value=[filter.from.as_ref().map(|t| t.as_str())];
+            }
+            label {
+                span { "To" }
+                input type="text" name="to" size="17" placeholder="UTC time or age"
+                    title="started at or before: a UTC time or an age"
+                    value=[filter.to.as_ref().map(|t| t.as_str())];
+            }
+            label {
+                span { "Min bytes" }
+                input type="text" name="min_bytes" size="8" placeholder="10M"
+                    title="up + down, e.g. 500k, 10M, 2GiB"
+                    value=[filter.min_bytes];
+            }
+            fieldset.cols {
+                legend { "Columns" }
+                @for c in FlowColumn::ALL {
+                    label {
+                        input type="checkbox" name="cols" value=(c.as_str())
+                            checked[filter.columns.contains(&c)];
+                        " " (c.label())
+                    }
+                }
+            }
             // Keep what the form has no field for.
             @if let Some(id) = filter.remote_host_id {
                 input type="hidden" name="host" value=(id);
@@ -175,7 +224,7 @@ fn filter_form(filter: &FlowFilter, data: &Dashboard) -> Markup {
                 input type="hidden" name="per_page" value=(filter.per_page);
             }
             button type="submit" { "Filter" }
-            a.clear href="/" { "clear" }
+            a.clear href=(flows::FLOWS_PAGE) { "clear" }
         }
     }
 }

@@ -2,59 +2,82 @@
 //! as `/fragment/flows` — the fragment the script swaps in after a commit that touched
 //! flows. One template for all, so the live view and a page load are identical.
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::format::{self, time_opt};
-use super::layout::{pager, with_query};
+use super::layout::{numbered_pager, with_query};
 use super::{AppState, WebError, now_ms};
 use crate::flow::proto_name;
 use crate::store::read::{
-    self, FlowFilter, FlowPage, FlowRow, FlowSort, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE, Order, Show,
+    self, FlowColumn, FlowFilter, FlowPage, FlowQuery, FlowRow, FlowSort, MAX_DOMAIN_FILTER_CHARS,
+    Order, Show,
 };
 
-/// `GET /fragment/flows?<dashboard query>`: the flows panel alone, no page shell.
+/// The flow filter of a request's query string (`cols=` may repeat: the form's column
+/// checkboxes); a bad value is a 400 naming the parameter.
+pub fn parse_filter(raw: Option<String>) -> Result<FlowFilter, WebError> {
+    let query =
+        FlowQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(WebError::BadRequest)?;
+    Ok(FlowFilter::parse(&query)?)
+}
+
+/// `GET /fragment/flows?<flows page query>`: the flows panel alone, no page shell.
 pub async fn fragment(
     State(state): State<AppState>,
-    query: Result<Query<read::FlowQuery>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Markup, WebError> {
-    let filter = FlowFilter::parse(&query?.0)?;
+    let filter = parse_filter(query)?;
     let f = filter.clone();
     let page = state.reads().run(move |c| read::flows(c, &f)).await?;
     Ok(panel(&filter, &page, now_ms()))
 }
 
-/// Where the dashboard lives: sort and page links of the interactive table go there.
-const DASHBOARD: &str = "/";
+/// Where the flow search page lives: sort and page links of the interactive table,
+/// and every "these flows" link on other pages, go there. (`/` serves the same page
+/// until the overview takes it; links never point at `/` so they survive that.)
+pub const FLOWS_PAGE: &str = "/flows";
 
-/// The dashboard's table with its count line, sortable headers and pager.
+/// The flows page's table with its count line, sortable headers and pager.
 pub fn panel(filter: &FlowFilter, page: &FlowPage, now: i64) -> Markup {
-    let first = u64::from(page.page - 1) * u64::from(page.per_page) + 1;
-    let last = first + page.flows.len() as u64 - 1;
     let what = match filter.show {
         Show::Active => "active flows",
         Show::All => "flows",
         Show::Ended => "ended flows",
+    };
+    let total = if page.capped {
+        format!("{}+", format::count(page.total))
+    } else {
+        format::count(page.total)
     };
     html! {
         p.count {
             @if page.flows.is_empty() {
                 "No " (what) " match."
                 @if page.total > 0 { " (page " (page.page) " is past the end)" }
+            } @else if page.last && page.capped {
+                "The last " (page.flows.len()) " of " strong { (total) } " " (what)
             } @else {
-                (format::count(first)) "–" (format::count(last)) " of "
-                strong { (format::count(page.total)) } " " (what)
+                @let first = u64::from(page.page - 1) * u64::from(page.per_page) + 1;
+                (format::count(first)) "–" (format::count(first + page.flows.len() as u64 - 1))
+                " of " strong { (total) } " " (what)
             }
+            " · "
+            a href=(with_query(CSV_EXPORT, &FlowFilter { page: 1, last_page: false, ..filter.clone() }.to_query()))
+                download title={ "at most " (format::count(u64::from(read::EXPORT_MAX_ROWS))) " rows" }
+            { "CSV" }
         }
         (table(&page.flows, now, Some(filter)))
-        @if page.pages() > 1 {
-            (pager(page.page, page.pages().min(MAX_PAGE), |p| {
-                with_query(DASHBOARD, &filter.with_page(p).to_query())
-            }))
+        @if page.pages() > 1 || page.capped || page.page > 1 {
+            (numbered_pager(page.page, page.pages(), page.capped, page.last, |p| {
+                with_query(FLOWS_PAGE, &filter.with_page(p).to_query())
+            }, &with_query(FLOWS_PAGE, &filter.with_last_page().to_query())))
         }
     }
 }
+
+/// The CSV export of the flows page's filter.
+pub const CSV_EXPORT: &str = "/api/flows.csv";
 
 /// A column header that sorts by `key` when `sorting` is given.
 fn sort_header(label: &str, key: FlowSort, sorting: Option<&FlowFilter>, class: &str) -> Markup {
@@ -65,7 +88,7 @@ fn sort_header(label: &str, key: FlowSort, sorting: Option<&FlowFilter>, class: 
                     @let arrow = if f.sort == key {
                         match f.order { Order::Asc => " ▲", Order::Desc => " ▼" }
                     } else { "" };
-                    a href=(with_query(DASHBOARD, &f.with_sort(key).to_query()))
+                    a href=(with_query(FLOWS_PAGE, &f.with_sort(key).to_query()))
                         aria-sort=[(f.sort == key).then_some(match f.order {
                             Order::Asc => "ascending",
                             Order::Desc => "descending",
@@ -78,41 +101,55 @@ fn sort_header(label: &str, key: FlowSort, sorting: Option<&FlowFilter>, class: 
     }
 }
 
-/// The table itself. `sorting`: the current filter, to make headers sort links.
+/// The table itself. `sorting`: the current filter, to make headers sort links and to
+/// choose the columns (every column without one).
 pub fn table(rows: &[FlowRow], now: i64, sorting: Option<&FlowFilter>) -> Markup {
+    let all = FlowColumn::ALL;
+    let cols: &[FlowColumn] = sorting.map_or(&all[..], |f| &f.columns);
     html! {
         div.scroll {
             table.data.flows {
                 thead {
                     tr {
-                        th { "Device" }
-                        th { "Source" }
-                        th { "Domain" }
-                        (sort_header("Destination", FlowSort::Dst, sorting, ""))
-                        th { "Proto" }
-                        th.opt { "Dir" }
-                        th.opt { "State" }
-                        (sort_header("Bytes ↑/↓", FlowSort::Bytes, sorting, "num"))
-                        (sort_header("Age", FlowSort::Age, sorting, "num opt"))
-                        (sort_header("Last seen", FlowSort::LastSeen, sorting, ""))
+                        @for c in cols { (header(*c, sorting)) }
                     }
                 }
                 tbody {
-                    @for f in rows { (row(f, now, sorting)) }
+                    @for f in rows { (row(f, now, sorting, cols)) }
                 }
             }
         }
     }
 }
 
-fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>) -> Markup {
+fn header(c: FlowColumn, sorting: Option<&FlowFilter>) -> Markup {
+    let label = c.label();
+    match c {
+        FlowColumn::Dst => sort_header(label, FlowSort::Dst, sorting, ""),
+        FlowColumn::Bytes => sort_header(label, FlowSort::Bytes, sorting, "num"),
+        FlowColumn::Age => sort_header(label, FlowSort::Age, sorting, "num opt"),
+        FlowColumn::LastSeen => sort_header(label, FlowSort::LastSeen, sorting, ""),
+        FlowColumn::Dir | FlowColumn::State => html! { th.opt { (label) } },
+        FlowColumn::Score => html! { th.num { (label) } },
+        _ => html! { th { (label) } },
+    }
+}
+
+fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>, cols: &[FlowColumn]) -> Markup {
+    html! {
+        tr.ended[f.ended_at.is_some()] id={ "flow-" (f.id) } {
+            @for c in cols { (cell(f, *c, now, sorting)) }
+        }
+    }
+}
+
+fn cell(f: &FlowRow, c: FlowColumn, now: i64, sorting: Option<&FlowFilter>) -> Markup {
     // The remote peer is the destination of an outbound flow and the source of an
     // inbound one; link whichever it is to its host page.
     let remote_is_src = f.direction == "inbound";
     let host_href = f.remote_host_id.map(|id| format!("/hosts/{id}"));
-    let age = f.ended_at.unwrap_or(now) - f.first_seen;
-    html! {
-        tr.ended[f.ended_at.is_some()] id={ "flow-" (f.id) } {
+    match c {
+        FlowColumn::Device => html! {
             td {
                 @match (f.device_id, &f.device_name) {
                     (Some(id), Some(name)) => a href={ "/devices/" (id) } { (name) },
@@ -120,11 +157,15 @@ fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>) -> Markup {
                     (None, _) => span.muted { "—" },
                 }
             }
+        },
+        FlowColumn::Src => html! {
             td.mono {
                 (endpoint(&f.src_ip, f.src_port, host_href.as_deref().filter(|_| remote_is_src)))
                 @if remote_is_src { (rdns(f)) }
             }
-            td.domain { (domain(f, sorting)) }
+        },
+        FlowColumn::Domain => html! { td.domain { (domain(f, sorting)) } },
+        FlowColumn::Dst => html! {
             td.mono {
                 (endpoint(&f.dst_ip, f.dst_port, host_href.as_deref().filter(|_| !remote_is_src)))
                 // DNAT (port forward, transparent proxy): who really answered.
@@ -133,13 +174,19 @@ fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>) -> Markup {
                 }
                 @if !remote_is_src { (rdns(f)) }
             }
+        },
+        FlowColumn::Proto => html! {
             td.mono {
                 (proto_name(f.proto))
                 @if let (Some(t), Some(c)) = (f.icmp_type, f.icmp_code) {
                     span.sub { "type " (t) "/" (c) }
                 }
             }
+        },
+        FlowColumn::Dir => html! {
             td.opt { span class={ "dir dir-" (f.direction) } { (f.direction) } }
+        },
+        FlowColumn::State => html! {
             td.opt.mono {
                 @if let Some(ended) = f.ended_at {
                     span.badge.ended title={ "ended " (format::utc_text(ended)) } { "ended" }
@@ -147,6 +194,16 @@ fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>) -> Markup {
                     (f.state.as_deref().unwrap_or("live"))
                 }
             }
+        },
+        FlowColumn::Score => html! {
+            td.num.mono {
+                @match f.score {
+                    Some(score) => a href={ "/anomalies?window=30d&dst=" (f.dst_ip) } title="highest score of this flow's detection hits" { (score) },
+                    None => span.muted { "—" },
+                }
+            }
+        },
+        FlowColumn::Bytes => html! {
             td.num.mono {
                 span.up title={ (f.bytes_up) " bytes, " (f.packets_up) " packets sent" } {
                     (format::bytes(f.bytes_up))
@@ -156,11 +213,13 @@ fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>) -> Markup {
                     (format::bytes(f.bytes_down))
                 }
             }
+        },
+        FlowColumn::Age => html! {
             td.num.opt.mono title={ "started " (format::utc_text(f.first_seen)) } {
-                (format::duration(age))
+                (format::duration(f.ended_at.unwrap_or(now) - f.first_seen))
             }
-            td.mono { (time_opt(Some(f.last_seen))) }
-        }
+        },
+        FlowColumn::LastSeen => html! { td.mono { (time_opt(Some(f.last_seen))) } },
     }
 }
 
@@ -207,9 +266,10 @@ pub fn domain_href(name: &str, sorting: Option<&FlowFilter>) -> Option<String> {
     let target = FlowFilter {
         domain: Some(name.to_owned()),
         page: 1,
+        last_page: false,
         ..base
     };
-    Some(with_query(DASHBOARD, &target.to_query()))
+    Some(with_query(FLOWS_PAGE, &target.to_query()))
 }
 
 /// A small marker for a domain that is a guess, with a title saying why.
@@ -243,12 +303,13 @@ fn rdns(f: &FlowRow) -> Markup {
 pub fn recent(page: &FlowPage, full_view: &FlowFilter, now: i64) -> Markup {
     let all = FlowFilter {
         page: 1,
+        last_page: false,
         ..full_view.clone()
     };
     html! {
         p.count {
-            (format::count(page.total)) " flows · "
-            a href=(with_query(DASHBOARD, &all.to_query())) { "open in the flows view" }
+            (format::count(page.total)) @if page.capped { "+" } " flows · "
+            a href=(with_query(FLOWS_PAGE, &all.to_query())) { "open in the flows view" }
         }
         (table(&page.flows, now, None))
         @if page.flows.is_empty() { p.muted { "None recorded." } }

@@ -35,7 +35,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
             header.top {
                 a.brand href="/" { "netmon" }
                 nav {
-                    a href="/" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
+                    a href="/flows" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
                     a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
                     a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
                     a href="/dns" aria-current=[(nav == Nav::Dns).then_some("page")] { "DNS" }
@@ -115,7 +115,7 @@ pub fn error_page(status: StatusCode, message: &str) -> Markup {
         html! {
             h1 { (title) }
             p.error { (message) }
-            p { a href="/" { "Back to the flows" } }
+            p { a href="/flows" { "Back to the flows" } }
         },
     )
 }
@@ -135,6 +135,56 @@ pub fn pager(page: u32, pages: u32, href: impl Fn(u32) -> String) -> Markup {
             @if page < pages {
                 a href=(href(page + 1)) rel="next" { "next ›" }
                 a href=(href(pages)) rel="last" { "last »" }
+            } @else {
+                span.muted { "next ›" }
+                span.muted { "last »" }
+            }
+        }
+    }
+}
+
+/// Numbered pagination: « first · ‹ prev · the pages around the current one · next › ·
+/// last ». `pages` is what the count knows of; when `more` (the count stopped at its
+/// cap), pages past it exist, and "last" is `last_href` (the view read backwards)
+/// rather than a number. `on_last`: the page shown is the last one.
+pub fn numbered_pager(
+    page: u32,
+    pages: u32,
+    more: bool,
+    on_last: bool,
+    href: impl Fn(u32) -> String,
+    last_href: &str,
+) -> Markup {
+    /// Pages linked on each side of the current one.
+    const AROUND: u32 = 2;
+    let lo = page.saturating_sub(AROUND).max(1);
+    let hi = page.saturating_add(AROUND).min(pages);
+    html! {
+        nav.pager aria-label="pages" {
+            @if page > 1 {
+                a href=(href(1)) rel="first" { "« first" }
+                a href=(href(page - 1)) rel="prev" { "‹ prev" }
+            } @else {
+                span.muted { "« first" }
+                span.muted { "‹ prev" }
+            }
+            @if lo > 1 { span.muted { "…" } }
+            @for p in lo..=hi {
+                @if p == page && !(on_last && more) {
+                    span aria-current="page" { strong { (p) } }
+                } @else {
+                    a href=(href(p)) { (p) }
+                }
+            }
+            @if on_last && more {
+                span.muted { "…" }
+                span aria-current="page" { strong { "last" } }
+            } @else if hi < pages || more {
+                span.muted { "…" }
+            }
+            @if !on_last {
+                a href=(href(page + 1)) rel="next" { "next ›" }
+                a href=(last_href) rel="last" { "last »" }
             } @else {
                 span.muted { "next ›" }
                 span.muted { "last »" }

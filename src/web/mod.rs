@@ -16,8 +16,8 @@
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `/` | dashboard: summary tiles, filterable live flows table |
-//! | `/fragment/flows` | the flows table alone (same query parameters as `/`) |
+//! | `/flows` (and `/` for now) | flow search: summary tiles, filterable live flows table |
+//! | `/fragment/flows` | the flows table alone (same query parameters as `/flows`) |
 //! | `/devices`, `/devices/{id}` | device list, device page (details, rename, flows, minutes) |
 //! | `POST /devices/{id}/name` | rename (form field `name`), 303 back to the device |
 //! | `POST /devices/{id}/notes` | the owner's notes (form field `notes`), 303 back |
@@ -36,7 +36,8 @@
 //! | `/settings` | health and settings: status, every collector's counters, storage, the effective config |
 //! | `/help` | what the detection codes mean |
 //! | `/events` | Server-Sent Events: one `tick` event (the [`Tick`] as JSON) per commit |
-//! | `/api/flows` | flows as JSON, same parameters as `/` |
+//! | `/api/flows` | flows as JSON, same parameters as `/flows` |
+//! | `/api/flows.csv` | the same flows as CSV (at most 100 000 rows), see [`csv`] |
 //! | `/api/devices`, `/api/hosts` | lists as JSON (hosts takes the `/hosts` parameters) |
 //! | `/api/dns` | DNS log as JSON, same parameters as `/dns` |
 //! | `/api/devices/{id}/minutes`, `/api/hosts/{id}/minutes` | minute rollups, `?since=<unix ms>` |
@@ -58,6 +59,7 @@ mod assets;
 pub mod auth;
 mod chart;
 mod conn;
+mod csv;
 mod dashboard;
 mod devices;
 mod dns;
@@ -191,7 +193,9 @@ impl AppState {
 /// guard, the authentication and CSRF gate and the body size limit.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        // `/` is the flows page until the overview (another branch) takes it.
         .route("/", get(dashboard::page))
+        .route("/flows", get(dashboard::page))
         .route("/fragment/flows", get(flows::fragment))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))
@@ -229,6 +233,7 @@ pub fn router(state: AppState) -> Router {
         .route("/help", get(help::page))
         .route("/events", get(sse::events))
         .route("/api/flows", get(api::flows))
+        .route("/api/flows.csv", get(csv::flows))
         .route("/api/devices", get(api::devices))
         .route("/api/devices/{id}/minutes", get(api::device_minutes))
         .route("/api/hosts", get(api::hosts))

@@ -190,7 +190,7 @@ fn flow_ids(v: &serde_json::Value) -> Vec<i64> {
 #[tokio::test]
 async fn dashboard_hides_router_local_and_lan_by_default() {
     let fx = fixture();
-    let (status, headers, body) = get(&fx.app, "/").await;
+    let (status, headers, body) = get(&fx.app, "/flows").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers[header::CONTENT_TYPE], "text/html; charset=utf-8");
     for id in [1, 2, 6, 7] {
@@ -206,7 +206,7 @@ async fn dashboard_hides_router_local_and_lan_by_default() {
         );
     }
     // Selectable, and the fragment URL carries the filter.
-    let (_, _, body) = get(&fx.app, "/?direction=router-local").await;
+    let (_, _, body) = get(&fx.app, "/flows?direction=router-local").await;
     assert!(body.contains("id=\"flow-3\"") && !body.contains("id=\"flow-1\""));
     assert!(
         body.contains("data-src=\"/fragment/flows?direction=router-local\""),
@@ -233,7 +233,9 @@ async fn api_flows_shape() {
     assert_eq!(v["total"], 4);
     assert_eq!(v["page"], 1);
     assert_eq!(v["per_page"], 50);
-    assert_eq!(v.as_object().unwrap().len(), 4);
+    assert_eq!(v["total_capped"], false);
+    assert_eq!(v["last_page"], true);
+    assert_eq!(v.as_object().unwrap().len(), 6);
     assert_eq!(flow_ids(&v), vec![1, 2, 6, 7]);
     let first = v["flows"][0].as_object().unwrap();
     let mut keys: Vec<&str> = first.keys().map(String::as_str).collect();
@@ -269,6 +271,7 @@ async fn api_flows_shape() {
         "domain",
         "domain_canonical",
         "dns_match",
+        "score",
     ];
     expected.sort();
     assert_eq!(keys, expected);
@@ -377,11 +380,11 @@ async fn bad_parameters_are_400_naming_the_parameter() {
         );
     }
     for (uri, param) in [
-        ("/?order=sideways", "order"),
+        ("/flows?order=sideways", "order"),
         ("/fragment/flows?per_page=9999", "per_page"),
         ("/devices/1?window=0", "window"),
         ("/hosts?page=x", "page"),
-        ("/?domain=.", "domain"),
+        ("/flows?domain=.", "domain"),
         ("/dns?type=QQ", "type"),
         ("/dns?rcode=NXDOMAINX", "rcode"),
     ] {
@@ -404,7 +407,7 @@ async fn bad_parameters_are_400_naming_the_parameter() {
 async fn device_names_and_rdns_are_escaped_everywhere() {
     let fx = fixture();
     for uri in [
-        "/",
+        "/flows",
         "/fragment/flows",
         "/devices",
         "/devices/1",
@@ -431,7 +434,7 @@ async fn device_names_and_rdns_are_escaped_everywhere() {
 async fn pages_have_no_inline_script_or_style() {
     let fx = fixture();
     for uri in [
-        "/",
+        "/flows",
         "/devices",
         "/devices/1",
         "/hosts",
@@ -453,7 +456,7 @@ async fn pages_have_no_inline_script_or_style() {
 #[tokio::test]
 async fn times_are_machine_readable_utc() {
     let fx = fixture();
-    let (_, _, body) = get(&fx.app, "/").await;
+    let (_, _, body) = get(&fx.app, "/flows").await;
     assert!(
         body.contains(&format!(
             "<time datetime=\"2024-05-01T13:04:05.000Z\" data-ms=\"{NOW_ISH}\">2024-05-01 13:04:05 UTC</time>"
@@ -807,7 +810,7 @@ async fn serve_stops_gracefully_with_an_open_event_stream() {
 #[tokio::test]
 async fn flows_show_the_domain_column() {
     let fx = fixture();
-    let (_, _, body) = get(&fx.app, "/").await;
+    let (_, _, body) = get(&fx.app, "/flows").await;
     assert!(body.contains("<th>Domain</th>"), "{body}");
     assert!(body.contains(EVIL_SCRIPT_HTML), "{body}");
     // The CNAME target below, and confidence markers that explain themselves.
@@ -826,14 +829,14 @@ async fn flows_show_the_domain_column() {
         "exact gets no marker"
     );
     // The name links to the flows of that domain, keeping the current filter.
-    assert!(body.contains("href=\"/?domain=axb.test\""), "{body}");
-    let (_, _, body) = get(&fx.app, "/?show=all").await;
+    assert!(body.contains("href=\"/flows?domain=axb.test\""), "{body}");
+    let (_, _, body) = get(&fx.app, "/flows?show=all").await;
     assert!(
-        body.contains("href=\"/?show=all&amp;domain=axb.test\""),
+        body.contains("href=\"/flows?show=all&amp;domain=axb.test\""),
         "{body}"
     );
     // The filter form keeps the value; the live fragment carries it.
-    let (_, _, body) = get(&fx.app, "/?domain=A_B.test.").await;
+    let (_, _, body) = get(&fx.app, "/flows?domain=A_B.test.").await;
     assert!(body.contains("name=\"domain\""), "{body}");
     assert!(body.contains("value=\"a_b.test\""), "{body}");
     assert!(
@@ -882,12 +885,15 @@ async fn flows_domain_filter_is_a_label_suffix_match() {
 async fn dns_names_are_escaped_everywhere() {
     let fx = fixture();
     for (uri, expect) in [
-        ("/", &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES][..]),
+        (
+            "/flows",
+            &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES][..],
+        ),
         (
             "/fragment/flows",
             &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES],
         ),
-        ("/?domain=evil.test", &[EVIL_SCRIPT_HTML, EVIL_BYTES]),
+        ("/flows?domain=evil.test", &[EVIL_SCRIPT_HTML, EVIL_BYTES]),
         ("/hosts", &[EVIL_SCRIPT_HTML]),
         ("/hosts/1", &[EVIL_SCRIPT_HTML, EVIL_ATTR_HTML, EVIL_BYTES]),
         (
@@ -949,7 +955,7 @@ async fn host_page_lists_its_domains() {
     assert!(script < bytes, "{body}");
     assert!(
         body.contains(
-            "href=\"/?show=all&amp;direction=all&amp;host=1&amp;domain=a%5C000b%5C255.evil.test\""
+            "href=\"/flows?show=all&amp;direction=all&amp;host=1&amp;domain=a%5C000b%5C255.evil.test\""
         ),
         "{body}"
     );
@@ -1035,7 +1041,7 @@ async fn dns_log_page_and_api() {
     assert!(body.contains("href=\"/dns?client=10.0.0.9\""), "{body}");
     // Name: the flows of that domain.
     assert!(
-        body.contains("href=\"/?show=all&amp;domain=shop.example.test\""),
+        body.contains("href=\"/flows?show=all&amp;domain=shop.example.test\""),
         "{body}"
     );
     let (_, _, body) = get(&fx.app, "/dns?rcode=none&type=a").await;
@@ -1805,4 +1811,137 @@ async fn serve_speaks_tls_and_marks_the_cookie_secure() {
     stop_tx.send(()).unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), server).await;
     assert!(matches!(result, Ok(Ok(Ok(())))), "{result:?}");
+}
+
+#[tokio::test]
+async fn flows_page_lives_at_flows_and_links_there() {
+    let fx = fixture();
+    let (status, _, flows) = get(&fx.app, "/flows").await;
+    assert_eq!(status, StatusCode::OK);
+    // `/` serves the same page until the overview takes it.
+    let (status, _, root) = get(&fx.app, "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(root.contains("id=\"flows-live\""), "{root}");
+    // Nav, form, clear, sort and CSV links all point at /flows (or its API).
+    for needle in [
+        "href=\"/flows\" aria-current=\"page\"",
+        "action=\"/flows\"",
+        "href=\"/flows?sort=dst\"",
+        "href=\"/api/flows.csv\"",
+        "data-src=\"/fragment/flows\"",
+    ] {
+        assert!(flows.contains(needle), "{needle}: {flows}");
+    }
+    assert!(!flows.contains("href=\"/?"), "{flows}");
+    // Device and host pages link to their flows on /flows.
+    let (_, _, device) = get(&fx.app, "/devices/1").await;
+    assert!(
+        device.contains("href=\"/flows?show=all&amp;direction=all&amp;device=1\""),
+        "{device}"
+    );
+}
+
+#[tokio::test]
+async fn flow_search_filters_answer_and_bad_values_name_the_parameter() {
+    let fx = fixture();
+    let ids = |q: &'static str| {
+        let app = fx.app.clone();
+        async move { flow_ids(&get_json(&app, &format!("/api/flows?show=all&direction=all&{q}")).await) }
+    };
+    assert_eq!(ids("src=10.0.0.0/30").await, Vec::<i64>::new());
+    assert_eq!(ids("src=10.0.0.4/30").await, vec![4, 3, 1, 2, 7, 5]);
+    assert_eq!(
+        ids("src=10.0.0.4/30&state=established").await,
+        vec![4, 3, 1, 2, 5]
+    );
+    assert_eq!(ids("dst=198.51.100.0/24&sort=dst").await, vec![1, 5, 7, 2]);
+    assert_eq!(ids("src=192.0.2.9").await, vec![6]);
+    assert_eq!(ids("src=2001:db8::/32").await, Vec::<i64>::new());
+    assert_eq!(ids("min_bytes=500&sort=bytes").await, vec![2, 5]);
+    assert_eq!(ids("to=1970-01-01").await, Vec::<i64>::new());
+    assert_eq!(ids("from=1970-01-01T00:00Z&per_page=2").await, vec![4, 3]);
+    // A page past the count, and `page=last`.
+    let v = get_json(
+        &fx.app,
+        "/api/flows?show=all&direction=all&per_page=4&page=last",
+    )
+    .await;
+    assert_eq!(
+        (v["page"].as_u64(), v["last_page"].as_bool()),
+        (Some(2), Some(true))
+    );
+    assert_eq!(flow_ids(&v), vec![6, 7, 5]);
+    for (uri, param) in [
+        ("/api/flows?src=10.0.0.0/33", "src"),
+        ("/api/flows?dst=10.0.0.0/x", "dst"),
+        ("/api/flows?state=SLEEPING", "state"),
+        ("/api/flows?min_score=101", "min_score"),
+        ("/api/flows?code=NOPE", "code"),
+        ("/api/flows?from=yesterday", "from"),
+        ("/api/flows?to=2026-13-01", "to"),
+        ("/api/flows?from=99999d", "from"),
+        ("/api/flows?min_bytes=10X", "min_bytes"),
+        ("/api/flows?cols=device,nope", "cols"),
+        ("/flows?page=first", "page"),
+        ("/api/flows.csv?min_bytes=-1", "min_bytes"),
+    ] {
+        let (status, _, body) = get(&fx.app, uri).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert!(body.contains(&format!("`{param}`")), "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn flow_columns_are_chosen_by_cols_and_kept_in_links() {
+    let fx = fixture();
+    // The form's checkboxes send one `cols=` each.
+    let (status, _, body) = get(&fx.app, "/flows?cols=dst&cols=device&cols=bytes").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("<th>Device</th>"), "{body}");
+    assert!(!body.contains("<th>Domain</th>"), "{body}");
+    assert!(!body.contains("<th>Proto</th>"), "{body}");
+    assert!(
+        body.contains("href=\"/flows?cols=device%2Cdst%2Cbytes&amp;sort=dst\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("name=\"cols\" value=\"bytes\" checked"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("name=\"cols\" value=\"proto\" checked"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn csv_export_quotes_and_defuses_hostile_text() {
+    let fx = fixture();
+    let conn = Connection::open(fx._dir.db()).unwrap();
+    conn.execute(
+        "UPDATE devices SET name = '=HYPERLINK(\"http://x\",\"a,b\")' WHERE id = 2",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let (status, headers, body) = get(&fx.app, "/api/flows.csv?show=all&direction=all").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+    assert_eq!(headers["x-netmon-row-limit"], "100000");
+    let lines: Vec<&str> = body.split("\r\n").collect();
+    assert!(lines[0].starts_with("id,first_seen,last_seen,ended_at,device_id,device,"));
+    assert_eq!(lines.len(), 1 + 7 + 1, "{body}");
+    assert!(
+        body.contains(",\"'=HYPERLINK(\"\"http://x\"\",\"\"a,b\"\")\","),
+        "{body}"
+    );
+    // Names verbatim otherwise; a quote forces quoting.
+    assert!(body.contains("\"\"\"onmouseover=alert(1)\""), "{body}");
+    // The filter applies.
+    let (_, _, one) = get(&fx.app, "/api/flows.csv?src=192.0.2.9").await;
+    assert_eq!(
+        one.split("\r\n").filter(|l| !l.is_empty()).count(),
+        2,
+        "{one}"
+    );
 }

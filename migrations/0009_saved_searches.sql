@@ -1,4 +1,4 @@
--- Schema version 8: saved searches (src/store/saved.rs, the /searches page).
+-- Schema version 9: saved searches (src/store/saved.rs, the /searches page).
 --
 -- A saved search is a name for a URL of one of netmon's list pages (a flow filter, a
 -- DNS log filter, a set of anomalies): the URL *is* the search, so it keeps working
