@@ -9,6 +9,7 @@ pub mod enrich;
 pub mod offload;
 pub mod read;
 pub mod read_detect;
+pub mod read_overview;
 pub mod retention;
 pub mod schema;
 pub mod snapshot;

@@ -10,7 +10,8 @@
 //!
 //! Live updates: the writer publishes a [`Tick`] on a `watch` after each commit;
 //! `/events` forwards it to each open tab as a Server-Sent Event, and the tab re-fetches
-//! only the flows fragment (`/fragment/flows`). Nothing polls.
+//! only the fragments whose `data-topics` name a field the tick changed (the flows
+//! table, the overview's panels). Nothing polls.
 //!
 //! Routes (all GET unless noted):
 //!
@@ -18,6 +19,8 @@
 //! | --- | --- |
 //! | `/` | dashboard: summary tiles, filterable live flows table |
 //! | `/fragment/flows` | the flows table alone (same query parameters as `/`) |
+//! | `/overview` | tiles, charts (`w`, or `from`/`to`), live flows, top-N panels (`w_hosts`, `w_domains`, `w_devices`, `w_new`, `w_ports`: `10m`…`30d`, remembered in the `netmon_w` cookie) |
+//! | `/fragment/overview/{part}` | one overview part alone: `tiles`, `charts`, `flows`, `hosts`, `domains`, `devices`, `new`, `ports` |
 //! | `/devices`, `/devices/{id}` | device list, device page (details, rename, flows, minutes) |
 //! | `POST /devices/{id}/name` | rename (form field `name`), 303 back to the device |
 //! | `POST /devices/{id}/notes` | the owner's notes (form field `notes`), 303 back |
@@ -68,6 +71,7 @@ mod hosts;
 mod incidents;
 mod layout;
 mod login;
+mod overview;
 mod router;
 mod rules;
 mod session;
@@ -169,6 +173,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(dashboard::page))
         .route("/fragment/flows", get(flows::fragment))
+        .route("/overview", get(overview::page))
+        .route("/fragment/overview/{part}", get(overview::fragment))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))
         .route("/devices/{id}/name", post(devices::rename))
