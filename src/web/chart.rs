@@ -229,7 +229,8 @@ pub fn traffic_chart(
     let seconds = (p.bucket_ms / 1000).max(1);
     let per_unit = |v: i64| match unit {
         Unit::BytesPerBucket => v.max(0),
-        Unit::BytesPerSecond => v.max(0) / seconds,
+        // Rounded up: a minute of a few bytes is still traffic, not a missing bar.
+        Unit::BytesPerSecond => (v.max(0) + seconds - 1) / seconds,
     };
     let bars: Vec<Bar> = bars
         .iter()

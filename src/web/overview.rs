@@ -546,7 +546,7 @@ fn tiles(t: &Tiles, view: &View, health: &Health) -> Markup {
         (false, Some(_)) => ("ok".to_owned(), "ok"),
     };
     html! {
-        div.tiles aria-label="summary" {
+        div.tiles.ov aria-label="summary" {
             (tile("/devices", html! { "Devices online" }, html! { (format::count(t.devices_online)) }, "", None))
             (tile("/flows", html! { "Active flows" }, html! { (format::count(t.active_flows)) }, "", Some("tile-active")))
             (tile("/hosts?sort=first_seen", html! { "New hosts · " (w) }, html! { (format::count(t.new_hosts)) }, "", None))
