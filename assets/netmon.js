@@ -65,7 +65,8 @@
       var ms = Number(t.getAttribute("data-ms"));
       if (!isFinite(ms)) return;
       t.textContent = localText(ms);
-      t.title = new Date(ms).toString();
+      // The age rides along in the title; <time data-rel> shows it as the text.
+      t.title = new Date(ms).toString() + " (" + ago(ms) + ")";
     });
     relative(root);
     root.querySelectorAll("text[data-ms][data-fmt]").forEach(function (t) {

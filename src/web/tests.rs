@@ -1864,7 +1864,7 @@ async fn overview_has_linked_tiles_charts_live_flows_and_panels() {
         "/incidents",
     ] {
         assert!(
-            body.contains(&format!("class=\"tile")) && body.contains(&format!("href=\"{href}\"")),
+            body.contains("class=\"tile") && body.contains(&format!("href=\"{href}\"")),
             "tile {href}"
         );
     }
