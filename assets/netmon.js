@@ -9,7 +9,8 @@
 //  3. Live: one EventSource (/events) per tab receives a "tick" after each database
 //     commit. Every element with data-src (a fragment URL) and data-topics (the tick
 //     fields that make it stale) is re-fetched when a tick has one of its topics set,
-//     and swapped in. Fragments are HTML the server rendered and escaped; this script
+//     and swapped in, no more often than the chosen rate or the element's data-every
+//     (ms). Fragments are HTML the server rendered and escaped; this script
 //     never builds HTML from data.
 // No polling. The stream is closed while the tab is hidden and on "Pause"; the refresh
 // rate (live, at most every 5 s or 30 s) is remembered in localStorage.
@@ -211,6 +212,7 @@
     panels.push({
       el: el,
       topics: topics ? topics.split(/\s+/).filter(Boolean) : DEFAULT_TOPICS,
+      every: Number(el.getAttribute("data-every")) || 0, // the panel's own least interval (ms)
       inFlight: false, // a fragment request is running
       dirty: false, // something changed since the last fetch started
       lastDone: 0, // when the last fetch finished (ms)
@@ -223,7 +225,6 @@
   var status = document.getElementById("live-status");
   var toggle = document.getElementById("live-toggle");
   var rateSelect = document.getElementById("live-rate");
-  var activeTile = document.getElementById("tile-active");
 
   var source = null; // the EventSource while connected
   var paused = false;
@@ -263,7 +264,7 @@
       }, { once: true });
       return;
     }
-    var wait = Math.max(RATES[rate], 2 * p.lastCost) - (Date.now() - p.lastDone);
+    var wait = Math.max(RATES[rate], p.every, 2 * p.lastCost) - (Date.now() - p.lastDone);
     if (wait > 0) {
       p.timer = setTimeout(function () {
         p.timer = null;
@@ -315,6 +316,8 @@
     } catch (e) {
       return;
     }
+    // Looked up per tick: a refreshed tiles fragment replaces the element.
+    var activeTile = document.getElementById("tile-active");
     if (activeTile && typeof tick.active_flows === "number") {
       activeTile.textContent = String(tick.active_flows);
     }

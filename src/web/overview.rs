@@ -379,7 +379,7 @@ pub async fn page(
                 (tiles(&data.tiles, &view, &health))
             }
             section #ov-charts data-src=[(view.zoom.is_none()).then(|| fragment_src("charts", &view))]
-                data-topics=(TOPICS_CHARTS) {
+                data-topics=(TOPICS_CHARTS) data-every=(CHARTS_EVERY_MS) {
                 (charts(&data, &view, now))
             }
             div.panels {
@@ -388,7 +388,8 @@ pub async fn page(
                 }
                 @for p in [Panel::Hosts, Panel::Domains, Panel::Devices, Panel::NewHosts, Panel::Ports] {
                     section.panel id={ "ov-" (p.key()) } data-src=(fragment_src(p.key(), &view))
-                        data-topics=(topics(p)) {
+                        data-topics=(topics(p))
+                        data-every=[view.windows.get(p).hourly().then_some(LONG_WINDOW_EVERY_MS)] {
                         (panel(p, &data, &view))
                     }
                 }
@@ -438,6 +439,12 @@ pub async fn fragment(
         Part::All => html! {},
     })
 }
+
+/// The charts' bars are minute (or hour) rollups: refreshing them more than a few times
+/// a minute redraws the same picture at the router's expense.
+const CHARTS_EVERY_MS: u32 = 15_000;
+/// Panels over a day or more barely move between commits; at most twice a minute.
+const LONG_WINDOW_EVERY_MS: u32 = 30_000;
 
 /// Which tick fields make a part stale (the script re-fetches it only then).
 const TOPICS_TILES: &str = "flows_new flows_ended devices_changed remote_hosts_changed";
