@@ -323,7 +323,9 @@ fn read_part(
         let range = view.range(now);
         o.wan = store::wan_traffic(conn, &range)?;
         o.flows_started = store::flows_started(conn, &range)?;
-        o.dns = store::dns_queries(conn, &range)?;
+        if range.until - range.since <= DNS_CHART_MAX_MS {
+            o.dns = store::dns_queries(conn, &range)?;
+        }
         o.talkers =
             store::top_devices(conn, range.since, range.hourly(), DeviceRank::Total, TOP_N)?;
     }
@@ -439,6 +441,10 @@ pub async fn fragment(
         Part::All => html! {},
     })
 }
+
+/// DNS counts exist only per device and minute (no hour rollup): a week of them is
+/// 400 000 rows on a busy router, too many for one page view. Longer ranges show a note.
+const DNS_CHART_MAX_MS: i64 = 24 * 3_600_000;
 
 /// The charts' bars are minute (or hour) rollups: refreshing them more than a few times
 /// a minute redraws the same picture at the router's expense.
@@ -655,8 +661,15 @@ fn charts(o: &Overview, view: &View, now: i64) -> Markup {
             }
             div {
                 h2 { "DNS queries" }
-                (chart::counts_chart(&dns, &frame("DNS queries", "chart-dns"),
-                    html! { span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" } }))
+                @if range.until - range.since <= DNS_CHART_MAX_MS {
+                    (chart::counts_chart(&dns, &frame("DNS queries", "chart-dns"),
+                        html! { span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" } }))
+                } @else {
+                    p.muted.note {
+                        "DNS is counted per minute only, so its chart covers up to a day: "
+                        a href="/overview?w=24h" { "the last 24 h" } "."
+                    }
+                }
             }
             div {
                 h2 { "Top talkers" }

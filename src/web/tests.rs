@@ -1821,6 +1821,7 @@ fn seed_overview(fx: &Fixture) {
     let hour = now / 3_600_000 * 3_600_000;
     conn.execute_batch(&format!(
         "UPDATE devices SET last_seen = {now} WHERE id = 2;
+         UPDATE remote_hosts SET last_seen = {now} WHERE id IN (1, 2);
          INSERT INTO remote_hosts (id, ip, rdns, first_seen, last_seen, bytes_up, bytes_down, flows) VALUES
            (3, '2001:db8::7', 'new.example', {now} - 120000, {now}, 5, 6, 1);
          INSERT INTO remote_host_ports (remote_host_id, proto, port, first_seen, last_seen, flows) VALUES
@@ -2004,6 +2005,10 @@ async fn overview_fragments_are_panels_alone() {
         );
     }
     let (_, _, charts) = get(&fx.app, "/fragment/overview/charts?w=30d").await;
+    assert!(
+        charts.contains("covers up to a day"),
+        "no DNS chart over a month"
+    );
     assert!(
         charts.contains("data-bucket=\"3600000\""),
         "30 d: hour bars"
