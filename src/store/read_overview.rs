@@ -132,9 +132,8 @@ fn count(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Re
 }
 
 /// Indexes: `devices_last_seen`, `flows_active`, `remote_hosts_first_seen`,
-/// for new names the hosts seen in the window (`remote_hosts_last_seen`) through
-/// `remote_host_domains`' key, each checked for older rows (`remote_host_domains_name`),
-/// `incidents_open`.
+/// `remote_host_domains_name` (one pass over a table of a row per host and name, bounded
+/// by the storage budget), `incidents_open`.
 pub fn tiles(conn: &Connection, now: i64, since: i64) -> rusqlite::Result<Tiles> {
     Ok(Tiles {
         devices_online: count(
@@ -154,10 +153,8 @@ pub fn tiles(conn: &Connection, now: i64, since: i64) -> rusqlite::Result<Tiles>
         )?,
         new_domains: count(
             conn,
-            "SELECT count(DISTINCT d.qname_id) FROM remote_host_domains d \
-             WHERE d.remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) \
-               AND d.first_seen >= ?1 AND NOT EXISTS (SELECT 1 FROM remote_host_domains o \
-                 WHERE o.qname_id = d.qname_id AND o.first_seen < ?1)",
+            "SELECT count(*) FROM (SELECT qname_id FROM remote_host_domains \
+             GROUP BY qname_id HAVING min(first_seen) >= ?)",
             [since],
         )?,
         open_incidents: super::read_detect::open_incidents(conn, now)?,
@@ -326,25 +323,27 @@ pub fn top_hosts(
     // As in [`top_devices`], through the key, for the hosts seen in the window
     // (`remote_hosts_last_seen`): a month of hour rows can be a million, and the time
     // index would look each up again (2.5 s on the page benchmark's database).
-    let (table, col, since) = if hourly {
+    // Minute windows (an hour at most) hold few rows: the time index is the short way.
+    let (table, col, since, hosts) = if hourly {
         (
             "remote_host_hours",
             "hour",
             since - since.rem_euclid(HOUR_MS),
+            "remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) AND",
         )
     } else {
         (
-            "remote_host_minutes",
+            "remote_host_minutes INDEXED BY remote_host_minutes_minute",
             "minute",
             since - since.rem_euclid(MINUTE_MS),
+            "",
         )
     };
     let sql = format!(
         "SELECT h.id, h.ip, NULLIF(h.rdns, ''), h.org, t.up, t.down, t.flows \
          FROM (SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
                       sum(flows_new) AS flows FROM {table} \
-               WHERE remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) \
-                 AND {col} >= ?1 GROUP BY remote_host_id \
+               WHERE {hosts} {col} >= ?1 GROUP BY remote_host_id \
                ORDER BY up + down DESC, remote_host_id LIMIT ?2) t \
          JOIN remote_hosts h ON h.id = t.remote_host_id \
          ORDER BY t.up + t.down DESC, h.id"
@@ -456,32 +455,44 @@ pub fn newest_hosts(conn: &Connection, since: i64, limit: u32) -> rusqlite::Resu
 pub struct PortUse {
     pub proto: u8,
     pub port: u16,
-    /// Flows to it on the (host, port) pairs used in the window, over their history.
+    /// Flows to it: in the window (short windows), or on the (host, port) pairs used in
+    /// the window over their history (long windows).
     pub flows: i64,
     /// Remote hosts it was contacted on.
     pub hosts: i64,
     pub last_seen: i64,
 }
 
-/// Rare ports: destination ports contacted in the window, fewest flows ever first — the
-/// one-off port among the usual 443s is what an owner looks for. Counted over the
-/// (host, port) rows used in the window, through the key of the hosts seen in it.
-pub fn rare_ports(conn: &Connection, since: i64, limit: u32) -> rusqlite::Result<Vec<PortUse>> {
-    conn.prepare_cached(
+/// Rare ports: destination ports of outbound flows in the window, fewest flows first —
+/// the one-off port among the usual 443s is what an owner looks for. Windows up to an
+/// hour count the window's flows (`flows_first_seen`: a few thousand rows at most);
+/// longer ones never touch `flows` and count `remote_host_ports` (a row per host and
+/// port, one pass, bounded by the storage budget) over the pairs used in the window.
+pub fn rare_ports(
+    conn: &Connection,
+    since: i64,
+    hourly: bool,
+    limit: u32,
+) -> rusqlite::Result<Vec<PortUse>> {
+    let sql = if hourly {
         "SELECT proto, port, sum(flows) AS f, count(*), max(last_seen) AS l FROM remote_host_ports \
-         WHERE remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) \
-           AND last_seen >= ?1 GROUP BY proto, port ORDER BY f ASC, l DESC LIMIT ?2",
-    )?
-    .query_map(params![since, limit], |row| {
-        Ok(PortUse {
-            proto: row.get(0)?,
-            port: row.get(1)?,
-            flows: row.get(2)?,
-            hosts: row.get(3)?,
-            last_seen: row.get(4)?,
-        })
-    })?
-    .collect()
+         WHERE last_seen >= ?1 GROUP BY proto, port ORDER BY f ASC, l DESC LIMIT ?2"
+    } else {
+        "SELECT proto, dst_port, count(*) AS f, count(DISTINCT remote_host_id), max(last_seen) AS l \
+         FROM flows WHERE first_seen >= ?1 AND direction = 'outbound' AND dst_port IS NOT NULL \
+         GROUP BY proto, dst_port ORDER BY f ASC, l DESC LIMIT ?2"
+    };
+    conn.prepare_cached(sql)?
+        .query_map(params![since, limit], |row| {
+            Ok(PortUse {
+                proto: row.get(0)?,
+                port: row.get(1)?,
+                flows: row.get(2)?,
+                hosts: row.get(3)?,
+                last_seen: row.get(4)?,
+            })
+        })?
+        .collect()
 }
 
 /// A device's baseline egress per UTC hour of day (bytes up per active minute, p95), as
@@ -560,10 +571,9 @@ mod tests {
                 "SEARCH remote_host_hours USING PRIMARY KEY (remote_host_id=? AND hour>?)",
             ),
             (
-                "SELECT proto, port, sum(flows) FROM remote_host_ports \
-                 WHERE remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= 1) \
-                   AND last_seen >= 1 GROUP BY proto, port",
-                "remote_hosts_last_seen",
+                "SELECT proto, dst_port, count(*) FROM flows WHERE first_seen >= 1 \
+                 AND direction = 'outbound' AND dst_port IS NOT NULL GROUP BY proto, dst_port",
+                "flows_first_seen",
             ),
         ] {
             let p = plan(&conn, sql);

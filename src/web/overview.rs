@@ -352,7 +352,7 @@ fn read_part(
         o.new_hosts = store::newest_hosts(conn, since(Panel::NewHosts), TOP_N)?;
     }
     if want(Part::Panel(Panel::Ports)) {
-        o.ports = store::rare_ports(conn, since(Panel::Ports), TOP_N)?;
+        o.ports = store::rare_ports(conn, since(Panel::Ports), w(Panel::Ports).hourly(), TOP_N)?;
     }
     Ok(o)
 }
