@@ -111,7 +111,7 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
 
     // --- every page ----------------------------------------------------------------------
     visit(&mut b, "/flows", "", &[CLIENT4]);
-    b.screenshot(&shots.join("overview.png"));
+    b.screenshot(&shots.join("flows.png"));
     visit(&mut b, "/devices", "Devices", &[CLIENT4, PAYLOADS[0]]);
     visit(&mut b, &format!("/devices/{client}"), "", &[CLIENT4]);
     b.screenshot(&shots.join("device.png"));
@@ -120,6 +120,65 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     b.screenshot(&shots.join("host.png"));
     visit(&mut b, "/dns", "DNS queries", &["n3.wan.lab"]);
     b.screenshot(&shots.join("dns.png"));
+
+    // --- the overview: a panel's window is remembered across reloads; hover values ----
+    visit(
+        &mut b,
+        "/overview",
+        "Overview",
+        &["Internet link", "Top remote hosts"],
+    );
+    b.click("#ov-hosts nav.switch a[href='/overview?w_hosts=24h']", true);
+    b.goto(&format!("http://{WEB}/overview"));
+    let current = |b: &mut Browser, panel: &str| {
+        b.eval(&format!(
+            "document.querySelector('#{panel} nav.switch a[aria-current=true]')?.textContent ?? null"
+        ))
+    };
+    assert_eq!(
+        current(&mut b, "ov-hosts"),
+        json!("24h"),
+        "the hosts window is remembered"
+    );
+    assert_eq!(
+        current(&mut b, "ov-domains"),
+        json!("1h"),
+        "other panels keep theirs"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#ov-hosts').getAttribute('data-src')"),
+        json!("/fragment/overview/hosts?w_hosts=24h")
+    );
+    let at = b.eval(
+        "(() => { const r = document.querySelector('#chart-wan svg').getBoundingClientRect(); \
+         return [r.left + r.width * 0.95, r.top + r.height / 2]; })()",
+    );
+    b.call(
+        "Input.dispatchMouseEvent",
+        json!({ "type": "mouseMoved", "x": at[0], "y": at[1] }),
+    );
+    b.pump(Duration::from_millis(200));
+    let tip = b.eval(
+        "(() => { const t = document.querySelector('#chart-wan .tip'); return t.hidden ? '' : t.textContent; })()",
+    );
+    assert!(
+        tip.as_str().is_some_and(|t| t.contains(" · ")),
+        "no hover read-out: {tip}"
+    );
+    let errors = b.errors_since(0);
+    assert!(
+        errors.is_empty(),
+        "browser errors on the overview: {errors:#?}"
+    );
+    b.screenshot(&shots.join("overview.png"));
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
+    );
+    b.goto(&format!("http://{WEB}/overview"));
+    b.pump(Duration::from_millis(300));
+    b.screenshot(&shots.join("overview-phone.png"));
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}));
     visit(&mut b, "/router", "Router", &[]);
     visit(&mut b, "/drops", "Firewall drops", &[]);
     for (i, id) in devices.iter().enumerate() {

@@ -10,6 +10,7 @@ pub mod offload;
 pub mod read;
 pub mod read_detect;
 pub mod read_peers;
+pub mod read_overview;
 pub mod retention;
 pub mod saved;
 pub mod schema;

@@ -213,6 +213,12 @@ impl Auth {
         )
     }
 
+    /// Whether cookies this UI sets must be `Secure` (served over TLS): other cookies
+    /// (the overview's remembered windows) follow the session cookie's rule.
+    pub fn secure_cookie(&self) -> bool {
+        self.inner.secure_cookie
+    }
+
     /// Whether the request has a live session (for `/login`: already logged in).
     pub fn logged_in(&self, headers: &HeaderMap) -> bool {
         self.session(headers).is_some()

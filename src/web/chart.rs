@@ -25,6 +25,7 @@ const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 22.0;
 const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
 
 /// A "nice" tick step for values up to `max` with about two steps: 1, 2 or 5 times a
 /// power of ten of a binary unit (B, KiB, MiB…), so labels read `500 KiB`, not `488 KiB`.
@@ -48,10 +49,12 @@ pub fn nice_step(max: i64) -> i64 {
 
 /// The x-axis label interval, in minutes, for a window: about six labels.
 fn label_every(minutes: i64) -> i64 {
-    [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440]
-        .into_iter()
-        .find(|m| minutes / m <= 6)
-        .unwrap_or(1440)
+    [
+        1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 4320, 10_080,
+    ]
+    .into_iter()
+    .find(|m| minutes / m <= 6)
+    .unwrap_or(10_080)
 }
 
 /// The minutes labelled on the time axis of a window of `span_minutes` from `start`.
@@ -62,6 +65,19 @@ fn time_labels(start: i64, span_minutes: i64) -> Vec<i64> {
         .map(|i| first_label + i * every * MINUTE_MS)
         .take_while(|ms| *ms < start + span_minutes * MINUTE_MS)
         .collect()
+}
+
+/// How an axis label shows its time: `hm` within a day, `dhm` (day of month and time)
+/// over days, `md` (month-day) when labels are whole days apart. The script rewrites
+/// each to local time by the same name (`data-fmt`).
+fn time_format(span_minutes: i64) -> (&'static str, fn(i64) -> String) {
+    if span_minutes <= 1440 {
+        ("hm", format::hh_mm_utc)
+    } else if label_every(span_minutes) < 1440 {
+        ("dhm", format::dd_hh_mm_utc)
+    } else {
+        ("md", format::mm_dd_utc)
+    }
 }
 
 /// A coordinate to one decimal: enough for a 720-unit viewBox, and keeps a day of
@@ -81,47 +97,217 @@ fn axis_label(v: i64) -> String {
     }
 }
 
-/// The chart of `bars` over `[since_ms, until_ms)`.
+/// What the y axis of a traffic chart measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// Bytes moved in each bar's bucket (`bytes per minute`).
+    BytesPerBucket,
+    /// The bucket's mean rate, bytes per second: comparable across bar widths, and
+    /// what an internet plan is sold in.
+    BytesPerSecond,
+}
+
+/// Everything about a chart but its bars.
+#[derive(Clone, Debug)]
+pub struct Frame<'a> {
+    pub since_ms: i64,
+    pub until_ms: i64,
+    /// Width of one bar: a minute or an hour.
+    pub bucket_ms: i64,
+    /// The SVG's accessible name.
+    pub label: &'a str,
+    /// `id` of the figure, for pages that link to it.
+    pub id: Option<&'a str>,
+    /// Drag-select on the chart navigates to the selected range (`from`, `to`).
+    pub zoom: bool,
+}
+
+impl Frame<'_> {
+    fn per(&self) -> &'static str {
+        if self.bucket_ms >= HOUR_MS {
+            "per hour"
+        } else {
+            "per minute"
+        }
+    }
+}
+
+/// The plot geometry of a frame: where a bucket's bar starts and how wide it is.
+struct Plot {
+    start: i64,
+    bucket_ms: i64,
+    buckets: i64,
+    bar_w: f64,
+}
+
+impl Plot {
+    fn new(f: &Frame) -> Plot {
+        let bucket_ms = f.bucket_ms.max(MINUTE_MS);
+        let start = f.since_ms.div_euclid(bucket_ms) * bucket_ms;
+        let buckets = ((f.until_ms - start + bucket_ms - 1) / bucket_ms).max(1);
+        Plot {
+            start,
+            bucket_ms,
+            buckets,
+            bar_w: (WIDTH - LEFT - RIGHT) / buckets as f64,
+        }
+    }
+
+    fn x_of(&self, ms: i64) -> f64 {
+        LEFT + (ms - self.start) as f64 / self.bucket_ms as f64 * self.bar_w
+    }
+
+    fn end(&self) -> i64 {
+        self.start + self.buckets * self.bucket_ms
+    }
+}
+
+/// The `<svg>` attributes the script reads for hover values and zooming: the plot's
+/// left and right edge in viewBox units and the time range they stand for.
+fn svg_open(f: &Frame, p: &Plot, body: Markup) -> Markup {
+    html! {
+        svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(f.label)
+            data-x0=(LEFT) data-x1=(WIDTH - RIGHT) data-t0=(p.start) data-t1=(p.end())
+            data-bucket=(p.bucket_ms) data-zoom=[f.zoom.then_some("1")] {
+            (body)
+        }
+    }
+}
+
+/// The time axis: ticks and labels the script localises.
+fn time_axis(p: &Plot, base: f64) -> Markup {
+    let span_minutes = p.buckets * p.bucket_ms / MINUTE_MS;
+    let (fmt, text_of) = time_format(span_minutes);
+    html! {
+        @for ms in time_labels(p.start, span_minutes) {
+            @let x = r(p.x_of(ms));
+            line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
+            text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt=(fmt) {
+                (text_of(ms))
+            }
+        }
+    }
+}
+
+/// The hover read-out under the chart: the script fills it (`textContent`) from the
+/// nearest bar's `data-t` and `data-tip`.
+fn tip() -> Markup {
+    html! { p.tip aria-live="polite" hidden {} }
+}
+
+/// The chart of `bars` over `[since_ms, until_ms)`: minute bars, bytes per minute.
+pub fn minutes_chart(bars: &[Bar], since_ms: i64, until_ms: i64, label: &str) -> Markup {
+    let frame = Frame {
+        since_ms,
+        until_ms,
+        bucket_ms: MINUTE_MS,
+        label,
+        id: None,
+        zoom: false,
+    };
+    traffic_chart(bars, &frame, Unit::BytesPerBucket, None)
+}
+
+/// A device's usual upload per UTC hour of day (bytes per minute, the detector's p95
+/// baseline), drawn over the "sent" half of a traffic chart as a dashed step line.
+pub type Baseline = [i64; 24];
+
+/// Received bytes up from the zero line, sent bytes down, per `frame.bucket_ms` bucket
+/// (`Bar::minute` is the bucket's start), with an optional baseline over the sent half.
 ///
 /// Both halves share one scale; each gets as many tick steps as its own maximum needs
 /// (at least one), so a small upload under a large download does not waste half the
 /// height.
-pub fn minutes_chart(bars: &[Bar], since_ms: i64, until_ms: i64, label: &str) -> Markup {
-    let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let span_minutes = ((until_ms - start) / MINUTE_MS).max(1);
-    let plot_w = WIDTH - LEFT - RIGHT;
+pub fn traffic_chart(
+    bars: &[Bar],
+    frame: &Frame,
+    unit: Unit,
+    baseline: Option<&Baseline>,
+) -> Markup {
+    let p = Plot::new(frame);
     let plot_h = HEIGHT - TOP - BOTTOM;
-    let bars: Vec<Bar> = bars.iter().copied().filter(|b| b.minute >= start).collect();
-    let max_down = bars.iter().map(|b| b.down).max().unwrap_or(0).max(0);
-    let max_up = bars.iter().map(|b| b.up).max().unwrap_or(0).max(0);
+    let seconds = (p.bucket_ms / 1000).max(1);
+    let per_unit = |v: i64| match unit {
+        Unit::BytesPerBucket => v.max(0),
+        // Rounded up: a minute of a few bytes is still traffic, not a missing bar.
+        Unit::BytesPerSecond => (v.max(0) + seconds - 1) / seconds,
+    };
+    let bars: Vec<Bar> = bars
+        .iter()
+        .filter(|b| b.minute >= p.start && b.minute < p.end())
+        .map(|b| Bar {
+            minute: b.minute,
+            up: per_unit(b.up),
+            down: per_unit(b.down),
+        })
+        .collect();
+    // The baseline per bucket, in the chart's unit (bytes per minute × minutes per
+    // bucket, or per second).
+    let base_of = |ms: i64| -> Option<i64> {
+        let b = baseline?;
+        let hour = usize::try_from(ms.rem_euclid(86_400_000) / HOUR_MS).ok()?;
+        let per_minute = *b.get(hour)?;
+        Some(match unit {
+            Unit::BytesPerBucket => per_minute.saturating_mul(p.bucket_ms / MINUTE_MS),
+            Unit::BytesPerSecond => per_minute / 60,
+        })
+    };
+    let max_down = bars.iter().map(|b| b.down).max().unwrap_or(0);
+    let max_base = (0..p.buckets)
+        .filter_map(|i| base_of(p.start + i * p.bucket_ms))
+        .max()
+        .unwrap_or(0);
+    let max_up = bars.iter().map(|b| b.up).max().unwrap_or(0).max(max_base);
     // About four steps in all.
     let step = nice_step(max_down.saturating_add(max_up).div_euclid(2));
     let steps_down = (max_down / step + i64::from(max_down % step != 0)).max(1);
     let steps_up = (max_up / step + i64::from(max_up % step != 0)).max(1);
     let scale = plot_h / ((steps_down + steps_up) as f64 * step as f64);
     let mid = TOP + (steps_down * step) as f64 * scale;
-    let bar_w = plot_w / span_minutes as f64;
-    let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
-    let labels = time_labels(start, span_minutes);
+    let suffix = match unit {
+        Unit::BytesPerBucket => "",
+        Unit::BytesPerSecond => "/s",
+    };
+    let value = |v: i64| format!("{}{suffix}", format::bytes(v));
     // (y, label) of every gridline: received above the zero line, sent below.
     let ticks: Vec<(f64, String)> = (1..=steps_down)
         .map(|k| {
             (
                 mid - (k * step) as f64 * scale,
-                format!("↓ {}", axis_label(k * step)),
+                format!("↓ {}{suffix}", axis_label(k * step)),
             )
         })
         .chain((1..=steps_up).map(|k| {
             (
                 mid + (k * step) as f64 * scale,
-                format!("↑ {}", axis_label(k * step)),
+                format!("↑ {}{suffix}", axis_label(k * step)),
             )
         }))
         .collect();
+    // The baseline as one step line: a point at each hour boundary it changes at.
+    let baseline_points: Option<String> = baseline.map(|_| {
+        let mut points = String::new();
+        let mut t = p.start;
+        while t < p.end() {
+            let next = (t.div_euclid(HOUR_MS) + 1) * HOUR_MS;
+            let next = next.min(p.end());
+            let y = r(mid + base_of(t).unwrap_or(0) as f64 * scale);
+            points.push_str(&format!("{},{y} {},{y} ", r(p.x_of(t)), r(p.x_of(next))));
+            t = next;
+        }
+        points.trim_end().to_owned()
+    });
+    let what = match unit {
+        Unit::BytesPerBucket => format!("bytes {}", frame.per()),
+        Unit::BytesPerSecond => format!(
+            "bytes per second, mean {}",
+            frame.per().replace("per ", "of each ")
+        ),
+    };
     html! {
-        figure.chart {
+        figure.chart id=[frame.id] {
             div.scroll {
-                svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label) {
+                (svg_open(frame, &p, html! {
                     @for (y, text) in &ticks {
                         line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(*y)) y2=(r(*y)) {}
                         text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (text) }
@@ -129,31 +315,30 @@ pub fn minutes_chart(bars: &[Bar], since_ms: i64, until_ms: i64, label: &str) ->
                     line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(mid)) y2=(r(mid)) {}
                     line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
                     text.ylabel x=(LEFT - 4.0) y=(r(mid + 3.5)) text-anchor="end" { "0" }
-                    @for ms in &labels {
-                        @let x = r(x_of(*ms));
-                        line.tick x1=(x) x2=(x) y1=(HEIGHT - BOTTOM) y2=(HEIGHT - BOTTOM + 4.0) {}
-                        text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
-                            (format::hh_mm_utc(*ms))
-                        }
-                    }
+                    (time_axis(&p, HEIGHT - BOTTOM))
                     @for b in &bars {
-                        @let x = r(x_of(b.minute));
-                        @let w = r((bar_w - 1.0).max(1.0));
-                        g {
-                            title {
-                                (format::utc_text(b.minute)) ": received " (format::bytes(b.down))
-                                ", sent " (format::bytes(b.up))
-                            }
+                        @let x = r(p.x_of(b.minute));
+                        @let w = r((p.bar_w - 1.0).max(1.0));
+                        @let tip = format!("↓ {} · ↑ {}", value(b.down), value(b.up));
+                        g.bar data-t=(b.minute) data-tip=(tip) {
+                            title { (format::utc_text(b.minute)) ": received " (value(b.down)) ", sent " (value(b.up)) }
                             rect.down x=(x) width=(w) y=(r(mid - b.down as f64 * scale))
                                 height=(r(b.down as f64 * scale)) {}
                             rect.up x=(x) width=(w) y=(r(mid)) height=(r(b.up as f64 * scale)) {}
                         }
                     }
-                }
+                    @if let Some(points) = &baseline_points {
+                        polyline.baseline points=(points) fill="none" {}
+                    }
+                }))
             }
+            (tip())
             figcaption {
                 span.legend.down { "received" } " " span.legend.up { "sent" }
-                " · bytes per minute · times in " span data-tz { "UTC" }
+                @if baseline_points.is_some() {
+                    " " span.legend.baseline title="the device's usual upload for the hour of day (95th percentile of its active minutes)" { "usual upload" }
+                }
+                " · " (what) " · times in " span data-tz { "UTC" }
             }
         }
     }
@@ -197,23 +382,34 @@ pub fn count_chart(
     id: Option<&str>,
     legend: Markup,
 ) -> Markup {
-    let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let span_minutes = ((until_ms - start) / MINUTE_MS).max(1);
-    let plot_w = WIDTH - LEFT - RIGHT;
+    let frame = Frame {
+        since_ms,
+        until_ms,
+        bucket_ms: MINUTE_MS,
+        label,
+        id,
+        zoom: false,
+    };
+    counts_chart(bars, &frame, legend)
+}
+
+/// [`count_chart`] with any bucket width (`CountBar::minute` is the bucket's start).
+pub fn counts_chart(bars: &[CountBar], frame: &Frame, legend: Markup) -> Markup {
+    let p = Plot::new(frame);
     let plot_h = HEIGHT - TOP - BOTTOM;
     let base = TOP + plot_h;
-    let bars: Vec<&CountBar> = bars.iter().filter(|b| b.minute >= start).collect();
+    let bars: Vec<&CountBar> = bars
+        .iter()
+        .filter(|b| b.minute >= p.start && b.minute < p.end())
+        .collect();
     let max = bars.iter().map(|b| b.total).max().unwrap_or(0).max(0);
     let step = count_step(max);
     let steps = (max / step + i64::from(max % step != 0)).max(1);
     let scale = plot_h / (steps * step) as f64;
-    let bar_w = plot_w / span_minutes as f64;
-    let x_of = |ms: i64| LEFT + (ms - start) as f64 / MINUTE_MS as f64 * bar_w;
-    let labels = time_labels(start, span_minutes);
     html! {
-        figure.chart id=[id] {
+        figure.chart id=[frame.id] {
             div.scroll {
-                svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-label=(label) {
+                (svg_open(frame, &p, html! {
                     @for k in 1..=steps {
                         @let y = r(base - (k * step) as f64 * scale);
                         line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
@@ -222,32 +418,27 @@ pub fn count_chart(
                     line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(base)) y2=(r(base)) {}
                     line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(r(base)) {}
                     text.ylabel x=(LEFT - 4.0) y=(r(base + 3.5)) text-anchor="end" { "0" }
-                    @for ms in &labels {
-                        @let x = r(x_of(*ms));
-                        line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
-                        text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
-                            (format::hh_mm_utc(*ms))
-                        }
-                    }
+                    (time_axis(&p, base))
                     @for b in &bars {
-                        @let x = r(x_of(b.minute));
-                        @let w = r((bar_w - 1.0).max(1.0));
+                        @let x = r(p.x_of(b.minute));
+                        @let w = r((p.bar_w - 1.0).max(1.0));
                         @let total = b.total.max(0);
-                        @let part = b.part.map(|p| p.clamp(0, total));
+                        @let part = b.part.map(|v| v.clamp(0, total));
                         @let rest_h = (total - part.unwrap_or(0)) as f64 * scale;
-                        g {
+                        g.bar data-t=(b.minute) data-tip=(b.title) {
                             title { (b.title) }
                             rect.q x=(x) width=(w) y=(r(base - rest_h)) height=(r(rest_h)) {}
-                            @if let Some(p) = part {
-                                @let part_h = p as f64 * scale;
+                            @if let Some(v) = part {
+                                @let part_h = v as f64 * scale;
                                 rect.nx x=(x) width=(w) y=(r(base - rest_h - part_h)) height=(r(part_h)) {}
                             }
                         }
                     }
-                }
+                }))
             }
+            (tip())
             figcaption {
-                (legend) " · per minute · times in " span data-tz { "UTC" }
+                (legend) " · " (frame.per()) " · times in " span data-tz { "UTC" }
             }
         }
     }

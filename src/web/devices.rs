@@ -150,6 +150,11 @@ pub async fn page(
         })
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no device with id {id}")))?;
+    // The detector's usual upload for this device, drawn over its traffic chart.
+    let baseline = state
+        .reads()
+        .run(move |c| crate::store::read_overview::egress_baseline(c, id))
+        .await?;
     let d = &data.device;
     let bars: Vec<Bar> = data
         .minutes
@@ -219,7 +224,14 @@ pub async fn page(
             }
             h2 { "Traffic" }
             (window_links(&format!("/devices/{id}"), window))
-            (chart::minutes_chart(&bars, since, now, &format!("traffic of {} per minute", d.label())))
+            (chart::traffic_chart(&bars, &chart::Frame {
+                since_ms: since,
+                until_ms: now,
+                bucket_ms: 60_000,
+                label: &format!("traffic of {} per minute", d.label()),
+                id: Some("device-traffic"),
+                zoom: false,
+            }, chart::Unit::BytesPerBucket, baseline.as_ref()))
             details {
                 summary { "Per-minute table (" (data.minutes.len()) " minutes with traffic)" }
                 div.scroll {

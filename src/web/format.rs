@@ -71,9 +71,27 @@ pub fn hh_mm_utc(ms: i64) -> String {
     format!("{:02}:{:02}", t.hour, t.minute)
 }
 
+/// `DD HH:MM` UTC (day of month), for the axis of a chart over days.
+pub fn dd_hh_mm_utc(ms: i64) -> String {
+    let t = utc(ms);
+    format!("{:02} {:02}:{:02}", t.day, t.hour, t.minute)
+}
+
+/// `MM-DD` UTC, for the axis of a chart labelled in whole days.
+pub fn mm_dd_utc(ms: i64) -> String {
+    let t = utc(ms);
+    format!("{:02}-{:02}", t.month, t.day)
+}
+
 /// A timestamp element the script localises.
 pub fn time(ms: i64) -> Markup {
     html! { time datetime=(iso_utc(ms)) data-ms=(ms) { (utc_text(ms)) } }
+}
+
+/// A timestamp the script shows as an age ("3 min ago", kept current) with the local
+/// time as its title; without the script, the UTC time.
+pub fn time_ago(ms: i64) -> Markup {
+    html! { time datetime=(iso_utc(ms)) data-ms=(ms) data-rel { (utc_text(ms)) } }
 }
 
 /// Same, or a dash when absent.
@@ -172,6 +190,8 @@ mod tests {
         assert_eq!(iso_utc(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(utc_text(1_714_568_645_123), "2024-05-01 13:04:05 UTC");
         assert_eq!(hh_mm_utc(1_714_568_645_123), "13:04");
+        assert_eq!(dd_hh_mm_utc(1_714_568_645_123), "01 13:04");
+        assert_eq!(mm_dd_utc(1_714_568_645_123), "05-01");
     }
 
     #[test]

@@ -182,6 +182,16 @@ pub async fn page(
                 }
             }
             (peers::host_devices(&devices))
+            @if let Some(snippet) = block_snippet(&h.ip) {
+                details.block #block-host {
+                    summary { "Block this host on the router" }
+                    p.muted {
+                        "Run on the router. The " code { "nft" } " rule takes effect at once and is gone "
+                        "at the next firewall reload; the " code { "uci" } " rule is the permanent form."
+                    }
+                    pre.snippet { (snippet) }
+                }
+            }
             h2 { "Domains" }
             (domains(id, &data.domains))
             h2 { "Traffic" }
@@ -213,6 +223,37 @@ pub async fn page(
             h2 { "Recent flows" }
             (flows::recent(&data.flows, &full_view, now))
         },
+    ))
+}
+
+/// Commands that stop LAN devices reaching `ip`: an nftables rule for fw4's `forward`
+/// chain and the OpenWrt firewall rule (uci) that survives reloads. `None` unless `ip`
+/// is an address (it is text from the database; the snippet must be a valid command).
+///
+/// `insert`, not `add`: fw4's `forward` chain accepts established traffic and jumps to
+/// the zone chains (which accept LAN → WAN) before anything appended would be reached;
+/// inserted first, the rule also cuts connections already open.
+pub fn block_snippet(ip: &str) -> Option<String> {
+    let addr: std::net::IpAddr = ip.parse().ok()?;
+    let (nft_family, uci_family) = match addr {
+        std::net::IpAddr::V4(_) => ("ip", "ipv4"),
+        std::net::IpAddr::V6(_) => ("ip6", "ipv6"),
+    };
+    Some(format!(
+        "# nftables (fw4), until the next firewall reload:\n\
+         nft insert rule inet fw4 forward {nft_family} daddr {addr} counter drop\n\
+         \n\
+         # OpenWrt firewall, permanent:\n\
+         uci add firewall rule\n\
+         uci set firewall.@rule[-1].name='netmon: block {addr}'\n\
+         uci set firewall.@rule[-1].src='lan'\n\
+         uci set firewall.@rule[-1].dest='wan'\n\
+         uci set firewall.@rule[-1].dest_ip='{addr}'\n\
+         uci set firewall.@rule[-1].family='{uci_family}'\n\
+         uci set firewall.@rule[-1].proto='all'\n\
+         uci set firewall.@rule[-1].target='DROP'\n\
+         uci commit firewall\n\
+         /etc/init.d/firewall reload\n"
     ))
 }
 

@@ -10,6 +10,7 @@ use super::{assets, auth, incidents};
 /// Which navigation entry is the current page.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
+    Overview,
     Flows,
     Devices,
     Hosts,
@@ -35,6 +36,7 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
             header.top {
                 a.brand href="/" { "netmon" }
                 nav {
+                    a href="/" aria-current=[(nav == Nav::Overview).then_some("page")] { "Overview" }
                     a href="/flows" aria-current=[(nav == Nav::Flows).then_some("page")] { "Flows" }
                     a href="/devices" aria-current=[(nav == Nav::Devices).then_some("page")] { "Devices" }
                     a href="/hosts" aria-current=[(nav == Nav::Hosts).then_some("page")] { "Hosts" }
@@ -56,6 +58,11 @@ pub fn page(title: &str, nav: Nav, live: bool, body: Markup) -> Markup {
                 @if live {
                     span.live-controls {
                         span #live-status .live.off hidden { "live" }
+                        select #live-rate hidden aria-label="refresh rate" title="how often changed panels are refreshed" {
+                            option value="live" { "live" }
+                            option value="5s" { "every 5 s" }
+                            option value="30s" { "every 30 s" }
+                        }
                         button #live-toggle type="button" hidden { "Pause" }
                     }
                 }

@@ -10,13 +10,16 @@
 //!
 //! Live updates: the writer publishes a [`Tick`] on a `watch` after each commit;
 //! `/events` forwards it to each open tab as a Server-Sent Event, and the tab re-fetches
-//! only the flows fragment (`/fragment/flows`). Nothing polls.
+//! only the fragments whose `data-topics` name a field the tick changed (the flows
+//! table, the overview's panels). Nothing polls.
 //!
 //! Routes (all GET unless noted):
 //!
 //! | path | what |
 //! | --- | --- |
-//! | `/flows` (and `/` for now) | flow search: summary tiles, filterable live flows table |
+//! | `/` | overview: tiles, charts (`w`, or `from`/`to`), live flows, top-N panels (`w_hosts`, `w_domains`, `w_devices`, `w_new`, `w_ports`: `10m`…`30d`, remembered in the `netmon_w` cookie) |
+//! | `/fragment/overview/{part}` | one overview part alone: `tiles`, `charts`, `flows`, `hosts`, `domains`, `devices`, `new`, `ports` |
+//! | `/flows` | flow search: summary tiles, filterable live flows table |
 //! | `/fragment/flows` | the flows table alone (same query parameters as `/flows`) |
 //! | `/devices`, `/devices/{id}` | device list, device page (details, rename, flows, minutes) |
 //! | `POST /devices/{id}/name` | rename (form field `name`), 303 back to the device |
@@ -72,6 +75,7 @@ mod hosts;
 mod incidents;
 mod layout;
 mod login;
+mod overview;
 mod peers;
 mod router;
 mod rules;
@@ -194,9 +198,11 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         // `/` is the flows page until the overview (another branch) takes it.
-        .route("/", get(dashboard::page))
+        .route("/", get(overview::page))
         .route("/flows", get(dashboard::page))
         .route("/fragment/flows", get(flows::fragment))
+        .route("/overview", get(overview::page))
+        .route("/fragment/overview/{part}", get(overview::fragment))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))
         .route("/devices/{id}/name", post(devices::rename))
