@@ -1499,8 +1499,15 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
     if f.min_score.is_some() || f.code.is_some() {
         // Hits name the flow that caused them (`hits.flow_id`); the few matching hits
         // drive the lookup, not a scan of the flows.
+        // With a device or host filter, their covering index checks the list without a
+        // row lookup per hit (`+` keeps the list from driving: 3 000 lookups, 27 ms → 7).
+        let id = if f.device_id.is_some() || f.remote_host_id.is_some() {
+            "+f.id"
+        } else {
+            "f.id"
+        };
         let mut clause =
-            "f.id IN (SELECT h.flow_id FROM hits h WHERE h.flow_id IS NOT NULL".to_owned();
+            format!("{id} IN (SELECT h.flow_id FROM hits h WHERE h.flow_id IS NOT NULL");
         let mut params = Vec::new();
         if let Some(score) = f.min_score {
             clause.push_str(" AND h.score >= ?");
@@ -1940,9 +1947,13 @@ pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPag
     let cap = i64::from(COUNT_PAGES) * i64::from(filter.per_page);
     let mut count_params = w.params.clone();
     count_params.push(Value::Integer(cap + 1));
+    // The sort's index for the count too: it covers the cheap filters, and left alone
+    // SQLite 3.54 counted `min_bytes=` on flows_bytes from the small end (500 000
+    // entries before the first match).
+    let indexed = sort_index(filter).map_or(String::new(), |i| format!(" INDEXED BY {i}"));
     let counted: i64 = conn
         .prepare_cached(&format!(
-            "SELECT count(*) FROM (SELECT 1 FROM flows f{} LIMIT ?)",
+            "SELECT count(*) FROM (SELECT 1 FROM flows f{indexed}{} LIMIT ?)",
             w.sql()
         ))?
         .query_row(params_from_iter(count_params.iter()), |r| r.get(0))?;
@@ -1967,7 +1978,6 @@ pub fn flows(conn: &Connection, filter: &FlowFilter) -> rusqlite::Result<FlowPag
     } else {
         flow_order_by(filter)
     };
-    let indexed = sort_index(filter).map_or(String::new(), |i| format!(" INDEXED BY {i}"));
     let sql = format!(
         "SELECT {FLOW_COLUMNS} FROM \
          (SELECT f.id FROM flows f{indexed}{where_} ORDER BY {order} LIMIT ? OFFSET ?) page \
