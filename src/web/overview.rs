@@ -744,10 +744,12 @@ fn live_flows(page: Option<&FlowPage>, now: i64) -> Markup {
         }
         @match page {
             Some(p) if !p.flows.is_empty() => {
-                p.count { "newest activity of " strong { (format::count(p.total)) } " active flows" }
+                p.count { "newest activity of " strong { (format::count(p.total)) } " active internet flows" }
                 (flows::table(&p.flows, now, None))
             }
-            _ => p.muted { "No active flows." },
+            // The tile counts every direction; this table, like the flows page, only
+            // internet traffic (router-local DNS and LAN flows are on /flows).
+            _ => p.muted { "No active internet flows (router-local and LAN flows are on " a href="/flows?direction=all" { "the flows page" } ")." },
         }
     }
 }
