@@ -582,7 +582,7 @@ fn hostile_strings_are_stored_verbatim_and_rendered_inert() {
         "/flows".into(),
         "/flows?show=all&direction=all".into(),
         "/fragment/flows?show=all&direction=all".into(),
-        "/overview?w=30d&w_hosts=7d&w_domains=30d&w_devices=24h&w_new=30d&w_ports=30d".into(),
+        "/?w=30d&w_hosts=7d&w_domains=30d&w_devices=24h&w_new=30d&w_ports=30d".into(),
         "/fragment/overview/new?w_new=30d".into(),
         "/devices".into(),
         "/hosts".into(),

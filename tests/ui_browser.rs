@@ -124,12 +124,12 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     // --- the overview: a panel's window is remembered across reloads; hover values ----
     visit(
         &mut b,
-        "/overview",
+        "/",
         "Overview",
         &["Internet link", "Top remote hosts"],
     );
-    b.click("#ov-hosts nav.switch a[href='/overview?w_hosts=24h']", true);
-    b.goto(&format!("http://{WEB}/overview"));
+    b.click("#ov-hosts nav.switch a[href='/?w_hosts=24h']", true);
+    b.goto(&format!("http://{WEB}/"));
     let current = |b: &mut Browser, panel: &str| {
         b.eval(&format!(
             "document.querySelector('#{panel} nav.switch a[aria-current=true]')?.textContent ?? null"
@@ -175,7 +175,7 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
         "Emulation.setDeviceMetricsOverride",
         json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
     );
-    b.goto(&format!("http://{WEB}/overview"));
+    b.goto(&format!("http://{WEB}/"));
     b.pump(Duration::from_millis(300));
     b.screenshot(&shots.join("overview-phone.png"));
     b.call("Emulation.clearDeviceMetricsOverride", json!({}));

@@ -197,11 +197,9 @@ impl AppState {
 /// guard, the authentication and CSRF gate and the body size limit.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        // `/` is the flows page until the overview (another branch) takes it.
         .route("/", get(overview::page))
         .route("/flows", get(dashboard::page))
         .route("/fragment/flows", get(flows::fragment))
-        .route("/overview", get(overview::page))
         .route("/fragment/overview/{part}", get(overview::fragment))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))

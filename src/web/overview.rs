@@ -1,9 +1,9 @@
-//! `/overview`: the page a router owner opens first — headline tiles, charts of the
+//! `/`: the page a router owner opens first — headline tiles, charts of the
 //! internet link, new flows and DNS, the busiest devices, the live flows, and panels of
 //! top hosts, top domains, top senders, newest hosts and rare ports.
 //!
 //! Each panel has its own window (10 min … 30 days), chosen with plain GET links
-//! (`/overview?w_hosts=24h`), so everything works without JavaScript. The choice is
+//! (`/?w_hosts=24h`), so everything works without JavaScript. The choice is
 //! remembered in a cookie the server sets on that GET ([`WINDOW_COOKIE`]): a cookie, not
 //! a database row, because no GET may change the database. The cookie is read strictly
 //! (bounded, known keys and values only); anything else in it is ignored.
@@ -357,7 +357,7 @@ fn read_part(
     Ok(o)
 }
 
-/// `GET /overview`.
+/// `GET /`.
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -494,7 +494,7 @@ fn window_switch(p: Panel, view: &View) -> Markup {
     html! {
         nav.switch.windows aria-label="window" {
             @for w in Window::ALL {
-                a href={ "/overview?" (p.param()) "=" (w.as_str()) }
+                a href={ "/?" (p.param()) "=" (w.as_str()) }
                     aria-current=[(w == current && !zoomed).then_some("true")] { (w.as_str()) }
             }
         }
@@ -644,7 +644,7 @@ fn charts(o: &Overview, view: &View, now: i64) -> Markup {
         div.chart-head {
             (window_switch(Panel::Charts, view))
             @if let Some((from, to)) = view.zoom {
-                span.zoomed { "zoomed: " (format::time(from)) " – " (format::time(to)) " " a href="/overview" { "reset" } }
+                span.zoomed { "zoomed: " (format::time(from)) " – " (format::time(to)) " " a href="/" { "reset" } }
             } @else {
                 span.muted.hint { "drag across a chart to zoom" }
             }
@@ -667,7 +667,7 @@ fn charts(o: &Overview, view: &View, now: i64) -> Markup {
                 } @else {
                     p.muted.note {
                         "DNS is counted per minute only, so its chart covers up to a day: "
-                        a href="/overview?w=24h" { "the last 24 h" } "."
+                        a href="/?w=24h" { "the last 24 h" } "."
                     }
                 }
             }
@@ -756,7 +756,7 @@ fn live_flows(page: Option<&FlowPage>, now: i64) -> Markup {
 
 fn panel(p: Panel, o: &Overview, view: &View) -> Markup {
     let (title, more, more_href) = match p {
-        Panel::Charts => ("Charts", "", "/overview"),
+        Panel::Charts => ("Charts", "", "/"),
         Panel::Hosts => ("Top remote hosts", "all hosts →", "/hosts?sort=bytes"),
         Panel::Domains => ("Top domains", "DNS log →", "/dns"),
         Panel::Devices => ("Top devices by upload", "devices →", "/devices"),

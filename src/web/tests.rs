@@ -1823,10 +1823,10 @@ async fn flows_page_lives_at_flows_and_links_there() {
     let fx = fixture();
     let (status, _, flows) = get(&fx.app, "/flows").await;
     assert_eq!(status, StatusCode::OK);
-    // `/` serves the same page until the overview takes it.
+    // `/` is the overview, which links to the flow search.
     let (status, _, root) = get(&fx.app, "/").await;
     assert_eq!(status, StatusCode::OK);
-    assert!(root.contains("id=\"flows-live\""), "{root}");
+    assert!(root.contains("href=\"/flows\""), "{root}");
     // Nav, form, clear, sort and CSV links all point at /flows (or its API).
     for needle in [
         "href=\"/flows\" aria-current=\"page\"",
@@ -1987,14 +1987,14 @@ fn seed_overview(fx: &Fixture) {
 async fn overview_has_linked_tiles_charts_live_flows_and_panels() {
     let fx = fixture();
     seed_overview(&fx);
-    let (status, headers, body) = get(&fx.app, "/overview").await;
+    let (status, headers, body) = get(&fx.app, "/").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         headers.get(header::SET_COOKIE).is_none(),
         "nothing chosen, nothing set"
     );
     assert!(
-        body.contains(r#"<a href="/overview" aria-current="page">Overview</a>"#),
+        body.contains(r#"<a href="/" aria-current="page">Overview</a>"#),
         "nav"
     );
     for href in [
@@ -2047,7 +2047,7 @@ async fn overview_has_linked_tiles_charts_live_flows_and_panels() {
     assert!(body.contains("id=\"flow-1\""), "live flows");
     for w in ["10m", "1h", "24h", "7d", "30d"] {
         assert!(
-            body.contains(&format!("href=\"/overview?w_ports={w}\"")),
+            body.contains(&format!("href=\"/?w_ports={w}\"")),
             "window {w}"
         );
     }
@@ -2057,7 +2057,7 @@ async fn overview_has_linked_tiles_charts_live_flows_and_panels() {
 async fn overview_remembers_each_panel_window_in_a_strict_cookie() {
     let fx = fixture();
     seed_overview(&fx);
-    let (status, headers, body) = get(&fx.app, "/overview?w_hosts=24h").await;
+    let (status, headers, body) = get(&fx.app, "/?w_hosts=24h").await;
     assert_eq!(status, StatusCode::OK);
     let set = headers[header::SET_COOKIE].to_str().unwrap().to_owned();
     assert!(set.starts_with("netmon_w="), "{set}");
@@ -2076,7 +2076,7 @@ async fn overview_remembers_each_panel_window_in_a_strict_cookie() {
     let cookie = set.split(';').next().unwrap().to_owned();
     let (_, headers, body) = send(
         &fx.app,
-        Request::get("/overview")
+        Request::get("/")
             .header(header::COOKIE, &cookie)
             .body(Body::empty())
             .unwrap(),
@@ -2084,10 +2084,10 @@ async fn overview_remembers_each_panel_window_in_a_strict_cookie() {
     .await;
     assert!(headers.get(header::SET_COOKIE).is_none());
     assert!(
-        body.contains(r#"<a href="/overview?w_hosts=24h" aria-current="true">24h</a>"#),
+        body.contains(r#"<a href="/?w_hosts=24h" aria-current="true">24h</a>"#),
         "remembered"
     );
-    assert!(body.contains(r#"<a href="/overview?w_domains=1h" aria-current="true">1h</a>"#));
+    assert!(body.contains(r#"<a href="/?w_domains=1h" aria-current="true">1h</a>"#));
     // The fragment reads the same cookie.
     let (_, _, frag) = send(
         &fx.app,
@@ -2101,26 +2101,26 @@ async fn overview_remembers_each_panel_window_in_a_strict_cookie() {
     // Junk in the cookie is ignored, not an error.
     let (status, _, body) = send(
         &fx.app,
-        Request::get("/overview")
+        Request::get("/")
             .header(header::COOKIE, "netmon_w=hosts:forever,<b>:1h,ports:7d")
             .body(Body::empty())
             .unwrap(),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert!(body.contains(r#"<a href="/overview?w_ports=7d" aria-current="true">7d</a>"#));
-    assert!(body.contains(r#"<a href="/overview?w_hosts=1h" aria-current="true">1h</a>"#));
+    assert!(body.contains(r#"<a href="/?w_ports=7d" aria-current="true">7d</a>"#));
+    assert!(body.contains(r#"<a href="/?w_hosts=1h" aria-current="true">1h</a>"#));
 }
 
 #[tokio::test]
 async fn overview_refuses_bad_windows_and_ranges_naming_them() {
     let fx = fixture();
     for (uri, param) in [
-        ("/overview?w_hosts=2h", "`w_hosts`"),
-        ("/overview?w=1y", "`w`"),
-        ("/overview?from=1000", "`from`/`to`"),
-        ("/overview?from=abc&to=5", "`from`"),
-        ("/overview?from=0&to=1000", "`from`/`to`"),
+        ("/?w_hosts=2h", "`w_hosts`"),
+        ("/?w=1y", "`w`"),
+        ("/?from=1000", "`from`/`to`"),
+        ("/?from=abc&to=5", "`from`"),
+        ("/?from=0&to=1000", "`from`/`to`"),
         ("/fragment/overview/ports?w_ports=x", "`w_ports`"),
     ] {
         let (status, headers, body) = get(&fx.app, uri).await;
