@@ -157,6 +157,15 @@ impl Rules {
         }
     }
 
+    /// Device `from` merged into `into` (`store::devices::merge` moved the rows too).
+    pub fn remap_device(&mut self, from: i64, into: i64) {
+        for r in &mut self.rules {
+            if r.spec.device_id == Some(from) {
+                r.spec.device_id = Some(into);
+            }
+        }
+    }
+
     pub fn remove(&mut self, id: i64) {
         self.rules.retain(|r| r.id != id);
     }

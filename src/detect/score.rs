@@ -399,6 +399,7 @@ impl Detector {
     /// Device `from` was merged into `into`: `into` keeps its state, `from`'s goes.
     pub fn remap_device(&mut self, from: i64, into: i64) {
         self.devices.remove(&from);
+        self.rules.remap_device(from, into);
         for f in self.flows.values_mut() {
             if f.device_id == from {
                 f.device_id = into;

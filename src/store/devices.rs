@@ -250,6 +250,14 @@ pub fn merge(tx: &Transaction, from: i64, into: i64) -> rusqlite::Result<()> {
         "UPDATE dns_queries SET device_id = ?2 WHERE device_id = ?1",
         "UPDATE remote_host_domains SET last_device_id = ?2 WHERE last_device_id = ?1",
         "UPDATE device_addrs SET device_id = ?2 WHERE device_id = ?1",
+        // Detection: the device's hits, incidents and device-scoped rules are the
+        // survivor's (its anomalies page and incident list would lose them otherwise);
+        // a baseline moves only when the survivor has none (the next hourly
+        // recomputation covers the merged history either way).
+        "UPDATE hits SET device_id = ?2 WHERE device_id = ?1",
+        "UPDATE incidents SET device_id = ?2 WHERE device_id = ?1",
+        "UPDATE rules SET device_id = ?2 WHERE device_id = ?1",
+        "UPDATE OR IGNORE device_baselines SET device_id = ?2 WHERE device_id = ?1",
         "UPDATE devices SET
              first_seen = min(first_seen, (SELECT first_seen FROM devices WHERE id = ?1)),
              last_seen = max(last_seen, (SELECT last_seen FROM devices WHERE id = ?1)),
@@ -263,6 +271,8 @@ pub fn merge(tx: &Transaction, from: i64, into: i64) -> rusqlite::Result<()> {
     ] {
         tx.prepare_cached(sql)?.execute(params![from, into])?;
     }
+    tx.prepare_cached("DELETE FROM device_baselines WHERE device_id = ?1")?
+        .execute([from])?;
     tx.prepare_cached("DELETE FROM devices WHERE id = ?1")?
         .execute([from])?;
     Ok(())

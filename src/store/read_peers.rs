@@ -203,7 +203,9 @@ mod tests {
             )
             .unwrap();
         // device 1: 3 flows to host 1 on 443 (big), 1 to host 2 on 53/udp, 1 old one.
-        let rows: [(i64, u8, Option<u16>, i64, i64, i64, i64, i64); 6] = [
+        // id, proto, port, bytes up, bytes down, time, device, host
+        type Row = (i64, u8, Option<u16>, i64, i64, i64, i64, i64);
+        let rows: [Row; 6] = [
             (1, 6, Some(443), 1000, 50_000, 5_000, 1, 1),
             (2, 6, Some(443), 10, 10, 5_100, 1, 1),
             (3, 6, Some(443), 10, 10, 5_200, 1, 1),

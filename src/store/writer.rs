@@ -2048,12 +2048,31 @@ mod tests {
             ),
             1
         );
+        // Detection rows of .11's device: a hit, an incident, a device-scoped rule.
+        let kitchen = count(&w.conn, "SELECT id FROM devices WHERE ip = '10.77.0.11'");
+        w.conn
+            .execute_batch(&format!(
+                "INSERT INTO hits (ts, last_ts, device_id, score, codes, reasons, fingerprint)
+                   VALUES (1, 1, {kitchen}, 60, 'NEW_DST', '[]', 'h');
+                 INSERT INTO incidents (fingerprint, device_id, codes, title, first_seen, last_seen, max_score)
+                   VALUES ('i', {kitchen}, 'NEW_DST', 't', 1, 1, 60);
+                 INSERT INTO rules (action, device_id, port_lo, port_hi, created_at)
+                   VALUES ('allow', {kitchen}, 6881, 6889, 1);"
+            ))
+            .unwrap();
         // Its address changes to .11 (same MAC): .11's address-only device merges in —
-        // its flow, rollups, totals and the owner's name — and is gone.
+        // its flow, rollups, totals, the owner's name and its detection rows — and is gone.
         w.apply(vec![sighting("10.77.0.11", 1, None, t0 + 3000)])
             .unwrap();
         let c = &w.conn;
         assert_eq!(count(c, "SELECT count(*) FROM devices"), 1);
+        for table in ["hits", "incidents", "rules"] {
+            assert_eq!(
+                count(c, &format!("SELECT device_id FROM {table}")),
+                laptop,
+                "{table} follow the merge"
+            );
+        }
         assert_eq!(
             count(
                 c,

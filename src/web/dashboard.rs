@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::layout::{Nav, page as shell, with_query};
-use super::{AppState, WebError, flows, format, now_ms};
+use super::{AppState, WebError, flows, format, now_ms, saved};
 use crate::detect::Code;
 use crate::flow::proto_name;
 use crate::store::read::{
@@ -64,6 +64,7 @@ fn render(filter: &FlowFilter, data: &Dashboard, now: i64) -> Markup {
             }
             (show_switch(filter))
             (filter_form(filter, data))
+            (saved::save_form(&with_query(flows::FLOWS_PAGE, &FlowFilter { page: 1, ..filter.clone() }.to_query())))
             section #flows-live data-src=(fragment) aria-live="off" {
                 (flows::panel(filter, &data.flows, now))
             }

@@ -33,6 +33,7 @@ use crate::store::read_overview::{
     self as store, CountBucket, DeviceRank, DeviceTraffic, DomainMeasure, DomainUse, HostTraffic,
     MAX_RANGE_MS, NewHost, PortUse, Range, TOP_N, Tiles, TrafficBucket, Window,
 };
+use crate::store::saved;
 
 /// The cookie remembering each panel's window: `charts:1h,hosts:24h,…`.
 pub const WINDOW_COOKIE: &str = "netmon_w";
@@ -371,12 +372,15 @@ pub async fn page(
         .run(move |c| read_part(c, Part::All, &v, now))
         .await?;
     let health = Health::of(&state, now);
+    // A failed read of the (tiny) saved-search table costs the links, not the page.
+    let pinned = state.reads().run(saved::pinned).await.unwrap_or_default();
     let body = shell(
         "Overview",
         Nav::Overview,
         true,
         html! {
             h1.sr { "Overview" }
+            (super::saved::pinned_links(&pinned))
             section #ov-tiles data-src=(fragment_src("tiles", &view)) data-topics=(TOPICS_TILES) {
                 (tiles(&data.tiles, &view, &health))
             }
@@ -583,7 +587,7 @@ fn tiles(t: &Tiles, view: &View, health: &Health) -> Markup {
             }
             (tile("/incidents", html! { "Open incidents" }, html! { (format::count(t.open_incidents)) },
                 if t.open_incidents > 0 { "alert" } else { "" }, None))
-            (tile("/router", html! { "Collector" }, html! {
+            (tile("/settings", html! { "Collector" }, html! {
                 (health_text)
                 @if health.queue > 0 { span.sub { (health.queue) " queued" } }
             }, health_class, None))
