@@ -9,11 +9,12 @@
 //!   page has an element or attribute the payloads would have injected, and the marker
 //!   they would set never appears.
 //! - Filters apply and clear (the form resets), pagination moves through pages, a
-//!   device is renamed inline.
+//!   device is renamed inline, an incident is acknowledged, a search is saved and
+//!   opened again from the saved searches; the overview remembers a panel's window.
 //! - Live: with the overview open, a new lab connection appears in the flows table
 //!   within 2 s without a page reload, and an idle overview makes no requests at all
 //!   for 30 s (no polling: updates arrive on the one SSE stream).
-//! - Screenshots of the overview, DNS, device and host pages go to
+//! - Screenshots of the overview (desktop and phone), flows, DNS, device and host pages go to
 //!   `target/ui-screenshots/` (CI keeps them as artifacts).
 
 mod browser;
@@ -100,6 +101,18 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     // Hostile DHCP hostnames, PTR names and DNS names, written while netmon is stopped.
     nm.sigterm();
     let (devices, hosts) = lab.seed_hostile(&PAYLOADS);
+    // An open incident with a hostile title, for the incident pages and the ack.
+    let incident: i64 = {
+        let db = rusqlite::Connection::open(lab.db_path()).expect("open the database");
+        db.execute(
+            "INSERT INTO incidents (fingerprint, device_id, remote_ip, proto, dport, codes, title,
+                                    first_seen, last_seen, count, max_score)
+             VALUES ('ui-test', ?1, '198.51.100.10', 6, 443, 'NEW_DST,RARE_PORT', ?2, ?3, ?3, 2, 75)",
+            rusqlite::params![devices[0], format!("rare port to {}", PAYLOADS[0]), now_ms() - 5_000],
+        )
+        .expect("seed an incident");
+        db.last_insert_rowid()
+    };
     let _nm = lab.start_netmon("[enrich]\nrdns = false\n");
     let client: i64 = lab.db_i64(&format!(
         "SELECT device_id FROM device_addrs WHERE ip = '{CLIENT4}'"
@@ -192,12 +205,68 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
         ("/anomalies", "Anomalies"),
         ("/incidents", "Incidents"),
         ("/rules", "Rules"),
+        ("/searches", "Saved searches"),
+        ("/settings", "Health and settings"),
         ("/help", ""),
     ] {
-        if matches!(lab.http(path), Ok((200, _))) {
-            visit(&mut b, path, heading, &[]);
-        }
+        visit(&mut b, path, heading, &[]);
     }
+    visit(
+        &mut b,
+        "/settings",
+        "Health and settings",
+        &["netmon_collector_drops_total", "max_db_mb"],
+    );
+
+    // --- acknowledge an incident ----------------------------------------------------------
+    visit(
+        &mut b,
+        "/incidents",
+        "Incidents",
+        &[&format!("rare port to {}", PAYLOADS[0])],
+    );
+    visit(
+        &mut b,
+        &format!("/incidents/{incident}"),
+        "",
+        &[PAYLOADS[0]],
+    );
+    b.click(
+        &format!("form[action='/incidents/{incident}/ack'] button[type=submit]"),
+        true,
+    );
+    let acked = lab.db_i64(&format!(
+        "SELECT acked_at IS NOT NULL FROM incidents WHERE id = {incident}"
+    ));
+    assert_eq!(acked, 1, "the incident was not acknowledged");
+    b.goto(&format!("http://{WEB}/incidents/{incident}"));
+    let text = b.eval("document.body.innerText");
+    assert!(
+        text.as_str().unwrap_or("").contains("acknowledged"),
+        "the incident page does not say acknowledged: {text}"
+    );
+
+    // --- save a search and open it from the list ------------------------------------------
+    b.goto(&format!("http://{WEB}/dns?name=n5.wan.lab"));
+    b.fill("form.save-search input[name=name]", "fifth name");
+    b.click("form.save-search button[type=submit]", true);
+    let saved = visit(
+        &mut b,
+        "/searches",
+        "Saved searches",
+        &["/dns?name=n5.wan.lab"],
+    );
+    assert_eq!(
+        b.eval("document.querySelector('table.saved input[name=name]')?.value"),
+        json!("fifth name"),
+        "the saved search's name (in its rename field): {saved}"
+    );
+    b.click("table.saved td.url a", true);
+    assert_eq!(
+        b.eval("new URL(location.href).searchParams.get('name')"),
+        json!("n5.wan.lab"),
+        "the saved search opens its filter"
+    );
 
     // --- a filter applies and clears; pages move ------------------------------------------
     visit(&mut b, "/dns?per_page=10", "DNS queries", &[]);
