@@ -68,6 +68,39 @@ const DEVICE_FLOWS: &str = "SELECT remote_host_id, proto, dst_port, bytes_up, by
      FROM flows WHERE device_id = ?1 AND first_seen >= ?2
      ORDER BY first_seen DESC LIMIT ?3";
 
+/// A remote host's flows since `since_ms` (at most the latest [`MAX_FLOWS_SCANNED`]).
+const HOST_FLOWS: &str = "SELECT device_id, bytes_up, bytes_down, last_seen
+     FROM flows WHERE remote_host_id = ?1 AND first_seen >= ?2
+     ORDER BY first_seen DESC LIMIT ?3";
+
+/// Runs one section's query — `?1` the device or host, `?2` the start, `?3` the scan
+/// bound, `?4` the rows shown, its column `scanned_col` the flows read — mapping each
+/// row. With no rows, the flows read are counted apart (no row carries the count).
+fn section<T>(
+    c: &Connection,
+    sql: &str,
+    id: i64,
+    since_ms: i64,
+    scanned_col: usize,
+    flows_sql: &str,
+    map: impl Fn(&rusqlite::Row) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Peers<T>> {
+    let mut scanned = 0;
+    let rows = c
+        .prepare_cached(sql)?
+        .query_map(params![id, since_ms, MAX_FLOWS_SCANNED, TOP_N], |r| {
+            scanned = r.get(scanned_col)?;
+            map(r)
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        scanned = c
+            .prepare_cached(&format!("SELECT count(*) FROM ({flows_sql})"))?
+            .query_row(params![id, since_ms, MAX_FLOWS_SCANNED], |r| r.get(0))?;
+    }
+    Ok(Peers { rows, scanned })
+}
+
 /// The remote hosts a device exchanged the most bytes with since `since_ms`.
 pub fn device_top_hosts(
     c: &Connection,
@@ -81,37 +114,18 @@ pub fn device_top_hosts(
          FROM f JOIN remote_hosts h ON h.id = f.remote_host_id
          GROUP BY h.id ORDER BY sum(f.bytes_up) + sum(f.bytes_down) DESC, h.id LIMIT ?4"
     );
-    let mut scanned = 0;
-    let rows = c
-        .prepare_cached(&sql)?
-        .query_map(
-            params![device_id, since_ms, MAX_FLOWS_SCANNED, TOP_N],
-            |r| {
-                scanned = r.get(8)?;
-                Ok(PeerHost {
-                    remote_host_id: r.get(0)?,
-                    ip: r.get(1)?,
-                    rdns: r.get(2)?,
-                    org: r.get(3)?,
-                    flows: r.get(4)?,
-                    bytes_up: r.get(5)?,
-                    bytes_down: r.get(6)?,
-                    last_seen: r.get(7)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    if rows.is_empty() {
-        scanned = count_device_flows(c, device_id, since_ms)?;
-    }
-    Ok(Peers { rows, scanned })
-}
-
-fn count_device_flows(c: &Connection, device_id: i64, since_ms: i64) -> rusqlite::Result<i64> {
-    c.prepare_cached(&format!("SELECT count(*) FROM ({DEVICE_FLOWS})"))?
-        .query_row(params![device_id, since_ms, MAX_FLOWS_SCANNED], |r| {
-            r.get(0)
+    section(c, &sql, device_id, since_ms, 8, DEVICE_FLOWS, |r| {
+        Ok(PeerHost {
+            remote_host_id: r.get(0)?,
+            ip: r.get(1)?,
+            rdns: r.get(2)?,
+            org: r.get(3)?,
+            flows: r.get(4)?,
+            bytes_up: r.get(5)?,
+            bytes_down: r.get(6)?,
+            last_seen: r.get(7)?,
         })
+    })
 }
 
 /// The destination ports a device used most since `since_ms` (ICMP: no port).
@@ -126,24 +140,15 @@ pub fn device_top_ports(
                 (SELECT count(*) FROM f)
          FROM f GROUP BY proto, dst_port ORDER BY count(*) DESC, proto, dst_port LIMIT ?4"
     );
-    let mut scanned = 0;
-    let rows = c
-        .prepare_cached(&sql)?
-        .query_map(
-            params![device_id, since_ms, MAX_FLOWS_SCANNED, TOP_N],
-            |r| {
-                scanned = r.get(5)?;
-                Ok(PeerPort {
-                    proto: r.get(0)?,
-                    port: r.get(1)?,
-                    flows: r.get(2)?,
-                    hosts: r.get(3)?,
-                    bytes: r.get(4)?,
-                })
-            },
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Peers { rows, scanned })
+    section(c, &sql, device_id, since_ms, 5, DEVICE_FLOWS, |r| {
+        Ok(PeerPort {
+            proto: r.get(0)?,
+            port: r.get(1)?,
+            flows: r.get(2)?,
+            hosts: r.get(3)?,
+            bytes: r.get(4)?,
+        })
+    })
 }
 
 /// The devices that talked to a remote host since `since_ms`, most bytes first.
@@ -152,30 +157,23 @@ pub fn host_devices(
     host_id: i64,
     since_ms: i64,
 ) -> rusqlite::Result<Peers<PeerDevice>> {
-    let mut scanned = 0;
-    let rows = c
-        .prepare_cached(
-            "WITH f AS (SELECT device_id, bytes_up, bytes_down, last_seen FROM flows
-                        WHERE remote_host_id = ?1 AND first_seen >= ?2
-                        ORDER BY first_seen DESC LIMIT ?3)
-             SELECT d.id, coalesce(d.name, d.hostname, d.ip), count(*), sum(f.bytes_up), sum(f.bytes_down),
-                    max(f.last_seen), (SELECT count(*) FROM f)
-             FROM f JOIN devices d ON d.id = f.device_id
-             GROUP BY d.id ORDER BY sum(f.bytes_up) + sum(f.bytes_down) DESC, d.id LIMIT ?4",
-        )?
-        .query_map(params![host_id, since_ms, MAX_FLOWS_SCANNED, TOP_N], |r| {
-            scanned = r.get(6)?;
-            Ok(PeerDevice {
-                device_id: r.get(0)?,
-                label: r.get(1)?,
-                flows: r.get(2)?,
-                bytes_up: r.get(3)?,
-                bytes_down: r.get(4)?,
-                last_seen: r.get(5)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Peers { rows, scanned })
+    let sql = format!(
+        "WITH f AS ({HOST_FLOWS})
+         SELECT d.id, coalesce(d.name, d.hostname, d.ip), count(*), sum(f.bytes_up), sum(f.bytes_down),
+                max(f.last_seen), (SELECT count(*) FROM f)
+         FROM f JOIN devices d ON d.id = f.device_id
+         GROUP BY d.id ORDER BY sum(f.bytes_up) + sum(f.bytes_down) DESC, d.id LIMIT ?4"
+    );
+    section(c, &sql, host_id, since_ms, 6, HOST_FLOWS, |r| {
+        Ok(PeerDevice {
+            device_id: r.get(0)?,
+            label: r.get(1)?,
+            flows: r.get(2)?,
+            bytes_up: r.get(3)?,
+            bytes_down: r.get(4)?,
+            last_seen: r.get(5)?,
+        })
+    })
 }
 
 #[cfg(test)]

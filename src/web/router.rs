@@ -96,13 +96,7 @@ pub async fn page(
         false,
         html! {
             h1 { "Router" }
-            @if let Some(f) = &write_failure {
-                p.error #write-failure {
-                    "Writing to the database fails since " (time(f.since_ms)) ": " (f.error)
-                    ". netmon keeps collecting in memory (" (f.held_changes) " changes waiting) "
-                    "and stores them by itself once the database's file system has room again."
-                }
-            }
+            @if let Some(f) = &write_failure { (write_failure_notice(f)) }
             @if let Some(b) = &budget { (budget_line(b, db_file)) }
             @match current.as_deref() {
                 Some(s) => (current_section(s)),
@@ -460,6 +454,17 @@ fn to_i64(v: u64) -> i64 {
 
 /// The storage budget (`store::budget`): what the database takes against its budget and
 /// what flood protection pruned to keep it there.
+/// The storage failure notice of the router and health pages.
+pub(super) fn write_failure_notice(f: &crate::store::writer::WriteFailure) -> Markup {
+    html! {
+        p.error #write-failure {
+            "Writing to the database fails since " (time(f.since_ms)) ": " (f.error)
+            ". netmon keeps collecting in memory (" (f.held_changes) " changes waiting) "
+            "and stores them by itself once the database's file system has room again."
+        }
+    }
+}
+
 pub(super) fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u64) -> Markup {
     let p = &b.pruned;
     let over = b.budget_bytes > 0 && file_bytes > b.budget_bytes;

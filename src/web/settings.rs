@@ -140,12 +140,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
         false,
         html! {
             h1 { "Health and settings" }
-            @if let Some(f) = &write_failure {
-                p.error #write-failure {
-                    "Writing to the database fails since " (time(f.since_ms)) ": " (f.error)
-                    ". netmon keeps collecting in memory (" (f.held_changes) " changes waiting)."
-                }
-            }
+            @if let Some(f) = &write_failure { (router::write_failure_notice(f)) }
             dl.facts #status {
                 dt { "Version" } dd.mono { "netmon " (env!("CARGO_PKG_VERSION")) }
                 dt { "Serving since" } dd.mono { (time(shared.started_ms)) " (" (format::duration(now - shared.started_ms)) ")" }
