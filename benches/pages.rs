@@ -259,6 +259,8 @@ fn main() {
         "/incidents/1",
         "/rules",
         "/help",
+        "/searches",
+        "/settings",
         "/api/flows",
         "/api/flows?show=all&per_page=500&page=100",
         "/api/flows?show=all&device=7&from=7d&state=TIME_WAIT",
