@@ -354,6 +354,8 @@ impl Budget {
             }
         };
         metrics::histogram!("netmon_storage_pass_seconds").record(started.elapsed().as_secs_f64());
+        // The pass's deletes went to the WAL too.
+        truncate_wal_if_over(conn, &self.limits);
         let end = Instant::now();
         self.last_used = used_bytes(conn).unwrap_or(self.last_used);
         self.behind_since = behind.then_some(end);
@@ -812,14 +814,16 @@ fn page_counts(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 /// reads take milliseconds, and the writer must not stall behind a slow one.
 const WAL_TRUNCATE_WAIT: Duration = Duration::from_millis(250);
 
-/// A WAL past its share of the budget is checkpointed and truncated right away.
+/// A WAL past half its share of the budget is checkpointed and truncated right away.
 /// SQLite's automatic checkpoints are passive: while readers (the web pages) keep
 /// snapshots open, they cannot reset the WAL, and under a flood every tick appends to
 /// it — the lab flood grew it to 7 MiB of a 16 MiB budget. `TRUNCATE` waits (briefly)
 /// for those readers, copies every frame back and empties the file, so file plus WAL
 /// stay within the budget. Busy after the wait: tried again after the next tick.
 fn truncate_wal_if_over(conn: &Connection, limits: &Limits) {
-    if limits.budget_bytes == 0 || wal_bytes(conn) <= limits.wal_bytes() {
+    // At half its share (where `journal_size_limit` truncates it anyway): the next
+    // tick and pass then start from an empty WAL, and their transactions fit the rest.
+    if limits.budget_bytes == 0 || wal_bytes(conn) <= limits.wal_bytes() / 2 {
         return;
     }
     let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
