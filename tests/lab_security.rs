@@ -610,6 +610,8 @@ fn hostile_strings_are_stored_verbatim_and_rendered_inert() {
         "/rules".to_owned(),
         format!("/rules/{rule}"),
         "/help".to_owned(),
+        "/searches".to_owned(),
+        "/settings".to_owned(),
     ]);
     // Every GET page route is covered (the list above names one of each).
     for (path, methods) in declared_routes() {

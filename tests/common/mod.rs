@@ -743,8 +743,15 @@ impl Drop for Lab {
 /// `password` made by `netmon passwd` itself (reading the password from stdin) in a
 /// scratch config file.
 pub fn password_web(password: &str) -> String {
-    let dir =
-        std::env::temp_dir().join(format!("netmon-passwd-{}-{}", std::process::id(), now_ms()));
+    // Tests of one binary run in parallel in one process: the counter keeps two calls in
+    // the same millisecond apart (one removing the other's directory).
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "netmon-passwd-{}-{}-{n}",
+        std::process::id(),
+        now_ms()
+    ));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let file = dir.join("netmon.toml");
     let mut child = Command::new(NETMON)
