@@ -333,8 +333,11 @@ impl Budget {
         self.growth = used
             .saturating_sub(self.last_used)
             .max(self.growth - self.growth / 64);
-        truncate_wal_if_over(conn, &self.limits);
-        self.wal_peak = wal_bytes(conn).max(self.wal_peak - self.wal_peak / 256);
+        // The peak is what the WAL reached, measured before it is truncated: the marks
+        // must leave room for the next spike like it.
+        let wal = wal_bytes(conn);
+        self.wal_peak = wal.max(self.wal_peak - self.wal_peak / 256);
+        truncate_wal_if_over(conn, &self.limits, wal);
         self.last_used = used;
         if now < self.next && used <= self.marks().high {
             return;
@@ -355,7 +358,7 @@ impl Budget {
         };
         metrics::histogram!("netmon_storage_pass_seconds").record(started.elapsed().as_secs_f64());
         // The pass's deletes went to the WAL too.
-        truncate_wal_if_over(conn, &self.limits);
+        truncate_wal_if_over(conn, &self.limits, wal_bytes(conn));
         let end = Instant::now();
         self.last_used = used_bytes(conn).unwrap_or(self.last_used);
         self.behind_since = behind.then_some(end);
@@ -820,10 +823,10 @@ const WAL_TRUNCATE_WAIT: Duration = Duration::from_millis(250);
 /// it — the lab flood grew it to 7 MiB of a 16 MiB budget. `TRUNCATE` waits (briefly)
 /// for those readers, copies every frame back and empties the file, so file plus WAL
 /// stay within the budget. Busy after the wait: tried again after the next tick.
-fn truncate_wal_if_over(conn: &Connection, limits: &Limits) {
+fn truncate_wal_if_over(conn: &Connection, limits: &Limits, wal: u64) {
     // At half its share (where `journal_size_limit` truncates it anyway): the next
     // tick and pass then start from an empty WAL, and their transactions fit the rest.
-    if limits.budget_bytes == 0 || wal_bytes(conn) <= limits.wal_bytes() / 2 {
+    if limits.budget_bytes == 0 || wal <= limits.wal_bytes() / 2 {
         return;
     }
     let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
