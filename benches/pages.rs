@@ -150,6 +150,21 @@ fn generate(path: &Path, flows: i64, now: i64) {
         .expect("analyze");
 }
 
+/// One GET through the whole router, body read to the end: status, body bytes, time.
+async fn timed_get(app: &axum::Router, page: &str) -> (StatusCode, usize, Duration) {
+    let req = Request::get(page)
+        .header("host", "127.0.0.1:8080")
+        .body(Body::empty())
+        .expect("request");
+    let t = Instant::now();
+    let resp = app.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let size = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .map_or(0, |b| b.len());
+    (status, size, t.elapsed())
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).ceil() as usize]
 }
@@ -285,15 +300,9 @@ fn main() {
             let mut times = Vec::with_capacity(runs);
             let mut status = StatusCode::OK;
             for _ in 0..runs {
-                let req = Request::get(page)
-                    .header("host", "127.0.0.1:8080")
-                    .body(Body::empty())
-                    .expect("request");
-                let t = Instant::now();
-                let resp = app.clone().oneshot(req).await.expect("infallible");
-                status = resp.status();
-                let _ = axum::body::to_bytes(resp.into_body(), usize::MAX).await;
-                times.push(t.elapsed());
+                let (s, _, took) = timed_get(&app, page).await;
+                status = s;
+                times.push(took);
             }
             times.sort();
             let p95 = percentile(&times, 0.95);
@@ -316,16 +325,9 @@ fn main() {
         let mut times = Vec::new();
         let mut size = 0;
         for _ in 0..3 {
-            let req = Request::get(page)
-                .header("host", "127.0.0.1:8080")
-                .body(Body::empty())
-                .expect("request");
-            let t = Instant::now();
-            let resp = app.clone().oneshot(req).await.expect("infallible");
-            size = axum::body::to_bytes(resp.into_body(), usize::MAX)
-                .await
-                .map_or(0, |b| b.len());
-            times.push(t.elapsed());
+            let (_, bytes, took) = timed_get(&app, page).await;
+            size = bytes;
+            times.push(took);
         }
         times.sort();
         println!(

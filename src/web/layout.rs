@@ -127,25 +127,39 @@ pub fn error_page(status: StatusCode, message: &str) -> Markup {
     )
 }
 
+/// A pager's « first and ‹ prev: links from page 2 on, greyed text on page 1.
+fn first_prev(page: u32, href: &impl Fn(u32) -> String) -> Markup {
+    html! {
+        @if page > 1 {
+            a href=(href(1)) rel="first" { "« first" }
+            a href=(href(page - 1)) rel="prev" { "‹ prev" }
+        } @else {
+            span.muted { "« first" }
+            span.muted { "‹ prev" }
+        }
+    }
+}
+
+/// A pager's next › and last »: links to `(next, last)`, greyed text on the last page.
+fn next_last(links: Option<(String, String)>) -> Markup {
+    html! {
+        @if let Some((next, last)) = links {
+            a href=(next) rel="next" { "next ›" }
+            a href=(last) rel="last" { "last »" }
+        } @else {
+            span.muted { "next ›" }
+            span.muted { "last »" }
+        }
+    }
+}
+
 /// "Previous · page N of M · Next" with links built by `href(page)`.
 pub fn pager(page: u32, pages: u32, href: impl Fn(u32) -> String) -> Markup {
     html! {
         nav.pager aria-label="pages" {
-            @if page > 1 {
-                a href=(href(1)) rel="first" { "« first" }
-                a href=(href(page - 1)) rel="prev" { "‹ prev" }
-            } @else {
-                span.muted { "« first" }
-                span.muted { "‹ prev" }
-            }
+            (first_prev(page, &href))
             span { "page " (page) " of " (pages) }
-            @if page < pages {
-                a href=(href(page + 1)) rel="next" { "next ›" }
-                a href=(href(pages)) rel="last" { "last »" }
-            } @else {
-                span.muted { "next ›" }
-                span.muted { "last »" }
-            }
+            (next_last((page < pages).then(|| (href(page + 1), href(pages)))))
         }
     }
 }
@@ -168,13 +182,7 @@ pub fn numbered_pager(
     let hi = page.saturating_add(AROUND).min(pages);
     html! {
         nav.pager aria-label="pages" {
-            @if page > 1 {
-                a href=(href(1)) rel="first" { "« first" }
-                a href=(href(page - 1)) rel="prev" { "‹ prev" }
-            } @else {
-                span.muted { "« first" }
-                span.muted { "‹ prev" }
-            }
+            (first_prev(page, &href))
             @if lo > 1 { span.muted { "…" } }
             @for p in lo..=hi {
                 @if p == page && !(on_last && more) {
@@ -189,13 +197,7 @@ pub fn numbered_pager(
             } @else if hi < pages || more {
                 span.muted { "…" }
             }
-            @if !on_last {
-                a href=(href(page + 1)) rel="next" { "next ›" }
-                a href=(last_href) rel="last" { "last »" }
-            } @else {
-                span.muted { "next ›" }
-                span.muted { "last »" }
-            }
+            (next_last((!on_last).then(|| (href(page + 1), last_href.to_owned()))))
         }
     }
 }

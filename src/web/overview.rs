@@ -367,13 +367,12 @@ pub async fn page(
     let now = now_ms();
     let view = View::parse(&query?.0, &headers, now)?;
     let v = view.clone();
-    let data = state
+    // The pinned searches come from the same read (one pool connection, one snapshot).
+    let (data, pinned) = state
         .reads()
-        .run(move |c| read_part(c, Part::All, &v, now))
+        .run(move |c| Ok((read_part(c, Part::All, &v, now)?, saved::pinned(c)?)))
         .await?;
     let health = Health::of(&state, now);
-    // A failed read of the (tiny) saved-search table costs the links, not the page.
-    let pinned = state.reads().run(saved::pinned).await.unwrap_or_default();
     let body = shell(
         "Overview",
         Nav::Overview,
