@@ -9,7 +9,7 @@
 //! hour in SQL. Each query below names the index it walks (checked with `EXPLAIN QUERY
 //! PLAN` in the tests).
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -312,55 +312,249 @@ pub struct HostTraffic {
     pub flows_new: i64,
 }
 
-/// The busiest remote hosts of a window from `remote_host_minutes` /
-/// `remote_host_hours` (their time indexes).
+/// The busiest remote hosts of a window from `remote_host_minutes` (windows up to an
+/// hour, through their time index) or `remote_host_hours` (long windows, see
+/// [`SettledTops`]).
 pub fn top_hosts(
     conn: &Connection,
+    now: i64,
     since: i64,
     hourly: bool,
     limit: u32,
+    settled: &SettledTops,
 ) -> rusqlite::Result<Vec<HostTraffic>> {
-    // As in [`top_devices`], through the key, for the hosts seen in the window
-    // (`remote_hosts_last_seen`): a month of hour rows can be a million, and the time
-    // index would look each up again (2.5 s on the page benchmark's database).
-    // Minute windows (an hour at most) hold few rows: the time index is the short way.
-    let (table, col, since, hosts) = if hourly {
-        (
-            "remote_host_hours",
-            "hour",
-            since - since.rem_euclid(HOUR_MS),
-            "remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) AND",
-        )
+    let sums = if hourly {
+        top_host_hours(conn, now, since - since.rem_euclid(HOUR_MS), limit, settled)?
     } else {
-        (
-            "remote_host_minutes INDEXED BY remote_host_minutes_minute",
-            "minute",
-            since - since.rem_euclid(MINUTE_MS),
-            "",
-        )
+        // Minute windows (an hour at most) hold few rows: the time index is the short way.
+        let since = since - since.rem_euclid(MINUTE_MS);
+        conn.prepare_cached(
+            "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
+                    sum(flows_new) FROM remote_host_minutes \
+                    INDEXED BY remote_host_minutes_minute WHERE minute >= ?1 \
+             GROUP BY remote_host_id ORDER BY up + down DESC, remote_host_id LIMIT ?2",
+        )?
+        .query_map(params![since, limit], HostSum::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?
     };
-    let sql = format!(
-        "SELECT h.id, h.ip, NULLIF(h.rdns, ''), h.org, t.up, t.down, t.flows \
-         FROM (SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
-                      sum(flows_new) AS flows FROM {table} \
-               WHERE {hosts} {col} >= ?1 GROUP BY remote_host_id \
-               ORDER BY up + down DESC, remote_host_id LIMIT ?2) t \
-         JOIN remote_hosts h ON h.id = t.remote_host_id \
-         ORDER BY t.up + t.down DESC, h.id"
-    );
-    conn.prepare_cached(&sql)?
-        .query_map(params![since, limit], |row| {
-            Ok(HostTraffic {
-                id: row.get(0)?,
-                ip: row.get(1)?,
-                rdns: row.get(2)?,
-                org: row.get(3)?,
-                bytes_up: row.get(4)?,
-                bytes_down: row.get(5)?,
-                flows_new: row.get(6)?,
-            })
-        })?
-        .collect()
+    let mut host =
+        conn.prepare_cached("SELECT ip, NULLIF(rdns, ''), org FROM remote_hosts WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(sums.len());
+    for s in sums {
+        // A host is never deleted while it has rollups; `optional` only guards a race
+        // with a future pruning of hosts.
+        let Some((ip, rdns, org)) = host
+            .query_row([s.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?
+        else {
+            continue;
+        };
+        out.push(HostTraffic {
+            id: s.id,
+            ip,
+            rdns,
+            org,
+            bytes_up: s.up,
+            bytes_down: s.down,
+            flows_new: s.flows,
+        });
+    }
+    Ok(out)
+}
+
+/// One remote host's sums over part of a window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HostSum {
+    id: i64,
+    up: i64,
+    down: i64,
+    flows: i64,
+}
+
+impl HostSum {
+    fn from_row(row: &rusqlite::Row) -> rusqlite::Result<HostSum> {
+        Ok(HostSum {
+            id: row.get(0)?,
+            up: row.get(1)?,
+            down: row.get(2)?,
+            flows: row.get(3)?,
+        })
+    }
+
+    fn total(&self) -> i64 {
+        self.up.saturating_add(self.down)
+    }
+
+    /// The panel's order: most bytes first, ties by id (as the SQL orders them).
+    fn rank(&self) -> (std::cmp::Reverse<i64>, i64) {
+        (std::cmp::Reverse(self.total()), self.id)
+    }
+}
+
+/// The busiest hosts of the *settled* hours of the long windows — every hour before the
+/// last one — kept until the hour turns.
+///
+/// Summing a month of `remote_host_hours` is a million rows on a busy router (115 ms on
+/// the page benchmark's database, most of the overview's time at 30 d), yet those rows
+/// stop changing once their hour is over: the writer adds a delta to the hour it is
+/// observed in. So the ranking of the settled hours is computed once an hour per window,
+/// and each request adds only the last two hours' rows (the hour before the current one
+/// is read live too, for a tick committed just after the hour turned). The result is
+/// exact: a host outside the settled top N has at most the N-th settled sum, so it can
+/// only enter the top N through its recent rows — and every host with recent rows is
+/// looked at (those that could reach the N-th place get their settled sum read through
+/// the key).
+///
+/// What stays approximate for up to an hour: settled rows deleted by the age limit
+/// (`hour_rollups_days` shorter than the window), which the next hour's ranking drops.
+#[derive(Debug, Default)]
+pub struct SettledTops {
+    /// A few entries (one per long window and panel size) for the current hour; a
+    /// `std` mutex, held only to look up or store, never across a query.
+    cached: std::sync::Mutex<Vec<Settled>>,
+}
+
+#[derive(Debug, Clone)]
+struct Settled {
+    since: i64,
+    split: i64,
+    limit: u32,
+    /// The settled top `limit`, in rank order (fewer when fewer hosts had rows: then
+    /// every host with settled rows is here).
+    top: Vec<HostSum>,
+}
+
+/// Most windows kept at once (24 h, 7 d and 30 d, with room for other panel sizes).
+const SETTLED_ENTRIES: usize = 8;
+
+impl SettledTops {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Settled>> {
+        self.cached
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn get(&self, since: i64, split: i64, limit: u32) -> Option<Vec<HostSum>> {
+        self.lock()
+            .iter()
+            .find(|s| (s.since, s.split, s.limit) == (since, split, limit))
+            .map(|s| s.top.clone())
+    }
+
+    fn put(&self, entry: Settled) {
+        let mut cached = self.lock();
+        // Entries of an hour that has passed are never asked for again.
+        cached.retain(|s| s.split >= entry.split);
+        if cached.len() >= SETTLED_ENTRIES {
+            cached.remove(0);
+        }
+        cached.push(entry);
+    }
+}
+
+/// [`top_hosts`] over hour rollups from `since` (an hour's start) to now.
+fn top_host_hours(
+    conn: &Connection,
+    now: i64,
+    since: i64,
+    limit: u32,
+    settled: &SettledTops,
+) -> rusqlite::Result<Vec<HostSum>> {
+    let split = now - now.rem_euclid(HOUR_MS) - HOUR_MS;
+    if split <= since {
+        return host_hours(conn, since, i64::MAX, limit);
+    }
+    let base = match settled.get(since, split, limit) {
+        Some(top) => top,
+        None => {
+            let top = host_hours(conn, since, split, limit)?;
+            settled.put(Settled {
+                since,
+                split,
+                limit,
+                top: top.clone(),
+            });
+            top
+        }
+    };
+    let recent = conn
+        .prepare_cached(
+            "SELECT remote_host_id, sum(bytes_up), sum(bytes_down), sum(flows_new) \
+             FROM remote_host_hours INDEXED BY remote_host_hours_hour WHERE hour >= ?1 \
+             GROUP BY remote_host_id",
+        )?
+        .query_map([split], HostSum::from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let full = base.len() == limit as usize;
+    // A host outside the settled top has at most this much settled traffic…
+    let outside_max = if full {
+        base.last().map_or(0, HostSum::total)
+    } else {
+        0
+    };
+    let mut hosts: std::collections::HashMap<i64, HostSum> =
+        base.iter().map(|h| (h.id, *h)).collect();
+    for r in &recent {
+        if let Some(h) = hosts.get_mut(&r.id) {
+            h.up += r.up;
+            h.down += r.down;
+            h.flows += r.flows;
+        }
+    }
+    // …and the final N-th place has at least as much as the N-th of the settled top
+    // with its recent rows added.
+    let mut floor: Vec<i64> = hosts.values().map(HostSum::total).collect();
+    floor.sort_unstable_by(|a, b| b.cmp(a));
+    let floor = if full {
+        floor.last().copied().unwrap_or(0)
+    } else {
+        0
+    };
+    let mut settled_sum = conn.prepare_cached(
+        "SELECT ?1, COALESCE(sum(bytes_up), 0), COALESCE(sum(bytes_down), 0), \
+                COALESCE(sum(flows_new), 0) \
+         FROM remote_host_hours WHERE remote_host_id = ?1 AND hour >= ?2 AND hour < ?3",
+    )?;
+    for r in recent {
+        if hosts.contains_key(&r.id) {
+            continue;
+        }
+        let mut h = r;
+        if full {
+            if outside_max.saturating_add(r.total()) < floor {
+                continue;
+            }
+            let s = settled_sum.query_row(params![r.id, since, split], HostSum::from_row)?;
+            h.up += s.up;
+            h.down += s.down;
+            h.flows += s.flows;
+        }
+        hosts.insert(h.id, h);
+    }
+    let mut top: Vec<HostSum> = hosts.into_values().collect();
+    top.sort_unstable_by_key(HostSum::rank);
+    top.truncate(limit as usize);
+    Ok(top)
+}
+
+/// The top `limit` hosts by bytes over the hour rows in `[since, until)`, through the key
+/// for the hosts seen since `since` (`remote_hosts_last_seen`): the time index would look
+/// each of a month's rows up again (2.5 s on the page benchmark's database).
+fn host_hours(
+    conn: &Connection,
+    since: i64,
+    until: i64,
+    limit: u32,
+) -> rusqlite::Result<Vec<HostSum>> {
+    conn.prepare_cached(
+        "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
+                sum(flows_new) FROM remote_host_hours \
+         WHERE remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) \
+           AND hour >= ?1 AND hour < ?2 \
+         GROUP BY remote_host_id ORDER BY up + down DESC, remote_host_id LIMIT ?3",
+    )?
+    .query_map(params![since, until, limit], HostSum::from_row)?
+    .collect()
 }
 
 /// A name and how often it was used in a window.
@@ -580,6 +774,93 @@ mod tests {
             assert!(p.contains(want), "{sql}\n{p}");
             assert!(!p.contains("SCAN flows"), "{sql}\n{p}");
         }
+    }
+
+    /// The long windows' ranking (settled hours kept per hour, recent hours added per
+    /// request) is the plain sum over the window, as the rows of the last two hours keep
+    /// changing under the same cached ranking — with ties, hosts gone quiet, hosts new in
+    /// the last hour, and windows with fewer hosts than the panel's rows.
+    #[test]
+    fn long_window_top_hosts_match_the_plain_sum() {
+        let (_dir, conn) = temp_db("overview-settled");
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut rand = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let now = 40 * DAY_MS + 17 * MINUTE_MS;
+        let hour = now - now.rem_euclid(HOUR_MS);
+        for id in 1..=300 {
+            conn.execute(
+                "INSERT INTO remote_hosts (id, ip, first_seen, last_seen) VALUES (?1, ?2, 0, ?3)",
+                params![id, format!("198.51.100.{id}"), now],
+            )
+            .unwrap();
+        }
+        let mut add = |conn: &Connection, hosts: u64, from_h: i64, to_h: i64, rows: usize| {
+            for _ in 0..rows {
+                let id = 1 + rand(hosts) as i64;
+                let h = hour - HOUR_MS * (from_h + rand((to_h - from_h + 1) as u64) as i64);
+                // Coarse byte counts, so ties happen.
+                let (up, down) = (rand(4) as i64 * 1000, rand(4) as i64 * 1000);
+                conn.execute(
+                    "INSERT INTO remote_host_hours (remote_host_id, hour, bytes_up, bytes_down, flows_new)
+                     VALUES (?1, ?2, ?3, ?4, 1)
+                     ON CONFLICT (remote_host_id, hour) DO UPDATE SET
+                       bytes_up = bytes_up + excluded.bytes_up,
+                       bytes_down = bytes_down + excluded.bytes_down,
+                       flows_new = flows_new + 1",
+                    params![id, h, up, down],
+                )
+                .unwrap();
+            }
+        };
+        let plain = |conn: &Connection, since: i64, limit: u32| -> Vec<HostSum> {
+            host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX, limit).unwrap()
+        };
+        let cache = SettledTops::default();
+        let check = |conn: &Connection, what: &str| {
+            for window in [Window::H24, Window::D7, Window::D30] {
+                for limit in [3, 10, 500] {
+                    let since = now - window.ms();
+                    let got: Vec<HostSum> = top_hosts(conn, now, since, true, limit, &cache)
+                        .unwrap()
+                        .iter()
+                        .map(|h| HostSum {
+                            id: h.id,
+                            up: h.bytes_up,
+                            down: h.bytes_down,
+                            flows: h.flows_new,
+                        })
+                        .collect();
+                    assert_eq!(
+                        got,
+                        plain(conn, since, limit),
+                        "{what}, {window:?}, top {limit}"
+                    );
+                }
+            }
+        };
+        // A quiet start: fewer hosts than the widest panel.
+        add(&conn, 40, 2, 24 * 35, 200);
+        check(&conn, "history only");
+        // The recent hours move; the settled ranking stays cached.
+        for round in 0..20 {
+            add(&conn, 300, 0, 1, 30);
+            check(&conn, &format!("round {round}"));
+        }
+        // One host's last two hours lift it from nowhere to first place.
+        conn.execute(
+            "INSERT INTO remote_host_hours (remote_host_id, hour, bytes_up, bytes_down, flows_new)
+             VALUES (299, ?1, 1000000000, 0, 1)",
+            [hour],
+        )
+        .unwrap();
+        check(&conn, "a new heavy host");
+        // Nine windows and sizes were asked for: the oldest went.
+        assert_eq!(cache.lock().len(), SETTLED_ENTRIES);
     }
 
     #[test]

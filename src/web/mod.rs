@@ -139,6 +139,8 @@ struct Shared {
     auth: Auth,
     /// The "Alerts: N" count, cached per commit ([`incidents::badge`]).
     alerts: incidents::AlertCount,
+    /// The overview's long-window host ranking of settled hours, kept per hour.
+    settled_tops: Arc<crate::store::read_overview::SettledTops>,
     /// The running configuration, for the settings page; `None` where the caller has
     /// none (tests, benchmarks).
     config: Option<Arc<crate::config::Config>>,
@@ -166,6 +168,7 @@ impl AppState {
                 event_streams: Arc::new(Semaphore::new(MAX_EVENT_STREAMS)),
                 auth,
                 alerts: incidents::AlertCount::default(),
+                settled_tops: Arc::default(),
                 config: None,
                 started_ms: now_ms(),
             }),

@@ -31,7 +31,7 @@ use crate::flow::proto_name;
 use crate::store::read::{self, FlowFilter, FlowPage};
 use crate::store::read_overview::{
     self as store, CountBucket, DeviceRank, DeviceTraffic, DomainMeasure, DomainUse, HostTraffic,
-    MAX_RANGE_MS, NewHost, PortUse, Range, TOP_N, Tiles, TrafficBucket, Window,
+    MAX_RANGE_MS, NewHost, PortUse, Range, SettledTops, TOP_N, Tiles, TrafficBucket, Window,
 };
 use crate::store::saved;
 
@@ -312,6 +312,7 @@ fn read_part(
     part: Part,
     view: &View,
     now: i64,
+    settled: &SettledTops,
 ) -> rusqlite::Result<Overview> {
     let mut o = Overview::default();
     let want = |p: Part| part == Part::All || part == p;
@@ -334,7 +335,8 @@ fn read_part(
         o.flows = Some(read::flows(conn, &live_filter())?);
     }
     if want(Part::Panel(Panel::Hosts)) {
-        o.hosts = store::top_hosts(conn, since(Panel::Hosts), w(Panel::Hosts).hourly(), TOP_N)?;
+        let (since, hourly) = (since(Panel::Hosts), w(Panel::Hosts).hourly());
+        o.hosts = store::top_hosts(conn, now, since, hourly, TOP_N, settled)?;
     }
     if want(Part::Panel(Panel::Domains)) {
         let (m, rows) = store::top_domains(conn, since(Panel::Domains), w(Panel::Domains), TOP_N)?;
@@ -367,10 +369,14 @@ pub async fn page(
     let now = now_ms();
     let view = View::parse(&query?.0, &headers, now)?;
     let v = view.clone();
+    let settled = state.shared.settled_tops.clone();
     // The pinned searches come from the same read (one pool connection, one snapshot).
     let (data, pinned) = state
         .reads()
-        .run(move |c| Ok((read_part(c, Part::All, &v, now)?, saved::pinned(c)?)))
+        .run(move |c| {
+            let o = read_part(c, Part::All, &v, now, &settled)?;
+            Ok((o, saved::pinned(c)?))
+        })
         .await?;
     let health = Health::of(&state, now);
     let body = shell(
@@ -432,9 +438,10 @@ pub async fn fragment(
     let now = now_ms();
     let view = View::parse(&query?.0, &headers, now)?;
     let v = view.clone();
+    let settled = state.shared.settled_tops.clone();
     let data = state
         .reads()
-        .run(move |c| read_part(c, part, &v, now))
+        .run(move |c| read_part(c, part, &v, now, &settled))
         .await?;
     Ok(match part {
         Part::Tiles => tiles(&data.tiles, &view, &Health::of(&state, now)),
