@@ -9,6 +9,8 @@
 //! hour in SQL. Each query below names the index it walks (checked with `EXPLAIN QUERY
 //! PLAN` in the tests).
 
+use std::sync::Arc;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 const MINUTE_MS: i64 = 60_000;
@@ -391,60 +393,68 @@ impl HostSum {
     }
 }
 
-/// The busiest hosts of the *settled* hours of the long windows — every hour before the
-/// last one — kept until the hour turns.
+/// Each remote host's sums over the *settled* hours of the long windows — every hour
+/// before the last one — kept until the hour turns.
 ///
 /// Summing a month of `remote_host_hours` is a million rows on a busy router (115 ms on
 /// the page benchmark's database, most of the overview's time at 30 d), yet those rows
 /// stop changing once their hour is over: the writer adds a delta to the hour it is
-/// observed in. So the ranking of the settled hours is computed once an hour per window,
-/// and each request adds only the last two hours' rows (the hour before the current one
-/// is read live too, for a tick committed just after the hour turned). The result is
-/// exact: a host outside the settled top N has at most the N-th settled sum, so it can
-/// only enter the top N through its recent rows — and every host with recent rows is
-/// looked at (those that could reach the N-th place get their settled sum read through
-/// the key).
+/// observed in. So the settled sums are read once an hour per window, and each request
+/// adds only the last two hours' rows (the hour before the current one is read live
+/// too, for a tick committed just after the hour turned). The result is the plain sum
+/// over the window, exactly.
 ///
-/// What stays approximate for up to an hour: settled rows deleted by the age limit
-/// (`hour_rollups_days` shorter than the window), which the next hour's ranking drops.
+/// Cost: 36 bytes per host with traffic in the window (20 000 hosts ≈ 0.7 MiB per
+/// window, three windows at most), dropped when the hour turns. What stays stale for up
+/// to an hour: settled rows deleted by the age limit (`hour_rollups_days` shorter than
+/// the window).
 #[derive(Debug, Default)]
 pub struct SettledTops {
-    /// A few entries (one per long window and panel size) for the current hour; a
-    /// `std` mutex, held only to look up or store, never across a query.
-    cached: std::sync::Mutex<Vec<Settled>>,
+    /// One entry per long window for the current hour; a `std` mutex, held only to look
+    /// up or store, never across a query.
+    cached: std::sync::Mutex<Vec<Arc<Settled>>>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Settled {
     since: i64,
     split: i64,
-    limit: u32,
-    /// The settled top `limit`, in rank order (fewer when fewer hosts had rows: then
-    /// every host with settled rows is here).
-    top: Vec<HostSum>,
+    /// Every host with rows in `[since, split)`, by id (for lookups)…
+    by_id: Vec<HostSum>,
+    /// …and their indexes in `by_id` in the panel's order.
+    ranked: Vec<u32>,
 }
 
-/// Most windows kept at once (24 h, 7 d and 30 d, with room for other panel sizes).
-const SETTLED_ENTRIES: usize = 8;
+impl Settled {
+    fn get(&self, id: i64) -> Option<&HostSum> {
+        let i = self.by_id.binary_search_by_key(&id, |h| h.id).ok()?;
+        Some(&self.by_id[i])
+    }
+}
+
+/// The long windows: 24 h, 7 d, 30 d.
+const SETTLED_ENTRIES: usize = 3;
 
 impl SettledTops {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Settled>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Settled>>> {
         self.cached
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get(&self, since: i64, split: i64, limit: u32) -> Option<Vec<HostSum>> {
-        self.lock()
-            .iter()
-            .find(|s| (s.since, s.split, s.limit) == (since, split, limit))
-            .map(|s| s.top.clone())
-    }
-
-    fn put(&self, entry: Settled) {
+    fn get(&self, since: i64, split: i64) -> Option<Arc<Settled>> {
         let mut cached = self.lock();
         // Entries of an hour that has passed are never asked for again.
-        cached.retain(|s| s.split >= entry.split);
+        cached.retain(|s| s.split >= split);
+        cached
+            .iter()
+            .find(|s| (s.since, s.split) == (since, split))
+            .cloned()
+    }
+
+    fn put(&self, entry: Arc<Settled>) {
+        let mut cached = self.lock();
+        cached.retain(|s| s.split >= entry.split && s.since != entry.since);
         if cached.len() >= SETTLED_ENTRIES {
             cached.remove(0);
         }
@@ -458,23 +468,32 @@ fn top_host_hours(
     now: i64,
     since: i64,
     limit: u32,
-    settled: &SettledTops,
+    cache: &SettledTops,
 ) -> rusqlite::Result<Vec<HostSum>> {
     let split = now - now.rem_euclid(HOUR_MS) - HOUR_MS;
     if split <= since {
-        return host_hours(conn, since, i64::MAX, limit);
+        return Ok(host_hours(conn, since, i64::MAX)?
+            .into_iter()
+            .take(limit as usize)
+            .collect());
     }
-    let base = match settled.get(since, split, limit) {
-        Some(top) => top,
+    let settled = match cache.get(since, split) {
+        Some(s) => s,
         None => {
-            let top = host_hours(conn, since, split, limit)?;
-            settled.put(Settled {
+            let ranked_sums = host_hours(conn, since, split)?;
+            let mut order: Vec<(i64, u32)> = Vec::with_capacity(ranked_sums.len());
+            let mut by_id = ranked_sums;
+            by_id.sort_unstable_by_key(|h| h.id);
+            order.extend(by_id.iter().enumerate().map(|(i, h)| (h.id, i as u32)));
+            order.sort_unstable_by_key(|&(_, i)| by_id[i as usize].rank());
+            let s = Arc::new(Settled {
                 since,
                 split,
-                limit,
-                top: top.clone(),
+                ranked: order.into_iter().map(|(_, i)| i).collect(),
+                by_id,
             });
-            top
+            cache.put(s.clone());
+            s
         }
     };
     let recent = conn
@@ -485,75 +504,41 @@ fn top_host_hours(
         )?
         .query_map([split], HostSum::from_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let full = base.len() == limit as usize;
-    // A host outside the settled top has at most this much settled traffic…
-    let outside_max = if full {
-        base.last().map_or(0, HostSum::total)
-    } else {
-        0
-    };
-    let mut hosts: std::collections::HashMap<i64, HostSum> =
-        base.iter().map(|h| (h.id, *h)).collect();
-    for r in &recent {
-        if let Some(h) = hosts.get_mut(&r.id) {
-            h.up += r.up;
-            h.down += r.down;
-            h.flows += r.flows;
-        }
-    }
-    // …and the final N-th place has at least as much as the N-th of the settled top
-    // with its recent rows added.
-    let mut floor: Vec<i64> = hosts.values().map(HostSum::total).collect();
-    floor.sort_unstable_by(|a, b| b.cmp(a));
-    let floor = if full {
-        floor.last().copied().unwrap_or(0)
-    } else {
-        0
-    };
-    let mut settled_sum = conn.prepare_cached(
-        "SELECT ?1, COALESCE(sum(bytes_up), 0), COALESCE(sum(bytes_down), 0), \
-                COALESCE(sum(flows_new), 0) \
-         FROM remote_host_hours WHERE remote_host_id = ?1 AND hour >= ?2 AND hour < ?3",
-    )?;
-    for r in recent {
-        if hosts.contains_key(&r.id) {
-            continue;
-        }
-        let mut h = r;
-        if full {
-            if outside_max.saturating_add(r.total()) < floor {
-                continue;
-            }
-            let s = settled_sum.query_row(params![r.id, since, split], HostSum::from_row)?;
+    let moved: std::collections::HashSet<i64> = recent.iter().map(|h| h.id).collect();
+    // The top of the hosts without recent rows (their sums are final)…
+    let mut top: Vec<HostSum> = settled
+        .ranked
+        .iter()
+        .map(|&i| settled.by_id[i as usize])
+        .filter(|h| !moved.contains(&h.id))
+        .take(limit as usize)
+        .collect();
+    // …and every host with recent rows, settled sums added.
+    top.extend(recent.into_iter().map(|mut h| {
+        if let Some(s) = settled.get(h.id) {
             h.up += s.up;
             h.down += s.down;
             h.flows += s.flows;
         }
-        hosts.insert(h.id, h);
-    }
-    let mut top: Vec<HostSum> = hosts.into_values().collect();
+        h
+    }));
     top.sort_unstable_by_key(HostSum::rank);
     top.truncate(limit as usize);
     Ok(top)
 }
 
-/// The top `limit` hosts by bytes over the hour rows in `[since, until)`, through the key
-/// for the hosts seen since `since` (`remote_hosts_last_seen`): the time index would look
-/// each of a month's rows up again (2.5 s on the page benchmark's database).
-fn host_hours(
-    conn: &Connection,
-    since: i64,
-    until: i64,
-    limit: u32,
-) -> rusqlite::Result<Vec<HostSum>> {
+/// Every host's sums over the hour rows in `[since, until)`, most bytes first, through
+/// the key for the hosts seen since `since` (`remote_hosts_last_seen`): the time index
+/// would look each of a month's rows up again (2.5 s on the page benchmark's database).
+fn host_hours(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<HostSum>> {
     conn.prepare_cached(
         "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
                 sum(flows_new) FROM remote_host_hours \
          WHERE remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) \
            AND hour >= ?1 AND hour < ?2 \
-         GROUP BY remote_host_id ORDER BY up + down DESC, remote_host_id LIMIT ?3",
+         GROUP BY remote_host_id ORDER BY up + down DESC, remote_host_id",
     )?
-    .query_map(params![since, until, limit], HostSum::from_row)?
+    .query_map(params![since, until], HostSum::from_row)?
     .collect()
 }
 
@@ -818,7 +803,9 @@ mod tests {
             }
         };
         let plain = |conn: &Connection, since: i64, limit: u32| -> Vec<HostSum> {
-            host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX, limit).unwrap()
+            let mut all = host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX).unwrap();
+            all.truncate(limit as usize);
+            all
         };
         let cache = SettledTops::default();
         let check = |conn: &Connection, what: &str| {
@@ -859,8 +846,7 @@ mod tests {
         )
         .unwrap();
         check(&conn, "a new heavy host");
-        // Nine windows and sizes were asked for: the oldest went.
-        assert_eq!(cache.lock().len(), SETTLED_ENTRIES);
+        assert_eq!(cache.lock().len(), SETTLED_ENTRIES, "one entry per window");
     }
 
     #[test]
