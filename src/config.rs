@@ -397,9 +397,14 @@ impl Default for Web {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Notify {
-    /// Receiver of a POST per new incident: `http://` with an IP address as the host
-    /// (no TLS, no name resolution). Empty: no webhook.
+    /// Receiver of a POST per new incident: `https://` or `http://`, with a host name
+    /// (resolved by netmon through the router's resolver) or an IP address. Empty: no
+    /// webhook.
     pub webhook_url: String,
+    /// PEM file of the CA certificates an `https://` webhook's certificate must chain
+    /// to. Empty: the system's bundle (`/etc/ssl/certs/ca-certificates.crt`, from
+    /// OpenWrt's `ca-bundle` or Debian's `ca-certificates`).
+    pub ca_file: String,
     /// Body of the POST: `json`, `ntfy` or `gotify`.
     pub format: NotifyFormat,
     /// Minutes per webhook digest (one message summing up the period's new incidents).
@@ -427,6 +432,7 @@ impl Default for Notify {
     fn default() -> Self {
         Notify {
             webhook_url: String::new(),
+            ca_file: String::new(),
             format: NotifyFormat::Json,
             digest_minutes: 0,
             syslog: true,
@@ -1125,6 +1131,13 @@ impl Config {
                 format!("{expected}, or \"\" for no webhook"),
             )
         })?;
+        if !n.ca_file.is_empty() && !Path::new(&n.ca_file).is_file() {
+            return Err(invalid(
+                "notify.ca_file",
+                format!("{:?}", n.ca_file),
+                "a PEM file of CA certificates that exists, or \"\" for the system's bundle".into(),
+            ));
+        }
         if n.digest_minutes > 1440 {
             return Err(invalid(
                 "notify.digest_minutes",

@@ -15,6 +15,12 @@
 //! while one attempt waits 5 s). When the receiver answers again the retried message arrives —
 //! still one per incident.
 //!
+//! A second test posts over HTTPS to a receiver *named* in the lab's DNS
+//! (`hooks.wan.lab`, answered by the router's dnsmasq) on the wan side, with a
+//! certificate from a CA the test makes: netmon resolves the name itself, checks the
+//! certificate against `notify.ca_file`, and delivers one message per incident; with
+//! another CA as `ca_file` the same receiver is refused (retried, nothing delivered).
+//!
 //! Needs root and the packages `.ci/run` installs. Run with
 //! `cargo build --bins && cargo test --test lab_notify -- --nocapture`.
 
@@ -318,4 +324,230 @@ fn webhook_gets_one_message_per_incident_and_retries_without_slowing_the_writer(
         "one message per incident, retries included"
     );
     assert_eq!(notify_metric(&lab, "failed"), 0.0);
+}
+
+/// The HTTPS receiver's name: `*.wan.lab` resolves to the wan server in the lab's DNS.
+const HOOK_NAME: &str = "hooks.wan.lab";
+const HOOK_PORT: u16 = 8443;
+
+/// An HTTPS server on the wan host that appends each POST as a JSON line
+/// (`{"host", "path", "body"}`) to a file and answers 200.
+const HTTPS_RECEIVER: &str = r#"
+import http.server, json, ssl, sys
+cert, key, addr, port, out = sys.argv[1:6]
+class Hook(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with open(out, "a") as f:
+            f.write(json.dumps({"host": self.headers.get("Host"), "path": self.path,
+                                "body": json.loads(body)}) + "\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer((addr, int(port)), Hook)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+server.socket = context.wrap_socket(server.socket, server_side=True)
+print("ready", flush=True)
+server.serve_forever()
+"#;
+
+/// A CA (`NAME.pem`, `NAME.key`) in `dir`, made with openssl (P-256 keys: quick).
+fn make_ca(dir: &std::path::Path, name: &str) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args([
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ])
+        .args(["-days", "2", "-subj", &format!("/CN=netmon lab {name}")])
+        .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+        .args(["-addext", "keyUsage=critical,keyCertSign"])
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server certificate for [`HOOK_NAME`] signed by CA `ca`: `hook.pem`, `hook.key`.
+fn make_server_cert(dir: &std::path::Path, ca: &str) {
+    std::fs::write(
+        dir.join("hook.ext"),
+        format!(
+            "subjectAltName=DNS:{HOOK_NAME}\nbasicConstraints=CA:FALSE\n\
+             extendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .unwrap();
+    let subject = format!("/CN={HOOK_NAME}");
+    let (ca_pem, ca_key) = (format!("{ca}.pem"), format!("{ca}.key"));
+    let request = [
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "hook.key",
+        "-out",
+        "hook.csr",
+        "-subj",
+        &subject,
+    ];
+    let sign = [
+        "x509",
+        "-req",
+        "-in",
+        "hook.csr",
+        "-CA",
+        &ca_pem,
+        "-CAkey",
+        &ca_key,
+        "-CAcreateserial",
+        "-out",
+        "hook.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "hook.ext",
+    ];
+    for args in [&request[..], &sign[..]] {
+        let out = std::process::Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// What the HTTPS receiver got so far.
+fn https_received(file: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("receiver line"))
+        .collect()
+}
+
+#[test]
+fn https_webhook_by_name_checks_the_certificate() {
+    let lab = Lab::up_with("notifytls", 2);
+    make_ca(&lab.dir, "ca");
+    make_ca(&lab.dir, "otherca");
+    make_server_cert(&lab.dir, "ca");
+    let received = lab.dir.join("received.jsonl");
+    let (cert, key) = (lab.dir.join("hook.pem"), lab.dir.join("hook.key"));
+    let mut server = lab.spawn(
+        "wan",
+        &[
+            "python3",
+            "-c",
+            HTTPS_RECEIVER,
+            cert.to_str().unwrap(),
+            key.to_str().unwrap(),
+            WAN4,
+            &HOOK_PORT.to_string(),
+            received.to_str().unwrap(),
+        ],
+    );
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "ready", "the HTTPS receiver did not start");
+    let config = |ca: &str| {
+        format!(
+            "[notify]\nwebhook_url = \"https://{HOOK_NAME}:{HOOK_PORT}/hook?token=t\"\n\
+             ca_file = \"{}\"\n[enrich]\nresolver = \"{RTR_LAN4}\"\n",
+            lab.dir.join(format!("{ca}.pem")).display()
+        )
+    };
+
+    // 1. The right CA: one message per incident, to the name in the URL.
+    let mut netmon = lab.start_netmon(&config("ca"));
+    lab.exec_ok("lan", &["python3", "-c", SCAN]);
+    let scan = wait_for(Duration::from_secs(60), || {
+        Some(scan_incidents(&lab, CLIENT4)).filter(|ids| !ids.is_empty())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no scan incident within 60 s; log:\n{}",
+            tail(&lab.netmon_log(), 40)
+        )
+    });
+    assert!(
+        wait_until(Duration::from_secs(20), || !https_received(&received)
+            .is_empty()),
+        "no HTTPS message within 20 s of incident {scan:?}; log:\n{}",
+        tail(&lab.netmon_log(), 40)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let messages = https_received(&received);
+    let bodies: Vec<Value> = messages.iter().map(|m| m["body"].clone()).collect();
+    assert_eq!(
+        ids_of(&bodies),
+        incident_ids(&lab),
+        "one message per incident"
+    );
+    assert_eq!(messages[0]["host"], format!("{HOOK_NAME}:{HOOK_PORT}"));
+    assert_eq!(messages[0]["path"], "/hook?token=t");
+    assert_eq!(notify_metric(&lab, "failed"), 0.0);
+    netmon.sigterm();
+
+    // 2. A CA that did not sign the receiver's certificate: refused, retried, nothing
+    // delivered.
+    let _netmon = lab.start_netmon(&config("otherca"));
+    let delivered = messages.len();
+    lab.exec_ok("lan2", &["python3", "-c", SCAN]);
+    wait_for(Duration::from_secs(60), || {
+        Some(scan_incidents(&lab, CLIENT2_4)).filter(|ids| !ids.is_empty())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no second scan incident; log:\n{}",
+            tail(&lab.netmon_log(), 40)
+        )
+    });
+    assert!(
+        wait_until(Duration::from_secs(30), || notify_metric(&lab, "retried")
+            >= 1.0),
+        "no retry counted; log:\n{}",
+        tail(&lab.netmon_log(), 40)
+    );
+    let log = tail(&lab.netmon_log(), 40);
+    assert!(
+        log.contains(&format!("https://{HOOK_NAME}:{HOOK_PORT}/hook"))
+            && log.contains("certificate")
+            && !log.contains("token=t"),
+        "the retry's log line names the URL (without its token) and the certificate:\n{log}"
+    );
+    assert_eq!(
+        https_received(&received).len(),
+        delivered,
+        "nothing delivered"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }

@@ -17,21 +17,31 @@
 //! incidents opened in it (none when there were none); the log still gets one line per
 //! incident as it opens.
 //!
-//! The webhook is plain HTTP/1.1, written by hand over a `TcpStream` with timeouts:
-//! netmon carries no TLS root certificates, and the host must be an IP address because
-//! netmon never resolves names through libc (DESIGN §8). `https://` receivers are
-//! reached through a relay on the LAN (e.g. a local ntfy or Gotify server).
+//! The webhook is HTTP/1.1, written by hand over a `TcpStream` with timeouts, or over
+//! TLS (rustls, already in the binary for the web UI) for `https://` receivers such as
+//! ntfy.sh or a Gotify server behind a certificate. Certificates are checked against the
+//! system's CA bundle (OpenWrt's `ca-bundle` package, Debian's `ca-certificates`) or
+//! `notify.ca_file`. A host name is resolved by netmon's own DNS client against the
+//! router's resolver (`enrich.resolver`, else the first `nameserver` of
+//! `/etc/resolv.conf`), never through libc (DESIGN §8): one A and one AAAA query per
+//! attempt, so a receiver that moved is found on the next retry.
 //!
 //! The thread ends when every [`Notifier`] handle is dropped (the writer stopped);
 //! messages still waiting for a retry or a digest are then given up.
 
 use std::collections::VecDeque;
-use std::io::{Read as _, Write as _};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
+use simple_dns::rdata::RData;
+use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
+use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::NewIncident;
 use crate::config::{self, NotifyFormat};
@@ -62,12 +72,8 @@ pub struct Notifier {
 /// Starts the notifier thread for `[notify]`.
 pub fn start(config: &config::Config) -> Notifier {
     let n = &config.notify;
-    let webhook = match parse_webhook_url(&n.webhook_url) {
-        Ok(url) => url.map(|url| Webhook {
-            url,
-            format: n.format,
-        }),
-        // Config validation refuses such a URL; a config built in code may still have one.
+    let webhook = match webhook(config) {
+        Ok(w) => w,
         Err(e) => {
             log::error!("notify: webhook off: {e}");
             None
@@ -82,6 +88,23 @@ pub fn start(config: &config::Config) -> Notifier {
         retry_first: RETRY_FIRST,
         attempts: ATTEMPTS,
     })
+}
+
+/// The webhook of `[notify]`, if any. Config validation refuses a bad URL; a missing
+/// CA bundle is found here, at start.
+fn webhook(config: &config::Config) -> Result<Option<Webhook>, String> {
+    let n = &config.notify;
+    let Some(url) = parse_webhook_url(&n.webhook_url)? else {
+        return Ok(None);
+    };
+    let resolver =
+        crate::enrich::resolver_addr(&config.enrich.resolver).map_err(|e| format!("{e:#}"))?;
+    let transport = Transport::new(&url, resolver, &n.ca_file)?;
+    Ok(Some(Webhook {
+        url,
+        format: n.format,
+        transport,
+    }))
 }
 
 impl Notifier {
@@ -135,16 +158,36 @@ struct Settings {
 struct Webhook {
     url: WebhookUrl,
     format: NotifyFormat,
+    transport: Transport,
 }
 
-/// A parsed `http://` webhook address.
+/// A parsed webhook address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookUrl {
-    pub addr: SocketAddr,
+    pub tls: bool,
+    pub host: WebhookHost,
+    pub port: u16,
     /// The `Host` header: the URL's authority as written.
-    pub host: String,
+    pub authority: String,
     /// Path and query, at least `/`.
     pub path: String,
+}
+
+/// A webhook's host: an address, or a name netmon resolves itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookHost {
+    Ip(IpAddr),
+    /// Lower case, without a trailing dot.
+    Name(String),
+}
+
+impl std::fmt::Display for WebhookUrl {
+    /// The URL without its query, which may hold a token (for logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        let path = self.path.split('?').next().unwrap_or("/");
+        write!(f, "{scheme}://{}{path}", self.authority)
+    }
 }
 
 /// Parses `webhook_url`; `Ok(None)` for "" (no webhook). The error says what is
@@ -153,14 +196,14 @@ pub fn parse_webhook_url(text: &str) -> Result<Option<WebhookUrl>, String> {
     if text.is_empty() {
         return Ok(None);
     }
-    let Some(rest) = text.strip_prefix("http://") else {
-        return Err(if text.starts_with("https://") {
-            "https is not supported (netmon carries no TLS root certificates): use an \
-             http:// receiver on the LAN, such as a local ntfy or Gotify server"
-                .into()
-        } else {
-            "a URL starting with http://, like \"http://192.168.1.10:8080/netmon\"".into()
-        });
+    let (tls, rest) = if let Some(rest) = text.strip_prefix("http://") {
+        (false, rest)
+    } else if let Some(rest) = text.strip_prefix("https://") {
+        (true, rest)
+    } else {
+        return Err("a URL starting with https:// or http://, like \
+                    \"https://ntfy.sh/my-router\" or \"http://192.168.1.10:8080/netmon\""
+            .into());
     };
     if !text.is_ascii() || text.chars().any(|c| c.is_ascii_control() || c == ' ') {
         return Err("a URL without spaces, control or non-ASCII characters".into());
@@ -173,30 +216,135 @@ pub fn parse_webhook_url(text: &str) -> Result<Option<WebhookUrl>, String> {
     if authority.contains('@') {
         return Err("a URL without user:password@ (put a token in the path or query)".into());
     }
-    let addr = match authority.parse::<SocketAddr>() {
-        Ok(addr) => addr,
-        Err(_) => {
-            let host = authority.trim_start_matches('[').trim_end_matches(']');
-            let ip: IpAddr = host.parse().map_err(|_| {
-                format!(
-                    "an IP address as the host, like \"http://192.168.1.10:8080/…\" or \
-                     \"http://[fd00::10]/…\": netmon does not resolve host names ({authority:?})"
-                )
-            })?;
-            if ip.is_ipv6() && !authority.starts_with('[') {
-                return Err("an IPv6 host in brackets, like \"http://[fd00::10]:8080/…\"".into());
-            }
-            SocketAddr::new(ip, 80)
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(bracketed) => {
+            let (ip, after) = bracketed
+                .split_once(']')
+                .ok_or("a closing ']' after an IPv6 host")?;
+            let ip: std::net::Ipv6Addr = ip
+                .parse()
+                .map_err(|_| format!("an IPv6 address inside [ ] ({ip:?})"))?;
+            (
+                WebhookHost::Ip(IpAddr::V6(ip)),
+                port_after(after, default_port)?,
+            )
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((_, rest)) if rest.contains(':') => {
+                    return Err(
+                        "an IPv6 host in brackets, like \"http://[fd00::10]:8080/…\"".into(),
+                    );
+                }
+                Some((host, port)) => (host, port_after(&format!(":{port}"), default_port)?),
+                None => (authority, default_port),
+            };
+            let host = match host.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => WebhookHost::Ip(IpAddr::V4(ip)),
+                Err(_) => WebhookHost::Name(host_name(host)?),
+            };
+            (host, port)
         }
     };
-    if addr.port() == 0 {
-        return Err("a port from 1 to 65535".into());
-    }
     Ok(Some(WebhookUrl {
-        addr,
-        host: authority.to_owned(),
+        tls,
+        host,
+        port,
+        authority: authority.to_owned(),
         path: path.split('#').next().unwrap_or("/").to_owned(),
     }))
+}
+
+/// The port of `:port` (or `default` for ""), 1–65535.
+fn port_after(after: &str, default: u16) -> Result<u16, String> {
+    if after.is_empty() {
+        return Ok(default);
+    }
+    after
+        .strip_prefix(':')
+        .and_then(|p| p.parse::<u16>().ok())
+        .filter(|&p| p != 0)
+        .ok_or_else(|| "a port from 1 to 65535".into())
+}
+
+/// A DNS host name (RFC 1123 letters, digits and hyphens, labels of 1–63 characters),
+/// lower-cased, without a trailing dot.
+fn host_name(host: &str) -> Result<String, String> {
+    let name = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "a host name or an IP address, like \"https://ntfy.sh/…\" or \
+             \"http://192.168.1.10:8080/…\" ({host:?})"
+        ));
+    }
+    Ok(name)
+}
+
+/// Where a webhook's name is resolved and how its certificate is checked.
+pub struct Transport {
+    /// The DNS server for host names.
+    resolver: SocketAddr,
+    /// For `https://` receivers.
+    tls: Option<Arc<ClientConfig>>,
+}
+
+/// Files tried, in order, when `notify.ca_file` is empty: OpenWrt's `ca-bundle` and
+/// Debian's `ca-certificates` use the first; Alpine-style systems the second.
+const CA_BUNDLES: [&str; 2] = ["/etc/ssl/certs/ca-certificates.crt", "/etc/ssl/cert.pem"];
+
+impl Transport {
+    /// What `url` needs: the resolver (used for names only) and, for `https://`, the
+    /// trusted certificates from `ca_file` or the system's bundle.
+    pub fn new(url: &WebhookUrl, resolver: SocketAddr, ca_file: &str) -> Result<Transport, String> {
+        let tls = if url.tls {
+            Some(Arc::new(client_config(ca_file)?))
+        } else {
+            None
+        };
+        Ok(Transport { resolver, tls })
+    }
+}
+
+fn client_config(ca_file: &str) -> Result<ClientConfig, String> {
+    let path = if ca_file.is_empty() {
+        CA_BUNDLES
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or_else(|| {
+                format!(
+                    "an https:// webhook needs CA certificates: none of {} exists \
+                     (install ca-bundle on OpenWrt, ca-certificates on Debian, or set \
+                     notify.ca_file)",
+                    CA_BUNDLES.join(", ")
+                )
+            })?
+    } else {
+        ca_file
+    };
+    let mut roots = RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("reading CA certificates from {path}: {e}"))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("reading CA certificates from {path}: {e}"))?;
+        // A bundle may hold a certificate rustls cannot use; the others still count.
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        return Err(format!("no usable CA certificate in {path}"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// One HTTP request ready to send, possibly several times.
@@ -324,16 +472,15 @@ impl Worker {
                 return;
             }
             message.attempts += 1;
-            match post(&webhook.url, message) {
+            match post(webhook, message) {
                 Ok(()) => {
                     self.sent.increment(1);
                     self.pending.pop_front();
                 }
                 Err(e) if message.attempts >= self.settings.attempts => {
                     log::warn!(
-                        "notify: webhook {}{} failed {} times, giving up on a message: {e}",
-                        webhook.url.host,
-                        webhook.url.path,
+                        "notify: webhook {} failed {} times, giving up on a message: {e}",
+                        webhook.url,
                         message.attempts
                     );
                     self.failed.increment(1);
@@ -342,11 +489,7 @@ impl Worker {
                 Err(e) => {
                     let wait = self.settings.retry_first * 2u32.pow(message.attempts - 1);
                     if message.attempts == 1 {
-                        log::warn!(
-                            "notify: webhook {}{}: {e}; retrying",
-                            webhook.url.host,
-                            webhook.url.path
-                        );
+                        log::warn!("notify: webhook {}: {e}; retrying", webhook.url);
                     }
                     message.next_at = Instant::now() + wait;
                     self.retried.increment(1);
@@ -358,18 +501,58 @@ impl Worker {
 }
 
 /// One POST; `Ok` on a 2xx status.
-fn post(url: &WebhookUrl, message: &Message) -> Result<(), String> {
-    let mut stream = TcpStream::connect_timeout(&url.addr, TIMEOUT)
-        .map_err(|e| format!("connecting to {}: {e}", url.addr))?;
+fn post(webhook: &Webhook, message: &Message) -> Result<(), String> {
+    let url = &webhook.url;
+    let addrs = match &url.host {
+        WebhookHost::Ip(ip) => vec![*ip],
+        WebhookHost::Name(name) => resolve(name, webhook.transport.resolver)?,
+    };
+    // Each address in turn (as the resolver ordered them) until one connects.
+    let mut failure = String::new();
+    let mut connected = None;
+    for ip in addrs {
+        let addr = SocketAddr::new(ip, url.port);
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(stream) => {
+                connected = Some((stream, addr));
+                break;
+            }
+            Err(e) => failure = format!("connecting to {addr}: {e}"),
+        }
+    }
+    let (stream, addr) = connected.ok_or(failure)?;
     stream
         .set_write_timeout(Some(TIMEOUT))
         .and_then(|()| stream.set_read_timeout(Some(TIMEOUT)))
         .map_err(|e| e.to_string())?;
+    match &webhook.transport.tls {
+        None => exchange(stream, addr, url, message),
+        Some(config) => {
+            let name = match &url.host {
+                WebhookHost::Ip(ip) => ServerName::IpAddress((*ip).into()),
+                WebhookHost::Name(name) => {
+                    ServerName::try_from(name.clone()).map_err(|e| format!("{name}: {e}"))?
+                }
+            };
+            let tls = ClientConnection::new(config.clone(), name)
+                .map_err(|e| format!("TLS with {addr}: {e}"))?;
+            exchange(StreamOwned::new(tls, stream), addr, url, message)
+        }
+    }
+}
+
+/// Writes the request and reads the status line over `stream` (plain or TLS).
+fn exchange(
+    mut stream: impl Read + Write,
+    addr: SocketAddr,
+    url: &WebhookUrl,
+    message: &Message,
+) -> Result<(), String> {
     let mut request = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: netmon/{}\r\nContent-Type: {}\r\n\
          Content-Length: {}\r\nConnection: close\r\n",
         url.path,
-        url.host,
+        url.authority,
         env!("CARGO_PKG_VERSION"),
         message.content_type,
         message.body.len()
@@ -380,20 +563,34 @@ fn post(url: &WebhookUrl, message: &Message) -> Result<(), String> {
     request.push_str("\r\n");
     let mut bytes = request.into_bytes();
     bytes.extend_from_slice(&message.body);
+    // Over TLS the handshake happens here, so its failures (an untrusted certificate)
+    // are reported as sending errors, with rustls's reason.
     stream
         .write_all(&bytes)
-        .map_err(|e| format!("sending to {}: {e}", url.addr))?;
+        .and_then(|()| stream.flush())
+        .map_err(|e| format!("sending to {addr}: {e}"))?;
     // The status line is all that matters ("HTTP/1.1 200 OK\r\n").
     let mut head = Vec::with_capacity(64);
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-        let n = stream.read(&mut buf).map_err(|e| match e.kind() {
+        let n = match stream.read(&mut buf) {
+            Ok(n) => n,
             // A read timeout is `WouldBlock` on Linux (SO_RCVTIMEO gives EAGAIN).
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                format!("{} sent no answer within {} s", url.addr, TIMEOUT.as_secs())
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(format!(
+                    "{addr} sent no answer within {} s",
+                    TIMEOUT.as_secs()
+                ));
             }
-            _ => format!("reading the answer of {}: {e}", url.addr),
-        })?;
+            // A TLS peer that closes without close_notify after its answer.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !head.is_empty() => 0,
+            Err(e) => return Err(format!("reading the answer of {addr}: {e}")),
+        };
         if n == 0 {
             break;
         }
@@ -404,12 +601,92 @@ fn post(url: &WebhookUrl, message: &Message) -> Result<(), String> {
         .strip_prefix("HTTP/1.")
         .and_then(|rest| rest.get(2..5))
         .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("{} answered something other than HTTP", url.addr))?;
+        .ok_or_else(|| format!("{addr} answered something other than HTTP"))?;
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("{} answered HTTP status {status}", url.addr))
+        Err(format!("{addr} answered HTTP status {status}"))
     }
+}
+
+/// How long one DNS query waits for its answer; each is tried twice.
+const DNS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The addresses of `name` from `resolver`: its A records, then its AAAA records (the
+/// records of a CNAME chain's end, as a recursive resolver includes them). An error
+/// when neither query brought an address.
+fn resolve(name: &str, resolver: SocketAddr) -> Result<Vec<IpAddr>, String> {
+    let mut addrs = Vec::new();
+    let mut failure = None;
+    for qtype in [TYPE::A, TYPE::AAAA] {
+        match query(name, qtype, resolver) {
+            Ok(found) => addrs.extend(found),
+            Err(e) => failure = Some(e),
+        }
+    }
+    if addrs.is_empty() {
+        return Err(failure.unwrap_or_else(|| format!("{name} has no address (asked {resolver})")));
+    }
+    Ok(addrs)
+}
+
+/// One question to `resolver` over UDP from a fresh socket (a random port) with a random
+/// id; the answer must echo both and the question (RFC 5452).
+fn query(name: &str, qtype: TYPE, resolver: SocketAddr) -> Result<Vec<IpAddr>, String> {
+    let unspecified: SocketAddr = if resolver.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let fail = |e: &dyn std::fmt::Display| format!("resolving {name} with {resolver}: {e}");
+    let mut id = [0u8; 2];
+    crate::sys::random_bytes(&mut id).map_err(|e| fail(&e))?;
+    let id = u16::from_ne_bytes(id);
+    let qname = Name::new(name).map_err(|e| fail(&e))?;
+    let mut packet = Packet::new_query(id);
+    packet.set_flags(PacketFlag::RECURSION_DESIRED);
+    packet.questions.push(Question::new(
+        qname,
+        QTYPE::TYPE(qtype),
+        QCLASS::CLASS(CLASS::IN),
+        false,
+    ));
+    let bytes = packet.build_bytes_vec().map_err(|e| fail(&e))?;
+    let socket = UdpSocket::bind(unspecified).map_err(|e| fail(&e))?;
+    socket.connect(resolver).map_err(|e| fail(&e))?;
+    socket
+        .set_read_timeout(Some(DNS_TIMEOUT))
+        .map_err(|e| fail(&e))?;
+    let mut buf = [0u8; 4096];
+    for _ in 0..2 {
+        socket.send(&bytes).map_err(|e| fail(&e))?;
+        let deadline = Instant::now() + DNS_TIMEOUT;
+        while Instant::now() < deadline {
+            let Ok(n) = socket.recv(&mut buf) else { break };
+            let Ok(reply) = Packet::parse(&buf[..n]) else {
+                continue;
+            };
+            let asked = reply.questions.first().is_some_and(|q| {
+                q.qtype == QTYPE::TYPE(qtype) && q.qname.to_string().eq_ignore_ascii_case(name)
+            });
+            if reply.id() != id || !asked {
+                continue;
+            }
+            return match reply.rcode() {
+                RCODE::NoError | RCODE::NameError => Ok(reply
+                    .answers
+                    .iter()
+                    .filter_map(|r| match &r.rdata {
+                        RData::A(a) => Some(IpAddr::V4(a.address.into())),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.address.into())),
+                        _ => None,
+                    })
+                    .collect()),
+                rcode => Err(fail(&format!("{rcode:?}"))),
+            };
+        }
+    }
+    Err(fail(&"no answer"))
 }
 
 /// The log line of a new incident: one line whatever the device name holds.
@@ -622,6 +899,10 @@ mod tests {
             webhook: Some(Webhook {
                 url: parse_webhook_url(url).unwrap().unwrap(),
                 format,
+                transport: Transport {
+                    resolver: "127.0.0.1:53".parse().unwrap(),
+                    tls: None,
+                },
             }),
             digest: None,
             retry_first: Duration::from_millis(20),
@@ -826,26 +1107,91 @@ mod tests {
     fn webhook_urls() {
         let ok = |s: &str| parse_webhook_url(s).unwrap().unwrap();
         let u = ok("http://192.168.1.10:8080/netmon?token=abc");
-        assert_eq!(u.addr, "192.168.1.10:8080".parse().unwrap());
-        assert_eq!(u.host, "192.168.1.10:8080");
+        assert_eq!(u.host, WebhookHost::Ip("192.168.1.10".parse().unwrap()));
+        assert_eq!((u.tls, u.port), (false, 8080));
+        assert_eq!(u.authority, "192.168.1.10:8080");
         assert_eq!(u.path, "/netmon?token=abc");
+        assert_eq!(
+            u.to_string(),
+            "http://192.168.1.10:8080/netmon",
+            "no token in logs"
+        );
         let u = ok("http://[fd00::10]/message");
-        assert_eq!(u.addr, "[fd00::10]:80".parse().unwrap());
+        assert_eq!(u.host, WebhookHost::Ip("fd00::10".parse().unwrap()));
+        assert_eq!(u.port, 80);
+        let u = ok("https://NTFY.sh/my-router");
+        assert_eq!(u.host, WebhookHost::Name("ntfy.sh".into()));
+        assert_eq!(
+            (u.tls, u.port, u.authority.as_str()),
+            (true, 443, "NTFY.sh")
+        );
+        let u = ok("https://gotify.home.arpa.:8443/message?token=t");
+        assert_eq!(u.host, WebhookHost::Name("gotify.home.arpa".into()));
+        assert_eq!(u.port, 8443);
+        assert_eq!(ok("https://[2001:db8::1]:444/").port, 444);
         assert_eq!(ok("http://10.0.0.2").path, "/");
         assert_eq!(ok("http://10.0.0.2?t=1").path, "/?t=1");
         assert_eq!(parse_webhook_url("").unwrap(), None);
         for bad in [
-            "https://ntfy.sh/topic",
             "ftp://10.0.0.2/",
-            "http://ntfy.lan/topic",
+            "ntfy.sh/topic",
             "http://fd00::10/x",
+            "http://[fd00::10/x",
+            "http://[10.0.0.2]/x",
             "http://u:p@10.0.0.2/",
             "http://10.0.0.2:0/",
+            "http://10.0.0.2:65536/",
+            "https://ntfy.sh:/",
             "http://10.0.0.2/a b",
             "http://10.0.0.2/\r\nX: y",
+            "https://under_score.lan/",
+            "https://-dash.lan/",
+            "https://a..b/",
+            "https:///path",
         ] {
             assert!(parse_webhook_url(bad).is_err(), "{bad}");
         }
+    }
+
+    /// A DNS server on loopback answering `name` with `ip` (A) and nothing else, for
+    /// `answers` questions.
+    fn dns_server(name: &'static str, ip: std::net::Ipv4Addr, answers: usize) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            for _ in 0..answers {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    return;
+                };
+                let q = Packet::parse(&buf[..n]).unwrap();
+                let mut reply = q.clone().into_reply();
+                let question = &q.questions[0];
+                if question.qtype == QTYPE::TYPE(TYPE::A) && question.qname.to_string() == name {
+                    reply.answers.push(simple_dns::ResourceRecord::new(
+                        question.qname.clone(),
+                        CLASS::IN,
+                        60,
+                        RData::A(ip.into()),
+                    ));
+                }
+                socket
+                    .send_to(&reply.build_bytes_vec().unwrap(), from)
+                    .unwrap();
+            }
+        });
+        addr
+    }
+
+    #[test]
+    fn names_resolve_through_the_configured_resolver() {
+        let resolver = dns_server("hooks.lab.test", "127.0.0.9".parse().unwrap(), 4);
+        assert_eq!(
+            resolve("hooks.lab.test", resolver).unwrap(),
+            ["127.0.0.9".parse::<IpAddr>().unwrap()]
+        );
+        let e = resolve("other.lab.test", resolver).unwrap_err();
+        assert!(e.contains("no address"), "{e}");
     }
 
     #[test]
@@ -862,14 +1208,19 @@ mod tests {
         assert!(parse("").unwrap().notify.syslog);
         for (text, key, says) in [
             (
-                "webhook_url = \"https://ntfy.sh/x\"",
+                "webhook_url = \"ftp://ntfy.sh/x\"",
                 "notify.webhook_url",
-                "https is not supported",
+                "https:// or http://",
             ),
             (
-                "webhook_url = \"http://ntfy.lan/x\"",
+                "webhook_url = \"https://ntfy_lan/x\"",
                 "notify.webhook_url",
-                "IP address",
+                "a host name or an IP address",
+            ),
+            (
+                "ca_file = \"/nonexistent/ca.pem\"",
+                "notify.ca_file",
+                "PEM file of CA certificates",
             ),
             (
                 "digest_minutes = 1441",
