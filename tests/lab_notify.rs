@@ -173,6 +173,21 @@ fn scan_incidents(lab: &Lab, device_ip: &str) -> Vec<i64> {
         .unwrap()
 }
 
+/// Runs [`SCAN`] from client namespace `ns` (address `ip`) and waits up to 60 s for its
+/// PORT_SCAN_LIKE incident; returns that device's scan incidents.
+fn scan_from(lab: &Lab, ns: &str, ip: &str) -> Vec<i64> {
+    lab.exec_ok(ns, &["python3", "-c", SCAN]);
+    wait_for(Duration::from_secs(60), || {
+        Some(scan_incidents(lab, ip)).filter(|ids| !ids.is_empty())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no PORT_SCAN_LIKE incident for {ip} within 60 s; log:\n{}",
+            tail(&lab.netmon_log(), 40)
+        )
+    })
+}
+
 fn ids_of(messages: &[Value]) -> Vec<i64> {
     let mut ids: Vec<i64> = messages
         .iter()
@@ -222,16 +237,7 @@ fn webhook_gets_one_message_per_incident_and_retries_without_slowing_the_writer(
     ));
 
     // 1. A scan: one incident, one message.
-    lab.exec_ok("lan", &["python3", "-c", SCAN]);
-    let scan = wait_for(Duration::from_secs(60), || {
-        Some(scan_incidents(&lab, CLIENT4)).filter(|ids| !ids.is_empty())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no PORT_SCAN_LIKE incident for {CLIENT4} within 60 s; log:\n{}",
-            tail(&lab.netmon_log(), 40)
-        )
-    });
+    let scan = scan_from(&lab, "lan", CLIENT4);
     assert!(
         wait_until(Duration::from_secs(20), || !receiver.answered().is_empty()),
         "no webhook message within 20 s of incident {scan:?}; log:\n{}",
@@ -273,16 +279,7 @@ fn webhook_gets_one_message_per_incident_and_retries_without_slowing_the_writer(
     receiver.hang.store(true, Ordering::SeqCst);
     let (ticks_before, fast_before) = ticks(&lab.metrics());
     let retried_before = notify_metric(&lab, "retried");
-    lab.exec_ok("lan2", &["python3", "-c", SCAN]);
-    let second = wait_for(Duration::from_secs(60), || {
-        Some(scan_incidents(&lab, CLIENT2_4)).filter(|ids| !ids.is_empty())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no PORT_SCAN_LIKE incident for {CLIENT2_4} within 60 s; log:\n{}",
-            tail(&lab.netmon_log(), 40)
-        )
-    });
+    let second = scan_from(&lab, "lan2", CLIENT2_4);
     assert!(
         wait_until(Duration::from_secs(30), || notify_metric(&lab, "retried")
             > retried_before),
@@ -487,16 +484,7 @@ fn https_webhook_by_name_checks_the_certificate() {
 
     // 1. The right CA: one message per incident, to the name in the URL.
     let mut netmon = lab.start_netmon(&config("ca"));
-    lab.exec_ok("lan", &["python3", "-c", SCAN]);
-    let scan = wait_for(Duration::from_secs(60), || {
-        Some(scan_incidents(&lab, CLIENT4)).filter(|ids| !ids.is_empty())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no scan incident within 60 s; log:\n{}",
-            tail(&lab.netmon_log(), 40)
-        )
-    });
+    let scan = scan_from(&lab, "lan", CLIENT4);
     assert!(
         wait_until(Duration::from_secs(20), || !https_received(&received)
             .is_empty()),
@@ -520,16 +508,7 @@ fn https_webhook_by_name_checks_the_certificate() {
     // delivered.
     let _netmon = lab.start_netmon(&config("otherca"));
     let delivered = messages.len();
-    lab.exec_ok("lan2", &["python3", "-c", SCAN]);
-    wait_for(Duration::from_secs(60), || {
-        Some(scan_incidents(&lab, CLIENT2_4)).filter(|ids| !ids.is_empty())
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no second scan incident; log:\n{}",
-            tail(&lab.netmon_log(), 40)
-        )
-    });
+    scan_from(&lab, "lan2", CLIENT2_4);
     assert!(
         wait_until(Duration::from_secs(30), || notify_metric(&lab, "retried")
             >= 1.0),
