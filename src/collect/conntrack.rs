@@ -2063,6 +2063,7 @@ table inet netmon_lab {
         );
         assert!(first.iter().all(|b| b.dump_complete.is_none()));
         assert_eq!(t.dirty.len(), 5);
+        w.all_taken();
         assert!(t.flush(&w));
         let rest = batches(&rx);
         assert_eq!(rest.len(), 1);

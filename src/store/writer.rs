@@ -87,6 +87,9 @@ pub struct WriterHandle {
     tx: SyncSender<Event>,
     /// Messages sent but not yet taken by the writer (std's channel has no `len`).
     depth: Arc<AtomicUsize>,
+    /// Flow changes sent but not yet taken by the writer: the channel's real weight (see
+    /// [`MAX_QUEUED_FLOW_CHANGES`]).
+    queued_flows: Arc<AtomicUsize>,
     /// Whether commits are failing for a storage reason; set by the writer thread.
     storage: Arc<StorageStatus>,
 }
@@ -140,11 +143,23 @@ impl StorageStatus {
     }
 }
 
+/// Most flow changes waiting in the channel. The channel is bounded in messages
+/// (`channel_capacity`), but a flow message may carry up to
+/// [`crate::collect::conntrack::MAX_CHANGES_PER_BATCH`] changes, each a copy of the flow:
+/// 64 full messages were 1.3 million copies, and a flood that outran the writer took
+/// netmon to 0.3 – 0.9 GiB (README, footprint) — an OOM kill on a 128 MB router. Past
+/// this many, a flow message is refused like a full channel, and the collector keeps the
+/// changes coalesced in its tracker (bounded by `max_tracked_flows`), where a flow
+/// updated again costs nothing more. Two full messages (≈ 6 MiB of changes): the writer
+/// always has the next one waiting.
+pub const MAX_QUEUED_FLOW_CHANGES: usize = 2 * crate::collect::conntrack::MAX_CHANGES_PER_BATCH;
+
 impl WriterHandle {
     pub(crate) fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
         WriterHandle {
             tx,
             depth,
+            queued_flows: Arc::default(),
             storage: Arc::default(),
         }
     }
@@ -157,13 +172,34 @@ impl WriterHandle {
     /// Never blocks. On `Err` the event comes back: the channel is full (keep it and
     /// coalesce) or the writer is gone (shutting down).
     pub fn try_send(&self, event: Event) -> Result<(), Event> {
+        let flows = match &event {
+            Event::Flows(batch) => batch.changed.len(),
+            _ => 0,
+        };
+        if flows > 0 {
+            // Checked, then added after the send: the one conntrack thread sends flows,
+            // so the bound holds.
+            let queued = self.queued_flows.load(Ordering::Relaxed);
+            if queued > 0 && queued + flows > MAX_QUEUED_FLOW_CHANGES {
+                return Err(event);
+            }
+        }
         match self.tx.try_send(event) {
             Ok(()) => {
                 self.depth.fetch_add(1, Ordering::Relaxed);
+                self.queued_flows.fetch_add(flows, Ordering::Relaxed);
                 Ok(())
             }
             Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
         }
+    }
+
+    /// Tests that read the channel themselves stand in for the writer: everything sent
+    /// so far was taken.
+    #[cfg(test)]
+    pub(crate) fn all_taken(&self) {
+        self.depth.store(0, Ordering::Relaxed);
+        self.queued_flows.store(0, Ordering::Relaxed);
     }
 
     /// Messages waiting for the writer.
@@ -235,6 +271,7 @@ impl WriterThread {
         let depth = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer::new(conn, network, config)?;
         let handle = WriterHandle::new(tx, depth.clone());
+        let queued_flows = handle.queued_flows.clone();
         writer.storage = handle.storage.clone();
         if let Some(d) = &mut writer.detect {
             d.notifier = Some(crate::detect::notify::start(config));
@@ -252,7 +289,11 @@ impl WriterThread {
         let thread = std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                writer.run(rx, thread_depth, tick_tx, tick, max_batch, thread_stop);
+                let queued = Queued {
+                    messages: thread_depth,
+                    flow_changes: queued_flows,
+                };
+                writer.run(rx, queued, tick_tx, tick, max_batch, thread_stop);
             })
             .context("starting the writer thread")?;
         Ok(WriterThread {
@@ -566,7 +607,7 @@ impl Writer {
     fn run(
         &mut self,
         rx: Receiver<Event>,
-        depth: Arc<AtomicUsize>,
+        queued: Queued,
         tick_tx: watch::Sender<Tick>,
         tick: Duration,
         max_batch: usize,
@@ -608,8 +649,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            depth.fetch_sub(events.len(), Ordering::Relaxed);
-            metrics::gauge!("netmon_channel_depth").set(depth.load(Ordering::Relaxed) as f64);
+            queued.taken(&events);
             if !events.is_empty() {
                 if let Some(tick) = self.apply(events) {
                     tick_tx.send_replace(tick);
@@ -875,6 +915,31 @@ impl Writer {
 }
 
 /// Changes an event carries, as counted in the writer's metrics.
+/// What waits in the channel, as the writer's [`WriterHandle`]s count it.
+struct Queued {
+    messages: Arc<AtomicUsize>,
+    flow_changes: Arc<AtomicUsize>,
+}
+
+impl Queued {
+    /// The writer took `events` off the channel.
+    fn taken(&self, events: &[Event]) {
+        let flows: usize = events
+            .iter()
+            .map(|e| match e {
+                Event::Flows(batch) => batch.changed.len(),
+                _ => 0,
+            })
+            .sum();
+        self.flow_changes.fetch_sub(flows, Ordering::Relaxed);
+        let depth = self
+            .messages
+            .fetch_sub(events.len(), Ordering::Relaxed)
+            .saturating_sub(events.len());
+        metrics::gauge!("netmon_channel_depth").set(depth as f64);
+    }
+}
+
 fn changes_in(event: &Event) -> usize {
     match event {
         Event::Flows(batch) => batch.changed.len(),
@@ -2223,6 +2288,34 @@ mod tests {
         assert_eq!(count(c, "SELECT sum(bytes_down) FROM device_minutes"), 5000);
         assert_eq!(count(c, "SELECT flows FROM devices"), 402);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The channel is bounded by the flow changes it holds, not only by messages: past
+    /// MAX_QUEUED_FLOW_CHANGES a flow message comes back (the collector coalesces it),
+    /// other events still go, and what the writer takes makes room again.
+    #[test]
+    fn queued_flow_changes_are_bounded() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(64);
+        let handle = WriterHandle::new(tx, Arc::default());
+        let f = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
+        let full = || batch(vec![change(&f, 1, false); MAX_QUEUED_FLOW_CHANGES / 2]);
+        assert!(handle.try_send(full()).is_ok());
+        assert!(handle.try_send(full()).is_ok());
+        assert!(handle.try_send(batch(vec![change(&f, 1, false)])).is_err());
+        assert!(handle.try_send(Event::Drops(Vec::new())).is_ok(), "not a flow message");
+        let queued = Queued {
+            messages: handle.depth.clone(),
+            flow_changes: handle.queued_flows.clone(),
+        };
+        let taken: Vec<Event> = vec![rx.recv().unwrap()];
+        queued.taken(&taken);
+        assert_eq!(handle.depth(), 2);
+        assert!(handle.try_send(batch(vec![change(&f, 1, false)])).is_ok());
+        // A message larger than the bound still goes when nothing waits.
+        let (tx, _rx) = std::sync::mpsc::sync_channel(4);
+        let handle = WriterHandle::new(tx, Arc::default());
+        let huge = batch(vec![change(&f, 1, false); MAX_QUEUED_FLOW_CHANGES + 1]);
+        assert!(handle.try_send(huge).is_ok());
     }
 
     #[test]
