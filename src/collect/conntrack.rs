@@ -1244,9 +1244,27 @@ impl Tracker {
                 dirty.clear();
                 dirty.extend(held);
                 self.dirty = dirty;
+                self.shrink_if_sparse();
                 return true;
             }
             start = end;
+        }
+    }
+
+    /// Gives back the table's buckets once a flood is over ([`crate::sys::shrink_map`]):
+    /// a flood takes the table to twice `max_tracked_flows` (the ended flows of a burst
+    /// wait here for the writer), ≈ 63 MiB of buckets at the default cap.
+    fn shrink_if_sparse(&mut self) {
+        let flows = crate::sys::shrink_map(&mut self.flows);
+        crate::sys::shrink_set(&mut self.destroyed_in_dump);
+        if self.dirty.capacity() > 4 * self.dirty.len().max(1024) {
+            self.dirty.shrink_to(self.dirty.len());
+        }
+        if self.displaced.is_empty() {
+            self.displaced.shrink_to_fit();
+        }
+        if flows {
+            crate::sys::release_free_heap();
         }
     }
 }

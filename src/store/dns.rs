@@ -107,6 +107,21 @@ pub struct DnsAcc {
 }
 
 impl DnsState {
+    /// Gives back what a flood grew the maps to ([`crate::sys::shrink_map`]).
+    /// True when something was shrunk.
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        use crate::sys::{shrink_map, shrink_set};
+        let mut shrunk = shrink_map(&mut self.names);
+        shrunk |= shrink_map(&mut self.pending);
+        shrunk |= shrink_map(&mut self.name_sets);
+        shrunk |= shrink_set(&mut self.answered);
+        if self.pending_order.capacity() > 4 * self.pending_order.len().max(4096) {
+            self.pending_order.shrink_to(2 * self.pending_order.len());
+            shrunk = true;
+        }
+        shrunk
+    }
+
     pub fn new(c: &config::Dns) -> DnsState {
         DnsState {
             assumed_ttl_ms: i64::from(c.log_assumed_ttl_s) * 1000,

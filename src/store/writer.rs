@@ -415,7 +415,12 @@ struct Writer {
     storage: Arc<StorageStatus>,
     /// Detection (`None` with `[detect] enabled = false`).
     detect: Option<Detection>,
+    /// When the in-memory maps were last shrunk (see [`Writer::shrink_if_sparse`]).
+    shrunk_at: Instant,
 }
+
+/// How often the writer gives back what its maps grew to in a flood.
+const SHRINK_EVERY: Duration = Duration::from_secs(10);
 
 /// Detection's part of the writer: the engine scoring every new outbound flow from
 /// memory during the tick (`crate::detect`), and its maintenance — baselines hourly,
@@ -522,6 +527,7 @@ impl Writer {
             failures: 0,
             storage: Arc::default(),
             detect: None,
+            shrunk_at: Instant::now(),
         };
         writer
             .reload()
@@ -666,12 +672,33 @@ impl Writer {
             if let Some(s) = &mut self.snapshots {
                 s.run_if_due(&self.conn, self.seq);
             }
+            if self.shrunk_at.elapsed() >= SHRINK_EVERY {
+                self.shrink_if_sparse();
+            }
         }
         if let Some(s) = &mut self.snapshots {
             s.take_if_changed(&self.conn, self.seq);
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             log::warn!("final WAL checkpoint failed: {e}");
+        }
+    }
+
+    /// Gives back what the in-memory maps grew to in a flood once they are mostly empty
+    /// again ([`crate::sys::shrink_map`]).
+    fn shrink_if_sparse(&mut self) {
+        use crate::sys::{shrink_map, shrink_set};
+        self.shrunk_at = Instant::now();
+        let mut shrunk = shrink_map(&mut self.live);
+        shrunk |= shrink_set(&mut self.unconfirmed);
+        shrunk |= shrink_map(&mut self.devices);
+        shrunk |= shrink_map(&mut self.hosts);
+        shrunk |= self.dns.shrink_if_sparse();
+        if let Some(d) = &mut self.detect {
+            shrunk |= d.engine.shrink_if_sparse();
+        }
+        if shrunk {
+            crate::sys::release_free_heap();
         }
     }
 
@@ -2302,7 +2329,10 @@ mod tests {
         assert!(handle.try_send(full()).is_ok());
         assert!(handle.try_send(full()).is_ok());
         assert!(handle.try_send(batch(vec![change(&f, 1, false)])).is_err());
-        assert!(handle.try_send(Event::Drops(Vec::new())).is_ok(), "not a flow message");
+        assert!(
+            handle.try_send(Event::Drops(Vec::new())).is_ok(),
+            "not a flow message"
+        );
         let queued = Queued {
             messages: handle.depth.clone(),
             flow_changes: handle.queued_flows.clone(),
