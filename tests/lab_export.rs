@@ -158,16 +158,22 @@ fn stored_device_traffic(lab: &Lab) -> BTreeMap<i64, [u64; 4]> {
     .collect()
 }
 
-/// The label netmon gives a device: name, else DHCP hostname, else its address.
-fn device_label(lab: &Lab, id: i64) -> String {
+/// The labels netmon may have given a device's series: its name, its DHCP hostname, or
+/// one of its addresses (the one in `devices.ip` when the series was created).
+fn device_labels(lab: &Lab, id: i64) -> Vec<String> {
     let db = lab.db();
-    db.query_row(
-        "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), ''), ip)
-         FROM devices WHERE id = ?1",
-        [id],
-        |r| r.get(0),
-    )
-    .expect("device label")
+    let mut stmt = db
+        .prepare(
+            "SELECT nullif(trim(name), '') FROM devices WHERE id = ?1
+             UNION ALL SELECT nullif(trim(hostname), '') FROM devices WHERE id = ?1
+             UNION ALL SELECT ip FROM devices WHERE id = ?1
+             UNION ALL SELECT ip FROM device_addrs WHERE device_id = ?1",
+        )
+        .expect("device labels");
+    stmt.query_map([id], |r| r.get::<_, Option<String>>(0))
+        .expect("device labels")
+        .filter_map(|r| r.expect("device label"))
+        .collect()
 }
 
 /// The device series in a scrape: label → [bytes up, bytes down, packets up, packets down].
@@ -304,12 +310,13 @@ fn prometheus_scrape_passes_promtool_and_device_counters_match_stored_flows() {
         let mut expected: BTreeMap<String, [u64; 4]> = BTreeMap::new();
         let own: Vec<&String> = after.keys().filter(|k| *k != "other").collect();
         for (id, t) in &stored {
-            let label = device_label(&lab, *id);
-            let key = if own.contains(&&label) {
-                label
-            } else {
-                "other".to_owned()
-            };
+            // A series is named when it is created, after the device's address at that
+            // moment when it has no name (`devices.ip` can move to a newer address later).
+            let labels = device_labels(&lab, *id);
+            let key = own
+                .iter()
+                .find(|l| labels.contains(l))
+                .map_or_else(|| "other".to_owned(), |l| (*l).clone());
             let e = expected.entry(key).or_default();
             for (e, t) in e.iter_mut().zip(t) {
                 *e += t;

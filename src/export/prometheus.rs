@@ -483,9 +483,9 @@ pub fn merge_device_series(from: i64, into: i64) {
 }
 
 /// What a device's series is called: its owner's name, else its DHCP hostname, else its
-/// address (`devices.ip`, the first address netmon saw it use). Chosen when the series
-/// is created and kept until netmon restarts, so a rename does not split a series
-/// mid-run; the label matches what the UI shows.
+/// address (`devices.ip` at that moment: its newest IPv4 address, or an IPv6 one while it
+/// has none) — what the UI shows then. Chosen when the series is created and kept until
+/// netmon restarts, so a rename or a new address does not split a series mid-run.
 fn device_label(conn: &Connection, device_id: i64) -> String {
     let row: rusqlite::Result<Option<(Option<String>, String)>> = conn
         .prepare_cached(
