@@ -40,11 +40,12 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use simple_dns::rdata::RData;
-use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE, TYPE};
+use simple_dns::{RCODE, TYPE};
 use tokio_rustls::rustls::{self, ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::NewIncident;
 use crate::config::{self, NotifyFormat};
+use crate::enrich::rdns;
 
 /// Incidents waiting for the notifier thread. A burst of new incidents larger than this
 /// within one delivery is already more than anyone reads one message at a time.
@@ -642,16 +643,7 @@ fn query(name: &str, qtype: TYPE, resolver: SocketAddr) -> Result<Vec<IpAddr>, S
     let mut id = [0u8; 2];
     crate::sys::random_bytes(&mut id).map_err(|e| fail(&e))?;
     let id = u16::from_ne_bytes(id);
-    let qname = Name::new(name).map_err(|e| fail(&e))?;
-    let mut packet = Packet::new_query(id);
-    packet.set_flags(PacketFlag::RECURSION_DESIRED);
-    packet.questions.push(Question::new(
-        qname,
-        QTYPE::TYPE(qtype),
-        QCLASS::CLASS(CLASS::IN),
-        false,
-    ));
-    let bytes = packet.build_bytes_vec().map_err(|e| fail(&e))?;
+    let bytes = rdns::encode_question(id, name, qtype).map_err(|e| fail(&e))?;
     let socket = UdpSocket::bind(unspecified).map_err(|e| fail(&e))?;
     socket.connect(resolver).map_err(|e| fail(&e))?;
     socket
@@ -663,15 +655,9 @@ fn query(name: &str, qtype: TYPE, resolver: SocketAddr) -> Result<Vec<IpAddr>, S
         let deadline = Instant::now() + DNS_TIMEOUT;
         while Instant::now() < deadline {
             let Ok(n) = socket.recv(&mut buf) else { break };
-            let Ok(reply) = Packet::parse(&buf[..n]) else {
+            let Ok(reply) = rdns::reply_to(&buf[..n], id, name, qtype) else {
                 continue;
             };
-            let asked = reply.questions.first().is_some_and(|q| {
-                q.qtype == QTYPE::TYPE(qtype) && q.qname.to_string().eq_ignore_ascii_case(name)
-            });
-            if reply.id() != id || !asked {
-                continue;
-            }
             return match reply.rcode() {
                 RCODE::NoError | RCODE::NameError => Ok(reply
                     .answers
@@ -874,6 +860,7 @@ mod tests {
 
     use super::*;
     use crate::detect::{Code, Reason};
+    use simple_dns::{CLASS, Packet, QTYPE};
 
     fn incident(id: i64, score: u32) -> NewIncident {
         NewIncident {

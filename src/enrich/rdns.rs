@@ -111,12 +111,17 @@ pub fn reverse_name(ip: IpAddr) -> String {
 
 /// The query datagram for the PTR of `qname`, recursion desired.
 pub fn encode_query(id: u16, qname: &str) -> Result<Vec<u8>, ReplyError> {
+    encode_question(id, qname, TYPE::PTR)
+}
+
+/// A query datagram asking for `qname`'s `qtype` records, recursion desired.
+pub fn encode_question(id: u16, qname: &str, qtype: TYPE) -> Result<Vec<u8>, ReplyError> {
     let mut packet = Packet::new_query(id);
     packet.set_flags(PacketFlag::RECURSION_DESIRED);
     let name = Name::new(qname).map_err(|e| ReplyError::Malformed(e.to_string()))?;
     packet.questions.push(Question::new(
         name,
-        QTYPE::TYPE(TYPE::PTR),
+        QTYPE::TYPE(qtype),
         QCLASS::CLASS(CLASS::IN),
         false,
     ));
@@ -125,13 +130,20 @@ pub fn encode_query(id: u16, qname: &str) -> Result<Vec<u8>, ReplyError> {
         .map_err(|e| ReplyError::Malformed(e.to_string()))
 }
 
-/// Parses the reply to [`encode_query`]`(id, qname)`.
-pub fn parse_reply(msg: &[u8], id: u16, qname: &str) -> Result<Reply, ReplyError> {
+/// `msg` parsed, when it is the reply to [`encode_question`]`(id, qname, qtype)`: a
+/// response echoing the id and the question (RFC 5452 — anything else is a stray or a
+/// spoofing attempt, [`ReplyError::Mismatch`]).
+pub fn reply_to<'a>(
+    msg: &'a [u8],
+    id: u16,
+    qname: &str,
+    qtype: TYPE,
+) -> Result<Packet<'a>, ReplyError> {
     let packet = Packet::parse(msg).map_err(|e| ReplyError::Malformed(e.to_string()))?;
     let asked = packet.questions.first().map(|q| {
         (
             name_from_labels(q.qname.as_bytes()),
-            q.qtype == QTYPE::TYPE(TYPE::PTR),
+            q.qtype == QTYPE::TYPE(qtype),
         )
     });
     if packet.id() != id
@@ -140,6 +152,12 @@ pub fn parse_reply(msg: &[u8], id: u16, qname: &str) -> Result<Reply, ReplyError
     {
         return Err(ReplyError::Mismatch);
     }
+    Ok(packet)
+}
+
+/// Parses the reply to [`encode_query`]`(id, qname)`.
+pub fn parse_reply(msg: &[u8], id: u16, qname: &str) -> Result<Reply, ReplyError> {
+    let packet = reply_to(msg, id, qname, TYPE::PTR)?;
     // REFUSED (a resolver not serving us, or a zone it has no server for) says nothing
     // about the address: a failure, retried later — never cached as "no name".
     match packet.rcode() {

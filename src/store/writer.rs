@@ -172,10 +172,7 @@ impl WriterHandle {
     /// Never blocks. On `Err` the event comes back: the channel is full (keep it and
     /// coalesce) or the writer is gone (shutting down).
     pub fn try_send(&self, event: Event) -> Result<(), Event> {
-        let flows = match &event {
-            Event::Flows(batch) => batch.changed.len(),
-            _ => 0,
-        };
+        let flows = flow_changes(&event);
         if flows > 0 {
             // Checked, then added after the send: the one conntrack thread sends flows,
             // so the bound holds.
@@ -941,7 +938,6 @@ impl Writer {
     }
 }
 
-/// Changes an event carries, as counted in the writer's metrics.
 /// What waits in the channel, as the writer's [`WriterHandle`]s count it.
 struct Queued {
     messages: Arc<AtomicUsize>,
@@ -951,13 +947,7 @@ struct Queued {
 impl Queued {
     /// The writer took `events` off the channel.
     fn taken(&self, events: &[Event]) {
-        let flows: usize = events
-            .iter()
-            .map(|e| match e {
-                Event::Flows(batch) => batch.changed.len(),
-                _ => 0,
-            })
-            .sum();
+        let flows: usize = events.iter().map(flow_changes).sum();
         self.flow_changes.fetch_sub(flows, Ordering::Relaxed);
         let depth = self
             .messages
@@ -967,9 +957,18 @@ impl Queued {
     }
 }
 
-fn changes_in(event: &Event) -> usize {
+/// Flow changes an event carries: what [`MAX_QUEUED_FLOW_CHANGES`] bounds.
+fn flow_changes(event: &Event) -> usize {
     match event {
         Event::Flows(batch) => batch.changed.len(),
+        _ => 0,
+    }
+}
+
+/// Changes an event carries, as counted in the writer's metrics.
+fn changes_in(event: &Event) -> usize {
+    match event {
+        Event::Flows(_) => flow_changes(event),
         Event::Dns(observations) => observations.len(),
         Event::Identity(sightings) => sightings.len(),
         Event::Enrichment(found) => found.len(),
