@@ -1221,7 +1221,6 @@ impl Config {
             .collect()
     }
 
-    /// The effective config as TOML, for `netmon check-config`.
     /// The configuration with its secrets replaced by "(set, not shown)": the password
     /// hash, the metrics token, and a webhook URL's query (Gotify's `?token=`). For
     /// `check-config` on a terminal and the settings page, which a support paste or a
@@ -1239,6 +1238,7 @@ impl Config {
         c
     }
 
+    /// The effective config as TOML, for `netmon check-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
