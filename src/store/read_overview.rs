@@ -9,6 +9,7 @@
 //! hour in SQL. Each query below names the index it walks (checked with `EXPLAIN QUERY
 //! PLAN` in the tests).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -399,15 +400,21 @@ impl HostSum {
 /// Summing a month of `remote_host_hours` is a million rows on a busy router (115 ms on
 /// the page benchmark's database, most of the overview's time at 30 d), yet those rows
 /// stop changing once their hour is over: the writer adds a delta to the hour it is
-/// observed in. So the settled sums are read once an hour per window, and each request
-/// adds only the last two hours' rows (the hour before the current one is read live
-/// too, for a tick committed just after the hour turned). The result is the plain sum
-/// over the window, exactly.
+/// observed in. So each request adds only the last two hours' rows to the settled sums
+/// (the hour before the current one is read live too, for a tick committed just after
+/// the hour turned). When the hour turns, the window moves by one hour: the new settled
+/// sums are the old ones plus the hour that settled, minus the hour that left the window
+/// — two hours of rows, not the month again. The result is the plain sum over the window,
+/// exactly.
 ///
-/// Cost: 36 bytes per host with traffic in the window (20 000 hosts ≈ 0.7 MiB per
-/// window, three windows at most), dropped when the hour turns. What stays stale for up
-/// to an hour: settled rows deleted by the age limit (`hour_rollups_days` shorter than
-/// the window).
+/// A full read happens at start, after an hour without a request for the window, and
+/// whenever the oldest hour row is younger than the window's start: retention may have
+/// removed rows inside the window (`hour_rollups_days` shorter than it), which the sums
+/// must forget though no hour boundary announces them. (On a router younger than the
+/// window that is every hour, over less than the window's rows.)
+///
+/// Cost: 44 bytes per host with traffic in the window (20 000 hosts ≈ 0.9 MiB per
+/// window, three windows at most).
 #[derive(Debug, Default)]
 pub struct SettledTops {
     /// One entry per long window for the current hour; a `std` mutex, held only to look
@@ -420,20 +427,101 @@ struct Settled {
     since: i64,
     split: i64,
     /// Every host with rows in `[since, split)`, by id (for lookups)…
-    by_id: Vec<HostSum>,
+    by_id: Vec<SettledSum>,
     /// …and their indexes in `by_id` in the panel's order.
     ranked: Vec<u32>,
+    /// Built from the previous hour's entry (for the unit test).
+    rolled: bool,
+}
+
+/// One host's sums over settled hours, and how many hour rows they sum: a host leaves
+/// the window when its last row does, whatever its sums are.
+#[derive(Debug, Clone, Copy)]
+struct SettledSum {
+    sum: HostSum,
+    rows: i64,
+}
+
+impl SettledSum {
+    fn from_row(row: &rusqlite::Row) -> rusqlite::Result<SettledSum> {
+        Ok(SettledSum {
+            sum: HostSum::from_row(row)?,
+            rows: row.get(4)?,
+        })
+    }
 }
 
 impl Settled {
+    fn new(since: i64, split: i64, mut by_id: Vec<SettledSum>, rolled: bool) -> Settled {
+        by_id.sort_unstable_by_key(|h| h.sum.id);
+        let mut ranked: Vec<u32> = (0..by_id.len() as u32).collect();
+        ranked.sort_unstable_by_key(|&i| by_id[i as usize].sum.rank());
+        Settled {
+            since,
+            split,
+            by_id,
+            ranked,
+            rolled,
+        }
+    }
+
+    /// Every host's sums over the hour rows in `[since, split)`.
+    fn read(conn: &Connection, since: i64, split: i64) -> rusqlite::Result<Settled> {
+        Ok(Settled::new(
+            since,
+            split,
+            host_hours(conn, since, split)?,
+            false,
+        ))
+    }
+
+    /// The window one hour on from `self`: plus the hour that settled, minus the hour
+    /// that left. `None` when retention has removed rows inside `self`'s window (see
+    /// [`SettledTops`]): those rows are still in its sums and no hour boundary says so.
+    fn rolled(&self, conn: &Connection) -> rusqlite::Result<Option<Settled>> {
+        let oldest: Option<i64> =
+            conn.query_row("SELECT min(hour) FROM remote_host_hours", [], |r| r.get(0))?;
+        if oldest.is_none_or(|h| h > self.since) {
+            return Ok(None);
+        }
+        let (since, split) = (self.since + HOUR_MS, self.split + HOUR_MS);
+        let mut by_id: HashMap<i64, SettledSum> =
+            self.by_id.iter().map(|h| (h.sum.id, *h)).collect();
+        for (from, to, sign) in [(self.split, split, 1), (self.since, since, -1)] {
+            for hour in hour_sums(conn, from, to)? {
+                let e = by_id.entry(hour.sum.id).or_insert(SettledSum {
+                    sum: HostSum {
+                        id: hour.sum.id,
+                        up: 0,
+                        down: 0,
+                        flows: 0,
+                    },
+                    rows: 0,
+                });
+                e.sum.up += sign * hour.sum.up;
+                e.sum.down += sign * hour.sum.down;
+                e.sum.flows += sign * hour.sum.flows;
+                e.rows += sign * hour.rows;
+            }
+        }
+        let by_id = by_id.into_values().filter(|h| h.rows > 0).collect();
+        Ok(Some(Settled::new(since, split, by_id, true)))
+    }
+
     fn get(&self, id: i64) -> Option<&HostSum> {
-        let i = self.by_id.binary_search_by_key(&id, |h| h.id).ok()?;
-        Some(&self.by_id[i])
+        let i = self.by_id.binary_search_by_key(&id, |h| h.sum.id).ok()?;
+        Some(&self.by_id[i].sum)
     }
 }
 
 /// The long windows: 24 h, 7 d, 30 d.
 const SETTLED_ENTRIES: usize = 3;
+
+enum Lookup {
+    Hit(Arc<Settled>),
+    Previous(Arc<Settled>),
+    Miss,
+}
 
 impl SettledTops {
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<Settled>>> {
@@ -442,19 +530,29 @@ impl SettledTops {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn get(&self, since: i64, split: i64) -> Option<Arc<Settled>> {
+    /// The entry of `(since, split)`, else the one an hour before it to roll forward.
+    fn get(&self, since: i64, split: i64) -> Lookup {
         let mut cached = self.lock();
-        // Entries of an hour that has passed are never asked for again.
-        cached.retain(|s| s.split >= split);
+        // Entries of an hour before the previous one are never asked for again.
+        cached.retain(|s| s.split >= split - HOUR_MS);
+        if let Some(s) = cached.iter().find(|s| (s.since, s.split) == (since, split)) {
+            return Lookup::Hit(s.clone());
+        }
         cached
             .iter()
-            .find(|s| (s.since, s.split) == (since, split))
-            .cloned()
+            .find(|s| (s.since, s.split) == (since - HOUR_MS, split - HOUR_MS))
+            .map_or(Lookup::Miss, |s| Lookup::Previous(s.clone()))
     }
 
     fn put(&self, entry: Arc<Settled>) {
         let mut cached = self.lock();
-        cached.retain(|s| s.split >= entry.split && s.since != entry.since);
+        // The previous hour's entry of the same window goes (its window started an hour
+        // earlier), and every entry older than that.
+        cached.retain(|s| {
+            s.split >= entry.split - HOUR_MS
+                && s.since != entry.since - HOUR_MS
+                && s.since != entry.since
+        });
         if cached.len() >= SETTLED_ENTRIES {
             cached.remove(0);
         }
@@ -474,24 +572,30 @@ fn top_host_hours(
     if split <= since {
         return Ok(host_hours(conn, since, i64::MAX)?
             .into_iter()
+            .map(|h| h.sum)
             .take(limit as usize)
             .collect());
     }
     let settled = match cache.get(since, split) {
-        Some(s) => s,
-        None => {
-            let ranked_sums = host_hours(conn, since, split)?;
-            let mut order: Vec<(i64, u32)> = Vec::with_capacity(ranked_sums.len());
-            let mut by_id = ranked_sums;
-            by_id.sort_unstable_by_key(|h| h.id);
-            order.extend(by_id.iter().enumerate().map(|(i, h)| (h.id, i as u32)));
-            order.sort_unstable_by_key(|&(_, i)| by_id[i as usize].rank());
-            let s = Arc::new(Settled {
-                since,
-                split,
-                ranked: order.into_iter().map(|(_, i)| i).collect(),
-                by_id,
+        Lookup::Hit(s) => s,
+        lookup => {
+            let rolled = match lookup {
+                Lookup::Previous(previous) => previous.rolled(conn)?,
+                _ => None,
+            };
+            let s = Arc::new(match rolled {
+                Some(s) => s,
+                None => Settled::read(conn, since, split)?,
             });
+            log::debug!(
+                "top hosts since {since}: settled sums of {} hosts {}",
+                s.by_id.len(),
+                if s.rolled {
+                    "rolled on an hour"
+                } else {
+                    "read"
+                }
+            );
             cache.put(s.clone());
             s
         }
@@ -509,7 +613,7 @@ fn top_host_hours(
     let mut top: Vec<HostSum> = settled
         .ranked
         .iter()
-        .map(|&i| settled.by_id[i as usize])
+        .map(|&i| settled.by_id[i as usize].sum)
         .filter(|h| !moved.contains(&h.id))
         .take(limit as usize)
         .collect();
@@ -530,15 +634,26 @@ fn top_host_hours(
 /// Every host's sums over the hour rows in `[since, until)`, most bytes first, through
 /// the key for the hosts seen since `since` (`remote_hosts_last_seen`): the time index
 /// would look each of a month's rows up again (2.5 s on the page benchmark's database).
-fn host_hours(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<HostSum>> {
+fn host_hours(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<SettledSum>> {
     conn.prepare_cached(
         "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
-                sum(flows_new) FROM remote_host_hours \
+                sum(flows_new), count(*) FROM remote_host_hours \
          WHERE remote_host_id IN (SELECT id FROM remote_hosts WHERE last_seen >= ?1) \
            AND hour >= ?1 AND hour < ?2 \
          GROUP BY remote_host_id ORDER BY up + down DESC, remote_host_id",
     )?
-    .query_map(params![since, until], HostSum::from_row)?
+    .query_map(params![since, until], SettledSum::from_row)?
+    .collect()
+}
+
+/// Every host's sums over the few hour rows in `[since, until)`, through the time index.
+fn hour_sums(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<SettledSum>> {
+    conn.prepare_cached(
+        "SELECT remote_host_id, sum(bytes_up), sum(bytes_down), sum(flows_new), count(*) \
+         FROM remote_host_hours INDEXED BY remote_host_hours_hour \
+         WHERE hour >= ?1 AND hour < ?2 GROUP BY remote_host_id",
+    )?
+    .query_map(params![since, until], SettledSum::from_row)?
     .collect()
 }
 
@@ -775,8 +890,7 @@ mod tests {
             seed ^= seed << 17;
             seed % n
         };
-        let now = 40 * DAY_MS + 17 * MINUTE_MS;
-        let hour = now - now.rem_euclid(HOUR_MS);
+        let mut now = 40 * DAY_MS + 17 * MINUTE_MS;
         for id in 1..=300 {
             conn.execute(
                 "INSERT INTO remote_hosts (id, ip, first_seen, last_seen) VALUES (?1, ?2, 0, ?3)",
@@ -784,7 +898,8 @@ mod tests {
             )
             .unwrap();
         }
-        let mut add = |conn: &Connection, hosts: u64, from_h: i64, to_h: i64, rows: usize| {
+        let mut add = |conn: &Connection, now: i64, hosts: u64, from_h: i64, to_h: i64, rows| {
+            let hour = now - now.rem_euclid(HOUR_MS);
             for _ in 0..rows {
                 let id = 1 + rand(hosts) as i64;
                 let h = hour - HOUR_MS * (from_h + rand((to_h - from_h + 1) as u64) as i64);
@@ -803,12 +918,14 @@ mod tests {
             }
         };
         let plain = |conn: &Connection, since: i64, limit: u32| -> Vec<HostSum> {
-            let mut all = host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX).unwrap();
-            all.truncate(limit as usize);
-            all
+            let all = host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX).unwrap();
+            all.into_iter()
+                .map(|h| h.sum)
+                .take(limit as usize)
+                .collect()
         };
         let cache = SettledTops::default();
-        let check = |conn: &Connection, what: &str| {
+        let check = |conn: &Connection, now: i64, what: &str| {
             for window in [Window::H24, Window::D7, Window::D30] {
                 for limit in [3, 10, 500] {
                     let since = now - window.ms();
@@ -831,21 +948,52 @@ mod tests {
             }
         };
         // A quiet start: fewer hosts than the widest panel.
-        add(&conn, 40, 2, 24 * 35, 200);
-        check(&conn, "history only");
+        add(&conn, now, 40, 2, 24 * 35, 200);
+        check(&conn, now, "history only");
         // The recent hours move; the settled ranking stays cached.
         for round in 0..20 {
-            add(&conn, 300, 0, 1, 30);
-            check(&conn, &format!("round {round}"));
+            add(&conn, now, 300, 0, 1, 30);
+            check(&conn, now, &format!("round {round}"));
         }
         // One host's last two hours lift it from nowhere to first place.
         conn.execute(
             "INSERT INTO remote_host_hours (remote_host_id, hour, bytes_up, bytes_down, flows_new)
              VALUES (299, ?1, 1000000000, 0, 1)",
-            [hour],
+            [now - now.rem_euclid(HOUR_MS)],
         )
         .unwrap();
-        check(&conn, "a new heavy host");
+        check(&conn, now, "a new heavy host");
+        assert_eq!(cache.lock().len(), SETTLED_ENTRIES, "one entry per window");
+        // The hours turn: each window's settled sums roll on by one hour (an hour with
+        // rows settles, older rows leave, hosts whose last row left drop out)…
+        for turn in 0..4 {
+            now += HOUR_MS;
+            add(&conn, now, 300, 0, 1, 30);
+            check(&conn, now, &format!("hour turn {turn}"));
+            assert!(
+                cache.lock().iter().all(|s| s.rolled),
+                "turn {turn}: rolled on, not read again"
+            );
+            add(&conn, now, 300, 0, 1, 30);
+            check(&conn, now, &format!("hour turn {turn}, later"));
+        }
+        // …until retention removes rows inside a window: that one is read again.
+        conn.execute(
+            "DELETE FROM remote_host_hours WHERE hour < ?1",
+            [now - 20 * DAY_MS],
+        )
+        .unwrap();
+        now += HOUR_MS;
+        add(&conn, now, 300, 0, 1, 30);
+        check(&conn, now, "retention inside the 30-day window");
+        let mut entries: Vec<(i64, bool)> =
+            cache.lock().iter().map(|s| (s.since, s.rolled)).collect();
+        entries.sort_unstable();
+        assert_eq!(
+            entries.iter().map(|e| e.1).collect::<Vec<_>>(),
+            [false, true, true],
+            "30 d read again, 7 d and 24 h rolled on"
+        );
         assert_eq!(cache.lock().len(), SETTLED_ENTRIES, "one entry per window");
     }
 
