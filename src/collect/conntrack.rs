@@ -1190,6 +1190,9 @@ impl Tracker {
             // Displaced ends precede everything, in the first message.
             let mut changed = std::mem::take(&mut self.displaced);
             let displaced = changed.len();
+            // Exactly what the message carries: in a flood several full messages are in
+            // flight at once, and a vector grown by doubling would be up to half slack.
+            changed.reserve_exact(chunk.len());
             changed.extend(
                 chunk
                     .iter()
