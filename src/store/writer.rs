@@ -3,8 +3,8 @@
 //! Exactly one thread owns the read-write SQLite connection. Everything that changes
 //! the database — collector batches and user commands from the web — arrives as an
 //! [`Event`] on one bounded channel. The writer blocks for the first event of a tick,
-//! drains whatever else is already queued (up to `max_batch` events), applies it all in
-//! **one transaction**, commits, answers commands, and publishes a [`Tick`] on a
+//! drains whatever else is already queued (up to `max_batch` events and
+//! [`MAX_TX_CHANGES`] changes), applies it all in **one transaction**, commits, answers commands, and publishes a [`Tick`] on a
 //! `watch` so pages and SSE streams know what changed. Statements are prepared once
 //! and cached.
 //!
@@ -142,6 +142,17 @@ impl StorageStatus {
         })
     }
 }
+
+/// Most changes one transaction takes from the channel (a single message may carry more:
+/// it is never split). A writer that fell behind — a slow router CPU, a flood — would
+/// otherwise drain the whole channel into one transaction (64 messages, tens of
+/// thousands of flows and random names): its pages all sit in the WAL until it commits
+/// and the file grows by all of it before the storage budget's check after the commit,
+/// so file plus WAL went far past `max_db_mb` (49 MiB against 16 in `tests/lab_flood.rs`
+/// with the CPU busy elsewhere). A random-name flood costs ≈ 0.4 KiB of WAL per change;
+/// this keeps one transaction near 3 MiB, within the WAL's share of the default budget.
+/// Normal ticks stay one transaction.
+pub const MAX_TX_CHANGES: usize = 8_000;
 
 /// Most flow changes waiting in the channel. The channel is bounded in messages
 /// (`channel_capacity`), but a flow message may carry up to
@@ -618,6 +629,9 @@ impl Writer {
     ) {
         // Wake at least this often to notice `stop` and run retention.
         let wait = tick.min(Duration::from_millis(200));
+        // A message taken off the channel that would have taken its transaction past
+        // [`MAX_TX_CHANGES`]: the first of the next one. Still counted as queued.
+        let mut carried: Option<Event> = None;
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if let Some(held) = &self.held {
@@ -632,7 +646,8 @@ impl Writer {
                     tick_tx.send_replace(tick);
                 }
                 if stopping && let Some(held) = self.held.take() {
-                    let queued: usize = rx.try_iter().map(|e| changes_in(&e)).sum();
+                    let queued: usize = carried.iter().map(changes_in).sum::<usize>()
+                        + rx.try_iter().map(|e| changes_in(&e)).sum::<usize>();
                     let lost = held.changes + queued;
                     log::error!("stopping with {lost} changes that could not be stored");
                     metrics::counter!("netmon_writer_dropped_changes_total").increment(lost as u64);
@@ -640,15 +655,26 @@ impl Writer {
                 }
                 continue;
             }
-            let first = match rx.recv_timeout(wait) {
-                Ok(event) => Some(event),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => break,
+            let first = match carried.take() {
+                Some(event) => Some(event),
+                None => match rx.recv_timeout(wait) {
+                    Ok(event) => Some(event),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                },
             };
             let mut events: Vec<Event> = first.into_iter().collect();
-            while events.len() < max_batch {
+            let mut changes: usize = events.iter().map(changes_in).sum();
+            while events.len() < max_batch && changes < MAX_TX_CHANGES {
                 match rx.try_recv() {
-                    Ok(event) => events.push(event),
+                    Ok(event) if changes + changes_in(&event) > MAX_TX_CHANGES => {
+                        carried = Some(event);
+                        break;
+                    }
+                    Ok(event) => {
+                        changes += changes_in(&event);
+                        events.push(event);
+                    }
                     Err(_) => break,
                 }
             }
