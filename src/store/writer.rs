@@ -4,9 +4,9 @@
 //! the database — collector batches and user commands from the web — arrives as an
 //! [`Event`] on one bounded channel. The writer blocks for the first event of a tick,
 //! drains whatever else is already queued (up to `max_batch` events and
-//! [`MAX_TX_CHANGES`] changes), applies it all in **one transaction**, commits, answers commands, and publishes a [`Tick`] on a
-//! `watch` so pages and SSE streams know what changed. Statements are prepared once
-//! and cached.
+//! [`MAX_TX_CHANGES`] changes), applies it all in **one transaction**, commits, answers
+//! commands, and publishes a [`Tick`] on a `watch` so pages and SSE streams know what
+//! changed. Statements are prepared once and cached.
 //!
 //! Deltas are computed here, against what is committed: the writer keeps the live flows
 //! (ident → row id and last committed counters) in memory, loaded from the database at
