@@ -27,8 +27,9 @@
 //!   whatever does not fit is counted as a collector drop. So a short outage loses
 //!   nothing, a long one costs no more memory than a burst does, and writes resume within
 //!   [`RETRY_MAX`] of space returning. The held batch is what one tick drained (at most
-//!   `max_batch` events). User commands are never held: they are answered with the error,
-//!   and [`WriterHandle::command`] refuses new ones at once while writes fail rather than
+//!   `max_batch` events and, but for one big message, [`MAX_TX_CHANGES`] changes). User
+//!   commands are never held: they are answered with the error, and
+//!   [`WriterHandle::command`] refuses new ones at once while writes fail rather than
 //!   queueing behind the outage. `/healthz` shows the failure ([`WriteFailure`]).
 //! - **Any other error** (a constraint, a bug: something in the batch itself) — the
 //!   batch is dropped and its changes counted in `netmon_writer_dropped_changes_total`,
