@@ -384,6 +384,13 @@ impl HostSum {
         })
     }
 
+    /// Adds (`sign` 1) or takes away (`sign` -1) another part of the same host's sums.
+    fn add(&mut self, other: &HostSum, sign: i64) {
+        self.up += sign * other.up;
+        self.down += sign * other.down;
+        self.flows += sign * other.flows;
+    }
+
     fn total(&self) -> i64 {
         self.up.saturating_add(self.down)
     }
@@ -491,16 +498,14 @@ impl Settled {
             for hour in hour_sums(conn, from, to)? {
                 let e = by_id.entry(hour.sum.id).or_insert(SettledSum {
                     sum: HostSum {
-                        id: hour.sum.id,
                         up: 0,
                         down: 0,
                         flows: 0,
+                        ..hour.sum
                     },
                     rows: 0,
                 });
-                e.sum.up += sign * hour.sum.up;
-                e.sum.down += sign * hour.sum.down;
-                e.sum.flows += sign * hour.sum.flows;
+                e.sum.add(&hour.sum, sign);
                 e.rows += sign * hour.rows;
             }
         }
@@ -600,15 +605,8 @@ fn top_host_hours(
             s
         }
     };
-    let recent = conn
-        .prepare_cached(
-            "SELECT remote_host_id, sum(bytes_up), sum(bytes_down), sum(flows_new) \
-             FROM remote_host_hours INDEXED BY remote_host_hours_hour WHERE hour >= ?1 \
-             GROUP BY remote_host_id",
-        )?
-        .query_map([split], HostSum::from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    let moved: std::collections::HashSet<i64> = recent.iter().map(|h| h.id).collect();
+    let recent = hour_sums(conn, split, i64::MAX)?;
+    let moved: std::collections::HashSet<i64> = recent.iter().map(|h| h.sum.id).collect();
     // The top of the hosts without recent rows (their sums are final)…
     let mut top: Vec<HostSum> = settled
         .ranked
@@ -618,11 +616,10 @@ fn top_host_hours(
         .take(limit as usize)
         .collect();
     // …and every host with recent rows, settled sums added.
-    top.extend(recent.into_iter().map(|mut h| {
+    top.extend(recent.into_iter().map(|h| {
+        let mut h = h.sum;
         if let Some(s) = settled.get(h.id) {
-            h.up += s.up;
-            h.down += s.down;
-            h.flows += s.flows;
+            h.add(s, 1);
         }
         h
     }));
@@ -646,7 +643,8 @@ fn host_hours(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec
     .collect()
 }
 
-/// Every host's sums over the few hour rows in `[since, until)`, through the time index.
+/// Every host's sums over the hour rows in `[since, until)`, a span of one or two hours,
+/// through the time index.
 fn hour_sums(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<SettledSum>> {
     conn.prepare_cached(
         "SELECT remote_host_id, sum(bytes_up), sum(bytes_down), sum(flows_new), count(*) \
