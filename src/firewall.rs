@@ -1,11 +1,25 @@
-//! netmon's own nftables table, `table inet netmon` (issue "DNS", DESIGN §2).
+//! netmon's own nftables table, `table inet netmon` (DESIGN §2).
 //!
 //! netmon never edits the router's firewall: everything it needs from netfilter lives
-//! in one table of its own. Today that is the DNS answer queue: responses the router's
-//! resolver (output hook) or an outside resolver (forward hook) sends to a LAN
-//! interface go to NFQUEUE `dns.queue_num` with `bypass`, so while nothing listens on
-//! the queue (netmon stopped, crashed, not yet started) the kernel accepts them as if
-//! the rule were absent. netmon accepts every queued packet at once and parses a copy.
+//! in one table of its own. Today that is the DNS answer queue and the drop log.
+//!
+//! **Where the DNS queue sits, and why that is safe.** DNS answers to LAN clients — from
+//! the router's own resolver (output path) or from an outside resolver a client asked
+//! directly (forward path) — are queued to NFQUEUE `dns.queue_num` from one chain in the
+//! **postrouting** hook at priority [`DNS_PRIORITY`], after every filter decision the
+//! router makes (input/forward/output filter chains, fw4's and any other table's, run
+//! in earlier hooks; mangle and source NAT in postrouting run at lower priorities). A
+//! packet reaching it has already been allowed; the queue's verdict can only let it go
+//! on, never let anything in. It matches only `ct state established ct direction reply`
+//! UDP/TCP from port 53 leaving on a LAN interface: the answer half of a conversation a
+//! LAN client started, as conntrack knows it. An unsolicited answer from the WAN (a
+//! forged one, a port-53 scan) is `new` in the original direction and never queued, so
+//! netmon neither believes it nor touches its fate. `bypass`: while nothing listens
+//! (netmon stopped, crashed, killed), the kernel passes the packet on as if the rule were
+//! absent (`nft(8)`, QUEUE STATEMENT) — and here "on" is past the filters already.
+//! Untracked traffic (`notrack` for DNS) has no conntrack state and is not queued; the
+//! dnsmasq log then remains the DNS source.
+//!
 //! Firewall drops: new connection attempts from the WAN are logged (rate-limited) to an
 //! NFLOG group before and after the router's filter chains ([`drop_log_chains`]).
 //!
@@ -16,10 +30,15 @@
 //!
 //! Kernels built without nftables' queue expression (`CONFIG_NFT_QUEUE`; OpenWrt has it
 //! as kmod-nft-queue, some distribution and VM kernels lack it) reject the queue rule.
-//! netmon then loads its table without it and installs the same rules through the
-//! x_tables NFQUEUE target instead: a chain `NETMON_DNS` of its own in the `filter`
-//! tables of `iptables`/`ip6tables`, jumped to first from OUTPUT and FORWARD, removed
-//! at exit like the table.
+//! netmon then loads its table without it and installs the same match through the
+//! x_tables NFQUEUE target: a chain `NETMON_DNS` of its own in the **mangle** table of
+//! `iptables`/`ip6tables`, jumped to from the end of mangle `POSTROUTING`. In x_tables a
+//! queue verdict of ACCEPT ends the whole chain of *that table* in that hook
+//! (`ipt_do_table` returns the verdict for the table), which is why the chain must not
+//! sit in the filter table: there an accepted port-53 packet would skip every filter
+//! rule after it. In mangle `POSTROUTING` it skips only the mangle rules after netmon's
+//! jump (hence appended, last), and the filter decisions were made in earlier hooks.
+//! Chains an older netmon left in the filter table are removed at start.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -29,6 +48,11 @@ use anyhow::{Context, bail};
 use crate::config::Config;
 
 pub const TABLE: &str = "netmon";
+
+/// Priority of the DNS queue chain in the postrouting hook: after mangle (-150) and
+/// source NAT (100), the last standard stage a packet passes (`nft(8)`, table of
+/// standard priority names).
+pub const DNS_PRIORITY: i32 = 300;
 
 /// The table's text for `nft -f`.
 pub fn ruleset(config: &Config) -> String {
@@ -41,17 +65,11 @@ pub fn ruleset(config: &Config) -> String {
     let mut chains = String::new();
     if config.dns.packet_capture {
         let q = config.dns.queue_num;
-        // Priority just before the filter chains: the answer is seen as the resolver sent
-        // it. `bypass`: no listener, no queueing. Only UDP/TCP source port 53 towards the
-        // LAN: nothing else ever waits on netmon.
         chains.push_str(&format!(
-            "\tchain dns_out {{\n\
-             \t\ttype filter hook output priority filter - 5; policy accept;\n\
-             \t\toifname {{ {lan} }} meta l4proto {{ udp, tcp }} th sport 53 queue num {q} bypass\n\
-             \t}}\n\
-             \tchain dns_fwd {{\n\
-             \t\ttype filter hook forward priority filter - 5; policy accept;\n\
-             \t\toifname {{ {lan} }} meta l4proto {{ udp, tcp }} th sport 53 queue num {q} bypass\n\
+            "\tchain dns_answers {{\n\
+             \t\ttype filter hook postrouting priority {DNS_PRIORITY}; policy accept;\n\
+             \t\toifname {{ {lan} }} ct state established ct direction reply \
+             meta l4proto {{ udp, tcp }} th sport 53 queue num {q} bypass\n\
              \t}}\n"
         ));
     }
@@ -168,31 +186,30 @@ fn lacks_nft_queue(e: &anyhow::Error) -> bool {
 }
 
 /// The fallback's rules in `iptables-restore --noflush` form: declaring the chain
-/// creates or empties it, then its rules and the two jumps — one atomic commit per
-/// address family, one process each.
+/// creates or empties it, then its rules and the jump, appended to mangle `POSTROUTING`
+/// so no other mangle rule is skipped — one atomic commit per address family.
 fn xt_install_script(config: &Config) -> String {
     let q = config.dns.queue_num;
-    let mut script = format!("*filter\n:{XT_CHAIN} - [0:0]\n");
+    let mut script = format!("*mangle\n:{XT_CHAIN} - [0:0]\n");
     for iface in &config.lan_interfaces {
         for proto in ["udp", "tcp"] {
             script.push_str(&format!(
-                "-A {XT_CHAIN} -o {iface} -p {proto} --sport 53 -j NFQUEUE --queue-num {q} --queue-bypass\n"
+                "-A {XT_CHAIN} -o {iface} -p {proto} --sport 53 -m conntrack --ctstate ESTABLISHED \
+                 --ctdir REPLY -j NFQUEUE --queue-num {q} --queue-bypass\n"
             ));
         }
     }
-    script.push_str(&format!(
-        "-I OUTPUT 1 -j {XT_CHAIN}\n-I FORWARD 1 -j {XT_CHAIN}\nCOMMIT\n"
-    ));
+    script.push_str(&format!("-A POSTROUTING -j {XT_CHAIN}\nCOMMIT\n"));
     script
 }
 
-/// Undoes exactly what [`xt_install_script`] did, atomically.
-fn xt_remove_script() -> String {
-    format!(
-        "*filter\n:{XT_CHAIN} - [0:0]\n-D OUTPUT -j {XT_CHAIN}\n-D FORWARD -j {XT_CHAIN}\n\
-         -X {XT_CHAIN}\nCOMMIT\n"
-    )
-}
+/// Where a netmon chain may have been jumped to from: mangle `POSTROUTING` (this
+/// version) and, from older versions, filter `OUTPUT` and `FORWARD`.
+const XT_JUMPS: [(&str, &str); 3] = [
+    ("mangle", "POSTROUTING"),
+    ("filter", "OUTPUT"),
+    ("filter", "FORWARD"),
+];
 
 const XT_FAMILIES: [(&str, &str); 2] = [
     ("iptables", "iptables-restore"),
@@ -208,25 +225,22 @@ fn install_xt_chains(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes the fallback chains if present: what this run installed, or what a crashed
-/// run left behind (then possibly with extra jumps, removed one by one).
+/// Removes every netmon chain and jump from both tables where one may be: what this run
+/// installed, or what a crashed or older run left behind (possibly with extra jumps).
 fn remove_xt_chains() {
-    for (cmd, restore) in XT_FAMILIES {
-        if run(cmd, &["-w", "-S", XT_CHAIN], None).is_err() {
-            continue; // no such chain (or no iptables at all)
-        }
-        if run(restore, &["-w", "--noflush"], Some(&xt_remove_script())).is_ok() {
-            continue;
-        }
-        for hook in ["OUTPUT", "FORWARD"] {
+    for (cmd, _) in XT_FAMILIES {
+        for (table, hook) in XT_JUMPS {
             for _ in 0..8 {
-                if run(cmd, &["-w", "-D", hook, "-j", XT_CHAIN], None).is_err() {
-                    break;
+                if run(cmd, &["-w", "-t", table, "-D", hook, "-j", XT_CHAIN], None).is_err() {
+                    break; // no such jump left (or no such chain, or no iptables at all)
                 }
             }
         }
-        let _ = run(cmd, &["-w", "-F", XT_CHAIN], None);
-        let _ = run(cmd, &["-w", "-X", XT_CHAIN], None);
+        for table in ["mangle", "filter"] {
+            if run(cmd, &["-w", "-t", table, "-F", XT_CHAIN], None).is_ok() {
+                let _ = run(cmd, &["-w", "-t", table, "-X", XT_CHAIN], None);
+            }
+        }
     }
 }
 
@@ -266,7 +280,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ruleset_queues_dns_answers_to_the_lan_only() {
+    fn ruleset_queues_only_answers_to_lan_clients_after_filtering() {
         let mut c = Config {
             lan_interfaces: vec!["br-lan".into(), "wl\"an".into()],
             ..Config::default()
@@ -278,16 +292,42 @@ mod tests {
         );
         assert!(
             r.contains(
-                "oifname { \"br-lan\", \"wlan\" } meta l4proto { udp, tcp } th sport 53 queue num 5353 bypass"
+                "type filter hook postrouting priority 300; policy accept;\n\t\t\
+                 oifname { \"br-lan\", \"wlan\" } ct state established ct direction reply \
+                 meta l4proto { udp, tcp } th sport 53 queue num 5353 bypass"
             ),
             "{r}"
         );
-        assert!(
-            r.contains("hook output") && r.contains("hook forward"),
-            "{r}"
-        );
+        // One queue rule, and in no hook where a filter decision is still to come.
+        assert_eq!(r.matches("queue num").count(), 1, "{r}");
+        for hook in ["prerouting", "input", "forward", "output"] {
+            let chain = r
+                .split("chain ")
+                .find(|c| c.contains(&format!("hook {hook} ")));
+            assert!(chain.is_none_or(|c| !c.contains("queue")), "{hook}: {r}");
+        }
         c.dns.packet_capture = false;
         assert!(!ruleset(&c).contains("queue"));
+    }
+
+    #[test]
+    fn xt_fallback_queues_in_mangle_postrouting_only_replies() {
+        let c = Config {
+            lan_interfaces: vec!["br-lan".into()],
+            ..Config::default()
+        };
+        let s = xt_install_script(&c);
+        assert!(s.starts_with("*mangle\n:NETMON_DNS - [0:0]\n"), "{s}");
+        for proto in ["udp", "tcp"] {
+            let rule = format!(
+                "-A NETMON_DNS -o br-lan -p {proto} --sport 53 -m conntrack --ctstate ESTABLISHED \
+                 --ctdir REPLY -j NFQUEUE --queue-num 5353 --queue-bypass\n"
+            );
+            assert!(s.contains(&rule), "{s}");
+        }
+        // Appended, so no mangle rule of the router's is skipped; no filter-table jump.
+        assert!(s.ends_with("-A POSTROUTING -j NETMON_DNS\nCOMMIT\n"), "{s}");
+        assert!(!s.contains("*filter") && !s.contains("-I "), "{s}");
     }
 
     #[test]

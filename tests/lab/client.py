@@ -14,6 +14,13 @@
       Opens the TCP connections (and sends one datagram per UDP spec) from the given
       source ports, prints "ready" once all are up, keeps them open S seconds (or until
       stdin closes / the process is killed), then closes them.
+  client.py forge SOURCE NAME ADDR (--to HOST | --to-prefix6 PREFIX) --count N
+      N unsolicited DNS answers "NAME A ADDR" from SOURCE port 53 (an address of the
+      namespace it runs in), each to a random port of HOST, or of a random address in the
+      IPv6 /64 PREFIX (e.g. fd77::) — what an attacker on the WAN sends; prints the count.
+  client.py probe HOST PORT --sport P [--bind ADDR] [--timeout S]
+      One TCP connection attempt from source port P; prints "open" when it connected (and
+      the first line the service sent, if any), else "closed" or "filtered".
 
 Only the standard library: the lab installs nothing for it. Hosts are literal addresses
 (IPv6 without brackets); traffic never leaves the lab's namespaces.
@@ -181,6 +188,57 @@ def cmd_hold(a):
         s.close()
 
 
+def forged_answer(name, addr):
+    qid = random.randrange(65536)
+    m = struct.pack("!HHHHHH", qid, 0x8180, 1, 1, 0, 0)
+    for label in labels(name):
+        m += bytes([len(label)]) + label
+    m += b"\0" + struct.pack("!HH", 1, 1)
+    m += struct.pack("!HHHIH", 0xC00C, 1, 1, 300, 4) + socket.inet_pton(socket.AF_INET, addr)
+    return m
+
+
+def cmd_forge(a):
+    s = socket.socket(family(a.source), socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a.source, 53))
+    sent = 0
+    for _ in range(a.count):
+        if a.to_prefix6:
+            base = bytearray(socket.inet_pton(socket.AF_INET6, a.to_prefix6))
+            base[8:] = random.randbytes(8)
+            dst = socket.inet_ntop(socket.AF_INET6, bytes(base))
+        else:
+            dst = a.to
+        try:
+            s.sendto(forged_answer(a.name, a.addr), (dst, random.randrange(1024, 65536)))
+            sent += 1
+        except OSError:
+            pass  # e.g. a full neighbour table; the count says what left
+    print(sent)
+
+
+def cmd_probe(a):
+    s = socket.socket(family(a.host), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((a.bind or ("::" if ":" in a.host else "0.0.0.0"), a.sport))
+    s.settimeout(a.timeout)
+    try:
+        s.connect((a.host, a.port))
+    except ConnectionRefusedError:
+        print("closed")
+        return
+    except (socket.timeout, OSError):
+        print("filtered")
+        return
+    try:
+        first = s.recv(100).decode(errors="replace").strip()
+    except (socket.timeout, OSError):
+        first = ""
+    print(("open " + first).strip())
+    s.close()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -201,12 +259,26 @@ def main():
     u.add_argument("--size", type=int, default=1000)
     u.add_argument("--sport", type=int, default=0)
     u.add_argument("--timeout", type=float, default=2.0)
+    f = sub.add_parser("forge")
+    f.add_argument("source")
+    f.add_argument("name")
+    f.add_argument("addr")
+    f.add_argument("--to")
+    f.add_argument("--to-prefix6")
+    f.add_argument("--count", type=int, default=1)
+    pr = sub.add_parser("probe")
+    pr.add_argument("host")
+    pr.add_argument("port", type=int)
+    pr.add_argument("--sport", type=int, required=True)
+    pr.add_argument("--bind")
+    pr.add_argument("--timeout", type=float, default=2.0)
     h = sub.add_parser("hold")
     h.add_argument("--tcp", action="append")
     h.add_argument("--udp", action="append")
     h.add_argument("--seconds", type=float, default=30)
     a = p.parse_args()
-    {"dns": cmd_dns, "dnsbench": cmd_dnsbench, "udp": cmd_udp, "hold": cmd_hold}[a.cmd](a)
+    {"dns": cmd_dns, "dnsbench": cmd_dnsbench, "udp": cmd_udp, "hold": cmd_hold,
+     "forge": cmd_forge, "probe": cmd_probe}[a.cmd](a)
 
 
 if __name__ == "__main__":
