@@ -118,6 +118,11 @@ pub struct Retention {
     /// Most DNS query rows one registrable domain ("example.co.uk") keeps across all
     /// devices; past it the domain's own oldest go.
     pub max_dns_queries_per_domain: u64,
+    /// Most devices netmon tracks. A device comes into being when a LAN address is seen
+    /// in the neighbour table or a DHCP lease, or starts a flow; past this many, new
+    /// addresses are not made devices (counted in `netmon_devices_refused_total`), so a
+    /// host forging source addresses cannot grow the table without end.
+    pub max_devices: u64,
 }
 
 /// Where domain names come from and how flows are matched to them (`[dns]`).
@@ -230,6 +235,7 @@ impl Default for Retention {
             max_flows_per_device: 50_000,
             max_dns_queries_per_device: 20_000,
             max_dns_queries_per_domain: 10_000,
+            max_devices: 1_024,
         }
     }
 }
@@ -759,6 +765,13 @@ impl Config {
                 "retention.max_db_mb",
                 r.max_db_mb.to_string(),
                 "a size in MiB from 4 to 1048576",
+            ));
+        }
+        if !(10..=1_000_000).contains(&r.max_devices) {
+            return Err(invalid(
+                "retention.max_devices",
+                r.max_devices.to_string(),
+                "a number of devices from 10 to 1000000",
             ));
         }
         for (key, cap) in [

@@ -67,20 +67,37 @@ fn vendor_of(mac: [u8; 6]) -> Option<String> {
     crate::enrich::oui::vendor(mac).label()
 }
 
+/// Whether one more device may be created with at most `max` devices; counts the
+/// refusal when not. `count(*)` reads the smallest index of a table of at most `max`
+/// rows, and devices are created rarely: no in-memory count to keep true across
+/// rollbacks.
+pub fn room_for_one_more(tx: &Transaction, max: u64) -> rusqlite::Result<bool> {
+    let n: i64 = tx
+        .prepare_cached("SELECT count(*) FROM devices")?
+        .query_row([], |r| r.get(0))?;
+    if u64::try_from(n).unwrap_or(0) < max {
+        return Ok(true);
+    }
+    metrics::counter!("netmon_devices_refused_total").increment(1);
+    Ok(false)
+}
+
 /// Applies sightings of LAN addresses (others — the WAN gateway — are ignored) and
-/// keeps `cache` (LAN address → device id) true.
+/// keeps `cache` (LAN address → device id) true. A sighting that would create a device
+/// past `max_devices` is dropped and counted.
 pub fn apply_sightings(
     tx: &Transaction,
     sightings: &[Sighting],
     net: &Network,
     cache: &mut HashMap<IpAddr, i64>,
+    max_devices: u64,
 ) -> rusqlite::Result<Applied> {
     let mut applied = Applied::default();
     for s in sightings {
         if !net.is_lan(s.ip) {
             continue;
         }
-        apply_one(tx, s, cache, &mut applied)?;
+        apply_one(tx, s, cache, max_devices, &mut applied)?;
     }
     if !applied.merges.is_empty() {
         metrics::counter!("netmon_device_merges_total").increment(applied.merges.len() as u64);
@@ -92,6 +109,7 @@ fn apply_one(
     tx: &Transaction,
     s: &Sighting,
     cache: &mut HashMap<IpAddr, i64>,
+    max_devices: u64,
     applied: &mut Applied,
 ) -> rusqlite::Result<()> {
     let mac = format_mac(s.mac);
@@ -107,6 +125,10 @@ fn apply_one(
         )?
         .query_row([&ip], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    let creates = by_mac.is_none() && by_ip.as_ref().is_none_or(|(_, mac)| mac.is_some());
+    if creates && !room_for_one_more(tx, max_devices)? {
+        return Ok(());
+    }
     // The address was already this device's (nothing moves).
     let same = matches!((by_mac, &by_ip), (Some(m), Some((d, _))) if m == *d);
     let device = match (by_mac, by_ip) {
@@ -191,7 +213,7 @@ fn add_addr(tx: &Transaction, ip: &str, device: i64, at: i64) -> rusqlite::Resul
         "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
     )?
     .execute(params![ip, device, at])?;
-    Ok(())
+    crate::store::dns::claim_recent_queries(tx, ip, device, at)
 }
 
 fn move_addr(tx: &Transaction, ip: &str, device: i64) -> rusqlite::Result<()> {

@@ -413,6 +413,40 @@ pub fn registrable_domain(name: &str) -> &str {
     }
 }
 
+/// How far back a new device claims the DNS queries its address made before it was
+/// known: the neighbour sighting or first flow of a new device follows its first
+/// queries by a tick or two.
+const CLAIM_MS: i64 = 5 * MINUTE_MS;
+
+/// Gives the recent queries of `client` that have no device to `device`, the device
+/// that now owns that address (answers never create devices; see `apply_dns`), and
+/// counts them into its per-minute rollup as if it had owned them all along.
+pub fn claim_recent_queries(
+    tx: &Transaction,
+    client: &str,
+    device: i64,
+    at: i64,
+) -> rusqlite::Result<()> {
+    let since = at - CLAIM_MS;
+    tx.prepare_cached(
+        "INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names)
+         SELECT ?1, ts - ts % 60000, count(*), sum(rcode = 3), count(DISTINCT qname_id)
+         FROM dns_queries WHERE ts >= ?2 AND client = ?3 AND device_id IS NULL
+         GROUP BY 2
+         ON CONFLICT (device_id, minute) DO UPDATE SET
+             queries = queries + excluded.queries,
+             nxdomain = nxdomain + excluded.nxdomain,
+             names = max(names, excluded.names)",
+    )?
+    .execute(params![device, since, client])?;
+    tx.prepare_cached(
+        "UPDATE dns_queries SET device_id = ?1
+         WHERE ts >= ?2 AND client = ?3 AND device_id IS NULL",
+    )?
+    .execute(params![device, since, client])?;
+    Ok(())
+}
+
 /// Stores one batch of observations. `device_of` gives the device of a LAN client
 /// (creating it on first sight), `None` for other clients.
 pub fn apply_dns(

@@ -405,8 +405,8 @@ struct Writer {
     /// Live rows loaded at start that no collector report has refreshed yet. The first
     /// completed dump ends those: they vanished while netmon was down.
     unconfirmed: HashSet<i64>,
-    /// LAN address → device id.
-    devices: HashMap<IpAddr, i64>,
+    /// LAN address → device id, and the bound on how many devices there may be.
+    devices: DeviceIds,
     /// Remote address → remote host id (bounded, see [`REMOTE_HOST_CACHE_CAP`]).
     hosts: HashMap<IpAddr, i64>,
     device_sets: HashMap<(i64, i64), MinuteSets>,
@@ -524,7 +524,10 @@ impl Writer {
             network,
             live: HashMap::new(),
             unconfirmed: HashSet::new(),
-            devices: HashMap::new(),
+            devices: DeviceIds {
+                by_ip: HashMap::new(),
+                max: config.retention.max_devices,
+            },
             hosts: HashMap::new(),
             device_sets: HashMap::new(),
             host_sets: HashMap::new(),
@@ -558,7 +561,7 @@ impl Writer {
     /// Rebuilds the in-memory state from what is committed.
     fn reload(&mut self) -> rusqlite::Result<()> {
         self.live.clear();
-        self.devices.clear();
+        self.devices.by_ip.clear();
         self.hosts.clear();
         let mut stmt = self.conn.prepare(
             "SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
@@ -613,7 +616,7 @@ impl Writer {
         for row in rows {
             let (ip, id) = row?;
             if let Ok(ip) = ip.parse() {
-                self.devices.insert(ip, id);
+                self.devices.by_ip.insert(ip, id);
             }
         }
         Ok(())
@@ -715,7 +718,7 @@ impl Writer {
         self.shrunk_at = Instant::now();
         let mut shrunk = shrink_map(&mut self.live);
         shrunk |= shrink_set(&mut self.unconfirmed);
-        shrunk |= shrink_map(&mut self.devices);
+        shrunk |= shrink_map(&mut self.devices.by_ip);
         shrunk |= shrink_map(&mut self.hosts);
         shrunk |= self.dns.shrink_if_sparse();
         if let Some(d) = &mut self.detect {
@@ -780,17 +783,20 @@ impl Writer {
                     }
                     Event::Dns(observations) => {
                         let net = self.network.read().unwrap_or_else(|p| p.into_inner());
-                        let (devices, tick) = (&mut self.devices, &mut acc.tick);
-                        apply_dns(&tx, observations, &mut self.dns, &mut acc.dns, |ip, at| {
+                        // An answer proves nothing about its destination (it may be
+                        // forged, or sent to a spoofed asker): it names a device that
+                        // exists, never creates one.
+                        let devices = &mut self.devices;
+                        apply_dns(&tx, observations, &mut self.dns, &mut acc.dns, |ip, _| {
                             if net.is_lan(ip) {
-                                device_for(&tx, devices, ip, at, tick).map(Some)
+                                devices.known(&tx, ip)
                             } else {
                                 Ok(None)
                             }
                         })?;
                         if let Some(d) = &mut self.detect {
                             for obs in observations {
-                                if let Some(&device) = self.devices.get(&obs.client) {
+                                if let Some(&device) = self.devices.by_ip.get(&obs.client) {
                                     d.engine.dns_observed(device, obs.is_nxdomain(), obs.ts_ms);
                                 }
                             }
@@ -829,7 +835,8 @@ impl Writer {
                     &tx,
                     &sightings,
                     &net,
-                    &mut self.devices,
+                    &mut self.devices.by_ip,
+                    self.devices.max,
                 )?;
                 acc.tick.devices_changed |= applied.changed;
                 merges = applied.merges;
@@ -1058,7 +1065,7 @@ fn apply_flow_batch(
     network: &RwLock<Network>,
     live: &mut HashMap<i64, LiveFlow>,
     unconfirmed: &mut HashSet<i64>,
-    devices: &mut HashMap<IpAddr, i64>,
+    devices: &mut DeviceIds,
     hosts: &mut HashMap<IpAddr, i64>,
     dns: &mut DnsState,
     mut detect: Option<&mut Detector>,
@@ -1180,7 +1187,7 @@ fn insert_flow(
     net: &Network,
     change: &FlowChange,
     now: i64,
-    devices: &mut HashMap<IpAddr, i64>,
+    devices: &mut DeviceIds,
     hosts: &mut HashMap<IpAddr, i64>,
     dns: &mut DnsState,
     detect: Option<&mut Detector>,
@@ -1192,8 +1199,11 @@ fn insert_flow(
     let observed = change.observed_ms;
     let first_seen = flow.kernel_start_ms.unwrap_or(observed.min(now));
     let device = device_side(net, flow, direction);
+    // Only a LAN address that started the flow can become a device here: an inbound
+    // packet's destination may not exist (a scan of the LAN prefix, a forged flood).
     let device_id = match device {
-        Some((ip, _)) => Some(device_for(tx, devices, ip, observed, &mut acc.tick)?),
+        Some((ip, true)) => devices.for_originator(tx, ip, observed, &mut acc.tick)?,
+        Some((ip, false)) => devices.known(tx, ip)?,
         None => None,
     };
     let device_is_orig = device.is_none_or(|(_, orig)| orig);
@@ -1412,16 +1422,46 @@ fn id_for_ip(
     Ok(id)
 }
 
-/// The device that owns a LAN address, created on first sight.
-fn device_for(
-    tx: &Transaction,
-    devices: &mut HashMap<IpAddr, i64>,
-    ip: IpAddr,
-    at: i64,
-    tick: &mut Tick,
-) -> rusqlite::Result<i64> {
-    let select = "SELECT device_id FROM device_addrs WHERE ip = ?1";
-    id_for_ip(tx, devices, ip, select, |text| {
+/// LAN address → device id (a cache of `device_addrs`), and how many devices there may
+/// be.
+struct DeviceIds {
+    by_ip: HashMap<IpAddr, i64>,
+    /// `[retention] max_devices`.
+    max: u64,
+}
+
+impl DeviceIds {
+    /// The device that owns `ip`, if there is one.
+    fn known(&mut self, tx: &Transaction, ip: IpAddr) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.by_ip.get(&ip) {
+            return Ok(Some(*id));
+        }
+        let id: Option<i64> = tx
+            .prepare_cached("SELECT device_id FROM device_addrs WHERE ip = ?1")?
+            .query_row([ip.to_string()], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            self.by_ip.insert(ip, id);
+        }
+        Ok(id)
+    }
+
+    /// The device of a LAN address that started a flow, created on first sight unless
+    /// there are `max` devices already (then counted and left without one).
+    fn for_originator(
+        &mut self,
+        tx: &Transaction,
+        ip: IpAddr,
+        at: i64,
+        tick: &mut Tick,
+    ) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.known(tx, ip)? {
+            return Ok(Some(id));
+        }
+        if !crate::store::devices::room_for_one_more(tx, self.max)? {
+            return Ok(None);
+        }
+        let text = ip.to_string();
         tx.prepare_cached("INSERT INTO devices (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)")?
             .execute(params![text, at])?;
         let id = tx.last_insert_rowid();
@@ -1429,9 +1469,11 @@ fn device_for(
             "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
         )?
         .execute(params![text, id, at])?;
+        crate::store::dns::claim_recent_queries(tx, &text, id, at)?;
         tick.devices_changed = true;
-        Ok(id)
-    })
+        self.by_ip.insert(ip, id);
+        Ok(Some(id))
+    }
 }
 
 /// The remote host row for an internet address, created on first sight.
@@ -2124,6 +2166,79 @@ mod tests {
             source: SightingSource::Dhcp,
             at_ms: at,
         }])
+    }
+
+    #[test]
+    fn answers_and_inbound_packets_make_no_device_and_devices_are_bounded() {
+        let dir = schema::tests::tempdir();
+        let config = Config {
+            db_path: dir.join("t.db"),
+            retention: crate::config::Retention {
+                max_devices: 10,
+                ..Default::default()
+            },
+            ..Config::default()
+        };
+        let mut w = Writer::new(
+            schema::open_rw(&config.db_path).unwrap(),
+            network(),
+            &config,
+        )
+        .unwrap();
+        let t0 = 1_700_000_000_000;
+        let devices = |w: &Writer| count(&w.conn, "SELECT count(*) FROM devices");
+        // An answer to an address nobody has seen is stored without a device.
+        w.apply(vec![answer(
+            "fd77::99",
+            "shop.example.test",
+            "203.0.113.84",
+            300,
+            t0,
+        )])
+        .unwrap();
+        assert_eq!(devices(&w), 0);
+        // An inbound flow to an unknown LAN address: no device either.
+        let mut inbound = tcp_flow(1, "198.51.100.7", 53, "fd77::98", 2222);
+        inbound.reply.dst = inbound.orig.src;
+        w.apply(vec![batch(vec![change(&inbound, t0 + 10, false)])])
+            .unwrap();
+        assert_eq!(devices(&w), 0);
+        assert_eq!(
+            count(
+                &w.conn,
+                "SELECT count(*) FROM flows WHERE device_id IS NULL"
+            ),
+            1
+        );
+        // The address starts a flow of its own: now it is a device, and claims the
+        // queries it made a moment before.
+        let out = tcp_flow(2, "fd77::99", 40000, "2001:db8:77::84", 443);
+        w.apply(vec![batch(vec![change(&out, t0 + 20, false)])])
+            .unwrap();
+        assert_eq!(devices(&w), 1);
+        assert_eq!(
+            count(
+                &w.conn,
+                "SELECT count(*) FROM dns_queries WHERE device_id IS NOT NULL"
+            ),
+            1
+        );
+        // A sighting (neighbour table, lease) makes a device too; past the cap neither
+        // path does.
+        for i in 0..20u8 {
+            let ip = format!("10.77.0.{}", 100 + i);
+            w.apply(vec![sighting(&ip, i, None, t0 + 30)]).unwrap();
+            let f = tcp_flow(
+                100 + u32::from(i),
+                &format!("fd77::{}", 200 + i),
+                40000,
+                "2001:db8:77::84",
+                443,
+            );
+            w.apply(vec![batch(vec![change(&f, t0 + 40, false)])])
+                .unwrap();
+        }
+        assert_eq!(devices(&w), 10);
     }
 
     #[test]
