@@ -71,6 +71,11 @@ pub enum AnswerData {
     Addr(IpAddr),
 }
 
+/// Records kept per answer, whichever source it came from; the rest are dropped and
+/// counted. Real answers are far shorter (a CDN name has a few CNAMEs and addresses);
+/// a crafted one must not make one observation hold thousands.
+pub const MAX_ANSWERS: usize = 64;
+
 impl DnsObservation {
     /// NXDOMAIN: the name does not exist.
     pub fn is_nxdomain(&self) -> bool {

@@ -1,14 +1,16 @@
-//! DNS answers from packets: the NFQUEUE collector (issue "DNS").
+//! DNS answers from packets: the NFQUEUE collector.
 //!
-//! netmon's nftables table ([`crate::firewall`]) queues every UDP/TCP packet with source
-//! port 53 leaving towards the LAN. This thread takes each one, copies its bytes,
-//! **accepts it at once** and only then parses the copy: the client's answer waits for
-//! one netlink round trip, never for parsing or the database. The rule has `bypass`
-//! and the queue is bound fail-open, so when netmon is stopped, crashed or behind,
-//! the kernel accepts the packets itself: DNS never depends on netmon.
+//! netmon's nftables table ([`crate::firewall`]) queues the DNS answers leaving towards
+//! the LAN in conversations LAN clients started (conntrack's reply direction), after
+//! the router's filters have let them through. This thread takes each one, copies its
+//! bytes, **accepts it at once** and only then parses the copy: the client's answer
+//! waits for one netlink round trip, never for parsing or the database. The rule has
+//! `bypass` and the queue is bound fail-open, so when netmon is stopped, crashed or
+//! behind, the kernel passes the packets on itself: DNS never depends on netmon.
 //!
 //! Parsing uses `simple-dns` after a plausibility check of the header's record counts
-//! (a crafted count must not make the parser reserve megabytes). Names become
+//! (a crafted count must not make the parser reserve megabytes); at most
+//! [`MAX_ANSWERS`] records of an answer are kept, as from the dnsmasq log. Names become
 //! canonical text ([`crate::dns::name_from_labels`]). Observations go to the writer
 //! every [`FLUSH_EVERY`] or as soon as the queue is momentarily empty, so an answer is
 //! normally stored before the flow it explains (which the conntrack collector holds for
@@ -30,7 +32,7 @@ use simple_dns::rdata::RData;
 use simple_dns::{PacketFlag, RCODE};
 
 use crate::config::Config;
-use crate::dns::{AnswerData, DnsAnswer, DnsObservation, DnsSource, name_from_labels};
+use crate::dns::{AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS, name_from_labels};
 use crate::event::Event;
 use crate::store::writer::WriterHandle;
 
@@ -149,8 +151,12 @@ fn parse_message(msg: &[u8], client: IpAddr, ts_ms: i64) -> Result<DnsObservatio
         return Err(DnsPacketError::NotAnswer);
     }
     let question = &packet.questions[0];
-    let answers = packet
-        .answers
+    let kept = packet.answers.len().min(MAX_ANSWERS);
+    if kept < packet.answers.len() {
+        metrics::counter!("netmon_collector_drops_total", "stream" => "dns")
+            .increment((packet.answers.len() - kept) as u64);
+    }
+    let answers = packet.answers[..kept]
         .iter()
         .filter_map(|rr| {
             let data = match &rr.rdata {
@@ -391,6 +397,19 @@ mod tests {
         assert_eq!(o.canonical_name(), Some("edge.cdn-provider.test"));
         let addrs: Vec<_> = o.addresses().collect();
         assert_eq!(addrs, vec![("203.0.113.85".parse().unwrap(), Some(120))]);
+    }
+
+    #[test]
+    fn an_answer_keeps_at_most_max_answers_records() {
+        let q = name(&[b"many", b"example", b"test"]);
+        let mut answers = Vec::new();
+        for i in 0..100u8 {
+            answers.extend(rr(&[0xc0, 12], 1, 60, &[203, 0, 113, i]));
+        }
+        let msg = response(&q, 0, 100, &answers);
+        let o = &parse_packet(&udp4(&msg), 0).unwrap()[0];
+        assert_eq!(o.answers.len(), MAX_ANSWERS);
+        assert_eq!(o.addresses().last().unwrap().0.to_string(), "203.0.113.63");
     }
 
     #[test]

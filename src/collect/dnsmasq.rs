@@ -60,7 +60,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::dns::{
-    AnswerData, DnsAnswer, DnsObservation, DnsSource, normalize_name, qtype_from_name,
+    AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS, normalize_name, qtype_from_name,
 };
 use crate::event::Event;
 use crate::store::writer::WriterHandle;
@@ -76,8 +76,6 @@ const UNANSWERED_AFTER: Duration = Duration::from_secs(12);
 /// Queries waiting for their answer. A flood of unanswered queries evicts the oldest
 /// (counted as drops) instead of growing memory.
 const MAX_PENDING: usize = 4096;
-/// Records kept per answer; dnsmasq's own answers are far shorter.
-const MAX_ANSWERS: usize = 64;
 /// Longest line accepted (dnsmasq's `MAX_MESSAGE` is 1024); longer ones are skipped.
 const MAX_LINE_BYTES: usize = 4096;
 /// Observations held while the writer's channel is full; past it the oldest go.
