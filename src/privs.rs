@@ -38,6 +38,7 @@
 use std::ffi::CString;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -509,45 +510,231 @@ fn is_owned_name(file: &str, names: &[String]) -> bool {
     })
 }
 
+/// Why [`prepare_paths`] will not give a path to the account. Each message names the
+/// path, who owns it and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(
+        "the directory {dir} belongs to {owner}, not to root or {account}: its owner decides \
+         what is in it (a hard link to /etc/shadow named like a database file, say), so root \
+         will not give anything in it to {account}. If it is not yours, remove it (`rm -r \
+         {dir}`); if it is, check what it holds and `chown -R {account}: {dir}`; or choose \
+         another db_path / persist_path"
+    )]
+    ForeignDirectory {
+        dir: PathBuf,
+        owner: String,
+        account: String,
+    },
+    #[error(
+        "{link} is a symbolic link owned by {owner}, not root: whoever owns it chooses which \
+         directory root gives files away in. Remove it (`rm {link}`), or make it root's"
+    )]
+    ForeignDirectoryLink { link: PathBuf, owner: String },
+    #[error(
+        "{path} has {links} hard links: another name of the same file may be anywhere on this \
+         file system (/etc/shadow, say), so root will not give it to {account}. List the \
+         other names with `find / -xdev -samefile {path}`, then remove {path} if it is not \
+         netmon's, or leave it with one name"
+    )]
+    HardLinked {
+        path: PathBuf,
+        links: u64,
+        account: String,
+    },
+    #[error(
+        "{path} belongs to {owner}, not to root or {account}: netmon will not take over \
+         another account's file. Remove it if it is not netmon's, else `chown {account}: \
+         {path}`"
+    )]
+    ForeignFile {
+        path: PathBuf,
+        owner: String,
+        account: String,
+    },
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+/// `"user alice (uid 1000)"`, or `"uid 54321"` for a uid `/etc/passwd` does not name.
+fn describe_owner(uid: u32) -> String {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let name = passwd.lines().find_map(|line| {
+        let mut f = line.split(':');
+        let name = f.next()?;
+        let _password = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+    });
+    match name {
+        Some(name) => format!("user {name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
+}
+
+/// The permission bits netmon's files may keep: those its umask (027) leaves — no write
+/// for the group, nothing for others, no set-id bits. The database holds every
+/// device's traffic and names.
+pub const FILE_MODE_MASK: u32 = 0o750;
+
+/// `openat(2)` relative to `dir` (or the working directory), close-on-exec.
+fn open_at(dir: Option<&OwnedFd>, path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+    let dirfd = dir.map_or(libc::AT_FDCWD, AsRawFd::as_raw_fd);
+    // SAFETY: a NUL-terminated path and a directory descriptor we own (or AT_FDCWD).
+    let fd = unsafe { libc::openat(dirfd, c.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: openat returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `fstat(2)` of a descriptor (also an `O_PATH` one).
+fn fd_metadata(fd: &OwnedFd) -> io::Result<std::fs::Metadata> {
+    let file = std::fs::File::from(fd.try_clone()?);
+    file.metadata()
+}
+
+/// `fchownat(fd, "", …, AT_EMPTY_PATH)`: changes the inode `fd` was opened on, whatever
+/// its name now is. Works on `O_PATH` descriptors, where `fchown(2)` does not
+/// (`open(2)`: "O_PATH"; `fchownat(2)`: "AT_EMPTY_PATH").
+fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: an empty NUL-terminated path and a descriptor we own.
+    check(unsafe {
+        libc::fchownat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            uid,
+            gid,
+            libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+        )
+    })
+}
+
+/// `chmod` of the inode behind `fd`: `fchmod(2)` refuses `O_PATH` descriptors, so through
+/// `/proc/self/fd/N`, which names exactly that inode (`proc(5)`).
+fn chmod_fd(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        std::fs::Permissions::from_mode(mode),
+    )
+}
+
 /// As root, before the switch: creates the database (and snapshot) directories and
-/// gives netmon's own files in them to `account`. A directory is given too when it is
-/// netmon's alone — it holds nothing but those files, is not world-writable and is
-/// owned by root — never a shared one like `/tmp` or `/etc/netmon` (the config stays
-/// root's). Symbolic links are never followed (`lchown`), so a link planted in the
-/// directory cannot make root give away another file.
-pub fn prepare_paths(config: &Config, account: &Account) -> anyhow::Result<()> {
+/// gives netmon's own files in them to `account`, with group write and every "other"
+/// bit cleared. A directory is given too when it is netmon's alone — it holds nothing
+/// but those files, is not world-writable and is owned by root — never a shared one
+/// like `/tmp` or `/etc/netmon` (the config stays root's).
+///
+/// Root must not be tricked into giving away a file that is not netmon's:
+/// - A directory owned by anyone but root or `account` is refused: its owner could have
+///   put anything there. Refused rather than moved aside and re-created: the directory
+///   is named by the config, and an admin who made it for another account should
+///   decide, not find it renamed.
+/// - Every file is opened with `O_PATH | O_NOFOLLOW` relative to the opened directory,
+///   checked and changed through that descriptor, so a symbolic link is never followed
+///   and a name swapped after the check changes nothing.
+/// - A regular file with more than one hard link is refused, not skipped: its other
+///   name may be `/etc/shadow` (a hard link needs no access to the target when
+///   `fs.protected_hardlinks` is 0). Skipping it would leave a root-owned file netmon
+///   cannot write, and the start would fail later with a less clear error.
+/// - A file owned by another account is refused, not taken over.
+pub fn prepare_paths(config: &Config, account: &Account) -> Result<(), PrepareError> {
+    let io_err = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| PrepareError::Io { what, path, source }
+    };
     for (dir, names) in owned_files(config) {
         if !dir.exists() {
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating directory {}", dir.display()))?;
+            // Mode 0750 under netmon's umask (027).
+            std::fs::create_dir_all(&dir).map_err(io_err("creating directory", &dir))?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750));
         }
-        let meta = std::fs::symlink_metadata(&dir)
-            .with_context(|| format!("reading directory {}", dir.display()))?;
+        // The directory itself: a symbolic link (an admin moving the database to a USB
+        // disk) is followed only when root made it.
+        let link = std::fs::symlink_metadata(&dir).map_err(io_err("reading", &dir))?;
+        if link.file_type().is_symlink() && link.uid() != 0 {
+            return Err(PrepareError::ForeignDirectoryLink {
+                link: dir,
+                owner: describe_owner(link.uid()),
+            });
+        }
+        let dir_fd = open_at(None, &dir, libc::O_RDONLY | libc::O_DIRECTORY)
+            .map_err(io_err("opening directory", &dir))?;
+        let meta = fd_metadata(&dir_fd).map_err(io_err("reading directory", &dir))?;
+        if meta.uid() != 0 && meta.uid() != account.uid {
+            return Err(PrepareError::ForeignDirectory {
+                dir,
+                owner: describe_owner(meta.uid()),
+                account: account.name.clone(),
+            });
+        }
+        // Listed through the descriptor: the directory checked above, even if its name
+        // was moved meanwhile.
+        let listing = PathBuf::from(format!("/proc/self/fd/{}", dir_fd.as_raw_fd()));
         let mut only_ours = true;
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?
-        {
-            let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-            let file = entry.file_name().to_string_lossy().into_owned();
-            if !is_owned_name(&file, &names) {
+        for entry in std::fs::read_dir(&listing).map_err(io_err("listing", &dir))? {
+            let entry = entry.map_err(io_err("listing", &dir))?;
+            let name = entry.file_name();
+            if !is_owned_name(&name.to_string_lossy(), &names) {
                 only_ours = false;
                 continue;
             }
-            let path = entry.path();
-            let Ok(m) = std::fs::symlink_metadata(&path) else {
-                continue;
+            let path = dir.join(&name);
+            let fd = match open_at(
+                Some(&dir_fd),
+                Path::new(&name),
+                libc::O_PATH | libc::O_NOFOLLOW,
+            ) {
+                Ok(fd) => fd,
+                // Removed since the listing: nothing to give.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("opening", &path)(e)),
             };
-            if m.file_type().is_file() && (m.uid(), m.gid()) != (account.uid, account.gid) {
-                std::os::unix::fs::lchown(&path, Some(account.uid), Some(account.gid))
-                    .with_context(|| format!("giving {} to {}", path.display(), account.name))?;
+            let m = fd_metadata(&fd).map_err(io_err("reading", &path))?;
+            // Symbolic links (O_NOFOLLOW gave the link itself), directories, FIFOs:
+            // not netmon's to give. SQLite, running as the account, follows a link with
+            // the account's rights only.
+            if !m.file_type().is_file() {
+                continue;
+            }
+            if m.uid() != 0 && m.uid() != account.uid {
+                return Err(PrepareError::ForeignFile {
+                    path,
+                    owner: describe_owner(m.uid()),
+                    account: account.name.clone(),
+                });
+            }
+            let give = (m.uid(), m.gid()) != (account.uid, account.gid);
+            let mode = m.mode() & 0o7777;
+            let tighten = mode & !FILE_MODE_MASK != 0;
+            // Only a change of owner needs the check: without one the file already is
+            // the account's, and clearing its mode bits gives nobody anything.
+            if give && m.nlink() > 1 {
+                return Err(PrepareError::HardLinked {
+                    path,
+                    links: m.nlink(),
+                    account: account.name.clone(),
+                });
+            }
+            if give {
+                chown_fd(&fd, account.uid, account.gid).map_err(io_err("giving away", &path))?;
+            }
+            if tighten {
+                chmod_fd(&fd, mode & FILE_MODE_MASK)
+                    .map_err(io_err("clearing group write and other bits of", &path))?;
             }
         }
         let shared = meta.mode() & 0o002 != 0 || dir.parent().is_none();
-        if meta.file_type().is_dir() && only_ours && !shared && meta.uid() == 0 {
-            std::os::unix::fs::lchown(&dir, Some(account.uid), Some(account.gid))
-                .with_context(|| format!("giving {} to {}", dir.display(), account.name))?;
+        if only_ours && !shared && meta.uid() == 0 {
+            chown_fd(&dir_fd, account.uid, account.gid).map_err(io_err("giving away", &dir))?;
         }
     }
     Ok(())
@@ -688,6 +875,143 @@ mod tests {
         for theirs in ["netmon.toml", "netmon.dbx", "asn.mmdb", "netmon"] {
             assert!(!is_owned_name(theirs, &names), "{theirs}");
         }
+    }
+
+    /// A scratch directory for [`prepare_paths`] (which needs root: it changes owners).
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("netmon-privs-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn chown(path: &Path, uid: u32) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
+    }
+
+    fn stat(path: &Path) -> (u32, u32, u32) {
+        let m = std::fs::symlink_metadata(path).unwrap();
+        (m.uid(), m.gid(), m.mode() & 0o7777)
+    }
+
+    const ACCOUNT: u32 = 4242;
+    const STRANGER: u32 = 5353;
+
+    fn prepare(db_dir: &Path) -> Result<(), PrepareError> {
+        let config = Config {
+            db_path: db_dir.join("netmon.db"),
+            persist: crate::config::Persist::Off,
+            ..Config::default()
+        };
+        let account = Account {
+            name: "nmtest".into(),
+            uid: ACCOUNT,
+            gid: ACCOUNT,
+            groups: vec![ACCOUNT],
+        };
+        prepare_paths(&config, &account)
+    }
+
+    #[test]
+    fn prepare_paths_gives_netmons_files_and_clears_other_bits() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let top = scratch("give");
+        let dir = top.join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("netmon.db"), b"db").unwrap();
+        std::fs::set_permissions(dir.join("netmon.db"), PermissionsExt::from_mode(0o4666)).unwrap();
+        prepare(&dir).unwrap();
+        assert_eq!(stat(&dir.join("netmon.db")), (ACCOUNT, ACCOUNT, 0o640));
+        assert_eq!(
+            stat(&dir).0,
+            ACCOUNT,
+            "a root directory holding only netmon's files"
+        );
+        // A directory that does not exist yet is created and given.
+        let fresh = top.join("fresh/sub");
+        prepare(&fresh).unwrap();
+        assert_eq!(stat(&fresh).0, ACCOUNT);
+        std::fs::remove_dir_all(&top).unwrap();
+    }
+
+    #[test]
+    fn prepare_paths_never_gives_away_a_file_that_is_not_netmons() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        let top = scratch("refuse");
+        // root's file, which a link planted in the database directory names.
+        let precious = top.join("shadow");
+        std::fs::write(&precious, b"root:$6$secret").unwrap();
+        let before = stat(&precious);
+
+        // A directory owned by someone else: refused whatever it holds.
+        let foreign = top.join("foreign");
+        std::fs::create_dir(&foreign).unwrap();
+        std::fs::hard_link(&precious, foreign.join("netmon.db-wal")).unwrap();
+        chown(&foreign, STRANGER);
+        let e = prepare(&foreign).unwrap_err();
+        assert!(matches!(e, PrepareError::ForeignDirectory { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&foreign.display().to_string())
+                && msg.contains(&format!("uid {STRANGER}"))
+                && msg.contains("rm -r"),
+            "{msg}"
+        );
+        assert_eq!(stat(&precious), before);
+
+        // The account's own directory (as after every first start), with a hard link.
+        let ours = top.join("ours");
+        std::fs::create_dir(&ours).unwrap();
+        chown(&ours, ACCOUNT);
+        std::fs::hard_link(&precious, ours.join("netmon.db")).unwrap();
+        let e = prepare(&ours).unwrap_err();
+        assert!(
+            matches!(e, PrepareError::HardLinked { links: 3, .. }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("netmon.db"), "{e}");
+        assert_eq!(stat(&precious), before);
+        std::fs::remove_file(ours.join("netmon.db")).unwrap();
+
+        // A symbolic link is never followed, and its target keeps its owner.
+        std::os::unix::fs::symlink(&precious, ours.join("netmon.db-shm")).unwrap();
+        prepare(&ours).unwrap();
+        assert_eq!(stat(&precious), before);
+        assert_eq!(
+            stat(&ours.join("netmon.db-shm")).0,
+            0,
+            "the link itself is left"
+        );
+
+        // Another account's file is not taken over.
+        std::fs::write(ours.join("netmon.db-journal"), b"").unwrap();
+        chown(&ours.join("netmon.db-journal"), STRANGER);
+        let e = prepare(&ours).unwrap_err();
+        assert!(matches!(e, PrepareError::ForeignFile { .. }), "{e}");
+        assert_eq!(stat(&ours.join("netmon.db-journal")).0, STRANGER);
+
+        // A symbolic link as the directory itself counts only when root made it.
+        let target = top.join("target");
+        std::fs::create_dir(&target).unwrap();
+        let link = top.join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        chown(&link, STRANGER);
+        let e = prepare(&link).unwrap_err();
+        assert!(
+            matches!(e, PrepareError::ForeignDirectoryLink { .. }),
+            "{e}"
+        );
+        assert_eq!(stat(&target).0, 0);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
