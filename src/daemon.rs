@@ -51,6 +51,12 @@ pub enum Exit {
 }
 
 pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit> {
+    // Before any file exists: the database, its WAL and -shm (SQLite creates them 0644
+    // less the umask, the WAL with the database's mode), snapshots and the offset file
+    // come out 0640 and directories 0750 — the account and its group, not every local
+    // user, read who talked to whom. Inherited by what netmon runs and by a reload.
+    // SAFETY: umask(2) cannot fail.
+    unsafe { libc::umask(0o027) };
     let metrics = crate::export::prometheus::install(&config)?;
     let addrs = sys::interface_addrs().context("reading interface addresses")?;
     let network = network_from(&config, &addrs);

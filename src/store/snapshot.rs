@@ -183,6 +183,13 @@ pub fn restore_if_missing(config: &Config) -> anyhow::Result<bool> {
     let tmp = config.db_path.with_extension("restore-tmp");
     std::fs::copy(snapshot, &tmp)
         .with_context(|| format!("copying {} to {}", snapshot.display(), tmp.display()))?;
+    // `fs::copy` gives the copy the snapshot's mode, umask or not, and a snapshot from
+    // an older netmon may be 0644: the working database gets a new database's mode.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o640))
+            .with_context(|| format!("setting the mode of {}", tmp.display()))?;
+    }
     std::fs::rename(&tmp, &config.db_path)
         .with_context(|| format!("renaming {} to {}", tmp.display(), config.db_path.display()))?;
     log::info!(
