@@ -169,8 +169,9 @@ fn read_hidden(prompt: &str) -> anyhow::Result<String> {
 /// Sets `[web] password_hash` in the config file at `path`, keeping every comment, key
 /// order and blank line; creates the file (mode 0600) when it does not exist.
 ///
-/// The file is replaced atomically (a temporary file in the same directory, fsync,
-/// rename), with the old file's mode and owner, so a crash or a full disk leaves
+/// The file is replaced atomically (a temporary file in the same directory, created
+/// 0600, fsync, rename), with the old file's owner and mode less group write and every
+/// bit for others ([`CONFIG_MODE_MASK`]), so a crash or a full disk leaves
 /// either the old or the new file, never half of one. The result must be a valid
 /// config, or nothing is written.
 pub fn set_hash_in_file(path: &Path, hash: &str) -> anyhow::Result<()> {
@@ -222,6 +223,9 @@ pub fn with_hash(text: &str, hash: &str) -> anyhow::Result<String> {
     Ok(doc.to_string())
 }
 
+/// The permission bits a config file holding a password hash may keep: `rw-r-----`.
+pub const CONFIG_MODE_MASK: u32 = 0o640;
+
 fn write_atomically(
     path: &Path,
     bytes: &[u8],
@@ -236,7 +240,11 @@ fn write_atomically(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "netmon.toml".into());
     let tmp = dir.join(format!(".{name}.netmon-passwd.{}", std::process::id()));
-    let mode = old.map_or(0o600, |m| m.permissions().mode() & 0o7777);
+    let old_mode = old.map(|m| m.permissions().mode() & 0o7777);
+    // The file holds the hash: readable by its owner (root) and its group (the
+    // packages make it `root:netmon`, so a reload, running as netmon, can read it),
+    // never by every local user — a hash is enough for an offline guessing attack.
+    let mode = old_mode.map_or(0o600, |m| m & CONFIG_MODE_MASK);
     let result = (|| -> anyhow::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -263,8 +271,16 @@ fn write_atomically(
         }
         Ok(())
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    match (&result, old_mode) {
+        (Err(_), _) => {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        (Ok(()), Some(m)) if m != mode => log::warn!(
+            "{} was mode {m:04o}; it holds the password hash, so it is now {mode:04o} \
+             (owner read-write, group read, nothing for others)",
+            path.display()
+        ),
+        (Ok(()), _) => {}
     }
     result
 }
@@ -343,6 +359,11 @@ mod tests {
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# mine\n"), "{text}");
         assert!(text.contains(&h), "{text}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // A file every local user could read is not left so.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o664)).unwrap();
+        set_hash_in_file(&path, &h).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o640);
         // A new file is created 0600.
