@@ -1022,9 +1022,11 @@ impl Config {
         if !w.password_hash.is_empty()
             && let Err(why) = crate::passwd::check_hash(&w.password_hash)
         {
+            // Never echoed: a hash is enough for an offline guessing attack, and the
+            // usual mistake is pasting the password itself here.
             return Err(invalid(
                 "web.password_hash",
-                format!("\"{}\"", w.password_hash),
+                "(set, not shown)".into(),
                 &format!("{why}; set it with `netmon passwd`"),
             ));
         }
@@ -1140,7 +1142,7 @@ impl Config {
         crate::detect::notify::parse_webhook_url(&n.webhook_url).map_err(|expected| {
             invalid(
                 "notify.webhook_url",
-                format!("{:?}", n.webhook_url),
+                format!("{:?}", redacted_url(&n.webhook_url)),
                 format!("{expected}, or \"\" for no webhook"),
             )
         })?;
@@ -1235,9 +1237,9 @@ impl Config {
     }
 
     /// The configuration with its secrets replaced by "(set, not shown)": the password
-    /// hash, the metrics token, and a webhook URL's query (Gotify's `?token=`). For
-    /// `check-config` on a terminal and the settings page, which a support paste or a
-    /// screenshot may carry further.
+    /// hash, the metrics token, and all of a webhook URL but its scheme and host
+    /// ([`redacted_url`]). For `check-config` on a terminal and the settings page, which
+    /// a support paste or a screenshot may carry further.
     pub fn redacted(&self) -> Config {
         let mut c = self.clone();
         for secret in [&mut c.web.password_hash, &mut c.web.metrics_token] {
@@ -1245,9 +1247,7 @@ impl Config {
                 *secret = "(set, not shown)".into();
             }
         }
-        if let Some((url, _query)) = c.notify.webhook_url.split_once('?') {
-            c.notify.webhook_url = format!("{url}?(set, not shown)");
-        }
+        c.notify.webhook_url = redacted_url(&c.notify.webhook_url);
         c
     }
 
@@ -1255,6 +1255,82 @@ impl Config {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
+}
+
+/// What a message or page may show of a webhook URL: its scheme and host (with the
+/// port), so a typo there stays visible. Hidden: `user:password@`, and everything after
+/// the host — an ntfy topic is the only secret between the world and the router's
+/// alerts (anyone who knows it can read and post), Gotify's token is `?token=`, and other
+/// services put theirs in the path. Text without a `scheme://` cannot be split safely
+/// and is hidden whole.
+pub fn redacted_url(url: &str) -> String {
+    const HIDDEN: &str = "(not shown)";
+    if url.is_empty() {
+        return String::new();
+    }
+    // RFC 3986 §3.1: scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ).
+    let Some((scheme, rest)) = url.split_once("://").filter(|(scheme, _)| {
+        scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    }) else {
+        return HIDDEN.into();
+    };
+    let (authority, tail) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    let mut out = format!("{scheme}://");
+    // RFC 3986 §3.2: userinfo ends at the authority's last '@'.
+    let host = match authority.rsplit_once('@') {
+        Some((_userinfo, host)) => {
+            out.push_str(HIDDEN);
+            out.push('@');
+            host
+        }
+        None => authority,
+    };
+    out.push_str(host);
+    if !tail.is_empty() && tail != "/" {
+        out.push('/');
+        out.push_str(HIDDEN);
+    }
+    out
+}
+
+/// Keys whose values are secrets, or may be: a value on a line naming one of these is
+/// not echoed in a TOML error (a mistyped `pasword_hash` still says "hash").
+const SECRET_KEY_PARTS: [&str; 5] = ["pass", "hash", "token", "secret", "url"];
+
+/// toml's message shows the offending line. A line of the form `key = value` whose key
+/// looks secret ([`SECRET_KEY_PARTS`]), or any line when the error is an unknown key
+/// (a typo of a secret key), is shown with its value hidden.
+fn redact_toml_snippet(msg: &str) -> String {
+    let unknown_key = msg.contains("unknown field");
+    let mut out = String::with_capacity(msg.len());
+    for line in msg.split_inclusive('\n') {
+        // Snippet lines: `12 | text`.
+        let snippet = line.split_once(" | ").filter(|(number, _)| {
+            let n = number.trim();
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+        });
+        let Some((number, text)) = snippet else {
+            out.push_str(line);
+            continue;
+        };
+        let hide = text.split_once('=').filter(|(key, _)| {
+            let key = key.to_ascii_lowercase();
+            unknown_key || SECRET_KEY_PARTS.iter().any(|part| key.contains(part))
+        });
+        match hide {
+            Some((key, _value)) => {
+                out.push_str(&format!("{number} | {key}= (not shown)"));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 fn is_link_local(ip: IpAddr) -> bool {
@@ -1267,7 +1343,7 @@ fn is_link_local(ip: IpAddr) -> bool {
 /// toml's message already names the line, column and key; add the accepted forms of
 /// the values users most often get wrong.
 fn describe_toml_error(e: &toml::de::Error) -> String {
-    let mut msg = e.to_string();
+    let mut msg = redact_toml_snippet(&e.to_string());
     if msg.contains("invalid IP address syntax") {
         msg.push_str("\naccepted form: a CIDR like \"192.168.1.0/24\" or \"fd00::/64\" (for lan_subnets), an address with port like \"192.168.1.1:8080\" or \"[::1]:8080\" (for listen)");
     } else if msg.contains("invalid socket address") {
@@ -1427,5 +1503,71 @@ mod tests {
         let hash = crate::passwd::hash("a long password").unwrap();
         let c = parse(&format!("[web]\npassword_hash = \"{hash}\"\n")).unwrap();
         assert_eq!(c.web.password_hash, hash);
+    }
+
+    #[test]
+    fn webhook_urls_keep_scheme_and_host_only() {
+        for (url, shown) in [
+            ("", ""),
+            (
+                "https://ntfy.sh/my-secret-topic",
+                "https://ntfy.sh/(not shown)",
+            ),
+            (
+                "https://gotify.lan:8443/message?token=AbC123",
+                "https://gotify.lan:8443/(not shown)",
+            ),
+            ("http://10.0.0.2?token=t", "http://10.0.0.2/(not shown)"),
+            (
+                "https://user:pa55@hooks.example/x",
+                "https://(not shown)@hooks.example/(not shown)",
+            ),
+            ("http://[fd00::10]:8080/", "http://[fd00::10]:8080"),
+            ("http://10.0.0.2#frag", "http://10.0.0.2/(not shown)"),
+            ("ntfy.sh/my-secret-topic", "(not shown)"),
+            ("a/b://host/secret", "(not shown)"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+        let c =
+            parse("[notify]\nwebhook_url = \"https://ntfy.sh/t0pic-s3cret?auth=aUtH9\"\n").unwrap();
+        let out = c.redacted().to_toml();
+        assert!(out.contains("https://ntfy.sh/(not shown)"), "{out}");
+        assert!(!out.contains("s3cret") && !out.contains("aUtH9"), "{out}");
+    }
+
+    #[test]
+    fn errors_never_echo_secrets() {
+        // A bad hash (here the password itself, the usual mistake).
+        let e = parse("[web]\npassword_hash = \"hunter2-plain\"\n").unwrap_err();
+        assert!(e.contains("web.password_hash"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+        // A webhook URL netmon cannot use: the host stays, the topic and token go.
+        let e = parse("[notify]\nwebhook_url = \"ftp://me:pw@ntfy.sh/topic-s3cret?token=t0ken\"\n")
+            .unwrap_err();
+        assert!(
+            e.contains("notify.webhook_url") && e.contains("ntfy.sh"),
+            "{e}"
+        );
+        for secret in ["s3cret", "t0ken", "me:pw"] {
+            assert!(!e.contains(secret), "{secret} in {e}");
+        }
+        // TOML syntax errors show the line, but not a secret's value.
+        for text in [
+            "[web]\npassword_hash = hunter2-plain\n",
+            "[notify]\nwebhook_url = https://ntfy.sh/topic-s3cret\n",
+            "[web]\nmetrics_token = 'abc\n",
+            "[web]\npasword_hash = \"hunter2-plain\"\n",
+            "[web]\npassword_hash = \"a\"\npassword_hash = \"hunter2-plain\"\n",
+        ] {
+            let e = parse(text).unwrap_err();
+            assert!(e.contains("line"), "{e}");
+            for secret in ["hunter2", "s3cret", "abc"] {
+                assert!(!e.contains(secret), "{secret} in {e}");
+            }
+        }
+        // Other values are still shown.
+        let e = parse("port = eighty\n").unwrap_err();
+        assert!(e.contains("port = eighty"), "{e}");
     }
 }

@@ -183,11 +183,12 @@ pub enum WebhookHost {
 }
 
 impl std::fmt::Display for WebhookUrl {
-    /// The URL without its query, which may hold a token (for logs).
+    /// The scheme and host only (for logs): the path (an ntfy topic) and the query
+    /// (Gotify's `?token=`) may be secrets, see [`crate::config::redacted_url`].
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.tls { "https" } else { "http" };
-        let path = self.path.split('?').next().unwrap_or("/");
-        write!(f, "{scheme}://{}{path}", self.authority)
+        let hidden = if self.path == "/" { "" } else { "/(not shown)" };
+        write!(f, "{scheme}://{}{hidden}", self.authority)
     }
 }
 
@@ -1100,8 +1101,8 @@ mod tests {
         assert_eq!(u.path, "/netmon?token=abc");
         assert_eq!(
             u.to_string(),
-            "http://192.168.1.10:8080/netmon",
-            "no token in logs"
+            "http://192.168.1.10:8080/(not shown)",
+            "no token or topic in logs"
         );
         let u = ok("http://[fd00::10]/message");
         assert_eq!(u.host, WebhookHost::Ip("fd00::10".parse().unwrap()));
