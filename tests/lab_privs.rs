@@ -4,7 +4,9 @@
 //! only way to see a connection opened before netmon), DNS answers from NFQUEUE (each
 //! needs a verdict, and nfnetlink checks CAP_NET_ADMIN on every message), snapshots, a
 //! SIGHUP reload (a re-executed process that keeps the switch), and a clean stop that
-//! removes netmon's nftables table.
+//! removes netmon's nftables table. Root, before the switch, never gives away a file
+//! that is not netmon's (a hard link planted in the database directory), and what
+//! netmon writes is not readable by every local user.
 
 mod common;
 
@@ -25,8 +27,9 @@ struct TempUser {
 }
 
 impl TempUser {
-    fn create() -> TempUser {
-        let name = format!("nmpriv{}", std::process::id());
+    /// `tag` tells apart the accounts of tests running at once (same pid).
+    fn create(tag: &str) -> TempUser {
+        let name = format!("nm{tag}{}", std::process::id());
         let out = Command::new("useradd")
             .args([
                 "--system",
@@ -168,7 +171,7 @@ fn table_present(lab: &Lab) -> bool {
 #[test]
 fn runs_as_an_unprivileged_user_with_cap_net_admin_only_and_keeps_working() {
     let lab = Lab::up("privs");
-    let user = TempUser::create();
+    let user = TempUser::create("priv");
     let data: PathBuf = lab.dir.join("data");
     let db = data.join("netmon.db");
     let flash = lab.dir.join("flash");
@@ -264,4 +267,196 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_only_and_keeps_working() {
     );
     let _ = hold.kill();
     let _ = hold.wait();
+}
+
+/// Owner, group and permission bits (symbolic links not followed).
+fn stat(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (m.uid(), m.gid(), m.mode() & 0o7777)
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+}
+
+/// Runs `netmon run` inside the router with `extra_toml`, expecting it to refuse to
+/// start: returns its exit status (`None`: still running after 20 s, so it started
+/// instead, and was killed) and what it printed.
+fn run_expecting_refusal(
+    lab: &Lab,
+    extra_toml: &str,
+) -> (Option<std::process::ExitStatus>, String) {
+    std::fs::write(lab.config_path(), lab.netmon_config(extra_toml)).expect("write config");
+    let config = lab.config_path();
+    let mut child = lab.spawn(
+        "rtr",
+        &[
+            NETMON,
+            "run",
+            "--config",
+            config.to_str().expect("UTF-8 path"),
+        ],
+    );
+    let exited = wait_until(Duration::from_secs(20), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("wait for netmon");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (exited.then_some(out.status), text)
+}
+
+/// root's file that a link planted in a database directory names (think /etc/shadow),
+/// and its owner, group and mode.
+fn precious_file(lab: &Lab) -> (PathBuf, (u32, u32, u32)) {
+    use std::os::unix::fs::PermissionsExt;
+    let precious = lab.dir.join("precious");
+    std::fs::write(&precious, "root:$6$not-for-netmon\n").expect("write");
+    std::fs::set_permissions(&precious, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = stat(&precious);
+    assert_eq!(before, (0, 0, 0o600));
+    (precious, before)
+}
+
+/// A database directory someone else made (the default db_path is under /tmp), holding
+/// a hard link to a root file: netmon refuses to start, root's file keeps its owner,
+/// and the message names the directory, its owner and what to do.
+#[test]
+fn refuses_a_database_directory_owned_by_someone_else() {
+    const STRANGER: u32 = 54_321;
+    let lab = Lab::up("prdir");
+    let user = TempUser::create("dir");
+    let (precious, before) = precious_file(&lab);
+    let foreign = lab.dir.join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::hard_link(&precious, foreign.join("netmon.db-wal")).unwrap();
+    chown(&foreign, STRANGER, STRANGER);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (status, out) = run_expecting_refusal(
+        &lab,
+        &format!(
+            "user = \"{}\"\ndb_path = \"{}\"\n",
+            user.name,
+            foreign.join("netmon.db").display()
+        ),
+    );
+    assert_eq!(stat(&precious), before, "root gave its file away:\n{out}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "netmon did not refuse ({status:?}):\n{out}"
+    );
+    assert!(
+        out.contains(&foreign.display().to_string())
+            && out.contains(&format!("uid {STRANGER}"))
+            && out.contains("rm -r"),
+        "the message names the directory, its owner and what to do:\n{out}"
+    );
+}
+
+/// The account's own database directory (as after every first start) holding a hard
+/// link to a root file under a database file's name: netmon refuses to start, root's
+/// file keeps its owner, and the message names the file, its links and what to do.
+#[test]
+fn never_gives_away_a_hard_linked_file_in_the_database_directory() {
+    let lab = Lab::up("prlink");
+    let user = TempUser::create("link");
+    let (precious, before) = precious_file(&lab);
+    let ours = lab.dir.join("ours");
+    std::fs::create_dir(&ours).unwrap();
+    chown(&ours, user.uid, user.gid);
+    let planted = ours.join("netmon.db");
+    std::fs::hard_link(&precious, &planted).unwrap();
+    let (status, out) = run_expecting_refusal(
+        &lab,
+        &format!(
+            "user = \"{}\"\ndb_path = \"{}\"\n",
+            user.name,
+            planted.display()
+        ),
+    );
+    assert_eq!(stat(&precious), before, "root gave its file away:\n{out}");
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "netmon did not refuse ({status:?}):\n{out}"
+    );
+    assert!(
+        out.contains(&planted.display().to_string())
+            && out.contains("2 hard links")
+            && out.contains("-samefile"),
+        "the message names the file, its links and what to do:\n{out}"
+    );
+}
+
+/// Asserts `path` has no group write and no bit for others.
+#[track_caller]
+fn assert_private(path: &Path) {
+    let mode = stat(path).2;
+    assert_eq!(
+        mode & 0o7027,
+        0,
+        "{} is mode {mode:04o}: readable or writable by others",
+        path.display()
+    );
+}
+
+/// The database, its WAL and -shm, its directory and the snapshot are created without
+/// access for others (umask 027), also when a snapshot from an older netmon (mode 0644)
+/// is restored.
+#[test]
+fn database_wal_and_snapshot_are_not_world_readable() {
+    let lab = Lab::up("prmode");
+    let user = TempUser::create("mode");
+    let data = lab.dir.join("data");
+    let db = data.join("netmon.db");
+    let flash = lab.dir.join("flash");
+    let snapshot = flash.join("netmon.db");
+    let config = format!(
+        "user = \"{}\"\ndb_path = \"{}\"\npersist = \"on\"\npersist_path = \"{}\"\n",
+        user.name,
+        db.display(),
+        snapshot.display()
+    );
+    let mut nm = lab.start_netmon(&config);
+    // Something to write: a flow.
+    lab.download("lan", 47711, "http://203.0.113.80/small.bin");
+    let wal = data.join("netmon.db-wal");
+    let shm = data.join("netmon.db-shm");
+    assert!(
+        wait_until(Duration::from_secs(10), || wal.exists() && shm.exists()),
+        "no WAL; log:\n{}",
+        tail(&lab.netmon_log(), 30)
+    );
+    for path in [&data, &db, &wal, &shm] {
+        assert_private(path);
+        assert_eq!(stat(path).0, user.uid, "{}", path.display());
+    }
+    let (status, _) = nm.sigterm();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_private(&snapshot);
+
+    // RAM cleared by a reboot, and a snapshot an older netmon left 0644: the restored
+    // database is private all the same (here with netmon running as root).
+    for path in [&db, &wal, &shm] {
+        let _ = std::fs::remove_file(path);
+    }
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut nm = lab.start_netmon(&config.replace(&format!("\"{}\"", user.name), "\"\""));
+    let log = std::fs::read_to_string(lab.netmon_log()).unwrap_or_default();
+    assert!(
+        log.contains("restored"),
+        "no restore:\n{}",
+        tail(&lab.netmon_log(), 30)
+    );
+    assert_private(&db);
+    let _ = nm.sigterm();
 }
