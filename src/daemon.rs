@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use crate::collect::conntrack::ConntrackCollector;
 use crate::collect::devices::DeviceCollector;
 use crate::collect::dns::DnsCapture;
+use crate::collect::dns_tap::{DnsTap, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::nflog::NflogCollector;
 use crate::collect::offload::OffloadChecker;
@@ -130,20 +131,24 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // queues anything.
     // Names are an enhancement: a router whose kernel lacks NFQUEUE, or a netmon without
     // CAP_NET_ADMIN for it, still monitors every flow — loudly, and visibly in /metrics.
-    let dns_capture = if config.dns.packet_capture {
+    // What the tap is, for /healthz, the pages and /metrics: both the queue and the rule
+    // feeding it must work (`collect::dns_tap`).
+    let mut dns_tap = if config.dns.packet_capture {
+        DnsTap::Active
+    } else {
+        DnsTap::Off
+    };
+    let _dns_capture = if config.dns.packet_capture {
         match DnsCapture::start(&config, writer.handle.clone(), shutdown.clone()) {
             Ok(capture) => Some(capture),
             Err(e) => {
-                log::error!(
-                    "DNS packet capture is off: {e:#} (set dns.packet_capture = false to silence this)"
-                );
+                dns_tap = DnsTap::missing(TapPart::Queue, &e);
                 None
             }
         }
     } else {
         None
     };
-    metrics::gauge!("netmon_dns_capture_active").set(f64::from(u8::from(dns_capture.is_some())));
     // Firewall drops: bind the NFLOG group before the table's log rules exist. Without
     // `manage` the rules come from the fw4 include, so the group is bound all the same.
     let nflog = if config.firewall.drop_log_rate > 0 && !config.wan_interfaces.is_empty() {
@@ -167,6 +172,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
                     "netmon's nftables table is not loaded, so DNS answers and firewall drops \
                      are not seen: {e:#}"
                 );
+                if dns_tap == DnsTap::Active {
+                    dns_tap = DnsTap::missing(TapPart::Rule, &e);
+                }
                 None
             }
         }
@@ -176,6 +184,13 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     metrics::gauge!("netmon_firewall_table_loaded").set(f64::from(u8::from(
         nft_table.is_some() || !config.firewall.manage,
     )));
+    if let Some(f) = dns_tap.failure() {
+        log::error!(
+            "the DNS packet tap is missing, so flows get no names from DNS answers: {}; fix: {}",
+            f.error,
+            f.fix
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -197,7 +212,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         config.db_path.clone(),
         auth,
     )
-    .with_config(std::sync::Arc::new(config.clone()));
+    .with_config(std::sync::Arc::new(config.clone()))
+    .with_dns_tap(dns_tap);
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
         for addr in &listen {

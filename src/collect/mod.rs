@@ -5,6 +5,7 @@ pub mod conntrack;
 pub mod ctnetlink;
 pub mod devices;
 pub mod dns;
+pub mod dns_tap;
 pub mod dnsmasq;
 pub mod nflog;
 pub mod offload;

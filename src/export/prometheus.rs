@@ -121,7 +121,11 @@ fn router_label(configured: &str) -> String {
 pub fn describe_all() {
     describe_gauge!(
         "netmon_dns_capture_active",
-        "1 while DNS answers are read from packets (NFQUEUE bound), 0 when capture is off or failed."
+        "1 while DNS answers are read from packets (NFQUEUE bound and the firewall rule feeding it loaded), 0 when capture is off or the tap is missing (/healthz says why)."
+    );
+    describe_gauge!(
+        "netmon_storage_ok",
+        "1 while the writer's commits succeed, 0 while they fail for a storage reason (disk full, I/O error; /healthz has the error)."
     );
     describe_gauge!(
         "netmon_privileges_dropped",

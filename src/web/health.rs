@@ -9,6 +9,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::{AppState, MAX_EVENT_STREAMS};
+use crate::collect::dns_tap::DnsTap;
 use crate::store::writer::WriteFailure;
 
 /// The database's size on disk: the main file plus its write-ahead log, which between
@@ -22,8 +23,11 @@ pub fn db_size_bytes(db_path: &Path) -> u64 {
 
 #[derive(Serialize)]
 struct Health {
-    /// The database answers a read.
+    /// Everything netmon is configured to do works: the database answers a read, commits
+    /// succeed, and the DNS tap (when wanted) is in place. `problems` says what does not.
     ok: bool,
+    /// What fails now, each with its error and the owner's next step; empty when `ok`.
+    problems: Vec<Problem>,
     /// Sequence number and time (unix ms) of the writer's last commit; `null` before
     /// the first.
     last_commit_seq: Option<u64>,
@@ -36,13 +40,25 @@ struct Health {
     /// error, and the changes the writer holds to write again (`store::writer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     write_failure: Option<WriteFailure>,
+    /// Whether DNS answers reach netmon from packets (`collect::dns_tap`).
+    dns_tap: DnsTap,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
-/// 200 with `ok: true` when a read succeeds, else 503 with `ok: false` and the error.
-/// Failing writes alone keep the 200 (with `write_failure`): netmon is still collecting
-/// and serving, and a supervisor restarting it would not give the disk room.
+/// One thing that does not work, as `/healthz` lists it.
+#[derive(Serialize)]
+struct Problem {
+    /// `database` (reads fail), `storage` (commits fail) or `dns_tap`.
+    part: &'static str,
+    error: String,
+    fix: String,
+}
+
+/// 200 when a read succeeds, else 503 with the error. `ok` is false, and `problems`
+/// lists why, also while commits fail (disk full) or the DNS tap is missing — still with
+/// 200: netmon is collecting and serving, and a supervisor restarting it would give the
+/// disk no room and the kernel no queue module.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let tick = state.shared.ticks.borrow().clone();
     let read = state
@@ -50,17 +66,44 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         .run(|c| c.query_row("SELECT 1", [], |_| Ok(())))
         .await;
     let committed = tick.seq > 0;
+    let write_failure = state.shared.writer.write_failure();
+    let dns_tap = state.shared.dns_tap.clone();
+    let error = read.err().map(|e| format!("{e:#}"));
+    let mut problems = Vec::new();
+    if let Some(e) = &error {
+        problems.push(Problem {
+            part: "database",
+            error: e.clone(),
+            fix: "check the database file and its file system (see netmon's log)".to_owned(),
+        });
+    }
+    if let Some(f) = &write_failure {
+        problems.push(Problem {
+            part: "storage",
+            error: f.error.clone(),
+            fix: STORAGE_FIX.to_owned(),
+        });
+    }
+    if let Some(f) = dns_tap.failure() {
+        problems.push(Problem {
+            part: "dns_tap",
+            error: f.error.clone(),
+            fix: f.fix.clone(),
+        });
+    }
     let health = Health {
-        ok: read.is_ok(),
+        ok: problems.is_empty(),
+        problems,
         last_commit_seq: committed.then_some(tick.seq),
         last_commit_ms: committed.then_some(tick.at_ms),
         active_flows: tick.active_flows,
         db_size_bytes: db_size_bytes(&state.shared.db_path),
         writer_queue: state.shared.writer.depth(),
-        write_failure: state.shared.writer.write_failure(),
-        error: read.err().map(|e| format!("{e:#}")),
+        write_failure,
+        dns_tap,
+        error,
     };
-    let status = if health.ok {
+    let status = if health.error.is_none() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -68,10 +111,18 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     (status, Json(health))
 }
 
+/// What the owner can do while commits fail; netmon itself prunes its oldest rows.
+pub const STORAGE_FIX: &str = "netmon prunes its own oldest rows to make room and resumes \
+     writing by itself; if other files fill the database's file system, free space there or \
+     lower retention.max_db_mb";
+
 /// Prometheus text exposition. Gauges that are cheaper to read than to keep current
 /// (file sizes, open streams) are set here, just before rendering.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::export::prometheus::refresh_on_scrape();
+    let storage_ok = state.shared.writer.write_failure().is_none();
+    metrics::gauge!("netmon_storage_ok").set(f64::from(u8::from(storage_ok)));
+    metrics::gauge!("netmon_dns_capture_active").set(state.shared.dns_tap.gauge());
     metrics::gauge!("netmon_db_size_bytes").set(db_size_bytes(&state.shared.db_path) as f64);
     let open_streams = MAX_EVENT_STREAMS
         - state

@@ -44,7 +44,7 @@
 //! | `/api/devices`, `/api/hosts` | lists as JSON (hosts takes the `/hosts` parameters) |
 //! | `/api/dns` | DNS log as JSON, same parameters as `/dns` |
 //! | `/api/devices/{id}/minutes`, `/api/hosts/{id}/minutes` | minute rollups, `?since=<unix ms>` |
-//! | `/healthz` | JSON: ok, last commit, database size |
+//! | `/healthz` | JSON: ok, what is failing (storage, DNS tap), last commit, database size |
 //! | `/metrics` | Prometheus text format |
 //! | `/assets/{file}` | embedded CSS/JS/icon |
 //! | `/login`, `POST /login` | login form (`password`, `next`); see [`login`] |
@@ -146,6 +146,8 @@ struct Shared {
     config: Option<Arc<crate::config::Config>>,
     /// When this process started serving (unix ms), for the settings page.
     started_ms: i64,
+    /// Whether DNS answers reach netmon from packets, for `/healthz` and the pages.
+    dns_tap: crate::collect::dns_tap::DnsTap,
 }
 
 impl AppState {
@@ -171,6 +173,7 @@ impl AppState {
                 settled_tops: Arc::default(),
                 config: None,
                 started_ms: now_ms(),
+                dns_tap: crate::collect::dns_tap::DnsTap::Off,
             }),
         }
     }
@@ -183,6 +186,16 @@ impl AppState {
             None => {
                 log::warn!("web: the configuration arrived after the state was shared; not shown")
             }
+        }
+        self
+    }
+
+    /// The same state with the DNS tap's state (`collect::dns_tap`), which `/healthz` and
+    /// the pages report. Call before the state is cloned, like [`AppState::with_config`].
+    pub fn with_dns_tap(mut self, tap: crate::collect::dns_tap::DnsTap) -> AppState {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.dns_tap = tap,
+            None => log::warn!("web: the DNS tap's state arrived after the state was shared"),
         }
         self
     }

@@ -516,6 +516,8 @@ struct Health {
     /// Age of the writer's last commit (ms), `None` before the first.
     commit_age: Option<i64>,
     write_failing: bool,
+    /// The DNS packet tap is wanted but missing (`collect::dns_tap`).
+    dns_tap_missing: bool,
     queue: usize,
     sample: Option<std::sync::Arc<SystemSample>>,
 }
@@ -530,6 +532,7 @@ impl Health {
         Health {
             commit_age: (tick.seq > 0).then(|| now - tick.at_ms),
             write_failing: state.shared.writer.write_failure().is_some(),
+            dns_tap_missing: state.shared.dns_tap.failure().is_some(),
             queue: state.shared.writer.depth(),
             sample: system::latest(),
         }
@@ -562,6 +565,7 @@ fn tiles(t: &Tiles, view: &View, health: &Health) -> Markup {
     let conntrack = health.sample.as_deref().and_then(|s| s.conntrack);
     let (health_text, health_class) = match (health.write_failing, health.commit_age) {
         (true, _) => ("write failing".to_owned(), "warn"),
+        (false, _) if health.dns_tap_missing => ("DNS tap missing".to_owned(), "warn"),
         (false, None) => ("starting".to_owned(), ""),
         (false, Some(age)) if age > STALLED_MS => {
             (format!("stalled {}", format::duration(age)), "warn")

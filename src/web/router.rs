@@ -97,6 +97,7 @@ pub async fn page(
         html! {
             h1 { "Router" }
             @if let Some(f) = &write_failure { (write_failure_notice(f)) }
+            @if let Some(f) = state.shared.dns_tap.failure() { (dns_tap_notice(f)) }
             @if let Some(b) = &budget { (budget_line(b, db_file)) }
             @match current.as_deref() {
                 Some(s) => (current_section(s)),
@@ -454,6 +455,16 @@ fn to_i64(v: u64) -> i64 {
 
 /// The storage budget (`store::budget`): what the database takes against its budget and
 /// what flood protection pruned to keep it there.
+/// The missing DNS tap notice of the router and health pages (`collect::dns_tap`).
+pub(super) fn dns_tap_notice(f: &crate::collect::dns_tap::TapFailure) -> Markup {
+    html! {
+        p.error #dns-tap-missing {
+            "The DNS packet tap is missing, so flows get no names from DNS answers: "
+            (f.error) ". Fix: " (f.fix) "."
+        }
+    }
+}
+
 /// The storage failure notice of the router and health pages.
 pub(super) fn write_failure_notice(f: &crate::store::writer::WriteFailure) -> Markup {
     html! {

@@ -13,6 +13,7 @@ use maud::{Markup, html};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, health, now_ms, router};
+use crate::collect::dns_tap::DnsTap;
 
 /// One series of the Prometheus text: family, labels as written, value.
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +142,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
         html! {
             h1 { "Health and settings" }
             @if let Some(f) = &write_failure { (router::write_failure_notice(f)) }
+            @if let Some(f) = shared.dns_tap.failure() { (router::dns_tap_notice(f)) }
             dl.facts #status {
                 dt { "Version" } dd.mono { "netmon " (env!("CARGO_PKG_VERSION")) }
                 dt { "Serving since" } dd.mono { (time(shared.started_ms)) " (" (format::duration(now - shared.started_ms)) ")" }
@@ -153,6 +155,18 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
                 dt { "Writer queue" } dd.mono { (shared.writer.depth()) " messages" }
                 dt { "Active flows" } dd.mono { (format::count(tick.active_flows as i64)) }
                 dt { "Database" } dd.mono { (shared.db_path.display()) }
+                dt { "Storage" }
+                dd.mono #storage-state {
+                    @if write_failure.is_some() { "failing" } @else { "ok" }
+                }
+                dt { "DNS tap" }
+                dd.mono #dns-tap-state {
+                    @match &shared.dns_tap {
+                        DnsTap::Active => "active",
+                        DnsTap::Off => "off (dns.packet_capture = false)",
+                        DnsTap::Missing(_) => "missing",
+                    }
+                }
             }
             @if let Some(b) = &budget { (router::budget_line(b, db_file)) }
             h2 { "Collectors and counters" }

@@ -1,0 +1,123 @@
+//! Whether DNS answers reach netmon from packets: the tap is two parts, and either alone
+//! sees nothing. The NFQUEUE binding ([`super::dns::DnsCapture`]) takes what the kernel
+//! queues; the firewall rule ([`crate::firewall::NftTable`], or its x_tables fallback)
+//! queues the answers. A kernel without the queue module, a router without `iptables`
+//! for the fallback, or another program holding the queue number leaves netmon running
+//! without names — which is allowed (every flow is still seen), but must be visible:
+//! `/healthz`, the health page, the overview and `netmon_dns_capture_active` say it is
+//! missing, why, and what fixes it.
+//!
+//! Decided once at start (the daemon learns it before the web server starts) and handed
+//! to the web state by value: nothing changes it while netmon runs.
+
+use serde::Serialize;
+
+/// The DNS packet tap's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DnsTap {
+    /// `dns.packet_capture = false`: not wanted (names come from dnsmasq's log, if set).
+    Off,
+    /// The queue is bound and the rule that feeds it is loaded — or, with
+    /// `firewall.manage = false`, left to the router's own firewall (the fw4 include).
+    Active,
+    /// Wanted, but no answer reaches netmon.
+    Missing(TapFailure),
+}
+
+/// Why the tap is missing and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TapFailure {
+    /// The error, with its causes.
+    pub error: String,
+    /// What the owner can do.
+    pub fix: String,
+}
+
+/// Which part of the tap failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapPart {
+    /// Binding the NFQUEUE (`DnsCapture::start`).
+    Queue,
+    /// Loading the rule that queues answers (`NftTable::install`).
+    Rule,
+}
+
+impl DnsTap {
+    /// The tap when `part` failed with `error`.
+    pub fn missing(part: TapPart, error: &anyhow::Error) -> DnsTap {
+        let error = format!("{error:#}");
+        DnsTap::Missing(TapFailure {
+            fix: fix_for(part, &error),
+            error,
+        })
+    }
+
+    pub fn failure(&self) -> Option<&TapFailure> {
+        match self {
+            DnsTap::Missing(f) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// `netmon_dns_capture_active`: 1 only while answers can reach netmon.
+    pub fn gauge(&self) -> f64 {
+        f64::from(u8::from(*self == DnsTap::Active))
+    }
+}
+
+/// The owner's next step for a failure of `part` whose text is `error`.
+fn fix_for(part: TapPart, error: &str) -> String {
+    let step = match part {
+        TapPart::Queue => {
+            "load the kernel's NFQUEUE support (modprobe nfnetlink_queue; OpenWrt: \
+             kmod-nfnetlink-queue), run netmon with CAP_NET_ADMIN, and make sure no other \
+             program binds dns.queue_num (or choose another number)"
+        }
+        // The kernel has no nftables queue expression and nothing can run the x_tables
+        // NFQUEUE target instead.
+        TapPart::Rule if error.contains("iptables") => {
+            "install iptables (iptables-nft or iptables-legacy, with the NFQUEUE target; \
+             OpenWrt: iptables-nft and kmod-ipt-nfqueue), or load kmod-nft-queue \
+             (CONFIG_NFT_QUEUE) so nftables can queue the answers itself"
+        }
+        TapPart::Rule if error.contains("running nft") => {
+            "install nft (OpenWrt: nftables) and load kmod-nft-queue (CONFIG_NFT_QUEUE), or \
+             add the rules of `netmon firewall-rules` to the firewall yourself and set \
+             firewall.manage = false"
+        }
+        TapPart::Rule => {
+            "load kmod-nft-queue (CONFIG_NFT_QUEUE), or install iptables with the NFQUEUE \
+             target for the fallback; the error names what failed"
+        }
+    };
+    format!("{step} (or set dns.packet_capture = false to run without DNS names from packets)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_fallback_tool_says_install_iptables() {
+        let e = anyhow::anyhow!("running iptables-restore (is it installed?)")
+            .context("iptables-restore: installing chain NETMON_DNS");
+        let tap = DnsTap::missing(TapPart::Rule, &e);
+        let f = tap.failure().expect("missing");
+        assert!(f.error.contains("is it installed?"), "{f:?}");
+        assert!(f.fix.starts_with("install iptables"), "{f:?}");
+        assert_eq!(tap.gauge(), 0.0);
+        assert_eq!(DnsTap::Active.gauge(), 1.0);
+        assert_eq!(DnsTap::Off.gauge(), 0.0);
+    }
+
+    #[test]
+    fn a_queue_bound_elsewhere_names_the_queue_number() {
+        let e = anyhow::anyhow!("Operation not permitted").context("binding NFQUEUE 5353");
+        let f = DnsTap::missing(TapPart::Queue, &e).failure().cloned().unwrap();
+        assert!(f.fix.contains("dns.queue_num"), "{f:?}");
+        let json = serde_json::to_value(DnsTap::Missing(f)).unwrap();
+        assert_eq!(json["state"], "missing");
+        assert!(json["error"].as_str().unwrap().contains("NFQUEUE 5353"));
+    }
+}
