@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn a_queue_bound_elsewhere_names_the_queue_number() {
         let e = anyhow::anyhow!("Operation not permitted").context("binding NFQUEUE 5353");
-        let f = DnsTap::missing(TapPart::Queue, &e).failure().cloned().unwrap();
+        let f = DnsTap::missing(TapPart::Queue, &e)
+            .failure()
+            .cloned()
+            .unwrap();
         assert!(f.fix.contains("dns.queue_num"), "{f:?}");
         let json = serde_json::to_value(DnsTap::Missing(f)).unwrap();
         assert_eq!(json["state"], "missing");

@@ -5,8 +5,10 @@
 //!
 //! The writer runs a [`Budget`] pass between ticks (through [`super::retention`]) every
 //! [`CHECK_EVERY`], right after any tick that took the database over its high-water
-//! mark (checked after every tick), and right after the next tick while a pass ran out
-//! of time with work left. A pass, in order:
+//! mark (checked after every tick), right after the next tick while a pass ran out of
+//! time with work left, and before each new attempt of a batch the writer holds because
+//! storage failed ([`Budget::make_room`]: the disk is full, often of netmon's own file
+//! and log, and only pruning gives it room back). A pass, in order:
 //!
 //! 1. **Budget** — the hard bound. `max_db_mb` covers the main file and its write-ahead
 //!    log: a quarter is the WAL's (`journal_size_limit` at half of that,
@@ -298,6 +300,11 @@ pub struct Budget {
     /// The largest WAL file seen lately, decaying by 1/256 per check (a minute or so):
     /// once a flood has shown how big its ticks are, the file keeps room for them.
     wal_peak: u64,
+    /// The budget is recorded in `meta` for the router page (retried each pass: on a
+    /// full disk the first attempt fails).
+    recorded: bool,
+    /// Set during [`Budget::make_room`]: freed pages all go back to the file system.
+    making_room: bool,
 }
 
 impl Budget {
@@ -315,7 +322,57 @@ impl Budget {
             last_used: 0,
             growth: 0,
             wal_peak: 0,
+            recorded: false,
+            making_room: false,
         }
+    }
+
+    /// Commits fail for a storage reason (the disk is full) and a batch of about `room`
+    /// bytes waits to be written: a pass now, as if the next tick added `room` (the
+    /// marks leave that much free, [`marks`]), handing the pages it frees back to the
+    /// file system, between two checkpoints:
+    ///
+    /// - `wal_checkpoint(RESTART)` first: once every frame is copied to the file, the next
+    ///   write starts the log over inside its existing allocation. On a full file system
+    ///   a write that grows the log fails and one that reuses it does not, so the pass's
+    ///   deletes fit.
+    /// - `wal_checkpoint(TRUNCATE)` last: the deletes and page moves reach the file, which
+    ///   the checkpoint shortens to the pages still in use, and the log's own space is
+    ///   released for the held batch (`sqlite3WalCheckpoint`, wal.c).
+    ///
+    /// Deletes go in transactions of [`CHUNK`] rows, so no step needs much room at once.
+    pub fn make_room(&mut self, conn: &mut Connection, dns: &mut DnsState, room: u64) {
+        let before = (
+            used_bytes(conn).unwrap_or(0),
+            file_bytes(conn),
+            wal_bytes(conn),
+        );
+        let pruned_before = self.totals.map_or(0, |t| t.flood_rows());
+        self.growth = self.growth.max(room);
+        self.making_room = true;
+        let restarted = checkpoint(conn, "RESTART");
+        self.next = Instant::now();
+        self.run_if_due(conn, dns);
+        self.making_room = false;
+        let truncated = checkpoint(conn, "TRUNCATE");
+        let after = (
+            used_bytes(conn).unwrap_or(0),
+            file_bytes(conn),
+            wal_bytes(conn),
+        );
+        log::info!(
+            "storage full: making room for {} KiB: pruned {} rows; in use {} → {} KiB, file \
+             {} → {} KiB, WAL {} → {} KiB (checkpoints: restart {restarted}, truncate \
+             {truncated})",
+            room >> 10,
+            self.totals.map_or(0, |t| t.flood_rows()) - pruned_before,
+            before.0 >> 10,
+            after.0 >> 10,
+            before.1 >> 10,
+            after.1 >> 10,
+            before.2 >> 10,
+            after.2 >> 10,
+        );
     }
 
     /// Rows were deleted elsewhere (the age limits): names may have lost their last user.
@@ -337,7 +394,9 @@ impl Budget {
         // must leave room for the next spike like it.
         let wal = wal_bytes(conn);
         self.wal_peak = wal.max(self.wal_peak - self.wal_peak / 256);
-        truncate_wal_if_over(conn, &self.limits, wal);
+        if !self.making_room {
+            truncate_wal_if_over(conn, &self.limits, wal);
+        }
         self.last_used = used;
         if now < self.next && used <= self.marks().high {
             return;
@@ -375,6 +434,13 @@ impl Budget {
     ) -> rusqlite::Result<bool> {
         if !self.configured {
             self.configure(conn)?;
+        }
+        if !self.recorded {
+            // Not fatal: on a full disk this waits until the pass below made room.
+            match record_budget(conn, self.limits.budget_bytes) {
+                Ok(()) => self.recorded = true,
+                Err(e) => log::debug!("storage budget: recording the budget in meta: {e}"),
+            }
         }
         let mut p = Pruned::default();
         // The budget first: it is the hard bound, and it prunes the heaviest holder —
@@ -439,11 +505,6 @@ impl Budget {
         conn.query_row(&format!("PRAGMA wal_autocheckpoint = {pages}"), [], |_| {
             Ok(())
         })?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('storage_budget_bytes', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [self.limits.budget_bytes.to_string()],
-        )?;
         self.configured = true;
         Ok(())
     }
@@ -577,15 +638,12 @@ impl Budget {
     }
 
     /// Hands free pages back to the file system, bounded, when the main file has
-    /// outgrown its share; otherwise they stay for new rows to reuse.
+    /// outgrown its share or the disk is full ([`Budget::make_room`]); otherwise they
+    /// stay for new rows to reuse.
     fn give_back_pages(&self, conn: &Connection) -> rusqlite::Result<()> {
         let (pages, free, size) = page_counts(conn)?;
-        if free > 0 && (pages * size) as u64 > self.marks().file {
-            // Each step of this pragma frees one page: run it to the end.
-            conn.execute_batch(&format!(
-                "PRAGMA incremental_vacuum({});",
-                free.min(VACUUM_PAGES)
-            ))?;
+        if free > 0 && (self.making_room || (pages * size) as u64 > self.marks().file) {
+            incremental_vacuum(conn, free.min(VACUUM_PAGES))?;
         }
         Ok(())
     }
@@ -804,6 +862,25 @@ fn prune_oldest_rollup_minute(conn: &Connection, before: i64) -> rusqlite::Resul
     Ok(total)
 }
 
+/// `PRAGMA incremental_vacuum(pages)` run to its end: each row it returns is one page
+/// handed back, and `execute_batch` steps a statement once — one page.
+pub fn incremental_vacuum(conn: &Connection, pages: i64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+/// The budget in `meta`, where the router page reads it.
+fn record_budget(conn: &Connection, budget_bytes: u64) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES ('storage_budget_bytes', ?1)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [budget_bytes.to_string()],
+    )?;
+    Ok(())
+}
+
 /// (page_count, freelist_count, page_size).
 fn page_counts(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
@@ -812,7 +889,6 @@ fn page_counts(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
     Ok((pages, free, size))
 }
 
-/// Size of the connection's write-ahead log file (0 without one).
 /// Longest the writer waits for readers to leave the WAL when it truncates it: page
 /// reads take milliseconds, and the writer must not stall behind a slow one.
 const WAL_TRUNCATE_WAIT: Duration = Duration::from_millis(250);
@@ -829,20 +905,41 @@ fn truncate_wal_if_over(conn: &Connection, limits: &Limits, wal: u64) {
     if limits.budget_bytes == 0 || wal <= limits.wal_bytes() / 2 {
         return;
     }
+    if checkpoint(conn, "TRUNCATE") {
+        metrics::counter!("netmon_storage_wal_truncations_total").increment(1);
+    }
+}
+
+/// `PRAGMA wal_checkpoint(MODE)`, waiting at most [`WAL_TRUNCATE_WAIT`] for readers;
+/// true when it completed.
+fn checkpoint(conn: &Connection, mode: &str) -> bool {
     let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
-    let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+    let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         r.get::<_, i64>(0)
     });
     let _ = conn.busy_timeout(crate::store::schema::BUSY_TIMEOUT);
     match result {
-        Ok(0) => metrics::counter!("netmon_storage_wal_truncations_total").increment(1),
+        Ok(0) => true,
         Ok(_) => {
-            log::debug!("storage budget: WAL checkpoint busy (readers); again after the next tick")
+            log::debug!("storage budget: WAL checkpoint busy (readers); again after the next tick");
+            false
         }
-        Err(e) => log::warn!("storage budget: WAL checkpoint failed: {e}"),
+        Err(e) => {
+            log::warn!("storage budget: WAL checkpoint ({mode}) failed: {e}");
+            false
+        }
     }
 }
 
+/// Size of the connection's main database file.
+fn file_bytes(conn: &Connection) -> u64 {
+    conn.path()
+        .filter(|p| !p.is_empty())
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+}
+
+/// Size of the connection's write-ahead log file (0 without one).
 fn wal_bytes(conn: &Connection) -> u64 {
     conn.path()
         .filter(|p| !p.is_empty())

@@ -77,6 +77,25 @@ impl Retention {
         Ok(Some(pruned))
     }
 
+    /// Commits fail for a storage reason and a batch of about `room` bytes waits: the
+    /// budget's pass runs now, keeping `room` free ([`Budget::make_room`]), and the age
+    /// limits if due. Called by the writer before each attempt of the held batch.
+    pub fn make_room(
+        &mut self,
+        conn: &mut Connection,
+        dns: &mut DnsState,
+        room: u64,
+    ) -> rusqlite::Result<()> {
+        self.budget.make_room(conn, dns, room);
+        if Instant::now() >= self.next {
+            self.next = Instant::now() + self.interval;
+            if self.run(conn, crate::sys::now_ms())? != Pruned::default() {
+                self.budget.rows_deleted();
+            }
+        }
+        Ok(())
+    }
+
     pub fn run(&self, conn: &mut Connection, now: i64) -> rusqlite::Result<Pruned> {
         let mut pruned = Pruned::default();
         let cutoff = now - self.flows_ms;
@@ -114,7 +133,7 @@ impl Retention {
             )? as u64;
         }
         if pruned != Pruned::default() {
-            conn.execute_batch("PRAGMA incremental_vacuum;")?;
+            crate::store::budget::incremental_vacuum(conn, 0)?;
         }
         Ok(pruned)
     }

@@ -99,10 +99,21 @@ pub fn open_rw(path: &Path) -> anyhow::Result<Connection> {
     }
     let conn =
         Connection::open(path).with_context(|| format!("opening database {}", path.display()))?;
-    // auto_vacuum only takes effect before the first table exists.
+    // auto_vacuum only takes effect before the first table exists, and on an existing
+    // database the pragma is a write (it sets the header's incremental-vacuum flag in a
+    // transaction, pragma.c): on a full disk that write fails with SQLITE_FULL, and
+    // netmon could never start to prune. So it is set on a new file only. The others
+    // write nothing once the file is in WAL mode: a full disk opens, and the writer's
+    // storage budget makes room (`store::budget`).
+    let fresh: i64 = conn
+        .query_row("SELECT count(*) = 0 FROM sqlite_master", [], |r| r.get(0))
+        .with_context(|| format!("reading the schema of {}", path.display()))?;
+    if fresh == 1 {
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+            .with_context(|| format!("setting auto_vacuum on {}", path.display()))?;
+    }
     conn.execute_batch(
-        "PRAGMA auto_vacuum = INCREMENTAL;
-         PRAGMA journal_mode = WAL;
+        "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = NORMAL;
          PRAGMA cache_size = -8192;
          PRAGMA temp_store = MEMORY;

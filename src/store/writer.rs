@@ -21,7 +21,10 @@
 //! - **Storage errors** (`SQLITE_FULL`, `SQLITE_IOERR`, busy, read-only: the disk is
 //!   full or failing, not the batch) — the batch's data is *held* and applied again,
 //!   before anything newer, after a pause that doubles from [`RETRY_FIRST`] to
-//!   [`RETRY_MAX`]. While a batch is held the writer takes nothing new from the channel:
+//!   [`RETRY_MAX`]. Before each attempt retention and the storage budget run at once
+//!   ([`crate::store::retention::Retention::make_room`]): a disk filled by netmon's own
+//!   file and log gets room back from its oldest rows, with the held batch's size kept
+//!   free. While a batch is held the writer takes nothing new from the channel:
 //!   the channel fills and every collector keeps coalescing at its source under its own
 //!   bound (the conntrack tracker's `max_tracked_flows`, the DNS and drop backlogs), where
 //!   whatever does not fit is counted as a collector drop. So a short outage loses
@@ -254,6 +257,11 @@ const HOUR_MS: i64 = 3_600_000;
 /// [`RETRY_MAX`], which bounds how long writes lag behind storage coming back.
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(8);
+
+/// What one held change is taken to need in the write-ahead log when the storage budget
+/// makes room for it: a random-name flood's ≈ 0.4 KiB per change (see [`MAX_TX_CHANGES`]),
+/// rounded up.
+const HELD_BYTES_PER_CHANGE: u64 = 512;
 
 /// Remote-host ids kept in memory; past this the cache is cleared and refilled from the
 /// `remote_hosts.ip` index, so memory stays bounded on a router talking to the world.
@@ -646,6 +654,9 @@ impl Writer {
                     std::thread::sleep(pause.min(wait));
                     continue;
                 }
+                if !stopping {
+                    self.make_room();
+                }
                 if let Some(tick) = self.retry_held() {
                     tick_tx.send_replace(tick);
                 }
@@ -729,11 +740,56 @@ impl Writer {
         }
     }
 
-    /// Applies the held batch again (see the module docs).
+    /// Before a held batch is tried again: retention and the storage budget's pass, at
+    /// once and with room for the held batch kept free (see the module docs). Without
+    /// this a disk filled by netmon's own file and log stays full: nothing else deletes.
+    fn make_room(&mut self) {
+        let room = self
+            .held
+            .as_ref()
+            .map_or(0, |h| h.changes as u64 * HELD_BYTES_PER_CHANGE);
+        if let Err(e) = self
+            .retention
+            .make_room(&mut self.conn, &mut self.dns, room)
+        {
+            log::error!("retention while writes fail: {e:#}");
+        }
+    }
+
+    /// Applies the held batch again (see the module docs). After a third failure in a
+    /// row — the budget made room twice and it still did not fit — only its front half
+    /// goes, and half of that after each further failure: a transaction's pages sit in
+    /// the WAL until it commits, so a smaller one needs less of a full disk. The rest
+    /// stays held, in order, and follows at once.
     fn retry_held(&mut self) -> Option<Tick> {
-        let held = self.held.take()?;
-        log::info!("writing {} held changes again", held.changes);
-        self.apply(held.events)
+        let mut held = self.held.take()?;
+        let rest = if self.failures >= 3 {
+            // Half as much after each further failure.
+            let shift = (self.failures - 2).min(16);
+            split_front(&mut held.events, held.changes >> shift)
+        } else {
+            Vec::new()
+        };
+        let rest_changes: usize = rest.iter().map(changes_in).sum();
+        log::info!("writing {} held changes again", held.changes - rest_changes);
+        let tick = self.apply(held.events);
+        if !rest.is_empty() {
+            match &mut self.held {
+                // The first half failed again and is held: the rest goes behind it.
+                Some(first) => {
+                    first.events.extend(rest);
+                    first.changes += rest_changes;
+                }
+                None => {
+                    self.held = Some(Held {
+                        events: rest,
+                        changes: rest_changes,
+                        retry_at: Instant::now(),
+                    });
+                }
+            }
+        }
+        tick
     }
 
     /// Applies one batch of events in one transaction and returns the published tick.
@@ -989,6 +1045,41 @@ impl Queued {
             .saturating_sub(events.len());
         metrics::gauge!("netmon_channel_depth").set(depth as f64);
     }
+}
+
+/// Keeps in `events` a front of at most `max_changes` changes (at least one change) and
+/// returns the rest, in order. A flow message past the bound is split between its
+/// changes; its dump-complete marker goes with the second part (it holds once all of
+/// them are applied).
+fn split_front(events: &mut Vec<Event>, max_changes: usize) -> Vec<Event> {
+    let max_changes = max_changes.max(1);
+    let mut taken = 0;
+    for i in 0..events.len() {
+        let c = changes_in(&events[i]);
+        if taken + c <= max_changes {
+            taken += c;
+            continue;
+        }
+        let mut rest = events.split_off(i + 1);
+        let keep = max_changes - taken;
+        if let Event::Flows(batch) = &mut events[i]
+            && keep > 0
+            && batch.changed.len() > keep
+        {
+            let tail = batch.changed.split_off(keep);
+            rest.insert(
+                0,
+                Event::Flows(FlowBatch {
+                    changed: tail,
+                    dump_complete: batch.dump_complete.take(),
+                }),
+            );
+        } else if i > 0 {
+            rest.insert(0, events.remove(i));
+        }
+        return rest;
+    }
+    Vec::new()
 }
 
 /// Flow changes an event carries: what [`MAX_QUEUED_FLOW_CHANGES`] bounds.
@@ -2461,6 +2552,92 @@ mod tests {
     /// The channel is bounded by the flow changes it holds, not only by messages: past
     /// MAX_QUEUED_FLOW_CHANGES a flow message comes back (the collector coalesces it),
     /// other events still go, and what the writer takes makes room again.
+    #[test]
+    fn a_held_front_is_split_in_order_with_the_dump_marker_last() {
+        let flows = |from: u32, n: u32| {
+            let changes = (from..from + n)
+                .map(|i| {
+                    change(
+                        &tcp_flow(i, "10.77.0.10", i as u16, "198.51.100.80", 443),
+                        1,
+                        false,
+                    )
+                })
+                .collect();
+            batch(changes)
+        };
+        let mut events = vec![flows(1, 10), flows(11, 10)];
+        let rest = split_front(&mut events, 15);
+        let sizes = |e: &[Event]| e.iter().map(changes_in).collect::<Vec<_>>();
+        assert_eq!((sizes(&events), sizes(&rest)), (vec![10, 5], vec![5]));
+        let mut one = vec![flows(1, 8)];
+        let rest = split_front(&mut one, 3);
+        assert_eq!((sizes(&one), sizes(&rest)), (vec![3], vec![5]));
+        assert!(split_front(&mut one, 3).is_empty());
+    }
+
+    /// A disk full of netmon's own rows: the held batch gets room from the storage
+    /// budget before its next attempt, with nothing freed from outside.
+    #[test]
+    fn a_held_batch_gets_room_from_the_budget_on_a_disk_full_of_old_rows() {
+        let dir = schema::tests::tempdir();
+        let path = dir.join("t.db");
+        let mut config = Config {
+            db_path: path.clone(),
+            ..Config::default()
+        };
+        config.retention.max_db_mb = 4;
+        config.retention.max_flows_per_device = 1_000_000;
+        let mut w = Writer::new(schema::open_rw(&path).unwrap(), network(), &config).unwrap();
+        let t0 = crate::sys::now_ms() - 3_600_000;
+        // ≈ 3.5 MiB of ended flows: past the budget's high mark.
+        for b in 0..6u32 {
+            let changes = (0..2_000u32)
+                .map(|i| {
+                    let n = b * 2_000 + i;
+                    let f = tcp_flow(
+                        n + 1,
+                        "10.77.0.10",
+                        (n % 60_000) as u16 + 1,
+                        "198.51.100.80",
+                        443,
+                    );
+                    change(&f, t0 + i64::from(n), true)
+                })
+                .collect();
+            w.apply(vec![batch(changes)]).expect("commit");
+        }
+        let before = count(&w.conn, "SELECT count(*) FROM flows");
+        fill_disk(&w);
+        let changes = (0..400u32)
+            .map(|i| {
+                let f = tcp_flow(
+                    100_000 + i,
+                    "10.77.0.10",
+                    2_000 + i as u16,
+                    "198.51.100.81",
+                    80,
+                );
+                change(&f, t0 + 3_000_000, false)
+            })
+            .collect();
+        assert!(w.apply(vec![batch(changes)]).is_none());
+        assert!(w.held.is_some() && w.storage.failure().is_some());
+
+        // The file may not grow (`max_page_count`): only pruning makes room.
+        w.make_room();
+        let tick = w.retry_held().expect("the retry after making room commits");
+        assert_eq!(tick.flows_new, 400);
+        assert!(w.held.is_none() && w.storage.failure().is_none());
+        let after = count(&w.conn, "SELECT count(*) FROM flows");
+        assert!(after < before, "nothing pruned: {before} → {after} flows");
+        assert_eq!(
+            count(&w.conn, "SELECT count(*) FROM flows WHERE ct_id >= 100000"),
+            400
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
     #[test]
     fn queued_flow_changes_are_bounded() {
         let (tx, rx) = std::sync::mpsc::sync_channel(64);
