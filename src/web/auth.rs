@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use tokio::sync::Semaphore;
 
 use super::session::{self, Sessions};
-use super::throttle::LoginThrottle;
+use super::throttle::{LoginThrottle, Outcome};
 use super::{AppState, WebError};
 use crate::config::{self, WebAuth};
 
@@ -46,6 +46,12 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 /// Largest request body read anywhere (forms are a name or a password): a bigger one
 /// is refused (413) before it is buffered.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Logins waiting for the password check or in it, from all addresses together; past
+/// it a login is answered 503 at once. Each waiting one is a request and a task (a few
+/// KiB); the bound also keeps the wait short: about this many verifications' time.
+pub const MAX_PENDING_LOGINS: usize = 8;
+/// A login that has not had its turn at the password check by then is answered 503.
+const CHECK_QUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How the UI is protected; from `[web]`. Cheap to clone.
 #[derive(Clone)]
@@ -66,9 +72,13 @@ struct Inner {
     mode: Mode,
     sessions: Mutex<Sessions>,
     throttle: Mutex<LoginThrottle>,
-    /// One password verification at a time: each takes ~12 MiB and real CPU, so a
-    /// burst of logins queues here instead of exhausting a router's memory.
-    verifying: Semaphore,
+    /// One password verification at a time: each takes its hash's memory cost (12 MiB
+    /// for `netmon passwd`'s, see [`crate::passwd`]) and real CPU, so a burst of logins
+    /// queues here instead of exhausting a router's memory. The permit moves into the
+    /// verification and is freed when it ends, not when the request does.
+    verifying: Arc<Semaphore>,
+    /// [`MAX_PENDING_LOGINS`]: bounds the queue in front of `verifying`.
+    pending: Arc<Semaphore>,
     /// `Secure` on the cookie: only when the UI is served over TLS.
     secure_cookie: bool,
     session_max_age: Duration,
@@ -125,7 +135,8 @@ impl Auth {
                     Duration::from_secs(u64::from(web.session_idle_minutes) * 60),
                 )),
                 throttle: Mutex::new(LoginThrottle::default()),
-                verifying: Semaphore::new(1),
+                verifying: Arc::new(Semaphore::new(1)),
+                pending: Arc::new(Semaphore::new(MAX_PENDING_LOGINS)),
                 secure_cookie: tls,
                 session_max_age,
                 metrics_token: Some(web.metrics_token.clone()).filter(|t| !t.is_empty()),
@@ -159,38 +170,49 @@ impl Auth {
         Some((id, csrf))
     }
 
-    /// How long `ip` must wait before trying a password again.
-    pub fn login_wait(&self, ip: IpAddr) -> Option<Duration> {
-        lock(&self.inner.throttle).wait(ip, Instant::now())
-    }
-
-    /// Checks `password` (off the async threads, one at a time) and records the
-    /// outcome for `ip`'s throttle. `Ok(None)`: wrong password. `Ok(Some(cookie))`: a
-    /// new session, as a `Set-Cookie` value.
-    pub async fn login(&self, ip: IpAddr, password: String) -> Result<Option<String>, WebError> {
+    /// Checks `password` from `ip` against the hash — throttled ([`super::throttle`]),
+    /// one verification at a time, off the async threads — and records the outcome.
+    ///
+    /// Once its turn has come, a check runs to its end and is counted even if the
+    /// client hangs up: closing connections early buys no extra guesses.
+    pub async fn login(&self, ip: IpAddr, password: String) -> Result<Login, WebError> {
         let Mode::Password(hash) = &self.inner.mode else {
             return Err(WebError::Forbidden("password login is off".into()));
         };
-        let permit = tokio::time::timeout(Duration::from_secs(10), self.inner.verifying.acquire())
-            .await
-            .map_err(|_| WebError::Unavailable("too many logins at once; try again".into()))?
-            .map_err(|_| WebError::Unavailable("stopping".into()))?;
-        let hash = hash.clone();
-        let ok = tokio::task::spawn_blocking(move || crate::passwd::verify(&hash, &password))
-            .await
-            .map_err(|e| WebError::Internal(anyhow::anyhow!("password check: {e}")))?;
-        drop(permit);
-        if !ok {
-            lock(&self.inner.throttle).failure(ip, Instant::now());
-            log::warn!("web: wrong password from {ip}");
-            return Ok(None);
+        if let Err(wait) = lock(&self.inner.throttle).begin(ip, Instant::now()) {
+            return Ok(Login::Throttled(wait));
         }
-        lock(&self.inner.throttle).success(ip);
+        let mut check = PendingCheck {
+            inner: self.inner.clone(),
+            ip,
+            outcome: Outcome::Abandoned,
+        };
+        let busy = || WebError::Unavailable("too many logins at once; try again in a few seconds".into());
+        let queued = self.inner.pending.clone().try_acquire_owned().map_err(|_| busy())?;
+        let slot = tokio::time::timeout(
+            CHECK_QUEUE_TIMEOUT,
+            self.inner.verifying.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| busy())?
+        .map_err(|_| WebError::Unavailable("stopping".into()))?;
+        let hash = hash.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let ok = crate::passwd::verify(&hash, &password);
+            check.outcome = if ok { Outcome::Right } else { Outcome::Wrong };
+            drop((check, slot, queued));
+            ok
+        })
+        .await
+        .map_err(|e| WebError::Internal(anyhow::anyhow!("password check: {e}")))?;
+        if !ok {
+            return Ok(Login::Wrong);
+        }
         let (id, _) = lock(&self.inner.sessions)
             .create(Instant::now())
             .ok_or_else(|| WebError::Internal(anyhow::anyhow!("no random bytes for a session")))?;
         log::info!("web: login from {ip}");
-        Ok(Some(self.cookie(&id, self.inner.session_max_age)))
+        Ok(Login::Session(self.cookie(&id, self.inner.session_max_age)))
     }
 
     /// Ends the request's session; the `Set-Cookie` value that clears the cookie.
@@ -222,6 +244,34 @@ impl Auth {
     /// Whether the request has a live session (for `/login`: already logged in).
     pub fn logged_in(&self, headers: &HeaderMap) -> bool {
         self.session(headers).is_some()
+    }
+}
+
+/// What became of a login attempt ([`Auth::login`]).
+#[derive(Debug)]
+pub enum Login {
+    /// A new session, as a `Set-Cookie` value.
+    Session(String),
+    Wrong,
+    /// Not checked: the address must wait this long ([`super::throttle`]).
+    Throttled(Duration),
+}
+
+/// A password check the throttle counts, from [`LoginThrottle::begin`] until this is
+/// dropped: with the verification's outcome, or [`Outcome::Abandoned`] when the request
+/// ended before its turn.
+struct PendingCheck {
+    inner: Arc<Inner>,
+    ip: IpAddr,
+    outcome: Outcome,
+}
+
+impl Drop for PendingCheck {
+    fn drop(&mut self) {
+        if self.outcome == Outcome::Wrong {
+            log::warn!("web: wrong password from {}", self.ip);
+        }
+        lock(&self.inner.throttle).finish(self.ip, self.outcome, Instant::now());
     }
 }
 

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::auth::ClientIp;
+use super::auth::{ClientIp, Login};
 use super::{AppState, WebError, layout};
 
 /// Longest `next` kept (a path and query of this server).
@@ -62,26 +62,27 @@ pub async fn submit(
     if auth.is_open() {
         return Ok(Redirect::to(&next).into_response());
     }
-    if let Some(wait) = auth.login_wait(ip) {
-        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-        let message = format!("Too many wrong passwords from your address; try again in {secs} s.");
-        let mut response = (
-            StatusCode::TOO_MANY_REQUESTS,
-            login_page(&next, Some(&message)),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        return Ok(response);
-    }
     match auth.login(ip, form.password).await? {
-        None => Ok((
+        Login::Throttled(wait) => {
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let message =
+                format!("Too many wrong passwords from your address; try again in {secs} s.");
+            let mut response = (
+                StatusCode::TOO_MANY_REQUESTS,
+                login_page(&next, Some(&message)),
+            )
+                .into_response();
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            Ok(response)
+        }
+        Login::Wrong => Ok((
             StatusCode::UNAUTHORIZED,
             login_page(&next, Some("Wrong password.")),
         )
             .into_response()),
-        Some(cookie) => {
+        Login::Session(cookie) => {
             let mut response = Redirect::to(&next).into_response();
             set_cookie(&mut response, &cookie);
             Ok(response)

@@ -7,6 +7,12 @@
 //! even checked. A correct password clears the address's record. A record is forgotten
 //! [`FORGET_AFTER`] after its last failure.
 //!
+//! A password being checked counts as a failure until its outcome is known
+//! ([`LoginThrottle::begin`] … [`LoginThrottle::finish`]): an address may have as many
+//! checks running at once as it has free failures left, and once those are spent, one
+//! at a time. Without this, requests sent together all pass the check before the first
+//! of them has failed, and every one of them gets its password verified.
+//!
 //! An IPv6 client is counted by its /64 (one LAN host can take any address of its
 //! prefix); IPv4-mapped IPv6 addresses count as the IPv4 address.
 //!
@@ -25,10 +31,16 @@ pub const MAX_LOCKOUT: Duration = Duration::from_secs(15 * 60);
 pub const FORGET_AFTER: Duration = Duration::from_secs(60 * 60);
 /// Addresses tracked at once.
 pub const MAX_TRACKED: usize = 4096;
+/// The wait asked of an address whose checks in progress already use up its free
+/// failures: about one verification's time on a router.
+pub const CHECKING_WAIT: Duration = Duration::from_secs(1);
 
 struct Failures {
     count: u32,
+    /// When the last failure was counted (when the record was made, before any).
     last: Instant,
+    /// Passwords from this address being checked now.
+    checking: u32,
 }
 
 impl Failures {
@@ -48,6 +60,16 @@ impl Failures {
 #[derive(Default)]
 pub struct LoginThrottle {
     by_source: HashMap<IpAddr, Failures>,
+}
+
+/// How a check started with [`LoginThrottle::begin`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Wrong,
+    Right,
+    /// The request ended before its password was checked (the client went away while
+    /// it waited for its turn): nothing was checked, nothing is counted.
+    Abandoned,
 }
 
 /// The address a client is counted by: IPv4 as is, IPv6 by its /64.
@@ -72,16 +94,61 @@ impl LoginThrottle {
         (until > now).then(|| until - now)
     }
 
+    /// Starts checking a password from `ip`: `Ok` if it may be checked now (it then
+    /// counts against the address until [`LoginThrottle::finish`]), else how long the
+    /// client must wait.
+    pub fn begin(&mut self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        if let Some(wait) = self.wait(ip, now) {
+            return Err(wait);
+        }
+        let entry = self.record(source_key(ip), now);
+        if entry.checking > 0 && entry.count.saturating_add(entry.checking) >= FREE_FAILURES {
+            return Err(CHECKING_WAIT);
+        }
+        entry.checking += 1;
+        Ok(())
+    }
+
+    /// Ends a check [`LoginThrottle::begin`] started.
+    pub fn finish(&mut self, ip: IpAddr, outcome: Outcome, now: Instant) {
+        let k = source_key(ip);
+        if let Some(entry) = self.by_source.get_mut(&k) {
+            entry.checking = entry.checking.saturating_sub(1);
+        }
+        match outcome {
+            Outcome::Wrong => self.failure(ip, now),
+            Outcome::Right => self.success(ip),
+            Outcome::Abandoned => {
+                if self
+                    .by_source
+                    .get(&k)
+                    .is_some_and(|f| f.count == 0 && f.checking == 0)
+                {
+                    self.by_source.remove(&k);
+                }
+            }
+        }
+    }
+
     /// A wrong password from `ip`.
     pub fn failure(&mut self, ip: IpAddr, now: Instant) {
-        let k = source_key(ip);
+        let entry = self.record(source_key(ip), now);
+        entry.count = entry.count.saturating_add(1);
+        entry.last = now;
+    }
+
+    /// The record of `k`, made (room permitting, see the module doc) if there is none;
+    /// an old count is forgotten.
+    fn record(&mut self, k: IpAddr, now: Instant) -> &mut Failures {
         if !self.by_source.contains_key(&k) && self.by_source.len() >= MAX_TRACKED {
+            // Records with checks running stay: their `finish` is still to come.
             self.by_source
-                .retain(|_, f| now.duration_since(f.last) < FORGET_AFTER);
+                .retain(|_, f| f.checking > 0 || now.duration_since(f.last) < FORGET_AFTER);
             if self.by_source.len() >= MAX_TRACKED
                 && let Some(oldest) = self
                     .by_source
                     .iter()
+                    .filter(|(_, f)| f.checking == 0)
                     .min_by_key(|(_, f)| f.last)
                     .map(|(k, _)| *k)
             {
@@ -91,12 +158,12 @@ impl LoginThrottle {
         let entry = self.by_source.entry(k).or_insert(Failures {
             count: 0,
             last: now,
+            checking: 0,
         });
         if now.duration_since(entry.last) >= FORGET_AFTER {
             entry.count = 0;
         }
-        entry.count = entry.count.saturating_add(1);
-        entry.last = now;
+        entry
     }
 
     /// A correct password from `ip`: its record is cleared.
@@ -139,6 +206,49 @@ mod tests {
         assert_eq!(t.wait(other, t0), None);
         t.success(ip);
         assert_eq!(t.wait(ip, t0 + 10 * SEC), None);
+    }
+
+    #[test]
+    fn checks_in_progress_count_until_their_outcome() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut t = LoginThrottle::default();
+        // Requests sent together: only as many start as there are free failures.
+        let started = (0..200).filter(|_| t.begin(ip, t0).is_ok()).count();
+        assert_eq!(started, FREE_FAILURES as usize);
+        assert_eq!(t.begin(ip, t0), Err(CHECKING_WAIT));
+        for _ in 0..FREE_FAILURES {
+            t.finish(ip, Outcome::Wrong, t0);
+        }
+        // All wrong: locked out as if they had come one after another.
+        assert_eq!(t.begin(ip, t0), Err(2 * SEC));
+        // Past the free failures, one check at a time.
+        let later = t0 + 2 * SEC;
+        assert_eq!(t.begin(ip, later), Ok(()));
+        assert_eq!(t.begin(ip, later), Err(CHECKING_WAIT));
+        t.finish(ip, Outcome::Wrong, later);
+        assert_eq!(t.begin(ip, later), Err(4 * SEC));
+        // Another address is not affected.
+        assert_eq!(t.begin("10.0.0.6".parse().unwrap(), later), Ok(()));
+    }
+
+    #[test]
+    fn abandoned_checks_count_nothing_and_a_right_password_clears() {
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
+        let mut t = LoginThrottle::default();
+        t.begin(ip, t0).unwrap();
+        t.finish(ip, Outcome::Abandoned, t0);
+        assert_eq!(t.tracked(), 0, "no record left behind");
+        for _ in 0..FREE_FAILURES - 1 {
+            t.begin(ip, t0).unwrap();
+            t.finish(ip, Outcome::Wrong, t0);
+        }
+        t.begin(ip, t0).unwrap();
+        assert_eq!(t.begin(ip, t0), Err(CHECKING_WAIT));
+        t.finish(ip, Outcome::Right, t0);
+        assert_eq!(t.tracked(), 0);
+        assert_eq!(t.begin(ip, t0), Ok(()));
     }
 
     #[test]
