@@ -10,14 +10,21 @@
 //! Verification uses the parameters stored in the hash, so a hash made elsewhere works
 //! too — within [`check_hash`]'s bounds, which keep a pasted hash with m = 4 GiB from
 //! making every login an out-of-memory kill.
+//!
+//! A verification's working memory is mapped from the kernel for it and unmapped
+//! after ([`BlockMemory`]), not taken from the heap: glibc keeps a freed block of
+//! that size in the arena of the thread that freed it, and verifications run on
+//! whichever blocking thread is free, so every thread's arena would keep one for the
+//! life of the process. With `web::auth` running one at a time, the memory password
+//! checks can hold is one hash's m, and only while a check runs.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 
 /// Memory cost in KiB (12 MiB).
 pub const M_COST_KIB: u32 = 12 * 1024;
@@ -58,7 +65,9 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
 }
 
 /// Whether `password` matches `hash` (a string [`check_hash`] accepted). Constant-time
-/// in the comparison; seconds of CPU on purpose: call it off the async threads.
+/// in the comparison; seconds of CPU on purpose: call it off the async threads. Holds
+/// the hash's memory cost (m KiB) while it runs and gives it back to the kernel before
+/// it returns.
 pub fn verify(hash: &str, password: &str) -> bool {
     if password.len() > MAX_PASSWORD_BYTES || check_hash(hash).is_err() {
         return false;
@@ -66,9 +75,94 @@ pub fn verify(hash: &str, password: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
-    Argon2::default()
-        .verify_password(password.as_bytes(), &parsed)
-        .is_ok()
+    let (Some(salt), Some(expected)) = (parsed.salt, parsed.hash) else {
+        return false;
+    };
+    // The output length comes from the stored hash (`Params::try_from` sets it).
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let Some(mut memory) = BlockMemory::map(params.block_count()) else {
+        log::warn!(
+            "no memory for a password check ({} KiB)",
+            params.m_cost()
+        );
+        return false;
+    };
+    let mut out = [0u8; argon2::password_hash::Output::MAX_LENGTH];
+    let Some(out) = out.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(Algorithm::Argon2id, version, params);
+    if argon2
+        .hash_password_into_with_memory(password.as_bytes(), salt, out, &mut memory)
+        .is_err()
+    {
+        return false;
+    }
+    // `Output`'s equality is constant-time.
+    argon2::password_hash::Output::new(out).is_ok_and(|out| out == expected)
+}
+
+/// argon2's working memory for one verification: an anonymous mapping (mmap(2)),
+/// zero-filled by the kernel and unmapped on drop, so it is back with the kernel the
+/// moment a check ends, whatever the allocator (see the module doc).
+struct BlockMemory {
+    blocks: std::ptr::NonNull<Block>,
+    len: usize,
+}
+
+impl BlockMemory {
+    /// `len` blocks (1 KiB each); `None` if the kernel refuses the mapping.
+    fn map(len: usize) -> Option<BlockMemory> {
+        let bytes = len.checked_mul(Block::SIZE).filter(|b| *b > 0)?;
+        // SAFETY: a new private anonymous mapping (no file, no fixed address); the
+        // result is checked for MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        Some(BlockMemory {
+            blocks: std::ptr::NonNull::new(ptr.cast())?,
+            len,
+        })
+    }
+}
+
+impl AsMut<[Block]> for BlockMemory {
+    fn as_mut(&mut self) -> &mut [Block] {
+        // SAFETY: the mapping holds `len` blocks, is page-aligned (a Block needs 64
+        // bytes), readable and writable, owned by `self` alone, and zero-filled: all
+        // zero bytes are a valid Block (128 u64s).
+        unsafe { std::slice::from_raw_parts_mut(self.blocks.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for BlockMemory {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `map` made; no slice of it outlives
+        // `self` (`as_mut` borrows `self` mutably).
+        unsafe {
+            libc::munmap(self.blocks.as_ptr().cast(), self.len * Block::SIZE);
+        }
+    }
 }
 
 /// Why a configured `password_hash` is unusable, if it is: not a PHC string, not
@@ -299,6 +393,32 @@ mod tests {
         assert!(!verify(&h, ""));
         // Salted: the same password hashes differently.
         assert_ne!(h, hash("correct horse").unwrap());
+    }
+
+    #[test]
+    fn hashes_made_elsewhere_with_other_costs_verify() {
+        // Made by argon2's own `PasswordHasher` (heap memory): other costs, lanes,
+        // output lengths and the older version 0x10 all check out.
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        for (m, t, p, len, version) in [
+            (19 * 1024, 2, 1, 32, Version::V0x13),
+            (4096, 3, 2, 64, Version::V0x13),
+            (64, 1, 1, 16, Version::V0x13),
+            (M_COST_KIB, T_COST, P_COST, 32, Version::V0x10),
+        ] {
+            let params = Params::new(m, t, p, Some(len)).unwrap();
+            let h = Argon2::new(Algorithm::Argon2id, version, params)
+                .hash_password(b"pw one", &salt)
+                .unwrap()
+                .to_string();
+            assert!(verify(&h, "pw one"), "{h}");
+            assert!(!verify(&h, "pw two"), "{h}");
+        }
+        // A well-known hash (RFC 9106's parameters do not fit a PHC string; this one is
+        // from the argon2 reference implementation's `argon2 somesalt -id -t 2 -m 16`).
+        let reference = "$argon2id$v=19$m=65536,t=2,p=1$c29tZXNhbHQ$CTFhFdXPJO1aFaMaO6Mm5c8y7cJHAph8ArZWb2GRPPc";
+        assert!(verify(reference, "password"));
+        assert!(!verify(reference, "passwore"));
     }
 
     #[test]
