@@ -137,11 +137,11 @@ pub fn describe_all() {
     );
     describe_counter!(
         "netmon_web_connections_refused_total",
-        "Web connections closed at once because the connection limit (512) was reached."
+        "Web connections closed at once because the connection limit (512) was reached, or the peer's address held its share (32 once half the limit is taken)."
     );
     describe_counter!(
         "netmon_web_connections_timed_out_total",
-        "Web connections closed because nothing was sent or received for the idle timeout (20 s)."
+        "Web connections closed for a deadline: request headers not complete within 10 s, or nothing sent or received for 20 s."
     );
     describe_gauge!(
         "netmon_firewall_table_loaded",

@@ -282,8 +282,9 @@ pub fn router(state: AppState) -> Router {
 /// Serves `router(state)` on every listener — over TLS when `tls` is given — until
 /// `shutdown` resolves, then stops accepting, closes the live-update streams and waits
 /// for in-flight requests. Every connection is bounded ([`conn`]): at most
-/// [`conn::MAX_CONNECTIONS`] at once, each closed after [`conn::IDLE_TIMEOUT`] without
-/// a byte moving, so stuck or slow clients cannot stall the server.
+/// [`conn::MAX_CONNECTIONS`] at once and a share of them per address, headers within
+/// [`conn::HEADER_TIMEOUT`], closed after [`conn::IDLE_TIMEOUT`] without a byte
+/// moving, so stuck, slow or hostile clients cannot stall the server.
 ///
 /// One failing listener stops them all: a UI reachable on only some addresses is a
 /// confusing half-state; the caller decides whether to restart.
@@ -293,7 +294,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use axum::serve::ListenerExt as _;
     anyhow::ensure!(!listeners.is_empty(), "no address to serve the web UI on");
     let stop = state.shared.shutdown.clone();
     let watcher = {
@@ -309,39 +309,25 @@ pub async fn serve(
     let mut servers = tokio::task::JoinSet::new();
     for listener in listeners {
         let addr = listener.local_addr().context("web listener address")?;
-        let mut stopped = stop.subscribe();
-        let stopped = async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        };
-        // The peer address reaches handlers as `ConnectInfo<SocketAddr>` (the login
-        // throttle counts by it).
-        let service = app
-            .clone()
-            .into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let context = move || format!("web server on {addr}");
+        let stopped = stop.subscribe();
+        let app = app.clone();
         match &tls {
             None => {
                 log::info!("web UI on http://{addr}/");
-                // `tap_io` only to get axum's `ConnectInfo` support for a custom listener.
-                let listener = conn::LimitedListener::new(listener, limits.clone()).tap_io(|_| ());
-                let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
-                servers.spawn(async move { server.await.with_context(context) });
+                let listener = conn::LimitedListener::new(listener, limits.clone());
+                servers.spawn(conn::serve(listener, app, stopped));
             }
             Some(config) => {
                 log::info!("web UI on https://{addr}/");
-                // `tap_io` only to get axum's `ConnectInfo` support for a custom listener.
                 let listener = tls::TlsListener::new(listener, config.clone(), limits.clone())
-                    .context("web listener address")?
-                    .tap_io(|_| ());
-                let server = axum::serve(listener, service).with_graceful_shutdown(stopped);
-                servers.spawn(async move { server.await.with_context(context) });
+                    .context("web listener address")?;
+                servers.spawn(conn::serve(listener, app, stopped));
             }
         }
     }
     let mut result = Ok(());
     while let Some(joined) = servers.join_next().await {
-        let outcome = joined.context("web server task").and_then(|r| r);
-        if let Err(e) = outcome {
+        if let Err(e) = joined.context("web server task") {
             stop.send_replace(true);
             if result.is_ok() {
                 result = Err(e);

@@ -2,10 +2,10 @@
 //! certificate the router already has — on OpenWrt uhttpd's `/etc/uhttpd.crt` and
 //! `/etc/uhttpd.key`, which px5g writes as DER; PEM files work too.
 //!
-//! [`TlsListener`] plugs into `axum::serve`: a task accepts TCP connections and runs
-//! each handshake on its own task (at most [`MAX_HANDSHAKES`] at once, each bounded by
-//! [`HANDSHAKE_TIMEOUT`]), so a client that connects and says nothing cannot stall the
-//! others; finished handshakes are handed to axum through a channel. The TCP stream
+//! [`TlsListener`] plugs into [`super::conn::serve`]: a task accepts TCP connections and
+//! runs each handshake on its own task (at most [`MAX_HANDSHAKES`] at once, each bounded
+//! by [`HANDSHAKE_TIMEOUT`]), so a client that connects and says nothing cannot stall
+//! the others; finished handshakes are handed to the server through a channel. The TCP stream
 //! under the TLS layer is a [`Guarded`] one: it counts against the server's connection
 //! limit from the accept on, and a connection that goes idle closes (see [`super::conn`]).
 
