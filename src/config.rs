@@ -372,8 +372,10 @@ pub struct Web {
     pub tls_cert: PathBuf,
     /// The certificate's private key (e.g. `/etc/uhttpd.key`).
     pub tls_key: PathBuf,
-    /// Bearer token `/metrics` requires (`Authorization: Bearer …`). Empty: `/metrics`
-    /// is open, like `/healthz`.
+    /// Bearer token `/metrics` requires (`Authorization: Bearer …`), from any address.
+    /// Empty: `/metrics` answers only clients on loopback (the router itself, an SSH
+    /// tunnel), since it lists every device, its owner's name and its traffic. A
+    /// reverse proxy on the router makes every client look local: set a token then.
     pub metrics_token: String,
 }
 
@@ -1067,7 +1069,7 @@ impl Config {
                 "web.metrics_token",
                 "(not shown)".into(),
                 "16 to 256 printable ASCII characters without spaces (e.g. `openssl rand -hex 24`), \
-                 or \"\" for an open /metrics",
+                 or \"\" for /metrics on loopback only",
             ));
         }
         Ok(())

@@ -3,8 +3,12 @@
 //! "Security").
 //!
 //! With `[web] auth = "password"` (the default):
-//! - open to anyone: `/healthz`, `/assets/*`, `/login`, and `/metrics` unless
-//!   `metrics_token` is set (then `Authorization: Bearer <token>`, else 401);
+//! - open to anyone: `/healthz`, `/assets/*`, `/login`;
+//! - `/metrics` lists every device with its owner's name and traffic, so it is not
+//!   open: with `metrics_token` set it wants `Authorization: Bearer <token>` (else
+//!   401), from any address; without one it answers only clients on loopback — the
+//!   router itself, or an SSH tunnel to it (else 403). That holds with
+//!   `auth = "none"` too;
 //! - everything else needs a live session ([`super::session`]). Without one, a page
 //!   request (GET/HEAD outside `/api/`, `/fragment/`, `/events`) is sent to
 //!   `/login?next=<the page>` (303); any other request gets 401;
@@ -330,9 +334,14 @@ pub async fn gate(State(state): State<AppState>, request: Request, next: Next) -
         .into_response();
     }
     if path == "/metrics" {
-        return match &auth.inner.metrics_token {
-            Some(token) if !bearer_matches(request.headers(), token) => unauthorized_bearer(),
-            _ => next.run(request).await,
+        let allowed = match &auth.inner.metrics_token {
+            Some(token) => bearer_matches(request.headers(), token),
+            None => peer_is_loopback(&request),
+        };
+        return match (allowed, &auth.inner.metrics_token) {
+            (true, _) => next.run(request).await,
+            (false, Some(_)) => unauthorized_bearer(),
+            (false, None) => metrics_loopback_only(),
         };
     }
     if is_open_route(&path) {
@@ -458,6 +467,28 @@ fn unauthorized_bearer() -> Response {
         HeaderValue::from_static("Bearer realm=\"netmon\""),
     );
     response
+}
+
+/// Whether the TCP peer is on loopback (127.0.0.0/8, ::1, or IPv4-mapped 127.x). A
+/// request without a peer (a test calling the router directly) is not.
+fn peer_is_loopback(request: &Request) -> bool {
+    request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|c| match c.0.ip() {
+            IpAddr::V4(v4) => v4.is_loopback(),
+            IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        })
+}
+
+fn metrics_loopback_only() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "netmon: without web.metrics_token, /metrics answers only on the router itself \
+         (127.0.0.1, ::1); set a token to scrape it from elsewhere, and send \
+         `Authorization: Bearer <token>`\n",
+    )
+        .into_response()
 }
 
 /// Whether the `Host` header names an IP address or `localhost` (with any port); a

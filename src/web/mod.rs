@@ -52,7 +52,7 @@
 //!
 //! Security (README "Security"): [`auth::gate`] stands in front of every route — a
 //! session for everything but `/healthz`, `/assets/*`, `/login` (and `/metrics`,
-//! which may want a bearer token instead), a CSRF token on every request that is not
+//! which wants a bearer token, or a client on loopback), a CSRF token on every request that is not
 //! GET/HEAD; [`security_headers`] puts a strict CSP and friends on every response;
 //! request bodies are capped at [`auth::MAX_BODY_BYTES`].
 

@@ -2,6 +2,7 @@
 //! inserted directly, requests through `tower::ServiceExt::oneshot`, and a stand-in
 //! writer thread that answers commands.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{Receiver, sync_channel};
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use metrics_exporter_prometheus::PrometheusBuilder;
 use rusqlite::{Connection, params};
@@ -145,7 +147,16 @@ fn fixture_with(auth: super::Auth) -> Fixture {
     }
 }
 
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+/// The peer the server sees when a test does not say: a browser on the router itself,
+/// as every request has one in production (`conn::serve`).
+fn loopback_peer() -> ConnectInfo<SocketAddr> {
+    ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 50000)))
+}
+
+async fn send(app: &Router, mut request: Request<Body>) -> (StatusCode, HeaderMap, String) {
+    if request.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+        request.extensions_mut().insert(loopback_peer());
+    }
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
@@ -1634,6 +1645,44 @@ async fn metrics_token_when_set() {
     assert_eq!(send(&fx.app, with(token)).await.0, StatusCode::OK);
     // /healthz stays open.
     assert_eq!(get(&fx.app, "/healthz").await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_without_a_token_answers_only_loopback() {
+    let from = |peer: &str| {
+        let mut r = Request::get("/metrics").body(Body::empty()).unwrap();
+        r.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        r
+    };
+    for fx in [password_fixture(), fixture()] {
+        for local in ["127.0.0.1:5000", "127.8.9.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
+            assert_eq!(send(&fx.app, from(local)).await.0, StatusCode::OK, "{local}");
+        }
+        for lan in ["10.77.0.10:5000", "[fd77::10]:5000", "[::ffff:10.0.0.1]:5000", "0.0.0.0:1"] {
+            let (status, _, body) = send(&fx.app, from(lan)).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{lan}");
+            assert!(body.contains("metrics_token"), "{body}");
+            assert!(!body.contains("netmon_"), "no metrics leak: {body}");
+        }
+        // No peer known at all: refused too.
+        let r = Request::get("/metrics").body(Body::empty()).unwrap();
+        let response = fx.app.clone().oneshot(r).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    }
+    // With a token, the token decides, from any address.
+    let token = "s3cret-token-0123456789";
+    let fx = password_fixture_with(token);
+    let mut r = from("10.77.0.10:5000");
+    r.headers_mut().insert(
+        header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    assert_eq!(send(&fx.app, r).await.0, StatusCode::OK);
+    assert_eq!(
+        send(&fx.app, from("127.0.0.1:5000")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
