@@ -91,10 +91,7 @@ pub fn verify(hash: &str, password: &str) -> bool {
         return false;
     };
     let Some(mut memory) = BlockMemory::map(params.block_count()) else {
-        log::warn!(
-            "no memory for a password check ({} KiB)",
-            params.m_cost()
-        );
+        log::warn!("no memory for a password check ({} KiB)", params.m_cost());
         return false;
     };
     let mut out = [0u8; argon2::password_hash::Output::MAX_LENGTH];

@@ -191,8 +191,14 @@ impl Auth {
             ip,
             outcome: Outcome::Abandoned,
         };
-        let busy = || WebError::Unavailable("too many logins at once; try again in a few seconds".into());
-        let queued = self.inner.pending.clone().try_acquire_owned().map_err(|_| busy())?;
+        let busy =
+            || WebError::Unavailable("too many logins at once; try again in a few seconds".into());
+        let queued = self
+            .inner
+            .pending
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| busy())?;
         let slot = tokio::time::timeout(
             CHECK_QUEUE_TIMEOUT,
             self.inner.verifying.clone().acquire_owned(),
@@ -477,7 +483,9 @@ fn peer_is_loopback(request: &Request) -> bool {
         .get::<ConnectInfo<SocketAddr>>()
         .is_some_and(|c| match c.0.ip() {
             IpAddr::V4(v4) => v4.is_loopback(),
-            IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
         })
 }
 

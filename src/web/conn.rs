@@ -89,7 +89,10 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut held = self.by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(n) = held.get_mut(&self.address) {
             *n -= 1;
             if *n == 0 {
@@ -129,7 +132,10 @@ impl Limits {
         let address = address_key(peer);
         // Checked and taken under one lock, so two accepts cannot both take the last
         // place of an address.
-        let mut held = self.by_address.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut held = self
+            .by_address
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let mine = held.get(&address).copied().unwrap_or(0);
         let refused = if self.open() >= self.max / 2 && mine >= self.busy_share {
             Some("this address holds its share of connections")

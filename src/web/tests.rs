@@ -154,7 +154,11 @@ fn loopback_peer() -> ConnectInfo<SocketAddr> {
 }
 
 async fn send(app: &Router, mut request: Request<Body>) -> (StatusCode, HeaderMap, String) {
-    if request.extensions().get::<ConnectInfo<SocketAddr>>().is_none() {
+    if request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_none()
+    {
         request.extensions_mut().insert(loopback_peer());
     }
     let response = app.clone().oneshot(request).await.unwrap();
@@ -1656,10 +1660,24 @@ async fn metrics_without_a_token_answers_only_loopback() {
         r
     };
     for fx in [password_fixture(), fixture()] {
-        for local in ["127.0.0.1:5000", "127.8.9.1:5000", "[::1]:5000", "[::ffff:127.0.0.1]:5000"] {
-            assert_eq!(send(&fx.app, from(local)).await.0, StatusCode::OK, "{local}");
+        for local in [
+            "127.0.0.1:5000",
+            "127.8.9.1:5000",
+            "[::1]:5000",
+            "[::ffff:127.0.0.1]:5000",
+        ] {
+            assert_eq!(
+                send(&fx.app, from(local)).await.0,
+                StatusCode::OK,
+                "{local}"
+            );
         }
-        for lan in ["10.77.0.10:5000", "[fd77::10]:5000", "[::ffff:10.0.0.1]:5000", "0.0.0.0:1"] {
+        for lan in [
+            "10.77.0.10:5000",
+            "[fd77::10]:5000",
+            "[::ffff:10.0.0.1]:5000",
+            "0.0.0.0:1",
+        ] {
             let (status, _, body) = send(&fx.app, from(lan)).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{lan}");
             assert!(body.contains("metrics_token"), "{body}");
