@@ -449,12 +449,12 @@ mod tests {
         let limits = Limits::with_share(8, 2, IDLE);
         let mut open = Vec::new();
         // The stream is never used here: `()` stands in for the socket.
-        let mut admit = |ip: &str| match limits.admit((), SocketAddr::new(ip.parse().unwrap(), 1)) {
-            Some(g) => {
-                open.push((ip.to_owned(), g));
-                true
-            }
-            None => false,
+        let mut admit = |ip: &str| {
+            let peer = SocketAddr::new(ip.parse().unwrap(), 1);
+            limits
+                .admit((), peer)
+                .map(|g| open.push((ip.to_owned(), g)))
+                .is_some()
         };
         // Below half the slots, one address may take more than its share...
         for _ in 0..4 {
@@ -471,7 +471,6 @@ mod tests {
         assert!(admit("10.0.0.3"));
         assert!(!admit("10.0.0.4"), "full");
         // Closing connections gives the address its places back.
-        drop(admit);
         open.retain(|(ip, _)| ip != "10.0.0.1");
         assert_eq!(limits.open(), 4);
         let first: IpAddr = "10.0.0.1".parse().unwrap();
