@@ -10,10 +10,10 @@
 //! storage failed ([`Budget::make_room`]: the disk is full, often of netmon's own file
 //! and log, and only pruning gives it room back). A pass, in order:
 //!
-//! 1. **Budget** — the hard bound. `max_db_mb` covers the main file and its write-ahead
-//!    log: a quarter is the WAL's (`journal_size_limit` at half of that,
-//!    `wal_autocheckpoint` at a quarter; the rest is room for one big transaction), the
-//!    rest the file's. Bytes in use come from the header (`page_count` −
+//! 1. **Budget** — the hard bound. `max_db_mb` covers the main file, its write-ahead
+//!    log and the storage reserve: a quarter is the WAL's (`journal_size_limit` at half
+//!    of that, `wal_autocheckpoint` at a quarter; the rest is room for one big
+//!    transaction), [`Limits::reserve_bytes`] the reserve's, the rest the file's. Bytes in use come from the header (`page_count` −
 //!    `freelist_count`: no table scan), which is why the check can run after every
 //!    tick. Above [`HIGH_PERCENT`] of the file's share raw rows go until usage is below
 //!    [`LOW_PERCENT`] (hysteresis: a pass does real work, not one row per tick); both
@@ -131,9 +131,18 @@ impl Limits {
         self.budget_bytes / 4
     }
 
-    /// The main file's share.
+    /// The storage reserve's share ([`crate::store::reserve`]): what a checkpoint may
+    /// need the file to grow by on a full disk — half the WAL's share, from 512 KiB to
+    /// 2 MiB, and never more than an eighth of the budget.
+    pub fn reserve_bytes(&self) -> u64 {
+        (self.wal_bytes() / 2)
+            .clamp(512 << 10, 2 << 20)
+            .min(self.budget_bytes / 8)
+    }
+
+    /// The main file's share: what the WAL and the reserve leave.
     pub fn file_bytes(&self) -> u64 {
-        self.budget_bytes - self.wal_bytes()
+        self.budget_bytes - self.wal_bytes() - self.reserve_bytes()
     }
 
     pub fn high_water(&self) -> u64 {
@@ -160,7 +169,9 @@ pub struct Marks {
 /// before the next check sees it. Never below a quarter of the file's share: one burst
 /// must not empty the database.
 pub fn marks(l: &Limits, wal_peak: u64, growth: u64) -> Marks {
-    let file = l.budget_bytes.saturating_sub(wal_peak.max(l.wal_bytes()));
+    let file = l
+        .budget_bytes
+        .saturating_sub(wal_peak.max(l.wal_bytes()) + l.reserve_bytes());
     let high = l
         .high_water()
         .min(file.saturating_sub(2 * growth))
@@ -305,6 +316,9 @@ pub struct Budget {
     recorded: bool,
     /// Set during [`Budget::make_room`]: freed pages all go back to the file system.
     making_room: bool,
+    /// While making room on a full disk: prune until this many bytes are in use, whatever
+    /// the marks say (the file system, not the budget, is what is short).
+    must_reach: Option<u64>,
 }
 
 impl Budget {
@@ -324,21 +338,23 @@ impl Budget {
             wal_peak: 0,
             recorded: false,
             making_room: false,
+            must_reach: None,
         }
     }
 
     /// Commits fail for a storage reason (the disk is full) and a batch of about `room`
-    /// bytes waits to be written: a pass now, as if the next tick added `room` (the
-    /// marks leave that much free, [`marks`]), handing the pages it frees back to the
-    /// file system, between two checkpoints:
+    /// bytes waits to be written. On a full file system nothing may grow: neither the
+    /// log (a write past its allocation fails) nor the file (a checkpoint that copies a
+    /// page past its end fails). So the room must be made *inside* the two files:
     ///
     /// - `wal_checkpoint(RESTART)` first: once every frame is copied to the file, the next
-    ///   write starts the log over inside its existing allocation. On a full file system
-    ///   a write that grows the log fails and one that reuses it does not, so the pass's
-    ///   deletes fit.
-    /// - `wal_checkpoint(TRUNCATE)` last: the deletes and page moves reach the file, which
-    ///   the checkpoint shortens to the pages still in use, and the log's own space is
-    ///   released for the held batch (`sqlite3WalCheckpoint`, wal.c).
+    ///   write starts the log over inside its existing allocation (`sqlite3WalCheckpoint`,
+    ///   wal.c), so the pass's deletes fit;
+    /// - a pass that prunes until at least `room` bytes of the file are free pages, below
+    ///   the marks if need be: the held batch's rows then reuse those pages, and its
+    ///   checkpoint copies them in place;
+    /// - `wal_checkpoint(RESTART)` again, and no page handed back and no log truncated:
+    ///   what the file system got back, another program could take.
     ///
     /// Deletes go in transactions of [`CHUNK`] rows, so no step needs much room at once.
     pub fn make_room(&mut self, conn: &mut Connection, dns: &mut DnsState, room: u64) {
@@ -351,10 +367,17 @@ impl Budget {
         self.growth = self.growth.max(room);
         self.making_room = true;
         let restarted = checkpoint(conn, "RESTART");
+        let (pages, free, size) = page_counts(conn).unwrap_or((0, 0, 0));
+        let in_file_free = (free * size) as u64;
+        if in_file_free < room {
+            let used = (pages * size) as u64 - in_file_free;
+            self.must_reach = Some(used.saturating_sub(room - in_file_free));
+        }
         self.next = Instant::now();
         self.run_if_due(conn, dns);
         self.making_room = false;
-        let truncated = checkpoint(conn, "TRUNCATE");
+        self.must_reach = None;
+        let restarted_after = checkpoint(conn, "RESTART");
         let after = (
             used_bytes(conn).unwrap_or(0),
             file_bytes(conn),
@@ -362,8 +385,8 @@ impl Budget {
         );
         log::info!(
             "storage full: making room for {} KiB: pruned {} rows; in use {} → {} KiB, file \
-             {} → {} KiB, WAL {} → {} KiB (checkpoints: restart {restarted}, truncate \
-             {truncated})",
+             {} → {} KiB, WAL {} → {} KiB (checkpoints: before {restarted}, after \
+             {restarted_after})",
             room >> 10,
             self.totals.map_or(0, |t| t.flood_rows()) - pruned_before,
             before.0 >> 10,
@@ -416,8 +439,10 @@ impl Budget {
             }
         };
         metrics::histogram!("netmon_storage_pass_seconds").record(started.elapsed().as_secs_f64());
-        // The pass's deletes went to the WAL too.
-        truncate_wal_if_over(conn, &self.limits, wal_bytes(conn));
+        // The pass's deletes went to the WAL too (kept while making room: see make_room).
+        if !self.making_room {
+            truncate_wal_if_over(conn, &self.limits, wal_bytes(conn));
+        }
         let end = Instant::now();
         self.last_used = used_bytes(conn).unwrap_or(self.last_used);
         self.behind_since = behind.then_some(end);
@@ -576,7 +601,11 @@ impl Budget {
         now_ms: i64,
         deadline: Instant,
     ) -> rusqlite::Result<bool> {
-        let marks = self.marks();
+        let mut marks = self.marks();
+        if let Some(target) = self.must_reach {
+            marks.high = marks.high.min(target);
+            marks.low = marks.low.min(target);
+        }
         if used_bytes(conn)? <= marks.high {
             return Ok(false);
         }
@@ -642,7 +671,7 @@ impl Budget {
     /// stay for new rows to reuse.
     fn give_back_pages(&self, conn: &Connection) -> rusqlite::Result<()> {
         let (pages, free, size) = page_counts(conn)?;
-        if free > 0 && (self.making_room || (pages * size) as u64 > self.marks().file) {
+        if free > 0 && !self.making_room && (pages * size) as u64 > self.marks().file {
             incremental_vacuum(conn, free.min(VACUUM_PAGES))?;
         }
         Ok(())
@@ -1168,19 +1197,26 @@ mod tests {
             ..config::Retention::default()
         });
         assert_eq!(l.wal_bytes(), 8 << 20);
-        assert_eq!(l.file_bytes(), 24 << 20);
+        assert_eq!(l.reserve_bytes(), 2 << 20);
+        assert_eq!(l.file_bytes(), 22 << 20);
         assert!(l.low_water() < l.high_water() && l.high_water() < l.file_bytes());
         // Quiet: the configured marks. A big WAL or big ticks lower them, to a floor.
         let m = marks(&l, 0, 0);
         assert_eq!(
             (m.high, m.low, m.file),
-            (l.high_water(), l.low_water(), 24 << 20)
+            (l.high_water(), l.low_water(), 22 << 20)
         );
         let m = marks(&l, 12 << 20, 4 << 20);
-        assert_eq!(m.file, 20 << 20);
-        assert_eq!(m.high, 12 << 20);
+        assert_eq!(m.file, 18 << 20);
+        assert_eq!(m.high, 10 << 20);
         assert!(m.low < m.high);
-        assert_eq!(marks(&l, 30 << 20, 30 << 20).high, 6 << 20);
+        assert_eq!(marks(&l, 30 << 20, 30 << 20).high, (22 << 20) / 4);
+        // A small budget keeps a smaller reserve, an eighth at most.
+        let small = Limits::from_config(&config::Retention {
+            max_db_mb: 4,
+            ..config::Retention::default()
+        });
+        assert_eq!(small.reserve_bytes(), 512 << 10);
         assert_eq!(next_chunk(10, 20), 0);
         assert_eq!(next_chunk(25, 20), 5);
         assert_eq!(next_chunk(100_000, 20), CHUNK);

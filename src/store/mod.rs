@@ -11,6 +11,7 @@ pub mod read;
 pub mod read_detect;
 pub mod read_overview;
 pub mod read_peers;
+pub mod reserve;
 pub mod retention;
 pub mod saved;
 pub mod schema;

@@ -41,7 +41,7 @@
 //!
 //! A held batch still failing at shutdown is dropped and counted the same way.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -61,6 +61,7 @@ use crate::detect::score::{Detector, OutboundFlow};
 use crate::event::{Command, CommandReply, Event, FlowBatch, FlowChange};
 use crate::flow::{Counters, CtFlow, Direction, Network};
 use crate::store::dns::{DnsAcc, DnsState, apply_dns, write_dns_rollups};
+use crate::store::reserve::Reserve;
 use crate::store::retention::Retention;
 use crate::store::schema;
 use crate::store::snapshot::{self, Snapshots};
@@ -263,6 +264,17 @@ const RETRY_MAX: Duration = Duration::from_secs(8);
 /// rounded up.
 const HELD_BYTES_PER_CHANGE: u64 = 512;
 
+/// Changes per transaction: as many as fit in half the WAL's share at
+/// [`HELD_BYTES_PER_CHANGE`] each, at most [`MAX_TX_CHANGES`], at least 500. A bigger
+/// transaction sits in the WAL whole and takes the file system past the budget before
+/// the budget's check sees it.
+fn tx_changes(c: &crate::config::Retention) -> usize {
+    let wal = crate::store::budget::Limits::from_config(c).wal_bytes();
+    usize::try_from(wal / 2 / HELD_BYTES_PER_CHANGE)
+        .unwrap_or(MAX_TX_CHANGES)
+        .clamp(500, MAX_TX_CHANGES)
+}
+
 /// Remote-host ids kept in memory; past this the cache is cleared and refilled from the
 /// `remote_hosts.ip` index, so memory stays bounded on a router talking to the world.
 const REMOTE_HOST_CACHE_CAP: usize = 16_384;
@@ -286,7 +298,14 @@ impl WriterThread {
         let conn = schema::open_rw(&config.db_path)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
-        let mut writer = Writer::new(conn, network, config)?;
+        // Loading state reads the WAL a killed run left, which needs room for its index:
+        // on a full disk that room is the reserve's.
+        let mut writer = match Writer::new(conn, network.clone(), config) {
+            Err(e) if is_disk_full(&e) && Reserve::for_config(config).release() => {
+                Writer::new(schema::open_rw(&config.db_path)?, network, config)?
+            }
+            result => result?,
+        };
         let handle = WriterHandle::new(tx, depth.clone());
         let queued_flows = handle.queued_flows.clone();
         writer.storage = handle.storage.clone();
@@ -434,6 +453,13 @@ struct Writer {
     detect: Option<Detection>,
     /// When the in-memory maps were last shrunk (see [`Writer::shrink_if_sparse`]).
     shrunk_at: Instant,
+    /// Room kept back on the database's file system for a full disk
+    /// ([`crate::store::reserve`]): given up when commits keep failing, taken again
+    /// when there is room.
+    reserve: Reserve,
+    /// Most changes one transaction takes: [`MAX_TX_CHANGES`], or fewer when the WAL's
+    /// share of a small storage budget would not hold that many.
+    tx_changes: usize,
 }
 
 /// How often the writer gives back what its maps grew to in a flood.
@@ -548,7 +574,10 @@ impl Writer {
             storage: Arc::default(),
             detect: None,
             shrunk_at: Instant::now(),
+            reserve: Reserve::for_config(config),
+            tx_changes: tx_changes(&config.retention),
         };
+        writer.reserve.take_if_room();
         writer
             .reload()
             .context("loading live flows from the database")?;
@@ -643,7 +672,7 @@ impl Writer {
         let wait = tick.min(Duration::from_millis(200));
         // A message taken off the channel that would have taken its transaction past
         // [`MAX_TX_CHANGES`]: the first of the next one. Still counted as queued.
-        let mut carried: Option<Event> = None;
+        let mut carried: VecDeque<Event> = VecDeque::new();
         loop {
             let stopping = stop.load(Ordering::Relaxed);
             if let Some(held) = &self.held {
@@ -654,11 +683,18 @@ impl Writer {
                     std::thread::sleep(pause.min(wait));
                     continue;
                 }
-                if !stopping {
+                // Only after a failure: the rest of a batch whose front just committed
+                // follows at once.
+                if !stopping && self.failures > 0 {
                     self.make_room();
                 }
                 if let Some(tick) = self.retry_held() {
                     tick_tx.send_replace(tick);
+                    // A long held batch goes in many commits: the budget checks each,
+                    // as it checks every tick.
+                    if let Err(e) = self.retention.run_if_due(&mut self.conn, &mut self.dns) {
+                        log::error!("retention failed: {e:#}");
+                    }
                 }
                 if stopping && let Some(held) = self.held.take() {
                     let queued: usize = carried.iter().map(changes_in).sum::<usize>()
@@ -670,7 +706,7 @@ impl Writer {
                 }
                 continue;
             }
-            let first = match carried.take() {
+            let first = match carried.pop_front() {
                 Some(event) => Some(event),
                 None => match rx.recv_timeout(wait) {
                     Ok(event) => Some(event),
@@ -680,10 +716,14 @@ impl Writer {
             };
             let mut events: Vec<Event> = first.into_iter().collect();
             let mut changes: usize = events.iter().map(changes_in).sum();
-            while events.len() < max_batch && changes < MAX_TX_CHANGES {
-                match rx.try_recv() {
-                    Ok(event) if changes + changes_in(&event) > MAX_TX_CHANGES => {
-                        carried = Some(event);
+            while events.len() < max_batch && changes < self.tx_changes {
+                let next = match carried.pop_front() {
+                    Some(event) => Ok(event),
+                    None => rx.try_recv(),
+                };
+                match next {
+                    Ok(event) if changes + changes_in(&event) > self.tx_changes => {
+                        carried.push_front(event);
                         break;
                     }
                     Ok(event) => {
@@ -693,7 +733,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            queued.taken(&events);
+            // One message bigger than a transaction (a conntrack dump, a collector that
+            // coalesced through a stall) goes in parts: a transaction sits in the WAL
+            // whole, and the budget only sees it after the commit.
+            let mut split = false;
+            if changes > self.tx_changes {
+                let rest = split_front(&mut events, self.tx_changes);
+                split = !rest.is_empty();
+                for event in rest.into_iter().rev() {
+                    carried.push_front(event);
+                }
+            }
+            queued.taken(&events, split);
             if !events.is_empty() {
                 if let Some(tick) = self.apply(events) {
                     tick_tx.send_replace(tick);
@@ -712,6 +763,9 @@ impl Writer {
             }
             if self.shrunk_at.elapsed() >= SHRINK_EVERY {
                 self.shrink_if_sparse();
+                if self.held.is_none() {
+                    self.reserve.take_if_room();
+                }
             }
         }
         if let Some(s) = &mut self.snapshots {
@@ -744,6 +798,12 @@ impl Writer {
     /// once and with room for the held batch kept free (see the module docs). Without
     /// this a disk filled by netmon's own file and log stays full: nothing else deletes.
     fn make_room(&mut self) {
+        // A first failure may be passing (another program's file, freed a moment
+        // later); one that repeats gets the reserve, without which a full disk stays
+        // wedged (see `crate::store::reserve`).
+        if self.failures >= 2 {
+            self.reserve.release();
+        }
         let room = self
             .held
             .as_ref()
@@ -756,17 +816,17 @@ impl Writer {
         }
     }
 
-    /// Applies the held batch again (see the module docs). After a third failure in a
-    /// row — the budget made room twice and it still did not fit — only its front half
-    /// goes, and half of that after each further failure: a transaction's pages sit in
-    /// the WAL until it commits, so a smaller one needs less of a full disk. The rest
-    /// stays held, in order, and follows at once.
+    /// Applies the held batch again (see the module docs): at most one transaction's
+    /// worth of changes ([`Writer::tx_changes`] — a held batch can be bigger, as one
+    /// collector message may be), and half as much after each further failure: a
+    /// transaction's pages sit in the WAL until it commits, so a smaller one needs less
+    /// of a full disk. The rest stays held, in order, and follows at once.
     fn retry_held(&mut self) -> Option<Tick> {
         let mut held = self.held.take()?;
-        let rest = if self.failures >= 3 {
-            // Half as much after each further failure.
-            let shift = (self.failures - 2).min(16);
-            split_front(&mut held.events, held.changes >> shift)
+        // At most one transaction's worth, and half as much after each further failure.
+        let limit = self.tx_changes >> self.failures.saturating_sub(1).min(16);
+        let rest = if held.changes > limit {
+            split_front(&mut held.events, limit)
         } else {
             Vec::new()
         };
@@ -1036,13 +1096,16 @@ struct Queued {
 
 impl Queued {
     /// The writer took `events` off the channel.
-    fn taken(&self, events: &[Event]) {
+    /// `events` left the queue; with `split`, the last one is the front part of a message
+    /// whose rest is still queued (it leaves the message count with its last part).
+    fn taken(&self, events: &[Event], split: bool) {
         let flows: usize = events.iter().map(flow_changes).sum();
         self.flow_changes.fetch_sub(flows, Ordering::Relaxed);
+        let messages = events.len() - usize::from(split && !events.is_empty());
         let depth = self
             .messages
-            .fetch_sub(events.len(), Ordering::Relaxed)
-            .saturating_sub(events.len());
+            .fetch_sub(messages, Ordering::Relaxed)
+            .saturating_sub(messages);
         metrics::gauge!("netmon_channel_depth").set(depth as f64);
     }
 }
@@ -1105,6 +1168,14 @@ fn changes_in(event: &Event) -> usize {
 
 /// The storage failed, not the batch: the disk is full or failing, or another process
 /// holds the database. Such a batch is worth holding and trying again.
+/// Whether a start-up error came from a full disk.
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<rusqlite::Error>()
+            .is_some_and(|e| e.sqlite_error_code() == Some(ErrorCode::DiskFull))
+    })
+}
+
 fn is_storage_error(e: &rusqlite::Error) -> bool {
     matches!(
         e.sqlite_error_code(),
@@ -2656,7 +2727,7 @@ mod tests {
             flow_changes: handle.queued_flows.clone(),
         };
         let taken: Vec<Event> = vec![rx.recv().unwrap()];
-        queued.taken(&taken);
+        queued.taken(&taken, false);
         assert_eq!(handle.depth(), 2);
         assert!(handle.try_send(batch(vec![change(&f, 1, false)])).is_ok());
         // A message larger than the bound still goes when nothing waits.
