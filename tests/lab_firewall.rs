@@ -134,17 +134,27 @@ fn packet_queries(lab: &Lab, qname: &str) -> i64 {
     ))
 }
 
+/// A child process killed and reaped when dropped, also when the test fails.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn port_53_scenario(tag: &str, kind: RouterFirewall) {
     let lab = Lab::up(tag);
     lab.sh("wan", "ip route add 10.77.0.0/24 via 203.0.113.1");
-    let _service = lab.spawn(
+    let _service = Reaped(lab.spawn(
         "lan",
         &[
             "socat",
             &format!("TCP6-LISTEN:{SERVICE_PORT},ipv6only=0,reuseaddr,fork"),
             "SYSTEM:echo service",
         ],
-    );
+    ));
     assert!(
         wait_until(Duration::from_secs(5), || lab
             .exec_ok("lan", &["ss", "-Hltn"])
