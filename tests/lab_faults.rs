@@ -17,49 +17,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
 
 // --- helpers --------------------------------------------------------------------------
-
-/// A tmpfs of `size` mounted on a directory; unmounted on drop (also when the test
-/// fails), lazily, so a process still holding a file there cannot keep it.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(&dir).expect("tmpfs mount point");
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs on {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
 
 /// Fills the file system holding `dir` with one file until the kernel says ENOSPC;
 /// returns the file and its size.
@@ -201,12 +164,13 @@ fn metric_or_zero(text: &str, series: &str) -> f64 {
 
 // --- 3. disk full ---------------------------------------------------------------------
 
-/// Line 3: the database's file system (a 16 MiB tmpfs) fills while a download and a
-/// burst of 12 000 connections run. netmon stays up and serving, shows the failure on
-/// `/healthz` and in `/metrics`, holds the failed batch instead of dropping it, and its
-/// conntrack collector keeps tracking up to `max_tracked_flows`, counting what does not
-/// fit. Once the filler is deleted, writes resume by themselves: the download made during
-/// the outage is stored, new flows are stored, and `PRAGMA integrity_check` is ok.
+/// Line 3: the database's file system (a 16 MiB tmpfs) fills while a download and a burst
+/// of 12 000 connections run. netmon stays up and serving, shows the failure on
+/// `/healthz` and in `/metrics`, holds the failed batch instead of dropping it (or writes
+/// it into the room its storage reserve gives back), and its conntrack collector keeps
+/// tracking up to `max_tracked_flows`, counting what does not fit. Once the filler is
+/// deleted, writes resume by themselves: the download made during the outage is stored,
+/// new flows are stored, and `PRAGMA integrity_check` is ok.
 #[test]
 fn disk_full_keeps_collecting_counts_drops_and_resumes_when_space_returns() {
     let lab = Lab::up("dfull");
@@ -308,7 +272,14 @@ fn disk_full_keeps_collecting_counts_drops_and_resumes_when_space_returns() {
         "the conntrack collector stopped reading while the disk was full \
          ({events_before} → {events_after} new events)"
     );
-    assert!(held > 0.0, "the failed batch is not held");
+    // The failed batch is held — or already written: once a failure repeats netmon
+    // gives up its storage reserve and writes into the room that makes
+    // (`store::reserve`), the filler still in place.
+    let stored_during = db_i64_at(&db, flows_sql);
+    assert!(
+        held > 0.0 || stored_during > flows_at_fill,
+        "the failed batch is neither held nor written ({flows_at_fill} → {stored_during} flows)"
+    );
     assert!(
         collector_drops > 0.0,
         "12 000 connections past a 1 024-flow tracker with the writer stalled, yet no \
@@ -319,7 +290,6 @@ fn disk_full_keeps_collecting_counts_drops_and_resumes_when_space_returns() {
         0.0,
         "the writer dropped changes on a storage error instead of holding them"
     );
-    assert_eq!(stored(47402), 0, "stored while the disk is full?");
 
     // Space returns: writes resume by themselves.
     std::fs::remove_file(&filler).expect("delete the filler");

@@ -23,7 +23,7 @@ mod common;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,42 +34,6 @@ use serde_json::Value;
 const DISK: &str = "6m";
 const DISK_BYTES: u64 = 6 << 20;
 const BUDGET_MIB: u64 = 4;
-
-/// A tmpfs of `size` mounted on a directory; unmounted on drop (also when the test
-/// fails), lazily, so a process still holding a file there cannot keep it.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: PathBuf, size: &str) -> Tmpfs {
-        std::fs::create_dir_all(&dir).expect("tmpfs mount point");
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(&dir)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs on {}: {}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-    }
-}
 
 /// Appends to `path` until the kernel says ENOSPC; returns the bytes written.
 fn fill_up(path: &Path) -> u64 {
