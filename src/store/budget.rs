@@ -237,6 +237,9 @@ pub struct Pruned {
     pub budget_flows: u64,
     pub budget_queries: u64,
     pub budget_rollups: u64,
+    /// Devices known only by an address that nothing refers to any more
+    /// ([`crate::store::devices::prune_idle`]).
+    pub budget_devices: u64,
     /// `dns_names` rows nothing referred to any more (housekeeping, not a flood).
     pub names: u64,
     /// Unix ms of the latest pass that pruned for a cap or the budget.
@@ -253,6 +256,7 @@ impl Pruned {
             + self.budget_flows
             + self.budget_queries
             + self.budget_rollups
+            + self.budget_devices
     }
 
     fn add(&mut self, o: &Pruned) {
@@ -263,6 +267,7 @@ impl Pruned {
         self.budget_flows += o.budget_flows;
         self.budget_queries += o.budget_queries;
         self.budget_rollups += o.budget_rollups;
+        self.budget_devices += o.budget_devices;
         self.names += o.names;
         self.last_ms = self.last_ms.max(o.last_ms);
     }
@@ -276,6 +281,7 @@ impl Pruned {
             ("budget", "flows", self.budget_flows),
             ("budget", "dns_queries", self.budget_queries),
             ("budget", "rollups", self.budget_rollups),
+            ("budget", "devices", self.budget_devices),
             ("unreferenced", "dns_names", self.names),
         ] {
             if n > 0 {
@@ -319,6 +325,8 @@ pub struct Budget {
     /// While making room on a full disk: prune until this many bytes are in use, whatever
     /// the marks say (the file system, not the budget, is what is short).
     must_reach: Option<u64>,
+    /// Device rows were deleted since the writer last asked ([`Budget::take_devices_pruned`]).
+    devices_pruned: bool,
 }
 
 impl Budget {
@@ -339,6 +347,7 @@ impl Budget {
             recorded: false,
             making_room: false,
             must_reach: None,
+            devices_pruned: false,
         }
     }
 
@@ -396,6 +405,12 @@ impl Budget {
             before.2 >> 10,
             after.2 >> 10,
         );
+    }
+
+    /// Whether device rows were deleted since the last call: the writer then forgets
+    /// its cached address → device ids (they are read again from `device_addrs`).
+    pub fn take_devices_pruned(&mut self) -> bool {
+        std::mem::take(&mut self.devices_pruned)
     }
 
     /// Rows were deleted elsewhere (the age limits): names may have lost their last user.
@@ -615,6 +630,16 @@ impl Budget {
                 return Ok(true);
             }
             let Some((holder, kind)) = heaviest(&holdings) else {
+                // No raw row left: devices that are only an address and nothing refers to
+                // any more (what forged source addresses leave), then old minute rollups.
+                let tx = conn.transaction()?;
+                let gone = crate::store::devices::prune_idle(&tx, CHUNK)?;
+                tx.commit()?;
+                if gone > 0 {
+                    p.budget_devices += gone;
+                    self.devices_pruned = true;
+                    continue;
+                }
                 let n = prune_oldest_rollup_minute(conn, now_ms - RECENT_ROLLUPS_MS)?;
                 p.budget_rollups += n;
                 if n == 0 {

@@ -222,6 +222,47 @@ fn move_addr(tx: &Transaction, ip: &str, device: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Deletes up to `n` devices that nothing but their own rollups refers to any more —
+/// known only by an address (no MAC, no owner's name or notes), no flow or DNS query
+/// row left, no hit, incident or rule — least recently seen first, with their
+/// addresses and rollups, one statement per table. These are what a host forging
+/// source addresses leaves behind; a real device has a MAC or comes back with new
+/// rows. The newest device row is never deleted, so SQLite never hands its id out
+/// again. Returns how many went.
+pub fn prune_idle(tx: &Transaction, n: u64) -> rusqlite::Result<u64> {
+    let ids: Vec<i64> = tx
+        .prepare_cached(
+            "SELECT id FROM devices d
+             WHERE mac IS NULL AND name IS NULL AND notes IS NULL
+               AND id < (SELECT max(id) FROM devices)
+               AND NOT EXISTS (SELECT 1 FROM flows WHERE device_id = d.id)
+               AND NOT EXISTS (SELECT 1 FROM dns_queries WHERE device_id = d.id)
+               AND NOT EXISTS (SELECT 1 FROM hits WHERE device_id = d.id)
+               AND NOT EXISTS (SELECT 1 FROM incidents WHERE device_id = d.id)
+               AND NOT EXISTS (SELECT 1 FROM rules WHERE device_id = d.id)
+             ORDER BY last_seen LIMIT ?1",
+        )?
+        .query_map([i64::try_from(n).unwrap_or(i64::MAX)], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let list = serde_json::to_string(&ids).unwrap_or_else(|_| "[]".into());
+    for sql in [
+        "DELETE FROM device_addrs WHERE device_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM device_minutes WHERE device_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM device_hours WHERE device_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM dns_device_minutes WHERE device_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM device_baselines WHERE device_id IN (SELECT value FROM json_each(?1))",
+        "UPDATE remote_host_domains SET last_device_id = NULL
+         WHERE last_device_id IN (SELECT value FROM json_each(?1))",
+        "DELETE FROM devices WHERE id IN (SELECT value FROM json_each(?1))",
+    ] {
+        tx.prepare_cached(sql)?.execute([&list])?;
+    }
+    Ok(ids.len() as u64)
+}
+
 /// Folds device `from` into `into`: every row that names `from` names `into` after,
 /// rollups of the same bucket are added up, and `from` is deleted.
 pub fn merge(tx: &Transaction, from: i64, into: i64) -> rusqlite::Result<()> {

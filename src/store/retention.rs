@@ -77,6 +77,11 @@ impl Retention {
         Ok(Some(pruned))
     }
 
+    /// See [`Budget::take_devices_pruned`].
+    pub fn take_devices_pruned(&mut self) -> bool {
+        self.budget.take_devices_pruned()
+    }
+
     /// Commits fail for a storage reason and a batch of about `room` bytes waits: the
     /// budget's pass runs now, keeping `room` free ([`Budget::make_room`]), and the age
     /// limits if due. Called by the writer before each attempt of the held batch.

@@ -856,6 +856,10 @@ impl Writer {
     /// Data is applied in arrival order, then the user commands; on a storage error the
     /// data is held for [`Writer::retry_held`].
     fn apply(&mut self, events: Vec<Event>) -> Option<Tick> {
+        // The storage budget deleted devices: their cached ids must not be handed out.
+        if self.retention.take_devices_pruned() {
+            self.devices.by_ip.clear();
+        }
         let started = Instant::now();
         let now = crate::sys::now_ms();
         let n_events = events.len();
@@ -2401,6 +2405,56 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(devices(&w), 10);
+    }
+
+    #[test]
+    fn idle_address_only_devices_are_pruned_in_bulk() {
+        let dir = schema::tests::tempdir();
+        let mut w = writer(&dir.join("t.db"));
+        let t0 = 1_700_000_000_000;
+        let flows: Vec<FlowChange> = (1..=50u16)
+            .map(|i| {
+                let src = format!("fd77::{i:x}");
+                let f = tcp_flow(u32::from(i), &src, 40000, "2001:db8:77::84", 443);
+                change(&f, t0, true)
+            })
+            .collect();
+        w.apply(vec![batch(flows)]).unwrap();
+        w.apply(vec![sighting("10.77.0.5", 1, Some("laptop"), t0 + 1)])
+            .unwrap();
+        w.conn
+            .execute("UPDATE devices SET name = 'tv' WHERE ip = 'fd77::2'", [])
+            .unwrap();
+        // Retention took every flow but one device's.
+        w.conn
+            .execute(
+                "DELETE FROM flows WHERE device_id <> (SELECT id FROM devices WHERE ip = 'fd77::3')",
+                [],
+            )
+            .unwrap();
+        let tx = w.conn.transaction().unwrap();
+        let pruned = crate::store::devices::prune_idle(&tx, 1000).unwrap();
+        tx.commit().unwrap();
+        assert_eq!(pruned, 48);
+        let left: Vec<String> = w
+            .conn
+            .prepare("SELECT ip FROM devices ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // The named one, the one with a flow, and the one with a MAC (also the newest).
+        assert_eq!(left, ["fd77::2", "fd77::3", "10.77.0.5"]);
+        assert_eq!(count(&w.conn, "SELECT count(*) FROM device_addrs"), 3);
+        // The pruned devices' rollups went with them (the MAC's device had no traffic).
+        assert_eq!(
+            count(
+                &w.conn,
+                "SELECT count(DISTINCT device_id) FROM device_minutes"
+            ),
+            2
+        );
     }
 
     #[test]

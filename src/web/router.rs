@@ -488,7 +488,7 @@ pub(super) fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u6
                 "Flood protection pruned " (format::count(p.flood_rows())) " rows ("
                 (format::count(p.device_cap_flows + p.device_cap_queries)) " over a device's cap, "
                 (format::count(p.domain_cap_queries)) " over a domain's, "
-                (format::count(p.budget_flows + p.budget_queries + p.budget_rollups)) " for size), latest "
+                (format::count(p.budget_flows + p.budget_queries + p.budget_rollups + p.budget_devices)) " for size), latest "
                 (time(p.last_ms)) "; their traffic still counts in charts and totals."
             } @else {
                 "Nothing pruned for size or caps so far."
