@@ -176,7 +176,11 @@ pub fn marks(l: &Limits, wal_peak: u64, growth: u64) -> Marks {
         .high_water()
         .min(file.saturating_sub(2 * growth))
         .max(l.file_bytes() / 4);
-    let low = high.saturating_sub(l.high_water() - l.low_water());
+    // Hysteresis below a lowered high mark, but never a low mark so far under it that a
+    // pass prunes every holder to nothing: at most the configured ratio below.
+    let low = high
+        .saturating_sub(l.high_water() - l.low_water())
+        .max(high / HIGH_PERCENT * LOW_PERCENT);
     Marks { high, low, file }
 }
 
