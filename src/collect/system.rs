@@ -25,8 +25,6 @@
 //! time restarts the baseline: that interval has no rate, never a negative one.
 
 use std::collections::HashMap;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
@@ -390,26 +388,6 @@ fn read_trimmed(path: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-/// `statvfs(3)`: (size, space available to unprivileged users), in bytes.
-// The fields are 64-bit here but 32-bit on many routers' targets (mips, arm); `from`
-// is what compiles on both.
-#[allow(clippy::useless_conversion)]
-pub fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
-    let c = CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("path contains a NUL byte"))?;
-    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is NUL-terminated and `s` is a valid out-pointer for the call.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = u64::from(s.f_frsize);
-    Ok((
-        u64::from(s.f_blocks).saturating_mul(frsize),
-        u64::from(s.f_bavail).saturating_mul(frsize),
-    ))
-}
-
 /// The file systems shown: the database's directory, and the overlay (or `/`).
 fn filesystem_paths(db_path: &Path) -> Vec<(&'static str, PathBuf)> {
     let db_dir = db_path
@@ -508,7 +486,7 @@ impl Sampler {
             .filesystems
             .iter()
             .filter_map(|(name, path)| {
-                let (size_bytes, free_bytes) = statvfs(path).ok()?;
+                let (size_bytes, free_bytes) = crate::sys::statvfs(path).ok()?;
                 Some(Filesystem {
                     name,
                     path: path.display().to_string(),

@@ -107,20 +107,8 @@ impl Reserve {
 
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty())?;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
-    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) } != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it filled `st`.
-    let st = unsafe { st.assume_init() };
-    // fsblkcnt_t and c_ulong are 32 bits wide on some targets.
-    #[allow(clippy::useless_conversion)]
-    let (blocks, size) = (u64::from(st.f_bavail), u64::from(st.f_frsize));
-    Some(blocks.saturating_mul(size))
+    crate::sys::statvfs(dir).ok().map(|(_, free)| free)
 }
 
 #[cfg(test)]
