@@ -144,6 +144,8 @@ check "ipk: Installed-Size is the data size" \
     test "$(field Installed-Size)" = "$(gzip -dc "$ipk/data.tar.gz" | wc -c)"
 check "ipk: Maintainer, License, Description present" \
     test -n "$(field Maintainer)" -a -n "$(field License)" -a -n "$(field Description)"
+check "ipk: License is the crate's (Apache-2.0 or MIT), as the feed Makefile says" \
+    test "$(field License)" = "Apache-2.0 MIT"
 check "ipk: conffiles lists /etc/netmon/netmon.toml" \
     diff <(echo /etc/netmon/netmon.toml) "$ipk/control/conffiles"
 check "ipk: conffile is the shipped sample config" cmp "$ipk/data/etc/netmon/netmon.toml" "$CONF"
@@ -314,6 +316,7 @@ check "deb: /etc/netmon/netmon.toml registered as conffile" \
     grep -q '/etc/netmon/netmon.toml' <(dpkg-query -W -f='${Conffiles}' netmon)
 check "deb: files installed" test -x /usr/bin/netmon -a -f /usr/lib/systemd/system/netmon.service
 check "deb: /usr/bin/netmon-asn-update installed" cmp /usr/bin/netmon-asn-update scripts/asn-update
+check "deb: licence texts and attribution installed" test -f /usr/share/doc/netmon/copyright -a -f /usr/share/doc/netmon/LICENSE-MIT -a -f /usr/share/doc/netmon/LICENSE-APACHE
 check "deb: postinst created the netmon system account" getent passwd netmon
 check "deb: config is root:netmon 0640" \
     test "$(stat -c '%U %G %a' /etc/netmon/netmon.toml)" = "root netmon 640"
