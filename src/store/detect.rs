@@ -792,7 +792,7 @@ pub fn prune(conn: &mut Connection, days: u32, now: i64) -> rusqlite::Result<usi
 mod tests {
     use super::*;
     use crate::detect::rules::Rules;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     /// The detector's memory after a restart: each device's destinations, ports, ASNs
     /// and domains with the time of their latest outbound flow; other directions and

@@ -12,11 +12,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
-use super::read::{
-    DEFAULT_PER_PAGE, FilterError, MAX_PAGE, MAX_PER_PAGE, escape_like, parse_domain,
-};
 use crate::detect::Code;
 use crate::detect::rules::RuleSpec;
+use crate::store::filter::{DEFAULT_PER_PAGE, MAX_PAGE, MAX_PER_PAGE, escape_like};
+use crate::web::query::{FilterError, parse_domain};
 
 /// Time windows offered on both lists; the default is 24 h.
 pub const WINDOWS: [(&str, i64); 5] = [
@@ -63,7 +62,7 @@ fn parse_window(v: &Option<String>) -> Result<usize, FilterError> {
     })
 }
 
-pub(super) fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError> {
+pub(crate) fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError> {
     given(v)
         .map(|s| {
             s.parse::<u32>()
@@ -74,7 +73,7 @@ pub(super) fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError
         .transpose()
 }
 
-pub(super) fn parse_code(v: &Option<String>) -> Result<Option<Code>, FilterError> {
+pub(crate) fn parse_code(v: &Option<String>) -> Result<Option<Code>, FilterError> {
     given(v)
         .map(|s| {
             Code::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
@@ -1094,7 +1093,7 @@ pub fn rule(conn: &Connection, id: i64) -> rusqlite::Result<Option<RuleRow>> {
 mod tests {
     use super::*;
     use crate::detect::rules::Action;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     const NOW: i64 = 1_714_568_645_000;
 

@@ -817,7 +817,7 @@ pub fn egress_baseline(conn: &Connection, device_id: i64) -> rusqlite::Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();

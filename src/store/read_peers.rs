@@ -179,7 +179,7 @@ pub fn host_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     fn seed(c: &Connection) {
         c.execute_batch(

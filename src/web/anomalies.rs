@@ -21,14 +21,18 @@ use super::layout::{
     Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
 };
 use super::saved;
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
 use crate::event::{Command, CommandReply};
-use crate::store::read::{self, DeviceRow, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE};
+use crate::store;
+use crate::store::devices::read::DeviceRow;
+use crate::store::filter::MAX_PAGE;
 use crate::store::read_detect::{
     self, AckState, Destination, HitFilter, HitPage, HitQuery, HitRow, HitSort, WINDOWS,
 };
+use crate::time::now_ms;
+use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
 const ANOMALIES: &str = "/anomalies";
 
@@ -42,7 +46,12 @@ pub async fn page(
     let now = now_ms();
     let (hits, devices) = state
         .reads()
-        .run(move |c| Ok((read_detect::hits(c, &f, now)?, read::devices(c)?)))
+        .run(move |c| {
+            Ok((
+                read_detect::hits(c, &f, now)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     Ok(render(&filter, &hits, &devices))
 }

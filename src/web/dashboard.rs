@@ -7,13 +7,15 @@ use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::layout::{Nav, page as shell, with_query};
-use super::{AppState, WebError, flows, format, now_ms, saved};
+use super::{AppState, WebError, flows, format, saved};
 use crate::detect::Code;
 use crate::flow::proto_name;
-use crate::store::read::{
-    self, ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowColumn, FlowFilter,
-    MAX_DOMAIN_FILTER_CHARS, Show, directions_param,
+use crate::store;
+use crate::store::flows::read::{
+    ALL_DIRECTIONS, DEFAULT_DIRECTIONS, Dashboard, FlowColumn, FlowFilter, Show,
 };
+use crate::time::now_ms;
+use crate::web::query::{MAX_DOMAIN_FILTER_CHARS, directions_param};
 
 /// The window of the summary tiles.
 const WINDOW_MS: i64 = 60 * 60_000;
@@ -27,7 +29,7 @@ pub async fn page(
     let f = filter.clone();
     let data = state
         .reads()
-        .run(move |c| read::dashboard(c, &f, now - WINDOW_MS))
+        .run(move |c| store::flows::read::dashboard(c, &f, now - WINDOW_MS))
         .await?;
     Ok(render(&filter, &data, now))
 }

@@ -7,12 +7,13 @@ use maud::{Markup, html};
 
 use super::format::{self, time_opt};
 use super::layout::{numbered_pager, with_query};
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::flow::proto_name;
-use crate::store::read::{
-    self, FlowColumn, FlowFilter, FlowPage, FlowQuery, FlowRow, FlowSort, MAX_DOMAIN_FILTER_CHARS,
-    Order, Show,
-};
+use crate::store;
+use crate::store::filter::Order;
+use crate::store::flows::read::{FlowColumn, FlowFilter, FlowPage, FlowRow, FlowSort, Show};
+use crate::time::now_ms;
+use crate::web::query::{FlowQuery, MAX_DOMAIN_FILTER_CHARS};
 
 /// The flow filter of a request's query string (`cols=` may repeat: the form's column
 /// checkboxes); a bad value is a 400 naming the parameter.
@@ -29,7 +30,10 @@ pub async fn fragment(
 ) -> Result<Markup, WebError> {
     let filter = parse_filter(query)?;
     let f = filter.clone();
-    let page = state.reads().run(move |c| read::flows(c, &f)).await?;
+    let page = state
+        .reads()
+        .run(move |c| store::flows::read::flows(c, &f))
+        .await?;
     Ok(panel(&filter, &page, now_ms()))
 }
 
@@ -64,7 +68,7 @@ pub fn panel(filter: &FlowFilter, page: &FlowPage, now: i64) -> Markup {
             }
             " · "
             a href=(with_query(CSV_EXPORT, &FlowFilter { page: 1, last_page: false, ..filter.clone() }.to_query()))
-                download title={ "at most " (format::count(u64::from(read::EXPORT_MAX_ROWS))) " rows" }
+                download title={ "at most " (format::count(u64::from(store::flows::read::EXPORT_MAX_ROWS))) " rows" }
             { "CSV" }
         }
         (table(&page.flows, now, Some(filter)))

@@ -27,15 +27,18 @@ use super::layout::{
     Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
 };
 use super::saved;
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::event::Command;
-use crate::store::read::{self, DeviceRow, MAX_PAGE};
+use crate::store;
+use crate::store::devices::read::DeviceRow;
+use crate::store::filter::MAX_PAGE;
 use crate::store::read_detect::{
     self, IncidentDetail, IncidentFilter, IncidentPage, IncidentQuery, IncidentRow, IncidentSort,
     IncidentState, WINDOWS,
 };
 use crate::store::writer::MAX_NOTES_CHARS;
+use crate::time::now_ms;
 
 const INCIDENTS: &str = "/incidents";
 
@@ -139,7 +142,12 @@ pub async fn list(
     let now = now_ms();
     let (page, devices) = state
         .reads()
-        .run(move |c| Ok((read_detect::incidents(c, &f, now)?, read::devices(c)?)))
+        .run(move |c| {
+            Ok((
+                read_detect::incidents(c, &f, now)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     Ok(render_list(&filter, &page, &devices, now))
 }

@@ -77,6 +77,7 @@ mod layout;
 mod login;
 mod overview;
 mod peers;
+pub mod query;
 mod router;
 mod rules;
 mod saved;
@@ -94,7 +95,6 @@ mod tests_detect;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -108,8 +108,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 
 pub use self::auth::Auth;
-use crate::store::read::{FilterError, ReadPool};
+use crate::store::pool::ReadPool;
 use crate::store::writer::{Tick, WriterHandle};
+use crate::web::query::FilterError;
 
 /// Most `/events` streams open at once. Each is a task and a socket; a household has a
 /// few tabs open, and a leaked-tab storm must not exhaust a router's memory.
@@ -172,7 +173,7 @@ impl AppState {
                 alerts: incidents::AlertCount::default(),
                 settled_tops: Arc::default(),
                 config: None,
-                started_ms: now_ms(),
+                started_ms: crate::time::now_ms(),
                 dns_tap: crate::collect::dns_tap::DnsTap::Off,
             }),
         }
@@ -336,14 +337,6 @@ pub async fn serve(
     }
     watcher.abort();
     result
-}
-
-/// Unix milliseconds now.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// The Content-Security-Policy of every response: scripts, styles, fetches and forms

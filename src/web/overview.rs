@@ -25,15 +25,16 @@ use serde::Deserialize;
 use super::chart::{self, Bar, CountBar, Frame, Unit};
 use super::format::{self, time_ago};
 use super::layout::{Nav, page as shell, with_query};
-use super::{AppState, WebError, flows, now_ms, router::CONNTRACK_WARN};
+use super::{AppState, WebError, flows, router::CONNTRACK_WARN};
 use crate::collect::system::{self, Role, SystemSample};
 use crate::flow::proto_name;
-use crate::store::read::{self, FlowFilter, FlowPage};
+use crate::store::flows::read::{FlowFilter, FlowPage};
 use crate::store::read_overview::{
     self as store, CountBucket, DeviceRank, DeviceTraffic, DomainMeasure, DomainUse, HostTraffic,
     MAX_RANGE_MS, NewHost, PortUse, Range, SettledTops, TOP_N, Tiles, TrafficBucket, Window,
 };
 use crate::store::saved;
+use crate::time::now_ms;
 
 /// The cookie remembering each panel's window: `charts:1h,hosts:24h,…`.
 pub const WINDOW_COOKIE: &str = "netmon_w";
@@ -332,7 +333,7 @@ fn read_part(
             store::top_devices(conn, range.since, range.hourly(), DeviceRank::Total, TOP_N)?;
     }
     if want(Part::Flows) {
-        o.flows = Some(read::flows(conn, &live_filter())?);
+        o.flows = Some(crate::store::flows::read::flows(conn, &live_filter())?);
     }
     if want(Part::Panel(Panel::Hosts)) {
         let (since, hourly) = (since(Panel::Hosts), w(Panel::Hosts).hourly());
@@ -844,8 +845,8 @@ fn domains(measure: Option<DomainMeasure>, rows: &[DomainUse]) -> Markup {
                     @for d in rows {
                         tr {
                             td.mono.name {
-                                @if d.name.chars().count() <= read::MAX_DOMAIN_FILTER_CHARS {
-                                    a href=(flows_href(&FlowFilter { domain: Some(d.name.clone()), show: read::Show::All, ..FlowFilter::default() })) { (d.name) }
+                                @if d.name.chars().count() <= crate::web::query::MAX_DOMAIN_FILTER_CHARS {
+                                    a href=(flows_href(&FlowFilter { domain: Some(d.name.clone()), show: crate::store::flows::read::Show::All, ..FlowFilter::default() })) { (d.name) }
                                 } @else { (d.name) }
                             }
                             td.num.mono { (format::count(d.count)) }
@@ -912,7 +913,7 @@ fn ports(rows: &[PortUse]) -> Markup {
                     @for p in rows {
                         tr {
                             td.mono {
-                                a href=(flows_href(&FlowFilter { port: Some(p.port), proto: Some(p.proto), show: read::Show::All, ..FlowFilter::default() })) {
+                                a href=(flows_href(&FlowFilter { port: Some(p.port), proto: Some(p.proto), show: crate::store::flows::read::Show::All, ..FlowFilter::default() })) {
                                     (p.port) "/" (proto_name(p.proto))
                                 }
                             }
