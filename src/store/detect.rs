@@ -2,7 +2,9 @@
 //! storing hits and incidents ([`record`]), rules, the incident commands from the UI,
 //! baselines, and pruning. Everything here runs on the writer's connection, inside the
 //! tick's transaction unless said otherwise. The pages read these tables through
-//! `store::read_detect`.
+//! `store::detect::read`.
+
+pub mod read;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

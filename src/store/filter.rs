@@ -8,6 +8,7 @@
 use rusqlite::types::Value;
 
 use super::pool::IN_NETWORK;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// Largest page size: bounds the rows one request renders (DESIGN §1 principle 7).
 pub const MAX_PER_PAGE: u32 = 500;
@@ -166,5 +167,55 @@ mod tests {
     #[test]
     fn like_escapes_wildcards() {
         assert_eq!(escape_like(r"a%b_c\d"), r"a\%b\_c\\d");
+    }
+}
+
+/// A time window ending now, as every page's window selector offers it (the overview's
+/// panels, the hits and incidents lists).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    M10,
+    H1,
+    H24,
+    D7,
+    D30,
+}
+
+impl Window {
+    pub const ALL: [Window; 5] = [
+        Window::M10,
+        Window::H1,
+        Window::H24,
+        Window::D7,
+        Window::D30,
+    ];
+
+    /// What a list shows when the query string names no window.
+    pub const DEFAULT: Window = Window::H24;
+
+    /// The form in URLs and in the remembering cookie.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Window::M10 => "10m",
+            Window::H1 => "1h",
+            Window::H24 => "24h",
+            Window::D7 => "7d",
+            Window::D30 => "30d",
+        }
+    }
+
+    pub fn ms(self) -> i64 {
+        match self {
+            Window::M10 => 10 * MINUTE_MS,
+            Window::H1 => HOUR_MS,
+            Window::H24 => DAY_MS,
+            Window::D7 => 7 * DAY_MS,
+            Window::D30 => 30 * DAY_MS,
+        }
+    }
+
+    /// Long windows read the hour rollups.
+    pub fn hourly(self) -> bool {
+        self.ms() > HOUR_MS
     }
 }

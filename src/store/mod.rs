@@ -11,7 +11,6 @@ pub mod flows;
 pub mod hosts;
 pub mod offload;
 pub mod pool;
-pub mod read_detect;
 pub mod read_overview;
 pub mod read_peers;
 pub mod reserve;

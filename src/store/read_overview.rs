@@ -14,9 +14,8 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+use crate::store::filter::Window;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// A device counts as online when it was seen this recently: DHCP renewals and the
 /// neighbour scan refresh `last_seen` of a quiet but present device within minutes.
@@ -32,56 +31,6 @@ pub const MAX_RANGE_MS: i64 = 31 * DAY_MS;
 
 /// Rows in each top-N panel.
 pub const TOP_N: u32 = 10;
-
-/// A window of the overview's panels, as offered in their selectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    M10,
-    H1,
-    H24,
-    D7,
-    D30,
-}
-
-impl Window {
-    pub const ALL: [Window; 5] = [
-        Window::M10,
-        Window::H1,
-        Window::H24,
-        Window::D7,
-        Window::D30,
-    ];
-
-    /// The form in URLs and in the remembering cookie.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Window::M10 => "10m",
-            Window::H1 => "1h",
-            Window::H24 => "24h",
-            Window::D7 => "7d",
-            Window::D30 => "30d",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Window> {
-        Window::ALL.into_iter().find(|w| w.as_str() == text)
-    }
-
-    pub fn ms(self) -> i64 {
-        match self {
-            Window::M10 => 10 * MINUTE_MS,
-            Window::H1 => HOUR_MS,
-            Window::H24 => DAY_MS,
-            Window::D7 => 7 * DAY_MS,
-            Window::D30 => 30 * DAY_MS,
-        }
-    }
-
-    /// Long windows read the hour rollups.
-    pub fn hourly(self) -> bool {
-        self.ms() > HOUR_MS
-    }
-}
 
 /// A chart's time range `[since, until)` and its bar width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +109,7 @@ pub fn tiles(conn: &Connection, now: i64, since: i64) -> rusqlite::Result<Tiles>
              GROUP BY qname_id HAVING min(first_seen) >= ?)",
             [since],
         )?,
-        open_incidents: super::read_detect::open_incidents(conn, now)?,
+        open_incidents: crate::store::detect::read::open_incidents(conn, now)?,
     })
 }
 

@@ -26,12 +26,12 @@ use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
 use crate::event::{Command, CommandReply};
 use crate::store;
+use crate::store::detect::read::{AckState, Destination, HitFilter, HitPage, HitRow, HitSort};
 use crate::store::devices::read::DeviceRow;
 use crate::store::filter::MAX_PAGE;
-use crate::store::read_detect::{
-    self, AckState, Destination, HitFilter, HitPage, HitQuery, HitRow, HitSort, WINDOWS,
-};
+use crate::store::filter::Window;
 use crate::time::now_ms;
+use crate::web::query::HitQuery;
 use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
 const ANOMALIES: &str = "/anomalies";
@@ -48,7 +48,7 @@ pub async fn page(
         .reads()
         .run(move |c| {
             Ok((
-                read_detect::hits(c, &f, now)?,
+                store::detect::read::hits(c, &f, now)?,
                 store::devices::read::devices(c)?,
             ))
         })
@@ -69,7 +69,7 @@ pub async fn api(
     let now = now_ms();
     let page = state
         .reads()
-        .run(move |c| read_detect::hits(c, &filter, now))
+        .run(move |c| store::detect::read::hits(c, &filter, now))
         .await?;
     Ok(Json(page))
 }
@@ -205,7 +205,7 @@ fn code_meaning_text(code: &str) -> String {
     Code::parse(code).map_or_else(String::new, meaning_text)
 }
 
-fn evidence(reasons: &[read_detect::StoredReason]) -> Markup {
+fn evidence(reasons: &[store::detect::read::StoredReason]) -> Markup {
     html! {
         ul.evidence {
             @for r in reasons {
@@ -239,8 +239,8 @@ fn filter_form(filter: &HitFilter, devices: &[DeviceRow]) -> Markup {
             label {
                 span { "Window" }
                 select name="window" {
-                    @for (i, (name, _)) in WINDOWS.iter().enumerate() {
-                        option value=(name) selected[filter.window == i] { (name) }
+                    @for window in Window::ALL {
+                        option value=(window.as_str()) selected[filter.window == window] { (window.as_str()) }
                     }
                 }
             }
@@ -363,7 +363,7 @@ pub async fn mute(
 async fn load_hit(state: &AppState, id: i64) -> Result<HitRow, WebError> {
     state
         .reads()
-        .run(move |c| read_detect::hit(c, id))
+        .run(move |c| store::detect::read::hit(c, id))
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no hit with id {id}")))
 }

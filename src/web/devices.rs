@@ -16,10 +16,11 @@ use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, dns, flows, peers};
 use crate::event::Command;
 use crate::store;
+use crate::store::detect::read::{IncidentFilter, IncidentState};
 use crate::store::devices::read::DeviceRow;
 use crate::store::dns::read::{DeviceDns, DnsFilter};
+use crate::store::filter::Window;
 use crate::store::flows::read::{ALL_DIRECTIONS, FlowFilter, Show};
-use crate::store::read_detect::{self, IncidentFilter, IncidentState};
 use crate::store::read_peers;
 use crate::store::writer::MAX_NOTES_CHARS;
 use crate::time::now_ms;
@@ -283,14 +284,14 @@ fn device_peers(
     let filter = IncidentFilter {
         device_id: Some(id),
         state: IncidentState::All,
-        window: read_detect::WINDOWS.len() - 1,
+        window: Window::D30,
         per_page: 10,
         ..IncidentFilter::default()
     };
     Ok(peers::DevicePeers {
         hosts: read_peers::device_top_hosts(c, id, since)?,
         ports: read_peers::device_top_ports(c, id, since)?,
-        incidents: read_detect::incidents(c, &filter, now)?.incidents,
+        incidents: store::detect::read::incidents(c, &filter, now)?.incidents,
     })
 }
 

@@ -28,10 +28,11 @@ use super::layout::{Nav, page as shell, with_query};
 use super::{AppState, WebError, flows, router::CONNTRACK_WARN};
 use crate::collect::system::{self, Role, SystemSample};
 use crate::flow::proto_name;
+use crate::store::filter::Window;
 use crate::store::flows::read::{FlowFilter, FlowPage};
 use crate::store::read_overview::{
     self as store, CountBucket, DeviceRank, DeviceTraffic, DomainMeasure, DomainUse, HostTraffic,
-    MAX_RANGE_MS, NewHost, PortUse, Range, SettledTops, TOP_N, Tiles, TrafficBucket, Window,
+    MAX_RANGE_MS, NewHost, PortUse, Range, SettledTops, TOP_N, Tiles, TrafficBucket,
 };
 use crate::store::saved;
 use crate::time::now_ms;

@@ -7,7 +7,7 @@ use maud::{Markup, html};
 use super::anomalies::{codes, score_badge};
 use super::format::{self, time};
 use crate::flow::proto_name;
-use crate::store::read_detect::IncidentRow;
+use crate::store::detect::read::IncidentRow;
 use crate::store::read_peers::{MAX_FLOWS_SCANNED, PeerDevice, PeerHost, PeerPort, Peers};
 
 /// The window the sections cover.

@@ -24,8 +24,8 @@ use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
 use crate::event::{Command, CommandReply};
 use crate::store;
+use crate::store::detect::read::RuleRow;
 use crate::store::devices::read::DeviceRow;
-use crate::store::read_detect::{self, RuleRow};
 use crate::store::writer::MAX_NOTES_CHARS;
 use crate::time::now_ms;
 use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
@@ -37,7 +37,12 @@ const MAX_ORG_CHARS: usize = 100;
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
     let (rules, devices) = state
         .reads()
-        .run(|c| Ok((read_detect::rules(c)?, store::devices::read::devices(c)?)))
+        .run(|c| {
+            Ok((
+                store::detect::read::rules(c)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     Ok(render_list(&rules, &devices, &RuleForm::default(), &[]))
 }
@@ -52,7 +57,7 @@ pub struct RulesResponse {
 }
 
 pub async fn api(State(state): State<AppState>) -> Result<Json<RulesResponse>, ApiError> {
-    let rules = state.reads().run(read_detect::rules).await?;
+    let rules = state.reads().run(store::detect::read::rules).await?;
     Ok(Json(RulesResponse { rules }))
 }
 
@@ -64,7 +69,12 @@ pub async fn edit(
     let Path(id) = id?;
     let (rule, devices) = state
         .reads()
-        .run(move |c| Ok((read_detect::rule(c, id)?, store::devices::read::devices(c)?)))
+        .run(move |c| {
+            Ok((
+                store::detect::read::rule(c, id)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     let rule = rule.ok_or_else(|| WebError::NotFound(format!("no rule with id {id}")))?;
     Ok(render_edit(
@@ -100,7 +110,10 @@ async fn save(state: &AppState, id: Option<i64>, form: RuleForm) -> Result<Respo
     let (existing, devices) = state
         .reads()
         .run(move |c| {
-            let rule = id.map(|id| read_detect::rule(c, id)).transpose()?.flatten();
+            let rule = id
+                .map(|id| store::detect::read::rule(c, id))
+                .transpose()?
+                .flatten();
             Ok((rule, store::devices::read::devices(c)?))
         })
         .await?;
@@ -113,7 +126,7 @@ async fn save(state: &AppState, id: Option<i64>, form: RuleForm) -> Result<Respo
             let page = match &existing {
                 Some(row) => render_edit(row, &devices, &form, &errors),
                 None => {
-                    let rules = state.reads().run(read_detect::rules).await?;
+                    let rules = state.reads().run(store::detect::read::rules).await?;
                     render_list(&rules, &devices, &form, &errors)
                 }
             };
@@ -145,7 +158,7 @@ pub async fn delete(
     let Path(id) = id?;
     let exists = state
         .reads()
-        .run(move |c| read_detect::rule(c, id))
+        .run(move |c| store::detect::read::rule(c, id))
         .await?
         .is_some();
     if !exists {
@@ -569,8 +582,8 @@ fn render_list(
                         }
                     }
                 }
-                @if rules.len() as u32 >= read_detect::MAX_RULES {
-                    p.muted { "The first " (read_detect::MAX_RULES) " rules." }
+                @if rules.len() as u32 >= store::detect::read::MAX_RULES {
+                    p.muted { "The first " (store::detect::read::MAX_RULES) " rules." }
                 }
             }
             h2 #new { "New rule" }

@@ -264,8 +264,8 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
         }
         if let Some(code) = f.code {
             clause.push_str(" AND ");
-            clause.push_str(&crate::store::read_detect::code_clause("h.codes"));
-            params.push(crate::store::read_detect::code_param(code));
+            clause.push_str(&crate::store::detect::read::code_clause("h.codes"));
+            params.push(crate::store::detect::read::code_param(code));
         }
         clause.push(')');
         w.add(clause, params);
