@@ -21,7 +21,6 @@ use crate::store::devices::read::DeviceRow;
 use crate::store::dns::read::{DeviceDns, DnsFilter};
 use crate::store::filter::Window;
 use crate::store::flows::read::{ALL_DIRECTIONS, FlowFilter, Show};
-use crate::store::read_peers;
 use crate::store::writer::MAX_NOTES_CHARS;
 use crate::time::now_ms;
 use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
@@ -161,7 +160,7 @@ pub async fn page(
     // The detector's usual upload for this device, drawn over its traffic chart.
     let baseline = state
         .reads()
-        .run(move |c| crate::store::read_overview::egress_baseline(c, id))
+        .run(move |c| crate::store::overview::egress_baseline(c, id))
         .await?;
     let d = &data.device;
     let bars: Vec<Bar> = data
@@ -289,8 +288,8 @@ fn device_peers(
         ..IncidentFilter::default()
     };
     Ok(peers::DevicePeers {
-        hosts: read_peers::device_top_hosts(c, id, since)?,
-        ports: read_peers::device_top_ports(c, id, since)?,
+        hosts: store::peers::device_top_hosts(c, id, since)?,
+        ports: store::peers::device_top_ports(c, id, since)?,
         incidents: store::detect::read::incidents(c, &filter, now)?.incidents,
     })
 }

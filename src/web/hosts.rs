@@ -15,7 +15,6 @@ use crate::store;
 use crate::store::filter::{MAX_PAGE, Order};
 use crate::store::flows::read::FlowFilter;
 use crate::store::hosts::read::{HostDomain, HostFilter, HostSort};
-use crate::store::read_peers;
 use crate::time::now_ms;
 
 pub async fn list(
@@ -126,7 +125,7 @@ pub async fn page(
             else {
                 return Ok(None);
             };
-            let devices = read_peers::host_devices(c, id, now - peers::WINDOW_MS)?;
+            let devices = store::peers::host_devices(c, id, now - peers::WINDOW_MS)?;
             Ok(Some((page, devices)))
         })
         .await?

@@ -141,7 +141,7 @@ struct Shared {
     /// The "Alerts: N" count, cached per commit ([`incidents::badge`]).
     alerts: incidents::AlertCount,
     /// The overview's long-window host ranking of settled hours, kept per hour.
-    settled_tops: Arc<crate::store::read_overview::SettledTops>,
+    settled_tops: Arc<crate::store::overview::SettledTops>,
     /// The running configuration, for the settings page; `None` where the caller has
     /// none (tests, benchmarks).
     config: Option<Arc<crate::config::Config>>,

@@ -1,3 +1,6 @@
+//! Over 800 lines: the overview's dozen panel queries and their query-plan tests belong
+//! together; each reads a different rollup.
+//!
 //! The queries of the overview page (`/overview` and its `/fragment/overview/*`): the
 //! headline numbers, the charts' series and the top-N panels.
 //!
