@@ -531,7 +531,7 @@ impl Detector {
                     Code::RarePort,
                     format!(
                         "{} port {port} is not a common port and new for this device",
-                        proto_name(f.proto)
+                        crate::flow::proto_evidence_name(f.proto)
                     ),
                 ));
             }
@@ -540,7 +540,11 @@ impl Detector {
         if !cfg.common_protos.contains(&f.proto) {
             found.push((
                 Code::UnexpectedProto,
-                format!("IP protocol {} ({})", f.proto, proto_name(f.proto)),
+                format!(
+                    "IP protocol {} ({})",
+                    f.proto,
+                    crate::flow::proto_evidence_name(f.proto)
+                ),
             ));
         }
         if host.has_rdns == Some(false) {
@@ -886,19 +890,6 @@ fn beacon(starts: &mut VecDeque<i64>, at: i64, cfg: &config::Detect) -> Option<S
 /// one site is.
 pub fn registrable_domain(name: &str) -> String {
     crate::store::dns::registrable_domain(&name.to_ascii_lowercase()).to_owned()
-}
-
-fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        1 => "ICMP",
-        6 => "TCP",
-        17 => "UDP",
-        47 => "GRE",
-        50 => "ESP",
-        58 => "ICMPv6",
-        132 => "SCTP",
-        _ => "other",
-    }
 }
 
 fn format_endpoint(ip: IpAddr, port: u16) -> String {
