@@ -17,7 +17,7 @@ use tokio::sync::Semaphore;
 
 /// A small pool of read-only connections to the database file. Cheap to clone.
 ///
-/// Why a pool and not one connection behind a mutex: page renders overlap (the dashboard,
+/// Why a pool and not one connection behind a mutex: page renders overlap (the `/flows` page,
 /// its live fragment, an API scrape), and each SQLite connection is single-threaded.
 /// Why not more than a few: every connection keeps its own page cache, and a router has
 /// 128 MB of RAM.

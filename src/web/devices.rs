@@ -13,7 +13,7 @@ use super::chart::{self, Bar};
 use super::format::{self, time};
 use super::layout::with_query;
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, dns, flows, peers};
+use super::{AppState, WebError, dns, flow_table, peers};
 use crate::event::Command;
 use crate::store;
 use crate::store::detect::read::{IncidentFilter, IncidentState};
@@ -268,7 +268,7 @@ pub async fn page(
             h2 { "DNS" }
             (dns_section(id, d.label(), &data.dns, window, since, now))
             h2 { "Recent flows" }
-            (flows::recent(&data.flows, &full_view, now))
+            (flow_table::recent(&data.flows, &full_view, now))
         },
     ))
 }

@@ -13,7 +13,7 @@ use super::chart::{self, CountBar};
 use super::format::{self, time};
 use super::layout::{Nav, device_select, page as shell, pager, with_query};
 use super::saved;
-use super::{AppState, WebError, flows};
+use super::{AppState, WebError, flow_table};
 use crate::dns::{qtype_name, rcode_name};
 use crate::store;
 use crate::store::dns::read::{DnsFilter, DnsLog, DnsMinute, DnsRow, RcodeMatch};
@@ -100,7 +100,7 @@ fn row(q: &DnsRow) -> Markup {
             }
             td.mono.name {
                 @match &q.name {
-                    Some(name) => @match flows::domain_href(name, None) {
+                    Some(name) => @match flow_table::domain_href(name, None) {
                         Some(href) => a href=(href) title="flows to this domain" { (name) },
                         None => (name),
                     },

@@ -9,7 +9,7 @@ use super::chart::{self, Bar};
 use super::devices::{WindowQuery, parse_window, recent_filter, window_links};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell, pager, with_query};
-use super::{AppState, WebError, flows, peers};
+use super::{AppState, WebError, flow_table, peers};
 use crate::flow::proto_name;
 use crate::store;
 use crate::store::filter::{MAX_PAGE, Order};
@@ -225,7 +225,7 @@ pub async fn page(
                 }
             }
             h2 { "Recent flows" }
-            (flows::recent(&data.flows, &full_view, now))
+            (flow_table::recent(&data.flows, &full_view, now))
         },
     ))
 }
@@ -268,7 +268,7 @@ fn domains(id: i64, domains: &[HostDomain]) -> Markup {
             remote_host_id: Some(id),
             ..recent_filter()
         };
-        flows::domain_href(name, Some(&base))
+        flow_table::domain_href(name, Some(&base))
     };
     html! {
         @if domains.is_empty() {

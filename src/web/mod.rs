@@ -63,10 +63,10 @@ pub mod auth;
 mod chart;
 mod conn;
 mod csv;
-mod dashboard;
 mod devices;
 mod dns;
 mod drops;
+mod flow_table;
 mod flows;
 mod format;
 mod health;
@@ -110,7 +110,7 @@ use tokio::sync::{Semaphore, watch};
 pub use self::auth::Auth;
 use crate::store::pool::ReadPool;
 use crate::store::writer::{Tick, WriterHandle};
-use crate::web::query::FilterError;
+use crate::web::query::{FilterError, QueryStringError};
 
 /// Most `/events` streams open at once. Each is a task and a socket; a household has a
 /// few tabs open, and a leaked-tab storm must not exhaust a router's memory.
@@ -215,8 +215,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(overview::page))
-        .route("/flows", get(dashboard::page))
-        .route("/fragment/flows", get(flows::fragment))
+        .route("/flows", get(flows::page))
+        .route("/fragment/flows", get(flow_table::fragment))
         .route("/fragment/overview/{part}", get(overview::fragment))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))
@@ -446,6 +446,12 @@ impl WebError {
 
 impl From<FilterError> for WebError {
     fn from(e: FilterError) -> Self {
+        WebError::BadRequest(e.to_string())
+    }
+}
+
+impl From<QueryStringError> for WebError {
+    fn from(e: QueryStringError) -> Self {
         WebError::BadRequest(e.to_string())
     }
 }

@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::chart::{self, Bar, CountBar, Frame, Unit};
 use super::format::{self, time_ago};
 use super::layout::{Nav, page as shell, with_query};
-use super::{AppState, WebError, flows, router::CONNTRACK_WARN};
+use super::{AppState, WebError, flow_table, router::CONNTRACK_WARN};
 use crate::collect::system::{self, Role, SystemSample};
 use crate::flow::proto_name;
 use crate::store::filter::Window;
@@ -762,7 +762,7 @@ fn live_flows(page: Option<&FlowPage>, now: i64) -> Markup {
         @match page {
             Some(p) if !p.flows.is_empty() => {
                 p.count { "newest activity of " strong { (format::count(p.total)) } " active internet flows" }
-                (flows::table(&p.flows, now, None))
+                (flow_table::table(&p.flows, now, None))
             }
             // The tile counts every direction; this table, like the flows page, only
             // internet traffic (router-local DNS and LAN flows are on /flows).

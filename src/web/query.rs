@@ -11,6 +11,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use super::WebError;
+
 use crate::detect::Code;
 use crate::flow::{Direction, proto_from_name};
 use crate::store::detect::read::{
@@ -78,13 +80,34 @@ pub struct FlowQuery {
     pub per_page: Option<String>,
 }
 
+/// A flow query string that is not `key=value&…` text, or repeats a key other than
+/// `cols`; the web layer answers it with a 400.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryStringError {
+    #[error("invalid query string: {0}")]
+    Malformed(serde_urlencoded::de::Error),
+    /// The pairs, re-encoded without `cols`, could not be written back as text.
+    #[error("{0}")]
+    Reencode(serde_urlencoded::ser::Error),
+    /// A repeated key, or a value of the wrong shape for its field.
+    #[error("Failed to deserialize query string: {0}")]
+    Fields(serde_urlencoded::de::Error),
+}
+
+/// The flow filter of a request's query string (`cols=` may repeat: the form's column
+/// checkboxes); a bad value is a 400 naming the parameter.
+pub fn parse_flow_filter(raw: Option<String>) -> Result<FlowFilter, WebError> {
+    let query = FlowQuery::from_query_string(raw.as_deref().unwrap_or(""))?;
+    Ok(FlowFilter::parse(&query)?)
+}
+
 impl FlowQuery {
     /// Parses a raw query string. Like axum's `Query`, except that `cols` may repeat
     /// (a form's column checkboxes send one `cols=` each): its values are joined into
     /// the one comma list the canonical URL carries. Any other repeated key is an error.
-    pub fn from_query_string(raw: &str) -> Result<FlowQuery, String> {
+    pub fn from_query_string(raw: &str) -> Result<FlowQuery, QueryStringError> {
         let pairs: Vec<(String, String)> =
-            serde_urlencoded::from_str(raw).map_err(|e| format!("invalid query string: {e}"))?;
+            serde_urlencoded::from_str(raw).map_err(QueryStringError::Malformed)?;
         let mut cols: Option<String> = None;
         let mut rest = Vec::with_capacity(pairs.len());
         for (k, v) in pairs {
@@ -101,9 +124,9 @@ impl FlowQuery {
                 rest.push((k, v));
             }
         }
-        let text = serde_urlencoded::to_string(&rest).map_err(|e| e.to_string())?;
-        let mut q: FlowQuery = serde_urlencoded::from_str(&text)
-            .map_err(|e| format!("Failed to deserialize query string: {e}"))?;
+        let text = serde_urlencoded::to_string(&rest).map_err(QueryStringError::Reencode)?;
+        let mut q: FlowQuery =
+            serde_urlencoded::from_str(&text).map_err(QueryStringError::Fields)?;
         q.cols = cols;
         Ok(q)
     }

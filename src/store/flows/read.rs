@@ -133,7 +133,7 @@ pub const ALL_DIRECTIONS: [Direction; 5] = [
 ];
 
 /// A parsed, bounded flow filter. Build with [`FlowFilter::parse`]; the default is the
-/// dashboard's view (active internet flows, latest first, 50 per page).
+/// `/flows` page's view (active internet flows, latest first, 50 per page).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowFilter {
     pub show: Show,
@@ -585,7 +585,7 @@ pub fn flows_export(
     Ok(n)
 }
 
-/// The dashboard's headline numbers over a window ending now.
+/// The `/flows` page's headline numbers over a window ending now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
     /// Live flows right now (`ended_at IS NULL`), every direction.
@@ -626,20 +626,20 @@ pub fn summary(conn: &Connection, since_ms: i64) -> rusqlite::Result<Summary> {
     })
 }
 
-/// The dashboard: summary tiles, the flows table, and the devices for its filter menu.
+/// The `/flows` page: summary tiles, the flows table, and the devices for its filter menu.
 #[derive(Debug, Clone)]
-pub struct Dashboard {
+pub struct FlowsPage {
     pub summary: Summary,
     pub flows: FlowPage,
     pub devices: Vec<DeviceRow>,
 }
 
-pub fn dashboard(
+pub fn flows_page(
     conn: &Connection,
     filter: &FlowFilter,
     since_ms: i64,
-) -> rusqlite::Result<Dashboard> {
-    Ok(Dashboard {
+) -> rusqlite::Result<FlowsPage> {
+    Ok(FlowsPage {
         summary: summary(conn, since_ms)?,
         flows: flows(conn, filter)?,
         devices: devices(conn)?,
