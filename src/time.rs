@@ -21,6 +21,16 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Start of the minute containing `ms` (the key of every per-minute rollup).
+pub fn minute_start(ms: i64) -> i64 {
+    ms - ms.rem_euclid(MINUTE_MS)
+}
+
+/// Start of the UTC hour containing `ms` (the key of every per-hour rollup).
+pub fn hour_start(ms: i64) -> i64 {
+    ms - ms.rem_euclid(HOUR_MS)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (`days_from_civil`).
 pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -48,6 +58,14 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn minute_and_hour_starts_floor_towards_the_past() {
+        assert_eq!(minute_start(3 * MINUTE_MS + 59_999), 3 * MINUTE_MS);
+        assert_eq!(minute_start(-1), -MINUTE_MS);
+        assert_eq!(hour_start(5 * HOUR_MS + 1), 5 * HOUR_MS);
+        assert_eq!(hour_start(-1), -HOUR_MS);
+    }
 
     #[test]
     fn days_round_trip_through_the_calendar() {

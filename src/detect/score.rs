@@ -51,10 +51,11 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::baseline::{Baseline, minute_of};
+use super::baseline::Baseline;
 use super::rules::{Rules, Target};
 use super::{Code, Reason};
 use crate::config;
+use crate::time::minute_start;
 
 const DAY_MS: i64 = 86_400_000;
 /// Remote hosts whose enrichment (rDNS known, ASN) is kept; past it the map restarts
@@ -268,7 +269,7 @@ impl DeviceState {
 
     /// Moves the per-minute counters to `at`'s minute (a new minute starts at zero).
     fn roll_minute(&mut self, at: i64) {
-        let m = minute_of(at);
+        let m = minute_start(at);
         if m > self.minute {
             self.minute = m;
             self.egress = 0;
@@ -655,7 +656,7 @@ impl Detector {
             .map_or(0.0, |b| b.upload_ratio_p95);
         let state = self.device(device_id, at);
         state.roll_minute(at);
-        if minute_of(at) == state.minute && delta_up > 0 {
+        if minute_start(at) == state.minute && delta_up > 0 {
             state.egress += delta_up;
             state.egress_grew = true;
         }
@@ -715,7 +716,7 @@ impl Detector {
         }
         let state = self.device(device_id, at);
         state.roll_minute(at);
-        if minute_of(at) == state.minute {
+        if minute_start(at) == state.minute {
             state.nxdomain += 1;
             state.nxdomain_grew = true;
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::filter::Window;
-use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, hour_start, minute_start};
 
 /// A device counts as online when it was seen this recently: DHCP renewals and the
 /// neighbour scan refresh `last_seen` of a quiet but present device within minutes.
@@ -222,13 +222,9 @@ pub fn top_devices(
     // order, so this reads the window's rows in place, where the time index would look
     // each one up again.
     let (table, col, since) = if hourly {
-        ("device_hours", "hour", since - since.rem_euclid(HOUR_MS))
+        ("device_hours", "hour", hour_start(since))
     } else {
-        (
-            "device_minutes",
-            "minute",
-            since - since.rem_euclid(MINUTE_MS),
-        )
+        ("device_minutes", "minute", minute_start(since))
     };
     let order = match rank {
         DeviceRank::Total => "up + down",
@@ -279,10 +275,10 @@ pub fn top_hosts(
     settled: &SettledTops,
 ) -> rusqlite::Result<Vec<HostTraffic>> {
     let sums = if hourly {
-        top_host_hours(conn, now, since - since.rem_euclid(HOUR_MS), limit, settled)?
+        top_host_hours(conn, now, hour_start(since), limit, settled)?
     } else {
         // Minute windows (an hour at most) hold few rows: the time index is the short way.
-        let since = since - since.rem_euclid(MINUTE_MS);
+        let since = minute_start(since);
         conn.prepare_cached(
             "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
                     sum(flows_new) FROM remote_host_minutes \
@@ -525,7 +521,7 @@ fn top_host_hours(
     limit: u32,
     cache: &SettledTops,
 ) -> rusqlite::Result<Vec<HostSum>> {
-    let split = now - now.rem_euclid(HOUR_MS) - HOUR_MS;
+    let split = hour_start(now) - HOUR_MS;
     if split <= since {
         return Ok(host_hours(conn, since, i64::MAX)?
             .into_iter()
@@ -849,7 +845,7 @@ mod tests {
             .unwrap();
         }
         let mut add = |conn: &Connection, now: i64, hosts: u64, from_h: i64, to_h: i64, rows| {
-            let hour = now - now.rem_euclid(HOUR_MS);
+            let hour = hour_start(now);
             for _ in 0..rows {
                 let id = 1 + rand(hosts) as i64;
                 let h = hour - HOUR_MS * (from_h + rand((to_h - from_h + 1) as u64) as i64);
@@ -868,7 +864,7 @@ mod tests {
             }
         };
         let plain = |conn: &Connection, since: i64, limit: u32| -> Vec<HostSum> {
-            let all = host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX).unwrap();
+            let all = host_hours(conn, hour_start(since), i64::MAX).unwrap();
             all.into_iter()
                 .map(|h| h.sum)
                 .take(limit as usize)
@@ -909,7 +905,7 @@ mod tests {
         conn.execute(
             "INSERT INTO remote_host_hours (remote_host_id, hour, bytes_up, bytes_down, flows_new)
              VALUES (299, ?1, 1000000000, 0, 1)",
-            [now - now.rem_euclid(HOUR_MS)],
+            [hour_start(now)],
         )
         .unwrap();
         check(&conn, now, "a new heavy host");

@@ -6,7 +6,7 @@
 
 use maud::{Markup, html};
 
-use crate::time::civil_from_days;
+use crate::time::{DAY_MS, civil_from_days};
 
 /// The UTC calendar fields of a unix ms time.
 struct Utc {
@@ -20,8 +20,8 @@ struct Utc {
 }
 
 fn utc(ms: i64) -> Utc {
-    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
-    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
+    let in_day = ms.rem_euclid(DAY_MS);
     Utc {
         year,
         month,

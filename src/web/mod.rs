@@ -3,7 +3,8 @@
 //! Server-rendered: every page and fragment is a maud template, so data (device names,
 //! reverse-DNS names) is escaped by construction; the one small script only swaps in
 //! HTML the server rendered. A handler is short: parse the query into a typed filter
-//! from [`crate::store::read`], make one read call on the pool, render one template.
+//! ([`query`]), make one read call on the pool (a `read` module of the table family in
+//! [`crate::store`]), render one template.
 //!
 //! Nothing here writes to the database: user actions go to the writer as
 //! [`crate::event::Command`]s and wait for its commit (principle 1).
