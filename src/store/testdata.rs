@@ -201,3 +201,20 @@ pub(crate) fn dns_query(pairs: &[(&str, &str)]) -> DnsQuery {
     }
     q
 }
+
+/// Percent-decoding of a canonical query string value (the inverse of the URL builder).
+pub(crate) fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
