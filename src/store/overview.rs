@@ -352,9 +352,8 @@ impl HostSum {
 /// Each remote host's sums over the *settled* hours of the long windows — every hour
 /// before the last one — kept until the hour turns.
 ///
-/// Summing a month of `remote_host_hours` is a million rows on a busy router (115 ms on
-/// the page benchmark's database, most of the overview's time at 30 d), yet those rows
-/// stop changing once their hour is over: the writer adds a delta to the hour it is
+/// Summing a month of `remote_host_hours` is a million rows on a busy router — most of
+/// the overview's work at 30 d — yet those rows stop changing once their hour is over: the writer adds a delta to the hour it is
 /// observed in. So each request adds only the last two hours' rows to the settled sums
 /// (the hour before the current one is read live too, for a tick committed just after
 /// the hour turned). When the hour turns, the window moves by one hour: the new settled
@@ -578,7 +577,7 @@ fn top_host_hours(
 
 /// Every host's sums over the hour rows in `[since, until)`, most bytes first, through
 /// the key for the hosts seen since `since` (`remote_hosts_last_seen`): the time index
-/// would look each of a month's rows up again (2.5 s on the page benchmark's database).
+/// would look each of a month's rows up again.
 fn host_hours(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<SettledSum>> {
     conn.prepare_cached(
         "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \

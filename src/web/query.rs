@@ -221,7 +221,7 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
     }
     // `*.` and leading dots in any mix and number ("..*..x"), all of them, and from the
     // canonical form (`\*.x` decodes to `*.x`): a filter must accept its own `to_query`
-    // unchanged (both found by fuzzing).
+    // unchanged (the query-string fuzz target checks that).
     let canonical = crate::dns::normalize_name(text);
     let mut bare = canonical.as_str();
     loop {
@@ -234,7 +234,7 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
     }
     let name = bare.to_owned();
     // The bound holds for the canonical form too: control bytes grow fourfold when
-    // escaped (`\000`), and a filter must accept its own `to_query` (found by fuzzing).
+    // escaped (`\000`), and a filter must accept its own `to_query`.
     if name.is_empty() || name == "*" || name.chars().count() > MAX_DOMAIN_FILTER_CHARS {
         return Err(bad(param, text, EXPECTED));
     }

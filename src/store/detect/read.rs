@@ -1,3 +1,6 @@
+//! Over 800 lines: an incident page reads hits, incidents and rules together, and a
+//! fifth of the file is their tests.
+//!
 //! Reads of the detection tables: hits (`/anomalies`, `/api/hits`), incidents
 //! (`/incidents`, `/incidents/{id}`, the "Alerts: N" badge) and rules (`/rules`), over the
 //! tables of `migrations/0006_detect.sql`.
@@ -617,16 +620,39 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
     let Some(incident) = incident(conn, id)? else {
         return Ok(None);
     };
-    let hits: Vec<HitRow> = conn
-        .prepare_cached(&format!(
-            "SELECT {HIT_COLUMNS}, {DEVICE_LABEL} FROM hits x \
-             LEFT JOIN devices d ON d.id = x.device_id \
-             WHERE x.incident_id = ? ORDER BY x.ts, x.id LIMIT ?"
-        ))?
-        .query_map(params![id, MAX_INCIDENT_HITS], hit_row)?
-        .collect::<rusqlite::Result<_>>()?;
+    let hits = incident_hits(conn, id)?;
     let device_window = !hits.is_empty() && hits.iter().all(|h| h.flow_id.is_none());
-    let flows: Vec<CauseFlow> = if device_window {
+    let flows = cause_flows(conn, &incident, device_window)?;
+    let answers = cause_answers(conn, &incident, &hits, &flows)?;
+    Ok(Some(IncidentDetail {
+        incident,
+        hits,
+        flows,
+        device_window,
+        answers,
+    }))
+}
+
+/// The incident's hits, oldest first.
+fn incident_hits(conn: &Connection, id: i64) -> rusqlite::Result<Vec<HitRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {HIT_COLUMNS}, {DEVICE_LABEL} FROM hits x \
+         LEFT JOIN devices d ON d.id = x.device_id \
+         WHERE x.incident_id = ? ORDER BY x.ts, x.id LIMIT ?"
+    ))?
+    .query_map(params![id, MAX_INCIDENT_HITS], hit_row)?
+    .collect()
+}
+
+/// The flows behind the incident: those its hits name, or — when no hit names a flow
+/// (`device_window`) — the device's outbound flows around the incident.
+fn cause_flows(
+    conn: &Connection,
+    incident: &IncidentRow,
+    device_window: bool,
+) -> rusqlite::Result<Vec<CauseFlow>> {
+    let id = incident.id;
+    Ok(if device_window {
         // `flows_device`: (device_id, first_seen).
         conn.prepare_cached(&format!(
             "SELECT {CAUSE_FLOW_COLUMNS} FROM flows f LEFT JOIN dns_names n ON n.id = f.qname_id \
@@ -651,7 +677,16 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
         ))?
         .query_map(params![id, MAX_INCIDENT_FLOWS], cause_flow)?
         .collect::<rusqlite::Result<_>>()?
-    };
+    })
+}
+
+/// The DNS answers that led the device to the addresses involved.
+fn cause_answers(
+    conn: &Connection,
+    incident: &IncidentRow,
+    hits: &[HitRow],
+    flows: &[CauseFlow],
+) -> rusqlite::Result<Vec<CauseAnswer>> {
     // The answers this device's addresses got for the remote addresses involved, from an
     // hour before the incident began to its end (`dns_answers_client`: ip, client, ts).
     let mut addrs: Vec<String> = Vec::new();
@@ -665,7 +700,7 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
             addrs.push(ip);
         }
     }
-    let answers = if addrs.is_empty() {
+    Ok(if addrs.is_empty() {
         Vec::new()
     } else {
         let placeholders = vec!["?"; addrs.len()].join(", ");
@@ -698,14 +733,7 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
             })
         })?
         .collect::<rusqlite::Result<_>>()?
-    };
-    Ok(Some(IncidentDetail {
-        incident,
-        hits,
-        flows,
-        device_window,
-        answers,
-    }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------

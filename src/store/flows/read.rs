@@ -1,3 +1,6 @@
+//! Over 800 lines: the flow filter's SQL and the tests that pin its results and query
+//! plans are one concern; a quarter of the file is those tests.
+//!
 //! Reads of the flows table: the flow filter (the SQL's input, built by
 //! `crate::web::query` from a query string), the flows table page, the CSV export and the
 //! `/flows` page's headline numbers.
@@ -246,29 +249,7 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
         w.add("f.state = ?", [Value::Text(state.to_owned())]);
     }
     if f.min_score.is_some() || f.code.is_some() {
-        // Hits name the flow that caused them (`hits.flow_id`); the few matching hits
-        // drive the lookup, not a scan of the flows.
-        // With a device or host filter, their covering index checks the list without a
-        // row lookup per hit (`+` keeps the list from driving: 3 000 lookups, 27 ms → 7).
-        let id = if f.device_id.is_some() || f.remote_host_id.is_some() {
-            "+f.id"
-        } else {
-            "f.id"
-        };
-        let mut clause =
-            format!("{id} IN (SELECT h.flow_id FROM hits h WHERE h.flow_id IS NOT NULL");
-        let mut params = Vec::new();
-        if let Some(score) = f.min_score {
-            clause.push_str(" AND h.score >= ?");
-            params.push(Value::Integer(score.into()));
-        }
-        if let Some(code) = f.code {
-            clause.push_str(" AND ");
-            clause.push_str(&crate::store::detect::read::code_clause("h.codes"));
-            params.push(crate::store::detect::read::code_param(code));
-        }
-        clause.push(')');
-        w.add(clause, params);
+        hit_clause(&mut w, f);
     }
     if let Some(from) = &f.from {
         w.add("f.last_seen >= ?", [Value::Integer(from.at(now))]);
@@ -291,6 +272,34 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
         );
     }
     w
+}
+
+/// `min_score=` and `code=`: the flow has a hit (`hits.flow_id`) scoring at least that,
+/// or carrying that code.
+fn hit_clause(w: &mut Where, f: &FlowFilter) {
+    // Hits name the flow that caused them (`hits.flow_id`); the few matching hits
+    // drive the lookup, not a scan of the flows.
+    // With a device or host filter, their covering index checks the list without a
+    // row lookup per hit (`+` keeps the hit list from driving the join, which would
+    // look up every hit's flow row).
+    let id = if f.device_id.is_some() || f.remote_host_id.is_some() {
+        "+f.id"
+    } else {
+        "f.id"
+    };
+    let mut clause = format!("{id} IN (SELECT h.flow_id FROM hits h WHERE h.flow_id IS NOT NULL");
+    let mut params = Vec::new();
+    if let Some(score) = f.min_score {
+        clause.push_str(" AND h.score >= ?");
+        params.push(Value::Integer(score.into()));
+    }
+    if let Some(code) = f.code {
+        clause.push_str(" AND ");
+        clause.push_str(&crate::store::detect::read::code_clause("h.codes"));
+        params.push(crate::store::detect::read::code_param(code));
+    }
+    clause.push(')');
+    w.add(clause, params);
 }
 
 /// The index a flows page walks, when the filter has nothing selective to start from.
