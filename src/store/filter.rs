@@ -1,5 +1,6 @@
 //! The typed filter pieces several table families' reads share — paging bounds, sort
-//! order, address and time bounds — and the `WHERE` builder their SQL is made with.
+//! order, address and time bounds, the windows pages offer — and the `WHERE` builder
+//! their SQL is made with.
 //!
 //! Filters are built by the web layer from query strings (`crate::web::query`); here they
 //! only become SQL. Every value reaches SQLite as a bound parameter, and user text in

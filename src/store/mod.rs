@@ -1,4 +1,9 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
+//!
+//! Reads: each table family's queries are in its `read` module (`flows::read`,
+//! `devices::read`, `dns::read`, `hosts::read`, `rollups::read`, `detect::read`), page-wide
+//! ones in `overview` and `peers`; they run on the connections of `pool` and build their
+//! `WHERE` clauses with `filter`.
 
 pub mod budget;
 pub mod detect;

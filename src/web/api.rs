@@ -61,7 +61,7 @@ pub async fn flows(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<FlowsResponse> {
-    let filter = crate::web::query::parse_flow_filter(query)?;
+    let filter = super::query::parse_flow_filter(query)?;
     let page = state
         .reads()
         .run(move |c| store::flows::read::flows(c, &filter))

@@ -38,7 +38,7 @@ pub async fn flows(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let filter = crate::web::query::parse_flow_filter(query)?;
+    let filter = super::query::parse_flow_filter(query)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     let reads = state.reads().clone();
     tokio::spawn(async move {

@@ -24,7 +24,7 @@ pub async fn page(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Markup, WebError> {
-    let filter = crate::web::query::parse_flow_filter(query)?;
+    let filter = super::query::parse_flow_filter(query)?;
     let now = now_ms();
     let f = filter.clone();
     let data = state
