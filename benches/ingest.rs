@@ -106,7 +106,7 @@ fn main() {
     let writer = WriterThread::start(&config, network).expect("starting writer");
     let handle = writer.handle.clone();
     let mut ticks = writer.ticks.clone();
-    let now = netmon::sys::now_ms();
+    let now = netmon::time::now_ms();
 
     // Stage: new; then update (more bytes); then end. Each stage in `batch`-sized chunks.
     let started = Instant::now();

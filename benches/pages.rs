@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use netmon::config::{Config, WebAuth};
 use netmon::flow::Network;
-use netmon::store::read::ReadPool;
+use netmon::store::pool::ReadPool;
 use netmon::store::writer::WriterThread;
 use netmon::web;
 use tower::ServiceExt;
@@ -173,7 +173,7 @@ fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let flows = env_or("FLOWS", if full { 1_000_000 } else { 20_000 }) as i64;
     let runs = env_or("RUNS", if full { 40 } else { 3 });
-    let now = netmon::sys::now_ms();
+    let now = netmon::time::now_ms();
     let (path, dir) = match std::env::var_os("DB") {
         Some(p) => (PathBuf::from(p), None),
         None => {
@@ -326,7 +326,7 @@ fn main() {
         }
     });
     println!("slowest p95: {:.1} ms", worst.as_secs_f64() * 1000.0);
-    // Not a page: the largest CSV export (read::EXPORT_MAX_ROWS rows), a download whose
+    // Not a page: the largest CSV export (`store::flows::read::EXPORT_MAX_ROWS` rows), a download whose
     // time grows with its rows. Reported apart, from three runs.
     runtime.block_on(async {
         let page = "/api/flows.csv?show=all&direction=all";

@@ -32,7 +32,7 @@ use crate::export::ipfix::IpfixExporter;
 use crate::firewall::NftTable;
 use crate::flow::Network;
 use crate::privs;
-use crate::store::read::ReadPool;
+use crate::store::pool::ReadPool;
 use crate::store::writer::WriterThread;
 use crate::sys;
 use crate::web;

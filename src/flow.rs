@@ -142,6 +142,21 @@ pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
     }
 }
 
+/// The protocol as detection evidence spells it (`GRE`, `ICMPv6`), `other` when it has
+/// no name there. Stored in `hits.reasons`, so its spelling is part of the saved data.
+pub fn proto_evidence_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_ICMP => "ICMP",
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        47 => "GRE",
+        50 => "ESP",
+        PROTO_ICMPV6 => "ICMPv6",
+        132 => "SCTP",
+        _ => "other",
+    }
+}
+
 /// Inverse of [`proto_name`] for filters: a name or a number.
 pub fn proto_from_name(s: &str) -> Option<u8> {
     match s.to_ascii_lowercase().as_str() {

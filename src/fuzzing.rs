@@ -14,7 +14,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::collect::{ctnetlink, devices, dns, dnsmasq, nflog};
-use crate::store::read::{DnsFilter, DnsQuery, FlowFilter, FlowQuery, HostFilter, HostQuery};
+use crate::store::dns::read::DnsFilter;
+use crate::store::flows::read::FlowFilter;
+use crate::store::hosts::read::HostFilter;
+use crate::web::query::{DnsQuery, FlowQuery, HostQuery};
 
 /// A fixed "now" (2025-11-24T16:00:00Z, the lease tests' `NOW`) so a corpus file always
 /// takes the same path.

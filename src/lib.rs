@@ -17,4 +17,5 @@ pub mod passwd;
 pub mod privs;
 pub mod store;
 pub mod sys;
+pub mod time;
 pub mod web;

@@ -137,13 +137,6 @@ pub fn random_bytes(buf: &mut [u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 /// One `kB` field of `/proc/self/status` (`"VmRSS:"`, `"RssAnon:"`, …) in bytes; 0 when
 /// absent or unreadable.
 pub fn self_status_bytes(status: &str, name: &str) -> u64 {

@@ -633,7 +633,7 @@ impl Reader {
                     self.request_resync();
                 }
                 Ok((n, _)) => {
-                    let now_ms = crate::sys::now_ms();
+                    let now_ms = crate::time::now_ms();
                     for msg in NlMessages::new(&self.event_buf[..n]) {
                         match msg.and_then(|m| ctnetlink::decode(&m)) {
                             Ok(Decoded::Entry(entry)) => self.tracker.apply_event(entry, now_ms),
@@ -705,7 +705,7 @@ impl Reader {
     }
 
     fn handle_dump_datagram(&mut self, datagram: &[u8]) {
-        let now_ms = crate::sys::now_ms();
+        let now_ms = crate::time::now_ms();
         for msg in NlMessages::new(datagram) {
             let msg = match msg {
                 Ok(m) => m,
@@ -756,7 +756,7 @@ impl Reader {
         self.seq = self.seq.wrapping_add(1);
         let request = ctnetlink::dump_request(self.seq).map_err(io::Error::other)?;
         self.dump.send(&request, Msg::empty())?;
-        self.tracker.begin_dump(crate::sys::now_ms());
+        self.tracker.begin_dump(crate::time::now_ms());
         self.tracker.closes_pending = false;
         self.running = Some(RunningDump {
             seq: self.seq,
@@ -781,7 +781,7 @@ impl Reader {
         self.last_dump_end = Some(now);
         match error {
             None if !dump.tainted => {
-                let ended = self.tracker.end_dump(crate::sys::now_ms());
+                let ended = self.tracker.end_dump(crate::time::now_ms());
                 debug!(
                     "conntrack: dump {} complete, {ended} flows ended unseen",
                     dump.seq
@@ -1165,7 +1165,7 @@ impl Tracker {
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         // Just-closed flows waiting for their counters stay dirty for a later tick.
-        let now_ms = crate::sys::now_ms();
+        let now_ms = crate::time::now_ms();
         let mut held = Vec::new();
         dirty.retain(|ident| {
             let waiting = self
@@ -1842,7 +1842,7 @@ table inet netmon_lab {
         assert_eq!(changes(&rx).len(), 1);
         let mut closed = f.clone();
         closed.tcp_state = Some(7); // TIME_WAIT, from an UPDATE without counters
-        let closed_at = crate::sys::now_ms();
+        let closed_at = crate::time::now_ms();
         t.apply_event(ev(CtKind::Update, closed.clone()), closed_at);
         assert!(t.closes_pending);
         assert!(t.flush(&w));

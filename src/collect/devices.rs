@@ -491,7 +491,7 @@ fn run(
         let woken = wake_rx.try_recv().is_ok();
         if woken || last_scan.is_none_or(|t| now.duration_since(t) >= RESCAN) {
             last_scan = Some(now);
-            let now_ms = crate::sys::now_ms();
+            let now_ms = crate::time::now_ms();
             let now_s = now_ms / 1000;
             for file in &mut files {
                 if !woken {
@@ -549,7 +549,7 @@ fn run(
 fn receive(sock: &NlSocket, buf: &mut [u8], co: &mut Coalescer) {
     match sock.recv(&mut buf[..], Msg::empty()) {
         Ok((n, _)) => {
-            let (now, now_ms) = (Instant::now(), crate::sys::now_ms());
+            let (now, now_ms) = (Instant::now(), crate::time::now_ms());
             for msg in NlMessages::new(&buf[..n.min(buf.len())]) {
                 let Ok(msg) = msg else {
                     metrics::counter!("netmon_neighbour_messages_total", "result" => "malformed")

@@ -256,7 +256,7 @@ fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     metrics::counter!("netmon_dns_verdict_errors_total").increment(1);
                     log::warn!("accepting a queued DNS packet: {e}");
                 }
-                match parse_packet(&copy, crate::sys::now_ms()) {
+                match parse_packet(&copy, crate::time::now_ms()) {
                     Ok(obs) => {
                         parsed.increment(1);
                         pending.extend(obs);

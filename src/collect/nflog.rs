@@ -447,7 +447,7 @@ fn run(sock: NlSocket, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
     while !shutdown.load(Ordering::Relaxed) {
         match sock.recv(&mut buf[..], Msg::empty()) {
             Ok((n, _)) => {
-                let now = crate::sys::now_ms();
+                let now = crate::time::now_ms();
                 for msg in messages(&buf[..n.min(buf.len())]) {
                     // The kernel ends a batch of messages with NLMSG_DONE (control
                     // types are below NLMSG_MIN_TYPE, 16): not a packet, not an error.
@@ -486,7 +486,7 @@ fn run(sock: NlSocket, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = std::time::Instant::now();
-            tracker.expire(crate::sys::now_ms());
+            tracker.expire(crate::time::now_ms());
             flush(&writer, &mut tracker, &mut pending);
             if tracker.overflow > reported_overflow {
                 log::warn!(

@@ -124,7 +124,7 @@ pub fn parse_flowtables(text: &str) -> Vec<Flowtable> {
 
 /// Lists the flowtables with the `nft` binary.
 pub fn check() -> OffloadStatus {
-    let checked_ms = crate::sys::now_ms();
+    let checked_ms = crate::time::now_ms();
     let result = Command::new("nft")
         .args(["list", "flowtables"])
         .output()

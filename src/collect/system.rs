@@ -438,7 +438,7 @@ impl Sampler {
 
     fn sample(&mut self) -> SystemSample {
         let now = Instant::now();
-        let at_ms = crate::sys::now_ms();
+        let at_ms = crate::time::now_ms();
         let interval = self.prev_at.map(|p| now.duration_since(p));
         self.prev_at = Some(now);
         let read = |p: &str| std::fs::read_to_string(p).ok();

@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+use crate::time::{HOUR_MS, MINUTE_MS};
+
 /// A device's normal, as stored in `device_baselines`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Baseline {
@@ -46,9 +48,7 @@ pub struct Baseline {
 const MIN_HOUR_SAMPLES: usize = 30;
 /// Hours moving less than this (bytes, both ways) say nothing about the upload ratio.
 const MIN_RATIO_HOUR_BYTES: u64 = 1 << 20;
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
-const TEN_MINUTES_MS: i64 = 600_000;
+const TEN_MINUTES_MS: i64 = 10 * MINUTE_MS;
 
 /// One `device_minutes` row as the baseline needs it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -155,11 +155,6 @@ pub fn compute(inputs: &Inputs, now: i64) -> Baseline {
         upload_ratio_p95,
         egress_by_hour,
     }
-}
-
-/// Start of the minute containing `ms`.
-pub fn minute_of(ms: i64) -> i64 {
-    ms - ms.rem_euclid(MINUTE_MS)
 }
 
 #[cfg(test)]

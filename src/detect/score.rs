@@ -51,10 +51,11 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use super::baseline::{Baseline, minute_of};
+use super::baseline::Baseline;
 use super::rules::{Rules, Target};
 use super::{Code, Reason};
 use crate::config;
+use crate::time::minute_start;
 
 const DAY_MS: i64 = 86_400_000;
 /// Remote hosts whose enrichment (rDNS known, ASN) is kept; past it the map restarts
@@ -268,7 +269,7 @@ impl DeviceState {
 
     /// Moves the per-minute counters to `at`'s minute (a new minute starts at zero).
     fn roll_minute(&mut self, at: i64) {
-        let m = minute_of(at);
+        let m = minute_start(at);
         if m > self.minute {
             self.minute = m;
             self.egress = 0;
@@ -531,7 +532,7 @@ impl Detector {
                     Code::RarePort,
                     format!(
                         "{} port {port} is not a common port and new for this device",
-                        proto_name(f.proto)
+                        crate::flow::proto_evidence_name(f.proto)
                     ),
                 ));
             }
@@ -540,7 +541,11 @@ impl Detector {
         if !cfg.common_protos.contains(&f.proto) {
             found.push((
                 Code::UnexpectedProto,
-                format!("IP protocol {} ({})", f.proto, proto_name(f.proto)),
+                format!(
+                    "IP protocol {} ({})",
+                    f.proto,
+                    crate::flow::proto_evidence_name(f.proto)
+                ),
             ));
         }
         if host.has_rdns == Some(false) {
@@ -651,7 +656,7 @@ impl Detector {
             .map_or(0.0, |b| b.upload_ratio_p95);
         let state = self.device(device_id, at);
         state.roll_minute(at);
-        if minute_of(at) == state.minute && delta_up > 0 {
+        if minute_start(at) == state.minute && delta_up > 0 {
             state.egress += delta_up;
             state.egress_grew = true;
         }
@@ -711,7 +716,7 @@ impl Detector {
         }
         let state = self.device(device_id, at);
         state.roll_minute(at);
-        if minute_of(at) == state.minute {
+        if minute_start(at) == state.minute {
             state.nxdomain += 1;
             state.nxdomain_grew = true;
         }
@@ -886,19 +891,6 @@ fn beacon(starts: &mut VecDeque<i64>, at: i64, cfg: &config::Detect) -> Option<S
 /// one site is.
 pub fn registrable_domain(name: &str) -> String {
     crate::store::dns::registrable_domain(&name.to_ascii_lowercase()).to_owned()
-}
-
-fn proto_name(proto: u8) -> &'static str {
-    match proto {
-        1 => "ICMP",
-        6 => "TCP",
-        17 => "UDP",
-        47 => "GRE",
-        50 => "ESP",
-        58 => "ICMPv6",
-        132 => "SCTP",
-        _ => "other",
-    }
 }
 
 fn format_endpoint(ip: IpAddr, port: u16) -> String {

@@ -526,7 +526,7 @@ impl MmdbTable {
             );
         }
         let age_days =
-            (crate::sys::now_ms() / 1000).saturating_sub_unsigned(meta.build_epoch) / 86_400;
+            (crate::time::now_ms() / 1000).saturating_sub_unsigned(meta.build_epoch) / 86_400;
         log::info!(
             "ASN database {}: MaxMind DB {:?} built {age_days} days ago, {v4} IPv4 + {} IPv6 \
              networks, {} KiB {}, checked in {} ms",

@@ -23,7 +23,7 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::event::Event;
-use crate::store::read::ReadPool;
+use crate::store::pool::ReadPool;
 use crate::store::writer::WriterHandle;
 use asn::{AsnDb, AsnMatch};
 use rdns::{PtrResolver, PtrResult};
@@ -124,7 +124,7 @@ impl Enricher {
     }
 
     async fn pass(self: Arc<Self>, reads: &ReadPool, writer: &WriterHandle) -> anyhow::Result<()> {
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let (rdns_on, asn_since) = (
             self.resolver.is_some(),
             self.asn.as_ref().map(|_| self.asn_since_ms),
@@ -168,7 +168,7 @@ impl Enricher {
             host_id: host.id,
             rdns,
             asn,
-            at_ms: crate::sys::now_ms(),
+            at_ms: crate::time::now_ms(),
         }
     }
 }

@@ -256,16 +256,16 @@ impl PtrResolver {
 
     /// The PTR of `ip`: from the cache while valid, else asked (one retry on timeout).
     pub async fn lookup(&self, ip: IpAddr) -> PtrResult {
-        if let Some(hit) = self.cached(ip, crate::sys::now_ms()) {
+        if let Some(hit) = self.cached(ip, crate::time::now_ms()) {
             return hit;
         }
         let reply = {
             let Ok(_permit) = self.permits.acquire().await else {
-                return result_of(None, crate::sys::now_ms(), self.negative_ttl_s);
+                return result_of(None, crate::time::now_ms(), self.negative_ttl_s);
             };
             self.ask(ip).await
         };
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let result = result_of(reply, now, self.negative_ttl_s);
         self.cache
             .lock()
@@ -325,7 +325,7 @@ impl PtrResolver {
 
 /// A query id no one off-path can predict: std's `RandomState` is seeded from the OS.
 fn random_id() -> u16 {
-    (RandomState::new().hash_one(crate::sys::now_ms()) & 0xffff) as u16
+    (RandomState::new().hash_one(crate::time::now_ms()) & 0xffff) as u16
 }
 
 /// The first `nameserver` of resolv.conf text, if any.

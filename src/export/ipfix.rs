@@ -242,7 +242,7 @@ impl IpfixExporter {
         let cache = FlowCache::new(
             config.max_tracked_flows,
             e.ipfix_active_timeout_s as i64 * 1000,
-            crate::sys::now_ms(),
+            crate::time::now_ms(),
         );
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
         let thread = std::thread::Builder::new()
@@ -281,7 +281,7 @@ fn run(rx: Receiver<Vec<FlowChange>>, mut cache: FlowCache, mut transport: Trans
             Err(RecvTimeoutError::Disconnected) => break,
         }
         if Instant::now() >= next_scan {
-            cache.expire(crate::sys::now_ms(), &mut records);
+            cache.expire(crate::time::now_ms(), &mut records);
             next_scan = Instant::now() + SCAN_INTERVAL;
             transport.send(&records);
             records.clear();
@@ -698,7 +698,7 @@ struct MessageHeader {
 impl MessageHeader {
     fn write(&mut self, msg: &mut [u8], records: u32) {
         let len = msg.len() as u16;
-        let export_time = (crate::sys::now_ms() / 1000) as u32;
+        let export_time = (crate::time::now_ms() / 1000) as u32;
         msg[0..2].copy_from_slice(&VERSION.to_be_bytes());
         msg[2..4].copy_from_slice(&len.to_be_bytes());
         msg[4..8].copy_from_slice(&export_time.to_be_bytes());

@@ -88,7 +88,7 @@ pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
         config.export.max_device_series,
     )));
     metrics::gauge!("netmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    metrics::gauge!("process_start_time_seconds").set(crate::sys::now_ms() as f64 / 1000.0);
+    metrics::gauge!("process_start_time_seconds").set(crate::time::now_ms() as f64 / 1000.0);
     Ok(handle)
 }
 

@@ -450,7 +450,7 @@ impl Budget {
             Some(end) => started.duration_since(end).clamp(PASS_TIME, MAX_PASS_TIME),
             None => PASS_TIME,
         };
-        let behind = match self.pass(conn, dns, crate::sys::now_ms(), started + time) {
+        let behind = match self.pass(conn, dns, crate::time::now_ms(), started + time) {
             Ok(behind) => behind,
             Err(e) => {
                 log::error!("storage budget pass failed: {e}");
@@ -1051,8 +1051,8 @@ pub fn status(conn: &Connection) -> rusqlite::Result<BudgetStatus> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::read::tests::tempdir::TempDir;
     use crate::store::schema;
+    use crate::store::testdata::tempdir::TempDir;
 
     fn db(name: &str) -> (TempDir, Connection) {
         let dir = TempDir::new(name);

@@ -2,7 +2,9 @@
 //! storing hits and incidents ([`record`]), rules, the incident commands from the UI,
 //! baselines, and pruning. Everything here runs on the writer's connection, inside the
 //! tick's transaction unless said otherwise. The pages read these tables through
-//! `store::read_detect`.
+//! `store::detect::read`.
+
+pub mod read;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -792,7 +794,7 @@ pub fn prune(conn: &mut Connection, days: u32, now: i64) -> rusqlite::Result<usi
 mod tests {
     use super::*;
     use crate::detect::rules::Rules;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     /// The detector's memory after a restart: each device's destinations, ports, ASNs
     /// and domains with the time of their latest outbound flow; other directions and

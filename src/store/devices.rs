@@ -22,6 +22,8 @@
 //! privacy addresses that rotate daily. `devices.ip` shows the most recent IPv4 address
 //! (else IPv6), the one a user recognises.
 
+pub mod read;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 

@@ -19,6 +19,8 @@
 //! [`DnsState::pending`] for [`PENDING_MS`]; an answer arriving in that window upgrades
 //! them in place.
 
+pub mod read;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 

@@ -15,6 +15,7 @@ use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 
 use crate::event::DropCount;
+use crate::flow::proto_name;
 
 pub const MAX_SOURCES_PER_MINUTE: i64 = 256;
 pub const MAX_ROWS_PER_MINUTE: i64 = 4096;
@@ -118,14 +119,6 @@ pub struct DropsSummary {
     pub minutes: Vec<DropMinute>,
 }
 
-pub fn proto_name(proto: i64) -> String {
-    match proto {
-        6 => "tcp".into(),
-        17 => "udp".into(),
-        p => p.to_string(),
-    }
-}
-
 /// The [`TOP`] sources and ports and the per-minute series from `since_ms` on.
 pub fn drops_summary(conn: &Connection, since_ms: i64) -> rusqlite::Result<DropsSummary> {
     let since = since_ms - since_ms.rem_euclid(MINUTE_MS);
@@ -172,7 +165,7 @@ pub fn drops_summary(conn: &Connection, since_ms: i64) -> rusqlite::Result<Drops
         )?
         .query_map(params![since, TOP], |r| {
             Ok(DropPort {
-                proto: proto_name(r.get(0)?),
+                proto: proto_name(r.get(0)?).into_owned(),
                 dst_port: r.get(1)?,
                 attempts: r.get(2)?,
                 sources: r.get(3)?,

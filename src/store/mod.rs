@@ -1,4 +1,9 @@
 //! Storage: the schema, the one writer, and the read-only queries pages use.
+//!
+//! Reads: each table family's queries are in its `read` module (`flows::read`,
+//! `devices::read`, `dns::read`, `hosts::read`, `rollups::read`, `detect::read`), page-wide
+//! ones in `overview` and `peers`; they run on the connections of `pool` and build their
+//! `WHERE` clauses with `filter`.
 
 pub mod budget;
 pub mod detect;
@@ -6,15 +11,20 @@ pub mod devices;
 pub mod dns;
 pub mod drops;
 pub mod enrich;
+pub mod filter;
+pub mod flows;
+pub mod hosts;
 pub mod offload;
-pub mod read;
-pub mod read_detect;
-pub mod read_overview;
-pub mod read_peers;
+pub mod overview;
+pub mod peers;
+pub mod pool;
 pub mod reserve;
 pub mod retention;
+pub mod rollups;
 pub mod saved;
 pub mod schema;
 pub mod snapshot;
 pub mod system;
+#[cfg(test)]
+pub(crate) mod testdata;
 pub mod writer;

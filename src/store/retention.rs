@@ -69,7 +69,7 @@ impl Retention {
             return Ok(None);
         }
         self.next = Instant::now() + self.interval;
-        let pruned = self.run(conn, crate::sys::now_ms())?;
+        let pruned = self.run(conn, crate::time::now_ms())?;
         if pruned != Pruned::default() {
             log::info!("retention: {pruned:?}");
             self.budget.rows_deleted();
@@ -94,7 +94,7 @@ impl Retention {
         self.budget.make_room(conn, dns, room);
         if Instant::now() >= self.next {
             self.next = Instant::now() + self.interval;
-            if self.run(conn, crate::sys::now_ms())? != Pruned::default() {
+            if self.run(conn, crate::time::now_ms())? != Pruned::default() {
                 self.budget.rows_deleted();
             }
         }

@@ -61,7 +61,7 @@ pub fn quarantine_if_damaged(path: &Path) -> anyhow::Result<Option<std::path::Pa
         }
         Err(_) => return Ok(None),
     };
-    let stamp = crate::sys::now_ms() / 1000;
+    let stamp = crate::time::now_ms() / 1000;
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let target = path.with_file_name(format!("{name}.corrupt-{stamp}"));
     std::fs::rename(path, &target).with_context(|| {

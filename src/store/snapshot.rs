@@ -76,7 +76,7 @@ impl Snapshots {
                 metrics::counter!("netmon_snapshots_total").increment(1);
                 metrics::counter!("netmon_snapshot_bytes_written_total").increment(bytes);
                 metrics::gauge!("netmon_snapshot_last_success_timestamp_seconds")
-                    .set(crate::sys::now_ms() as f64 / 1000.0);
+                    .set(crate::time::now_ms() as f64 / 1000.0);
                 log::info!(
                     "snapshot: {} bytes to {} in {} ms",
                     bytes,

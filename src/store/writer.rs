@@ -122,7 +122,7 @@ pub struct WriteFailure {
 
 impl StorageStatus {
     fn failing(&self, error: &rusqlite::Error, held_changes: usize) {
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let _ =
             self.failing_since_ms
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
@@ -314,7 +314,7 @@ impl WriterThread {
         }
         let (tick_tx, ticks) = watch::channel(Tick {
             active_flows: writer.active_flows(),
-            at_ms: crate::sys::now_ms(),
+            at_ms: crate::time::now_ms(),
             ..Tick::default()
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -491,7 +491,7 @@ impl Detection {
         let rules = crate::store::detect::load_rules(conn)?;
         let mut engine = Detector::new(c, Rules::new(rules));
         crate::store::detect::load_memory(conn, &mut engine)?;
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         engine.set_baselines(crate::store::detect::recompute_baselines(
             conn,
             c.baseline_days,
@@ -512,7 +512,7 @@ impl Detection {
 
     /// Baselines and pruning when due (their own transactions, between ticks).
     fn maintain(&mut self, conn: &mut Connection) {
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         if Instant::now() >= self.next_baseline {
             self.next_baseline = Instant::now() + self.baseline_every;
             let started = Instant::now();
@@ -617,7 +617,7 @@ impl Writer {
         // longer look-back only reloads rows no DESTROY can still reach — after a flood
         // of short connections, hundreds of thousands of them (seconds and a GB of RAM
         // at start-up, measured by scripts/bench-ulogd).
-        let lingering_since = crate::sys::now_ms() - LINGER_MS;
+        let lingering_since = crate::time::now_ms() - LINGER_MS;
         let rows = stmt.query_map([lingering_since], |r| {
             let state: Option<String> = r.get(7)?;
             let direction: String = r.get(10)?;
@@ -861,7 +861,7 @@ impl Writer {
             self.devices.by_ip.clear();
         }
         let started = Instant::now();
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let n_events = events.len();
         let mut acc = TickAcc::default();
         let mut data = Vec::with_capacity(events.len());
@@ -2001,7 +2001,7 @@ mod tests {
     fn restart_resumes_live_flows_without_duplicates_or_double_counting() {
         let dir = schema::tests::tempdir();
         let path = dir.join("t.db");
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let mut f = tcp_flow(7, "10.77.0.10", 40001, "198.51.100.80", 443);
         let gone = tcp_flow(8, "10.77.0.10", 40002, "198.51.100.81", 443);
         f.counters.reply_bytes = 5000;
@@ -2148,7 +2148,7 @@ mod tests {
     fn closed_tcp_connection_ends_at_close_and_lingering_entry_is_not_a_new_row() {
         let dir = schema::tests::tempdir();
         let path = dir.join("t.db");
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let mut f = tcp_flow(40, "10.77.0.10", 40030, "198.51.100.80", 80);
         {
             let mut w = writer(&path);
@@ -2218,7 +2218,7 @@ mod tests {
     fn flows_get_their_own_clients_name_with_a_confidence() {
         let dir = crate::store::schema::tests::tempdir();
         let mut w = writer(&dir.join("t.db"));
-        let t = crate::sys::now_ms() - 600_000;
+        let t = crate::time::now_ms() - 600_000;
         w.apply(vec![
             answer("10.77.0.10", "a.test", "198.51.100.7", 60, t),
             answer("10.77.0.11", "b.test", "198.51.100.7", 60, t + 1_000),
@@ -2262,7 +2262,7 @@ mod tests {
     fn an_answer_arriving_after_its_flow_still_names_it() {
         let dir = crate::store::schema::tests::tempdir();
         let mut w = writer(&dir.join("t.db"));
-        let t = crate::sys::now_ms() - 10_000;
+        let t = crate::time::now_ms() - 10_000;
         let f = tcp_flow(1, "10.77.0.10", 40001, "198.51.100.7", 443);
         let g = tcp_flow(2, "10.77.0.10", 40002, "198.51.100.7", 443);
         // g started before the answer: the answer cannot explain it.
@@ -2611,7 +2611,7 @@ mod tests {
     fn a_full_disk_holds_the_batch_and_a_later_retry_stores_it_once() {
         let dir = schema::tests::tempdir();
         let mut w = writer(&dir.join("t.db"));
-        let t0 = crate::sys::now_ms();
+        let t0 = crate::time::now_ms();
         let mut long = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 443);
         long.counters.reply_bytes = 1000;
         w.apply(vec![batch(vec![change(&long, t0, false)])])
@@ -2714,7 +2714,7 @@ mod tests {
         config.retention.max_db_mb = 4;
         config.retention.max_flows_per_device = 1_000_000;
         let mut w = Writer::new(schema::open_rw(&path).unwrap(), network(), &config).unwrap();
-        let t0 = crate::sys::now_ms() - 3_600_000;
+        let t0 = crate::time::now_ms() - 3_600_000;
         // ≈ 3.5 MiB of ended flows: past the budget's high mark.
         for b in 0..6u32 {
             let changes = (0..2_000u32)
@@ -2840,7 +2840,7 @@ mod tests {
     fn a_scan_is_one_incident_and_rules_and_commands_apply() {
         let dir = schema::tests::tempdir();
         let mut w = writer(&dir.join("t.db"));
-        let now = crate::sys::now_ms();
+        let now = crate::time::now_ms();
         let scan = |w: &mut Writer, from: u16| {
             let changes = (from..from + 40)
                 .map(|i| {

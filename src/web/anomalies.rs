@@ -21,14 +21,18 @@ use super::layout::{
     Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
 };
 use super::saved;
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
 use crate::event::{Command, CommandReply};
-use crate::store::read::{self, DeviceRow, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE};
-use crate::store::read_detect::{
-    self, AckState, Destination, HitFilter, HitPage, HitQuery, HitRow, HitSort, WINDOWS,
-};
+use crate::store;
+use crate::store::detect::read::{AckState, Destination, HitFilter, HitPage, HitRow, HitSort};
+use crate::store::devices::read::DeviceRow;
+use crate::store::filter::MAX_PAGE;
+use crate::store::filter::Window;
+use crate::time::now_ms;
+use crate::web::query::HitQuery;
+use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
 const ANOMALIES: &str = "/anomalies";
 
@@ -42,7 +46,12 @@ pub async fn page(
     let now = now_ms();
     let (hits, devices) = state
         .reads()
-        .run(move |c| Ok((read_detect::hits(c, &f, now)?, read::devices(c)?)))
+        .run(move |c| {
+            Ok((
+                store::detect::read::hits(c, &f, now)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     Ok(render(&filter, &hits, &devices))
 }
@@ -60,7 +69,7 @@ pub async fn api(
     let now = now_ms();
     let page = state
         .reads()
-        .run(move |c| read_detect::hits(c, &filter, now))
+        .run(move |c| store::detect::read::hits(c, &filter, now))
         .await?;
     Ok(Json(page))
 }
@@ -196,7 +205,7 @@ fn code_meaning_text(code: &str) -> String {
     Code::parse(code).map_or_else(String::new, meaning_text)
 }
 
-fn evidence(reasons: &[read_detect::StoredReason]) -> Markup {
+fn evidence(reasons: &[store::detect::read::StoredReason]) -> Markup {
     html! {
         ul.evidence {
             @for r in reasons {
@@ -230,8 +239,8 @@ fn filter_form(filter: &HitFilter, devices: &[DeviceRow]) -> Markup {
             label {
                 span { "Window" }
                 select name="window" {
-                    @for (i, (name, _)) in WINDOWS.iter().enumerate() {
-                        option value=(name) selected[filter.window == i] { (name) }
+                    @for window in Window::ALL {
+                        option value=(window.as_str()) selected[filter.window == window] { (window.as_str()) }
                     }
                 }
             }
@@ -354,7 +363,7 @@ pub async fn mute(
 async fn load_hit(state: &AppState, id: i64) -> Result<HitRow, WebError> {
     state
         .reads()
-        .run(move |c| read_detect::hit(c, id))
+        .run(move |c| store::detect::read::hit(c, id))
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no hit with id {id}")))
 }

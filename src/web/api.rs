@@ -12,11 +12,14 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, WebError, now_ms};
-use crate::store::read::{
-    self, DeviceMinute, DeviceRow, DnsFilter, DnsRow, FlowRow, HostFilter, RemoteHostMinute,
-    RemoteHostRow,
-};
+use super::{AppState, WebError};
+use crate::store;
+use crate::store::devices::read::DeviceRow;
+use crate::store::dns::read::{DnsFilter, DnsRow};
+use crate::store::flows::read::FlowRow;
+use crate::store::hosts::read::{HostFilter, RemoteHostRow};
+use crate::store::rollups::read::{DeviceMinute, RemoteHostMinute};
+use crate::time::now_ms;
 
 /// A [`WebError`] rendered as JSON.
 pub struct ApiError(WebError);
@@ -42,7 +45,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// `stale`, `other-client` or `none`); names are canonical text (lowercase, `\DDD` for
 /// bytes outside printable ASCII), otherwise verbatim.
 /// Takes every parameter of `/flows` (`page=last` too). `total` is exact up to
-/// `read::COUNT_PAGES` pages; past it `total` is that many rows and `total_capped` is true. Each flow
+/// `store::flows::read::COUNT_PAGES` pages; past it `total` is that many rows and `total_capped` is true. Each flow
 /// also carries `score`: the highest score of the detection hits it caused, or null.
 #[derive(Serialize)]
 pub struct FlowsResponse {
@@ -58,8 +61,11 @@ pub async fn flows(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> ApiResult<FlowsResponse> {
-    let filter = super::flows::parse_filter(query)?;
-    let page = state.reads().run(move |c| read::flows(c, &filter)).await?;
+    let filter = super::query::parse_flow_filter(query)?;
+    let page = state
+        .reads()
+        .run(move |c| store::flows::read::flows(c, &filter))
+        .await?;
     Ok(Json(FlowsResponse {
         total: page.total,
         total_capped: page.capped,
@@ -70,7 +76,7 @@ pub async fn flows(
     }))
 }
 
-/// `GET /api/devices`: every device (up to `read::MAX_DEVICES`), latest first.
+/// `GET /api/devices`: every device (up to `store::devices::read::MAX_DEVICES`), latest first.
 #[derive(Serialize)]
 pub struct DevicesResponse {
     pub devices: Vec<ApiDevice>,
@@ -117,7 +123,7 @@ impl From<DeviceRow> for ApiDevice {
 }
 
 pub async fn devices(State(state): State<AppState>) -> ApiResult<DevicesResponse> {
-    let devices = state.reads().run(read::devices).await?;
+    let devices = state.reads().run(store::devices::read::devices).await?;
     Ok(Json(DevicesResponse {
         devices: devices.into_iter().map(ApiDevice::from).collect(),
     }))
@@ -171,12 +177,12 @@ impl From<RemoteHostRow> for ApiHost {
 
 pub async fn hosts(
     State(state): State<AppState>,
-    query: Result<Query<read::HostQuery>, QueryRejection>,
+    query: Result<Query<crate::web::query::HostQuery>, QueryRejection>,
 ) -> ApiResult<HostsResponse> {
     let filter = HostFilter::parse(&query?.0)?;
     let page = state
         .reads()
-        .run(move |c| read::remote_hosts(c, &filter))
+        .run(move |c| store::hosts::read::remote_hosts(c, &filter))
         .await?;
     Ok(Json(HostsResponse {
         total: page.total,
@@ -239,12 +245,12 @@ impl From<DnsRow> for ApiDnsQuery {
 
 pub async fn dns(
     State(state): State<AppState>,
-    query: Result<Query<read::DnsQuery>, QueryRejection>,
+    query: Result<Query<crate::web::query::DnsQuery>, QueryRejection>,
 ) -> ApiResult<DnsResponse> {
     let filter = DnsFilter::parse(&query?.0)?;
     let page = state
         .reads()
-        .run(move |c| read::dns_queries(c, &filter))
+        .run(move |c| store::dns::read::dns_queries(c, &filter))
         .await?;
     Ok(Json(DnsResponse {
         total: page.total,
@@ -290,8 +296,8 @@ pub async fn device_minutes(
     let minutes = state
         .reads()
         .run(move |c| {
-            Ok(match read::device(c, id)? {
-                Some(_) => Some(read::device_minutes(c, id, since)?),
+            Ok(match store::devices::read::device(c, id)? {
+                Some(_) => Some(store::rollups::read::device_minutes(c, id, since)?),
                 None => None,
             })
         })
@@ -310,8 +316,8 @@ pub async fn host_minutes(
     let minutes = state
         .reads()
         .run(move |c| {
-            Ok(match read::remote_host(c, id)? {
-                Some(_) => Some(read::remote_host_minutes(c, id, since)?),
+            Ok(match store::hosts::read::remote_host(c, id)? {
+                Some(_) => Some(store::rollups::read::remote_host_minutes(c, id, since)?),
                 None => None,
             })
         })

@@ -9,6 +9,7 @@
 use maud::{Markup, html};
 
 use super::format;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// One bar: start of the UTC minute (unix ms), bytes sent and received in it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,8 +25,6 @@ const LEFT: f64 = 64.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 22.0;
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
 
 /// A "nice" tick step for values up to `max` with about two steps: 1, 2 or 5 times a
 /// power of ten of a binary unit (B, KiB, MiB…), so labels read `500 KiB`, not `488 KiB`.
@@ -245,7 +244,7 @@ pub fn traffic_chart(
     // bucket, or per second).
     let base_of = |ms: i64| -> Option<i64> {
         let b = baseline?;
-        let hour = usize::try_from(ms.rem_euclid(86_400_000) / HOUR_MS).ok()?;
+        let hour = usize::try_from(ms.rem_euclid(DAY_MS) / HOUR_MS).ok()?;
         let per_minute = *b.get(hour)?;
         Some(match unit {
             Unit::BytesPerBucket => per_minute.saturating_mul(p.bucket_ms / MINUTE_MS),

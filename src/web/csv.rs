@@ -1,6 +1,6 @@
 //! `GET /api/flows.csv?<flows page query>`: the flows of a filter as CSV, for a
 //! spreadsheet. Same parameters as `/flows` (the page number is ignored: the export is
-//! the whole filter, in its sort order), at most [`read::EXPORT_MAX_ROWS`] rows — the
+//! the whole filter, in its sort order), at most [`store::flows::read::EXPORT_MAX_ROWS`] rows — the
 //! `X-Netmon-Row-Limit` header says so, and a last line `# truncated …` marks an export
 //! that hit it.
 //!
@@ -22,7 +22,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::api::ApiError;
 use super::{AppState, format};
-use crate::store::read::{self, EXPORT_MAX_ROWS, FlowRow};
+use crate::store;
+use crate::store::flows::read::{EXPORT_MAX_ROWS, FlowRow};
 
 /// Bytes gathered before a chunk goes to the client.
 const CHUNK_BYTES: usize = 64 * 1024;
@@ -37,7 +38,7 @@ pub async fn flows(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let filter = super::flows::parse_filter(query)?;
+    let filter = super::query::parse_flow_filter(query)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     let reads = state.reads().clone();
     tokio::spawn(async move {
@@ -47,7 +48,7 @@ pub async fn flows(
                 buf.push_str(HEADER);
                 let mut open = true;
                 let mut written = 0u32;
-                read::flows_export(c, &filter, EXPORT_MAX_ROWS + 1, |row| {
+                store::flows::read::flows_export(c, &filter, EXPORT_MAX_ROWS + 1, |row| {
                     if written == EXPORT_MAX_ROWS {
                         buf.push_str(&format!(
                             "# truncated: more than {EXPORT_MAX_ROWS} flows match; narrow the filter\r\n"

@@ -13,18 +13,20 @@ use super::chart::{self, Bar};
 use super::format::{self, time};
 use super::layout::with_query;
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, dns, flows, now_ms, peers};
+use super::{AppState, WebError, dns, flow_table, peers};
 use crate::event::Command;
-use crate::store::read::{
-    self, ALL_DIRECTIONS, DeviceDns, DeviceRow, DnsFilter, FlowFilter, MAX_DOMAIN_FILTER_CHARS,
-    Show,
-};
-use crate::store::read_detect::{self, IncidentFilter, IncidentState};
-use crate::store::read_peers;
+use crate::store;
+use crate::store::detect::read::{IncidentFilter, IncidentState};
+use crate::store::devices::read::DeviceRow;
+use crate::store::dns::read::{DeviceDns, DnsFilter};
+use crate::store::filter::Window;
+use crate::store::flows::read::{ALL_DIRECTIONS, FlowFilter, Show};
 use crate::store::writer::MAX_NOTES_CHARS;
+use crate::time::now_ms;
+use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
-    let devices = state.reads().run(read::devices).await?;
+    let devices = state.reads().run(store::devices::read::devices).await?;
     Ok(shell(
         "Devices",
         Nav::Devices,
@@ -46,8 +48,8 @@ pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
                         }
                     }
                 }
-                @if devices.len() as u32 >= read::MAX_DEVICES {
-                    p.muted { "Showing the " (read::MAX_DEVICES) " most recently seen." }
+                @if devices.len() as u32 >= store::devices::read::MAX_DEVICES {
+                    p.muted { "Showing the " (store::devices::read::MAX_DEVICES) " most recently seen." }
                 }
             }
         },
@@ -141,8 +143,13 @@ pub async fn page(
     let (data, peers) = state
         .reads()
         .run(move |c| {
-            let Some(page) =
-                read::device_page(c, id, &recent_filter(), since, now - TOP_DOMAINS_WINDOW_MS)?
+            let Some(page) = store::devices::read::device_page(
+                c,
+                id,
+                &recent_filter(),
+                since,
+                now - TOP_DOMAINS_WINDOW_MS,
+            )?
             else {
                 return Ok(None);
             };
@@ -153,7 +160,7 @@ pub async fn page(
     // The detector's usual upload for this device, drawn over its traffic chart.
     let baseline = state
         .reads()
-        .run(move |c| crate::store::read_overview::egress_baseline(c, id))
+        .run(move |c| crate::store::overview::egress_baseline(c, id))
         .await?;
     let d = &data.device;
     let bars: Vec<Bar> = data
@@ -261,7 +268,7 @@ pub async fn page(
             h2 { "DNS" }
             (dns_section(id, d.label(), &data.dns, window, since, now))
             h2 { "Recent flows" }
-            (flows::recent(&data.flows, &full_view, now))
+            (flow_table::recent(&data.flows, &full_view, now))
         },
     ))
 }
@@ -276,14 +283,14 @@ fn device_peers(
     let filter = IncidentFilter {
         device_id: Some(id),
         state: IncidentState::All,
-        window: read_detect::WINDOWS.len() - 1,
+        window: Window::D30,
         per_page: 10,
         ..IncidentFilter::default()
     };
     Ok(peers::DevicePeers {
-        hosts: read_peers::device_top_hosts(c, id, since)?,
-        ports: read_peers::device_top_ports(c, id, since)?,
-        incidents: read_detect::incidents(c, &filter, now)?.incidents,
+        hosts: store::peers::device_top_hosts(c, id, since)?,
+        ports: store::peers::device_top_ports(c, id, since)?,
+        incidents: store::detect::read::incidents(c, &filter, now)?.incidents,
     })
 }
 
@@ -409,7 +416,7 @@ pub async fn rename(
     }
     let exists = state
         .reads()
-        .run(move |c| read::device(c, id))
+        .run(move |c| store::devices::read::device(c, id))
         .await?
         .is_some();
     if !exists {

@@ -13,22 +13,26 @@ use super::chart::{self, CountBar};
 use super::format::{self, time};
 use super::layout::{Nav, device_select, page as shell, pager, with_query};
 use super::saved;
-use super::{AppState, WebError, flows};
+use super::{AppState, WebError, flow_table};
 use crate::dns::{qtype_name, rcode_name};
-use crate::store::read::{
-    self, DnsFilter, DnsLog, DnsMinute, DnsRow, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE, RcodeMatch,
-};
+use crate::store;
+use crate::store::dns::read::{DnsFilter, DnsLog, DnsMinute, DnsRow, RcodeMatch};
+use crate::store::filter::MAX_PAGE;
+use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
 const DNS: &str = "/dns";
 
 /// `GET /dns?device=&client=&name=&type=&rcode=&page=&per_page=`.
 pub async fn page(
     State(state): State<AppState>,
-    query: Result<Query<read::DnsQuery>, QueryRejection>,
+    query: Result<Query<crate::web::query::DnsQuery>, QueryRejection>,
 ) -> Result<Markup, WebError> {
     let filter = DnsFilter::parse(&query?.0)?;
     let f = filter.clone();
-    let data = state.reads().run(move |c| read::dns_log(c, &f)).await?;
+    let data = state
+        .reads()
+        .run(move |c| store::dns::read::dns_log(c, &f))
+        .await?;
     Ok(render(&filter, &data))
 }
 
@@ -75,7 +79,7 @@ fn render(filter: &DnsFilter, data: &DnsLog) -> Markup {
 
 fn row(q: &DnsRow) -> Markup {
     let by_client = DnsFilter {
-        client: Some(read::AddrMatch::Exact(q.client.clone())),
+        client: Some(store::filter::AddrMatch::Exact(q.client.clone())),
         ..DnsFilter::default()
     };
     let client_href = with_query(DNS, &by_client.to_query());
@@ -96,7 +100,7 @@ fn row(q: &DnsRow) -> Markup {
             }
             td.mono.name {
                 @match &q.name {
-                    Some(name) => @match flows::domain_href(name, None) {
+                    Some(name) => @match flow_table::domain_href(name, None) {
                         Some(href) => a href=(href) title="flows to this domain" { (name) },
                         None => (name),
                     },

@@ -13,8 +13,9 @@ use super::chart::{self, CountBar};
 use super::devices::{WindowQuery, parse_window, window_links};
 use super::format;
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::store::drops::{self as store, DropMinute, DropsSummary};
+use crate::time::now_ms;
 
 /// `GET /api/drops?window=<minutes>`.
 #[derive(Serialize)]

@@ -1,318 +1,235 @@
-//! The flows table: rendered inside the dashboard, on device and host pages, and alone
-//! as `/fragment/flows` — the fragment the script swaps in after a commit that touched
-//! flows. One template for all, so the live view and a page load are identical.
+//! `/flows` (and `/` until the overview takes it): the summary tiles and the live flows table with its filter form.
+//!
+//! The filter form is a plain GET form and every sort/page link carries the whole
+//! filter, so any view is a link to share; "clear" is a link to `/flows`.
 
 use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
-use super::format::{self, time_opt};
-use super::layout::{numbered_pager, with_query};
-use super::{AppState, WebError, now_ms};
+use super::layout::{Nav, page as shell, with_query};
+use super::{AppState, WebError, flow_table, format, saved};
+use crate::detect::Code;
 use crate::flow::proto_name;
-use crate::store::read::{
-    self, FlowColumn, FlowFilter, FlowPage, FlowQuery, FlowRow, FlowSort, MAX_DOMAIN_FILTER_CHARS,
-    Order, Show,
+use crate::store;
+use crate::store::flows::read::{
+    ALL_DIRECTIONS, DEFAULT_DIRECTIONS, FlowColumn, FlowFilter, FlowsPage, Show,
 };
+use crate::time::now_ms;
+use crate::web::query::{MAX_DOMAIN_FILTER_CHARS, directions_param};
 
-/// The flow filter of a request's query string (`cols=` may repeat: the form's column
-/// checkboxes); a bad value is a 400 naming the parameter.
-pub fn parse_filter(raw: Option<String>) -> Result<FlowFilter, WebError> {
-    let query =
-        FlowQuery::from_query_string(raw.as_deref().unwrap_or("")).map_err(WebError::BadRequest)?;
-    Ok(FlowFilter::parse(&query)?)
-}
+/// The window of the summary tiles.
+const WINDOW_MS: i64 = 60 * 60_000;
 
-/// `GET /fragment/flows?<flows page query>`: the flows panel alone, no page shell.
-pub async fn fragment(
+pub async fn page(
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
 ) -> Result<Markup, WebError> {
-    let filter = parse_filter(query)?;
+    let filter = super::query::parse_flow_filter(query)?;
+    let now = now_ms();
     let f = filter.clone();
-    let page = state.reads().run(move |c| read::flows(c, &f)).await?;
-    Ok(panel(&filter, &page, now_ms()))
+    let data = state
+        .reads()
+        .run(move |c| store::flows::read::flows_page(c, &f, now - WINDOW_MS))
+        .await?;
+    Ok(render(&filter, &data, now))
 }
 
-/// Where the flow search page lives: sort and page links of the interactive table,
-/// and every "these flows" link on other pages, go there. (`/` serves the same page
-/// until the overview takes it; links never point at `/` so they survive that.)
-pub const FLOWS_PAGE: &str = "/flows";
-
-/// The flows page's table with its count line, sortable headers and pager.
-pub fn panel(filter: &FlowFilter, page: &FlowPage, now: i64) -> Markup {
-    let what = match filter.show {
-        Show::Active => "active flows",
-        Show::All => "flows",
-        Show::Ended => "ended flows",
-    };
-    let total = if page.capped {
-        format!("{}+", format::count(page.total))
-    } else {
-        format::count(page.total)
-    };
-    html! {
-        p.count {
-            @if page.flows.is_empty() {
-                "No " (what) " match."
-                @if page.total > 0 { " (page " (page.page) " is past the end)" }
-            } @else if page.last && page.capped {
-                "The last " (page.flows.len()) " of " strong { (total) } " " (what)
-            } @else {
-                @let first = u64::from(page.page - 1) * u64::from(page.per_page) + 1;
-                (format::count(first)) "–" (format::count(first + page.flows.len() as u64 - 1))
-                " of " strong { (total) } " " (what)
-            }
-            " · "
-            a href=(with_query(CSV_EXPORT, &FlowFilter { page: 1, last_page: false, ..filter.clone() }.to_query()))
-                download title={ "at most " (format::count(u64::from(read::EXPORT_MAX_ROWS))) " rows" }
-            { "CSV" }
-        }
-        (table(&page.flows, now, Some(filter)))
-        @if page.pages() > 1 || page.capped || page.page > 1 {
-            (numbered_pager(page.page, page.pages(), page.capped, page.last, |p| {
-                with_query(FLOWS_PAGE, &filter.with_page(p).to_query())
-            }, &with_query(FLOWS_PAGE, &filter.with_last_page().to_query())))
-        }
-    }
-}
-
-/// The CSV export of the flows page's filter.
-pub const CSV_EXPORT: &str = "/api/flows.csv";
-
-/// A column header that sorts by `key` when `sorting` is given.
-fn sort_header(label: &str, key: FlowSort, sorting: Option<&FlowFilter>, class: &str) -> Markup {
-    html! {
-        th class=(class) {
-            @match sorting {
-                Some(f) => {
-                    @let arrow = if f.sort == key {
-                        match f.order { Order::Asc => " ▲", Order::Desc => " ▼" }
-                    } else { "" };
-                    a href=(with_query(FLOWS_PAGE, &f.with_sort(key).to_query()))
-                        aria-sort=[(f.sort == key).then_some(match f.order {
-                            Order::Asc => "ascending",
-                            Order::Desc => "descending",
-                        })]
-                    { (label) (arrow) }
+fn render(filter: &FlowFilter, data: &FlowsPage, now: i64) -> Markup {
+    let s = &data.summary;
+    let fragment = with_query("/fragment/flows", &filter.to_query());
+    shell(
+        "Flows",
+        Nav::Flows,
+        true,
+        html! {
+            section.tiles aria-label="summary" {
+                div.tile {
+                    span.label { "Active flows" }
+                    span.value #tile-active { (s.active_flows) }
                 }
-                None => { (label) }
+                div.tile {
+                    span.label { "Devices seen · 1 h" }
+                    span.value { (format::count(s.devices_seen)) }
+                }
+                div.tile {
+                    span.label { "New remote hosts · 1 h" }
+                    span.value { (format::count(s.remote_hosts_new)) }
+                }
+                div.tile.up {
+                    span.label { "Sent · 1 h" }
+                    span.value { (format::bytes(s.bytes_up)) }
+                }
+                div.tile.down {
+                    span.label { "Received · 1 h" }
+                    span.value { (format::bytes(s.bytes_down)) }
+                }
+            }
+            (show_switch(filter))
+            (filter_form(filter, data))
+            (saved::save_form(&with_query(flow_table::FLOWS_PAGE, &FlowFilter { page: 1, ..filter.clone() }.to_query())))
+            section #flows-live data-src=(fragment) aria-live="off" {
+                (flow_table::panel(filter, &data.flows, now))
+            }
+        },
+    )
+}
+
+/// Active / all / ended as links (the "include ended" toggle), keeping the rest.
+fn show_switch(filter: &FlowFilter) -> Markup {
+    html! {
+        nav.switch aria-label="flow lifetime" {
+            @for (show, label) in [(Show::Active, "Active"), (Show::All, "Active + ended"), (Show::Ended, "Ended")] {
+                @let target = FlowFilter { show, ..filter.with_page(1) };
+                a href=(with_query(flow_table::FLOWS_PAGE, &target.to_query()))
+                    aria-current=[(filter.show == show).then_some("true")] { (label) }
             }
         }
     }
 }
 
-/// The table itself. `sorting`: the current filter, to make headers sort links and to
-/// choose the columns (every column without one).
-pub fn table(rows: &[FlowRow], now: i64, sorting: Option<&FlowFilter>) -> Markup {
-    let all = FlowColumn::ALL;
-    let cols: &[FlowColumn] = sorting.map_or(&all[..], |f| &f.columns);
+/// The filter form above the table. Over 80 lines: one maud template that reads top to
+/// bottom as the form appears on the page.
+fn filter_form(filter: &FlowFilter, data: &FlowsPage) -> Markup {
+    let dir_value = directions_param(&filter.directions);
+    let default_dirs = filter.directions == DEFAULT_DIRECTIONS;
+    let known_dir = default_dirs
+        || filter.directions.len() == 1
+        || filter.directions.len() == ALL_DIRECTIONS.len();
+    let device_known = filter
+        .device_id
+        .is_none_or(|id| data.devices.iter().any(|d| d.id == id));
+    let protos: [u8; 4] = [6, 17, 1, 58];
+    let proto_known = filter.proto.is_none_or(|p| protos.contains(&p));
     html! {
-        div.scroll {
-            table.data.flows {
-                thead {
-                    tr {
-                        @for c in cols { (header(*c, sorting)) }
+        form.filters method="get" action=(flow_table::FLOWS_PAGE) {
+            @if filter.show != Show::Active {
+                input type="hidden" name="show" value=(filter.show.as_str());
+            }
+            label {
+                span { "Device" }
+                select name="device" {
+                    option value="" { "any" }
+                    @for d in &data.devices {
+                        option value=(d.id) selected[filter.device_id == Some(d.id)] { (d.label()) }
+                    }
+                    @if !device_known {
+                        @if let Some(id) = filter.device_id {
+                            option value=(id) selected { "#" (id) }
+                        }
                     }
                 }
-                tbody {
-                    @for f in rows { (row(f, now, sorting, cols)) }
+            }
+            label {
+                span { "Source" }
+                input type="search" name="src" size="16" placeholder="IP or prefix"
+                    value=[filter.src.as_ref().map(|m| m.as_str())];
+            }
+            label {
+                span { "Destination" }
+                input type="search" name="dst" size="16" placeholder="IP or prefix"
+                    value=[filter.dst.as_ref().map(|m| m.as_str())];
+            }
+            label {
+                span { "Domain" }
+                input type="search" name="domain" size="20" maxlength=(MAX_DOMAIN_FILTER_CHARS)
+                    placeholder="example.com" title="this domain and its subdomains"
+                    value=[filter.domain.as_deref()];
+            }
+            label {
+                span { "Port" }
+                input type="text" name="port" size="5" inputmode="numeric" pattern="[0-9]*"
+                    value=[filter.port];
+            }
+            label {
+                span { "Proto" }
+                select name="proto" {
+                    option value="" { "any" }
+                    @for p in protos {
+                        option value=(proto_name(p)) selected[filter.proto == Some(p)] { (proto_name(p)) }
+                    }
+                    @if !proto_known {
+                        @if let Some(p) = filter.proto {
+                            option value=(p) selected { (proto_name(p)) }
+                        }
+                    }
                 }
             }
-        }
-    }
-}
-
-fn header(c: FlowColumn, sorting: Option<&FlowFilter>) -> Markup {
-    let label = c.label();
-    match c {
-        FlowColumn::Dst => sort_header(label, FlowSort::Dst, sorting, ""),
-        FlowColumn::Bytes => sort_header(label, FlowSort::Bytes, sorting, "num"),
-        FlowColumn::Age => sort_header(label, FlowSort::Age, sorting, "num opt"),
-        FlowColumn::LastSeen => sort_header(label, FlowSort::LastSeen, sorting, ""),
-        FlowColumn::Dir | FlowColumn::State => html! { th.opt { (label) } },
-        FlowColumn::Score => html! { th.num { (label) } },
-        _ => html! { th { (label) } },
-    }
-}
-
-fn row(f: &FlowRow, now: i64, sorting: Option<&FlowFilter>, cols: &[FlowColumn]) -> Markup {
-    html! {
-        tr.ended[f.ended_at.is_some()] id={ "flow-" (f.id) } {
-            @for c in cols { (cell(f, *c, now, sorting)) }
-        }
-    }
-}
-
-fn cell(f: &FlowRow, c: FlowColumn, now: i64, sorting: Option<&FlowFilter>) -> Markup {
-    // The remote peer is the destination of an outbound flow and the source of an
-    // inbound one; link whichever it is to its host page.
-    let remote_is_src = f.direction == "inbound";
-    let host_href = f.remote_host_id.map(|id| format!("/hosts/{id}"));
-    match c {
-        FlowColumn::Device => html! {
-            td {
-                @match (f.device_id, &f.device_name) {
-                    (Some(id), Some(name)) => a href={ "/devices/" (id) } { (name) },
-                    (Some(id), None) => a.muted href={ "/devices/" (id) } { "#" (id) },
-                    (None, _) => span.muted { "—" },
+            label {
+                span { "Direction" }
+                select name="direction" {
+                    option value="" selected[default_dirs] { "internet (out + in)" }
+                    @for d in ALL_DIRECTIONS {
+                        option value=(d.as_str()) selected[filter.directions == [d]] { (d.as_str()) }
+                    }
+                    option value="all" selected[filter.directions.len() == ALL_DIRECTIONS.len()] { "all" }
+                    @if !known_dir {
+                        option value=(dir_value) selected { (dir_value) }
+                    }
                 }
             }
-        },
-        FlowColumn::Src => html! {
-            td.mono {
-                (endpoint(&f.src_ip, f.src_port, host_href.as_deref().filter(|_| remote_is_src)))
-                @if remote_is_src { (rdns(f)) }
+            label {
+                span { "State" }
+                input type="text" name="state" size="11" placeholder="ESTABLISHED"
+                    title="TCP state: ESTABLISHED, SYN_SENT, TIME_WAIT, …"
+                    value=[filter.state];
             }
-        },
-        FlowColumn::Domain => html! { td.domain { (domain(f, sorting)) } },
-        FlowColumn::Dst => html! {
-            td.mono {
-                (endpoint(&f.dst_ip, f.dst_port, host_href.as_deref().filter(|_| !remote_is_src)))
-                // DNAT (port forward, transparent proxy): who really answered.
-                @if f.reply_src_ip != f.dst_ip {
-                    span.sub { "→ " (format::endpoint(&f.reply_src_ip, f.reply_src_port)) }
-                }
-                @if !remote_is_src { (rdns(f)) }
+            label {
+                span { "Min score" }
+                input type="text" name="min_score" size="3" inputmode="numeric" pattern="[0-9]*"
+                    title="flows with a detection hit scoring at least this (0-100)"
+                    value=[filter.min_score];
             }
-        },
-        FlowColumn::Proto => html! {
-            td.mono {
-                (proto_name(f.proto))
-                @if let (Some(t), Some(c)) = (f.icmp_type, f.icmp_code) {
-                    span.sub { "type " (t) "/" (c) }
+            label {
+                span { "Reason" }
+                select name="code" {
+                    option value="" { "any" }
+                    @for c in Code::ALL {
+                        option value=(c.as_str()) selected[filter.code == Some(c)] { (c.as_str()) }
+                    }
                 }
             }
-        },
-        FlowColumn::Dir => html! {
-            td.opt { span class={ "dir dir-" (f.direction) } { (f.direction) } }
-        },
-        FlowColumn::State => html! {
-            td.opt.mono {
-                @if let Some(ended) = f.ended_at {
-                    span.badge.ended title={ "ended " (format::utc_text(ended)) } { "ended" }
-                } @else {
-                    (f.state.as_deref().unwrap_or("live"))
+            label {
+                span { "From" }
+                input type="text" name="from" size="17" placeholder="1h or 2026-12-04T21:00Z"
+                    title="active at or after: an age (30m, 1h, 7d) or a UTC time"
+                    value=[filter.from.as_ref().map(|t| t.as_str())];
+            }
+            label {
+                span { "To" }
+                input type="text" name="to" size="17" placeholder="UTC time or age"
+                    title="started at or before: a UTC time or an age"
+                    value=[filter.to.as_ref().map(|t| t.as_str())];
+            }
+            label {
+                span { "Min bytes" }
+                input type="text" name="min_bytes" size="8" placeholder="10M"
+                    title="up + down, e.g. 500k, 10M, 2GiB"
+                    value=[filter.min_bytes];
+            }
+            fieldset.cols {
+                legend { "Columns" }
+                @for c in FlowColumn::ALL {
+                    label {
+                        input type="checkbox" name="cols" value=(c.as_str())
+                            checked[filter.columns.contains(&c)];
+                        " " (c.label())
+                    }
                 }
             }
-        },
-        FlowColumn::Score => html! {
-            td.num.mono {
-                @match f.score {
-                    Some(score) => a href={ "/anomalies?window=30d&dst=" (f.dst_ip) } title="highest score of this flow's detection hits" { (score) },
-                    None => span.muted { "—" },
-                }
+            // Keep what the form has no field for.
+            @if let Some(id) = filter.remote_host_id {
+                input type="hidden" name="host" value=(id);
             }
-        },
-        FlowColumn::Bytes => html! {
-            td.num.mono {
-                span.up title={ (f.bytes_up) " bytes, " (f.packets_up) " packets sent" } {
-                    (format::bytes(f.bytes_up))
-                }
-                " / "
-                span.down title={ (f.bytes_down) " bytes, " (f.packets_down) " packets received" } {
-                    (format::bytes(f.bytes_down))
-                }
+            @let d = FlowFilter::default();
+            @if filter.sort != d.sort || filter.order != d.order {
+                input type="hidden" name="sort" value=(filter.sort.as_str());
+                input type="hidden" name="order" value=(filter.order.as_str());
             }
-        },
-        FlowColumn::Age => html! {
-            td.num.opt.mono title={ "started " (format::utc_text(f.first_seen)) } {
-                (format::duration(f.ended_at.unwrap_or(now) - f.first_seen))
+            @if filter.per_page != d.per_page {
+                input type="hidden" name="per_page" value=(filter.per_page);
             }
-        },
-        FlowColumn::LastSeen => html! { td.mono { (time_opt(Some(f.last_seen))) } },
-    }
-}
-
-fn endpoint(ip: &str, port: Option<u16>, href: Option<&str>) -> Markup {
-    let text = format::endpoint(ip, port);
-    html! {
-        @match href {
-            Some(href) => a href=(href) { (text) },
-            None => (text),
+            button type="submit" { "Filter" }
+            a.clear href=(flow_table::FLOWS_PAGE) { "clear" }
         }
-    }
-}
-
-/// The name the flow's device asked for, linked to the flows of that domain, with a
-/// marker when the match is less than exact and the CNAME target below. Names are
-/// attacker-chosen text: they only ever go through maud's escaping.
-fn domain(f: &FlowRow, sorting: Option<&FlowFilter>) -> Markup {
-    let Some(name) = &f.domain else {
-        return html! { span.muted { "—" } };
-    };
-    html! {
-        @match domain_href(name, sorting) {
-            Some(href) => a.name href=(href) { (name) },
-            None => span.name { (name) },
-        }
-        (confidence(f.dns_match))
-        @if let Some(canonical) = f.domain_canonical.as_deref().filter(|c| *c != name.as_str()) {
-            span.sub.name title="canonical name (end of the CNAME chain)" { "→ " (canonical) }
-        }
-    }
-}
-
-/// The flows view filtered to `name` and its subdomains, keeping the rest of the
-/// current filter (or, from a device or host page, every flow). `None` for a name too
-/// long to be a filter (escaped bytes can make one).
-pub fn domain_href(name: &str, sorting: Option<&FlowFilter>) -> Option<String> {
-    if name.chars().count() > MAX_DOMAIN_FILTER_CHARS {
-        return None;
-    }
-    let base = sorting.cloned().unwrap_or_else(|| FlowFilter {
-        show: Show::All,
-        ..FlowFilter::default()
-    });
-    let target = FlowFilter {
-        domain: Some(name.to_owned()),
-        page: 1,
-        last_page: false,
-        ..base
-    };
-    Some(with_query(FLOWS_PAGE, &target.to_query()))
-}
-
-/// A small marker for a domain that is a guess, with a title saying why.
-fn confidence(dns_match: &str) -> Markup {
-    let why = match dns_match {
-        "stale" => {
-            "stale: this device resolved the name to this address, but that answer had \
-             expired (TTL) when the flow started"
-        }
-        "other-client" => {
-            "other client: another device resolved the name to this address; this device's \
-             own lookup was not seen"
-        }
-        _ => return html! {},
-    };
-    html! {
-        span class={ "dns-conf " (dns_match) } title=(why) aria-label=(why) { "?" }
-    }
-}
-
-fn rdns(f: &FlowRow) -> Markup {
-    html! {
-        @if let Some(name) = &f.remote_rdns {
-            span.sub.rdns { (name) }
-        }
-    }
-}
-
-/// A short read-only table of recent flows (device and host pages), with a link to the
-/// full, filterable view on the dashboard.
-pub fn recent(page: &FlowPage, full_view: &FlowFilter, now: i64) -> Markup {
-    let all = FlowFilter {
-        page: 1,
-        last_page: false,
-        ..full_view.clone()
-    };
-    html! {
-        p.count {
-            (format::count(page.total)) @if page.capped { "+" } " flows · "
-            a href=(with_query(FLOWS_PAGE, &all.to_query())) { "open in the flows view" }
-        }
-        (table(&page.flows, now, None))
-        @if page.flows.is_empty() { p.muted { "None recorded." } }
-        @else if page.total > page.flows.len() as u64 { p.muted { "Latest " (page.flows.len()) " shown." } }
     }
 }

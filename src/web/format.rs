@@ -6,21 +6,7 @@
 
 use maud::{Markup, html};
 
-/// `(year, month, day)` of a day count since 1970-01-01 (proleptic Gregorian).
-/// Howard Hinnant's `civil_from_days`
-/// (<https://howardhinnant.github.io/date_algorithms.html>): no date crate needed.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097); // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11], March-based
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+use crate::time::{DAY_MS, civil_from_days};
 
 /// The UTC calendar fields of a unix ms time.
 struct Utc {
@@ -34,8 +20,8 @@ struct Utc {
 }
 
 fn utc(ms: i64) -> Utc {
-    let (year, month, day) = civil_from_days(ms.div_euclid(86_400_000));
-    let in_day = ms.rem_euclid(86_400_000);
+    let (year, month, day) = civil_from_days(ms.div_euclid(DAY_MS));
+    let in_day = ms.rem_euclid(DAY_MS);
     Utc {
         year,
         month,

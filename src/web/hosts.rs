@@ -9,20 +9,23 @@ use super::chart::{self, Bar};
 use super::devices::{WindowQuery, parse_window, recent_filter, window_links};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell, pager, with_query};
-use super::{AppState, WebError, flows, now_ms, peers};
+use super::{AppState, WebError, flow_table, peers};
 use crate::flow::proto_name;
-use crate::store::read::{self, FlowFilter, HostDomain, HostFilter, HostSort, MAX_PAGE, Order};
-use crate::store::read_peers;
+use crate::store;
+use crate::store::filter::{MAX_PAGE, Order};
+use crate::store::flows::read::FlowFilter;
+use crate::store::hosts::read::{HostDomain, HostFilter, HostSort};
+use crate::time::now_ms;
 
 pub async fn list(
     State(state): State<AppState>,
-    query: Result<Query<read::HostQuery>, QueryRejection>,
+    query: Result<Query<crate::web::query::HostQuery>, QueryRejection>,
 ) -> Result<Markup, WebError> {
     let filter = HostFilter::parse(&query?.0)?;
     let f = filter.clone();
     let page = state
         .reads()
-        .run(move |c| read::remote_hosts(c, &f))
+        .run(move |c| store::hosts::read::remote_hosts(c, &f))
         .await?;
     let header = |label: &str, key: HostSort, class: &str| {
         let arrow = match (filter.sort == key, filter.order) {
@@ -118,10 +121,11 @@ pub async fn page(
     let data = state
         .reads()
         .run(move |c| {
-            let Some(page) = read::remote_host_page(c, id, &recent_filter(), since)? else {
+            let Some(page) = store::hosts::read::remote_host_page(c, id, &recent_filter(), since)?
+            else {
                 return Ok(None);
             };
-            let devices = read_peers::host_devices(c, id, now - peers::WINDOW_MS)?;
+            let devices = store::peers::host_devices(c, id, now - peers::WINDOW_MS)?;
             Ok(Some((page, devices)))
         })
         .await?
@@ -221,7 +225,7 @@ pub async fn page(
                 }
             }
             h2 { "Recent flows" }
-            (flows::recent(&data.flows, &full_view, now))
+            (flow_table::recent(&data.flows, &full_view, now))
         },
     ))
 }
@@ -264,7 +268,7 @@ fn domains(id: i64, domains: &[HostDomain]) -> Markup {
             remote_host_id: Some(id),
             ..recent_filter()
         };
-        flows::domain_href(name, Some(&base))
+        flow_table::domain_href(name, Some(&base))
     };
     html! {
         @if domains.is_empty() {
@@ -300,8 +304,8 @@ fn domains(id: i64, domains: &[HostDomain]) -> Markup {
                     }
                 }
             }
-            @if domains.len() as u32 >= read::MAX_HOST_DOMAINS {
-                p.muted { "The " (read::MAX_HOST_DOMAINS) " busiest shown." }
+            @if domains.len() as u32 >= store::hosts::read::MAX_HOST_DOMAINS {
+                p.muted { "The " (store::hosts::read::MAX_HOST_DOMAINS) " busiest shown." }
             }
         }
     }

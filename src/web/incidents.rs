@@ -27,15 +27,19 @@ use super::layout::{
     Nav, code_select, csrf_field, device_select, page as shell, pager, with_query,
 };
 use super::saved;
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::event::Command;
-use crate::store::read::{self, DeviceRow, MAX_PAGE};
-use crate::store::read_detect::{
-    self, IncidentDetail, IncidentFilter, IncidentPage, IncidentQuery, IncidentRow, IncidentSort,
-    IncidentState, WINDOWS,
+use crate::store;
+use crate::store::detect::read::{
+    IncidentDetail, IncidentFilter, IncidentPage, IncidentRow, IncidentSort, IncidentState,
 };
+use crate::store::devices::read::DeviceRow;
+use crate::store::filter::MAX_PAGE;
+use crate::store::filter::Window;
 use crate::store::writer::MAX_NOTES_CHARS;
+use crate::time::now_ms;
+use crate::web::query::IncidentQuery;
 
 const INCIDENTS: &str = "/incidents";
 
@@ -89,7 +93,7 @@ impl AppState {
         let now = now_ms();
         match self
             .reads()
-            .run(move |c| read_detect::open_incidents(c, now))
+            .run(move |c| store::detect::read::open_incidents(c, now))
             .await
         {
             Ok(count) => {
@@ -139,7 +143,12 @@ pub async fn list(
     let now = now_ms();
     let (page, devices) = state
         .reads()
-        .run(move |c| Ok((read_detect::incidents(c, &f, now)?, read::devices(c)?)))
+        .run(move |c| {
+            Ok((
+                store::detect::read::incidents(c, &f, now)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     Ok(render_list(&filter, &page, &devices, now))
 }
@@ -156,7 +165,7 @@ pub async fn api(
     let now = now_ms();
     let page = state
         .reads()
-        .run(move |c| read_detect::incidents(c, &filter, now))
+        .run(move |c| store::detect::read::incidents(c, &filter, now))
         .await?;
     Ok(Json(page))
 }
@@ -273,8 +282,8 @@ fn filter_form(filter: &IncidentFilter, devices: &[DeviceRow]) -> Markup {
             label {
                 span { "Window" }
                 select name="window" {
-                    @for (i, (name, _)) in WINDOWS.iter().enumerate() {
-                        option value=(name) selected[filter.window == i] { (name) }
+                    @for window in Window::ALL {
+                        option value=(window.as_str()) selected[filter.window == window] { (window.as_str()) }
                     }
                 }
             }
@@ -316,7 +325,7 @@ pub async fn page(
     let Path(id) = id?;
     let detail = state
         .reads()
-        .run(move |c| read_detect::incident_detail(c, id))
+        .run(move |c| store::detect::read::incident_detail(c, id))
         .await?
         .ok_or_else(|| WebError::NotFound(format!("no incident with id {id}")))?;
     Ok(render_page(&detail, now_ms()))
@@ -409,16 +418,16 @@ fn render_page(d: &IncidentDetail, now: i64) -> Markup {
                         }
                     }
                 }
-                @if d.hits.len() as u32 >= read_detect::MAX_INCIDENT_HITS {
-                    p.muted { "The first " (read_detect::MAX_INCIDENT_HITS) " hits." }
+                @if d.hits.len() as u32 >= store::detect::read::MAX_INCIDENT_HITS {
+                    p.muted { "The first " (store::detect::read::MAX_INCIDENT_HITS) " hits." }
                 }
             }
             h2 { "Flows" }
             @if d.device_window {
                 p.muted {
                     "Device-level codes have no single flow: these are the device's outbound flows from "
-                    (read_detect::DEVICE_FLOWS_BEFORE_MS / 60_000) " minutes before the first hit to the last"
-                    @if d.flows.len() as u32 >= read_detect::MAX_INCIDENT_FLOWS { " (the first " (read_detect::MAX_INCIDENT_FLOWS) ")" }
+                    (store::detect::read::DEVICE_FLOWS_BEFORE_MS / 60_000) " minutes before the first hit to the last"
+                    @if d.flows.len() as u32 >= store::detect::read::MAX_INCIDENT_FLOWS { " (the first " (store::detect::read::MAX_INCIDENT_FLOWS) ")" }
                     "."
                 }
             }
@@ -517,7 +526,7 @@ fn explanation(d: &IncidentDetail) -> Markup {
 async fn require_incident(state: &AppState, id: i64) -> Result<(), WebError> {
     let exists = state
         .reads()
-        .run(move |c| read_detect::incident(c, id))
+        .run(move |c| store::detect::read::incident(c, id))
         .await?
         .is_some();
     if exists {
@@ -563,7 +572,10 @@ pub async fn ack(
 
 /// `POST /incidents/ack-all`: acknowledges every incident not yet acknowledged.
 pub async fn ack_all(State(state): State<AppState>) -> Result<Redirect, WebError> {
-    let unacked = state.reads().run(read_detect::unacked_incidents).await?;
+    let unacked = state
+        .reads()
+        .run(store::detect::read::unacked_incidents)
+        .await?;
     if unacked > 0 {
         run(&state, Command::AckAllIncidents, "acknowledgement").await?;
     }
@@ -572,7 +584,10 @@ pub async fn ack_all(State(state): State<AppState>) -> Result<Redirect, WebError
 
 /// `POST /incidents/clear-acked`: deletes acknowledged incidents and their hits.
 pub async fn clear_acked(State(state): State<AppState>) -> Result<Redirect, WebError> {
-    let acked = state.reads().run(read_detect::acked_incidents).await?;
+    let acked = state
+        .reads()
+        .run(store::detect::read::acked_incidents)
+        .await?;
     if acked > 0 {
         run(&state, Command::ClearAcknowledged, "clearing").await?;
     }

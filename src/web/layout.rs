@@ -213,7 +213,10 @@ pub fn with_query(path: &str, query: &str) -> String {
 
 /// The "Device" select of a filter form: every device by name, and the chosen one even
 /// when it is not in the list (a shared URL naming a device since merged or pruned).
-pub fn device_select(devices: &[crate::store::read::DeviceRow], selected: Option<i64>) -> Markup {
+pub fn device_select(
+    devices: &[crate::store::devices::read::DeviceRow],
+    selected: Option<i64>,
+) -> Markup {
     let known = selected.is_none_or(|id| devices.iter().any(|d| d.id == id));
     html! {
         label {

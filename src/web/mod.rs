@@ -3,7 +3,8 @@
 //! Server-rendered: every page and fragment is a maud template, so data (device names,
 //! reverse-DNS names) is escaped by construction; the one small script only swaps in
 //! HTML the server rendered. A handler is short: parse the query into a typed filter
-//! from [`crate::store::read`], make one read call on the pool, render one template.
+//! ([`query`]), make one read call on the pool (a `read` module of the table family in
+//! [`crate::store`]), render one template.
 //!
 //! Nothing here writes to the database: user actions go to the writer as
 //! [`crate::event::Command`]s and wait for its commit (principle 1).
@@ -63,10 +64,10 @@ pub mod auth;
 mod chart;
 mod conn;
 mod csv;
-mod dashboard;
 mod devices;
 mod dns;
 mod drops;
+mod flow_table;
 mod flows;
 mod format;
 mod health;
@@ -77,6 +78,7 @@ mod layout;
 mod login;
 mod overview;
 mod peers;
+pub mod query;
 mod router;
 mod rules;
 mod saved;
@@ -94,7 +96,6 @@ mod tests_detect;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::Router;
@@ -108,8 +109,9 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 
 pub use self::auth::Auth;
-use crate::store::read::{FilterError, ReadPool};
+use crate::store::pool::ReadPool;
 use crate::store::writer::{Tick, WriterHandle};
+use crate::web::query::{FilterError, QueryStringError};
 
 /// Most `/events` streams open at once. Each is a task and a socket; a household has a
 /// few tabs open, and a leaked-tab storm must not exhaust a router's memory.
@@ -140,7 +142,7 @@ struct Shared {
     /// The "Alerts: N" count, cached per commit ([`incidents::badge`]).
     alerts: incidents::AlertCount,
     /// The overview's long-window host ranking of settled hours, kept per hour.
-    settled_tops: Arc<crate::store::read_overview::SettledTops>,
+    settled_tops: Arc<crate::store::overview::SettledTops>,
     /// The running configuration, for the settings page; `None` where the caller has
     /// none (tests, benchmarks).
     config: Option<Arc<crate::config::Config>>,
@@ -172,7 +174,7 @@ impl AppState {
                 alerts: incidents::AlertCount::default(),
                 settled_tops: Arc::default(),
                 config: None,
-                started_ms: now_ms(),
+                started_ms: crate::time::now_ms(),
                 dns_tap: crate::collect::dns_tap::DnsTap::Off,
             }),
         }
@@ -214,8 +216,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(overview::page))
-        .route("/flows", get(dashboard::page))
-        .route("/fragment/flows", get(flows::fragment))
+        .route("/flows", get(flows::page))
+        .route("/fragment/flows", get(flow_table::fragment))
         .route("/fragment/overview/{part}", get(overview::fragment))
         .route("/devices", get(devices::list))
         .route("/devices/{id}", get(devices::page))
@@ -338,14 +340,6 @@ pub async fn serve(
     result
 }
 
-/// Unix milliseconds now.
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The Content-Security-Policy of every response: scripts, styles, fetches and forms
 /// only from netmon itself; no inline script, no inline style (not even `style=`
 /// attributes: maud templates use classes from `assets/netmon.css`); never framed.
@@ -453,6 +447,12 @@ impl WebError {
 
 impl From<FilterError> for WebError {
     fn from(e: FilterError) -> Self {
+        WebError::BadRequest(e.to_string())
+    }
+}
+
+impl From<QueryStringError> for WebError {
+    fn from(e: QueryStringError) -> Self {
         WebError::BadRequest(e.to_string())
     }
 }

@@ -13,7 +13,7 @@
 //! [`Tick`](crate::store::writer::Tick) fields).
 //!
 //! The charts can be zoomed to a range (`from`, `to` in unix ms, by drag-selecting on
-//! the chart); ranges longer than [`store::MINUTE_BUCKETS_UP_TO_MS`] get hour bars.
+//! the chart); ranges longer than [`overview::MINUTE_BUCKETS_UP_TO_MS`](crate::store::overview::MINUTE_BUCKETS_UP_TO_MS) get hour bars.
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -25,15 +25,17 @@ use serde::Deserialize;
 use super::chart::{self, Bar, CountBar, Frame, Unit};
 use super::format::{self, time_ago};
 use super::layout::{Nav, page as shell, with_query};
-use super::{AppState, WebError, flows, now_ms, router::CONNTRACK_WARN};
+use super::{AppState, WebError, flow_table, router::CONNTRACK_WARN};
 use crate::collect::system::{self, Role, SystemSample};
 use crate::flow::proto_name;
-use crate::store::read::{self, FlowFilter, FlowPage};
-use crate::store::read_overview::{
-    self as store, CountBucket, DeviceRank, DeviceTraffic, DomainMeasure, DomainUse, HostTraffic,
-    MAX_RANGE_MS, NewHost, PortUse, Range, SettledTops, TOP_N, Tiles, TrafficBucket, Window,
+use crate::store::filter::Window;
+use crate::store::flows::read::{FlowFilter, FlowPage, Show};
+use crate::store::overview::{
+    self, CountBucket, DeviceRank, DeviceTraffic, DomainMeasure, DomainUse, HostTraffic,
+    MAX_RANGE_MS, NewHost, PortUse, Range, SettledTops, TOP_N, Tiles, TrafficBucket,
 };
 use crate::store::saved;
+use crate::time::now_ms;
 
 /// The cookie remembering each panel's window: `charts:1h,hosts:24h,…`.
 pub const WINDOW_COOKIE: &str = "netmon_w";
@@ -319,31 +321,32 @@ fn read_part(
     let w = |p: Panel| view.windows.get(p);
     let since = |p: Panel| now - w(p).ms();
     if want(Part::Tiles) {
-        o.tiles = store::tiles(conn, now, since(Panel::Charts))?;
+        o.tiles = overview::tiles(conn, now, since(Panel::Charts))?;
     }
     if want(Part::Charts) {
         let range = view.range(now);
-        o.wan = store::wan_traffic(conn, &range)?;
-        o.flows_started = store::flows_started(conn, &range)?;
+        o.wan = overview::wan_traffic(conn, &range)?;
+        o.flows_started = overview::flows_started(conn, &range)?;
         if range.until - range.since <= DNS_CHART_MAX_MS {
-            o.dns = store::dns_queries(conn, &range)?;
+            o.dns = overview::dns_queries(conn, &range)?;
         }
         o.talkers =
-            store::top_devices(conn, range.since, range.hourly(), DeviceRank::Total, TOP_N)?;
+            overview::top_devices(conn, range.since, range.hourly(), DeviceRank::Total, TOP_N)?;
     }
     if want(Part::Flows) {
-        o.flows = Some(read::flows(conn, &live_filter())?);
+        o.flows = Some(crate::store::flows::read::flows(conn, &live_filter())?);
     }
     if want(Part::Panel(Panel::Hosts)) {
         let (since, hourly) = (since(Panel::Hosts), w(Panel::Hosts).hourly());
-        o.hosts = store::top_hosts(conn, now, since, hourly, TOP_N, settled)?;
+        o.hosts = overview::top_hosts(conn, now, since, hourly, TOP_N, settled)?;
     }
     if want(Part::Panel(Panel::Domains)) {
-        let (m, rows) = store::top_domains(conn, since(Panel::Domains), w(Panel::Domains), TOP_N)?;
+        let (m, rows) =
+            overview::top_domains(conn, since(Panel::Domains), w(Panel::Domains), TOP_N)?;
         o.domains = (Some(m), rows);
     }
     if want(Part::Panel(Panel::Devices)) {
-        o.egress = store::top_devices(
+        o.egress = overview::top_devices(
             conn,
             since(Panel::Devices),
             w(Panel::Devices).hourly(),
@@ -352,10 +355,10 @@ fn read_part(
         )?;
     }
     if want(Part::Panel(Panel::NewHosts)) {
-        o.new_hosts = store::newest_hosts(conn, since(Panel::NewHosts), TOP_N)?;
+        o.new_hosts = overview::newest_hosts(conn, since(Panel::NewHosts), TOP_N)?;
     }
     if want(Part::Panel(Panel::Ports)) {
-        o.ports = store::rare_ports(conn, since(Panel::Ports), w(Panel::Ports).hourly(), TOP_N)?;
+        o.ports = overview::rare_ports(conn, since(Panel::Ports), w(Panel::Ports).hourly(), TOP_N)?;
     }
     Ok(o)
 }
@@ -759,7 +762,7 @@ fn live_flows(page: Option<&FlowPage>, now: i64) -> Markup {
         @match page {
             Some(p) if !p.flows.is_empty() => {
                 p.count { "newest activity of " strong { (format::count(p.total)) } " active internet flows" }
-                (flows::table(&p.flows, now, None))
+                (flow_table::table(&p.flows, now, None))
             }
             // The tile counts every direction; this table, like the flows page, only
             // internet traffic (router-local DNS and LAN flows are on /flows).
@@ -844,8 +847,8 @@ fn domains(measure: Option<DomainMeasure>, rows: &[DomainUse]) -> Markup {
                     @for d in rows {
                         tr {
                             td.mono.name {
-                                @if d.name.chars().count() <= read::MAX_DOMAIN_FILTER_CHARS {
-                                    a href=(flows_href(&FlowFilter { domain: Some(d.name.clone()), show: read::Show::All, ..FlowFilter::default() })) { (d.name) }
+                                @if d.name.chars().count() <= crate::web::query::MAX_DOMAIN_FILTER_CHARS {
+                                    a href=(flows_href(&FlowFilter { domain: Some(d.name.clone()), show: Show::All, ..FlowFilter::default() })) { (d.name) }
                                 } @else { (d.name) }
                             }
                             td.num.mono { (format::count(d.count)) }
@@ -912,7 +915,7 @@ fn ports(rows: &[PortUse]) -> Markup {
                     @for p in rows {
                         tr {
                             td.mono {
-                                a href=(flows_href(&FlowFilter { port: Some(p.port), proto: Some(p.proto), show: read::Show::All, ..FlowFilter::default() })) {
+                                a href=(flows_href(&FlowFilter { port: Some(p.port), proto: Some(p.proto), show: Show::All, ..FlowFilter::default() })) {
                                     (p.port) "/" (proto_name(p.proto))
                                 }
                             }

@@ -1,14 +1,14 @@
 //! The investigation sections of the device and host pages: a device's top
 //! destinations, ports and incidents; a remote host's devices. Read by
-//! [`crate::store::read_peers`] (bounded scans of the latest flows), rendered here.
+//! [`crate::store::peers`] (bounded scans of the latest flows), rendered here.
 
 use maud::{Markup, html};
 
 use super::anomalies::{codes, score_badge};
 use super::format::{self, time};
 use crate::flow::proto_name;
-use crate::store::read_detect::IncidentRow;
-use crate::store::read_peers::{MAX_FLOWS_SCANNED, PeerDevice, PeerHost, PeerPort, Peers};
+use crate::store::detect::read::IncidentRow;
+use crate::store::peers::{MAX_FLOWS_SCANNED, PeerDevice, PeerHost, PeerPort, Peers};
 
 /// The window the sections cover.
 pub const WINDOW_MS: i64 = 24 * 60 * 60_000;

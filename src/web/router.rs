@@ -19,11 +19,12 @@ use super::chart::{self, Bar};
 use super::devices::{WindowQuery, parse_window, window_links};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::collect::offload::{self, OffloadStatus};
 use crate::collect::system::{self, SystemSample};
 use crate::store::offload::{WanFlowBytes, wan_flow_bytes};
 use crate::store::system::{self as store, InterfaceMinute, RouterMinutes, SystemMinute};
+use crate::time::now_ms;
 
 /// Conntrack fill above which the page warns: new connections are dropped at 100 %,
 /// and a household's table fills in bursts (a torrent, a scan), so 80 % is the time to

@@ -19,13 +19,16 @@ use serde::{Deserialize, Serialize};
 use super::api::ApiError;
 use super::format::{self, time, time_opt};
 use super::layout::{Nav, csrf_field, page as shell};
-use super::{AppState, WebError, now_ms};
+use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
 use crate::event::{Command, CommandReply};
-use crate::store::read::{self, DeviceRow, MAX_DOMAIN_FILTER_CHARS};
-use crate::store::read_detect::{self, RuleRow};
+use crate::store;
+use crate::store::detect::read::RuleRow;
+use crate::store::devices::read::DeviceRow;
 use crate::store::writer::MAX_NOTES_CHARS;
+use crate::time::now_ms;
+use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
 /// Longest organisation text accepted (characters).
 const MAX_ORG_CHARS: usize = 100;
@@ -34,7 +37,12 @@ const MAX_ORG_CHARS: usize = 100;
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
     let (rules, devices) = state
         .reads()
-        .run(|c| Ok((read_detect::rules(c)?, read::devices(c)?)))
+        .run(|c| {
+            Ok((
+                store::detect::read::rules(c)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     Ok(render_list(&rules, &devices, &RuleForm::default(), &[]))
 }
@@ -49,7 +57,7 @@ pub struct RulesResponse {
 }
 
 pub async fn api(State(state): State<AppState>) -> Result<Json<RulesResponse>, ApiError> {
-    let rules = state.reads().run(read_detect::rules).await?;
+    let rules = state.reads().run(store::detect::read::rules).await?;
     Ok(Json(RulesResponse { rules }))
 }
 
@@ -61,7 +69,12 @@ pub async fn edit(
     let Path(id) = id?;
     let (rule, devices) = state
         .reads()
-        .run(move |c| Ok((read_detect::rule(c, id)?, read::devices(c)?)))
+        .run(move |c| {
+            Ok((
+                store::detect::read::rule(c, id)?,
+                store::devices::read::devices(c)?,
+            ))
+        })
         .await?;
     let rule = rule.ok_or_else(|| WebError::NotFound(format!("no rule with id {id}")))?;
     Ok(render_edit(
@@ -97,8 +110,11 @@ async fn save(state: &AppState, id: Option<i64>, form: RuleForm) -> Result<Respo
     let (existing, devices) = state
         .reads()
         .run(move |c| {
-            let rule = id.map(|id| read_detect::rule(c, id)).transpose()?.flatten();
-            Ok((rule, read::devices(c)?))
+            let rule = id
+                .map(|id| store::detect::read::rule(c, id))
+                .transpose()?
+                .flatten();
+            Ok((rule, store::devices::read::devices(c)?))
         })
         .await?;
     if let (Some(id), None) = (id, &existing) {
@@ -110,7 +126,7 @@ async fn save(state: &AppState, id: Option<i64>, form: RuleForm) -> Result<Respo
             let page = match &existing {
                 Some(row) => render_edit(row, &devices, &form, &errors),
                 None => {
-                    let rules = state.reads().run(read_detect::rules).await?;
+                    let rules = state.reads().run(store::detect::read::rules).await?;
                     render_list(&rules, &devices, &form, &errors)
                 }
             };
@@ -142,7 +158,7 @@ pub async fn delete(
     let Path(id) = id?;
     let exists = state
         .reads()
-        .run(move |c| read_detect::rule(c, id))
+        .run(move |c| store::detect::read::rule(c, id))
         .await?
         .is_some();
     if !exists {
@@ -308,7 +324,7 @@ impl RuleForm {
             "domain",
             match text(&self.domain) {
                 None => Ok(()),
-                Some(d) => read::parse_domain("domain", d)
+                Some(d) => crate::web::query::parse_domain("domain", d)
                     .map(|name| spec.domain = Some(name))
                     .map_err(|_| {
                         format!(
@@ -492,14 +508,7 @@ fn utc_ms(text: &str) -> Option<i64> {
             h * 60 + m
         }
     };
-    // Days since 1970-01-01 (H. Hinnant's days_from_civil).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = crate::time::days_from_civil(year, month, day);
     // Reject dates that do not exist (2026-02-30) by converting back.
     let back = format::iso_utc(days * 86_400_000);
     (back[..10] == *date).then_some(days * 86_400_000 + minutes * 60_000)
@@ -573,8 +582,8 @@ fn render_list(
                         }
                     }
                 }
-                @if rules.len() as u32 >= read_detect::MAX_RULES {
-                    p.muted { "The first " (read_detect::MAX_RULES) " rules." }
+                @if rules.len() as u32 >= store::detect::read::MAX_RULES {
+                    p.muted { "The first " (store::detect::read::MAX_RULES) " rules." }
                 }
             }
             h2 #new { "New rule" }

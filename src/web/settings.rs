@@ -12,8 +12,9 @@ use maud::{Markup, html};
 
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, health, now_ms, router};
+use super::{AppState, WebError, health, router};
 use crate::collect::dns_tap::DnsTap;
+use crate::time::now_ms;
 
 /// One series of the Prometheus text: family, labels as written, value.
 #[derive(Debug, Clone, PartialEq)]

@@ -20,8 +20,8 @@ use tower::ServiceExt as _;
 
 use super::{AppState, router};
 use crate::event::{Command, CommandReply, Event};
-use crate::store::read::ReadPool;
-use crate::store::read::tests::{
+use crate::store::pool::ReadPool;
+use crate::store::testdata::{
     insert_flows, insert_queries, name_id, set_flow_domain, temp_db, tempdir::TempDir,
 };
 use crate::store::writer::{Tick, WriterHandle};
@@ -101,7 +101,7 @@ fn seed_dns(conn: &Connection) {
         )
         .unwrap();
     }
-    let now = super::now_ms();
+    let now = crate::time::now_ms();
     #[rustfmt::skip]
     insert_queries(conn, &[
         (1, now - 1000, "10.0.0.5", Some(1), EVIL_SCRIPT, 1, Some(0), 1, Some(EVIL_ATTR)),
@@ -2024,7 +2024,7 @@ async fn csv_export_quotes_and_defuses_hostile_text() {
 /// overview's windows end now).
 fn seed_overview(fx: &Fixture) {
     let conn = Connection::open(fx._dir.db()).unwrap();
-    let now = super::now_ms();
+    let now = crate::time::now_ms();
     let minute = now / 60_000 * 60_000;
     let hour = now / 3_600_000 * 3_600_000;
     conn.execute_batch(&format!(
@@ -2225,7 +2225,7 @@ async fn overview_fragments_are_panels_alone() {
         charts.contains("data-fmt=\"md\""),
         "day labels over a month"
     );
-    let now = super::now_ms();
+    let now = crate::time::now_ms();
     let (_, _, zoom) = get(
         &fx.app,
         &format!(

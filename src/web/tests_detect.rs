@@ -21,8 +21,8 @@ use super::{AppState, router};
 use crate::detect::Code;
 use crate::detect::rules::Action;
 use crate::event::{Command, CommandReply, Event};
-use crate::store::read::ReadPool;
-use crate::store::read::tests::{temp_db, tempdir::TempDir};
+use crate::store::pool::ReadPool;
+use crate::store::testdata::{temp_db, tempdir::TempDir};
 use crate::store::writer::{Tick, WriterHandle};
 
 const EVIL: &str = "<script>alert(1)</script>";
@@ -86,7 +86,7 @@ fn fixture() -> Fixture {
 /// The fixture, its server knowing `config` (the settings page shows it).
 fn fixture_with(config: Option<crate::config::Config>) -> Fixture {
     let (dir, conn) = temp_db("web-detect");
-    seed(&conn, super::now_ms());
+    seed(&conn, crate::time::now_ms());
     let reads = ReadPool::open(&dir.db(), 2).unwrap();
     let (tx, writer_rx) = sync_channel(8);
     let writer = WriterHandle::new(tx, Arc::new(AtomicUsize::new(0)));
@@ -422,7 +422,7 @@ async fn incident_actions_go_through_the_writer() {
             incident_id: 1,
             until_ms,
         } => {
-            let hours = (until_ms - super::now_ms()) as f64 / 3_600_000.0;
+            let hours = (until_ms - crate::time::now_ms()) as f64 / 3_600_000.0;
             assert!((23.9..=24.0).contains(&hours), "{hours}");
         }
         other => panic!("{other:?}"),

@@ -1,3 +1,6 @@
+//! Over 800 lines: the overview's dozen panel queries and their query-plan tests belong
+//! together; each reads a different rollup.
+//!
 //! The queries of the overview page (`/overview` and its `/fragment/overview/*`): the
 //! headline numbers, the charts' series and the top-N panels.
 //!
@@ -14,9 +17,8 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
-const DAY_MS: i64 = 24 * HOUR_MS;
+use crate::store::filter::Window;
+use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, hour_start, minute_start};
 
 /// A device counts as online when it was seen this recently: DHCP renewals and the
 /// neighbour scan refresh `last_seen` of a quiet but present device within minutes.
@@ -32,56 +34,6 @@ pub const MAX_RANGE_MS: i64 = 31 * DAY_MS;
 
 /// Rows in each top-N panel.
 pub const TOP_N: u32 = 10;
-
-/// A window of the overview's panels, as offered in their selectors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Window {
-    M10,
-    H1,
-    H24,
-    D7,
-    D30,
-}
-
-impl Window {
-    pub const ALL: [Window; 5] = [
-        Window::M10,
-        Window::H1,
-        Window::H24,
-        Window::D7,
-        Window::D30,
-    ];
-
-    /// The form in URLs and in the remembering cookie.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Window::M10 => "10m",
-            Window::H1 => "1h",
-            Window::H24 => "24h",
-            Window::D7 => "7d",
-            Window::D30 => "30d",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Window> {
-        Window::ALL.into_iter().find(|w| w.as_str() == text)
-    }
-
-    pub fn ms(self) -> i64 {
-        match self {
-            Window::M10 => 10 * MINUTE_MS,
-            Window::H1 => HOUR_MS,
-            Window::H24 => DAY_MS,
-            Window::D7 => 7 * DAY_MS,
-            Window::D30 => 30 * DAY_MS,
-        }
-    }
-
-    /// Long windows read the hour rollups.
-    pub fn hourly(self) -> bool {
-        self.ms() > HOUR_MS
-    }
-}
 
 /// A chart's time range `[since, until)` and its bar width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +112,7 @@ pub fn tiles(conn: &Connection, now: i64, since: i64) -> rusqlite::Result<Tiles>
              GROUP BY qname_id HAVING min(first_seen) >= ?)",
             [since],
         )?,
-        open_incidents: super::read_detect::open_incidents(conn, now)?,
+        open_incidents: crate::store::detect::read::open_incidents(conn, now)?,
     })
 }
 
@@ -270,13 +222,9 @@ pub fn top_devices(
     // order, so this reads the window's rows in place, where the time index would look
     // each one up again.
     let (table, col, since) = if hourly {
-        ("device_hours", "hour", since - since.rem_euclid(HOUR_MS))
+        ("device_hours", "hour", hour_start(since))
     } else {
-        (
-            "device_minutes",
-            "minute",
-            since - since.rem_euclid(MINUTE_MS),
-        )
+        ("device_minutes", "minute", minute_start(since))
     };
     let order = match rank {
         DeviceRank::Total => "up + down",
@@ -327,10 +275,10 @@ pub fn top_hosts(
     settled: &SettledTops,
 ) -> rusqlite::Result<Vec<HostTraffic>> {
     let sums = if hourly {
-        top_host_hours(conn, now, since - since.rem_euclid(HOUR_MS), limit, settled)?
+        top_host_hours(conn, now, hour_start(since), limit, settled)?
     } else {
         // Minute windows (an hour at most) hold few rows: the time index is the short way.
-        let since = since - since.rem_euclid(MINUTE_MS);
+        let since = minute_start(since);
         conn.prepare_cached(
             "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
                     sum(flows_new) FROM remote_host_minutes \
@@ -404,9 +352,8 @@ impl HostSum {
 /// Each remote host's sums over the *settled* hours of the long windows — every hour
 /// before the last one — kept until the hour turns.
 ///
-/// Summing a month of `remote_host_hours` is a million rows on a busy router (115 ms on
-/// the page benchmark's database, most of the overview's time at 30 d), yet those rows
-/// stop changing once their hour is over: the writer adds a delta to the hour it is
+/// Summing a month of `remote_host_hours` is a million rows on a busy router — most of
+/// the overview's work at 30 d — yet those rows stop changing once their hour is over: the writer adds a delta to the hour it is
 /// observed in. So each request adds only the last two hours' rows to the settled sums
 /// (the hour before the current one is read live too, for a tick committed just after
 /// the hour turned). When the hour turns, the window moves by one hour: the new settled
@@ -573,7 +520,7 @@ fn top_host_hours(
     limit: u32,
     cache: &SettledTops,
 ) -> rusqlite::Result<Vec<HostSum>> {
-    let split = now - now.rem_euclid(HOUR_MS) - HOUR_MS;
+    let split = hour_start(now) - HOUR_MS;
     if split <= since {
         return Ok(host_hours(conn, since, i64::MAX)?
             .into_iter()
@@ -630,7 +577,7 @@ fn top_host_hours(
 
 /// Every host's sums over the hour rows in `[since, until)`, most bytes first, through
 /// the key for the hosts seen since `since` (`remote_hosts_last_seen`): the time index
-/// would look each of a month's rows up again (2.5 s on the page benchmark's database).
+/// would look each of a month's rows up again.
 fn host_hours(conn: &Connection, since: i64, until: i64) -> rusqlite::Result<Vec<SettledSum>> {
     conn.prepare_cached(
         "SELECT remote_host_id, sum(bytes_up) AS up, sum(bytes_down) AS down, \
@@ -817,7 +764,7 @@ pub fn egress_baseline(conn: &Connection, device_id: i64) -> rusqlite::Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
@@ -897,7 +844,7 @@ mod tests {
             .unwrap();
         }
         let mut add = |conn: &Connection, now: i64, hosts: u64, from_h: i64, to_h: i64, rows| {
-            let hour = now - now.rem_euclid(HOUR_MS);
+            let hour = hour_start(now);
             for _ in 0..rows {
                 let id = 1 + rand(hosts) as i64;
                 let h = hour - HOUR_MS * (from_h + rand((to_h - from_h + 1) as u64) as i64);
@@ -916,7 +863,7 @@ mod tests {
             }
         };
         let plain = |conn: &Connection, since: i64, limit: u32| -> Vec<HostSum> {
-            let all = host_hours(conn, since - since.rem_euclid(HOUR_MS), i64::MAX).unwrap();
+            let all = host_hours(conn, hour_start(since), i64::MAX).unwrap();
             all.into_iter()
                 .map(|h| h.sum)
                 .take(limit as usize)
@@ -957,7 +904,7 @@ mod tests {
         conn.execute(
             "INSERT INTO remote_host_hours (remote_host_id, hour, bytes_up, bytes_down, flows_new)
              VALUES (299, ?1, 1000000000, 0, 1)",
-            [now - now.rem_euclid(HOUR_MS)],
+            [hour_start(now)],
         )
         .unwrap();
         check(&conn, now, "a new heavy host");

@@ -1,9 +1,11 @@
-//! The queries of the detection pages (`/anomalies`, `/incidents`, `/incidents/{id}`,
-//! `/rules`, their JSON forms and the "Alerts: N" badge), over the tables of
-//! `migrations/0006_detect.sql`.
+//! Over 800 lines: an incident page reads hits, incidents and rules together, and a
+//! fifth of the file is their tests.
 //!
-//! Like [`super::read`]: query strings arrive as text ([`HitQuery`], [`IncidentQuery`])
-//! and are parsed into bounded filters before any SQL is built; every value reaches
+//! Reads of the detection tables: hits (`/anomalies`, `/api/hits`), incidents
+//! (`/incidents`, `/incidents/{id}`, the "Alerts: N" badge) and rules (`/rules`), over the
+//! tables of `migrations/0006_detect.sql`.
+//!
+//! The filters are built by `crate::web::query` from a query string; every value reaches
 //! SQLite as a bound parameter, and user text in `LIKE` is escaped.
 
 use std::net::IpAddr;
@@ -12,21 +14,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
-use super::read::{
-    DEFAULT_PER_PAGE, FilterError, MAX_PAGE, MAX_PER_PAGE, escape_like, parse_domain,
-};
 use crate::detect::Code;
 use crate::detect::rules::RuleSpec;
-
-/// Time windows offered on both lists; the default is 24 h.
-pub const WINDOWS: [(&str, i64); 5] = [
-    ("10m", 10 * 60_000),
-    ("1h", 60 * 60_000),
-    ("24h", 24 * 60 * 60_000),
-    ("7d", 7 * 24 * 60 * 60_000),
-    ("30d", 30 * 24 * 60 * 60_000),
-];
-const DEFAULT_WINDOW: usize = 2;
+use crate::store::filter::{DEFAULT_PER_PAGE, Window, escape_like, page_count};
 
 /// Most rules listed (a household has a handful; this bounds a runaway script).
 pub const MAX_RULES: u32 = 1000;
@@ -42,117 +32,6 @@ const ANSWERS_BEFORE_MS: i64 = 60 * 60_000;
 const DEVICE_LABEL: &str =
     "COALESCE(NULLIF(d.name, ''), NULLIF(d.hostname, ''), d.ip, '#' || CAST(x.device_id AS TEXT))";
 
-fn bad(param: &'static str, value: &str, expected: &'static str) -> FilterError {
-    FilterError {
-        param,
-        value: value.chars().take(100).collect(),
-        expected,
-    }
-}
-
-fn given(v: &Option<String>) -> Option<&str> {
-    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-fn parse_window(v: &Option<String>) -> Result<usize, FilterError> {
-    given(v).map_or(Ok(DEFAULT_WINDOW), |s| {
-        WINDOWS
-            .iter()
-            .position(|(name, _)| *name == s)
-            .ok_or_else(|| bad("window", s, "one of 10m, 1h, 24h, 7d, 30d"))
-    })
-}
-
-pub(super) fn parse_score(v: &Option<String>) -> Result<Option<u32>, FilterError> {
-    given(v)
-        .map(|s| {
-            s.parse::<u32>()
-                .ok()
-                .filter(|n| *n <= 100)
-                .ok_or_else(|| bad("min_score", s, "a score from 0 to 100"))
-        })
-        .transpose()
-}
-
-pub(super) fn parse_code(v: &Option<String>) -> Result<Option<Code>, FilterError> {
-    given(v)
-        .map(|s| {
-            Code::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
-                bad(
-                    "code",
-                    s,
-                    "a reason code such as PORT_SCAN_LIKE (see /help)",
-                )
-            })
-        })
-        .transpose()
-}
-
-fn parse_device(v: &Option<String>) -> Result<Option<i64>, FilterError> {
-    given(v)
-        .map(|s| {
-            s.parse::<i64>()
-                .ok()
-                .filter(|id| *id > 0)
-                .ok_or_else(|| bad("device", s, "a device id (a positive number)"))
-        })
-        .transpose()
-}
-
-fn parse_page(v: &Option<String>) -> Result<u32, FilterError> {
-    given(v).map_or(Ok(1), |s| {
-        s.parse::<u32>()
-            .ok()
-            .filter(|p| (1..=MAX_PAGE).contains(p))
-            .ok_or_else(|| bad("page", s, "a page number from 1 to 10000"))
-    })
-}
-
-fn parse_per_page(v: &Option<String>) -> Result<u32, FilterError> {
-    given(v).map_or(Ok(DEFAULT_PER_PAGE), |s| {
-        s.parse::<u32>()
-            .ok()
-            .filter(|p| (1..=MAX_PER_PAGE).contains(p))
-            .ok_or_else(|| bad("per_page", s, "a number of rows from 1 to 500"))
-    })
-}
-
-fn parse_desc(v: &Option<String>) -> Result<bool, FilterError> {
-    match given(v) {
-        None | Some("desc") => Ok(true),
-        Some("asc") => Ok(false),
-        Some(s) => Err(bad("order", s, "asc or desc")),
-    }
-}
-
-/// A query string under construction (keys and values percent-encoded).
-#[derive(Default)]
-struct QueryString(String);
-
-impl QueryString {
-    fn push(&mut self, key: &str, value: &str) {
-        if !self.0.is_empty() {
-            self.0.push('&');
-        }
-        self.0.push_str(key);
-        self.0.push('=');
-        for b in value.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                self.0.push(b as char);
-            } else {
-                self.0.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
-}
-
-/// Pages needed for `total` rows (at least one).
-fn page_count(total: u64, per_page: u32) -> u32 {
-    u32::try_from(total.div_ceil(u64::from(per_page.max(1))))
-        .unwrap_or(u32::MAX)
-        .clamp(1, MAX_PAGE)
-}
-
 /// Where a hit went: an exact remote address, or a domain and its subdomains.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -160,43 +39,9 @@ pub enum Destination {
     Domain(String),
 }
 
-impl Destination {
-    fn parse(text: &str) -> Result<Destination, FilterError> {
-        match text.parse::<IpAddr>() {
-            Ok(ip) => Ok(Destination::Ip(ip)),
-            Err(_) => parse_domain("dst", text).map(Destination::Domain),
-        }
-    }
-
-    fn as_param(&self) -> String {
-        match self {
-            Destination::Ip(ip) => ip.to_string(),
-            Destination::Domain(d) => d.clone(),
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Hits (`/anomalies`, `/api/hits`)
 // ---------------------------------------------------------------------------------------
-
-/// `/anomalies` parameters as they arrive; empty values mean "not set".
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct HitQuery {
-    pub window: Option<String>,
-    pub min_score: Option<String>,
-    pub code: Option<String>,
-    pub device: Option<String>,
-    /// `open` (not acknowledged), `acked`, or all.
-    pub ack: Option<String>,
-    /// A remote address, or a domain (subdomains match).
-    pub dst: Option<String>,
-    /// `time`, `score` or `count`.
-    pub sort: Option<String>,
-    pub order: Option<String>,
-    pub page: Option<String>,
-    pub per_page: Option<String>,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckState {
@@ -247,8 +92,8 @@ impl HitSort {
 /// A parsed, bounded hit filter; the default is the last 24 h, newest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HitFilter {
-    /// Index into [`WINDOWS`]: hits seen (`last_ts`) within it.
-    pub window: usize,
+    /// Hits seen (`last_ts`) within this window.
+    pub window: Window,
     pub min_score: Option<u32>,
     pub code: Option<Code>,
     pub device_id: Option<i64>,
@@ -263,7 +108,7 @@ pub struct HitFilter {
 impl Default for HitFilter {
     fn default() -> Self {
         HitFilter {
-            window: DEFAULT_WINDOW,
+            window: Window::DEFAULT,
             min_score: None,
             code: None,
             device_id: None,
@@ -273,87 +118,6 @@ impl Default for HitFilter {
             desc: true,
             page: 1,
             per_page: DEFAULT_PER_PAGE,
-        }
-    }
-}
-
-impl HitFilter {
-    pub fn parse(q: &HitQuery) -> Result<HitFilter, FilterError> {
-        Ok(HitFilter {
-            window: parse_window(&q.window)?,
-            min_score: parse_score(&q.min_score)?,
-            code: parse_code(&q.code)?,
-            device_id: parse_device(&q.device)?,
-            ack: match given(&q.ack) {
-                None | Some("all") => AckState::All,
-                Some("open") => AckState::Open,
-                Some("acked") => AckState::Acked,
-                Some(s) => return Err(bad("ack", s, "open, acked or all")),
-            },
-            dst: given(&q.dst).map(Destination::parse).transpose()?,
-            sort: match given(&q.sort) {
-                None => HitSort::Time,
-                Some(s) => HitSort::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == s)
-                    .ok_or_else(|| bad("sort", s, "time, score or count"))?,
-            },
-            desc: parse_desc(&q.order)?,
-            page: parse_page(&q.page)?,
-            per_page: parse_per_page(&q.per_page)?,
-        })
-    }
-
-    /// Canonical query string without defaults: `parse(to_query(f)) == f`.
-    pub fn to_query(&self) -> String {
-        let mut q = QueryString::default();
-        if self.window != DEFAULT_WINDOW {
-            q.push("window", WINDOWS[self.window].0);
-        }
-        if let Some(s) = self.min_score {
-            q.push("min_score", &s.to_string());
-        }
-        if let Some(c) = self.code {
-            q.push("code", c.as_str());
-        }
-        if let Some(d) = self.device_id {
-            q.push("device", &d.to_string());
-        }
-        if self.ack != AckState::All {
-            q.push("ack", self.ack.as_str());
-        }
-        if let Some(d) = &self.dst {
-            q.push("dst", &d.as_param());
-        }
-        if self.sort != HitSort::Time {
-            q.push("sort", self.sort.as_str());
-        }
-        if !self.desc {
-            q.push("order", "asc");
-        }
-        if self.page != 1 {
-            q.push("page", &self.page.to_string());
-        }
-        if self.per_page != DEFAULT_PER_PAGE {
-            q.push("per_page", &self.per_page.to_string());
-        }
-        q.0
-    }
-
-    pub fn with_page(&self, page: u32) -> HitFilter {
-        HitFilter {
-            page,
-            ..self.clone()
-        }
-    }
-
-    /// The same filter sorted by `sort` (descending, or flipped when it already is).
-    pub fn sorted_by(&self, sort: HitSort) -> HitFilter {
-        HitFilter {
-            sort,
-            desc: self.sort != sort || !self.desc,
-            page: 1,
-            ..self.clone()
         }
     }
 }
@@ -427,17 +191,17 @@ fn hit_row(r: &Row) -> rusqlite::Result<HitRow> {
 }
 
 /// `codes` (sorted, comma-separated) contains `code`.
-pub(super) fn code_clause(column: &str) -> String {
+pub(crate) fn code_clause(column: &str) -> String {
     format!("(',' || {column} || ',') LIKE ? ESCAPE '\\'")
 }
 
-pub(super) fn code_param(code: Code) -> Value {
+pub(crate) fn code_param(code: Code) -> Value {
     Value::Text(format!("%,{},%", escape_like(code.as_str())))
 }
 
 fn hits_where(f: &HitFilter, now: i64) -> (String, Vec<Value>) {
     let mut clauses = vec!["x.last_ts >= ?".to_owned()];
-    let mut params = vec![Value::Integer(now - WINDOWS[f.window].1)];
+    let mut params = vec![Value::Integer(now - f.window.ms())];
     if let Some(s) = f.min_score {
         clauses.push("x.score >= ?".into());
         params.push(Value::Integer(s.into()));
@@ -525,21 +289,6 @@ pub fn hit(conn: &Connection, id: i64) -> rusqlite::Result<Option<HitRow>> {
 // Incidents (`/incidents`, `/api/incidents`, `/incidents/{id}`, the badge)
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct IncidentQuery {
-    pub window: Option<String>,
-    /// `open` (default), `acked`, `muted` or `all`.
-    pub state: Option<String>,
-    pub code: Option<String>,
-    pub device: Option<String>,
-    pub min_score: Option<String>,
-    /// `last` (default), `first`, `score` or `count`.
-    pub sort: Option<String>,
-    pub order: Option<String>,
-    pub page: Option<String>,
-    pub per_page: Option<String>,
-}
-
 /// Which incidents by state. Open: neither acknowledged nor muted now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum IncidentState {
@@ -606,8 +355,8 @@ impl IncidentSort {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncidentFilter {
-    /// Index into [`WINDOWS`]: incidents seen (`last_seen`) within it.
-    pub window: usize,
+    /// Incidents seen (`last_seen`) within this window.
+    pub window: Window,
     pub state: IncidentState,
     pub code: Option<Code>,
     pub device_id: Option<i64>,
@@ -621,7 +370,7 @@ pub struct IncidentFilter {
 impl Default for IncidentFilter {
     fn default() -> Self {
         IncidentFilter {
-            window: DEFAULT_WINDOW,
+            window: Window::DEFAULT,
             state: IncidentState::Open,
             code: None,
             device_id: None,
@@ -630,82 +379,6 @@ impl Default for IncidentFilter {
             desc: true,
             page: 1,
             per_page: DEFAULT_PER_PAGE,
-        }
-    }
-}
-
-impl IncidentFilter {
-    pub fn parse(q: &IncidentQuery) -> Result<IncidentFilter, FilterError> {
-        Ok(IncidentFilter {
-            window: parse_window(&q.window)?,
-            state: match given(&q.state) {
-                None => IncidentState::Open,
-                Some(s) => IncidentState::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == s)
-                    .ok_or_else(|| bad("state", s, "open, acked, muted or all"))?,
-            },
-            code: parse_code(&q.code)?,
-            device_id: parse_device(&q.device)?,
-            min_score: parse_score(&q.min_score)?,
-            sort: match given(&q.sort) {
-                None => IncidentSort::Last,
-                Some(s) => IncidentSort::ALL
-                    .into_iter()
-                    .find(|k| k.as_str() == s)
-                    .ok_or_else(|| bad("sort", s, "last, first, score or count"))?,
-            },
-            desc: parse_desc(&q.order)?,
-            page: parse_page(&q.page)?,
-            per_page: parse_per_page(&q.per_page)?,
-        })
-    }
-
-    pub fn to_query(&self) -> String {
-        let mut q = QueryString::default();
-        if self.window != DEFAULT_WINDOW {
-            q.push("window", WINDOWS[self.window].0);
-        }
-        if self.state != IncidentState::Open {
-            q.push("state", self.state.as_str());
-        }
-        if let Some(c) = self.code {
-            q.push("code", c.as_str());
-        }
-        if let Some(d) = self.device_id {
-            q.push("device", &d.to_string());
-        }
-        if let Some(s) = self.min_score {
-            q.push("min_score", &s.to_string());
-        }
-        if self.sort != IncidentSort::Last {
-            q.push("sort", self.sort.as_str());
-        }
-        if !self.desc {
-            q.push("order", "asc");
-        }
-        if self.page != 1 {
-            q.push("page", &self.page.to_string());
-        }
-        if self.per_page != DEFAULT_PER_PAGE {
-            q.push("per_page", &self.per_page.to_string());
-        }
-        q.0
-    }
-
-    pub fn with_page(&self, page: u32) -> IncidentFilter {
-        IncidentFilter {
-            page,
-            ..self.clone()
-        }
-    }
-
-    pub fn sorted_by(&self, sort: IncidentSort) -> IncidentFilter {
-        IncidentFilter {
-            sort,
-            desc: self.sort != sort || !self.desc,
-            page: 1,
-            ..self.clone()
         }
     }
 }
@@ -764,7 +437,7 @@ const OPEN: &str = "x.acked_at IS NULL AND (x.muted_until IS NULL OR x.muted_unt
 
 fn incidents_where(f: &IncidentFilter, now: i64) -> (String, Vec<Value>) {
     let mut clauses = vec!["x.last_seen >= ?".to_owned()];
-    let mut params = vec![Value::Integer(now - WINDOWS[f.window].1)];
+    let mut params = vec![Value::Integer(now - f.window.ms())];
     match f.state {
         IncidentState::Open => {
             clauses.push(OPEN.into());
@@ -947,16 +620,39 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
     let Some(incident) = incident(conn, id)? else {
         return Ok(None);
     };
-    let hits: Vec<HitRow> = conn
-        .prepare_cached(&format!(
-            "SELECT {HIT_COLUMNS}, {DEVICE_LABEL} FROM hits x \
-             LEFT JOIN devices d ON d.id = x.device_id \
-             WHERE x.incident_id = ? ORDER BY x.ts, x.id LIMIT ?"
-        ))?
-        .query_map(params![id, MAX_INCIDENT_HITS], hit_row)?
-        .collect::<rusqlite::Result<_>>()?;
+    let hits = incident_hits(conn, id)?;
     let device_window = !hits.is_empty() && hits.iter().all(|h| h.flow_id.is_none());
-    let flows: Vec<CauseFlow> = if device_window {
+    let flows = cause_flows(conn, &incident, device_window)?;
+    let answers = cause_answers(conn, &incident, &hits, &flows)?;
+    Ok(Some(IncidentDetail {
+        incident,
+        hits,
+        flows,
+        device_window,
+        answers,
+    }))
+}
+
+/// The incident's hits, oldest first.
+fn incident_hits(conn: &Connection, id: i64) -> rusqlite::Result<Vec<HitRow>> {
+    conn.prepare_cached(&format!(
+        "SELECT {HIT_COLUMNS}, {DEVICE_LABEL} FROM hits x \
+         LEFT JOIN devices d ON d.id = x.device_id \
+         WHERE x.incident_id = ? ORDER BY x.ts, x.id LIMIT ?"
+    ))?
+    .query_map(params![id, MAX_INCIDENT_HITS], hit_row)?
+    .collect()
+}
+
+/// The flows behind the incident: those its hits name, or — when no hit names a flow
+/// (`device_window`) — the device's outbound flows around the incident.
+fn cause_flows(
+    conn: &Connection,
+    incident: &IncidentRow,
+    device_window: bool,
+) -> rusqlite::Result<Vec<CauseFlow>> {
+    let id = incident.id;
+    Ok(if device_window {
         // `flows_device`: (device_id, first_seen).
         conn.prepare_cached(&format!(
             "SELECT {CAUSE_FLOW_COLUMNS} FROM flows f LEFT JOIN dns_names n ON n.id = f.qname_id \
@@ -981,7 +677,16 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
         ))?
         .query_map(params![id, MAX_INCIDENT_FLOWS], cause_flow)?
         .collect::<rusqlite::Result<_>>()?
-    };
+    })
+}
+
+/// The DNS answers that led the device to the addresses involved.
+fn cause_answers(
+    conn: &Connection,
+    incident: &IncidentRow,
+    hits: &[HitRow],
+    flows: &[CauseFlow],
+) -> rusqlite::Result<Vec<CauseAnswer>> {
     // The answers this device's addresses got for the remote addresses involved, from an
     // hour before the incident began to its end (`dns_answers_client`: ip, client, ts).
     let mut addrs: Vec<String> = Vec::new();
@@ -995,7 +700,7 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
             addrs.push(ip);
         }
     }
-    let answers = if addrs.is_empty() {
+    Ok(if addrs.is_empty() {
         Vec::new()
     } else {
         let placeholders = vec!["?"; addrs.len()].join(", ");
@@ -1028,14 +733,7 @@ pub fn incident_detail(conn: &Connection, id: i64) -> rusqlite::Result<Option<In
             })
         })?
         .collect::<rusqlite::Result<_>>()?
-    };
-    Ok(Some(IncidentDetail {
-        incident,
-        hits,
-        flows,
-        device_window,
-        answers,
-    }))
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1060,7 +758,7 @@ const RULE_COLUMNS: &str = "x.id, x.action, x.code, x.device_id, x.remote, x.asn
     x.last_matched";
 
 fn rule_row(r: &Row) -> rusqlite::Result<RuleRow> {
-    let spec = super::detect::rule_spec(r)?;
+    let spec = super::rule_spec(r)?;
     Ok(RuleRow {
         id: r.get(0)?,
         device: spec.device_id.map(|_| r.get(16)).transpose()?,
@@ -1094,7 +792,8 @@ pub fn rule(conn: &Connection, id: i64) -> rusqlite::Result<Option<RuleRow>> {
 mod tests {
     use super::*;
     use crate::detect::rules::Action;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
+    use crate::web::query::{HitQuery, IncidentQuery};
 
     const NOW: i64 = 1_714_568_645_000;
 
@@ -1185,82 +884,6 @@ mod tests {
         assert_eq!(h.device, "laptop");
         assert_eq!(h.codes, ["NEW_DST", "RARE_PORT"]);
         assert_eq!(h.reasons[0].evidence, "port 8443");
-    }
-
-    #[test]
-    fn filters_round_trip_and_name_bad_values() {
-        let q = HitQuery {
-            window: Some("1h".into()),
-            code: Some("BEACON".into()),
-            dst: Some("Example.COM".into()),
-            sort: Some("score".into()),
-            page: Some("2".into()),
-            ..HitQuery::default()
-        };
-        let f = HitFilter::parse(&q).unwrap();
-        let text = f.to_query();
-        assert_eq!(
-            text,
-            "window=1h&code=BEACON&dst=example.com&sort=score&page=2"
-        );
-        let back: HitQuery = serde_urlencoded::from_str(&text).unwrap();
-        assert_eq!(HitFilter::parse(&back).unwrap(), f);
-        for (q, param) in [
-            (
-                HitQuery {
-                    window: Some("2h".into()),
-                    ..HitQuery::default()
-                },
-                "window",
-            ),
-            (
-                HitQuery {
-                    min_score: Some("101".into()),
-                    ..HitQuery::default()
-                },
-                "min_score",
-            ),
-            (
-                HitQuery {
-                    code: Some("NOPE".into()),
-                    ..HitQuery::default()
-                },
-                "code",
-            ),
-            (
-                HitQuery {
-                    ack: Some("x".into()),
-                    ..HitQuery::default()
-                },
-                "ack",
-            ),
-            (
-                HitQuery {
-                    page: Some("0".into()),
-                    ..HitQuery::default()
-                },
-                "page",
-            ),
-        ] {
-            assert_eq!(HitFilter::parse(&q).unwrap_err().param, param);
-        }
-        let f = IncidentFilter::parse(&IncidentQuery {
-            state: Some("all".into()),
-            sort: Some("count".into()),
-            order: Some("asc".into()),
-            ..IncidentQuery::default()
-        })
-        .unwrap();
-        assert_eq!(f.to_query(), "state=all&sort=count&order=asc");
-        assert_eq!(
-            IncidentFilter::parse(&IncidentQuery {
-                state: Some("closed".into()),
-                ..IncidentQuery::default()
-            })
-            .unwrap_err()
-            .param,
-            "state"
-        );
     }
 
     #[test]

@@ -10,7 +10,8 @@
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
-/// The most flows one section reads (≈ 10 ms on a router-class CPU).
+/// The most flows one section reads: bounds the scan on a router-class CPU whatever the
+/// device's history.
 pub const MAX_FLOWS_SCANNED: i64 = 20_000;
 /// Rows shown per section.
 pub const TOP_N: i64 = 10;
@@ -179,7 +180,7 @@ pub fn host_devices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::read::tests::temp_db;
+    use crate::store::testdata::temp_db;
 
     fn seed(c: &Connection) {
         c.execute_batch(

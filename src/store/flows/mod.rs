@@ -1,0 +1,3 @@
+//! The flows table: one row per connection conntrack reported.
+
+pub mod read;

@@ -1,0 +1,3 @@
+//! Rollups: per-minute and per-hour traffic sums per device, remote host and interface.
+
+pub mod read;
