@@ -77,7 +77,7 @@ mod layout;
 mod login;
 mod overview;
 mod peers;
-mod router;
+mod router_health;
 mod rules;
 mod saved;
 mod session;
@@ -148,6 +148,11 @@ struct Shared {
     started_ms: i64,
     /// Whether DNS answers reach netmon from packets, for `/healthz` and the pages.
     dns_tap: crate::collect::dns_tap::DnsTap,
+    /// The system sampler's latest reading, for `/router` and the overview's health
+    /// tile; stays `None` where no sampler runs (tests, benchmarks).
+    system: crate::collect::system::LatestSample,
+    /// The flow offloading check's latest result, for `/router`; `None` likewise.
+    offload: crate::collect::offload::LatestOffload,
 }
 
 impl AppState {
@@ -174,6 +179,8 @@ impl AppState {
                 config: None,
                 started_ms: now_ms(),
                 dns_tap: crate::collect::dns_tap::DnsTap::Off,
+                system: watch::channel(None).1,
+                offload: watch::channel(None).1,
             }),
         }
     }
@@ -196,6 +203,23 @@ impl AppState {
         match Arc::get_mut(&mut self.shared) {
             Some(shared) => shared.dns_tap = tap,
             None => log::warn!("web: the DNS tap's state arrived after the state was shared"),
+        }
+        self
+    }
+
+    /// The same state reading the router's health from the system sampler and the flow
+    /// offloading check. Call before the state is cloned, like [`AppState::with_config`].
+    pub fn with_router_health(
+        mut self,
+        system: crate::collect::system::LatestSample,
+        offload: crate::collect::offload::LatestOffload,
+    ) -> AppState {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => {
+                shared.system = system;
+                shared.offload = offload;
+            }
+            None => log::warn!("web: the router's health arrived after the state was shared"),
         }
         self
     }
@@ -224,8 +248,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::page))
         .route("/dns", get(dns::page))
-        .route("/router", get(router::page))
-        .route("/api/router", get(router::api))
+        .route("/router", get(router_health::page))
+        .route("/api/router", get(router_health::api))
         .route("/drops", get(drops::page))
         .route("/api/drops", get(drops::api))
         .route("/anomalies", get(anomalies::page))
