@@ -171,7 +171,10 @@ pub const MAX_TX_CHANGES: usize = 8_000;
 pub const MAX_QUEUED_FLOW_CHANGES: usize = 2 * crate::collect::conntrack::MAX_CHANGES_PER_BATCH;
 
 impl WriterHandle {
-    pub(crate) fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
+    /// A handle on the sending side of the writer's channel; `depth` counts the events
+    /// queued and not yet taken. The writer thread makes the real one; tests and
+    /// benchmarks make one around a channel they read themselves.
+    pub fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
         WriterHandle {
             tx,
             depth,

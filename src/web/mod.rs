@@ -58,7 +58,7 @@
 
 mod anomalies;
 mod api;
-mod assets;
+pub mod assets;
 pub mod auth;
 mod chart;
 mod conn;
@@ -71,10 +71,10 @@ mod flows;
 mod format;
 mod health;
 mod help;
-mod hosts;
+pub mod hosts;
 mod incidents;
 mod layout;
-mod login;
+pub mod login;
 mod overview;
 mod peers;
 mod router_health;
@@ -83,13 +83,8 @@ mod saved;
 mod session;
 mod settings;
 mod sse;
-mod throttle;
+pub mod throttle;
 pub mod tls;
-
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_detect;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -222,6 +217,12 @@ impl AppState {
             None => log::warn!("web: the router's health arrived after the state was shared"),
         }
         self
+    }
+
+    /// Tells the live-update streams to close, as [`serve`] does when shutdown begins;
+    /// for callers that drive the router without `serve` (the HTTP tests).
+    pub fn begin_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
     }
 
     fn reads(&self) -> &ReadPool {

@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The HTTP tests' fixture: the router over a seeded database, no lab.
+pub mod http;
+/// Rows for the HTTP tests' databases.
+pub mod seed;
+
 pub const NETMON: &str = env!("CARGO_BIN_EXE_netmon");
 pub const LOADGEN: &str = env!("CARGO_BIN_EXE_netmon-loadgen");
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
