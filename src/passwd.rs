@@ -466,8 +466,8 @@ mod tests {
 
     #[test]
     fn set_hash_in_file_is_atomic_and_keeps_the_mode() {
-        let dir = std::env::temp_dir().join(format!("netmon-passwd-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("netmon.toml");
         std::fs::write(&path, "# mine\n[web]\npassword_hash = \"\"\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -502,6 +502,6 @@ mod tests {
             .filter(|n| n.starts_with('.'))
             .collect();
         assert!(left.is_empty(), "{left:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

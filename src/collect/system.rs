@@ -839,9 +839,9 @@ mod tests {
     /// Documentation/driver-api/thermal/sysfs-api.rst).
     #[test]
     fn temperatures_from_thermal_zones_and_hwmon() {
-        let dir = crate::store::schema::tests::tempdir();
+        let dir = tempfile::tempdir().unwrap();
         let put = |p: &str, v: &str| {
-            let p = dir.join(p);
+            let p = dir.path().join(p);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, v).unwrap();
         };
@@ -854,7 +854,7 @@ mod tests {
         put("class/hwmon/hwmon0/temp1_input", "55000\n");
         put("class/hwmon/hwmon0/temp1_label", "Package id 0\n");
         put("class/hwmon/hwmon0/temp2_input", "-274000\n");
-        let t = read_temperatures(&dir);
+        let t = read_temperatures(dir.path());
         let got: Vec<(&str, f64)> = t.iter().map(|t| (t.sensor.as_str(), t.celsius)).collect();
         assert_eq!(
             got,
@@ -864,8 +864,8 @@ mod tests {
                 ("hwmon/coretemp/Package id 0", 55.0)
             ]
         );
-        assert!(read_temperatures(&dir.join("missing")).is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
+        assert!(read_temperatures(&dir.path().join("missing")).is_empty());
+        dir.close().unwrap();
     }
 
     #[test]
