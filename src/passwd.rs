@@ -519,7 +519,7 @@ mod tests {
         assert!(e.contains("tick_ms"), "{e}");
         assert_eq!(std::fs::read_to_string(&bad).unwrap(), "tick_ms = 1\n");
         // No temporary files left behind.
-        let left: Vec<_> = std::fs::read_dir(&dir)
+        let left: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
