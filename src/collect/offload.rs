@@ -12,8 +12,9 @@
 //! The text form prints `counter` and `flags offload` on lines of their own
 //! (`flowtable_print_declaration` in `src/rule.c`).
 //!
-//! The result is kept in memory for `/router` ([`OffloadChecker::latest`]) and exported as the gauge
-//! `netmon_flowtables_uncounted` (flowtables lacking `counter`; 0 is healthy).
+//! The result is kept in memory for `/router` ([`OffloadChecker::latest`]) and exported
+//! as the gauge `netmon_flowtables_uncounted` (flowtables lacking `counter`; 0 is
+//! healthy).
 //! The fix: current firewall4 (`ruleset.uc`) declares `counter` on its flowtable `ft`;
 //! an older fw4 or a hand-written flowtable needs `counter` added to its declaration.
 //!

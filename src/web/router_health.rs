@@ -2,11 +2,11 @@
 //! fill, uptime, temperatures, per-interface traffic — now and per minute over the
 //! chart window; `/api/router` is the same as JSON.
 //!
-//! Current values come from the sampler's latest reading in memory
-//! (the sampler's [`crate::collect::system::LatestSample`] in the web state); the charts from the minute rollups
-//! ([`crate::store::system`]). Percentages (CPU, memory, conntrack) get a small bar
-//! chart of their own here ([`percent_chart`]); interface traffic reuses the
-//! received/sent chart of device pages.
+//! Current values come from the sampler's latest reading in memory (a
+//! [`crate::collect::system::LatestSample`] held by the web state); the charts from the
+//! minute rollups ([`crate::store::system`]). Percentages (CPU, memory, conntrack) get
+//! a small bar chart of their own here ([`percent_chart`]); interface traffic reuses
+//! the received/sent chart of device pages.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
