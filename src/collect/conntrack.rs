@@ -183,12 +183,6 @@ impl ConntrackCollector {
             error!("conntrack: the collector thread panicked");
         }
     }
-
-    /// [`ConntrackCollector::join`], returning what the thread counted (for tests).
-    #[cfg(test)]
-    fn join_stats(self) -> Stats {
-        self.thread.join().expect("collector thread")
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -2022,116 +2016,5 @@ mod tests {
             n as f64 / secs,
             std::mem::size_of::<Tracked>()
         );
-    }
-
-    /// A real burst: one-packet UDP flows as fast as one thread can send them, inside a
-    /// namespace, with the collector reading. Prints what arrived and what it cost. Run
-    /// with `cargo test --release --lib collect::conntrack::tests::live_burst --
-    /// --ignored --nocapture` (as root). `NETMON_BURST_RCVBUF` sets the receive buffer.
-    #[test]
-    #[ignore = "load test; run by hand as root with --release --nocapture"]
-    fn live_burst() {
-        assert!(lab::is_root(), "needs root");
-        let ns = lab::Netns::new("burst").expect("netns");
-        ns.short_ct_timeouts(1).expect("timeouts");
-        ns.nft("table inet netmon_t {\n chain out {\n type filter hook output priority 0;\n ct state new counter\n }\n}\n")
-            .expect("nft");
-        let rcvbuf = std::env::var("NETMON_BURST_RCVBUF")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(8 << 20);
-        let config = Config {
-            netlink_rcvbuf_bytes: rcvbuf,
-            max_tracked_flows: 1 << 20,
-            ..Config::default()
-        };
-        let (w, rx) = writer(4096);
-        let shutdown = Arc::new(AtomicBool::new(false));
-        let stop = shutdown.clone();
-        let name = ns.name.clone();
-        let seconds = 4;
-        let (collector, sent, cpu) = std::thread::spawn(move || {
-            let inside = lab::Netns { name };
-            let entered = inside.enter_current_thread();
-            std::mem::forget(inside);
-            entered.expect("setns");
-            let collector = ConntrackCollector::start(&config, w, None, stop).expect("start");
-            let sink = std::net::UdpSocket::bind("0.0.0.0:9999").expect("sink");
-            let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
-            let cpu0 = thread_cpu("netmon-ct");
-            let start = Instant::now();
-            let mut sent = 0u32;
-            // Each destination 127.a.b.c is a new flow; the sink's buffer overflows,
-            // which drops packets only after conntrack confirmed them.
-            while start.elapsed() < Duration::from_secs(seconds) {
-                for _ in 0..1000 {
-                    sent += 1;
-                    let ip = Ipv4Addr::from(0x7f00_0000 | (sent & 0x00ff_ffff));
-                    let _ = tx.send_to(b"x", (ip, 9999));
-                }
-            }
-            drop(sink);
-            (collector, sent, cpu0)
-        })
-        .join()
-        .expect("namespace thread");
-        // Let the flows expire and their DESTROYs arrive (GC, then the periodic dump).
-        let mut ended = 0u64;
-        let mut new = 0u64;
-        let mut ends: HashMap<i64, u32> = HashMap::new();
-        let deadline = Instant::now() + Duration::from_secs(45);
-        while Instant::now() < deadline && ended < u64::from(sent) {
-            if let Ok(Event::Flows(b)) = rx.recv_timeout(Duration::from_millis(200)) {
-                for c in b.changed {
-                    if c.ended {
-                        ended += 1;
-                        *ends.entry(c.flow.ident()).or_default() += 1;
-                    } else {
-                        new += 1;
-                    }
-                }
-            }
-        }
-        let cpu = thread_cpu("netmon-ct") - cpu;
-        shutdown.store(true, Ordering::Relaxed);
-        let stats = collector.join_stats();
-        let twice = ends.values().filter(|n| **n > 1).count();
-        println!(
-            "burst: sent {sent} one-packet flows in {seconds} s ({:.0}/s); collector: {stats:?}; \
-             writer got {new} live + {ended} ended changes ({} distinct ended, {twice} ended \
-             more than once); collector thread CPU {cpu:.2} s",
-            f64::from(sent) / seconds as f64,
-            ends.len()
-        );
-        assert_eq!(twice, 0, "a flow must end once");
-    }
-
-    /// CPU seconds (user + system) used so far by this process's thread named `name`.
-    fn thread_cpu(name: &str) -> f64 {
-        let ticks = 100.0; // USER_HZ
-        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-            return 0.0;
-        };
-        for task in dir.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() != name {
-                continue;
-            }
-            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
-            let fields: Vec<&str> = stat
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let num = |i: usize| {
-                fields
-                    .get(i)
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .unwrap_or(0.0)
-            };
-            return (num(11) + num(12)) / ticks;
-        }
-        0.0
     }
 }
