@@ -1,15 +1,17 @@
-//! A real conntrack burst against the collector: one-packet UDP flows as fast as one
-//! thread can send them, inside a network namespace of its own, with the collector
-//! reading. Prints what arrived and what it cost (the collector's counters, its thread's
-//! CPU time); asserts that no flow ends twice.
+//! The conntrack collector against the real kernel, each test in a network namespace of
+//! its own (no router lab): a connection seen new and then ended, and a burst of
+//! one-packet flows. Both need root; without it the first is skipped and the second
+//! fails.
 //!
-//! A load test, run by hand as root:
-//! `cargo test --release --test lab_burst -- --ignored --nocapture`.
-//! `NETMON_BURST_RCVBUF` sets the netlink receive buffer (default 8 MiB).
+//! The burst is a load test, run by hand as root:
+//! `cargo test --release --test lab_conntrack live_burst -- --ignored --nocapture`.
+//! `NETMON_BURST_RCVBUF` sets the netlink receive buffer (default 8 MiB). It prints what
+//! arrived and what it cost (the collector's counters, its thread's CPU time) and
+//! asserts that no flow ends twice.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::net::Ipv4Addr;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 use netmon::collect::conntrack::ConntrackCollector;
 use netmon::config::Config;
 use netmon::event::Event;
+use netmon::flow::PROTO_TCP;
 use netmon::store::writer::WriterHandle;
 
 /// A named namespace (`ip netns add`) with `lo` up, deleted on drop.
@@ -29,7 +32,7 @@ struct Netns {
 
 impl Netns {
     fn new(tag: &str) -> Netns {
-        let name = format!("nmburst-{}-{tag}", std::process::id());
+        let name = format!("nmct-{}-{tag}", std::process::id());
         run(&["ip", "netns", "add", &name]);
         run(&["ip", "-n", &name, "link", "set", "lo", "up"]);
         Netns { name }
@@ -95,6 +98,11 @@ impl Drop for Netns {
 }
 
 fn run(args: &[&str]) {
+    output(args);
+}
+
+/// Runs a command to completion and returns its stdout.
+fn output(args: &[&str]) -> String {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -105,6 +113,102 @@ fn run(args: &[&str]) {
         "{args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Opens the collector inside a fresh namespace, makes a TCP connection there and
+/// expects to see it as a new flow, then as ended.
+#[test]
+fn live_collector_sees_new_and_destroy_in_a_netns() {
+    if !is_root() {
+        eprintln!("skipped live_collector_sees_new_and_destroy_in_a_netns: needs root");
+        return;
+    }
+    let ns = Netns::new("live");
+    ns.short_ct_timeouts(1);
+    // Conntrack only runs in a namespace where some rule needs it.
+    ns.nft("table inet netmon_t {\n chain out {\n type filter hook output priority 0;\n ct state new counter\n }\n}\n");
+    let config = Config {
+        tick_ms: 100,
+        dump_interval_s: 1,
+        netlink_rcvbuf_bytes: 1 << 20,
+        ..Config::default()
+    };
+    let (tx, rx) = sync_channel(1024);
+    let w = WriterHandle::new(tx, Arc::new(AtomicUsize::new(0)));
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let stop = shutdown.clone();
+    let name = ns.name.clone();
+    let (collector, port) = std::thread::spawn(move || {
+        let inside = Netns { name };
+        inside.enter_current_thread();
+        std::mem::forget(inside); // owned by the test; must not be deleted here
+        let collector = ConntrackCollector::start(&config, w, None, stop).expect("start");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let port = listener.local_addr().expect("addr").port();
+        let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        client.write_all(b"ping").expect("write");
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).expect("read");
+        server.write_all(b"pong").expect("write");
+        client.read_exact(&mut buf).expect("read");
+        (collector, port)
+    })
+    .join()
+    .expect("namespace thread");
+
+    let (mut saw_new, mut saw_end, mut saw_dump_complete) = (None, None, false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while saw_end.is_none() && Instant::now() < deadline {
+        let Ok(Event::Flows(batch)) = rx.recv_timeout(Duration::from_millis(500)) else {
+            continue;
+        };
+        saw_dump_complete |= batch.dump_complete.is_some();
+        for c in batch.changed {
+            if c.flow.proto == PROTO_TCP && c.flow.orig.dport == Some(port) {
+                // The first report of the flow: live, or already ended when its close
+                // was held back until the DESTROY came.
+                saw_new.get_or_insert(c.clone());
+                if c.ended {
+                    saw_end = Some(c);
+                }
+            }
+        }
+    }
+    shutdown.store(true, Ordering::Relaxed);
+    collector.join();
+    let acct = output(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.name,
+        "sysctl",
+        "-n",
+        "net.netfilter.nf_conntrack_acct",
+    ]);
+
+    let new = saw_new.expect("NEW seen");
+    assert_eq!(new.flow.orig.src, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let end = saw_end.expect("DESTROY seen");
+    assert_eq!(end.flow.ct_id, new.flow.ct_id);
+    assert!(saw_dump_complete, "start-up dump completed");
+    assert_eq!(
+        acct.trim(),
+        "1",
+        "start() enabled accounting in the namespace"
+    );
+    assert!(
+        end.flow.counters.orig_packets >= 3,
+        "{:?}",
+        end.flow.counters
+    );
+    assert!(end.flow.kernel_stop_ms.is_some());
 }
 
 /// CPU seconds (user + system) used so far by this process's thread named `name`.
@@ -139,8 +243,7 @@ fn thread_cpu(name: &str) -> f64 {
 #[test]
 #[ignore = "load test; run by hand as root with --release --nocapture"]
 fn live_burst() {
-    // SAFETY: geteuid has no preconditions.
-    assert!(unsafe { libc::geteuid() } == 0, "needs root");
+    assert!(is_root(), "needs root");
     // The collector's counters, printed at the end.
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
