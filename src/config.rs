@@ -1358,8 +1358,8 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("test.toml")).map_err(|e| e.to_string())
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
     }
 
     #[test]
@@ -1383,16 +1383,24 @@ mod tests {
 
     #[test]
     fn detect_values_are_validated_with_the_key() {
-        let e = parse("[detect]\nhit_threshold = 101\n").unwrap_err();
+        let e = parse("[detect]\nhit_threshold = 101\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("detect.hit_threshold") && e.contains("0 to 100"),
             "{e}"
         );
-        let e = parse("[detect]\nscan_max_port_share = 1.5\n").unwrap_err();
+        let e = parse("[detect]\nscan_max_port_share = 1.5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("detect.scan_max_port_share"), "{e}");
-        let e = parse("[detect.weights]\nbeacon = 500\n").unwrap_err();
+        let e = parse("[detect.weights]\nbeacon = 500\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("beacon = 500"), "{e}");
-        let e = parse("[detect]\nrequired_codes = [\"PORTSCAN\"]\n").unwrap_err();
+        let e = parse("[detect]\nrequired_codes = [\"PORTSCAN\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("PORTSCAN"), "{e}");
         let c = parse("[detect]\nenabled = false\n").unwrap();
         assert!(!c.detect.enabled);
@@ -1400,15 +1408,19 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key() {
-        let e = parse("tick_msec = 5\n").unwrap_err();
+        let e = parse("tick_msec = 5\n").unwrap_err().to_string();
         assert!(e.contains("tick_msec"), "{e}");
-        let e = parse("[retention]\nflow_days = 5\n").unwrap_err();
+        let e = parse("[retention]\nflow_days = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("flow_days"), "{e}");
     }
 
     #[test]
     fn bad_cidr_names_key_and_value() {
-        let e = parse("lan_subnets = [\"10.0.0.0/33\"]\n").unwrap_err();
+        let e = parse("lan_subnets = [\"10.0.0.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lan_subnets"), "{e}");
         assert!(e.contains("10.0.0.0/33"), "{e}");
         assert!(e.contains("CIDR"), "{e}");
@@ -1416,17 +1428,21 @@ mod tests {
 
     #[test]
     fn bad_port_names_key_and_value() {
-        let e = parse("port = 70000\n").unwrap_err();
+        let e = parse("port = 70000\n").unwrap_err().to_string();
         assert!(e.contains("port") && e.contains("70000"), "{e}");
-        let e = parse("listen = [\"127.0.0.1:99999\"]\n").unwrap_err();
+        let e = parse("listen = [\"127.0.0.1:99999\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen") && e.contains("127.0.0.1:99999"), "{e}");
-        let e = parse("listen = [\"127.0.0.1:0\"]\n").unwrap_err();
+        let e = parse("listen = [\"127.0.0.1:0\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen") && e.contains("127.0.0.1:0"), "{e}");
     }
 
     #[test]
     fn bad_range_names_key() {
-        let e = parse("tick_ms = 5\n").unwrap_err();
+        let e = parse("tick_ms = 5\n").unwrap_err().to_string();
         assert!(
             e.contains("tick_ms") && e.contains('5') && e.contains("50 to 60000"),
             "{e}"
@@ -1435,12 +1451,16 @@ mod tests {
 
     #[test]
     fn bad_export_values_name_key_and_value() {
-        let e = parse("[export]\nipfix_collector = \"collector.lan:4739\"\n").unwrap_err();
+        let e = parse("[export]\nipfix_collector = \"collector.lan:4739\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("export.ipfix_collector") && e.contains("collector.lan:4739"),
             "{e}"
         );
-        let e = parse("[export]\nipfix_active_timeout_s = 0\n").unwrap_err();
+        let e = parse("[export]\nipfix_active_timeout_s = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("export.ipfix_active_timeout_s") && e.contains("1 to 3600"));
         let c = parse("[export]\nipfix_collector = \"[fd00::10]:4739\"\n").unwrap();
         assert_eq!(c.export.ipfix_collector, "[fd00::10]:4739");
@@ -1448,17 +1468,23 @@ mod tests {
 
     #[test]
     fn bad_enrich_values_name_key_and_value() {
-        let e = parse("[enrich]\nresolver = \"dns.lan\"\n").unwrap_err();
+        let e = parse("[enrich]\nresolver = \"dns.lan\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("enrich.resolver") && e.contains("dns.lan"),
             "{e}"
         );
-        let e = parse("[enrich]\nrdns_concurrency = 0\n").unwrap_err();
+        let e = parse("[enrich]\nrdns_concurrency = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("enrich.rdns_concurrency") && e.contains("1 to 64"),
             "{e}"
         );
-        let e = parse("[enrich]\nrdns_negative_ttl_s = 5\n").unwrap_err();
+        let e = parse("[enrich]\nrdns_negative_ttl_s = 5\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("enrich.rdns_negative_ttl_s"), "{e}");
         let c = parse("[enrich]\nresolver = \"10.77.0.1\"\n").unwrap();
         assert_eq!(c.enrich.resolver, "10.77.0.1");
@@ -1466,14 +1492,15 @@ mod tests {
 
     #[test]
     fn auth_none_only_on_loopback() {
-        let e = parse("[web]\nauth = \"none\"\n").unwrap_err();
+        let e = parse("[web]\nauth = \"none\"\n").unwrap_err().to_string();
         assert!(
             e.contains("web.auth") && e.contains("every LAN address"),
             "{e}"
         );
         let e =
             parse("listen = [\"127.0.0.1:8080\", \"192.168.1.1:8080\"]\n[web]\nauth = \"none\"\n")
-                .unwrap_err();
+                .unwrap_err()
+                .to_string();
         assert!(
             e.contains("192.168.1.1:8080") && e.contains("loopback"),
             "{e}"
@@ -1486,21 +1513,27 @@ mod tests {
 
     #[test]
     fn bad_web_values_name_key_and_value() {
-        let e = parse("[web]\npassword_hash = \"hunter2\"\n").unwrap_err();
+        let e = parse("[web]\npassword_hash = \"hunter2\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("web.password_hash") && e.contains("netmon passwd"),
             "{e}"
         );
-        let e = parse("[web]\ntls_cert = \"/etc/uhttpd.crt\"\n").unwrap_err();
+        let e = parse("[web]\ntls_cert = \"/etc/uhttpd.crt\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("web.tls_key"), "{e}");
-        let e = parse("[web]\nmetrics_token = \"short\"\n").unwrap_err();
+        let e = parse("[web]\nmetrics_token = \"short\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("web.metrics_token") && !e.contains("short"),
             "{e}"
         );
-        let e = parse("[web]\nsession_hours = 0\n").unwrap_err();
+        let e = parse("[web]\nsession_hours = 0\n").unwrap_err().to_string();
         assert!(e.contains("web.session_hours"), "{e}");
-        let e = parse("[web]\nauth = \"basic\"\n").unwrap_err();
+        let e = parse("[web]\nauth = \"basic\"\n").unwrap_err().to_string();
         assert!(e.contains("auth") && e.contains("basic"), "{e}");
         let hash = crate::passwd::hash("a long password").unwrap();
         let c = parse(&format!("[web]\npassword_hash = \"{hash}\"\n")).unwrap();
@@ -1541,12 +1574,15 @@ mod tests {
     #[test]
     fn errors_never_echo_secrets() {
         // A bad hash (here the password itself, the usual mistake).
-        let e = parse("[web]\npassword_hash = \"hunter2-plain\"\n").unwrap_err();
+        let e = parse("[web]\npassword_hash = \"hunter2-plain\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("web.password_hash"), "{e}");
         assert!(!e.contains("hunter2"), "{e}");
         // A webhook URL netmon cannot use: the host stays, the topic and token go.
         let e = parse("[notify]\nwebhook_url = \"ftp://me:pw@ntfy.sh/topic-s3cret?token=t0ken\"\n")
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("notify.webhook_url") && e.contains("ntfy.sh"),
             "{e}"
@@ -1562,14 +1598,14 @@ mod tests {
             "[web]\npasword_hash = \"hunter2-plain\"\n",
             "[web]\npassword_hash = \"a\"\npassword_hash = \"hunter2-plain\"\n",
         ] {
-            let e = parse(text).unwrap_err();
+            let e = parse(text).unwrap_err().to_string();
             assert!(e.contains("line"), "{e}");
             for secret in ["hunter2", "s3cret", "abc"] {
                 assert!(!e.contains(secret), "{secret} in {e}");
             }
         }
         // Other values are still shown.
-        let e = parse("port = eighty\n").unwrap_err();
+        let e = parse("port = eighty\n").unwrap_err().to_string();
         assert!(e.contains("port = eighty"), "{e}");
     }
 }

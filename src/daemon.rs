@@ -213,7 +213,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         auth,
     )
     .with_config(std::sync::Arc::new(config.clone()))
-    .with_dns_tap(dns_tap);
+    .with_dns_tap(dns_tap)
+    .with_router_health(system.latest(), offload.latest());
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
         for addr in &listen {

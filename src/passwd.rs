@@ -162,48 +162,71 @@ impl Drop for BlockMemory {
     }
 }
 
-/// Why a configured `password_hash` is unusable, if it is: not a PHC string, not
-/// argon2id, or costs past the bounds above.
-pub fn check_hash(hash: &str) -> Result<(), String> {
-    let parsed = PasswordHash::new(hash).map_err(|e| format!("not a PHC hash string ({e})"))?;
+/// Why a configured `password_hash` is unusable: not a PHC string, not argon2id, or
+/// costs past the bounds above.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("not a PHC hash string ({0})")]
+    NotPhc(argon2::password_hash::Error),
+    #[error("an argon2id hash is expected, this one is {0}")]
+    NotArgon2id(String),
+    #[error("bad argon2 parameters ({0})")]
+    BadParams(argon2::password_hash::Error),
+    #[error(
+        "costs m={m} t={t} p={p} are past the limits m<={max_m} t<={max_t} p<={max_p}",
+        max_m = MAX_M_COST_KIB,
+        max_t = MAX_T_COST,
+        max_p = MAX_P_COST
+    )]
+    CostsTooHigh { m: u32, t: u32, p: u32 },
+    #[error("the hash or salt part is missing")]
+    Incomplete,
+}
+
+/// Why a configured `password_hash` is unusable, if it is.
+pub fn check_hash(hash: &str) -> Result<(), HashError> {
+    let parsed = PasswordHash::new(hash).map_err(HashError::NotPhc)?;
     if parsed.algorithm.as_str() != "argon2id" {
-        return Err(format!(
-            "an argon2id hash is expected, this one is {}",
-            parsed.algorithm
-        ));
+        return Err(HashError::NotArgon2id(parsed.algorithm.to_string()));
     }
-    let params = Params::try_from(&parsed).map_err(|e| format!("bad argon2 parameters ({e})"))?;
+    let params = Params::try_from(&parsed).map_err(HashError::BadParams)?;
     if params.m_cost() > MAX_M_COST_KIB
         || params.t_cost() > MAX_T_COST
         || params.p_cost() > MAX_P_COST
     {
-        return Err(format!(
-            "costs m={} t={} p={} are past the limits m<={MAX_M_COST_KIB} t<={MAX_T_COST} p<={MAX_P_COST}",
-            params.m_cost(),
-            params.t_cost(),
-            params.p_cost()
-        ));
+        return Err(HashError::CostsTooHigh {
+            m: params.m_cost(),
+            t: params.t_cost(),
+            p: params.p_cost(),
+        });
     }
     if parsed.hash.is_none() || parsed.salt.is_none() {
-        return Err("the hash or salt part is missing".into());
+        return Err(HashError::Incomplete);
     }
     Ok(())
 }
 
+/// Why a new UI password is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NewPasswordError {
+    #[error("the password is too short: at least {min} characters", min = MIN_PASSWORD_CHARS)]
+    TooShort,
+    #[error("the password is too long: at most {max} bytes", max = MAX_PASSWORD_BYTES)]
+    TooLong,
+    #[error("the password contains control characters")]
+    ControlCharacters,
+}
+
 /// Whether `password` is acceptable as a new UI password; the reason if not.
-pub fn check_new_password(password: &str) -> Result<(), String> {
+pub fn check_new_password(password: &str) -> Result<(), NewPasswordError> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
-        return Err(format!(
-            "the password is too short: at least {MIN_PASSWORD_CHARS} characters"
-        ));
+        return Err(NewPasswordError::TooShort);
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(format!(
-            "the password is too long: at most {MAX_PASSWORD_BYTES} bytes"
-        ));
+        return Err(NewPasswordError::TooLong);
     }
     if password.chars().any(char::is_control) {
-        return Err("the password contains control characters".into());
+        return Err(NewPasswordError::ControlCharacters);
     }
     Ok(())
 }
@@ -425,9 +448,10 @@ mod tests {
         let e = check_hash(
             "$argon2i$v=19$m=4096,t=3,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A",
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("argon2id"), "{e}");
-        let e = check_hash("$argon2id$v=19$m=4194304,t=3,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A").unwrap_err();
+        let e = check_hash("$argon2id$v=19$m=4194304,t=3,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A").unwrap_err().to_string();
         assert!(e.contains("m=4194304"), "{e}");
         assert!(!verify(
             "$argon2id$v=19$m=4194304,t=3,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A",
@@ -466,8 +490,8 @@ mod tests {
 
     #[test]
     fn set_hash_in_file_is_atomic_and_keeps_the_mode() {
-        let dir = std::env::temp_dir().join(format!("netmon-passwd-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("netmon.toml");
         std::fs::write(&path, "# mine\n[web]\npassword_hash = \"\"\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
@@ -495,13 +519,13 @@ mod tests {
         assert!(e.contains("tick_ms"), "{e}");
         assert_eq!(std::fs::read_to_string(&bad).unwrap(), "tick_ms = 1\n");
         // No temporary files left behind.
-        let left: Vec<_> = std::fs::read_dir(&dir)
+        let left: Vec<_> = std::fs::read_dir(dir)
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with('.'))
             .collect();
         assert!(left.is_empty(), "{left:?}");
-        std::fs::remove_dir_all(&dir).unwrap();
+        tmp.close().unwrap();
     }
 }

@@ -877,14 +877,6 @@ mod tests {
         }
     }
 
-    /// A scratch directory for [`prepare_paths`] (which needs root: it changes owners).
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("netmon-privs-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     fn chown(path: &Path, uid: u32) {
         std::os::unix::fs::lchown(path, Some(uid), Some(uid)).unwrap();
     }
@@ -920,8 +912,8 @@ mod tests {
             return;
         }
         use std::os::unix::fs::PermissionsExt;
-        let top = scratch("give");
-        let dir = top.join("data");
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("data");
         std::fs::create_dir(&dir).unwrap();
         std::fs::write(dir.join("netmon.db"), b"db").unwrap();
         std::fs::set_permissions(dir.join("netmon.db"), PermissionsExt::from_mode(0o4666)).unwrap();
@@ -933,10 +925,10 @@ mod tests {
             "a root directory holding only netmon's files"
         );
         // A directory that does not exist yet is created and given.
-        let fresh = top.join("fresh/sub");
+        let fresh = top.path().join("fresh/sub");
         prepare(&fresh).unwrap();
         assert_eq!(stat(&fresh).0, ACCOUNT);
-        std::fs::remove_dir_all(&top).unwrap();
+        top.close().unwrap();
     }
 
     #[test]
@@ -946,14 +938,14 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        let top = scratch("refuse");
+        let top = tempfile::tempdir().unwrap();
         // root's file, which a link planted in the database directory names.
-        let precious = top.join("shadow");
+        let precious = top.path().join("shadow");
         std::fs::write(&precious, b"root:$6$secret").unwrap();
         let before = stat(&precious);
 
         // A directory owned by someone else: refused whatever it holds.
-        let foreign = top.join("foreign");
+        let foreign = top.path().join("foreign");
         std::fs::create_dir(&foreign).unwrap();
         std::fs::hard_link(&precious, foreign.join("netmon.db-wal")).unwrap();
         chown(&foreign, STRANGER);
@@ -969,7 +961,7 @@ mod tests {
         assert_eq!(stat(&precious), before);
 
         // The account's own directory (as after every first start), with a hard link.
-        let ours = top.join("ours");
+        let ours = top.path().join("ours");
         std::fs::create_dir(&ours).unwrap();
         chown(&ours, ACCOUNT);
         std::fs::hard_link(&precious, ours.join("netmon.db")).unwrap();
@@ -1000,9 +992,9 @@ mod tests {
         assert_eq!(stat(&ours.join("netmon.db-journal")).0, STRANGER);
 
         // A symbolic link as the directory itself counts only when root made it.
-        let target = top.join("target");
+        let target = top.path().join("target");
         std::fs::create_dir(&target).unwrap();
-        let link = top.join("link");
+        let link = top.path().join("link");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         chown(&link, STRANGER);
         let e = prepare(&link).unwrap_err();
@@ -1011,7 +1003,7 @@ mod tests {
             "{e}"
         );
         assert_eq!(stat(&target).0, 0);
-        std::fs::remove_dir_all(&top).unwrap();
+        top.close().unwrap();
     }
 
     #[test]

@@ -725,15 +725,18 @@ fn grafana_dashboard_queries_parse_and_use_netmon_metrics() {
             );
         }
     }
-    let file = std::env::temp_dir().join(format!("netmon-grafana-{}.yml", std::process::id()));
-    std::fs::write(&file, rules).expect("write rules");
+    let file = tempfile::Builder::new()
+        .prefix("netmon-grafana-")
+        .suffix(".yml")
+        .tempfile()
+        .expect("temp file");
+    std::fs::write(file.path(), rules).expect("write rules");
     let out = Command::new("promtool")
         .arg("check")
         .arg("rules")
-        .arg(&file)
+        .arg(file.path())
         .output()
         .expect("run promtool (Debian package prometheus; .ci/run installs it)");
-    let _ = std::fs::remove_file(&file);
     assert!(
         out.status.success(),
         "promtool rejects a dashboard query:\n{}{}",

@@ -1076,8 +1076,8 @@ fn item5_kill9_during_traffic_then_restart_keeps_db_intact_without_duplicates() 
 /// `netmon check-config` exit non-zero with a message naming the key and the value.
 #[test]
 fn item6_malformed_config_is_rejected_naming_key_and_value() {
-    let dir = std::env::temp_dir().join(format!("netmon-cc-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let tmp = tempfile::tempdir().expect("tmp dir");
+    let dir = tmp.path();
     let check = |name: &str, text: &str| -> (bool, String) {
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, text).expect("write config");
@@ -1145,7 +1145,6 @@ fn item6_malformed_config_is_rejected_naming_key_and_value() {
             "valid config: exit ok = {ok}, effective config not printed:\n{msg}"
         ));
     }
-    let _ = std::fs::remove_dir_all(&dir);
     assert!(
         failures.is_empty(),
         "check-config:\n{}",

@@ -6,28 +6,10 @@
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const NETMON: &str = env!("CARGO_BIN_EXE_netmon");
-
-/// A scratch directory, removed on drop (also when the test fails).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("netmon-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn netmon(args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(NETMON)
@@ -63,8 +45,8 @@ fn check_config(path: &Path) -> Output {
 
 #[test]
 fn passwd_leaves_the_config_readable_by_owner_and_group_only() {
-    let dir = Scratch::new("passwd-mode");
-    let config = dir.0.join("netmon.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("netmon.toml");
     std::fs::write(&config, "# the router's config\nport = 8080\n").unwrap();
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
     // The group netmon reads it through (root:netmon in the packages) is kept.
@@ -99,7 +81,7 @@ fn passwd_leaves_the_config_readable_by_owner_and_group_only() {
         text(&out)
     );
     // A config that does not exist yet is created for its owner alone.
-    let fresh = dir.0.join("new.toml");
+    let fresh = dir.path().join("new.toml");
     let out = netmon(
         &["passwd", "--config", fresh.to_str().unwrap()],
         "a long enough password\n",
@@ -107,7 +89,7 @@ fn passwd_leaves_the_config_readable_by_owner_and_group_only() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::metadata(&fresh).unwrap().mode() & 0o7777, 0o600);
     // No temporary file left with the hash in it.
-    let left: Vec<String> = std::fs::read_dir(&dir.0)
+    let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -118,8 +100,8 @@ fn passwd_leaves_the_config_readable_by_owner_and_group_only() {
 
 #[test]
 fn check_config_never_prints_the_hash_or_a_webhook_token() {
-    let dir = Scratch::new("redact");
-    let config = dir.0.join("netmon.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("netmon.toml");
     let secrets = ["hunter2-plain", "t0pic-s3cret", "T0KEN-9f8e", "me:pa55w0rd"];
     let assert_hidden = |out: &Output, what: &str| {
         let all = text(out);

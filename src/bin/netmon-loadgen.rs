@@ -135,22 +135,45 @@ struct RunArgs {
     domain: String,
 }
 
-fn parse_ports(s: &str) -> Result<(u16, u16), String> {
+/// Why `--ports` / `--sports` is refused (clap prints it after the option).
+#[derive(Debug, thiserror::Error)]
+enum PortsError {
+    #[error("bad port '{port}' in '{text}' (want A-B)")]
+    Port { port: String, text: String },
+    #[error("bad port range '{0}': want A-B with 1 <= A <= B <= 65535")]
+    Range(String),
+}
+
+fn parse_ports(s: &str) -> Result<(u16, u16), PortsError> {
     let (a, b) = s.split_once('-').unwrap_or((s, s));
-    let a: u16 = a
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad port '{a}' in '{s}' (want A-B)"))?;
-    let b: u16 = b
-        .trim()
-        .parse()
-        .map_err(|_| format!("bad port '{b}' in '{s}' (want A-B)"))?;
+    let port = |p: &str| {
+        p.trim().parse::<u16>().map_err(|_| PortsError::Port {
+            port: p.to_owned(),
+            text: s.to_owned(),
+        })
+    };
+    let (a, b) = (port(a)?, port(b)?);
     if a == 0 || b < a {
-        return Err(format!(
-            "bad port range '{s}': want A-B with 1 <= A <= B <= 65535"
-        ));
+        return Err(PortsError::Range(s.to_owned()));
     }
     Ok((a, b))
+}
+
+/// Why `serve` or `run` could not start or finish.
+#[derive(Debug, thiserror::Error)]
+enum LoadgenError {
+    /// A socket call failed: what was attempted, and the OS error.
+    #[error("{what}: {source}")]
+    Os {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("nothing to serve: give --tcp, --udp or --sink")]
+    NothingToServe,
+    #[error("--rate and --duration must be positive")]
+    NotPositive,
+    #[error("{0} thread panicked")]
+    Panicked(&'static str),
 }
 
 fn main() -> ExitCode {
@@ -189,8 +212,12 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
+/// The last OS error, with what was attempted.
+fn os_err(what: &str) -> LoadgenError {
+    LoadgenError::Os {
+        what: what.to_owned(),
+        source: std::io::Error::last_os_error(),
+    }
 }
 
 /// The errno name of an I/O error, or its message when it has no errno.
@@ -280,7 +307,7 @@ fn close(fd: RawFd) {
 
 /// A bound socket (listening, for stream sockets). v6 sockets are v6-only so that a v4
 /// and a v6 address can both be served on one port.
-fn bound_socket(addr: &SocketAddr, ty: libc::c_int) -> Result<RawFd, String> {
+fn bound_socket(addr: &SocketAddr, ty: libc::c_int) -> Result<RawFd, LoadgenError> {
     // SAFETY: plain socket(2) call.
     let fd = unsafe { libc::socket(family(addr), ty | libc::SOCK_CLOEXEC, 0) };
     if fd < 0 {
@@ -327,9 +354,9 @@ fn serve(
     udp: &[SocketAddr],
     sink: &[SocketAddr],
     threads: usize,
-) -> Result<(), String> {
+) -> Result<(), LoadgenError> {
     if tcp.is_empty() && udp.is_empty() && sink.is_empty() {
-        return Err("nothing to serve: give --tcp, --udp or --sink".into());
+        return Err(LoadgenError::NothingToServe);
     }
     let mut handles = Vec::new();
     for addr in tcp {
@@ -501,9 +528,9 @@ impl Share {
     }
 }
 
-fn run(args: &RunArgs) -> Result<serde_json::Value, String> {
+fn run(args: &RunArgs) -> Result<serde_json::Value, LoadgenError> {
     if args.rate == 0 || args.duration.is_nan() || args.duration <= 0.0 {
-        return Err("--rate and --duration must be positive".into());
+        return Err(LoadgenError::NotPositive);
     }
     let ports: Vec<u16> = match args.ports {
         Some((a, b)) => (a..=b).collect(),
@@ -601,9 +628,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value, String> {
     let mut tcp = Stats::default();
     let mut udp = Stats::default();
     for (kind, h) in handles {
-        let s = h
-            .join()
-            .map_err(|_| "generator thread panicked".to_string())?;
+        let s = h.join().map_err(|_| LoadgenError::Panicked("generator"))?;
         match kind {
             Mode::Tcp => tcp.merge(s),
             _ => udp.merge(s),
@@ -611,10 +636,7 @@ fn run(args: &RunArgs) -> Result<serde_json::Value, String> {
     }
     let mut long = Stats::default();
     for h in long_handles {
-        long.merge(
-            h.join()
-                .map_err(|_| "transfer thread panicked".to_string())?,
-        );
+        long.merge(h.join().map_err(|_| LoadgenError::Panicked("transfer"))?);
     }
     let elapsed = start.elapsed().as_secs_f64();
 

@@ -1386,47 +1386,4 @@ pub(crate) mod tests {
             }
         }
     }
-
-    /// Parse throughput on the captured messages. Run with
-    /// `cargo test --release --lib collect::ctnetlink::tests::parse_throughput -- --ignored --nocapture`.
-    #[test]
-    #[ignore = "timing; run by hand with --release --nocapture"]
-    fn parse_throughput() {
-        let datagrams: Vec<Vec<u8>> = unhex(EVENTS).into_iter().chain(unhex(DUMP)).collect();
-        let per_round: usize = datagrams.iter().map(|d| NlMessages::new(d).count()).sum();
-        let time = |f: &mut dyn FnMut() -> usize| {
-            let start = std::time::Instant::now();
-            let (mut rounds, mut sink) = (0u64, 0usize);
-            while start.elapsed() < std::time::Duration::from_secs(2) {
-                sink = sink.wrapping_add(f());
-                rounds += 1;
-            }
-            std::hint::black_box(sink);
-            (rounds * per_round as u64) as f64 / start.elapsed().as_secs_f64()
-        };
-        let ours = time(&mut || {
-            let mut n = 0;
-            for d in &datagrams {
-                for m in NlMessages::new(std::hint::black_box(d)) {
-                    if let Ok(Ok(Decoded::Entry(e))) = m.map(|m| decode(&m)) {
-                        n += e.flow.ct_id as usize;
-                    }
-                }
-            }
-            n
-        });
-        let neli = time(&mut || {
-            datagrams
-                .iter()
-                .map(|d| neli_attr_counts(d).map(|v| v.len()).unwrap_or(0))
-                .sum()
-        });
-        println!(
-            "ctnetlink parse: {:.0} messages/s ({:.0} ns/message) full parse in place; \
-             neli top-level decode only: {:.0} messages/s",
-            ours,
-            1e9 / ours,
-            neli
-        );
-    }
 }

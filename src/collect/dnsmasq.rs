@@ -2802,30 +2802,6 @@ mod tests {
 
     // ---- the follower, on temporary files ------------------------------------------------
 
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let n = N.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("netmon-dnsmasq-{tag}-{}-{n}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            TempDir(dir)
-        }
-
-        fn path(&self, name: &str) -> PathBuf {
-            self.0.join(name)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-
     fn append(path: &Path, text: &str) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -2845,10 +2821,10 @@ mod tests {
 
     #[test]
     fn first_start_reads_only_what_comes_next() {
-        let dir = TempDir::new("first");
-        let log = dir.path("dnsmasq.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
         append(&log, "old 1\nold 2\nhalf a li");
-        let mut f = Follower::new(log.clone(), Some(dir.path("netmon.dnsmasq-offset")));
+        let mut f = Follower::new(log.clone(), Some(dir.path().join("netmon.dnsmasq-offset")));
         assert_eq!(read(&mut f), Vec::<String>::new());
         append(&log, "ne\nnew 1\nnew");
         assert_eq!(
@@ -2866,9 +2842,9 @@ mod tests {
 
     #[test]
     fn rename_rotation_finishes_the_old_file_first() {
-        let dir = TempDir::new("rename");
-        let log = dir.path("dnsmasq.log");
-        let old = dir.path("dnsmasq.log.1");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
+        let old = dir.path().join("dnsmasq.log.1");
         append(&log, "");
         let mut f = Follower::new(log.clone(), None);
         assert!(read(&mut f).is_empty());
@@ -2887,14 +2863,14 @@ mod tests {
 
     #[test]
     fn copytruncate_restarts_at_zero() {
-        let dir = TempDir::new("truncate");
-        let log = dir.path("dnsmasq.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
         append(&log, "");
         let mut f = Follower::new(log.clone(), None);
         read(&mut f);
         append(&log, "line one\nline two\n");
         assert_eq!(read(&mut f), ["line one", "line two"]);
-        std::fs::copy(&log, dir.path("dnsmasq.log.1")).expect("copy");
+        std::fs::copy(&log, dir.path().join("dnsmasq.log.1")).expect("copy");
         std::fs::OpenOptions::new()
             .write(true)
             .open(&log)
@@ -2908,9 +2884,9 @@ mod tests {
 
     #[test]
     fn restart_resumes_without_duplicates() {
-        let dir = TempDir::new("restart");
-        let log = dir.path("dnsmasq.log");
-        let state = dir.path("netmon.dnsmasq-offset");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
+        let state = dir.path().join("netmon.dnsmasq-offset");
         append(&log, "history\n");
         let mut f = Follower::new(log.clone(), Some(state.clone()));
         read(&mut f);
@@ -2928,14 +2904,14 @@ mod tests {
         f.save_state(Instant::now(), true);
         drop(f);
         // Rotated while netmon was down: the new file is read from its start.
-        std::fs::rename(&log, dir.path("dnsmasq.log.1")).expect("rename");
+        std::fs::rename(&log, dir.path().join("dnsmasq.log.1")).expect("rename");
         append(&log, "n1\n");
         let mut f = Follower::new(log.clone(), Some(state.clone()));
         assert_eq!(read(&mut f), ["n1"]);
         f.save_state(Instant::now(), true);
         drop(f);
         // Another log file configured: its history is not read.
-        let other = dir.path("other.log");
+        let other = dir.path().join("other.log");
         append(&other, "other history\n");
         let mut f = Follower::new(other.clone(), Some(state));
         assert!(read(&mut f).is_empty());
@@ -2943,8 +2919,8 @@ mod tests {
 
     #[test]
     fn a_vanished_file_is_picked_up_when_it_reappears() {
-        let dir = TempDir::new("vanish");
-        let log = dir.path("dnsmasq.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
         let mut f = Follower::new(log.clone(), None);
         assert!(read(&mut f).is_empty(), "missing at start");
         append(&log, "first\n");
@@ -2961,8 +2937,8 @@ mod tests {
 
     #[test]
     fn overlong_lines_are_skipped() {
-        let dir = TempDir::new("long");
-        let log = dir.path("dnsmasq.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
         append(&log, "");
         let mut f = Follower::new(log.clone(), None);
         read(&mut f);
@@ -2975,12 +2951,12 @@ mod tests {
 
     #[test]
     fn collector_thread_feeds_the_writer_and_stops_promptly() {
-        let dir = TempDir::new("thread");
-        let log = dir.path("dnsmasq.log");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("dnsmasq.log");
         append(&log, "");
         let mut config = Config::default();
         config.dns.log_file = log.clone();
-        config.db_path = dir.path("netmon.db");
+        config.db_path = dir.path().join("netmon.db");
         // Resume at offset 0 of this file, so the lines below are read whenever the
         // thread first looks.
         let meta = std::fs::metadata(&log).expect("stat");
@@ -2991,7 +2967,7 @@ mod tests {
             offset: 0,
         };
         std::fs::write(
-            dir.path("netmon.dnsmasq-offset"),
+            dir.path().join("netmon.dnsmasq-offset"),
             serde_json::to_vec(&saved).expect("json"),
         )
         .expect("state");
@@ -3024,7 +3000,7 @@ mod tests {
             t0.elapsed()
         );
         let saved: SavedOffset = serde_json::from_slice(
-            &std::fs::read(dir.path("netmon.dnsmasq-offset")).expect("state"),
+            &std::fs::read(dir.path().join("netmon.dnsmasq-offset")).expect("state"),
         )
         .expect("json");
         assert_eq!(saved.offset, text.len() as u64);

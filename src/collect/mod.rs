@@ -195,8 +195,8 @@ mod tests {
 
     #[test]
     fn file_watch_survives_its_directory_vanishing_and_returning() {
-        let base = std::env::temp_dir().join(format!("netmon-filewatch-{}", std::process::id()));
-        let dir = base.join("leases");
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("leases");
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("dhcp.leases");
         let (tx, rx) = sync_channel(1);
@@ -216,6 +216,5 @@ mod tests {
         );
         // Another file in the directory does not.
         assert!(!woken_by(&rx, || std::fs::write(dir.join("other"), "c").unwrap()));
-        let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -1,4 +1,4 @@
-//! Flow offloading detection (issue 11): OpenWrt's software/hardware flow offloading
+//! Flow offloading detection: OpenWrt's software/hardware flow offloading
 //! moves established connections into an nftables *flowtable*, and from then on their
 //! packets bypass the forward path — conntrack's byte counters stop growing unless the
 //! flowtable was declared with `counter` (`NFT_FLOWTABLE_COUNTER`, kernel ≥ 5.7), so
@@ -12,8 +12,9 @@
 //! The text form prints `counter` and `flags offload` on lines of their own
 //! (`flowtable_print_declaration` in `src/rule.c`).
 //!
-//! The result is kept in memory for `/router` ([`latest`]) and exported as the gauge
-//! `netmon_flowtables_uncounted` (flowtables lacking `counter`; 0 is healthy).
+//! The result is kept in memory for `/router` ([`OffloadChecker::latest`]) and exported
+//! as the gauge `netmon_flowtables_uncounted` (flowtables lacking `counter`; 0 is
+//! healthy).
 //! The fix: current firewall4 (`ruleset.uc`) declares `counter` on its flowtable `ft`;
 //! an older fw4 or a hand-written flowtable needs `counter` added to its declaration.
 //!
@@ -22,12 +23,13 @@
 //! fixture's first lines say where its text comes from.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::sync::watch;
 
 /// Flowtables change only when the firewall is reloaded; a few minutes' delay in
 /// noticing costs nothing, and `nft` is not free on a small router.
@@ -65,12 +67,9 @@ impl OffloadStatus {
     }
 }
 
-static LATEST: RwLock<Option<Arc<OffloadStatus>>> = RwLock::new(None);
-
-/// The latest check, `None` before the first.
-pub fn latest() -> Option<Arc<OffloadStatus>> {
-    LATEST.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
+/// Where the latest check is seen: the checker owns the sending side, the web state
+/// holds a receiver. `None` before the first check.
+pub type LatestOffload = watch::Receiver<Option<Arc<OffloadStatus>>>;
 
 /// Parses `nft list flowtables` (or `nft list ruleset`) text: `table <family> <name> {`
 /// opens a table, `flowtable <name> {` a flowtable, whose body lines are `hook …`,
@@ -158,6 +157,8 @@ pub fn check() -> OffloadStatus {
 pub struct OffloadChecker {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
+    /// The latest check, for the web state ([`OffloadChecker::latest`]).
+    latest: LatestOffload,
 }
 
 impl OffloadChecker {
@@ -168,6 +169,7 @@ impl OffloadChecker {
              conntrack's byte counters, so netmon undercounts them (0 is healthy)"
         );
         let (stop, rx) = mpsc::channel::<()>();
+        let (latest_tx, latest) = watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("offload".into())
             .spawn(move || {
@@ -186,14 +188,23 @@ impl OffloadChecker {
                         );
                         warned = true;
                     }
-                    *LATEST.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(status));
+                    latest_tx.send_replace(Some(Arc::new(status)));
                     match rx.recv_timeout(CHECK_EVERY) {
                         Err(RecvTimeoutError::Timeout) => {}
                         _ => return,
                     }
                 }
             })?;
-        Ok(OffloadChecker { stop, thread })
+        Ok(OffloadChecker {
+            stop,
+            thread,
+            latest,
+        })
+    }
+
+    /// A receiver of the latest check (see [`LatestOffload`]).
+    pub fn latest(&self) -> LatestOffload {
+        self.latest.clone()
     }
 
     pub fn stop(self) {

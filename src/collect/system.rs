@@ -26,13 +26,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde::Serialize;
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::event::Event;
@@ -546,24 +547,13 @@ impl SystemSample {
 
 // --- the latest sample ------------------------------------------------------------------
 
-/// The latest sample, for the page, the API and nothing else. A process-wide slot like
-/// the metrics recorder: there is one router and one sampler per process, and pages read
-/// it without a handle threaded through `AppState`. `Arc` so a reader clones a pointer
-/// under the lock, not the sample.
-static LATEST: RwLock<Option<Arc<SystemSample>>> = RwLock::new(None);
+/// Where the latest sample is seen, for the page, the API and nothing else: the sampler
+/// owns the sending side, the web state holds a receiver. `None` until the sampler's
+/// first sample (or when it is off). `Arc` so a reader clones a pointer, not the sample.
+pub type LatestSample = watch::Receiver<Option<Arc<SystemSample>>>;
 
-/// The most recent sample, `None` until the sampler's first one (or when it is off).
-pub fn latest() -> Option<Arc<SystemSample>> {
-    LATEST
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone()
-}
-
-fn publish(sample: &SystemSample) {
-    *LATEST
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(sample.clone()));
+fn publish(latest: &watch::Sender<Option<Arc<SystemSample>>>, sample: &SystemSample) {
+    latest.send_replace(Some(Arc::new(sample.clone())));
     record_metrics(sample);
 }
 
@@ -638,6 +628,8 @@ fn record_metrics(s: &SystemSample) {
 pub struct SystemSampler {
     stop: mpsc::Sender<()>,
     thread: JoinHandle<()>,
+    /// The latest sample, for the web state ([`SystemSampler::latest`]).
+    latest: LatestSample,
 }
 
 impl SystemSampler {
@@ -648,6 +640,7 @@ impl SystemSampler {
         let interval = Duration::from_secs(config.system.sample_interval_s);
         let mut sampler = Sampler::new(config);
         let (stop, stopped) = mpsc::channel::<()>();
+        let (latest_tx, latest) = watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("system".into())
             .spawn(move || {
@@ -659,7 +652,7 @@ impl SystemSampler {
                 let mut next = Instant::now();
                 loop {
                     let mut sample = sampler.sample();
-                    publish(&sample);
+                    publish(&latest_tx, &sample);
                     if let Some(older) = unsent.take() {
                         sample.absorb(&older);
                     }
@@ -685,7 +678,16 @@ impl SystemSampler {
                 }
             })
             .context("starting the router health sampler thread")?;
-        Ok(SystemSampler { stop, thread })
+        Ok(SystemSampler {
+            stop,
+            thread,
+            latest,
+        })
+    }
+
+    /// A receiver of the latest sample (see [`LatestSample`]).
+    pub fn latest(&self) -> LatestSample {
+        self.latest.clone()
     }
 
     /// Stops the thread (at once: it waits on the channel this closes) and joins it.
@@ -837,9 +839,9 @@ mod tests {
     /// Documentation/driver-api/thermal/sysfs-api.rst).
     #[test]
     fn temperatures_from_thermal_zones_and_hwmon() {
-        let dir = crate::store::schema::tests::tempdir();
+        let dir = tempfile::tempdir().unwrap();
         let put = |p: &str, v: &str| {
-            let p = dir.join(p);
+            let p = dir.path().join(p);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, v).unwrap();
         };
@@ -852,7 +854,7 @@ mod tests {
         put("class/hwmon/hwmon0/temp1_input", "55000\n");
         put("class/hwmon/hwmon0/temp1_label", "Package id 0\n");
         put("class/hwmon/hwmon0/temp2_input", "-274000\n");
-        let t = read_temperatures(&dir);
+        let t = read_temperatures(dir.path());
         let got: Vec<(&str, f64)> = t.iter().map(|t| (t.sensor.as_str(), t.celsius)).collect();
         assert_eq!(
             got,
@@ -862,8 +864,8 @@ mod tests {
                 ("hwmon/coretemp/Package id 0", 55.0)
             ]
         );
-        assert!(read_temperatures(&dir.join("missing")).is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
+        assert!(read_temperatures(&dir.path().join("missing")).is_empty());
+        dir.close().unwrap();
     }
 
     #[test]

@@ -761,8 +761,8 @@ not,a,line
 
     #[test]
     fn load_rejects_a_file_without_ranges() {
-        let dir = std::env::temp_dir().join(format!("netmon-asn-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("junk.csv");
         std::fs::write(&path, "hello\nworld\n").unwrap();
         let e = format!("{:#}", AsnDb::load(&path).unwrap_err());
@@ -772,7 +772,7 @@ not,a,line
         );
         std::fs::write(&path, CSV).unwrap();
         assert_eq!(AsnDb::load(&path).unwrap().len(), 4);
-        std::fs::remove_dir_all(dir).unwrap();
+        tmp.close().unwrap();
     }
 
     // --- MaxMind DB ---------------------------------------------------------------
@@ -872,19 +872,19 @@ not,a,line
 
     #[test]
     fn mmdb_is_recognised_by_content_whatever_its_name() {
-        let dir = std::env::temp_dir().join(format!("netmon-mmdb-name-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let path = dir.join("asn.db");
         std::fs::copy(fixture("asn-geolite2.mmdb"), &path).unwrap();
         let db = AsnDb::load(&path).unwrap();
         assert_eq!(asn(&db, "1.0.0.1").map(|a| a.0), Some(13335));
-        std::fs::remove_dir_all(dir).unwrap();
+        tmp.close().unwrap();
     }
 
     #[test]
     fn mmdb_truncated_or_not_an_asn_database_is_a_clear_error() {
-        let dir = std::env::temp_dir().join(format!("netmon-mmdb-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let good = std::fs::read(fixture("asn-geolite2.mmdb")).unwrap();
         // An interrupted download: the metadata at the end is missing.
         let path = dir.join("cut.mmdb");
@@ -910,7 +910,7 @@ not,a,line
             e.contains("city.mmdb") && e.contains("no AS number") && e.contains("ipinfo-lite-test"),
             "{e}"
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        tmp.close().unwrap();
     }
 
     /// Every single-byte corruption of the fixture loads or fails with an error, and a

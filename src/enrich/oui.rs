@@ -505,32 +505,4 @@ mod tests {
             .count();
         assert!(found > 0 && found < cut.name_count, "{found} names");
     }
-
-    #[test]
-    #[ignore = "timing; run by hand with --release --nocapture"]
-    fn lookup_speed() {
-        let t = table();
-        // Every registered OUI, with random-looking low octets, plus as many unknowns.
-        let mut macs = Vec::new();
-        for first in 0..=255u8 {
-            let s = u32::from_be_bytes(t.starts[usize::from(first)]) as usize;
-            let e = u32::from_be_bytes(t.starts[usize::from(first) + 1]) as usize;
-            for entry in &t.entries[s..e] {
-                macs.push([first, entry[0], entry[1], 0x12, 0x34, 0x56]);
-                macs.push([first, entry[1], entry[0], 0x65, 0x43, 0x21]);
-            }
-        }
-        let started = std::time::Instant::now();
-        let mut found = 0usize;
-        for _ in 0..20 {
-            for &m in &macs {
-                found += usize::from(matches!(vendor(std::hint::black_box(m)), Vendor::Name(_)));
-            }
-        }
-        let per = started.elapsed().as_nanos() as f64 / (20 * macs.len()) as f64;
-        println!(
-            "{} lookups, {found} found: {per:.0} ns per lookup",
-            20 * macs.len()
-        );
-    }
 }

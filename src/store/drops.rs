@@ -210,8 +210,8 @@ mod tests {
 
     #[test]
     fn drops_add_up_and_sources_overflow_into_other() {
-        let dir = schema::tests::tempdir();
-        let mut conn = schema::open_rw(&dir.join("t.db")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = schema::open_rw(&dir.path().join("t.db")).unwrap();
         let t0 = 1_700_000_040_000;
         let tx = conn.transaction().unwrap();
         let mut batch: Vec<DropCount> = (1000..1200)
@@ -258,6 +258,6 @@ mod tests {
             ]
         );
         assert_eq!((s.ports[0].dst_port, s.ports[0].sources), (23, 257));
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

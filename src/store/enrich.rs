@@ -126,12 +126,12 @@ mod tests {
     use super::*;
     use crate::enrich::asn::AsnMatch;
     use crate::enrich::rdns::PtrResult;
-    use crate::store::schema::{open_rw, tests::tempdir};
+    use crate::store::schema::open_rw;
 
     #[test]
     fn due_hosts_and_stored_results() {
-        let dir = tempdir();
-        let mut conn = open_rw(&dir.join("e.db")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = open_rw(&dir.path().join("e.db")).unwrap();
         conn.execute_batch(
             "INSERT INTO remote_hosts (id, ip, first_seen, last_seen) VALUES
                (1, '203.0.113.84', 1, 10), (2, '203.0.113.88', 1, 20), (3, '2001:db8::9', 1, 5);",
@@ -208,6 +208,6 @@ mod tests {
         assert_eq!(ids(2000, None), vec![(2, true, false), (3, true, false)]);
         // A newer ASN database makes every host due again.
         assert_eq!(ids(1400, Some(1001)).len(), 3);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

@@ -51,8 +51,8 @@ mod tests {
 
     #[test]
     fn ratio_from_the_first_wan_minute() {
-        let dir = schema::tests::tempdir();
-        let conn = schema::open_rw(&dir.join("t.db")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = schema::open_rw(&dir.path().join("t.db")).unwrap();
         let t0 = 1_700_000_040_000;
         conn.execute_batch(&format!(
             "INSERT INTO interface_minutes (interface, minute, role, rx_bytes, tx_bytes)
@@ -72,6 +72,6 @@ mod tests {
             before.flow_bytes, 6000,
             "flows before interface sampling are left out"
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

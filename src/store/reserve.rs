@@ -117,12 +117,12 @@ mod tests {
 
     #[test]
     fn taken_released_and_not_compressible() {
-        let dir = crate::store::schema::tests::tempdir();
-        let r = Reserve::new(&dir.join("t.db"), 256 << 10);
+        let dir = tempfile::tempdir().unwrap();
+        let r = Reserve::new(&dir.path().join("t.db"), 256 << 10);
         assert!(!r.held());
         r.take_if_room();
         assert!(r.held());
-        let bytes = std::fs::read(dir.join("t.db.reserve")).unwrap();
+        let bytes = std::fs::read(dir.path().join("t.db.reserve")).unwrap();
         assert_eq!(bytes.len(), 256 << 10);
         // Not a run of one byte: a compressing file system must really store it.
         let zeros = bytes.iter().filter(|b| **b == 0).count();

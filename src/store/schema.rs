@@ -151,8 +151,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_damaged_database_is_quarantined_never_wiped() {
-        let dir = tempdir();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         // Not a database at all.
         std::fs::write(&path, b"these are not the pages you are looking for").unwrap();
         let moved = quarantine_if_damaged(&path).unwrap().expect("quarantined");
@@ -173,14 +173,17 @@ pub(crate) mod tests {
         drop(open_rw(&path).unwrap());
         assert_eq!(quarantine_if_damaged(&path).unwrap(), None);
         assert!(path.exists());
-        assert_eq!(quarantine_if_damaged(&dir.join("none.db")).unwrap(), None);
-        std::fs::remove_dir_all(dir).unwrap();
+        assert_eq!(
+            quarantine_if_damaged(&dir.path().join("none.db")).unwrap(),
+            None
+        );
+        dir.close().unwrap();
     }
 
     #[test]
     fn fresh_database_gets_current_version_and_reopens() {
-        let dir = tempdir();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         {
             let conn = open_rw(&path).unwrap();
             let v: u32 = conn
@@ -202,7 +205,7 @@ pub(crate) mod tests {
             )
             .unwrap();
         assert_eq!(n, 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     /// Every released schema version upgrades to the current one with its data. Version 1
@@ -210,8 +213,8 @@ pub(crate) mod tests {
     #[test]
     fn every_released_version_migrates_to_current_keeping_data() {
         for from in 1..=VERSION {
-            let dir = tempdir();
-            let path = dir.join("old.db");
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("old.db");
             {
                 let conn = Connection::open(&path).unwrap();
                 for (i, script) in MIGRATIONS.iter().take(from as usize).enumerate() {
@@ -242,31 +245,20 @@ pub(crate) mod tests {
                 )
                 .unwrap();
             assert_eq!((name.as_str(), ident), ("nas", 42), "from version {from}");
-            std::fs::remove_dir_all(dir).unwrap();
+            dir.close().unwrap();
         }
     }
 
     #[test]
     fn newer_database_is_refused() {
-        let dir = tempdir();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         open_rw(&path)
             .unwrap()
             .execute_batch("PRAGMA user_version = 999")
             .unwrap();
         let err = format!("{:#}", open_rw(&path).unwrap_err());
         assert!(err.contains("newer"), "{err}");
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    pub(crate) fn tempdir() -> std::path::PathBuf {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "netmon-schema-test-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        dir.close().unwrap();
     }
 }

@@ -207,11 +207,11 @@ mod tests {
 
     #[test]
     fn snapshot_is_consistent_and_restores_when_the_ram_copy_is_gone() {
-        let dir = schema::tests::tempdir();
+        let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            db_path: dir.join("ram/netmon.db"),
+            db_path: dir.path().join("ram/netmon.db"),
             persist: Persist::On,
-            persist_path: dir.join("flash/netmon.db"),
+            persist_path: dir.path().join("flash/netmon.db"),
             ..Config::default()
         };
         {
@@ -251,16 +251,16 @@ mod tests {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .unwrap();
         assert_eq!(check, "ok");
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn nothing_committed_since_the_last_snapshot_writes_nothing() {
-        let dir = schema::tests::tempdir();
+        let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            db_path: dir.join("ram.db"),
+            db_path: dir.path().join("ram.db"),
             persist: Persist::On,
-            persist_path: dir.join("flash.db"),
+            persist_path: dir.path().join("flash.db"),
             ..Config::default()
         };
         let conn = schema::open_rw(&config.db_path).unwrap();
@@ -272,23 +272,23 @@ mod tests {
         assert!(!config.persist_path.exists(), "idle: no flash write");
         s.take_if_changed(&conn, 2);
         assert!(config.persist_path.exists());
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn damaged_snapshot_is_refused() {
-        let dir = schema::tests::tempdir();
+        let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            db_path: dir.join("ram/netmon.db"),
+            db_path: dir.path().join("ram/netmon.db"),
             persist: Persist::On,
-            persist_path: dir.join("flash.db"),
+            persist_path: dir.path().join("flash.db"),
             ..Config::default()
         };
         std::fs::write(&config.persist_path, b"not a database at all, just text").unwrap();
         let err = format!("{:#}", restore_if_missing(&config).unwrap_err());
         assert!(err.contains("flash.db"), "{err}");
         assert!(!config.db_path.exists());
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]

@@ -228,8 +228,8 @@ mod tests {
 
     #[test]
     fn samples_fold_into_minute_means_peaks_and_sums() {
-        let dir = schema::tests::tempdir();
-        let mut conn = schema::open_rw(&dir.join("t.db")).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = schema::open_rw(&dir.path().join("t.db")).unwrap();
         let t0 = 1_700_000_040_000; // a minute boundary
         let tx = conn.transaction().unwrap();
         apply_system(&tx, &sample(t0 + 1_000, None, 100, 5, None)).unwrap();
@@ -255,6 +255,6 @@ mod tests {
             [(t0, 1500, 6), (t0 + 60_000, 7, 3)]
         );
         assert_eq!(i[0].role, "wan");
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

@@ -21,29 +21,20 @@ pub(crate) fn temp_db(name: &str) -> (tempdir::TempDir, Connection) {
 pub(crate) mod tempdir {
     use std::path::PathBuf;
 
-    pub struct TempDir(PathBuf);
+    /// A per-test directory holding the database; `tempfile` removes it on drop.
+    pub struct TempDir(tempfile::TempDir);
 
     impl TempDir {
         pub fn new(name: &str) -> TempDir {
-            let path = std::env::temp_dir().join(format!(
-                "netmon-test-{}-{}-{:?}",
-                name,
-                std::process::id(),
-                std::thread::current().id()
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).unwrap();
-            TempDir(path)
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("netmon-test-{name}-"))
+                .tempdir()
+                .unwrap();
+            TempDir(dir)
         }
 
         pub fn db(&self) -> PathBuf {
-            self.0.join("netmon.db")
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
+            self.0.path().join("netmon.db")
         }
     }
 }

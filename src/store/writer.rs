@@ -171,7 +171,10 @@ pub const MAX_TX_CHANGES: usize = 8_000;
 pub const MAX_QUEUED_FLOW_CHANGES: usize = 2 * crate::collect::conntrack::MAX_CHANGES_PER_BATCH;
 
 impl WriterHandle {
-    pub(crate) fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
+    /// A handle on the sending side of the writer's channel; `depth` counts the events
+    /// queued and not yet taken. The writer thread makes the real one; tests and
+    /// benchmarks make one around a channel they read themselves.
+    pub fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
         WriterHandle {
             tx,
             depth,
@@ -1936,8 +1939,8 @@ mod tests {
 
     #[test]
     fn deltas_land_in_the_minute_they_were_observed() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
         let mut f = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
         f.counters = Counters {
@@ -1994,13 +1997,13 @@ mod tests {
             count(c, "SELECT flows FROM remote_host_ports WHERE port = 80"),
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn restart_resumes_live_flows_without_duplicates_or_double_counting() {
-        let dir = schema::tests::tempdir();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         let now = crate::time::now_ms();
         let mut f = tcp_flow(7, "10.77.0.10", 40001, "198.51.100.80", 443);
         let gone = tcp_flow(8, "10.77.0.10", 40002, "198.51.100.81", 443);
@@ -2038,13 +2041,13 @@ mod tests {
             count(c, "SELECT bytes_down FROM flows WHERE ct_id = 7"),
             8000
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn reused_ident_after_end_is_a_new_lifetime() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let f = tcp_flow(9, "10.77.0.10", 40003, "198.51.100.80", 80);
         w.apply(vec![batch(vec![change(&f, 1000, false)])]).unwrap();
         w.apply(vec![batch(vec![change(&f, 2000, true)])]).unwrap();
@@ -2054,13 +2057,13 @@ mod tests {
             count(&w.conn, "SELECT count(*) FROM flows WHERE ended_at IS NULL"),
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn router_local_and_lan_flows_create_no_remote_host() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let mut dns = tcp_flow(10, "10.77.0.10", 40004, "10.77.0.1", 53);
         dns.reply.src = "10.77.0.1".parse().unwrap();
         dns.reply.dst = "10.77.0.10".parse().unwrap();
@@ -2084,13 +2087,13 @@ mod tests {
             count(c, "SELECT count(*) FROM flows WHERE direction = 'lan'"),
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn unique_counts_are_unions_across_ticks() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
         let a = tcp_flow(20, "10.77.0.10", 40010, "198.51.100.1", 443);
         let b = tcp_flow(21, "10.77.0.10", 40011, "198.51.100.2", 443);
@@ -2110,13 +2113,13 @@ mod tests {
             )
             .unwrap();
         assert_eq!((dsts, ports, flows), (2, 2, 3));
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn rename_command_is_applied_and_answered() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let f = tcp_flow(30, "10.77.0.10", 40020, "198.51.100.80", 80);
         w.apply(vec![batch(vec![change(&f, 1000, false)])]).unwrap();
         let (tx, mut rx) = oneshot::channel();
@@ -2141,13 +2144,13 @@ mod tests {
             tx,
         )]);
         assert!(rx.try_recv().unwrap().is_err());
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn closed_tcp_connection_ends_at_close_and_lingering_entry_is_not_a_new_row() {
-        let dir = schema::tests::tempdir();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         let now = crate::time::now_ms();
         let mut f = tcp_flow(40, "10.77.0.10", 40030, "198.51.100.80", 80);
         {
@@ -2182,7 +2185,7 @@ mod tests {
             9000
         );
         assert!(w.live.is_empty());
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     // --- DNS attribution (store::dns) -----------------------------------------------
@@ -2216,8 +2219,8 @@ mod tests {
 
     #[test]
     fn flows_get_their_own_clients_name_with_a_confidence() {
-        let dir = crate::store::schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t = crate::time::now_ms() - 600_000;
         w.apply(vec![
             answer("10.77.0.10", "a.test", "198.51.100.7", 60, t),
@@ -2255,13 +2258,13 @@ mod tests {
             ),
             2
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn an_answer_arriving_after_its_flow_still_names_it() {
-        let dir = crate::store::schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t = crate::time::now_ms() - 10_000;
         let f = tcp_flow(1, "10.77.0.10", 40001, "198.51.100.7", 443);
         let g = tcp_flow(2, "10.77.0.10", 40002, "198.51.100.7", 443);
@@ -2288,13 +2291,13 @@ mod tests {
             count(&w.conn, "SELECT sum(queries) FROM dns_device_minutes"),
             1
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
     fn device_notes_are_set_cleared_and_bounded() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let f = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
         w.apply(vec![batch(vec![change(&f, 1_700_000_000_000, false)])])
             .unwrap();
@@ -2320,7 +2323,7 @@ mod tests {
         assert!(run(&mut w, "x".repeat(MAX_NOTES_CHARS + 1)).is_err());
         assert_eq!(run(&mut w, String::new()), Ok(CommandReply::Done));
         assert_eq!(count(&w.conn, "SELECT notes IS NULL FROM devices"), 1);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     fn sighting(ip: &str, mac: u8, hostname: Option<&str>, at: i64) -> Event {
@@ -2336,9 +2339,9 @@ mod tests {
 
     #[test]
     fn answers_and_inbound_packets_make_no_device_and_devices_are_bounded() {
-        let dir = schema::tests::tempdir();
+        let dir = tempfile::tempdir().unwrap();
         let config = Config {
-            db_path: dir.join("t.db"),
+            db_path: dir.path().join("t.db"),
             retention: crate::config::Retention {
                 max_devices: 10,
                 ..Default::default()
@@ -2409,8 +2412,8 @@ mod tests {
 
     #[test]
     fn idle_address_only_devices_are_pruned_in_bulk() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t0 = 1_700_000_000_000;
         let flows: Vec<FlowChange> = (1..=50u16)
             .map(|i| {
@@ -2459,8 +2462,8 @@ mod tests {
 
     #[test]
     fn devices_are_keyed_by_mac_and_address_only_history_merges_in() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t0 = 1_700_000_000_000 - 1_700_000_000_000 % MINUTE_MS;
         // Two addresses, no MAC known yet: two address-only devices with traffic.
         let mut a = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 80);
@@ -2591,7 +2594,7 @@ mod tests {
         w.apply(vec![sighting("203.0.113.80", 9, None, t0 + 7000)])
             .unwrap();
         assert_eq!(count(&w.conn, "SELECT count(*) FROM devices"), 2);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     // --- failed commits ----------------------------------------------------------------
@@ -2609,8 +2612,8 @@ mod tests {
 
     #[test]
     fn a_full_disk_holds_the_batch_and_a_later_retry_stores_it_once() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let t0 = crate::time::now_ms();
         let mut long = tcp_flow(1, "10.77.0.10", 40000, "198.51.100.80", 443);
         long.counters.reply_bytes = 1000;
@@ -2671,7 +2674,7 @@ mod tests {
         );
         assert_eq!(count(c, "SELECT sum(bytes_down) FROM device_minutes"), 5000);
         assert_eq!(count(c, "SELECT flows FROM devices"), 402);
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     /// The channel is bounded by the flow changes it holds, not only by messages: past
@@ -2705,8 +2708,8 @@ mod tests {
     /// budget before its next attempt, with nothing freed from outside.
     #[test]
     fn a_held_batch_gets_room_from_the_budget_on_a_disk_full_of_old_rows() {
-        let dir = schema::tests::tempdir();
-        let path = dir.join("t.db");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
         let mut config = Config {
             db_path: path.clone(),
             ..Config::default()
@@ -2760,7 +2763,7 @@ mod tests {
             count(&w.conn, "SELECT count(*) FROM flows WHERE ct_id >= 100000"),
             400
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
@@ -2793,8 +2796,8 @@ mod tests {
 
     #[test]
     fn a_batch_failing_for_another_reason_is_dropped_not_held() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         w.conn
             .execute_batch("DROP TABLE remote_host_ports")
             .unwrap();
@@ -2806,7 +2809,7 @@ mod tests {
         assert!(w.held.is_none(), "a bad batch must never stall the writer");
         assert!(w.storage.failure().is_none());
         assert!(w.live.is_empty(), "state follows the rollback");
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 
     #[test]
@@ -2838,8 +2841,8 @@ mod tests {
     /// ack, mute and clear work on the tables.
     #[test]
     fn a_scan_is_one_incident_and_rules_and_commands_apply() {
-        let dir = schema::tests::tempdir();
-        let mut w = writer(&dir.join("t.db"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = writer(&dir.path().join("t.db"));
         let now = crate::time::now_ms();
         let scan = |w: &mut Writer, from: u16| {
             let changes = (from..from + 40)
@@ -2936,6 +2939,6 @@ mod tests {
             1,
             "rule gone"
         );
-        std::fs::remove_dir_all(dir).unwrap();
+        dir.close().unwrap();
     }
 }

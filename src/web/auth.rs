@@ -149,16 +149,6 @@ impl Auth {
         })
     }
 
-    /// No login (`auth = "none"`): for tests of everything but authentication.
-    #[cfg(test)]
-    pub fn open() -> Auth {
-        let web = config::Web {
-            auth: WebAuth::None,
-            ..config::Web::default()
-        };
-        Auth::from_config(&web, false).expect("random bytes")
-    }
-
     pub fn is_open(&self) -> bool {
         matches!(self.inner.mode, Mode::Open)
     }

@@ -59,7 +59,7 @@
 
 mod anomalies;
 mod api;
-mod assets;
+pub mod assets;
 pub mod auth;
 mod chart;
 mod conn;
@@ -72,26 +72,21 @@ mod flows;
 mod format;
 mod health;
 mod help;
-mod hosts;
+pub mod hosts;
 mod incidents;
 mod layout;
-mod login;
+pub mod login;
 mod overview;
 mod peers;
 pub mod query;
-mod router;
+mod router_health;
 mod rules;
 mod saved;
 mod session;
 mod settings;
 mod sse;
-mod throttle;
+pub mod throttle;
 pub mod tls;
-
-#[cfg(test)]
-mod tests;
-#[cfg(test)]
-mod tests_detect;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -150,6 +145,11 @@ struct Shared {
     started_ms: i64,
     /// Whether DNS answers reach netmon from packets, for `/healthz` and the pages.
     dns_tap: crate::collect::dns_tap::DnsTap,
+    /// The system sampler's latest reading, for `/router` and the overview's health
+    /// tile; stays `None` where no sampler runs (tests, benchmarks).
+    system: crate::collect::system::LatestSample,
+    /// The flow offloading check's latest result, for `/router`; `None` likewise.
+    offload: crate::collect::offload::LatestOffload,
 }
 
 impl AppState {
@@ -176,6 +176,8 @@ impl AppState {
                 config: None,
                 started_ms: crate::time::now_ms(),
                 dns_tap: crate::collect::dns_tap::DnsTap::Off,
+                system: watch::channel(None).1,
+                offload: watch::channel(None).1,
             }),
         }
     }
@@ -202,6 +204,29 @@ impl AppState {
         self
     }
 
+    /// The same state reading the router's health from the system sampler and the flow
+    /// offloading check. Call before the state is cloned, like [`AppState::with_config`].
+    pub fn with_router_health(
+        mut self,
+        system: crate::collect::system::LatestSample,
+        offload: crate::collect::offload::LatestOffload,
+    ) -> AppState {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => {
+                shared.system = system;
+                shared.offload = offload;
+            }
+            None => log::warn!("web: the router's health arrived after the state was shared"),
+        }
+        self
+    }
+
+    /// Tells the live-update streams to close, as [`serve`] does when shutdown begins;
+    /// for callers that drive the router without `serve` (the HTTP tests).
+    pub fn begin_shutdown(&self) {
+        self.shared.shutdown.send_replace(true);
+    }
+
     fn reads(&self) -> &ReadPool {
         &self.shared.reads
     }
@@ -226,8 +251,8 @@ pub fn router(state: AppState) -> Router {
         .route("/hosts", get(hosts::list))
         .route("/hosts/{id}", get(hosts::page))
         .route("/dns", get(dns::page))
-        .route("/router", get(router::page))
-        .route("/api/router", get(router::api))
+        .route("/router", get(router_health::page))
+        .route("/api/router", get(router_health::api))
         .route("/drops", get(drops::page))
         .route("/api/drops", get(drops::api))
         .route("/anomalies", get(anomalies::page))

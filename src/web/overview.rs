@@ -25,8 +25,8 @@ use serde::Deserialize;
 use super::chart::{self, Bar, CountBar, Frame, Unit};
 use super::format::{self, time_ago};
 use super::layout::{Nav, page as shell, with_query};
-use super::{AppState, WebError, flow_table, router::CONNTRACK_WARN};
-use crate::collect::system::{self, Role, SystemSample};
+use super::{AppState, WebError, flow_table, router_health::CONNTRACK_WARN};
+use crate::collect::system::{Role, SystemSample};
 use crate::flow::proto_name;
 use crate::store::filter::Window;
 use crate::store::flows::read::{FlowFilter, FlowPage, Show};
@@ -537,7 +537,7 @@ impl Health {
             write_failing: state.shared.writer.write_failure().is_some(),
             dns_tap_missing: state.shared.dns_tap.failure().is_some(),
             queue: state.shared.writer.depth(),
-            sample: system::latest(),
+            sample: state.shared.system.borrow().clone(),
         }
     }
 }

@@ -12,7 +12,7 @@ use maud::{Markup, html};
 
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
-use super::{AppState, WebError, health, router};
+use super::{AppState, WebError, health, router_health};
 use crate::collect::dns_tap::DnsTap;
 use crate::time::now_ms;
 
@@ -142,8 +142,8 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
         false,
         html! {
             h1 { "Health and settings" }
-            @if let Some(f) = &write_failure { (router::write_failure_notice(f)) }
-            @if let Some(f) = shared.dns_tap.failure() { (router::dns_tap_notice(f)) }
+            @if let Some(f) = &write_failure { (router_health::write_failure_notice(f)) }
+            @if let Some(f) = shared.dns_tap.failure() { (router_health::dns_tap_notice(f)) }
             dl.facts #status {
                 dt { "Version" } dd.mono { "netmon " (env!("CARGO_PKG_VERSION")) }
                 dt { "Serving since" } dd.mono { (time(shared.started_ms)) " (" (format::duration(now - shared.started_ms)) ")" }
@@ -169,7 +169,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
                     }
                 }
             }
-            @if let Some(b) = &budget { (router::budget_line(b, db_file)) }
+            @if let Some(b) = &budget { (router_health::budget_line(b, db_file)) }
             h2 { "Collectors and counters" }
             p.muted {
                 "Every netmon series of " a href="/metrics" { "/metrics" } ", as Prometheus scrapes it "

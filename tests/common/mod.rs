@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The HTTP tests' fixture: the router over a seeded database, no lab.
+pub mod http;
+/// Rows for the HTTP tests' databases.
+pub mod seed;
+
 pub const NETMON: &str = env!("CARGO_BIN_EXE_netmon");
 pub const LOADGEN: &str = env!("CARGO_BIN_EXE_netmon-loadgen");
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
@@ -743,17 +748,8 @@ impl Drop for Lab {
 /// `password` made by `netmon passwd` itself (reading the password from stdin) in a
 /// scratch config file.
 pub fn password_web(password: &str) -> String {
-    // Tests of one binary run in parallel in one process: the counter keeps two calls in
-    // the same millisecond apart (one removing the other's directory).
-    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "netmon-passwd-{}-{}-{n}",
-        std::process::id(),
-        now_ms()
-    ));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    let file = dir.join("netmon.toml");
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let file = dir.path().join("netmon.toml");
     let mut child = Command::new(NETMON)
         .args(["passwd", "--config"])
         .arg(&file)
@@ -775,7 +771,6 @@ pub fn password_web(password: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&file).expect("netmon passwd wrote the config");
-    let _ = std::fs::remove_dir_all(&dir);
     let hash_line = text
         .lines()
         .find(|l| l.starts_with("password_hash"))

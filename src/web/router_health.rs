@@ -2,11 +2,11 @@
 //! fill, uptime, temperatures, per-interface traffic — now and per minute over the
 //! chart window; `/api/router` is the same as JSON.
 //!
-//! Current values come from the sampler's latest reading in memory
-//! ([`crate::collect::system::latest`]); the charts from the minute rollups
-//! ([`crate::store::system`]). Percentages (CPU, memory, conntrack) get a small bar
-//! chart of their own here ([`percent_chart`]); interface traffic reuses the
-//! received/sent chart of device pages.
+//! Current values come from the sampler's latest reading in memory (a
+//! [`crate::collect::system::LatestSample`] held by the web state); the charts from the
+//! minute rollups ([`crate::store::system`]). Percentages (CPU, memory, conntrack) get
+//! a small bar chart of their own here ([`percent_chart`]); interface traffic reuses
+//! the received/sent chart of device pages.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -20,8 +20,8 @@ use super::devices::{WindowQuery, parse_window, window_links};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError};
-use crate::collect::offload::{self, OffloadStatus};
-use crate::collect::system::{self, SystemSample};
+use crate::collect::offload::OffloadStatus;
+use crate::collect::system::SystemSample;
 use crate::store::offload::{WanFlowBytes, wan_flow_bytes};
 use crate::store::system::{self as store, InterfaceMinute, RouterMinutes, SystemMinute};
 use crate::time::now_ms;
@@ -61,10 +61,15 @@ pub async fn api(
         .reads()
         .run(move |c| store::router_minutes(c, since))
         .await?;
-    let current = system::latest().map(|s| (*s).clone());
+    let current = state.shared.system.borrow().as_ref().map(|s| (**s).clone());
     let wan_flow = state.reads().run(move |c| wan_flow_bytes(c, since)).await?;
     Ok(Json(RouterResponse {
-        offload: offload::latest().map(|s| (*s).clone()),
+        offload: state
+            .shared
+            .offload
+            .borrow()
+            .as_ref()
+            .map(|s| (**s).clone()),
         wan_flow,
         conntrack_fill: current.as_ref().and_then(|s| s.conntrack).map(|c| c.fill()),
         current,
@@ -86,7 +91,8 @@ pub async fn page(
         .reads()
         .run(move |c| store::router_minutes(c, since))
         .await?;
-    let current = system::latest();
+    let current = state.shared.system.borrow().clone();
+    let offload = state.shared.offload.borrow().clone();
     let wan_flow = state.reads().run(move |c| wan_flow_bytes(c, since)).await?;
     let write_failure = state.shared.writer.write_failure();
     let budget = state.reads().run(crate::store::budget::status).await.ok();
@@ -104,7 +110,7 @@ pub async fn page(
                 Some(s) => (current_section(s)),
                 None => p.muted { "No reading yet: the first arrives within a few seconds of start." },
             }
-            (offload_section(offload::latest().as_deref(), &wan_flow))
+            (offload_section(offload.as_deref(), &wan_flow))
             h2 { "History" }
             (window_links("/router", window))
             (history(&data, since, now))

@@ -1,33 +1,34 @@
 //! The detection pages end to end: anomalies, incidents, one incident, rules, their JSON
-//! forms, the "Alerts: N" badge and the actions — over a temporary database with rows
-//! inserted directly and a stand-in writer thread that answers commands (as in
-//! `tests.rs`).
+//! forms, the "Alerts: N" badge and the actions — over the shared HTTP fixture
+//! (`common::http`) seeded with hits, incidents and rules, and a stand-in writer thread
+//! that answers commands.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
-use std::sync::mpsc::{Receiver, sync_channel};
+mod common;
+
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use netmon::config::Config;
+use netmon::detect::Code;
+use netmon::detect::rules::Action;
+use netmon::event::{Command, CommandReply, Event};
+use netmon::store::writer::Tick;
 use rusqlite::Connection;
+use tempfile::TempDir;
 use tokio::sync::watch;
-use tower::ServiceExt as _;
 
-use super::{AppState, router};
-use crate::detect::Code;
-use crate::detect::rules::Action;
-use crate::event::{Command, CommandReply, Event};
-use crate::store::pool::ReadPool;
-use crate::store::testdata::{temp_db, tempdir::TempDir};
-use crate::store::writer::{Tick, WriterHandle};
+use common::http::{open_auth, send};
+use common::now_ms;
 
 const EVIL: &str = "<script>alert(1)</script>";
 const EVIL_HTML: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
 
+/// The shared HTTP fixture on this file's seed, the writer's channel kept for
+/// [`Fixture::writer`].
 struct Fixture {
     _dir: TempDir,
     app: Router,
@@ -84,29 +85,21 @@ fn fixture() -> Fixture {
 }
 
 /// The fixture, its server knowing `config` (the settings page shows it).
-fn fixture_with(config: Option<crate::config::Config>) -> Fixture {
-    let (dir, conn) = temp_db("web-detect");
-    seed(&conn, crate::time::now_ms());
-    let reads = ReadPool::open(&dir.db(), 2).unwrap();
-    let (tx, writer_rx) = sync_channel(8);
-    let writer = WriterHandle::new(tx, Arc::new(AtomicUsize::new(0)));
-    let (ticks, ticks_rx) = watch::channel(Tick::default());
-    let metrics = PrometheusBuilder::new().build_recorder().handle();
-    let state = AppState::new(
-        reads,
-        writer,
-        ticks_rx,
-        metrics,
-        dir.db(),
-        super::Auth::open(),
-    );
-    let state = match config {
-        Some(c) => state.with_config(Arc::new(c)),
-        None => state,
-    };
+fn fixture_with(config: Option<Config>) -> Fixture {
+    let http = common::http::Fixture::build("web-detect", open_auth(), config, |conn| {
+        seed(conn, now_ms())
+    });
+    let conn = common::seed::open(&http.db());
+    let common::http::Fixture {
+        dir,
+        app,
+        ticks,
+        writer_rx,
+        ..
+    } = http;
     Fixture {
         _dir: dir,
-        app: router(state),
+        app,
         ticks,
         writer_rx: Some(writer_rx),
         conn,
@@ -141,16 +134,6 @@ impl Fixture {
             assert!(rx.try_recv().is_err(), "a command reached the writer");
         }
     }
-}
-
-async fn send(app: &Router, request: Request<Body>) -> (StatusCode, HeaderMap, String) {
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = axum::body::to_bytes(response.into_body(), 1 << 22)
-        .await
-        .unwrap();
-    (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
 async fn get(app: &Router, uri: &str) -> (StatusCode, String) {
@@ -422,7 +405,7 @@ async fn incident_actions_go_through_the_writer() {
             incident_id: 1,
             until_ms,
         } => {
-            let hours = (until_ms - crate::time::now_ms()) as f64 / 3_600_000.0;
+            let hours = (until_ms - now_ms()) as f64 / 3_600_000.0;
             assert!((23.9..=24.0).contains(&hours), "{hours}");
         }
         other => panic!("{other:?}"),
@@ -692,7 +675,7 @@ async fn device_and_host_pages_show_who_talked_to_whom() {
 
 #[tokio::test]
 async fn settings_page_shows_counters_storage_and_the_config_without_secrets() {
-    let mut config = crate::config::Config::default();
+    let mut config = Config::default();
     config.web.password_hash = "$argon2id$v=19$secret-hash".into();
     config.web.metrics_token = "token-123".into();
     config.notify.webhook_url = "http://192.0.2.7:8080/message?token=gotify-secret".into();
