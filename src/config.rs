@@ -313,7 +313,7 @@ impl Default for Enrich {
     }
 }
 
-/// Device identity (`[devices]`, `collect::devices`): the MAC behind each LAN address.
+/// Device identity (`[devices]`, `collect::identity`): the MAC behind each LAN address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Devices {

@@ -19,10 +19,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::collect::conntrack::ConntrackCollector;
-use crate::collect::devices::DeviceCollector;
-use crate::collect::dns::DnsCapture;
+use crate::collect::dns_packets::DnsCapture;
 use crate::collect::dns_tap::{DnsTap, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
+use crate::collect::identity::DeviceCollector;
 use crate::collect::nflog::NflogCollector;
 use crate::collect::offload::OffloadChecker;
 use crate::collect::system::SystemSampler;

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::collect::{ctnetlink, devices, dns, dnsmasq, nflog};
+use crate::collect::{ctnetlink, dns_packets, dnsmasq, identity, nflog};
 use crate::store::read::{DnsFilter, DnsQuery, FlowFilter, FlowQuery, HostFilter, HostQuery};
 
 /// A fixed "now" (2025-11-24T16:00:00Z, the lease tests' `NOW`) so a corpus file always
@@ -57,10 +57,10 @@ pub fn nflog(data: &[u8]) {
 /// An rtnetlink neighbour datagram, the way the device collector frames it, and the
 /// bytes as one bare `ndmsg` payload (so short inputs reach the parser directly).
 pub fn neighbour(data: &[u8]) {
-    let _ = devices::parse_neighbour(data);
+    let _ = identity::parse_neighbour(data);
     for msg in ctnetlink::NlMessages::new(data) {
         let Ok(msg) = msg else { break };
-        let _ = devices::parse_neighbour(msg.payload);
+        let _ = identity::parse_neighbour(msg.payload);
     }
 }
 
@@ -68,13 +68,13 @@ pub fn neighbour(data: &[u8]) {
 /// skips a file that is not; lossy decoding lets every input reach the parser.
 pub fn leases(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = devices::parse_leases(&text, NOW_S);
+    let _ = identity::parse_leases(&text, NOW_S);
 }
 
 /// An IP packet from the DNS NFQUEUE: parses, never loops, and every name it returns is
 /// bounded and printable ASCII (what the pages and the database rely on).
 pub fn dns_packet(data: &[u8]) {
-    let Ok(observations) = dns::parse_packet(data, 0) else {
+    let Ok(observations) = dns_packets::parse_packet(data, 0) else {
         return;
     };
     for o in observations {

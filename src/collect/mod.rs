@@ -3,10 +3,10 @@
 
 pub mod conntrack;
 pub mod ctnetlink;
-pub mod devices;
-pub mod dns;
+pub mod dns_packets;
 pub mod dns_tap;
 pub mod dnsmasq;
+pub mod identity;
 pub mod nflog;
 pub mod offload;
 pub mod system;

@@ -286,7 +286,7 @@ pub fn describe_all() {
         "Bytes written to persistent storage by snapshots (flash wear)."
     );
     describe_counter!("netmon_snapshot_failures_total", "Snapshots that failed.");
-    // Device identity (collect::devices, store::devices).
+    // Device identity (collect::identity, store::devices).
     describe_counter!(
         "netmon_device_sightings_total",
         "Address/MAC pairings sent to the writer, from the neighbour table and DHCP leases."

@@ -2324,7 +2324,7 @@ mod tests {
     }
 
     fn sighting(ip: &str, mac: u8, hostname: Option<&str>, at: i64) -> Event {
-        use crate::collect::devices::{Sighting, SightingSource};
+        use crate::collect::identity::{Sighting, SightingSource};
         Event::Identity(vec![Sighting {
             ip: ip.parse().unwrap(),
             mac: [0x3c, 0x22, 0xfb, 0, 0, mac],

@@ -1,4 +1,4 @@
-//! Device identity (issue 11): which MAC is behind each LAN address, and the name the
+//! Device identity: which MAC is behind each LAN address, and the name the
 //! device gave itself in DHCP.
 //!
 //! ```text
