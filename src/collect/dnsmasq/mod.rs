@@ -2019,18 +2019,18 @@ mod tests {
     const C2: &str = "10.77.0.11";
 
     // Real captures from the lab: see fixtures/dnsmasq/README.md.
-    const FILE_EXTRA: &str = include_str!("fixtures/dnsmasq/file-extra.log");
-    const FILE: &str = include_str!("fixtures/dnsmasq/file.log");
-    const RSYSLOG_EXTRA: &str = include_str!("fixtures/dnsmasq/rsyslog-extra.log");
-    const RSYSLOG: &str = include_str!("fixtures/dnsmasq/rsyslog.log");
-    const RFC3339_EXTRA: &str = include_str!("fixtures/dnsmasq/rfc3339-extra.log");
-    const RFC3339: &str = include_str!("fixtures/dnsmasq/rfc3339.log");
-    const LOGREAD_EXTRA: &str = include_str!("fixtures/dnsmasq/logread-extra.log");
-    const LOGREAD: &str = include_str!("fixtures/dnsmasq/logread.log");
-    const RAW_EXTRA: &str = include_str!("fixtures/dnsmasq/syslog-extra.raw");
-    const RAW: &str = include_str!("fixtures/dnsmasq/syslog.raw");
-    const HOSTS_DHCP_EXTRA: &str = include_str!("fixtures/dnsmasq/hosts-dhcp-extra.log");
-    const HOSTS_DHCP: &str = include_str!("fixtures/dnsmasq/hosts-dhcp.log");
+    const FILE_EXTRA: &str = include_str!("../fixtures/dnsmasq/file-extra.log");
+    const FILE: &str = include_str!("../fixtures/dnsmasq/file.log");
+    const RSYSLOG_EXTRA: &str = include_str!("../fixtures/dnsmasq/rsyslog-extra.log");
+    const RSYSLOG: &str = include_str!("../fixtures/dnsmasq/rsyslog.log");
+    const RFC3339_EXTRA: &str = include_str!("../fixtures/dnsmasq/rfc3339-extra.log");
+    const RFC3339: &str = include_str!("../fixtures/dnsmasq/rfc3339.log");
+    const LOGREAD_EXTRA: &str = include_str!("../fixtures/dnsmasq/logread-extra.log");
+    const LOGREAD: &str = include_str!("../fixtures/dnsmasq/logread.log");
+    const RAW_EXTRA: &str = include_str!("../fixtures/dnsmasq/syslog-extra.raw");
+    const RAW: &str = include_str!("../fixtures/dnsmasq/syslog.raw");
+    const HOSTS_DHCP_EXTRA: &str = include_str!("../fixtures/dnsmasq/hosts-dhcp-extra.log");
+    const HOSTS_DHCP: &str = include_str!("../fixtures/dnsmasq/hosts-dhcp.log");
 
     const STANDARD: [(&str, &str); 10] = [
         ("file-extra", FILE_EXTRA),
