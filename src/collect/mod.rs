@@ -10,6 +10,7 @@ pub mod identity;
 pub mod nflog;
 pub mod offload;
 pub mod system;
+pub mod tail;
 
 use std::io;
 use std::os::fd::AsRawFd;
