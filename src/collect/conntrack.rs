@@ -210,12 +210,12 @@ fn enable_sysctls(config: &Config) {
         ),
     ] {
         if config.enable_conntrack_sysctls
-            && let Err(e) = crate::sys::write_sysctl(name, "1")
+            && let Err(e) = crate::sysctl::write_sysctl(name, "1")
         {
             warn!("conntrack: cannot set {name}=1 ({e}): {lost}");
             continue;
         }
-        match crate::sys::read_sysctl(name) {
+        match crate::sysctl::read_sysctl(name) {
             Ok(v) if v == "1" => {
                 if config.enable_conntrack_sysctls {
                     info!("conntrack: {name}=1 (applies to connections created from now on)");
@@ -1254,12 +1254,12 @@ impl Tracker {
         }
     }
 
-    /// Gives back the table's buckets once a flood is over ([`crate::sys::shrink_map`]):
+    /// Gives back the table's buckets once a flood is over ([`crate::memory::shrink_map`]):
     /// a flood takes the table to twice `max_tracked_flows` (the ended flows of a burst
     /// wait here for the writer), ≈ 63 MiB of buckets at the default cap.
     fn shrink_if_sparse(&mut self) {
-        let flows = crate::sys::shrink_map(&mut self.flows);
-        crate::sys::shrink_set(&mut self.destroyed_in_dump);
+        let flows = crate::memory::shrink_map(&mut self.flows);
+        crate::memory::shrink_set(&mut self.destroyed_in_dump);
         if self.dirty.capacity() > 4 * self.dirty.len().max(1024) {
             self.dirty.shrink_to(self.dirty.len());
         }
@@ -1267,7 +1267,7 @@ impl Tracker {
             self.displaced.shrink_to_fit();
         }
         if flows {
-            crate::sys::release_free_heap();
+            crate::memory::release_free_heap();
         }
     }
 }
