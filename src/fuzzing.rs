@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::collect::{ctnetlink, dns_packets, dnsmasq, identity, nflog};
+use crate::collect::{ctnetlink, dns_packets, dnsmasq, identity, netlink, nflog};
 use crate::store::read::{DnsFilter, DnsQuery, FlowFilter, FlowQuery, HostFilter, HostQuery};
 
 /// A fixed "now" (2025-11-24T16:00:00Z, the lease tests' `NOW`) so a corpus file always
@@ -39,7 +39,7 @@ pub const TARGETS: &[Target] = &[
 /// A conntrack datagram (dump reply or event), as `collect::conntrack` reads it:
 /// split into netlink messages, decode each until the first one that cannot be framed.
 pub fn ctnetlink(data: &[u8]) {
-    for msg in ctnetlink::NlMessages::new(data) {
+    for msg in netlink::NlMessages::new(data) {
         let Ok(msg) = msg else { break };
         let _ = ctnetlink::decode(&msg);
     }
@@ -58,7 +58,7 @@ pub fn nflog(data: &[u8]) {
 /// bytes as one bare `ndmsg` payload (so short inputs reach the parser directly).
 pub fn neighbour(data: &[u8]) {
     let _ = identity::parse_neighbour(data);
-    for msg in ctnetlink::NlMessages::new(data) {
+    for msg in netlink::NlMessages::new(data) {
         let Ok(msg) = msg else { break };
         let _ = identity::parse_neighbour(msg.payload);
     }

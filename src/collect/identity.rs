@@ -53,7 +53,7 @@ use neli::socket::NlSocket;
 use neli::utils::Groups;
 
 use crate::collect::RecvFailure;
-use crate::collect::ctnetlink::{Attrs, NlMessages};
+use crate::collect::netlink::{Attrs, NLM_F_REQUEST, NLMSG_HDRLEN, NlMessages, ne_u16};
 use crate::config::Config;
 use crate::event::Event;
 use crate::store::writer::WriterHandle;
@@ -84,7 +84,6 @@ const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NDMSG_LEN: usize = 12;
 const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
-const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_DUMP: u16 = 0x300;
 
 /// Where an address ↔ MAC pairing was learnt.
@@ -264,7 +263,7 @@ fn odhcpd_line(rest: &str, now_s: i64) -> Option<Option<Lease>> {
 /// One neighbour message: (address, MAC) when the entry holds a usable MAC.
 pub fn parse_neighbour(payload: &[u8]) -> Option<(IpAddr, [u8; 6])> {
     let hdr = payload.get(..NDMSG_LEN)?;
-    let state = u16::from_ne_bytes([hdr[8], hdr[9]]);
+    let state = ne_u16(&hdr[8..10]);
     if state & NUD_USABLE == 0 {
         return None;
     }
@@ -290,7 +289,7 @@ pub fn parse_neighbour(payload: &[u8]) -> Option<(IpAddr, [u8; 6])> {
 
 /// `RTM_GETNEIGH` dump request for every family.
 fn dump_request(seq: u32) -> Vec<u8> {
-    let len = 16 + NDMSG_LEN;
+    let len = NLMSG_HDRLEN + NDMSG_LEN;
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
     m.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());

@@ -7,6 +7,7 @@ pub mod dns_packets;
 pub mod dns_tap;
 pub mod dnsmasq;
 pub mod identity;
+pub mod netlink;
 pub mod nflog;
 pub mod offload;
 pub mod system;

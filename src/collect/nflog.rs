@@ -43,6 +43,10 @@ use neli::socket::NlSocket;
 use neli::utils::Groups;
 
 use crate::collect::RecvFailure;
+use crate::collect::netlink::{
+    Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
+    NlMessages, be32, ne_i32,
+};
 use crate::config::Config;
 use crate::event::{DropCount, Event};
 use crate::firewall::{PREFIX_PASSED, PREFIX_SEEN};
@@ -60,11 +64,6 @@ const NFULA_TIMESTAMP: u16 = 3;
 const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_PREFIX: u16 = 10;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_MIN_TYPE: u16 = 16;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// Bytes of each packet the kernel copies: an IPv6 header (40) and the ports.
 pub const COPY_RANGE: u32 = 64;
@@ -124,52 +123,34 @@ impl NflogError {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
+impl From<FrameError> for NflogError {
+    fn from(_: FrameError) -> NflogError {
+        NflogError::Truncated
+    }
+}
+
+/// A big-endian field of the logged packet's own headers at byte `at`.
+fn be16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn ne16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn ne32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Splits a datagram into netlink messages: (type, body after the 16-byte header).
 pub fn messages(datagram: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), NflogError>> {
-    let mut rest = datagram;
-    std::iter::from_fn(move || {
-        if rest.len() < 16 {
-            return None;
-        }
-        let len = ne32(rest, 0)? as usize;
-        if len < 16 || len > rest.len() {
-            rest = &[];
-            return Some(Err(NflogError::Truncated));
-        }
-        let kind = ne16(rest, 4)?;
-        let body = &rest[16..len];
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some(Ok((kind, body)))
-    })
+    NlMessages::new(datagram).map(|m| m.map(|m| (m.ty, m.payload)).map_err(NflogError::from))
 }
 
 /// Parses one `NFULNL_MSG_PACKET` body (after the netlink header).
 pub fn parse_packet(body: &[u8]) -> Result<LoggedPacket, NflogError> {
-    let mut attrs = body.get(4..).ok_or(NflogError::Truncated)?; // nfgenmsg
+    let attrs = body.get(NFGENMSG_LEN..).ok_or(NflogError::Truncated)?;
     let (mut prefix, mut ifindex, mut ts_ms, mut payload) = (None, None, None, None);
-    while attrs.len() >= 4 {
-        let len = ne16(attrs, 0).ok_or(NflogError::Truncated)? as usize;
-        let kind = ne16(attrs, 2).ok_or(NflogError::Truncated)? & NLA_TYPE_MASK;
-        let value = attrs.get(4..len).ok_or(NflogError::Truncated)?;
+    for attr in Attrs::new(attrs) {
+        let (kind, value) = attr?;
         match kind {
             NFULA_PREFIX => {
                 let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
                 prefix = Some(&value[..end]);
             }
-            NFULA_IFINDEX_INDEV => ifindex = be32(value, 0),
+            NFULA_IFINDEX_INDEV => ifindex = be32(value, "NFULA_IFINDEX_INDEV").ok(),
             // struct nfulnl_msg_packet_timestamp { __aligned_be64 sec, usec; }
             NFULA_TIMESTAMP => {
                 if let (Some(s), Some(us)) = (value.get(..8), value.get(8..16)) {
@@ -181,7 +162,6 @@ pub fn parse_packet(body: &[u8]) -> Result<LoggedPacket, NflogError> {
             NFULA_PAYLOAD => payload = Some(value),
             _ => {}
         }
-        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     let stage = match prefix {
         Some(p) if p == PREFIX_SEEN.as_bytes() => Stage::Seen,
@@ -202,8 +182,8 @@ pub fn parse_packet(body: &[u8]) -> Result<LoggedPacket, NflogError> {
         src,
         dst,
         proto,
-        src_port: be16(l4, 0).ok_or(NflogError::Payload)?,
-        dst_port: be16(l4, 2).ok_or(NflogError::Payload)?,
+        src_port: be16_at(l4, 0).ok_or(NflogError::Payload)?,
+        dst_port: be16_at(l4, 2).ok_or(NflogError::Payload)?,
     })
 }
 
@@ -217,7 +197,7 @@ fn ip_header(p: &[u8]) -> Option<(IpAddr, IpAddr, u8, &[u8])> {
             let src: [u8; 4] = p.get(12..16)?.try_into().ok()?;
             let dst: [u8; 4] = p.get(16..20)?.try_into().ok()?;
             // A non-first fragment has no ports.
-            if be16(p, 6)? & 0x1fff != 0 || ihl < 20 {
+            if be16_at(p, 6)? & 0x1fff != 0 || ihl < 20 {
                 return None;
             }
             Some((
@@ -372,7 +352,7 @@ fn configure(sock: &NlSocket, request: &[u8], what: &str) -> anyhow::Result<()> 
         for msg in messages(&buf[..n.min(buf.len())]) {
             let Ok((kind, body)) = msg else { continue };
             if kind == NLMSG_ERROR {
-                let errno = ne32(body, 0).map(|e| e as i32).unwrap_or(0);
+                let errno = body.get(..4).map(ne_i32).unwrap_or(0);
                 if errno == 0 {
                     return Ok(());
                 }
