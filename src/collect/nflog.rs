@@ -1,4 +1,4 @@
-//! Firewall drops (issue 11): connection attempts from the WAN that the router refuses,
+//! Firewall drops: connection attempts from the WAN that the router refuses,
 //! read from nfnetlink_log (NFLOG).
 //!
 //! netmon does not know the router's firewall (fw4, a hand-written ruleset, iptables)

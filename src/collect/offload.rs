@@ -1,4 +1,4 @@
-//! Flow offloading detection (issue 11): OpenWrt's software/hardware flow offloading
+//! Flow offloading detection: OpenWrt's software/hardware flow offloading
 //! moves established connections into an nftables *flowtable*, and from then on their
 //! packets bypass the forward path — conntrack's byte counters stop growing unless the
 //! flowtable was declared with `counter` (`NFT_FLOWTABLE_COUNTER`, kernel ≥ 5.7), so
