@@ -52,7 +52,6 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::collect::RecvFailure;
 use crate::collect::netlink::{Attrs, NLM_F_REQUEST, NLMSG_HDRLEN, NlMessages, ne_u16};
 use crate::config::Config;
 use crate::event::Event;
@@ -572,18 +571,12 @@ fn receive(sock: &NlSocket, buf: &mut [u8], co: &mut Coalescer) {
                 }
             }
         }
-        Err(e) => match crate::collect::recv_failure(&e) {
-            RecvFailure::Quiet => {}
-            // Lost events: the next dump brings them back.
-            RecvFailure::Overrun => {
-                metrics::counter!("netmon_neighbour_messages_total", "result" => "overrun")
-                    .increment(1);
-            }
-            RecvFailure::Other => {
-                log::warn!("devices: reading neighbour events: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        },
+        // Lost events (an overrun): the next dump brings them back.
+        Err(e) => crate::collect::on_recv_error(
+            &e,
+            "netmon_neighbour_messages_total",
+            "devices: reading neighbour events",
+        ),
     }
 }
 

@@ -70,6 +70,22 @@ pub fn recv_failure(e: &io::Error) -> RecvFailure {
     }
 }
 
+/// What a netlink collector's loop does when `recv` failed: nothing for a timeout, count
+/// an overrun as `result="overrun"` in `counter`, log anything else (prefixed by `what`)
+/// and back off briefly so a persistent error does not spin.
+pub fn on_recv_error(e: &io::Error, counter: &'static str, what: &str) {
+    match recv_failure(e) {
+        RecvFailure::Quiet => {}
+        RecvFailure::Overrun => {
+            metrics::counter!(counter, "result" => "overrun").increment(1);
+        }
+        RecvFailure::Other => {
+            log::warn!("{what}: {e}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
 /// Watches the directory of `path` (so creation, rename and truncation are seen too)
 /// and wakes `wake` for events about files whose name starts with `path`'s (the file
 /// and its rotated copies). `None` when inotify or the directory is not there: the

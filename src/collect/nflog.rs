@@ -42,7 +42,6 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::collect::RecvFailure;
 use crate::collect::netlink::{
     Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
     NlMessages, be32, ne_i32,
@@ -452,17 +451,9 @@ fn run(sock: NlSocket, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     }
                 }
             }
-            Err(e) => match crate::collect::recv_failure(&e) {
-                RecvFailure::Quiet => {}
-                RecvFailure::Overrun => {
-                    metrics::counter!("netmon_nflog_messages_total", "result" => "overrun")
-                        .increment(1);
-                }
-                RecvFailure::Other => {
-                    log::warn!("nflog: reading: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            },
+            Err(e) => {
+                crate::collect::on_recv_error(&e, "netmon_nflog_messages_total", "nflog: reading")
+            }
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = std::time::Instant::now();
