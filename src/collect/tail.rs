@@ -17,12 +17,12 @@ pub const MAX_LINE_BYTES: usize = 4096;
 /// The read offset is written to disk at most this often (and at shutdown).
 const STATE_SAVE_INTERVAL: Duration = Duration::from_secs(5);
 /// After a rename rotation, the old file is read until it has not grown for this long:
-/// A daemon writes to it until it reopens its log (dnsmasq: on SIGUSR2, sent by
+/// a daemon writes to it until it reopens its log (dnsmasq: on SIGUSR2, sent by
 /// logrotate's postrotate).
 const ROTATED_GRACE: Duration = Duration::from_secs(30);
 const READ_CHUNK: usize = 64 << 10;
-/// Bytes read in one pass before the writer gets what they gave and the shutdown flag
-/// is looked at (a large backlog after a restart is read in slices).
+/// Bytes read in one pass before the caller gets to act on what they gave (and look at
+/// its shutdown flag) (a large backlog after a restart is read in slices).
 const MAX_PASS_BYTES: u64 = 4 << 20;
 
 /// Where reading stopped, kept in a small JSON file next to the database (the dnsmasq
@@ -92,7 +92,7 @@ pub struct FollowStats {
 pub struct Follower {
     /// Names the file in log messages ("dnsmasq log").
     label: &'static str,
-    /// Said after "cannot open": how to make the writer produce the file.
+    /// Said after "cannot open": how to make the program that writes the file produce it.
     missing_hint: String,
     path: PathBuf,
     state_path: Option<PathBuf>,
@@ -206,7 +206,7 @@ impl Follower {
                     self.rotated = Some(older);
                     self.drop_rotated();
                 }
-                // Its lines come before the new file's; dnsmasq may add a few more
+                // Its lines come before the new file's; the daemon may add a few more
                 // until it reopens (SIGUSR2), read on the next passes.
                 if let Some(mut old) = self.current.take() {
                     // Its grace period starts now, whenever it last grew.
@@ -242,7 +242,7 @@ impl Follower {
                 }
                 _ => {}
             },
-            // Renamed away or deleted: dnsmasq may still write to the open file, which is
+            // Renamed away or deleted: the daemon may still write to the open file, which is
             // read on; a new file at the path is followed from its start (the branch
             // above) as soon as it appears.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
