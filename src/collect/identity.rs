@@ -52,7 +52,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::collect::netlink::{Attrs, NLM_F_REQUEST, NLMSG_HDRLEN, NlMessages, ne_u16};
+use crate::collect::netlink::{self, Attrs, NLM_F_REQUEST, NlMessages, ne_u16};
 use crate::config::Config;
 use crate::event::Event;
 use crate::store::writer::WriterHandle;
@@ -288,15 +288,12 @@ pub fn parse_neighbour(payload: &[u8]) -> Option<(IpAddr, [u8; 6])> {
 
 /// `RTM_GETNEIGH` dump request for every family.
 fn dump_request(seq: u32) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + NDMSG_LEN;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[0; NDMSG_LEN]);
-    m
+    netlink::request(
+        RTM_GETNEIGH,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        &[0; NDMSG_LEN],
+    )
 }
 
 /// What was last sent per address, so only changes (and a slow refresh) reach the writer.

@@ -157,6 +157,33 @@ impl<'a> Iterator for Attrs<'a> {
 }
 
 // ---------------------------------------------------------------------------------------
+// Building requests
+// ---------------------------------------------------------------------------------------
+
+/// A request to send: `struct nlmsghdr` (host order; pid 0, the kernel fills in the
+/// sender) followed by `body`, which the caller lays out (and pads) itself.
+pub fn request(ty: u16, flags: u16, seq: u32, body: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + body.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&ty.to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// Appends one attribute (`struct nlattr`, host order) and its padding to `buf`.
+pub fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
+    let len = NLA_HDRLEN + value.len();
+    buf.extend_from_slice(&(len as u16).to_ne_bytes());
+    buf.extend_from_slice(&ty.to_ne_bytes());
+    buf.extend_from_slice(value);
+    buf.resize(buf.len() + (align4(len) - len), 0);
+}
+
+// ---------------------------------------------------------------------------------------
 // Fixed-size reads
 // ---------------------------------------------------------------------------------------
 
@@ -310,6 +337,21 @@ mod tests {
             Attrs::new(&[1, 0]).next(),
             Some(Err(FrameError::Truncated("attribute header")))
         );
+    }
+
+    #[test]
+    fn a_built_request_reads_back() {
+        let mut body = vec![0, 0, 0x14, 0xea];
+        put_attr(&mut body, 2, &[0, 0, 0, 64, 2]);
+        assert_eq!(body.len(), 4 + 4 + 8, "the 5-byte value is padded to 8");
+        let m = request(0x0401, NLM_F_REQUEST | NLM_F_ACK, 7, &body);
+        let msgs: Vec<NlMsg<'_>> = NlMessages::new(&m).map(Result::unwrap).collect();
+        assert_eq!(msgs.len(), 1);
+        assert_eq!((msgs[0].ty, msgs[0].flags, msgs[0].seq), (0x0401, 5, 7));
+        let attrs: Vec<(u16, &[u8])> = Attrs::new(&msgs[0].payload[NFGENMSG_LEN..])
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(attrs, [(2, &[0u8, 0, 0, 64, 2][..])]);
     }
 
     #[test]

@@ -43,8 +43,8 @@ use neli::socket::NlSocket;
 use neli::utils::Groups;
 
 use crate::collect::netlink::{
-    Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
-    NlMessages, be32, ne_i32,
+    self, Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
+    NlMessages, be32, ne_i32, put_attr,
 };
 use crate::config::Config;
 use crate::event::{DropCount, Event};
@@ -321,22 +321,16 @@ fn ifname(index: u32) -> String {
 
 /// A config request for log group `group`: `attr` is one NFULA_CFG_* attribute.
 fn config_request(group: u16, seq: u32, attr_type: u16, value: &[u8]) -> Vec<u8> {
-    let attr_len = 4 + value.len();
-    let len = 16 + 4 + attr_len.next_multiple_of(4);
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
     // nfgenmsg: family AF_UNSPEC, version 0, res_id = group (big endian)
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&group.to_be_bytes());
-    m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    m.extend_from_slice(&attr_type.to_ne_bytes());
-    m.extend_from_slice(value);
-    m.resize(len, 0);
-    m
+    let mut body = vec![0, 0];
+    body.extend_from_slice(&group.to_be_bytes());
+    put_attr(&mut body, attr_type, value);
+    netlink::request(
+        (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        &body,
+    )
 }
 
 /// Sends a config request and waits for its ack (an `NLMSG_ERROR` with error 0).
