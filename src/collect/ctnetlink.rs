@@ -202,14 +202,10 @@ pub fn dump_request(seq: u32) -> Result<Vec<u8>, neli::err::SerError> {
 /// (`netmon_conntrack_parse_errors_total`) and goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("truncated {0}")]
-    Truncated(&'static str),
-    #[error("{what} is {len} bytes, expected {expected}")]
-    Length {
-        what: &'static str,
-        len: usize,
-        expected: usize,
-    },
+    /// The message or one of its attributes could not be framed, or a value has the
+    /// wrong size.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
     #[error("missing {0}")]
     Missing(&'static str),
     #[error("unexpected address family {0}")]
@@ -218,23 +214,6 @@ pub enum ParseError {
     Inconsistent(&'static str),
     #[error("message type {0:#06x} is not a conntrack entry")]
     NotConntrack(u16),
-}
-
-impl From<FrameError> for ParseError {
-    fn from(e: FrameError) -> ParseError {
-        match e {
-            FrameError::Truncated(what) => ParseError::Truncated(what),
-            FrameError::Length {
-                what,
-                len,
-                expected,
-            } => ParseError::Length {
-                what,
-                len,
-                expected,
-            },
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -309,7 +288,9 @@ pub fn decode(msg: &NlMsg<'_>) -> Result<Decoded, ParseError> {
         NLMSG_DONE => Ok(Decoded::Done),
         NLMSG_ERROR => {
             // struct nlmsgerr { int error; struct nlmsghdr msg; ... }
-            let code = msg.error_code().ok_or(ParseError::Truncated("nlmsgerr"))?;
+            let code = msg
+                .error_code()
+                .ok_or(ParseError::Frame(FrameError::Truncated("nlmsgerr")))?;
             Ok(if code == 0 {
                 Decoded::Ack
             } else {
@@ -337,7 +318,7 @@ pub fn parse_conntrack(msg: &NlMsg<'_>) -> Result<CtEntry, ParseError> {
         _ => return Err(ParseError::NotConntrack(msg.ty)),
     };
     let Some(nfgen) = msg.payload.get(..NFGENMSG_LEN) else {
-        return Err(ParseError::Truncated("nfgenmsg"));
+        return Err(ParseError::Frame(FrameError::Truncated("nfgenmsg")));
     };
     let family = match nfgen[0] {
         AF_INET => 4,
@@ -983,7 +964,9 @@ pub(crate) mod tests {
 
     fn parse_one(bytes: &[u8]) -> Result<CtEntry, ParseError> {
         let mut it = NlMessages::new(bytes);
-        let m = it.next().ok_or(ParseError::Truncated("nothing"))??;
+        let m = it
+            .next()
+            .ok_or(ParseError::Frame(FrameError::Truncated("nothing")))??;
         match decode(&m)? {
             Decoded::Entry(e) => Ok(e),
             other => panic!("not an entry: {other:?}"),
@@ -1077,11 +1060,11 @@ pub(crate) mod tests {
                         ],
                     ),
                 ),
-                ParseError::Length {
+                ParseError::Frame(FrameError::Length {
                     what: "CTA_PROTO_SRC_PORT",
                     len: 3,
                     expected: 2,
-                },
+                }),
             ),
             (
                 "IPv6 address in an IPv4 entry",
@@ -1114,11 +1097,11 @@ pub(crate) mod tests {
             (
                 "5-byte counter",
                 with(5, nest(9, &[attr(1, &[0; 5]), attr(2, &[0; 8])])),
-                ParseError::Length {
+                ParseError::Frame(FrameError::Length {
                     what: "CTA_COUNTERS_PACKETS",
                     len: 5,
                     expected: 8,
-                },
+                }),
             ),
             (
                 "counters without bytes",
@@ -1128,16 +1111,16 @@ pub(crate) mod tests {
             (
                 "nla_len 2",
                 with(7, vec![2, 0, 12, 0, 0, 0, 0, 0]),
-                ParseError::Length {
+                ParseError::Frame(FrameError::Length {
                     what: "nla_len",
                     len: 2,
                     expected: 4,
-                },
+                }),
             ),
             (
                 "nla_len past the end",
                 with(10, vec![200, 0, 99, 0]),
-                ParseError::Truncated("attribute"),
+                ParseError::Frame(FrameError::Truncated("attribute")),
             ),
             (
                 "AF_BRIDGE",
@@ -1154,22 +1137,27 @@ pub(crate) mod tests {
         short_len[0..4].copy_from_slice(&8u32.to_ne_bytes());
         assert!(matches!(
             parse_one(&short_len),
-            Err(ParseError::Length {
+            Err(ParseError::Frame(FrameError::Length {
                 what: "nlmsg_len",
                 ..
-            })
+            }))
         ));
         assert_eq!(
             parse_one(&msg[..10]),
-            Err(ParseError::Truncated("netlink message header"))
+            Err(ParseError::Frame(FrameError::Truncated(
+                "netlink message header"
+            )))
         );
         assert_eq!(
             parse_one(&msg[..40]),
-            Err(ParseError::Truncated("netlink message"))
+            Err(ParseError::Frame(FrameError::Truncated("netlink message")))
         );
         let mut no_nfgen = msg[..NLMSG_HDRLEN + 2].to_vec();
         no_nfgen[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32 + 2).to_ne_bytes());
-        assert_eq!(parse_one(&no_nfgen), Err(ParseError::Truncated("nfgenmsg")));
+        assert_eq!(
+            parse_one(&no_nfgen),
+            Err(ParseError::Frame(FrameError::Truncated("nfgenmsg")))
+        );
     }
 
     /// Every real message cut at every length, with `nlmsg_len` left alone (framing must
