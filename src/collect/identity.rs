@@ -354,7 +354,7 @@ struct LeaseFile {
     /// Whether the file was there at the last check: a disappearance is logged and
     /// counted once, and its return logged.
     present: bool,
-    watch: crate::collect::FileWatch,
+    watch: crate::collect::file_watch::FileWatch,
 }
 
 impl LeaseFile {
@@ -436,7 +436,11 @@ impl DeviceCollector {
                 NlSocket::new(NlFamily::Route).context("devices: opening a netlink socket")?;
             sock.bind(None, Groups::new_groups(&[RTNLGRP_NEIGH]))
                 .context("devices: joining the neighbour event group")?;
-            crate::collect::set_receive_timeout(&sock, Duration::from_millis(500), "devices");
+            crate::collect::netlink::set_receive_timeout(
+                &sock,
+                Duration::from_millis(500),
+                "devices",
+            );
             Some(sock)
         } else {
             None
@@ -450,7 +454,7 @@ impl DeviceCollector {
                 path: path.clone(),
                 stamp: None,
                 present: false,
-                watch: crate::collect::FileWatch::new(path, wake_tx.clone(), "devices"),
+                watch: crate::collect::file_watch::FileWatch::new(path, wake_tx.clone(), "devices"),
             })
             .collect();
         let thread = std::thread::Builder::new()
@@ -569,7 +573,7 @@ fn receive(sock: &NlSocket, buf: &mut [u8], co: &mut Coalescer) {
             }
         }
         // Lost events (an overrun): the next dump brings them back.
-        Err(e) => crate::collect::on_recv_error(
+        Err(e) => crate::collect::netlink::on_recv_error(
             &e,
             "netmon_neighbour_messages_total",
             "devices: reading neighbour events",

@@ -1,4 +1,4 @@
-//! Netlink framing shared by the kernel collectors (conntrack in [`super::ctnetlink`],
+//! Netlink framing and socket handling shared by the kernel collectors (conntrack in [`super::ctnetlink`],
 //! NFLOG in [`super::nflog`], the neighbour table in [`super::identity`]): the messages
 //! of a datagram, the attributes of one level, and fixed-size reads of their values.
 //!
@@ -11,6 +11,12 @@
 //! values netfilter puts in attributes are big-endian (`be*`, the kernel's
 //! `nla_put_be16/32/64`), whether or not the sender set `NLA_F_NET_BYTEORDER`. Routers
 //! are often big-endian (mips) or 32-bit, so the tests below say which order they check.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use neli::socket::NlSocket;
 
 /// Netlink control message types (`linux/netlink.h`).
 pub const NLMSG_NOOP: u16 = 1;
@@ -181,6 +187,75 @@ pub fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
     buf.extend_from_slice(&ty.to_ne_bytes());
     buf.extend_from_slice(value);
     buf.resize(buf.len() + (align4(len) - len), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sockets
+// ---------------------------------------------------------------------------------------
+
+/// `SO_RCVTIMEO` on a netlink socket, so its thread notices shutdown within `t` when
+/// nothing arrives. `who` names the collector in the warning.
+pub fn set_receive_timeout(sock: &NlSocket, t: Duration, who: &str) {
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: the fd is our socket; the value is a timeval of the given size.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        log::warn!(
+            "{who}: cannot set a receive timeout: {}",
+            io::Error::last_os_error()
+        );
+    }
+}
+
+/// What a failed netlink `recv` means to a collector's loop.
+pub enum RecvFailure {
+    /// The receive timeout, or a signal: nothing arrived; go on.
+    Quiet,
+    /// `ENOBUFS`: the kernel dropped messages for this socket (count it; a dump or
+    /// the next events bring the state back).
+    Overrun,
+    /// Anything else: log it and back off briefly.
+    Other,
+}
+
+pub fn recv_failure(e: &io::Error) -> RecvFailure {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    ) {
+        RecvFailure::Quiet
+    } else if e.raw_os_error() == Some(libc::ENOBUFS) {
+        RecvFailure::Overrun
+    } else {
+        RecvFailure::Other
+    }
+}
+
+/// What a netlink collector's loop does when `recv` failed: nothing for a timeout, count
+/// an overrun as `result="overrun"` in `counter`, log anything else (prefixed by `what`)
+/// and back off briefly so a persistent error does not spin.
+pub fn on_recv_error(e: &io::Error, counter: &'static str, what: &str) {
+    match recv_failure(e) {
+        RecvFailure::Quiet => {}
+        RecvFailure::Overrun => {
+            metrics::counter!(counter, "result" => "overrun").increment(1);
+        }
+        RecvFailure::Other => {
+            log::warn!("{what}: {e}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

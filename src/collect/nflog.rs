@@ -390,7 +390,7 @@ impl NflogCollector {
             &config_request(group, 2, NFULA_CFG_MODE, &mode),
             "setting the NFLOG copy mode",
         )?;
-        crate::collect::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
+        crate::collect::netlink::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
         metrics::describe_counter!(
             "netmon_nflog_messages_total",
             "NFLOG messages read, by result (seen, passed or the parse error)"
@@ -445,9 +445,11 @@ fn run(sock: NlSocket, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     }
                 }
             }
-            Err(e) => {
-                crate::collect::on_recv_error(&e, "netmon_nflog_messages_total", "nflog: reading")
-            }
+            Err(e) => crate::collect::netlink::on_recv_error(
+                &e,
+                "netmon_nflog_messages_total",
+                "nflog: reading",
+            ),
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = std::time::Instant::now();

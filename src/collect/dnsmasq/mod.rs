@@ -247,8 +247,11 @@ impl DnsmasqLogCollector {
 fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
     let metrics = Metrics::new();
     let (wake_tx, wake_rx) = sync_channel::<()>(1);
-    let mut watch =
-        crate::collect::FileWatch::new(source.follower.path(), wake_tx.clone(), "dnsmasq log");
+    let mut watch = crate::collect::file_watch::FileWatch::new(
+        source.follower.path(),
+        wake_tx.clone(),
+        "dnsmasq log",
+    );
     info!(
         "dnsmasq log: reading {} ({})",
         source.follower.path().display(),
