@@ -40,8 +40,8 @@ fn env_or(name: &str, default: usize) -> usize {
 fn rss_bytes() -> (u64, u64) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     (
-        netmon::sys::self_status_bytes(&status, "RssAnon:"),
-        netmon::sys::self_status_bytes(&status, "RssFile:"),
+        netmon::memory::self_status_bytes(&status, "RssAnon:"),
+        netmon::memory::self_status_bytes(&status, "RssFile:"),
     )
 }
 

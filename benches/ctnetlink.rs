@@ -10,7 +10,8 @@ use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use neli::FromBytesWithInput as _;
-use netmon::collect::ctnetlink::{Decoded, Nfgenmsg, NlMessages, decode};
+use netmon::collect::ctnetlink::{Decoded, Nfgenmsg, decode};
+use netmon::collect::netlink::NlMessages;
 
 const EVENTS: &str = include_str!("../src/collect/fixtures/events.hex");
 const DUMP: &str = include_str!("../src/collect/fixtures/dump.hex");

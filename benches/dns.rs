@@ -18,7 +18,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use netmon::collect::dns::parse_packet;
+use netmon::collect::dns_packets::parse_packet;
 use netmon::config::Config;
 use netmon::event::Event;
 use netmon::flow::Network;

@@ -157,7 +157,7 @@ fn main() {
     let size = std::fs::metadata(dir.join("bench.db"))
         .map(|m| m.len())
         .unwrap_or(0);
-    let (_, peak) = netmon::sys::rss_bytes();
+    let (_, peak) = netmon::memory::rss_bytes();
     println!(
         "ingest: {flows} flows, {changes} changes in {elapsed:.2} s = {:.0} changes/s, {:.0} flows/s (new+update+end); \
          db {:.1} MB ({:.0} B/flow); peak RSS {:.1} MB",

@@ -313,7 +313,7 @@ impl Default for Enrich {
     }
 }
 
-/// Device identity (`[devices]`, `collect::devices`): the MAC behind each LAN address.
+/// Device identity (`[devices]`, `collect::identity`): the MAC behind each LAN address.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Devices {
@@ -1209,7 +1209,7 @@ impl Config {
 
     /// The LAN subnets in force: configured ones, else the networks of the LAN
     /// interfaces' addresses.
-    pub fn effective_lan_subnets(&self, interfaces: &[crate::sys::InterfaceAddr]) -> Vec<IpNet> {
+    pub fn effective_lan_subnets(&self, interfaces: &[crate::netif::InterfaceAddr]) -> Vec<IpNet> {
         if !self.lan_subnets.is_empty() {
             return self.lan_subnets.iter().map(IpNet::trunc).collect();
         }
@@ -1226,7 +1226,7 @@ impl Config {
 
     /// The web listen addresses in force: configured ones, else each LAN interface
     /// address on `port` (link-local IPv6 skipped: it needs a scope id).
-    pub fn effective_listen(&self, interfaces: &[crate::sys::InterfaceAddr]) -> Vec<SocketAddr> {
+    pub fn effective_listen(&self, interfaces: &[crate::netif::InterfaceAddr]) -> Vec<SocketAddr> {
         if !self.listen.is_empty() {
             return self.listen.clone();
         }

@@ -19,10 +19,10 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::collect::conntrack::ConntrackCollector;
-use crate::collect::devices::DeviceCollector;
-use crate::collect::dns::DnsCapture;
+use crate::collect::dns_packets::DnsCapture;
 use crate::collect::dns_tap::{DnsTap, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
+use crate::collect::identity::DeviceCollector;
 use crate::collect::nflog::NflogCollector;
 use crate::collect::offload::OffloadChecker;
 use crate::collect::system::SystemSampler;
@@ -31,10 +31,10 @@ use crate::enrich::Enricher;
 use crate::export::ipfix::IpfixExporter;
 use crate::firewall::NftTable;
 use crate::flow::Network;
+use crate::netif;
 use crate::privs;
 use crate::store::pool::ReadPool;
 use crate::store::writer::WriterThread;
-use crate::sys;
 use crate::web;
 
 /// How often interface addresses are re-read (DHCP on the WAN changes the router's
@@ -59,7 +59,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o027) };
     let metrics = crate::export::prometheus::install(&config)?;
-    let addrs = sys::interface_addrs().context("reading interface addresses")?;
+    let addrs = netif::interface_addrs().context("reading interface addresses")?;
     let network = network_from(&config, &addrs);
     if network.lan_subnets.is_empty() {
         log::warn!(
@@ -305,7 +305,7 @@ async fn wait_for_signal(config_path: &std::path::Path) -> &'static str {
 
 /// The router's network from its interface addresses: LAN subnets and the router's own
 /// addresses.
-fn network_from(config: &Config, addrs: &[sys::InterfaceAddr]) -> Network {
+fn network_from(config: &Config, addrs: &[netif::InterfaceAddr]) -> Network {
     let lan = config.effective_lan_subnets(addrs);
     let router = addrs.iter().map(|a| a.net.addr()).collect();
     Network::new(lan, router)
@@ -316,7 +316,7 @@ async fn refresh_network(config: Config, network: Arc<RwLock<Network>>) {
     interval.tick().await;
     loop {
         interval.tick().await;
-        match sys::interface_addrs() {
+        match netif::interface_addrs() {
             Ok(addrs) => {
                 let now = network_from(&config, &addrs);
                 let mut current = network.write().unwrap_or_else(|p| p.into_inner());
@@ -328,6 +328,30 @@ async fn refresh_network(config: Config, network: Arc<RwLock<Network>>) {
                 }
             }
             Err(e) => log::warn!("re-reading interface addresses: {e:#}"),
+        }
+    }
+}
+
+/// Marks every open file descriptor from `first` on close-on-exec, so an `exec` of
+/// this process starts with none of them. Some libraries open sockets without
+/// `SOCK_CLOEXEC` (the NFQUEUE one): carried into a SIGHUP reload's new process, the
+/// old socket would keep the queue bound, and the new one's bind is refused (`EPERM`,
+/// `nfqnl_recv_config`: the queue belongs to another netlink port).
+pub fn set_cloexec_from(first: i32) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd >= first)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_GETFD/F_SETFD on a descriptor number; a closed one just fails.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
         }
     }
 }

@@ -25,9 +25,9 @@ pub enum Event {
     /// Refused WAN connection attempts per minute (`collect::nflog`), added to
     /// `drop_minutes`.
     Drops(Vec<DropCount>),
-    /// LAN addresses seen with their MAC (`collect::devices`: neighbour table, DHCP
+    /// LAN addresses seen with their MAC (`collect::identity`: neighbour table, DHCP
     /// leases); the writer keys devices by MAC (`store::devices`).
-    Identity(Vec<crate::collect::devices::Sighting>),
+    Identity(Vec<crate::collect::identity::Sighting>),
     /// A user action from the web UI; the writer answers on `reply` after commit.
     Command(Command, oneshot::Sender<Result<CommandReply, String>>),
 }

@@ -13,7 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::collect::{ctnetlink, devices, dns, dnsmasq, nflog};
+use crate::collect::{ctnetlink, dns_packets, dnsmasq, identity, netlink, nflog};
 use crate::store::dns::read::DnsFilter;
 use crate::store::flows::read::FlowFilter;
 use crate::store::hosts::read::HostFilter;
@@ -42,7 +42,7 @@ pub const TARGETS: &[Target] = &[
 /// A conntrack datagram (dump reply or event), as `collect::conntrack` reads it:
 /// split into netlink messages, decode each until the first one that cannot be framed.
 pub fn ctnetlink(data: &[u8]) {
-    for msg in ctnetlink::NlMessages::new(data) {
+    for msg in netlink::NlMessages::new(data) {
         let Ok(msg) = msg else { break };
         let _ = ctnetlink::decode(&msg);
     }
@@ -60,10 +60,10 @@ pub fn nflog(data: &[u8]) {
 /// An rtnetlink neighbour datagram, the way the device collector frames it, and the
 /// bytes as one bare `ndmsg` payload (so short inputs reach the parser directly).
 pub fn neighbour(data: &[u8]) {
-    let _ = devices::parse_neighbour(data);
-    for msg in ctnetlink::NlMessages::new(data) {
+    let _ = identity::parse_neighbour(data);
+    for msg in netlink::NlMessages::new(data) {
         let Ok(msg) = msg else { break };
-        let _ = devices::parse_neighbour(msg.payload);
+        let _ = identity::parse_neighbour(msg.payload);
     }
 }
 
@@ -71,13 +71,13 @@ pub fn neighbour(data: &[u8]) {
 /// skips a file that is not; lossy decoding lets every input reach the parser.
 pub fn leases(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
-    let _ = devices::parse_leases(&text, NOW_S);
+    let _ = identity::parse_leases(&text, NOW_S);
 }
 
 /// An IP packet from the DNS NFQUEUE: parses, never loops, and every name it returns is
 /// bounded and printable ASCII (what the pages and the database rely on).
 pub fn dns_packet(data: &[u8]) {
-    let Ok(observations) = dns::parse_packet(data, 0) else {
+    let Ok(observations) = dns_packets::parse_packet(data, 0) else {
         return;
     };
     for o in observations {

@@ -91,7 +91,7 @@ fn main() -> ExitCode {
                     // Keeps the capabilities netmon kept (they are ambient, see
                     // `netmon::privs`) and nothing else: every descriptor closes.
                     use std::os::unix::process::CommandExt;
-                    netmon::sys::set_cloexec_from(3);
+                    netmon::daemon::set_cloexec_from(3);
                     let e = std::process::Command::new("/proc/self/exe")
                         .args(std::env::args_os().skip(1))
                         .exec();

@@ -55,7 +55,7 @@ fn hasher() -> Argon2<'static> {
 /// a fresh 128-bit salt from the OS.
 pub fn hash(password: &str) -> anyhow::Result<String> {
     let mut salt = [0u8; 16];
-    crate::sys::random_bytes(&mut salt)
+    crate::random::random_bytes(&mut salt)
         .map_err(|e| anyhow::anyhow!("no random salt from the OS: {e}"))?;
     let salt = SaltString::encode_b64(&salt).map_err(|e| anyhow::anyhow!("salt: {e}"))?;
     let hash = hasher()

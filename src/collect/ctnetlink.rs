@@ -1,5 +1,6 @@
 //! The ctnetlink wire format: conntrack entries as the kernel sends them over
-//! `NETLINK_NETFILTER`, read straight down the attribute tree into a [`CtFlow`].
+//! `NETLINK_NETFILTER`, read straight down the attribute tree into a [`CtFlow`]. Over
+//! 800 lines: more than half is tests on real kernel captures and crafted messages.
 //!
 //! Ids and layouts come from `include/uapi/linux/netfilter/nfnetlink.h` and
 //! `nfnetlink_conntrack.h`; which attributes appear in which message comes from
@@ -10,7 +11,7 @@
 //! `nfgenmsg` header are declared here with neli's macros; neli builds the dump request.
 //! Received messages are *not* decoded through neli: its `Nlattr` owns a `Vec` per
 //! attribute (≈ 30 allocations per conntrack message, at up to 250 000 messages/s).
-//! Instead [`NlMessages`] and [`Attrs`] walk the received bytes in place and every parse
+//! Instead [`super::netlink`] walks the received bytes in place and every parse
 //! function returns plain `Copy` data, so parsing allocates nothing. All of it returns
 //! [`ParseError`] on truncated or inconsistent input; nothing here panics on kernel bytes.
 //!
@@ -29,6 +30,10 @@ use neli::nl::{NlPayload, Nlmsghdr, NlmsghdrBuilder};
 use neli::types::{Buffer, GenlBuffer};
 use neli::{FromBytesWithInput, Header, Size, ToBytes, neli_enum};
 
+use super::netlink::{
+    Attrs, FrameError, NFGENMSG_LEN, NLMSG_DONE, NLMSG_ERROR, NLMSG_NOOP, NLMSG_OVERRUN, NlMsg,
+    array, be16, be32, be64, u8_of,
+};
 use crate::flow::{Counters, CtFlow, PROTO_ICMP, PROTO_ICMPV6, Tuple};
 
 // ---------------------------------------------------------------------------------------
@@ -46,22 +51,9 @@ pub const NFNLGRP_CONNTRACK_NEW: u32 = 1;
 pub const NFNLGRP_CONNTRACK_UPDATE: u32 = 2;
 pub const NFNLGRP_CONNTRACK_DESTROY: u32 = 3;
 
-/// Netlink control message types (`linux/netlink.h`).
-pub const NLMSG_NOOP: u16 = 1;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLMSG_OVERRUN: u16 = 4;
-/// `sizeof(struct nlmsghdr)`, already 4-aligned.
-pub const NLMSG_HDRLEN: usize = 16;
-/// `sizeof(struct nlattr)`.
-pub const NLA_HDRLEN: usize = 4;
-/// `NLA_F_NESTED | NLA_F_NET_BYTEORDER` (`linux/netlink.h`): flag bits in `nla_type`.
-pub const NLA_TYPE_MASK: u16 = !((1 << 15) | (1 << 14));
 /// `NLM_F_CREATE` (`linux/netlink.h`): set by the kernel on NEW events only, which is how a
 /// NEW tells itself apart from an UPDATE (both have type `IPCTNL_MSG_CT_NEW`).
 pub const NLM_F_CREATE: u16 = 0x400;
-/// `sizeof(struct nfgenmsg)`.
-pub const NFGENMSG_LEN: usize = 4;
 
 const AF_UNSPEC: u8 = libc::AF_UNSPEC as u8;
 const AF_INET: u8 = libc::AF_INET as u8;
@@ -210,14 +202,10 @@ pub fn dump_request(seq: u32) -> Result<Vec<u8>, neli::err::SerError> {
 /// (`netmon_conntrack_parse_errors_total`) and goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
-    #[error("truncated {0}")]
-    Truncated(&'static str),
-    #[error("{what} is {len} bytes, expected {expected}")]
-    Length {
-        what: &'static str,
-        len: usize,
-        expected: usize,
-    },
+    /// The message or one of its attributes could not be framed, or a value has the
+    /// wrong size.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
     #[error("missing {0}")]
     Missing(&'static str),
     #[error("unexpected address family {0}")]
@@ -226,106 +214,6 @@ pub enum ParseError {
     Inconsistent(&'static str),
     #[error("message type {0:#06x} is not a conntrack entry")]
     NotConntrack(u16),
-}
-
-// ---------------------------------------------------------------------------------------
-// Walking messages and attributes in place
-// ---------------------------------------------------------------------------------------
-
-/// One netlink message inside a received datagram, borrowed.
-#[derive(Debug, Clone, Copy)]
-pub struct NlMsg<'a> {
-    pub ty: u16,
-    pub flags: u16,
-    pub seq: u32,
-    /// Everything after the 16-byte header, up to `nlmsg_len`.
-    pub payload: &'a [u8],
-}
-
-/// The messages of one datagram (`NLMSG_NEXT`). A dump reply packs many; an event
-/// datagram holds one. Stops after the first malformed header: the rest cannot be framed.
-pub struct NlMessages<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> NlMessages<'a> {
-    pub fn new(datagram: &'a [u8]) -> NlMessages<'a> {
-        NlMessages { rest: datagram }
-    }
-}
-
-impl<'a> Iterator for NlMessages<'a> {
-    type Item = Result<NlMsg<'a>, ParseError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let rest = std::mem::take(&mut self.rest);
-        let Some(hdr) = rest.get(..NLMSG_HDRLEN) else {
-            return Some(Err(ParseError::Truncated("netlink message header")));
-        };
-        let len = ne_u32(&hdr[0..4]) as usize;
-        if len < NLMSG_HDRLEN {
-            return Some(Err(ParseError::Length {
-                what: "nlmsg_len",
-                len,
-                expected: NLMSG_HDRLEN,
-            }));
-        }
-        let Some(payload) = rest.get(NLMSG_HDRLEN..len) else {
-            return Some(Err(ParseError::Truncated("netlink message")));
-        };
-        self.rest = rest.get(align4(len)..).unwrap_or(&[]);
-        Some(Ok(NlMsg {
-            ty: ne_u16(&hdr[4..6]),
-            flags: ne_u16(&hdr[6..8]),
-            seq: ne_u32(&hdr[8..12]),
-            payload,
-        }))
-    }
-}
-
-/// The attributes of one level (`nla_for_each_attr`): yields the type with the
-/// `NLA_F_*` flag bits masked off, and the payload without padding. Stops after the first
-/// malformed header.
-#[derive(Clone)]
-pub struct Attrs<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Attrs<'a> {
-    pub fn new(buf: &'a [u8]) -> Attrs<'a> {
-        Attrs { rest: buf }
-    }
-}
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = Result<(u16, &'a [u8]), ParseError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let rest = std::mem::take(&mut self.rest);
-        let Some(hdr) = rest.get(..NLA_HDRLEN) else {
-            return Some(Err(ParseError::Truncated("attribute header")));
-        };
-        let len = usize::from(ne_u16(&hdr[0..2]));
-        if len < NLA_HDRLEN {
-            return Some(Err(ParseError::Length {
-                what: "nla_len",
-                len,
-                expected: NLA_HDRLEN,
-            }));
-        }
-        let Some(payload) = rest.get(NLA_HDRLEN..len) else {
-            return Some(Err(ParseError::Truncated("attribute")));
-        };
-        // The last attribute's padding may be cut off by the enclosing length.
-        self.rest = rest.get(align4(len)..).unwrap_or(&[]);
-        Some(Ok((ne_u16(&hdr[2..4]) & NLA_TYPE_MASK, payload)))
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -401,10 +289,8 @@ pub fn decode(msg: &NlMsg<'_>) -> Result<Decoded, ParseError> {
         NLMSG_ERROR => {
             // struct nlmsgerr { int error; struct nlmsghdr msg; ... }
             let code = msg
-                .payload
-                .get(..4)
-                .map(ne_i32)
-                .ok_or(ParseError::Truncated("nlmsgerr"))?;
+                .error_code()
+                .ok_or(ParseError::Frame(FrameError::Truncated("nlmsgerr")))?;
             Ok(if code == 0 {
                 Decoded::Ack
             } else {
@@ -432,7 +318,7 @@ pub fn parse_conntrack(msg: &NlMsg<'_>) -> Result<CtEntry, ParseError> {
         _ => return Err(ParseError::NotConntrack(msg.ty)),
     };
     let Some(nfgen) = msg.payload.get(..NFGENMSG_LEN) else {
-        return Err(ParseError::Truncated("nfgenmsg"));
+        return Err(ParseError::Frame(FrameError::Truncated("nfgenmsg")));
     };
     let family = match nfgen[0] {
         AF_INET => 4,
@@ -703,54 +589,9 @@ fn ns_to_ms(ns: u64) -> Option<i64> {
     (ns != 0).then_some((ns / 1_000_000) as i64)
 }
 
-// ---------------------------------------------------------------------------------------
-// Fixed-size reads
-// ---------------------------------------------------------------------------------------
-
-fn array<const N: usize>(p: &[u8], what: &'static str) -> Result<[u8; N], ParseError> {
-    p.try_into().map_err(|_| ParseError::Length {
-        what,
-        len: p.len(),
-        expected: N,
-    })
-}
-
-fn u8_of(p: &[u8], what: &'static str) -> Result<u8, ParseError> {
-    array::<1>(p, what).map(|b| b[0])
-}
-
-fn be16(p: &[u8], what: &'static str) -> Result<u16, ParseError> {
-    array(p, what).map(u16::from_be_bytes)
-}
-
-fn be32(p: &[u8], what: &'static str) -> Result<u32, ParseError> {
-    array(p, what).map(u32::from_be_bytes)
-}
-
-fn be64(p: &[u8], what: &'static str) -> Result<u64, ParseError> {
-    array(p, what).map(u64::from_be_bytes)
-}
-
-/// Host-order header fields. Callers pass slices of exactly the right length.
-fn ne_u16(b: &[u8]) -> u16 {
-    u16::from_ne_bytes([b[0], b[1]])
-}
-
-fn ne_u32(b: &[u8]) -> u32 {
-    u32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn ne_i32(b: &[u8]) -> i32 {
-    i32::from_ne_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn align4(len: usize) -> usize {
-    len.saturating_add(3) & !3
-}
-
 /// Decodes a datagram through neli's own (allocating) decoder and returns, per message,
 /// the number of top-level attributes neli saw (`None` for control messages). Tests use it
-/// to cross-check [`Attrs`] on real captures; the throughput test uses it as the baseline
+/// to cross-check [`super::netlink::Attrs`] on real captures; the throughput test uses it as the baseline
 /// the in-place walker is measured against.
 #[cfg(test)]
 pub fn neli_attr_counts(datagram: &[u8]) -> Result<Vec<Option<usize>>, neli::err::DeError> {
@@ -765,6 +606,9 @@ pub fn neli_attr_counts(datagram: &[u8]) -> Result<Vec<Option<usize>>, neli::err
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::collect::netlink::{
+        NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_HDRLEN, NlMessages, align4, ne_u16, ne_u32,
+    };
 
     pub(crate) fn unhex(text: &str) -> Vec<Vec<u8>> {
         text.lines()
@@ -1120,7 +964,9 @@ pub(crate) mod tests {
 
     fn parse_one(bytes: &[u8]) -> Result<CtEntry, ParseError> {
         let mut it = NlMessages::new(bytes);
-        let m = it.next().ok_or(ParseError::Truncated("nothing"))??;
+        let m = it
+            .next()
+            .ok_or(ParseError::Frame(FrameError::Truncated("nothing")))??;
         match decode(&m)? {
             Decoded::Entry(e) => Ok(e),
             other => panic!("not an entry: {other:?}"),
@@ -1214,11 +1060,11 @@ pub(crate) mod tests {
                         ],
                     ),
                 ),
-                ParseError::Length {
+                ParseError::Frame(FrameError::Length {
                     what: "CTA_PROTO_SRC_PORT",
                     len: 3,
                     expected: 2,
-                },
+                }),
             ),
             (
                 "IPv6 address in an IPv4 entry",
@@ -1251,11 +1097,11 @@ pub(crate) mod tests {
             (
                 "5-byte counter",
                 with(5, nest(9, &[attr(1, &[0; 5]), attr(2, &[0; 8])])),
-                ParseError::Length {
+                ParseError::Frame(FrameError::Length {
                     what: "CTA_COUNTERS_PACKETS",
                     len: 5,
                     expected: 8,
-                },
+                }),
             ),
             (
                 "counters without bytes",
@@ -1265,16 +1111,16 @@ pub(crate) mod tests {
             (
                 "nla_len 2",
                 with(7, vec![2, 0, 12, 0, 0, 0, 0, 0]),
-                ParseError::Length {
+                ParseError::Frame(FrameError::Length {
                     what: "nla_len",
                     len: 2,
                     expected: 4,
-                },
+                }),
             ),
             (
                 "nla_len past the end",
                 with(10, vec![200, 0, 99, 0]),
-                ParseError::Truncated("attribute"),
+                ParseError::Frame(FrameError::Truncated("attribute")),
             ),
             (
                 "AF_BRIDGE",
@@ -1291,22 +1137,27 @@ pub(crate) mod tests {
         short_len[0..4].copy_from_slice(&8u32.to_ne_bytes());
         assert!(matches!(
             parse_one(&short_len),
-            Err(ParseError::Length {
+            Err(ParseError::Frame(FrameError::Length {
                 what: "nlmsg_len",
                 ..
-            })
+            }))
         ));
         assert_eq!(
             parse_one(&msg[..10]),
-            Err(ParseError::Truncated("netlink message header"))
+            Err(ParseError::Frame(FrameError::Truncated(
+                "netlink message header"
+            )))
         );
         assert_eq!(
             parse_one(&msg[..40]),
-            Err(ParseError::Truncated("netlink message"))
+            Err(ParseError::Frame(FrameError::Truncated("netlink message")))
         );
         let mut no_nfgen = msg[..NLMSG_HDRLEN + 2].to_vec();
         no_nfgen[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32 + 2).to_ne_bytes());
-        assert_eq!(parse_one(&no_nfgen), Err(ParseError::Truncated("nfgenmsg")));
+        assert_eq!(
+            parse_one(&no_nfgen),
+            Err(ParseError::Frame(FrameError::Truncated("nfgenmsg")))
+        );
     }
 
     /// Every real message cut at every length, with `nlmsg_len` left alone (framing must
@@ -1371,7 +1222,7 @@ pub(crate) mod tests {
                 d[i] ^= 1 << (next() % 8);
             }
             for m in NlMessages::new(&d) {
-                match m.and_then(|m| decode(&m)) {
+                match m.map_err(ParseError::from).and_then(|m| decode(&m)) {
                     Ok(_) => ok += 1,
                     Err(_) => err += 1,
                 }
@@ -1382,7 +1233,7 @@ pub(crate) mod tests {
         for len in 0..200 {
             let d: Vec<u8> = (0..len).map(|_| next() as u8).collect();
             for m in NlMessages::new(&d) {
-                let _ = m.and_then(|m| decode(&m));
+                let _ = m.map_err(ParseError::from).and_then(|m| decode(&m));
             }
         }
     }

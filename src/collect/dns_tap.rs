@@ -1,5 +1,5 @@
 //! Whether DNS answers reach netmon from packets: the tap is two parts, and either alone
-//! sees nothing. The NFQUEUE binding ([`super::dns::DnsCapture`]) takes what the kernel
+//! sees nothing. The NFQUEUE binding ([`super::dns_packets::DnsCapture`]) takes what the kernel
 //! queues; the firewall rule ([`crate::firewall::NftTable`], or its x_tables fallback)
 //! queues the answers. A kernel without the queue module, a router without `iptables`
 //! for the fallback, or another program holding the queue number leaves netmon running

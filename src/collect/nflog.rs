@@ -1,4 +1,4 @@
-//! Firewall drops (issue 11): connection attempts from the WAN that the router refuses,
+//! Firewall drops: connection attempts from the WAN that the router refuses,
 //! read from nfnetlink_log (NFLOG).
 //!
 //! netmon does not know the router's firewall (fw4, a hand-written ruleset, iptables)
@@ -42,7 +42,10 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::collect::RecvFailure;
+use crate::collect::netlink::{
+    self, Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
+    NlMessages, be32, ne_i32, put_attr,
+};
 use crate::config::Config;
 use crate::event::{DropCount, Event};
 use crate::firewall::{PREFIX_PASSED, PREFIX_SEEN};
@@ -60,11 +63,6 @@ const NFULA_TIMESTAMP: u16 = 3;
 const NFULA_IFINDEX_INDEV: u16 = 4;
 const NFULA_PAYLOAD: u16 = 9;
 const NFULA_PREFIX: u16 = 10;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_MIN_TYPE: u16 = 16;
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// Bytes of each packet the kernel copies: an IPv6 header (40) and the ports.
 pub const COPY_RANGE: u32 = 64;
@@ -124,52 +122,34 @@ impl NflogError {
     }
 }
 
-fn be16(b: &[u8], at: usize) -> Option<u16> {
+impl From<FrameError> for NflogError {
+    fn from(_: FrameError) -> NflogError {
+        NflogError::Truncated
+    }
+}
+
+/// A big-endian field of the logged packet's own headers at byte `at`.
+fn be16_at(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
-}
-fn ne16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_ne_bytes(b.get(at..at + 2)?.try_into().ok()?))
-}
-fn ne32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_ne_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
 /// Splits a datagram into netlink messages: (type, body after the 16-byte header).
 pub fn messages(datagram: &[u8]) -> impl Iterator<Item = Result<(u16, &[u8]), NflogError>> {
-    let mut rest = datagram;
-    std::iter::from_fn(move || {
-        if rest.len() < 16 {
-            return None;
-        }
-        let len = ne32(rest, 0)? as usize;
-        if len < 16 || len > rest.len() {
-            rest = &[];
-            return Some(Err(NflogError::Truncated));
-        }
-        let kind = ne16(rest, 4)?;
-        let body = &rest[16..len];
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or(&[]);
-        Some(Ok((kind, body)))
-    })
+    NlMessages::new(datagram).map(|m| m.map(|m| (m.ty, m.payload)).map_err(NflogError::from))
 }
 
 /// Parses one `NFULNL_MSG_PACKET` body (after the netlink header).
 pub fn parse_packet(body: &[u8]) -> Result<LoggedPacket, NflogError> {
-    let mut attrs = body.get(4..).ok_or(NflogError::Truncated)?; // nfgenmsg
+    let attrs = body.get(NFGENMSG_LEN..).ok_or(NflogError::Truncated)?;
     let (mut prefix, mut ifindex, mut ts_ms, mut payload) = (None, None, None, None);
-    while attrs.len() >= 4 {
-        let len = ne16(attrs, 0).ok_or(NflogError::Truncated)? as usize;
-        let kind = ne16(attrs, 2).ok_or(NflogError::Truncated)? & NLA_TYPE_MASK;
-        let value = attrs.get(4..len).ok_or(NflogError::Truncated)?;
+    for attr in Attrs::new(attrs) {
+        let (kind, value) = attr?;
         match kind {
             NFULA_PREFIX => {
                 let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
                 prefix = Some(&value[..end]);
             }
-            NFULA_IFINDEX_INDEV => ifindex = be32(value, 0),
+            NFULA_IFINDEX_INDEV => ifindex = be32(value, "NFULA_IFINDEX_INDEV").ok(),
             // struct nfulnl_msg_packet_timestamp { __aligned_be64 sec, usec; }
             NFULA_TIMESTAMP => {
                 if let (Some(s), Some(us)) = (value.get(..8), value.get(8..16)) {
@@ -181,7 +161,6 @@ pub fn parse_packet(body: &[u8]) -> Result<LoggedPacket, NflogError> {
             NFULA_PAYLOAD => payload = Some(value),
             _ => {}
         }
-        attrs = attrs.get(len.next_multiple_of(4)..).unwrap_or(&[]);
     }
     let stage = match prefix {
         Some(p) if p == PREFIX_SEEN.as_bytes() => Stage::Seen,
@@ -202,8 +181,8 @@ pub fn parse_packet(body: &[u8]) -> Result<LoggedPacket, NflogError> {
         src,
         dst,
         proto,
-        src_port: be16(l4, 0).ok_or(NflogError::Payload)?,
-        dst_port: be16(l4, 2).ok_or(NflogError::Payload)?,
+        src_port: be16_at(l4, 0).ok_or(NflogError::Payload)?,
+        dst_port: be16_at(l4, 2).ok_or(NflogError::Payload)?,
     })
 }
 
@@ -217,7 +196,7 @@ fn ip_header(p: &[u8]) -> Option<(IpAddr, IpAddr, u8, &[u8])> {
             let src: [u8; 4] = p.get(12..16)?.try_into().ok()?;
             let dst: [u8; 4] = p.get(16..20)?.try_into().ok()?;
             // A non-first fragment has no ports.
-            if be16(p, 6)? & 0x1fff != 0 || ihl < 20 {
+            if be16_at(p, 6)? & 0x1fff != 0 || ihl < 20 {
                 return None;
             }
             Some((
@@ -342,22 +321,16 @@ fn ifname(index: u32) -> String {
 
 /// A config request for log group `group`: `attr` is one NFULA_CFG_* attribute.
 fn config_request(group: u16, seq: u32, attr_type: u16, value: &[u8]) -> Vec<u8> {
-    let attr_len = 4 + value.len();
-    let len = 16 + 4 + attr_len.next_multiple_of(4);
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&((NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG).to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
     // nfgenmsg: family AF_UNSPEC, version 0, res_id = group (big endian)
-    m.extend_from_slice(&[0, 0]);
-    m.extend_from_slice(&group.to_be_bytes());
-    m.extend_from_slice(&(attr_len as u16).to_ne_bytes());
-    m.extend_from_slice(&attr_type.to_ne_bytes());
-    m.extend_from_slice(value);
-    m.resize(len, 0);
-    m
+    let mut body = vec![0, 0];
+    body.extend_from_slice(&group.to_be_bytes());
+    put_attr(&mut body, attr_type, value);
+    netlink::request(
+        (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+        NLM_F_REQUEST | NLM_F_ACK,
+        seq,
+        &body,
+    )
 }
 
 /// Sends a config request and waits for its ack (an `NLMSG_ERROR` with error 0).
@@ -372,7 +345,7 @@ fn configure(sock: &NlSocket, request: &[u8], what: &str) -> anyhow::Result<()> 
         for msg in messages(&buf[..n.min(buf.len())]) {
             let Ok((kind, body)) = msg else { continue };
             if kind == NLMSG_ERROR {
-                let errno = ne32(body, 0).map(|e| e as i32).unwrap_or(0);
+                let errno = body.get(..4).map(ne_i32).unwrap_or(0);
                 if errno == 0 {
                     return Ok(());
                 }
@@ -417,7 +390,7 @@ impl NflogCollector {
             &config_request(group, 2, NFULA_CFG_MODE, &mode),
             "setting the NFLOG copy mode",
         )?;
-        crate::collect::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
+        crate::collect::netlink::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
         metrics::describe_counter!(
             "netmon_nflog_messages_total",
             "NFLOG messages read, by result (seen, passed or the parse error)"
@@ -472,17 +445,11 @@ fn run(sock: NlSocket, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     }
                 }
             }
-            Err(e) => match crate::collect::recv_failure(&e) {
-                RecvFailure::Quiet => {}
-                RecvFailure::Overrun => {
-                    metrics::counter!("netmon_nflog_messages_total", "result" => "overrun")
-                        .increment(1);
-                }
-                RecvFailure::Other => {
-                    log::warn!("nflog: reading: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            },
+            Err(e) => crate::collect::netlink::on_recv_error(
+                &e,
+                "netmon_nflog_messages_total",
+                "nflog: reading",
+            ),
         }
         if last_flush.elapsed() >= FLUSH_EVERY {
             last_flush = std::time::Instant::now();

@@ -755,7 +755,7 @@ fn query(name: &str, qtype: TYPE, resolver: SocketAddr) -> Result<Vec<IpAddr>, D
         reason: e.to_string(),
     };
     let mut id = [0u8; 2];
-    crate::sys::random_bytes(&mut id).map_err(|e| fail(&e))?;
+    crate::random::random_bytes(&mut id).map_err(|e| fail(&e))?;
     let id = u16::from_ne_bytes(id);
     let bytes = rdns::encode_question(id, name, qtype).map_err(|e| fail(&e))?;
     let socket = UdpSocket::bind(unspecified).map_err(|e| fail(&e))?;

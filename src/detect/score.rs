@@ -383,12 +383,12 @@ impl Detector {
         self.names.get(&qname_id).map(String::as_str)
     }
 
-    /// Gives back what a flood grew the maps to ([`crate::sys::shrink_map`]).
+    /// Gives back what a flood grew the maps to ([`crate::memory::shrink_map`]).
     /// True when something was shrunk.
     pub fn shrink_if_sparse(&mut self) -> bool {
-        let flows = crate::sys::shrink_map(&mut self.flows);
-        let names = crate::sys::shrink_map(&mut self.names);
-        crate::sys::shrink_map(&mut self.hosts) | flows | names
+        let flows = crate::memory::shrink_map(&mut self.flows);
+        let names = crate::memory::shrink_map(&mut self.names);
+        crate::memory::shrink_map(&mut self.hosts) | flows | names
     }
 
     pub fn cache_name(&mut self, qname_id: i64, name: String) {

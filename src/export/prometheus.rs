@@ -33,6 +33,7 @@ use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogra
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::collect::system::InterfaceCounters;
 use crate::config::Config;
 
 /// Bucket bounds (seconds) of duration histograms: 1 ms (an idle writer tick) to 10 s
@@ -108,7 +109,7 @@ fn router_label(configured: &str) -> String {
     if !configured.is_empty() {
         return configured.to_owned();
     }
-    crate::sys::read_sysctl("kernel.hostname")
+    crate::sysctl::read_sysctl("kernel.hostname")
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "router".to_owned())
@@ -286,7 +287,7 @@ pub fn describe_all() {
         "Bytes written to persistent storage by snapshots (flash wear)."
     );
     describe_counter!("netmon_snapshot_failures_total", "Snapshots that failed.");
-    // Device identity (collect::devices, store::devices).
+    // Device identity (collect::identity, store::devices).
     describe_counter!(
         "netmon_device_sightings_total",
         "Address/MAC pairings sent to the writer, from the neighbour table and DHCP leases."
@@ -389,8 +390,8 @@ pub fn describe_all() {
 /// handler just before it renders. A few small `/proc` reads.
 pub fn refresh_on_scrape() {
     if let (Ok(count), Ok(max)) = (
-        crate::sys::read_sysctl("net.netfilter.nf_conntrack_count"),
-        crate::sys::read_sysctl("net.netfilter.nf_conntrack_max"),
+        crate::sysctl::read_sysctl("net.netfilter.nf_conntrack_count"),
+        crate::sysctl::read_sysctl("net.netfilter.nf_conntrack_max"),
     ) && let (Ok(count), Ok(max)) = (count.parse::<f64>(), max.parse::<f64>())
     {
         metrics::gauge!("netmon_conntrack_entries").set(count);
@@ -399,19 +400,19 @@ pub fn refresh_on_scrape() {
     if let Some(interfaces) = INTERFACES.get()
         && let Ok(text) = std::fs::read_to_string("/proc/net/dev")
     {
-        for stats in parse_proc_net_dev(&text) {
-            if let Some((name, role)) = interfaces.iter().find(|(n, _)| *n == stats.name) {
-                record_interface(name, role, &stats);
+        for (dev, counters) in crate::collect::system::parse_net_dev(&text) {
+            if let Some((name, role)) = interfaces.iter().find(|(n, _)| *n == dev) {
+                record_interface(name, role, &counters);
             }
         }
     }
-    let (rss, _) = crate::sys::rss_bytes();
+    let (rss, _) = crate::memory::rss_bytes();
     if rss > 0 {
         metrics::gauge!("process_resident_memory_bytes").set(rss as f64);
     }
 }
 
-fn record_interface(name: &str, role: &'static str, s: &InterfaceStats) {
+fn record_interface(name: &str, role: &'static str, s: &InterfaceCounters) {
     for (metric, direction, value) in [
         ("netmon_interface_bytes_total", "rx", s.rx_bytes),
         ("netmon_interface_bytes_total", "tx", s.tx_bytes),
@@ -421,41 +422,6 @@ fn record_interface(name: &str, role: &'static str, s: &InterfaceStats) {
         metrics::counter!(metric, "interface" => name.to_owned(), "role" => role, "direction" => direction)
             .absolute(value);
     }
-}
-
-/// One line of `/proc/net/dev`.
-#[derive(Debug, PartialEq, Eq)]
-struct InterfaceStats {
-    name: String,
-    rx_bytes: u64,
-    rx_packets: u64,
-    tx_bytes: u64,
-    tx_packets: u64,
-}
-
-/// `/proc/net/dev`: two header lines, then `name: rx_bytes rx_packets errs drop fifo
-/// frame compressed multicast tx_bytes tx_packets …` (`dev_seq_printf_stats` in
-/// `net/core/net-procfs.c`). The name is cut at the last `:` before the numbers; a
-/// long counter can follow the colon without a space.
-fn parse_proc_net_dev(text: &str) -> Vec<InterfaceStats> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, rest) = line.rsplit_once(':')?;
-            let n: Vec<u64> = rest
-                .split_whitespace()
-                .map(str::parse)
-                .collect::<Result<_, _>>()
-                .ok()?;
-            (n.len() >= 10).then(|| InterfaceStats {
-                name: name.trim().to_owned(),
-                rx_bytes: n[0],
-                rx_packets: n[1],
-                tx_bytes: n[8],
-                tx_packets: n[9],
-            })
-        })
-        .collect()
 }
 
 /// Adds one writer transaction's per-device traffic to the device counters. Called by
@@ -597,36 +563,6 @@ mod tests {
             .build_recorder()
     }
 
-    /// Captured on the development VM with `cat /proc/net/dev` (Linux 6.18), plus a
-    /// line with a counter glued to the colon as the kernel prints large values.
-    const PROC_NET_DEV: &str = "\
-Inter-|   Receive                                                |  Transmit
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
-    lo: 2033139    1294    0    0    0     0          0         0  2033139    1294    0    0    0     0       0          0
-  ifb0:       0       0    0    0    0     0          0         0        0       0    0    0    0     0       0          0
-br-lan:12345678901  99    0    0    0     0          0         0      500       7    0    0    0     0       0          0
-";
-
-    #[test]
-    fn proc_net_dev_is_parsed() {
-        let stats = parse_proc_net_dev(PROC_NET_DEV);
-        assert_eq!(stats.len(), 3);
-        assert_eq!(
-            stats[0],
-            InterfaceStats {
-                name: "lo".into(),
-                rx_bytes: 2_033_139,
-                rx_packets: 1294,
-                tx_bytes: 2_033_139,
-                tx_packets: 1294,
-            }
-        );
-        assert_eq!(stats[2].name, "br-lan");
-        assert_eq!(stats[2].rx_bytes, 12_345_678_901);
-        assert_eq!((stats[2].tx_bytes, stats[2].tx_packets), (500, 7));
-        assert!(parse_proc_net_dev("garbage\n\nx: 1 2\n").is_empty());
-    }
-
     #[test]
     fn a_merged_device_s_series_follows_it() {
         let rec = recorder();
@@ -717,8 +653,7 @@ br-lan:12345678901  99    0    0    0     0          0         0      500       
             record_interface(
                 "wan",
                 "wan",
-                &InterfaceStats {
-                    name: "wan".into(),
+                &InterfaceCounters {
                     rx_bytes: 1,
                     rx_packets: 1,
                     tx_bytes: 1,

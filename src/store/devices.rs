@@ -1,7 +1,7 @@
 //! Device identity in the database: devices keyed by MAC (issue 11).
 //!
 //! A flow from a LAN address nobody has named yet creates a device known only by that
-//! address (`writer::device_for`). A sighting (`collect::devices`: neighbour table or
+//! address (`writer::device_for`). A sighting (`collect::identity`: neighbour table or
 //! DHCP lease) then says which MAC owns the address:
 //!
 //! | the address belongs to      | the MAC has a device | result                        |
@@ -29,7 +29,7 @@ use std::net::IpAddr;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::collect::devices::{Sighting, SightingSource, format_mac};
+use crate::collect::identity::{Sighting, SightingSource, format_mac};
 use crate::flow::Network;
 
 /// A device folded into another; the writer rewrites its in-memory ids.

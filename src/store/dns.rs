@@ -109,10 +109,10 @@ pub struct DnsAcc {
 }
 
 impl DnsState {
-    /// Gives back what a flood grew the maps to ([`crate::sys::shrink_map`]).
+    /// Gives back what a flood grew the maps to ([`crate::memory::shrink_map`]).
     /// True when something was shrunk.
     pub fn shrink_if_sparse(&mut self) -> bool {
-        use crate::sys::{shrink_map, shrink_set};
+        use crate::memory::{shrink_map, shrink_set};
         let mut shrunk = shrink_map(&mut self.names);
         shrunk |= shrink_map(&mut self.pending);
         shrunk |= shrink_map(&mut self.name_sets);

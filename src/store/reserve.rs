@@ -108,7 +108,7 @@ impl Reserve {
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
 fn free_bytes(path: &Path) -> Option<u64> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty())?;
-    crate::sys::statvfs(dir).ok().map(|(_, free)| free)
+    crate::disk::statvfs(dir).ok().map(|(_, free)| free)
 }
 
 #[cfg(test)]

@@ -780,9 +780,9 @@ impl Writer {
     }
 
     /// Gives back what the in-memory maps grew to in a flood once they are mostly empty
-    /// again ([`crate::sys::shrink_map`]).
+    /// again ([`crate::memory::shrink_map`]).
     fn shrink_if_sparse(&mut self) {
-        use crate::sys::{shrink_map, shrink_set};
+        use crate::memory::{shrink_map, shrink_set};
         self.shrunk_at = Instant::now();
         let mut shrunk = shrink_map(&mut self.live);
         shrunk |= shrink_set(&mut self.unconfirmed);
@@ -793,7 +793,7 @@ impl Writer {
             shrunk |= d.engine.shrink_if_sparse();
         }
         if shrunk {
-            crate::sys::release_free_heap();
+            crate::memory::release_free_heap();
         }
     }
 
@@ -2327,7 +2327,7 @@ mod tests {
     }
 
     fn sighting(ip: &str, mac: u8, hostname: Option<&str>, at: i64) -> Event {
-        use crate::collect::devices::{Sighting, SightingSource};
+        use crate::collect::identity::{Sighting, SightingSource};
         Event::Identity(vec![Sighting {
             ip: ip.parse().unwrap(),
             mac: [0x3c, 0x22, 0xfb, 0, 0, mac],

@@ -25,7 +25,7 @@ const TOKEN_BYTES: usize = 32;
 /// (then nobody logs in, rather than with a guessable id).
 pub fn random_token() -> Option<String> {
     let mut bytes = [0u8; TOKEN_BYTES];
-    crate::sys::random_bytes(&mut bytes).ok()?;
+    crate::random::random_bytes(&mut bytes).ok()?;
     Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 

@@ -1,4 +1,4 @@
-//! Device identity (issue 11): which MAC is behind each LAN address, and the name the
+//! Device identity: which MAC is behind each LAN address, and the name the
 //! device gave itself in DHCP.
 //!
 //! ```text
@@ -52,8 +52,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
-use crate::collect::RecvFailure;
-use crate::collect::ctnetlink::{Attrs, NlMessages};
+use crate::collect::netlink::{self, Attrs, NLM_F_REQUEST, NlMessages, ne_u16};
 use crate::config::Config;
 use crate::event::Event;
 use crate::store::writer::WriterHandle;
@@ -84,7 +83,6 @@ const NDA_DST: u16 = 1;
 const NDA_LLADDR: u16 = 2;
 const NDMSG_LEN: usize = 12;
 const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
-const NLM_F_REQUEST: u16 = 0x01;
 const NLM_F_DUMP: u16 = 0x300;
 
 /// Where an address ↔ MAC pairing was learnt.
@@ -264,7 +262,7 @@ fn odhcpd_line(rest: &str, now_s: i64) -> Option<Option<Lease>> {
 /// One neighbour message: (address, MAC) when the entry holds a usable MAC.
 pub fn parse_neighbour(payload: &[u8]) -> Option<(IpAddr, [u8; 6])> {
     let hdr = payload.get(..NDMSG_LEN)?;
-    let state = u16::from_ne_bytes([hdr[8], hdr[9]]);
+    let state = ne_u16(&hdr[8..10]);
     if state & NUD_USABLE == 0 {
         return None;
     }
@@ -290,15 +288,12 @@ pub fn parse_neighbour(payload: &[u8]) -> Option<(IpAddr, [u8; 6])> {
 
 /// `RTM_GETNEIGH` dump request for every family.
 fn dump_request(seq: u32) -> Vec<u8> {
-    let len = 16 + NDMSG_LEN;
-    let mut m = Vec::with_capacity(len);
-    m.extend_from_slice(&(len as u32).to_ne_bytes());
-    m.extend_from_slice(&RTM_GETNEIGH.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    m.extend_from_slice(&seq.to_ne_bytes());
-    m.extend_from_slice(&0u32.to_ne_bytes());
-    m.extend_from_slice(&[0; NDMSG_LEN]);
-    m
+    netlink::request(
+        RTM_GETNEIGH,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        &[0; NDMSG_LEN],
+    )
 }
 
 /// What was last sent per address, so only changes (and a slow refresh) reach the writer.
@@ -359,7 +354,7 @@ struct LeaseFile {
     /// Whether the file was there at the last check: a disappearance is logged and
     /// counted once, and its return logged.
     present: bool,
-    watch: crate::collect::FileWatch,
+    watch: crate::collect::file_watch::FileWatch,
 }
 
 impl LeaseFile {
@@ -441,7 +436,11 @@ impl DeviceCollector {
                 NlSocket::new(NlFamily::Route).context("devices: opening a netlink socket")?;
             sock.bind(None, Groups::new_groups(&[RTNLGRP_NEIGH]))
                 .context("devices: joining the neighbour event group")?;
-            crate::collect::set_receive_timeout(&sock, Duration::from_millis(500), "devices");
+            crate::collect::netlink::set_receive_timeout(
+                &sock,
+                Duration::from_millis(500),
+                "devices",
+            );
             Some(sock)
         } else {
             None
@@ -455,7 +454,7 @@ impl DeviceCollector {
                 path: path.clone(),
                 stamp: None,
                 present: false,
-                watch: crate::collect::FileWatch::new(path, wake_tx.clone(), "devices"),
+                watch: crate::collect::file_watch::FileWatch::new(path, wake_tx.clone(), "devices"),
             })
             .collect();
         let thread = std::thread::Builder::new()
@@ -573,18 +572,12 @@ fn receive(sock: &NlSocket, buf: &mut [u8], co: &mut Coalescer) {
                 }
             }
         }
-        Err(e) => match crate::collect::recv_failure(&e) {
-            RecvFailure::Quiet => {}
-            // Lost events: the next dump brings them back.
-            RecvFailure::Overrun => {
-                metrics::counter!("netmon_neighbour_messages_total", "result" => "overrun")
-                    .increment(1);
-            }
-            RecvFailure::Other => {
-                log::warn!("devices: reading neighbour events: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        },
+        // Lost events (an overrun): the next dump brings them back.
+        Err(e) => crate::collect::netlink::on_recv_error(
+            &e,
+            "netmon_neighbour_messages_total",
+            "devices: reading neighbour events",
+        ),
     }
 }
 

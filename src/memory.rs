@@ -1,0 +1,85 @@
+//! The process's own memory: what it holds (`/proc/self/status`) and giving back what a
+//! flood left behind (hash tables that never shrink, the allocator's free lists).
+
+/// One `kB` field of `/proc/self/status` (`"VmRSS:"`, `"RssAnon:"`, …) in bytes; 0 when
+/// absent or unreadable.
+pub fn self_status_bytes(status: &str, name: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resident set size and its peak, in bytes, from `/proc/self/status`.
+pub fn rss_bytes() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    (
+        self_status_bytes(&status, "VmRSS:"),
+        self_status_bytes(&status, "VmHWM:"),
+    )
+}
+
+/// Maps and sets with room for fewer entries than this are not worth shrinking.
+const SHRINK_ABOVE: usize = 16_384;
+
+/// Gives back a map's buckets once it is under a quarter full. A `HashMap` never shrinks
+/// on its own, so a flood's peak would stay for the life of the process: the conntrack
+/// tracker's table, the DNS attribution's pending flows, the writer's live flows and the
+/// detector's each reach tens of MiB in a flood and keep few entries after it. Shrinking
+/// copies the remaining entries once; call it between ticks, not per event.
+pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<K, V, S>,
+) -> bool {
+    let sparse = map.capacity() > SHRINK_ABOVE && map.capacity() > 4 * map.len();
+    if sparse {
+        map.shrink_to(2 * map.len());
+    }
+    sparse
+}
+
+/// [`shrink_map`] for a set.
+pub fn shrink_set<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
+    set: &mut std::collections::HashSet<K, S>,
+) -> bool {
+    let sparse = set.capacity() > SHRINK_ABOVE && set.capacity() > 4 * set.len();
+    if sparse {
+        set.shrink_to(2 * set.len());
+    }
+    sparse
+}
+
+/// Hands the heap's free memory back to the kernel (glibc keeps freed small blocks in
+/// its arenas; musl's allocator returns them on its own). Called after a flood's maps
+/// were shrunk.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own heap; 0 keeps no padding.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_maps_give_back_their_buckets_full_ones_keep_them() {
+        let mut map: std::collections::HashMap<u32, [u8; 64]> =
+            (0..100_000).map(|i| (i, [0; 64])).collect();
+        let peak = map.capacity();
+        shrink_map(&mut map);
+        assert_eq!(map.capacity(), peak, "full: kept");
+        map.retain(|k, _| *k < 1_000);
+        shrink_map(&mut map);
+        assert!(map.capacity() < peak / 16, "{} of {peak}", map.capacity());
+        assert_eq!(map.len(), 1_000);
+        let mut small: std::collections::HashSet<u32> = (0..10_000).collect();
+        small.retain(|k| *k < 10);
+        let cap = small.capacity();
+        shrink_set(&mut small);
+        assert_eq!(small.capacity(), cap, "small tables are left alone");
+    }
+}
