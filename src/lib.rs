@@ -6,7 +6,7 @@ pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod detect;
-pub mod dns;
+pub mod dns_name;
 pub mod enrich;
 pub mod event;
 pub mod export;

@@ -52,13 +52,9 @@ use super::ctnetlink::{
 };
 use crate::config::Config;
 use crate::event::{DumpComplete, Event, FlowBatch, FlowChange};
+use crate::event::{MAX_CHANGES_PER_BATCH, WriterHandle};
 use crate::export::ipfix::FlowTap;
 use crate::flow::CtFlow;
-use crate::store::writer::WriterHandle;
-
-/// Most changes in one `Event::Flows` message: a burst of 100 000 new flows becomes five
-/// messages in one tick rather than one huge allocation the writer chews on at once.
-pub const MAX_CHANGES_PER_BATCH: usize = 20_000;
 
 /// Receive buffer size, one per socket (allocated once). A dump reply datagram is at most
 /// 32 KiB (`netlink_dump` caps its skb there, even with a larger `recvmsg` buffer); an

@@ -59,11 +59,10 @@ use log::{debug, error, info, warn};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::dns::{
-    AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS, normalize_name, qtype_from_name,
-};
+use crate::dns_name::{normalize_name, qtype_from_name};
 use crate::event::Event;
-use crate::store::writer::WriterHandle;
+use crate::event::WriterHandle;
+use crate::event::{AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS};
 
 /// How long after an answer's last line the answer counts as complete. dnsmasq writes
 /// all lines of one answer in one pass of its event loop (one `write` each), so they
@@ -2622,7 +2621,7 @@ mod tests {
         assert_eq!(name(&long), long);
         // Longer than any DNS name: cut, marked, bounded.
         let huge = name(&"z".repeat(3000));
-        assert!(huge.len() <= crate::dns::MAX_NAME_CHARS && huge.ends_with("\\~"));
+        assert!(huge.len() <= crate::dns_name::MAX_NAME_CHARS && huge.ends_with("\\~"));
     }
 
     /// A line of dnsmasq's own format at `NOW_S`.
@@ -3079,7 +3078,7 @@ mod tests {
         }
         asm.finish();
         for o in &asm.ready {
-            assert!(o.qname.len() <= crate::dns::MAX_NAME_CHARS);
+            assert!(o.qname.len() <= crate::dns_name::MAX_NAME_CHARS);
             assert!(!o.qname.chars().any(char::is_control), "{:?}", o.qname);
         }
     }

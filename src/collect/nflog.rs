@@ -44,9 +44,9 @@ use neli::utils::Groups;
 
 use crate::collect::RecvFailure;
 use crate::config::Config;
+use crate::event::WriterHandle;
 use crate::event::{DropCount, Event};
 use crate::firewall::{PREFIX_PASSED, PREFIX_SEEN};
-use crate::store::writer::WriterHandle;
 
 // nfnetlink.h / nfnetlink_log.h
 const NFNL_SUBSYS_ULOG: u16 = 4;

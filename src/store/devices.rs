@@ -27,7 +27,7 @@ use std::net::IpAddr;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::collect::devices::{Sighting, SightingSource, format_mac};
+use crate::event::{Sighting, SightingSource, format_mac};
 use crate::flow::Network;
 
 /// A device folded into another; the writer rewrites its in-memory ids.

@@ -25,7 +25,7 @@ use std::net::IpAddr;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::config;
-use crate::dns::DnsObservation;
+use crate::event::DnsObservation;
 
 pub const MATCH_EXACT: i64 = 1;
 pub const MATCH_STALE: i64 = 2;

@@ -784,7 +784,7 @@ fn parse_per_page(v: &Option<String>, default: u32) -> Result<u32, FilterError> 
 pub const MAX_DOMAIN_FILTER_CHARS: usize = 253;
 
 /// A domain filter (`domain=` on flows, `name=` on the DNS log) in the canonical form
-/// names are stored in ([`crate::dns::normalize_name`]: lowercase, `\DDD` escapes), so
+/// names are stored in ([`crate::dns_name::normalize_name`]: lowercase, `\DDD` escapes), so
 /// `Shop.Example.TEST.` finds `shop.example.test`. Leading dots and a leading `*.` are
 /// dropped: `*.example.test` and `.example.test` mean what `example.test` means.
 pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterError> {
@@ -795,7 +795,7 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
     // `*.` and leading dots in any mix and number ("..*..x"), all of them, and from the
     // canonical form (`\*.x` decodes to `*.x`): a filter must accept its own `to_query`
     // unchanged (both found by fuzzing).
-    let canonical = crate::dns::normalize_name(text);
+    let canonical = crate::dns_name::normalize_name(text);
     let mut bare = canonical.as_str();
     loop {
         let next = bare.trim_start_matches('.');
@@ -1229,7 +1229,7 @@ impl RcodeMatch {
     /// The query-string value: the code's name, or `none`.
     pub fn as_param(self) -> String {
         match self {
-            RcodeMatch::Code(code) => crate::dns::rcode_name(code),
+            RcodeMatch::Code(code) => crate::dns_name::rcode_name(code),
             RcodeMatch::Unanswered => "none".to_owned(),
         }
     }
@@ -1249,7 +1249,7 @@ fn parse_rcode(text: &str) -> Result<RcodeMatch, FilterError> {
         .unwrap_or(&upper)
         .parse::<u16>()
         .ok()
-        .or_else(|| (0..=5).find(|&c| crate::dns::rcode_name(c) == upper))
+        .or_else(|| (0..=5).find(|&c| crate::dns_name::rcode_name(c) == upper))
         .filter(|c| *c <= MAX_RCODE)
         .map(RcodeMatch::Code)
         .ok_or_else(|| bad("rcode", text, EXPECTED))
@@ -1258,7 +1258,7 @@ fn parse_rcode(text: &str) -> Result<RcodeMatch, FilterError> {
 fn parse_qtype(text: &str) -> Result<u16, FilterError> {
     text.parse::<u16>()
         .ok()
-        .or_else(|| crate::dns::qtype_from_name(text))
+        .or_else(|| crate::dns_name::qtype_from_name(text))
         .ok_or_else(|| {
             bad(
                 "type",
@@ -1329,7 +1329,7 @@ impl DnsFilter {
             q.push("name", name);
         }
         if let Some(t) = self.qtype {
-            q.push("type", &crate::dns::qtype_name(t));
+            q.push("type", &crate::dns_name::qtype_name(t));
         }
         if let Some(r) = self.rcode {
             q.push("rcode", &r.as_param());
@@ -1656,7 +1656,7 @@ pub struct FlowRow {
     #[serde(skip)]
     pub remote_rdns: Option<String>,
     /// The name the flow's client asked for when it resolved the destination (canonical
-    /// text, see [`crate::dns`]); for a CNAME chain, the start of the chain.
+    /// text, see [`crate::dns_name`]); for a CNAME chain, the start of the chain.
     pub domain: Option<String>,
     /// The end of the CNAME chain, when there was one.
     pub domain_canonical: Option<String>,

@@ -12,7 +12,7 @@
 use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 
-use crate::collect::system::SystemSample;
+use crate::event::SystemSample;
 
 const MINUTE_MS: i64 = 60_000;
 
@@ -185,9 +185,7 @@ pub fn router_minutes(conn: &Connection, since_ms: i64) -> rusqlite::Result<Rout
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::system::{
-        Conntrack, InterfaceCounters, InterfaceSample, Memory, Role, Temperature,
-    };
+    use crate::event::{Conntrack, InterfaceCounters, InterfaceSample, Memory, Role, Temperature};
     use crate::store::schema;
 
     fn sample(at_ms: i64, cpu: Option<f64>, used: u64, ct: u64, rx: Option<u64>) -> SystemSample {

@@ -43,110 +43,31 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, Transaction, params};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::detect::incident::Policy;
 use crate::detect::notify::Notifier;
 use crate::detect::rules::Rules;
 use crate::detect::score::{Detector, OutboundFlow};
-use crate::event::{Command, CommandReply, Event, FlowBatch, FlowChange};
+use crate::event::{
+    Command, CommandReply, Event, FlowBatch, FlowChange, StorageStatus, Tick, WriterHandle,
+    flow_changes,
+};
 use crate::flow::{Counters, CtFlow, Direction, Network};
 use crate::store::dns::{DnsAcc, DnsState, apply_dns, write_dns_rollups};
 use crate::store::reserve::Reserve;
 use crate::store::retention::Retention;
 use crate::store::schema;
 use crate::store::snapshot::{self, Snapshots};
-
-/// What the writer publishes on its `tokio::sync::watch` after every commit, so pages
-/// and the SSE stream know whether anything they show changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Tick {
-    /// Increments with every commit.
-    pub seq: u64,
-    /// Commit time, unix ms.
-    pub at_ms: i64,
-    /// Flow rows inserted / updated / ended in this commit.
-    pub flows_new: u64,
-    pub flows_updated: u64,
-    pub flows_ended: u64,
-    /// Devices or remote hosts were created or renamed in this commit.
-    pub devices_changed: bool,
-    pub remote_hosts_changed: bool,
-    /// Live flows after this commit.
-    pub active_flows: u64,
-}
-
-/// Cheap clonable sender to the writer. Collectors use [`WriterHandle::try_send`] and
-/// coalesce when it fails; the web uses [`WriterHandle::command`].
-#[derive(Clone)]
-pub struct WriterHandle {
-    tx: SyncSender<Event>,
-    /// Messages sent but not yet taken by the writer (std's channel has no `len`).
-    depth: Arc<AtomicUsize>,
-    /// Flow changes sent but not yet taken by the writer: the channel's real weight (see
-    /// [`MAX_QUEUED_FLOW_CHANGES`]).
-    queued_flows: Arc<AtomicUsize>,
-    /// Whether commits are failing for a storage reason; set by the writer thread.
-    storage: Arc<StorageStatus>,
-}
-
-/// The writer's view of its storage, shared with the web through [`WriterHandle`]:
-/// atomics and a short-held lock, so `/healthz` never waits on the writer.
-#[derive(Default)]
-struct StorageStatus {
-    /// Unix ms of the first failed commit of the current outage; 0 while commits work.
-    failing_since_ms: AtomicI64,
-    /// Changes of the held batch (see the module docs).
-    held_changes: AtomicUsize,
-    /// The latest storage error, as SQLite words it.
-    error: Mutex<String>,
-}
-
-/// Commits are failing for a storage reason (disk full, I/O error): since when, why, and
-/// how many changes wait in the writer for the next attempt. Shown by `/healthz`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct WriteFailure {
-    pub since_ms: i64,
-    pub error: String,
-    pub held_changes: usize,
-}
-
-impl StorageStatus {
-    fn failing(&self, error: &rusqlite::Error, held_changes: usize) {
-        let now = crate::sys::now_ms();
-        let _ =
-            self.failing_since_ms
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        self.held_changes.store(held_changes, Ordering::Relaxed);
-        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
-        metrics::gauge!("netmon_writer_held_changes").set(held_changes as f64);
-    }
-
-    fn working(&self) {
-        if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
-            self.held_changes.store(0, Ordering::Relaxed);
-            metrics::gauge!("netmon_writer_held_changes").set(0.0);
-        }
-    }
-
-    fn failure(&self) -> Option<WriteFailure> {
-        let since_ms = self.failing_since_ms.load(Ordering::Relaxed);
-        (since_ms != 0).then(|| WriteFailure {
-            since_ms,
-            error: self.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            held_changes: self.held_changes.load(Ordering::Relaxed),
-        })
-    }
-}
 
 /// Most changes one transaction takes from the channel (a single message may carry more:
 /// it is never split). A writer that fell behind — a slow router CPU, a flood — would
@@ -158,98 +79,6 @@ impl StorageStatus {
 /// this keeps one transaction near 3 MiB, within the WAL's share of the default budget.
 /// Normal ticks stay one transaction.
 pub const MAX_TX_CHANGES: usize = 8_000;
-
-/// Most flow changes waiting in the channel. The channel is bounded in messages
-/// (`channel_capacity`), but a flow message may carry up to
-/// [`crate::collect::conntrack::MAX_CHANGES_PER_BATCH`] changes, each a copy of the flow:
-/// 64 full messages were 1.3 million copies, and a flood that outran the writer took
-/// netmon to 0.3 – 0.9 GiB (README, footprint) — an OOM kill on a 128 MB router. Past
-/// this many, a flow message is refused like a full channel, and the collector keeps the
-/// changes coalesced in its tracker (bounded by `max_tracked_flows`), where a flow
-/// updated again costs nothing more. Two full messages (≈ 6 MiB of changes): the writer
-/// always has the next one waiting.
-pub const MAX_QUEUED_FLOW_CHANGES: usize = 2 * crate::collect::conntrack::MAX_CHANGES_PER_BATCH;
-
-impl WriterHandle {
-    pub(crate) fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
-        WriterHandle {
-            tx,
-            depth,
-            queued_flows: Arc::default(),
-            storage: Arc::default(),
-        }
-    }
-
-    /// `Some` while commits fail for a storage reason (see the module docs).
-    pub fn write_failure(&self) -> Option<WriteFailure> {
-        self.storage.failure()
-    }
-
-    /// Never blocks. On `Err` the event comes back: the channel is full (keep it and
-    /// coalesce) or the writer is gone (shutting down).
-    pub fn try_send(&self, event: Event) -> Result<(), Event> {
-        let flows = flow_changes(&event);
-        if flows > 0 {
-            // Checked, then added after the send: the one conntrack thread sends flows,
-            // so the bound holds.
-            let queued = self.queued_flows.load(Ordering::Relaxed);
-            if queued > 0 && queued + flows > MAX_QUEUED_FLOW_CHANGES {
-                return Err(event);
-            }
-        }
-        match self.tx.try_send(event) {
-            Ok(()) => {
-                self.depth.fetch_add(1, Ordering::Relaxed);
-                self.queued_flows.fetch_add(flows, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
-        }
-    }
-
-    /// Tests that read the channel themselves stand in for the writer: everything sent
-    /// so far was taken.
-    #[cfg(test)]
-    pub(crate) fn all_taken(&self) {
-        self.depth.store(0, Ordering::Relaxed);
-        self.queued_flows.store(0, Ordering::Relaxed);
-    }
-
-    /// Messages waiting for the writer.
-    pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
-    }
-
-    /// Runs a user command through the writer and waits for its commit. Refused at once
-    /// while commits fail for a storage reason: the writer takes nothing new then, and the
-    /// user is better served by the reason than by a page that hangs.
-    pub async fn command(&self, command: Command) -> Result<CommandReply, String> {
-        if let Some(f) = self.write_failure() {
-            return Err(format!(
-                "the database is not accepting writes ({}); netmon retries on its own, \
-                 try again once the storage has room",
-                f.error
-            ));
-        }
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let tx = self.tx.clone();
-        let depth = self.depth.clone();
-        // A full channel means the writer is busy for a moment; wait for room on a
-        // blocking thread rather than failing the user's click.
-        tokio::task::spawn_blocking(move || {
-            tx.send(Event::Command(command, reply_tx))
-                .map(|()| {
-                    depth.fetch_add(1, Ordering::Relaxed);
-                })
-                .map_err(|_| "netmon is shutting down".to_owned())
-        })
-        .await
-        .map_err(|e| e.to_string())??;
-        reply_rx
-            .await
-            .map_err(|_| "the writer stopped before answering".to_owned())?
-    }
-}
 
 const MINUTE_MS: i64 = 60_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -1149,14 +978,6 @@ fn split_front(events: &mut Vec<Event>, max_changes: usize) -> Vec<Event> {
     Vec::new()
 }
 
-/// Flow changes an event carries: what [`MAX_QUEUED_FLOW_CHANGES`] bounds.
-fn flow_changes(event: &Event) -> usize {
-    match event {
-        Event::Flows(batch) => batch.changed.len(),
-        _ => 0,
-    }
-}
-
 /// Changes an event carries, as counted in the writer's metrics.
 fn changes_in(event: &Event) -> usize {
     match event {
@@ -1857,7 +1678,9 @@ fn write_rollups(
 mod tests {
     use super::*;
     use crate::event::DumpComplete;
+    use crate::event::MAX_QUEUED_FLOW_CHANGES;
     use crate::flow::Tuple;
+    use tokio::sync::oneshot;
 
     fn network() -> Arc<RwLock<Network>> {
         Arc::new(RwLock::new(Network::new(
@@ -2188,7 +2011,7 @@ mod tests {
     // --- DNS attribution (store::dns) -----------------------------------------------
 
     fn answer(client: &str, name: &str, ip: &str, ttl: u32, at: i64) -> Event {
-        use crate::dns::{AnswerData, DnsAnswer, DnsObservation, DnsSource};
+        use crate::event::{AnswerData, DnsAnswer, DnsObservation, DnsSource};
         Event::Dns(vec![DnsObservation {
             ts_ms: at,
             client: client.parse().unwrap(),
@@ -2324,7 +2147,7 @@ mod tests {
     }
 
     fn sighting(ip: &str, mac: u8, hostname: Option<&str>, at: i64) -> Event {
-        use crate::collect::devices::{Sighting, SightingSource};
+        use crate::event::{Sighting, SightingSource};
         Event::Identity(vec![Sighting {
             ip: ip.parse().unwrap(),
             mac: [0x3c, 0x22, 0xfb, 0, 0, mac],

@@ -14,7 +14,7 @@ use super::format::{self, time};
 use super::layout::{Nav, device_select, page as shell, pager, with_query};
 use super::saved;
 use super::{AppState, WebError, flows};
-use crate::dns::{qtype_name, rcode_name};
+use crate::dns_name::{qtype_name, rcode_name};
 use crate::store::read::{
     self, DnsFilter, DnsLog, DnsMinute, DnsRow, MAX_DOMAIN_FILTER_CHARS, MAX_PAGE, RcodeMatch,
 };

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{AppState, MAX_EVENT_STREAMS};
 use crate::collect::dns_tap::DnsTap;
-use crate::store::writer::WriteFailure;
+use crate::event::WriteFailure;
 
 /// The database's size on disk: the main file plus its write-ahead log, which between
 /// checkpoints can be a large part of it. Missing files count as zero.

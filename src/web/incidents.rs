@@ -63,7 +63,7 @@ pub struct AlertCount {
 
 #[derive(Clone, Copy)]
 struct Cached {
-    /// The commit ([`crate::store::writer::Tick::seq`]) it was counted after.
+    /// The commit ([`crate::event::Tick::seq`]) it was counted after.
     seq: u64,
     at: Instant,
     count: u64,

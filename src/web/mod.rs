@@ -108,8 +108,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 
 pub use self::auth::Auth;
+use crate::event::{Tick, WriterHandle};
 use crate::store::read::{FilterError, ReadPool};
-use crate::store::writer::{Tick, WriterHandle};
 
 /// Most `/events` streams open at once. Each is a task and a socket; a household has a
 /// few tabs open, and a leaked-tab storm must not exhaust a router's memory.

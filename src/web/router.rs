@@ -21,7 +21,8 @@ use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, now_ms};
 use crate::collect::offload::{self, OffloadStatus};
-use crate::collect::system::{self, SystemSample};
+use crate::collect::system;
+use crate::event::SystemSample;
 use crate::store::offload::{WanFlowBytes, wan_flow_bytes};
 use crate::store::system::{self as store, InterfaceMinute, RouterMinutes, SystemMinute};
 
@@ -466,7 +467,7 @@ pub(super) fn dns_tap_notice(f: &crate::collect::dns_tap::TapFailure) -> Markup 
 }
 
 /// The storage failure notice of the router and health pages.
-pub(super) fn write_failure_notice(f: &crate::store::writer::WriteFailure) -> Markup {
+pub(super) fn write_failure_notice(f: &crate::event::WriteFailure) -> Markup {
     html! {
         p.error #write-failure {
             "Writing to the database fails since " (time(f.since_ms)) ": " (f.error)
@@ -500,7 +501,7 @@ pub(super) fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::system::{
+    use crate::event::{
         Conntrack, Filesystem, InterfaceCounters, InterfaceSample, Load, Memory, Role,
     };
 

@@ -20,11 +20,11 @@ use tower::ServiceExt as _;
 
 use super::{AppState, router};
 use crate::event::{Command, CommandReply, Event};
+use crate::event::{Tick, WriterHandle};
 use crate::store::read::ReadPool;
 use crate::store::read::tests::{
     insert_flows, insert_queries, name_id, set_flow_domain, temp_db, tempdir::TempDir,
 };
-use crate::store::writer::{Tick, WriterHandle};
 
 const NOW_ISH: i64 = 1_714_568_645_000;
 

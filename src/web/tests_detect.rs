@@ -21,9 +21,9 @@ use super::{AppState, router};
 use crate::detect::Code;
 use crate::detect::rules::Action;
 use crate::event::{Command, CommandReply, Event};
+use crate::event::{Tick, WriterHandle};
 use crate::store::read::ReadPool;
 use crate::store::read::tests::{temp_db, tempdir::TempDir};
-use crate::store::writer::{Tick, WriterHandle};
 
 const EVIL: &str = "<script>alert(1)</script>";
 const EVIL_HTML: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
