@@ -36,7 +36,7 @@ pub enum Event {
     /// leases); the writer keys devices by MAC (`store::devices`).
     Identity(Vec<Sighting>),
     /// A user action from the web UI; the writer answers on `reply` after commit.
-    Command(Command, oneshot::Sender<Result<CommandReply, String>>),
+    Command(Command, oneshot::Sender<CommandResult>),
 }
 
 /// One tick's worth of conntrack changes, already coalesced per flow.
@@ -358,6 +358,10 @@ pub struct Temperature {
 
 // --- user commands -------------------------------------------------------------------
 
+/// Longest notes accepted on a device, an incident or a rule (characters): a few lines
+/// about where the device is and whose it is.
+pub const MAX_NOTES_CHARS: usize = 1000;
+
 /// User actions that change the database (more arrive with later features).
 #[derive(Debug)]
 pub enum Command {
@@ -419,6 +423,9 @@ pub enum Command {
         search_id: i64,
     },
 }
+
+/// What the writer answers a command with.
+pub type CommandResult = Result<CommandReply, String>;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum CommandReply {

@@ -340,3 +340,103 @@ pub fn merge(tx: &Transaction, from: i64, into: i64) -> rusqlite::Result<()> {
         .execute([from])?;
     Ok(())
 }
+
+// --- the writer's device ids ------------------------------------------------------------
+
+/// LAN address → device id (a cache of `device_addrs`), and how many devices there may
+/// be.
+pub struct DeviceIds {
+    pub by_ip: HashMap<IpAddr, i64>,
+    /// `[retention] max_devices`.
+    pub max: u64,
+}
+
+impl crate::store::writer::Table for DeviceIds {
+    /// Devices and addresses of the rolled-back transaction do not exist: reload the
+    /// cache from `device_addrs`.
+    fn rolled_back(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.load(conn)
+    }
+}
+
+impl DeviceIds {
+    pub fn new(max: u64) -> DeviceIds {
+        DeviceIds {
+            by_ip: HashMap::new(),
+            max,
+        }
+    }
+
+    /// Fills the cache from `device_addrs`.
+    pub fn load(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.by_ip.clear();
+        let mut stmt = conn.prepare("SELECT ip, device_id FROM device_addrs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (ip, id) = row?;
+            if let Ok(ip) = ip.parse() {
+                self.by_ip.insert(ip, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The device that owns `ip`, if there is one.
+    pub fn known(&mut self, tx: &Transaction, ip: IpAddr) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.by_ip.get(&ip) {
+            return Ok(Some(*id));
+        }
+        let id: Option<i64> = tx
+            .prepare_cached("SELECT device_id FROM device_addrs WHERE ip = ?1")?
+            .query_row([ip.to_string()], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            self.by_ip.insert(ip, id);
+        }
+        Ok(id)
+    }
+
+    /// The device of a LAN address that started a flow, created on first sight unless
+    /// there are `max` devices already (then counted and left without one).
+    pub fn for_originator(
+        &mut self,
+        tx: &Transaction,
+        ip: IpAddr,
+        at: i64,
+        tick: &mut crate::event::Tick,
+    ) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.known(tx, ip)? {
+            return Ok(Some(id));
+        }
+        if !room_for_one_more(tx, self.max)? {
+            return Ok(None);
+        }
+        let text = ip.to_string();
+        tx.prepare_cached("INSERT INTO devices (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)")?
+            .execute(params![text, at])?;
+        let id = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+        )?
+        .execute(params![text, id, at])?;
+        crate::store::dns::claim_recent_queries(tx, &text, id, at)?;
+        tick.devices_changed = true;
+        self.by_ip.insert(ip, id);
+        Ok(Some(id))
+    }
+
+    /// Applies sightings (see [`apply_sightings`]) and keeps the cache true.
+    pub fn apply_sightings(
+        &mut self,
+        tx: &Transaction,
+        sightings: &[Sighting],
+        net: &Network,
+    ) -> rusqlite::Result<Applied> {
+        apply_sightings(tx, sightings, net, &mut self.by_ip, self.max)
+    }
+
+    /// Gives back what the cache grew to in a flood ([`crate::sys::shrink_map`]).
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        crate::sys::shrink_map(&mut self.by_ip)
+    }
+}

@@ -626,3 +626,17 @@ mod tests {
         }
     }
 }
+
+// --- the writer's DNS state across a transaction ---------------------------------------
+
+impl crate::store::writer::Table for DnsState {
+    fn rolled_back(&mut self, _conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        DnsState::rolled_back(self);
+        Ok(())
+    }
+
+    /// Answers and waiting flows past their time are forgotten.
+    fn committed(&mut self, now: i64) {
+        self.expire(now);
+    }
+}

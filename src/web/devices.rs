@@ -15,13 +15,13 @@ use super::layout::with_query;
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, dns, flows, now_ms, peers};
 use crate::event::Command;
+use crate::event::MAX_NOTES_CHARS;
 use crate::store::read::{
     self, ALL_DIRECTIONS, DeviceDns, DeviceRow, DnsFilter, FlowFilter, MAX_DOMAIN_FILTER_CHARS,
     Show,
 };
 use crate::store::read_detect::{self, IncidentFilter, IncidentState};
 use crate::store::read_peers;
-use crate::store::writer::MAX_NOTES_CHARS;
 
 pub async fn list(State(state): State<AppState>) -> Result<Markup, WebError> {
     let devices = state.reads().run(read::devices).await?;

@@ -30,12 +30,12 @@ use super::saved;
 use super::{AppState, WebError, now_ms};
 use crate::detect::Code;
 use crate::event::Command;
+use crate::event::MAX_NOTES_CHARS;
 use crate::store::read::{self, DeviceRow, MAX_PAGE};
 use crate::store::read_detect::{
     self, IncidentDetail, IncidentFilter, IncidentPage, IncidentQuery, IncidentRow, IncidentSort,
     IncidentState, WINDOWS,
 };
-use crate::store::writer::MAX_NOTES_CHARS;
 
 const INCIDENTS: &str = "/incidents";
 

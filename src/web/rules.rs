@@ -22,10 +22,10 @@ use super::layout::{Nav, csrf_field, page as shell};
 use super::{AppState, WebError, now_ms};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
+use crate::event::MAX_NOTES_CHARS;
 use crate::event::{Command, CommandReply};
 use crate::store::read::{self, DeviceRow, MAX_DOMAIN_FILTER_CHARS};
 use crate::store::read_detect::{self, RuleRow};
-use crate::store::writer::MAX_NOTES_CHARS;
 
 /// Longest organisation text accepted (characters).
 const MAX_ORG_CHARS: usize = 100;
