@@ -425,7 +425,29 @@ pub enum Command {
 }
 
 /// What the writer answers a command with.
-pub type CommandResult = Result<CommandReply, String>;
+pub type CommandResult = Result<CommandReply, CommandError>;
+
+/// Why a command was not applied. The kind tells the web what to answer (404, 400 or
+/// 503); the text is for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command names a row that does not exist.
+    #[error("no {what} with id {id}")]
+    NotFound { what: &'static str, id: i64 },
+    /// The command itself is refused: a value out of bounds, a list that is full.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database did not take the write (a storage error, the writer stopping):
+    /// nothing is wrong with the command, and it may work later.
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl From<rusqlite::Error> for CommandError {
+    fn from(e: rusqlite::Error) -> CommandError {
+        CommandError::Storage(format!("database error: {e}"))
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum CommandReply {
@@ -582,13 +604,13 @@ impl WriterHandle {
     /// Runs a user command through the writer and waits for its commit. Refused at once
     /// while commits fail for a storage reason: the writer takes nothing new then, and the
     /// user is better served by the reason than by a page that hangs.
-    pub async fn command(&self, command: Command) -> Result<CommandReply, String> {
+    pub async fn command(&self, command: Command) -> CommandResult {
         if let Some(f) = self.write_failure() {
-            return Err(format!(
+            return Err(CommandError::Storage(format!(
                 "the database is not accepting writes ({}); netmon retries on its own, \
                  try again once the storage has room",
                 f.error
-            ));
+            )));
         }
         let (reply_tx, reply_rx) = oneshot::channel();
         let tx = self.tx.clone();
@@ -600,13 +622,13 @@ impl WriterHandle {
                 .map(|()| {
                     depth.fetch_add(1, Ordering::Relaxed);
                 })
-                .map_err(|_| "netmon is shutting down".to_owned())
+                .map_err(|_| CommandError::Storage("netmon is shutting down".to_owned()))
         })
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| CommandError::Storage(e.to_string()))??;
         reply_rx
             .await
-            .map_err(|_| "the writer stopped before answering".to_owned())?
+            .map_err(|_| CommandError::Storage("the writer stopped before answering".to_owned()))?
     }
 }
 

@@ -4,8 +4,10 @@
 use rusqlite::{Transaction, params};
 
 use crate::detect::score::Detector;
-use crate::event::Tick;
-use crate::event::{Command, CommandReply, MAX_NOTES_CHARS};
+use crate::event::{Command, CommandError, CommandReply, CommandResult, MAX_NOTES_CHARS, Tick};
+
+/// Longest device name accepted (characters).
+const MAX_DEVICE_NAME_CHARS: usize = 64;
 
 /// Applies one command; `tick` is marked with what it changed.
 pub fn apply_command(
@@ -14,39 +16,27 @@ pub fn apply_command(
     tick: &mut Tick,
     detect: Option<&mut Detector>,
     now: i64,
-) -> Result<CommandReply, String> {
+) -> CommandResult {
     match command {
         Command::RenameDevice { device_id, name } => {
             let name = name.trim();
-            if name.chars().count() > 64 {
-                return Err("a device name has at most 64 characters".into());
+            if name.chars().count() > MAX_DEVICE_NAME_CHARS {
+                return Err(CommandError::Invalid(format!(
+                    "a device name has at most {MAX_DEVICE_NAME_CHARS} characters"
+                )));
             }
-            let name = (!name.is_empty()).then_some(name);
-            let n = tx
-                .prepare_cached("UPDATE devices SET name = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![device_id, name]))
-                .map_err(|e| format!("database error: {e}"))?;
-            if n == 0 {
-                return Err(format!("no device with id {device_id}"));
-            }
+            set_device_column(tx, "name", device_id, name)?;
             tick.devices_changed = true;
             Ok(CommandReply::Done)
         }
         Command::SetDeviceNotes { device_id, notes } => {
             let notes = notes.trim();
             if notes.chars().count() > MAX_NOTES_CHARS {
-                return Err(format!(
+                return Err(CommandError::Invalid(format!(
                     "device notes have at most {MAX_NOTES_CHARS} characters"
-                ));
+                )));
             }
-            let notes = (!notes.is_empty()).then_some(notes);
-            let n = tx
-                .prepare_cached("UPDATE devices SET notes = ?2 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![device_id, notes]))
-                .map_err(|e| format!("database error: {e}"))?;
-            if n == 0 {
-                return Err(format!("no device with id {device_id}"));
-            }
+            set_device_column(tx, "notes", device_id, notes)?;
             tick.devices_changed = true;
             Ok(CommandReply::Done)
         }
@@ -58,4 +48,24 @@ pub fn apply_command(
         // they are in place when it is turned on.
         other => crate::store::detect::apply_command(tx, other, detect, now),
     }
+}
+
+/// Sets the owner's `name` or `notes` of a device; empty text clears it.
+fn set_device_column(
+    tx: &Transaction,
+    column: &'static str,
+    device_id: i64,
+    text: &str,
+) -> Result<(), CommandError> {
+    let value = (!text.is_empty()).then_some(text);
+    let n = tx
+        .prepare_cached(&format!("UPDATE devices SET {column} = ?2 WHERE id = ?1"))?
+        .execute(params![device_id, value])?;
+    if n == 0 {
+        return Err(CommandError::NotFound {
+            what: "device",
+            id: device_id,
+        });
+    }
+    Ok(())
 }

@@ -440,3 +440,49 @@ impl DeviceIds {
         crate::sys::shrink_map(&mut self.by_ip)
     }
 }
+
+// --- the label of a device's Prometheus series ------------------------------------------
+
+/// What a device's Prometheus series is called: its owner's name, else its DHCP
+/// hostname, else its address (`devices.ip` at that moment: its newest IPv4 address, or
+/// an IPv6 one while it has none) — what the UI shows then. The exporter asks once per
+/// device and keeps the answer until netmon restarts, so a rename or a new address does
+/// not split a series mid-run.
+pub fn metric_label(conn: &rusqlite::Connection, device_id: i64) -> String {
+    let row: rusqlite::Result<Option<(Option<String>, String)>> = conn
+        .prepare_cached(
+            "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), '')), ip
+             FROM devices WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        });
+    match row {
+        Ok(Some((Some(name), _))) => name,
+        Ok(Some((None, ip))) => ip,
+        Ok(None) | Err(_) => format!("device {device_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    #[test]
+    fn device_label_prefers_name_then_hostname_then_address() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, name TEXT,
+                 hostname TEXT);
+             INSERT INTO devices VALUES (1, '10.0.0.1', 'tv', 'lgtv'), (2, '10.0.0.2', ' ', 'nas'),
+                 (3, '10.0.0.3', NULL, NULL);",
+        )
+        .unwrap();
+        assert_eq!(metric_label(&conn, 1), "tv");
+        assert_eq!(metric_label(&conn, 2), "nas");
+        assert_eq!(metric_label(&conn, 3), "10.0.0.3");
+        assert_eq!(metric_label(&conn, 9), "device 9");
+    }
+}

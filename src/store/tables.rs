@@ -121,7 +121,6 @@ impl Tables {
         self.flows.remap_device(from, into);
         self.rollups.remap_device(from, into);
         self.dns.remap_device(from, into);
-        crate::export::prometheus::merge_device_series(from, into);
         if let Some(d) = &mut self.detect {
             d.engine.remap_device(from, into);
         }

@@ -61,7 +61,10 @@ use rusqlite::{Connection, ErrorCode};
 use tokio::sync::watch;
 
 use crate::config::Config;
-use crate::event::{Event, FlowBatch, StorageStatus, Tick, WriterHandle, flow_changes};
+use crate::event::{
+    CommandError, CommandResult, Event, FlowBatch, StorageStatus, Tick, WriterHandle, flow_changes,
+};
+use crate::export::prometheus::DeviceSeries;
 use crate::flow::Network;
 use crate::store::reserve::Reserve;
 use crate::store::retention::Retention;
@@ -129,8 +132,14 @@ pub struct WriterThread {
 
 impl WriterThread {
     /// Opens the database (creating and migrating it), loads the live-flow state and
-    /// starts the writer thread. Errors are start-up errors (bad path, newer schema).
-    pub fn start(config: &Config, network: Arc<RwLock<Network>>) -> anyhow::Result<WriterThread> {
+    /// starts the writer thread. `device_series` gets every commit's per-device traffic
+    /// (`None` where no Prometheus recorder is installed). Errors are start-up errors (bad
+    /// path, newer schema).
+    pub fn start(
+        config: &Config,
+        network: Arc<RwLock<Network>>,
+        device_series: Option<DeviceSeries>,
+    ) -> anyhow::Result<WriterThread> {
         // A damaged file is moved aside first, so a snapshot (when there is one) takes
         // its place below.
         schema::quarantine_if_damaged(&config.db_path)?;
@@ -148,6 +157,7 @@ impl WriterThread {
         };
         let handle = WriterHandle::new(tx, depth.clone());
         writer.storage = handle.storage.clone();
+        writer.device_series = device_series;
         if let Some(d) = &mut writer.tables.detect {
             d.notifier = Some(crate::detect::notify::start(config));
         }
@@ -214,6 +224,8 @@ struct Writer {
     /// Most changes one transaction takes: [`MAX_TX_CHANGES`], or fewer when the WAL's
     /// share of a small storage budget would not hold that many.
     tx_changes: usize,
+    /// Per-device Prometheus series, fed after each commit (`None` without a recorder).
+    device_series: Option<DeviceSeries>,
 }
 
 /// A batch waiting for storage to work again.
@@ -245,6 +257,7 @@ impl Writer {
             shrunk_at: Instant::now(),
             reserve,
             tx_changes: tx_changes(&config.retention),
+            device_series: None,
         })
     }
 
@@ -439,7 +452,7 @@ impl Writer {
             Err(e) => {
                 metrics::counter!("netmon_writer_failed_commits_total").increment(1);
                 for reply in reply_to {
-                    let _ = reply.send(Err(format!("database error: {e}")));
+                    let _ = reply.send(Err(CommandError::Storage(format!("database error: {e}"))));
                 }
                 self.tables.rolled_back(&self.conn);
                 self.rolled_back(&e, data, changes, n_events);
@@ -452,7 +465,7 @@ impl Writer {
     fn committed(
         &mut self,
         written: Written,
-        reply_to: Vec<tokio::sync::oneshot::Sender<crate::event::CommandResult>>,
+        reply_to: Vec<tokio::sync::oneshot::Sender<CommandResult>>,
         now: i64,
     ) -> Tick {
         let Written {
@@ -460,12 +473,18 @@ impl Writer {
             replies,
             merges,
         } = written;
-        crate::export::prometheus::record_device_traffic(
-            &self.conn,
-            acc.device_totals.iter().map(|(&id, (t, _))| {
-                (id, [t.bytes_up, t.bytes_down, t.packets_up, t.packets_down])
-            }),
-        );
+        if let Some(series) = &mut self.device_series {
+            let conn = &self.conn;
+            series.record(
+                acc.device_totals.iter().map(|(&id, (t, _))| {
+                    (id, [t.bytes_up, t.bytes_down, t.packets_up, t.packets_down])
+                }),
+                |id| crate::store::devices::metric_label(conn, id),
+            );
+            for m in &merges {
+                series.merge(m.from, m.into);
+            }
+        }
         let active = self.tables.flows.active();
         metrics::gauge!("netmon_active_flows").set(active as f64);
         for (reply, result) in reply_to.into_iter().zip(replies) {
@@ -968,7 +987,13 @@ mod tests {
             },
             tx,
         )]);
-        assert!(rx.try_recv().unwrap().is_err());
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            Err(CommandError::NotFound {
+                what: "device",
+                id: 99
+            })
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 
@@ -1658,7 +1683,11 @@ mod tests {
             name: "x".into(),
         };
         let answer = rt.block_on(handle.command(rename)).unwrap_err();
-        assert!(answer.contains("not accepting writes"), "{answer}");
+        assert!(matches!(answer, CommandError::Storage(_)), "{answer:?}");
+        assert!(
+            answer.to_string().contains("not accepting writes"),
+            "{answer}"
+        );
         assert_eq!(handle.write_failure().map(|f| f.held_changes), Some(7));
         handle.storage.working();
         assert!(handle.write_failure().is_none());
@@ -1754,7 +1783,10 @@ mod tests {
             now + 3_600_000
         );
         let reply = command(&mut w, Command::AckIncident { incident_id: 9 });
-        assert!(reply.is_err());
+        assert!(
+            matches!(reply, Err(CommandError::NotFound { .. })),
+            "{reply:?}"
+        );
         let reply = command(&mut w, Command::ClearAcknowledged);
         assert_eq!(reply, Ok(CommandReply::Done));
         assert_eq!(count(&w.conn, "SELECT count(*) FROM incidents"), 0);

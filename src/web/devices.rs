@@ -380,10 +380,7 @@ pub async fn notes(
             notes,
         })
         .await
-        .map_err(|e| match e.strip_prefix("no device") {
-            Some(_) => WebError::NotFound(e),
-            None => WebError::Unavailable(format!("notes not saved: {e}")),
-        })?;
+        .map_err(WebError::command("notes not saved"))?;
     Ok(Redirect::to(&format!("/devices/{id}")))
 }
 
@@ -423,6 +420,6 @@ pub async fn rename(
             name,
         })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rename not saved: {e}")))?;
+        .map_err(WebError::command("rename not saved"))?;
     Ok(Redirect::to(&format!("/devices/{id}")))
 }

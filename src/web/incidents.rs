@@ -534,7 +534,7 @@ async fn run(state: &AppState, command: Command, what: &str) -> Result<(), WebEr
         .command(command)
         .await
         .map(|_| ())
-        .map_err(|e| WebError::Unavailable(format!("{what} not saved: {e}")))
+        .map_err(WebError::command(&format!("{what} not saved")))
 }
 
 fn back_to(form: &BackForm, default: &str) -> Redirect {

@@ -451,6 +451,20 @@ impl WebError {
     }
 }
 
+impl WebError {
+    /// A command the writer did not apply: 404 for a row that does not exist, 400 for a
+    /// command it refused, 503 when the database could not take it. `what` names the
+    /// action for the message ("rename not saved").
+    pub fn command(what: &str) -> impl Fn(crate::event::CommandError) -> WebError + '_ {
+        use crate::event::CommandError;
+        move |e| match e {
+            CommandError::NotFound { .. } => WebError::NotFound(e.to_string()),
+            CommandError::Invalid(_) => WebError::BadRequest(format!("{what}: {e}")),
+            CommandError::Storage(_) => WebError::Unavailable(format!("{what}: {e}")),
+        }
+    }
+}
+
 impl From<FilterError> for WebError {
     fn from(e: FilterError) -> Self {
         WebError::BadRequest(e.to_string())

@@ -126,7 +126,7 @@ async fn save(state: &AppState, id: Option<i64>, form: RuleForm) -> Result<Respo
             reevaluate,
         })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rule not saved: {e}")))?;
+        .map_err(WebError::command("rule not saved"))?;
     let saved = match reply {
         CommandReply::Id(saved) => saved,
         CommandReply::Done => id.unwrap_or_default(),
@@ -153,7 +153,7 @@ pub async fn delete(
         .writer
         .command(Command::DeleteRule { rule_id: id })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rule not deleted: {e}")))?;
+        .map_err(WebError::command("rule not deleted"))?;
     Ok(Redirect::to("/rules"))
 }
 
@@ -382,7 +382,7 @@ impl RuleForm {
                         .into(),
                 ));
             } else if let Err(e) = spec.validate() {
-                errors.push(("action", e));
+                errors.push(("action", e.to_string()));
             }
         }
         if errors.is_empty() {
