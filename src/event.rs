@@ -541,11 +541,10 @@ impl StorageStatus {
 }
 
 /// Most flow changes waiting in the channel. The channel is bounded in messages
-/// (`channel_capacity`), but a flow message may carry up to
-/// [`MAX_CHANGES_PER_BATCH`] changes, each a copy of the flow:
-/// 64 full messages were 1.3 million copies, and a flood that outran the writer took
-/// netmon to 0.3 – 0.9 GiB (README, footprint) — an OOM kill on a 128 MB router. Past
-/// this many, a flow message is refused like a full channel, and the collector keeps the
+/// (`channel_capacity`), but a flow message may carry up to [`MAX_CHANGES_PER_BATCH`]
+/// changes, each a copy of the flow: a channel of 64 full messages would hold over a
+/// million copies, hundreds of MiB — an OOM kill on a 128 MB router. Past this many, a
+/// flow message is refused like a full channel, and the collector keeps the
 /// changes coalesced in its tracker (bounded by `max_tracked_flows`), where a flow
 /// updated again costs nothing more. Two full messages (≈ 6 MiB of changes): the writer
 /// always has the next one waiting.

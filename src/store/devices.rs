@@ -1,8 +1,8 @@
-//! Device identity in the database: devices keyed by MAC (issue 11).
+//! Device identity in the database: devices keyed by MAC.
 //!
 //! A flow from a LAN address nobody has named yet creates a device known only by that
-//! address (`writer::device_for`). A sighting (`collect::devices`: neighbour table or
-//! DHCP lease) then says which MAC owns the address:
+//! address ([`DeviceIds::for_originator`]). A sighting ([`crate::event::Sighting`]:
+//! neighbour table or DHCP lease) then says which MAC owns the address:
 //!
 //! | the address belongs to      | the MAC has a device | result                        |
 //! |-----------------------------|----------------------|-------------------------------|
