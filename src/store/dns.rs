@@ -604,6 +604,20 @@ pub fn write_dns_rollups(
     Ok(())
 }
 
+// --- the writer's DNS state across a transaction ---------------------------------------
+
+impl crate::store::writer::Table for DnsState {
+    fn rolled_back(&mut self, _conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        DnsState::rolled_back(self);
+        Ok(())
+    }
+
+    /// Answers and waiting flows past their time are forgotten.
+    fn committed(&mut self, now: i64) {
+        self.expire(now);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::registrable_domain;
@@ -624,19 +638,5 @@ mod tests {
         ] {
             assert_eq!(registrable_domain(name), want, "{name}");
         }
-    }
-}
-
-// --- the writer's DNS state across a transaction ---------------------------------------
-
-impl crate::store::writer::Table for DnsState {
-    fn rolled_back(&mut self, _conn: &rusqlite::Connection) -> rusqlite::Result<()> {
-        DnsState::rolled_back(self);
-        Ok(())
-    }
-
-    /// Answers and waiting flows past their time are forgotten.
-    fn committed(&mut self, now: i64) {
-        self.expire(now);
     }
 }
