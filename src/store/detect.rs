@@ -3,6 +3,9 @@
 //! baselines, and pruning. Everything here runs on the writer's connection, inside the
 //! tick's transaction unless said otherwise. The pages read these tables through
 //! `store::read_detect`.
+//!
+//! (Over 800 lines: one table family's writes, whose commands and loads share its
+//! private row helpers; the detection upkeep between ticks is `detect::upkeep`.)
 
 use std::collections::HashMap;
 use std::net::IpAddr;
