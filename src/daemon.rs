@@ -58,7 +58,10 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // user, read who talked to whom. Inherited by what netmon runs and by a reload.
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o027) };
-    let metrics = crate::export::prometheus::install(&config)?;
+    let crate::export::prometheus::Installed {
+        handle: metrics,
+        devices: device_series,
+    } = crate::export::prometheus::install(&config)?;
     let addrs = netif::interface_addrs().context("reading interface addresses")?;
     let network = network_from(&config, &addrs);
     if network.lan_subnets.is_empty() {
@@ -94,7 +97,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // first thread. Everything below runs exactly as after a SIGHUP reload.
     privs::drop_privileges(&config, &listen).context("dropping privileges")?;
     privs::check_access(&config, config_path)?;
-    let writer = WriterThread::start(&config, network.clone())?;
+    let writer = WriterThread::start(&config, network.clone(), Some(device_series))?;
     // Router health: reads /proc and /sys on its own thread, sends samples to the writer.
     let system = SystemSampler::start(&config, writer.handle.clone())?;
     // Flow offloading: lists the router's flowtables every few minutes (`nft`).

@@ -1,13 +1,20 @@
-//! The one message type every producer sends to the writer (DESIGN §1, principle 1).
+//! The channel between the collectors and the one writer (DESIGN §1, principle 1): the
+//! message type every producer sends, its payloads, and the handle that sends them.
 //!
 //! Collectors send coalesced batches; the web sends user commands with a oneshot for
-//! the reply. The channel is bounded (`channel_capacity`): collectors use `try_send`
-//! and keep coalescing when it is full, so they never wait on the writer.
+//! the reply. The channel is bounded (`channel_capacity`): collectors use
+//! [`WriterHandle::try_send`] and keep coalescing when it is full, so they never wait on
+//! the writer. This module is all that collectors and the writer share: a collector
+//! imports `crate::event`, never `crate::store`, and `store` never imports `collect`.
 
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
 use tokio::sync::oneshot;
 
-use crate::collect::system::SystemSample;
-use crate::dns::DnsObservation;
 use crate::flow::CtFlow;
 
 /// Everything that may change the database.
@@ -27,9 +34,9 @@ pub enum Event {
     Drops(Vec<DropCount>),
     /// LAN addresses seen with their MAC (`collect::identity`: neighbour table, DHCP
     /// leases); the writer keys devices by MAC (`store::devices`).
-    Identity(Vec<crate::collect::identity::Sighting>),
+    Identity(Vec<Sighting>),
     /// A user action from the web UI; the writer answers on `reply` after commit.
-    Command(Command, oneshot::Sender<Result<CommandReply, String>>),
+    Command(Command, oneshot::Sender<CommandResult>),
 }
 
 /// One tick's worth of conntrack changes, already coalesced per flow.
@@ -77,6 +84,283 @@ pub struct DropCount {
     pub iface: String,
     pub attempts: u64,
 }
+
+/// Most changes in one `Event::Flows` message: a burst of 100 000 new flows becomes five
+/// messages in one tick rather than one huge allocation the writer chews on at once.
+pub const MAX_CHANGES_PER_BATCH: usize = 20_000;
+
+// --- identity: LAN address ↔ MAC ----------------------------------------------------
+
+/// Where an address ↔ MAC pairing was learnt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SightingSource {
+    Neighbour,
+    Dhcp,
+}
+
+/// One address seen with its MAC, and the DHCP hostname when a lease names one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sighting {
+    pub ip: IpAddr,
+    pub mac: [u8; 6],
+    pub hostname: Option<String>,
+    pub source: SightingSource,
+    pub at_ms: i64,
+}
+
+/// `aa:bb:cc:dd:ee:ff`, the form the database stores.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+// --- DNS answers ----------------------------------------------------------------------
+
+/// Where an observation came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsSource {
+    /// A DNS response packet to a LAN client (NFQUEUE).
+    Packet,
+    /// dnsmasq's query log.
+    Log,
+}
+
+impl DnsSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DnsSource::Packet => "packet",
+            DnsSource::Log => "log",
+        }
+    }
+}
+
+/// One query a LAN client made and the answer it got, as far as the source shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsObservation {
+    /// When the answer (or, for an unanswered query, the query) was seen (unix ms).
+    pub ts_ms: i64,
+    /// The LAN client that asked.
+    pub client: IpAddr,
+    /// The name asked for, canonical ([`crate::dns_name`]).
+    pub qname: String,
+    /// Query type (1 A, 28 AAAA, 5 CNAME, 12 PTR, 65 HTTPS, …).
+    pub qtype: u16,
+    /// Response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED); `None` when the
+    /// source saw the query but no answer.
+    pub rcode: Option<u16>,
+    /// The answer section in order: the CNAME chain, then addresses. Empty for
+    /// NXDOMAIN and NODATA.
+    pub answers: Vec<DnsAnswer>,
+    pub source: DnsSource,
+}
+
+/// One record of an answer section that netmon uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// The record's owner name, canonical.
+    pub name: String,
+    /// Seconds; `None` when the source does not say (dnsmasq's log).
+    pub ttl: Option<u32>,
+    pub data: AnswerData,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnswerData {
+    /// `name` is an alias of this (canonical) name.
+    Cname(String),
+    /// `name` has this address.
+    Addr(IpAddr),
+}
+
+/// Records kept per answer, whichever source it came from; the rest are dropped and
+/// counted. Real answers are far shorter (a CDN name has a few CNAMEs and addresses);
+/// a crafted one must not make one observation hold thousands.
+pub const MAX_ANSWERS: usize = 64;
+
+impl DnsObservation {
+    /// NXDOMAIN: the name does not exist.
+    pub fn is_nxdomain(&self) -> bool {
+        self.rcode == Some(3)
+    }
+
+    /// The end of the CNAME chain starting at `qname`, when it differs from `qname`.
+    pub fn canonical_name(&self) -> Option<&str> {
+        let mut name = self.qname.as_str();
+        // A chain is at most as long as the answer section; that bounds loops.
+        for _ in 0..self.answers.len() {
+            let next = self.answers.iter().find_map(|a| match &a.data {
+                AnswerData::Cname(target) if a.name == name => Some(target.as_str()),
+                _ => None,
+            });
+            match next {
+                Some(target) => name = target,
+                None => break,
+            }
+        }
+        (name != self.qname).then_some(name)
+    }
+
+    /// Every address in the answer with its TTL.
+    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, Option<u32>)> + '_ {
+        self.answers.iter().filter_map(|a| match a.data {
+            AnswerData::Addr(ip) => Some((ip, a.ttl)),
+            AnswerData::Cname(_) => None,
+        })
+    }
+}
+
+// --- router health -------------------------------------------------------------------
+
+/// What an interface is to the router, from `wan_interfaces` / `lan_interfaces`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Wan,
+    Lan,
+    Other,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Wan => "wan",
+            Role::Lan => "lan",
+            Role::Other => "other",
+        }
+    }
+}
+
+/// One reading of everything. Optional parts are `None` when the kernel does not
+/// expose them (no conntrack module loaded, no `/proc/meminfo` in a sandbox) or, for
+/// rates, on the first sample.
+#[derive(Debug, Clone, Serialize)]
+pub struct SystemSample {
+    /// When it was taken (unix ms).
+    pub at_ms: i64,
+    /// Time since the previous sample (ms, monotonic): what the rates are over.
+    pub interval_ms: Option<i64>,
+    /// Busy share of all CPUs over the interval, 0–1.
+    pub cpu_ratio: Option<f64>,
+    pub load: Option<Load>,
+    pub memory: Option<Memory>,
+    pub filesystems: Vec<Filesystem>,
+    pub interfaces: Vec<InterfaceSample>,
+    pub conntrack: Option<Conntrack>,
+    /// Seconds since boot.
+    pub uptime_s: Option<f64>,
+    pub temperatures: Vec<Temperature>,
+}
+
+/// `/proc/loadavg`: runnable (and uninterruptible) tasks averaged over 1, 5, 15 min.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Load {
+    pub one: f64,
+    pub five: f64,
+    pub fifteen: f64,
+}
+
+/// `/proc/meminfo`, in bytes. `available` is the kernel's estimate of what can be
+/// allocated without swapping (`MemAvailable`), the honest "free" on a router whose
+/// page cache fills RAM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Memory {
+    pub total_bytes: u64,
+    pub available_bytes: u64,
+}
+
+impl Memory {
+    pub fn used_bytes(&self) -> u64 {
+        self.total_bytes.saturating_sub(self.available_bytes)
+    }
+}
+
+/// One file system netmon depends on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Filesystem {
+    /// `database` (the one holding `db_path`), `overlay` (OpenWrt's writable flash,
+    /// `/overlay`) or `root` (`/`, where there is no overlay).
+    pub name: &'static str,
+    pub path: String,
+    pub size_bytes: u64,
+    /// Space an unprivileged process may still use (`f_bavail`, df's "Avail").
+    pub free_bytes: u64,
+}
+
+/// The kernel's cumulative counters of one interface.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct InterfaceCounters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+}
+
+impl InterfaceCounters {
+    /// `self - prev`, or `None` when any counter went backwards (reset or wrap).
+    pub fn since(&self, prev: &InterfaceCounters) -> Option<InterfaceCounters> {
+        Some(InterfaceCounters {
+            rx_bytes: self.rx_bytes.checked_sub(prev.rx_bytes)?,
+            tx_bytes: self.tx_bytes.checked_sub(prev.tx_bytes)?,
+            rx_packets: self.rx_packets.checked_sub(prev.rx_packets)?,
+            tx_packets: self.tx_packets.checked_sub(prev.tx_packets)?,
+        })
+    }
+
+    pub(crate) fn add(&mut self, other: &InterfaceCounters) {
+        self.rx_bytes = self.rx_bytes.saturating_add(other.rx_bytes);
+        self.tx_bytes = self.tx_bytes.saturating_add(other.tx_bytes);
+        self.rx_packets = self.rx_packets.saturating_add(other.rx_packets);
+        self.tx_packets = self.tx_packets.saturating_add(other.tx_packets);
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct InterfaceSample {
+    pub name: String,
+    pub role: Role,
+    /// Cumulative, as the kernel reports them.
+    pub counters: InterfaceCounters,
+    /// Since the previous sample; `None` on the first sample of this interface and after
+    /// a reset. What the writer adds to the minute rollups.
+    pub delta: Option<InterfaceCounters>,
+    /// Bytes per second over the interval (`delta` / `interval_ms`).
+    pub rx_bytes_per_s: Option<f64>,
+    pub tx_bytes_per_s: Option<f64>,
+}
+
+/// The conntrack table of netmon's network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Conntrack {
+    /// `net.netfilter.nf_conntrack_count`
+    pub count: u64,
+    /// `net.netfilter.nf_conntrack_max`: past it the kernel drops new connections
+    /// ("nf_conntrack: table full, dropping packet").
+    pub max: u64,
+}
+
+impl Conntrack {
+    /// Fill, 0–1 (0 when `max` is 0).
+    pub fn fill(&self) -> f64 {
+        if self.max == 0 {
+            0.0
+        } else {
+            self.count as f64 / self.max as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Temperature {
+    /// `thermal/<zone type>` or `hwmon/<chip name>/<label>`.
+    pub sensor: String,
+    pub celsius: f64,
+}
+
+// --- user commands -------------------------------------------------------------------
+
+/// Longest notes accepted on a device, an incident or a rule (characters): a few lines
+/// about where the device is and whose it is.
+pub const MAX_NOTES_CHARS: usize = 1000;
 
 /// User actions that change the database (more arrive with later features).
 #[derive(Debug)]
@@ -140,9 +424,251 @@ pub enum Command {
     },
 }
 
+/// What the writer answers a command with.
+pub type CommandResult = Result<CommandReply, CommandError>;
+
+/// Why a command was not applied. The kind tells the web what to answer (404, 400 or
+/// 503); the text is for the user.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command names a row that does not exist.
+    #[error("no {what} with id {id}")]
+    NotFound { what: &'static str, id: i64 },
+    /// The command itself is refused: a value out of bounds, a list that is full.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database did not take the write (a storage error, the writer stopping):
+    /// nothing is wrong with the command, and it may work later.
+    #[error("{0}")]
+    Storage(String),
+}
+
+impl From<rusqlite::Error> for CommandError {
+    fn from(e: rusqlite::Error) -> CommandError {
+        CommandError::Storage(format!("database error: {e}"))
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum CommandReply {
     Done,
     /// The row a command created or changed (e.g. a rule's id).
     Id(i64),
+}
+
+// --- the handle ----------------------------------------------------------------------
+
+/// What the writer publishes on its `tokio::sync::watch` after every commit, so pages
+/// and the SSE stream know whether anything they show changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Tick {
+    /// Increments with every commit.
+    pub seq: u64,
+    /// Commit time, unix ms.
+    pub at_ms: i64,
+    /// Flow rows inserted / updated / ended in this commit.
+    pub flows_new: u64,
+    pub flows_updated: u64,
+    pub flows_ended: u64,
+    /// Devices or remote hosts were created or renamed in this commit.
+    pub devices_changed: bool,
+    pub remote_hosts_changed: bool,
+    /// Live flows after this commit.
+    pub active_flows: u64,
+}
+
+/// Cheap clonable sender to the writer. Collectors use [`WriterHandle::try_send`] and
+/// coalesce when it fails; the web uses [`WriterHandle::command`].
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: SyncSender<Event>,
+    /// Messages sent but not yet taken by the writer (std's channel has no `len`).
+    pub(crate) depth: Arc<AtomicUsize>,
+    /// Flow changes sent but not yet taken by the writer: the channel's real weight (see
+    /// [`MAX_QUEUED_FLOW_CHANGES`]).
+    pub(crate) queued_flows: Arc<AtomicUsize>,
+    /// Whether commits are failing for a storage reason; set by the writer thread.
+    pub(crate) storage: Arc<StorageStatus>,
+}
+
+/// The writer's view of its storage, shared with the web through [`WriterHandle`]:
+/// atomics and a short-held lock, so `/healthz` never waits on the writer.
+#[derive(Default)]
+pub(crate) struct StorageStatus {
+    /// Unix ms of the first failed commit of the current outage; 0 while commits work.
+    failing_since_ms: AtomicI64,
+    /// Changes of the held batch (see `store::writer`).
+    held_changes: AtomicUsize,
+    /// The latest storage error, as SQLite words it.
+    error: Mutex<String>,
+}
+
+/// Commits are failing for a storage reason (disk full, I/O error): since when, why, and
+/// how many changes wait in the writer for the next attempt. Shown by `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WriteFailure {
+    pub since_ms: i64,
+    pub error: String,
+    pub held_changes: usize,
+}
+
+impl StorageStatus {
+    pub(crate) fn failing(&self, error: &rusqlite::Error, held_changes: usize) {
+        let now = crate::time::now_ms();
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        self.held_changes.store(held_changes, Ordering::Relaxed);
+        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
+        metrics::gauge!("netmon_writer_held_changes").set(held_changes as f64);
+    }
+
+    pub(crate) fn working(&self) {
+        if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
+            self.held_changes.store(0, Ordering::Relaxed);
+            metrics::gauge!("netmon_writer_held_changes").set(0.0);
+        }
+    }
+
+    pub(crate) fn failure(&self) -> Option<WriteFailure> {
+        let since_ms = self.failing_since_ms.load(Ordering::Relaxed);
+        (since_ms != 0).then(|| WriteFailure {
+            since_ms,
+            error: self.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            held_changes: self.held_changes.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Most flow changes waiting in the channel. The channel is bounded in messages
+/// (`channel_capacity`), but a flow message may carry up to [`MAX_CHANGES_PER_BATCH`]
+/// changes, each a copy of the flow: a channel of 64 full messages would hold over a
+/// million copies, hundreds of MiB — an OOM kill on a 128 MB router. Past this many, a
+/// flow message is refused like a full channel, and the collector keeps the
+/// changes coalesced in its tracker (bounded by `max_tracked_flows`), where a flow
+/// updated again costs nothing more. Two full messages (≈ 6 MiB of changes): the writer
+/// always has the next one waiting.
+pub const MAX_QUEUED_FLOW_CHANGES: usize = 2 * MAX_CHANGES_PER_BATCH;
+
+impl WriterHandle {
+    /// A handle on the sending side of the writer's channel; `depth` counts the events
+    /// queued and not yet taken. The writer thread makes the real one; tests and
+    /// benchmarks make one around a channel they read themselves.
+    pub fn new(tx: SyncSender<Event>, depth: Arc<AtomicUsize>) -> WriterHandle {
+        WriterHandle {
+            tx,
+            depth,
+            queued_flows: Arc::default(),
+            storage: Arc::default(),
+        }
+    }
+
+    /// `Some` while commits fail for a storage reason (see `store::writer`).
+    pub fn write_failure(&self) -> Option<WriteFailure> {
+        self.storage.failure()
+    }
+
+    /// Never blocks. On `Err` the event comes back: the channel is full (keep it and
+    /// coalesce) or the writer is gone (shutting down).
+    pub fn try_send(&self, event: Event) -> Result<(), Event> {
+        let flows = flow_changes(&event);
+        if flows > 0 {
+            // Checked, then added after the send: the one conntrack thread sends flows,
+            // so the bound holds.
+            let queued = self.queued_flows.load(Ordering::Relaxed);
+            if queued > 0 && queued + flows > MAX_QUEUED_FLOW_CHANGES {
+                return Err(event);
+            }
+        }
+        match self.tx.try_send(event) {
+            Ok(()) => {
+                self.depth.fetch_add(1, Ordering::Relaxed);
+                self.queued_flows.fetch_add(flows, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(TrySendError::Full(e)) | Err(TrySendError::Disconnected(e)) => Err(e),
+        }
+    }
+
+    /// Tests that read the channel themselves stand in for the writer: everything sent
+    /// so far was taken.
+    #[cfg(test)]
+    pub(crate) fn all_taken(&self) {
+        self.depth.store(0, Ordering::Relaxed);
+        self.queued_flows.store(0, Ordering::Relaxed);
+    }
+
+    /// Messages waiting for the writer.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Runs a user command through the writer and waits for its commit. Refused at once
+    /// while commits fail for a storage reason: the writer takes nothing new then, and the
+    /// user is better served by the reason than by a page that hangs.
+    pub async fn command(&self, command: Command) -> CommandResult {
+        if let Some(f) = self.write_failure() {
+            return Err(CommandError::Storage(format!(
+                "the database is not accepting writes ({}); netmon retries on its own, \
+                 try again once the storage has room",
+                f.error
+            )));
+        }
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let tx = self.tx.clone();
+        let depth = self.depth.clone();
+        // A full channel means the writer is busy for a moment; wait for room on a
+        // blocking thread rather than failing the user's click.
+        tokio::task::spawn_blocking(move || {
+            tx.send(Event::Command(command, reply_tx))
+                .map(|()| {
+                    depth.fetch_add(1, Ordering::Relaxed);
+                })
+                .map_err(|_| CommandError::Storage("netmon is shutting down".to_owned()))
+        })
+        .await
+        .map_err(|e| CommandError::Storage(e.to_string()))??;
+        reply_rx
+            .await
+            .map_err(|_| CommandError::Storage("the writer stopped before answering".to_owned()))?
+    }
+}
+
+/// Flow changes an event carries: what [`MAX_QUEUED_FLOW_CHANGES`] bounds.
+pub(crate) fn flow_changes(event: &Event) -> usize {
+    match event {
+        Event::Flows(batch) => batch.changed.len(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_name_follows_the_chain() {
+        let obs = DnsObservation {
+            ts_ms: 0,
+            client: "10.0.0.2".parse().unwrap(),
+            qname: "cdn.example.test".into(),
+            qtype: 1,
+            rcode: Some(0),
+            answers: vec![
+                DnsAnswer {
+                    name: "cdn.example.test".into(),
+                    ttl: Some(60),
+                    data: AnswerData::Cname("edge.cdn-provider.test".into()),
+                },
+                DnsAnswer {
+                    name: "edge.cdn-provider.test".into(),
+                    ttl: Some(60),
+                    data: AnswerData::Addr("203.0.113.81".parse().unwrap()),
+                },
+            ],
+            source: DnsSource::Packet,
+        };
+        assert_eq!(obs.canonical_name(), Some("edge.cdn-provider.test"));
+        assert_eq!(obs.addresses().count(), 1);
+    }
 }

@@ -82,7 +82,7 @@ pub fn dns_packet(data: &[u8]) {
     };
     for o in observations {
         for n in std::iter::once(&o.qname).chain(o.answers.iter().map(|a| &a.name)) {
-            assert!(n.len() <= crate::dns::MAX_NAME_CHARS, "{n:?}");
+            assert!(n.len() <= crate::dns_name::MAX_NAME_CHARS, "{n:?}");
             assert!(!n.chars().any(|c| c.is_control() || !c.is_ascii()), "{n:?}");
         }
     }

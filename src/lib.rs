@@ -7,7 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod detect;
 pub mod disk;
-pub mod dns;
+pub mod dns_name;
 pub mod enrich;
 pub mod event;
 pub mod export;

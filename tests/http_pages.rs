@@ -6,7 +6,7 @@ mod common;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
-use netmon::store::writer::Tick;
+use netmon::event::Tick;
 use rusqlite::Connection;
 
 use common::http::*;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use netmon::event::Tick;
 use netmon::event::{Command, CommandReply, Event};
-use netmon::store::writer::Tick;
 use tokio_stream::StreamExt as _;
 use tower::ServiceExt as _;
 

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use netmon::collect::conntrack::ConntrackCollector;
 use netmon::config::Config;
 use netmon::event::Event;
+use netmon::event::WriterHandle;
 use netmon::flow::PROTO_TCP;
-use netmon::store::writer::WriterHandle;
 
 /// A named namespace (`ip netns add`) with `lo` up, deleted on drop.
 struct Netns {

@@ -51,15 +51,11 @@ use super::ctnetlink::{
 };
 use super::netlink::{NLMSG_ERROR, NLMSG_HDRLEN, NlMessages};
 use crate::config::Config;
+use crate::event::{MAX_CHANGES_PER_BATCH, WriterHandle};
 use crate::export::ipfix::FlowTap;
-use crate::store::writer::WriterHandle;
 use tracker::Tracker;
 
 mod tracker;
-
-/// Most changes in one `Event::Flows` message: a burst of 100 000 new flows becomes five
-/// messages in one tick rather than one huge allocation the writer chews on at once.
-pub const MAX_CHANGES_PER_BATCH: usize = 20_000;
 
 /// Receive buffer size, one per socket (allocated once). A dump reply datagram is at most
 /// 32 KiB (`netlink_dump` caps its skb there, even with a larger `recvmsg` buffer); an

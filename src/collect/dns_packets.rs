@@ -11,7 +11,7 @@
 //! Parsing uses `simple-dns` after a plausibility check of the header's record counts
 //! (a crafted count must not make the parser reserve megabytes); at most
 //! [`MAX_ANSWERS`] records of an answer are kept, as from the dnsmasq log. Names become
-//! canonical text ([`crate::dns::name_from_labels`]). Observations go to the writer
+//! canonical text ([`crate::dns_name::name_from_labels`]). Observations go to the writer
 //! every [`FLUSH_EVERY`] or as soon as the queue is momentarily empty, so an answer is
 //! normally stored before the flow it explains (which the conntrack collector holds for
 //! up to a tick).
@@ -32,9 +32,10 @@ use simple_dns::rdata::RData;
 use simple_dns::{PacketFlag, RCODE};
 
 use crate::config::Config;
-use crate::dns::{AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS, name_from_labels};
+use crate::dns_name::name_from_labels;
 use crate::event::Event;
-use crate::store::writer::WriterHandle;
+use crate::event::WriterHandle;
+use crate::event::{AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS};
 
 /// Longest an observation waits before it is sent to the writer.
 const FLUSH_EVERY: Duration = Duration::from_millis(100);

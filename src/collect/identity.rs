@@ -55,7 +55,7 @@ use neli::utils::Groups;
 use crate::collect::netlink::{self, Attrs, NLM_F_REQUEST, NlMessages, ne_u16};
 use crate::config::Config;
 use crate::event::Event;
-use crate::store::writer::WriterHandle;
+use crate::event::{Sighting, SightingSource, WriterHandle};
 
 /// A full neighbour dump this often, besides the events: an overrun socket loses
 /// events, and entries that never change state send none.
@@ -85,35 +85,12 @@ const NDMSG_LEN: usize = 12;
 const NUD_USABLE: u16 = 0x02 | 0x04 | 0x08 | 0x10 | 0x80;
 const NLM_F_DUMP: u16 = 0x300;
 
-/// Where an address ↔ MAC pairing was learnt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SightingSource {
-    Neighbour,
-    Dhcp,
-}
-
-/// One address seen with its MAC, and the DHCP hostname when a lease names one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sighting {
-    pub ip: IpAddr,
-    pub mac: [u8; 6],
-    pub hostname: Option<String>,
-    pub source: SightingSource,
-    pub at_ms: i64,
-}
-
 /// A lease as a lease file states it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lease {
     pub ip: IpAddr,
     pub mac: [u8; 6],
     pub hostname: Option<String>,
-}
-
-/// `aa:bb:cc:dd:ee:ff`, the form the database stores.
-pub fn format_mac(mac: [u8; 6]) -> String {
-    let [a, b, c, d, e, f] = mac;
-    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
 }
 
 /// A unicast Ethernet address a device could own: not all zero, not multicast.
@@ -584,6 +561,7 @@ fn receive(sock: &NlSocket, buf: &mut [u8], co: &mut Coalescer) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::format_mac;
 
     const NOW: i64 = 1_764_000_000;
 

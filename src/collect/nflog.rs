@@ -47,9 +47,9 @@ use crate::collect::netlink::{
     NlMessages, be32, ne_i32, put_attr,
 };
 use crate::config::Config;
+use crate::event::WriterHandle;
 use crate::event::{DropCount, Event};
 use crate::firewall::{PREFIX_PASSED, PREFIX_SEEN};
-use crate::store::writer::WriterHandle;
 
 // nfnetlink.h / nfnetlink_log.h
 const NFNL_SUBSYS_ULOG: u16 = 4;

@@ -33,163 +33,20 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::config::Config;
 use crate::event::Event;
-use crate::store::writer::WriterHandle;
+use crate::event::{
+    Conntrack, Filesystem, InterfaceCounters, InterfaceSample, Load, Memory, Role, SystemSample,
+    Temperature, WriterHandle,
+};
 
 /// Interfaces sampled at most (configured LAN/WAN ones first). A router with hundreds
 /// of container veths must not get hundreds of minute rows per minute.
 pub const MAX_INTERFACES: usize = 32;
 /// Temperature sensors read at most.
 pub const MAX_SENSORS: usize = 16;
-
-/// What an interface is to the router, from `wan_interfaces` / `lan_interfaces`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Wan,
-    Lan,
-    Other,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Wan => "wan",
-            Role::Lan => "lan",
-            Role::Other => "other",
-        }
-    }
-}
-
-/// One reading of everything. Optional parts are `None` when the kernel does not
-/// expose them (no conntrack module loaded, no `/proc/meminfo` in a sandbox) or, for
-/// rates, on the first sample.
-#[derive(Debug, Clone, Serialize)]
-pub struct SystemSample {
-    /// When it was taken (unix ms).
-    pub at_ms: i64,
-    /// Time since the previous sample (ms, monotonic): what the rates are over.
-    pub interval_ms: Option<i64>,
-    /// Busy share of all CPUs over the interval, 0–1.
-    pub cpu_ratio: Option<f64>,
-    pub load: Option<Load>,
-    pub memory: Option<Memory>,
-    pub filesystems: Vec<Filesystem>,
-    pub interfaces: Vec<InterfaceSample>,
-    pub conntrack: Option<Conntrack>,
-    /// Seconds since boot.
-    pub uptime_s: Option<f64>,
-    pub temperatures: Vec<Temperature>,
-}
-
-/// `/proc/loadavg`: runnable (and uninterruptible) tasks averaged over 1, 5, 15 min.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Load {
-    pub one: f64,
-    pub five: f64,
-    pub fifteen: f64,
-}
-
-/// `/proc/meminfo`, in bytes. `available` is the kernel's estimate of what can be
-/// allocated without swapping (`MemAvailable`), the honest "free" on a router whose
-/// page cache fills RAM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Memory {
-    pub total_bytes: u64,
-    pub available_bytes: u64,
-}
-
-impl Memory {
-    pub fn used_bytes(&self) -> u64 {
-        self.total_bytes.saturating_sub(self.available_bytes)
-    }
-}
-
-/// One file system netmon depends on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Filesystem {
-    /// `database` (the one holding `db_path`), `overlay` (OpenWrt's writable flash,
-    /// `/overlay`) or `root` (`/`, where there is no overlay).
-    pub name: &'static str,
-    pub path: String,
-    pub size_bytes: u64,
-    /// Space an unprivileged process may still use (`f_bavail`, df's "Avail").
-    pub free_bytes: u64,
-}
-
-/// The kernel's cumulative counters of one interface.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct InterfaceCounters {
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-}
-
-impl InterfaceCounters {
-    /// `self - prev`, or `None` when any counter went backwards (reset or wrap).
-    pub fn since(&self, prev: &InterfaceCounters) -> Option<InterfaceCounters> {
-        Some(InterfaceCounters {
-            rx_bytes: self.rx_bytes.checked_sub(prev.rx_bytes)?,
-            tx_bytes: self.tx_bytes.checked_sub(prev.tx_bytes)?,
-            rx_packets: self.rx_packets.checked_sub(prev.rx_packets)?,
-            tx_packets: self.tx_packets.checked_sub(prev.tx_packets)?,
-        })
-    }
-
-    fn add(&mut self, other: &InterfaceCounters) {
-        self.rx_bytes = self.rx_bytes.saturating_add(other.rx_bytes);
-        self.tx_bytes = self.tx_bytes.saturating_add(other.tx_bytes);
-        self.rx_packets = self.rx_packets.saturating_add(other.rx_packets);
-        self.tx_packets = self.tx_packets.saturating_add(other.tx_packets);
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct InterfaceSample {
-    pub name: String,
-    pub role: Role,
-    /// Cumulative, as the kernel reports them.
-    pub counters: InterfaceCounters,
-    /// Since the previous sample; `None` on the first sample of this interface and after
-    /// a reset. What the writer adds to the minute rollups.
-    pub delta: Option<InterfaceCounters>,
-    /// Bytes per second over the interval (`delta` / `interval_ms`).
-    pub rx_bytes_per_s: Option<f64>,
-    pub tx_bytes_per_s: Option<f64>,
-}
-
-/// The conntrack table of netmon's network namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Conntrack {
-    /// `net.netfilter.nf_conntrack_count`
-    pub count: u64,
-    /// `net.netfilter.nf_conntrack_max`: past it the kernel drops new connections
-    /// ("nf_conntrack: table full, dropping packet").
-    pub max: u64,
-}
-
-impl Conntrack {
-    /// Fill, 0–1 (0 when `max` is 0).
-    pub fn fill(&self) -> f64 {
-        if self.max == 0 {
-            0.0
-        } else {
-            self.count as f64 / self.max as f64
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Temperature {
-    /// `thermal/<zone type>` or `hwmon/<chip name>/<label>`.
-    pub sensor: String,
-    pub celsius: f64,
-}
 
 // --- pure parsers ----------------------------------------------------------------------
 

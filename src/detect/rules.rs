@@ -98,33 +98,44 @@ impl RuleSpec {
     }
 
     /// Checks a rule from the UI before it is stored; the error says what to fix.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RuleError> {
         if self.action == Action::Allow && self.code.is_some() {
-            return Err("an allow rule takes no code (it drops the whole flow)".into());
+            return Err(RuleError::AllowWithCode);
         }
         if let Some((lo, hi)) = self.ports
             && (lo == 0 || lo > hi)
         {
-            return Err(format!(
-                "port range {lo}-{hi}: give 1 to 65535, lowest first (e.g. 6881-6889)"
-            ));
+            return Err(RuleError::Ports { lo, hi });
         }
         if self.org.as_deref().is_some_and(|o| o.trim().is_empty()) {
-            return Err("the organisation is empty: leave it out to match any".into());
+            return Err(RuleError::EmptyOrg);
         }
         if let Some(d) = &self.domain {
             let d = d.trim_end_matches('.');
             if d.is_empty() || d.len() > 253 || d.split('.').any(|l| l.is_empty() || l.len() > 63) {
-                return Err(format!(
-                    "domain \"{d}\": give a name like example.com (matches its subdomains too)"
-                ));
+                return Err(RuleError::Domain(d.to_owned()));
             }
         }
         if self.notes.chars().count() > 1000 {
-            return Err("rule notes have at most 1000 characters".into());
+            return Err(RuleError::NotesTooLong);
         }
         Ok(())
     }
+}
+
+/// What is wrong with a rule ([`RuleSpec::validate`]), worded for the person fixing it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RuleError {
+    #[error("an allow rule takes no code (it drops the whole flow)")]
+    AllowWithCode,
+    #[error("port range {lo}-{hi}: give 1 to 65535, lowest first (e.g. 6881-6889)")]
+    Ports { lo: u16, hi: u16 },
+    #[error("the organisation is empty: leave it out to match any")]
+    EmptyOrg,
+    #[error("domain \"{0}\": give a name like example.com (matches its subdomains too)")]
+    Domain(String),
+    #[error("rule notes have at most 1000 characters")]
+    NotesTooLong,
 }
 
 /// `name` is `suffix` or a subdomain of it, on label boundaries, ignoring case and a
@@ -264,7 +275,9 @@ mod tests {
             ports: Some((6889, 6881)),
             ..RuleSpec::default()
         };
-        assert!(bad.validate().unwrap_err().contains("6889-6881"));
+        let err = bad.validate().unwrap_err();
+        assert_eq!(err, RuleError::Ports { lo: 6889, hi: 6881 });
+        assert!(err.to_string().contains("6889-6881"));
         let allow_code = RuleSpec {
             code: Some(Code::NoRdns),
             ..RuleSpec::default()

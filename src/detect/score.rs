@@ -55,9 +55,9 @@ use super::baseline::Baseline;
 use super::rules::{Rules, Target};
 use super::{Code, Reason};
 use crate::config;
+use crate::time::DAY_MS;
 use crate::time::minute_start;
 
-const DAY_MS: i64 = 86_400_000;
 /// Remote hosts whose enrichment (rDNS known, ASN) is kept; past it the map restarts
 /// and fills again from the next enrichment results.
 const HOST_INFO_CAP: usize = 100_000;

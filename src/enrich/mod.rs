@@ -23,8 +23,8 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::event::Event;
+use crate::event::WriterHandle;
 use crate::store::pool::ReadPool;
-use crate::store::writer::WriterHandle;
 use asn::{AsnDb, AsnMatch};
 use rdns::{PtrResolver, PtrResult};
 

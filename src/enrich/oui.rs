@@ -139,7 +139,7 @@ pub fn vendor(mac: [u8; 6]) -> Vendor {
 
 /// `aa:bb:cc:dd:ee:ff` or `AA-BB-CC-DD-EE-FF` (either case, one separator throughout,
 /// two hex digits per octet, nothing around it). The reverse, the canonical form, is
-/// [`crate::collect::identity::format_mac`].
+/// [`crate::event::format_mac`].
 pub fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let b = text.as_bytes();
     if b.len() != 17 || !matches!(b[2], b':' | b'-') {
@@ -264,7 +264,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::identity::format_mac;
+    use crate::event::format_mac;
 
     fn mac(text: &str) -> [u8; 6] {
         parse_mac(text).unwrap_or_else(|| panic!("test MAC {text:?}"))

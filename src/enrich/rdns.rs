@@ -5,7 +5,7 @@
 //! it pulls idna and the ICU tables into the router binary for names netmon only ever
 //! displays. A PTR query is one UDP datagram each way; `simple-dns` (already used to read
 //! captured answers) builds the query and parses the reply, and names are made canonical
-//! with [`crate::dns::name_from_labels`] like every other name netmon stores.
+//! with [`crate::dns_name::name_from_labels`] like every other name netmon stores.
 //!
 //! Each query uses its own socket (a random source port) and a random id, and the reply
 //! must echo both the id and the question (RFC 5452): an off-path attacker has to guess
@@ -26,7 +26,7 @@ use simple_dns::{CLASS, Name, Packet, PacketFlag, QCLASS, QTYPE, Question, RCODE
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 
-use crate::dns::name_from_labels;
+use crate::dns_name::name_from_labels;
 
 /// A PTR is kept at least this long even when its TTL is shorter: remote hosts' names
 /// change rarely, and a router should not re-ask every few minutes.

@@ -12,8 +12,9 @@
 //! Where the numbers come from:
 //! - Collectors, the writer and the snapshotter count as they work
 //!   (`netmon_conntrack_*`, `netmon_collector_*`, `netmon_writer_*`, `netmon_snapshot*`).
-//! - Per-device traffic comes from the writer after each commit
-//!   ([`record_device_traffic`]): the very byte/packet deltas that went into the rollups,
+//! - Per-device traffic comes from the writer after each commit ([`DeviceSeries`],
+//!   which [`install`] creates and the daemon hands to the writer): the very byte/packet
+//!   deltas that went into the rollups,
 //!   so `netmon_device_bytes_total` matches the stored flows exactly (since netmon
 //!   started). Devices past `max_device_series` share one `device="other"` series.
 //! - What is cheaper to read than to keep current is read when Prometheus scrapes
@@ -25,16 +26,14 @@
 //! as [`DeviceSeries`].
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
 use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use rusqlite::{Connection, OptionalExtension};
 
-use crate::collect::system::InterfaceCounters;
 use crate::config::Config;
+use crate::event::InterfaceCounters;
 
 /// Bucket bounds (seconds) of duration histograms: 1 ms (an idle writer tick) to 10 s
 /// (a writer stalled on a slow disk).
@@ -51,15 +50,16 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Label value of the series that takes the traffic of devices past `max_device_series`.
 pub const OTHER_DEVICE: &str = "other";
 
-/// Interfaces whose counters are read at scrape time, with their role label.
-static INTERFACES: OnceLock<Vec<(String, &'static str)>> = OnceLock::new();
-/// Per-device series; set by [`install`], so a writer without a recorder (unit tests,
-/// benchmarks) costs nothing.
-static DEVICES: OnceLock<Mutex<DeviceSeries>> = OnceLock::new();
+/// The installed recorder: the handle `/metrics` renders, and the per-device series for
+/// the writer (a writer given none — unit tests, benchmarks — keeps no device series).
+pub struct Installed {
+    pub handle: PrometheusHandle,
+    pub devices: DeviceSeries,
+}
 
 /// Installs the global recorder with netmon's naming, buckets and `router` label, and
 /// describes every metric. Call once, before any thread records a metric.
-pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
+pub fn install(config: &Config) -> anyhow::Result<Installed> {
     let handle = PrometheusBuilder::new()
         .add_global_label("router", router_label(&config.export.router_label))
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
@@ -73,24 +73,29 @@ pub fn install(config: &Config) -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("installing the Prometheus recorder")?;
     describe_all();
-    let mut interfaces: Vec<(String, &'static str)> = Vec::new();
+    metrics::gauge!("netmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    metrics::gauge!("process_start_time_seconds").set(crate::time::now_ms() as f64 / 1000.0);
+    Ok(Installed {
+        handle,
+        devices: DeviceSeries::new(config.export.max_device_series),
+    })
+}
+
+/// Interfaces whose counters are read at scrape time, with their role label: the
+/// configured LAN, then WAN interfaces, each once.
+fn scraped_interfaces(config: &Config) -> Vec<(&str, &'static str)> {
+    let mut interfaces: Vec<(&str, &'static str)> = Vec::new();
     for (names, role) in [
         (&config.lan_interfaces, "lan"),
         (&config.wan_interfaces, "wan"),
     ] {
         for name in names {
             if !interfaces.iter().any(|(n, _)| n == name) {
-                interfaces.push((name.clone(), role));
+                interfaces.push((name, role));
             }
         }
     }
-    let _ = INTERFACES.set(interfaces);
-    let _ = DEVICES.set(Mutex::new(DeviceSeries::new(
-        config.export.max_device_series,
-    )));
-    metrics::gauge!("netmon_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
-    metrics::gauge!("process_start_time_seconds").set(crate::time::now_ms() as f64 / 1000.0);
-    Ok(handle)
+    interfaces
 }
 
 /// Folds histogram samples into buckets every [`UPKEEP_INTERVAL`]; runs on the web
@@ -387,8 +392,9 @@ pub fn describe_all() {
 }
 
 /// Sets the series that are read rather than kept current; called by the `/metrics`
-/// handler just before it renders. A few small `/proc` reads.
-pub fn refresh_on_scrape() {
+/// handler just before it renders, with the running configuration (interface counters
+/// need its interface names; without one, none are read). A few small `/proc` reads.
+pub fn refresh_on_scrape(config: Option<&Config>) {
     if let (Ok(count), Ok(max)) = (
         crate::sysctl::read_sysctl("net.netfilter.nf_conntrack_count"),
         crate::sysctl::read_sysctl("net.netfilter.nf_conntrack_max"),
@@ -397,7 +403,7 @@ pub fn refresh_on_scrape() {
         metrics::gauge!("netmon_conntrack_entries").set(count);
         metrics::gauge!("netmon_conntrack_entries_limit").set(max);
     }
-    if let Some(interfaces) = INTERFACES.get()
+    if let Some(interfaces) = config.map(scraped_interfaces)
         && let Ok(text) = std::fs::read_to_string("/proc/net/dev")
     {
         for (dev, counters) in crate::collect::system::parse_net_dev(&text) {
@@ -421,55 +427,6 @@ fn record_interface(name: &str, role: &'static str, s: &InterfaceCounters) {
     ] {
         metrics::counter!(metric, "interface" => name.to_owned(), "role" => role, "direction" => direction)
             .absolute(value);
-    }
-}
-
-/// Adds one writer transaction's per-device traffic to the device counters. Called by
-/// the writer right after a successful commit, with `TickAcc::device_totals` as
-/// `(device id, [bytes up, bytes down, packets up, packets down])`, "up" being what the
-/// device sent. A device's label is looked up once (one indexed SELECT on the writer's
-/// own connection) and then kept for the life of the process.
-pub fn record_device_traffic(conn: &Connection, totals: impl IntoIterator<Item = (i64, [u64; 4])>) {
-    let Some(devices) = DEVICES.get() else {
-        return;
-    };
-    let mut devices = devices.lock().unwrap_or_else(PoisonError::into_inner);
-    for (device_id, traffic) in totals {
-        devices.add(device_id, traffic, || device_label(conn, device_id));
-    }
-}
-
-/// A device merged into another (`store::devices::merge`: an address-only device turned
-/// out to be a known MAC's). The survivor takes over the merged device's series when it
-/// has none of its own, so one device's traffic keeps adding to one series; when both
-/// have one, the merged device's series stops growing (a counter never goes down).
-pub fn merge_device_series(from: i64, into: i64) {
-    if let Some(devices) = DEVICES.get() {
-        devices
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .merge(from, into);
-    }
-}
-
-/// What a device's series is called: its owner's name, else its DHCP hostname, else its
-/// address (`devices.ip` at that moment: its newest IPv4 address, or an IPv6 one while it
-/// has none) — what the UI shows then. Chosen when the series is created and kept until
-/// netmon restarts, so a rename or a new address does not split a series mid-run.
-fn device_label(conn: &Connection, device_id: i64) -> String {
-    let row: rusqlite::Result<Option<(Option<String>, String)>> = conn
-        .prepare_cached(
-            "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), '')), ip
-             FROM devices WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        });
-    match row {
-        Ok(Some((Some(name), _))) => name,
-        Ok(Some((None, ip))) => ip,
-        Ok(None) | Err(_) => format!("device {device_id}"),
     }
 }
 
@@ -521,7 +478,26 @@ impl DeviceSeries {
         }
     }
 
-    /// Device `from` is now part of `into`: see [`merge_device_series`].
+    /// Adds one writer transaction's per-device traffic, `(device id, [bytes up, bytes
+    /// down, packets up, packets down])`, "up" being what the device sent. Called by the
+    /// writer right after a successful commit. `label` names a device the first time it
+    /// carries traffic (the writer looks it up once, with
+    /// `store::devices::metric_label`); the series keeps it for the life of the process.
+    pub fn record(
+        &mut self,
+        totals: impl IntoIterator<Item = (i64, [u64; 4])>,
+        mut label: impl FnMut(i64) -> String,
+    ) {
+        for (device_id, traffic) in totals {
+            self.add(device_id, traffic, || label(device_id));
+        }
+    }
+
+    /// A device merged into another (`store::devices::merge`: an address-only device
+    /// turned out to be a known MAC's). The survivor takes over the merged device's
+    /// series when it has none of its own, so one device's traffic keeps adding to one
+    /// series; when both have one, the merged device's series stops growing (a counter
+    /// never goes down).
     pub fn merge(&mut self, from: i64, into: i64) {
         if let Some(counters) = self.devices.remove(&from) {
             self.devices.entry(into).or_insert(counters);
@@ -626,22 +602,6 @@ mod tests {
             Some(2),
             "{text}"
         );
-    }
-
-    #[test]
-    fn device_label_prefers_name_then_hostname_then_address() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, name TEXT,
-                 hostname TEXT);
-             INSERT INTO devices VALUES (1, '10.0.0.1', 'tv', 'lgtv'), (2, '10.0.0.2', ' ', 'nas'),
-                 (3, '10.0.0.3', NULL, NULL);",
-        )
-        .unwrap();
-        assert_eq!(device_label(&conn, 1), "tv");
-        assert_eq!(device_label(&conn, 2), "nas");
-        assert_eq!(device_label(&conn, 3), "10.0.0.3");
-        assert_eq!(device_label(&conn, 9), "device 9");
     }
 
     #[test]

@@ -3,6 +3,9 @@
 //! baselines, and pruning. Everything here runs on the writer's connection, inside the
 //! tick's transaction unless said otherwise. The pages read these tables through
 //! `store::detect::read`.
+//!
+//! (Over 800 lines: one table family's writes, whose commands and loads share its
+//! private row helpers; the detection upkeep between ticks is `detect::upkeep`.)
 
 pub mod read;
 
@@ -16,9 +19,9 @@ use crate::detect::incident::{self, Policy};
 use crate::detect::rules::{Action, Rule, RuleSpec, Target};
 use crate::detect::score::{Candidate, Detector, HostInfo};
 use crate::detect::{Code, NewIncident};
-use crate::event::CommandReply;
+use crate::event::{CommandError, CommandReply, CommandResult};
+use crate::time::DAY_MS;
 
-const DAY_MS: i64 = 86_400_000;
 /// Longest incident notes accepted (characters), as for devices.
 pub const MAX_INCIDENT_NOTES_CHARS: usize = 1000;
 /// Remote hosts whose enrichment is loaded at start (the most recently seen).
@@ -390,19 +393,22 @@ pub fn apply_command(
     command: crate::event::Command,
     det: Option<&mut Detector>,
     now: i64,
-) -> Result<CommandReply, String> {
+) -> CommandResult {
     use crate::event::Command;
-    let db = |e: rusqlite::Error| format!("database error: {e}");
+    let incident = |id: i64| CommandError::NotFound {
+        what: "incident",
+        id,
+    };
     match command {
         Command::AckIncident { incident_id } => {
-            let n = ack(tx, Some(incident_id), now).map_err(db)?;
-            if n == 0 && !exists(tx, incident_id).map_err(db)? {
-                return Err(format!("no incident with id {incident_id}"));
+            let n = ack(tx, Some(incident_id), now)?;
+            if n == 0 && !exists(tx, incident_id)? {
+                return Err(incident(incident_id));
             }
             Ok(CommandReply::Done)
         }
         Command::AckAllIncidents => {
-            ack(tx, None, now).map_err(db)?;
+            ack(tx, None, now)?;
             Ok(CommandReply::Done)
         }
         Command::ClearAcknowledged => {
@@ -410,10 +416,8 @@ pub fn apply_command(
                 "DELETE FROM hits WHERE incident_id IN
                      (SELECT id FROM incidents WHERE acked_at IS NOT NULL)",
                 [],
-            )
-            .map_err(db)?;
-            tx.execute("DELETE FROM incidents WHERE acked_at IS NOT NULL", [])
-                .map_err(db)?;
+            )?;
+            tx.execute("DELETE FROM incidents WHERE acked_at IS NOT NULL", [])?;
             Ok(CommandReply::Done)
         }
         Command::MuteIncident {
@@ -421,35 +425,33 @@ pub fn apply_command(
             until_ms,
         } => {
             if until_ms < 0 {
-                return Err("a mute ends at a time, or 0 to unmute".into());
+                return Err(CommandError::Invalid(
+                    "a mute ends at a time, or 0 to unmute".into(),
+                ));
             }
             let until = (until_ms > 0).then_some(until_ms);
-            let n = tx
-                .execute(
-                    "UPDATE incidents SET muted_until = ?2 WHERE id = ?1",
-                    params![incident_id, until],
-                )
-                .map_err(db)?;
+            let n = tx.execute(
+                "UPDATE incidents SET muted_until = ?2 WHERE id = ?1",
+                params![incident_id, until],
+            )?;
             if n == 0 {
-                return Err(format!("no incident with id {incident_id}"));
+                return Err(incident(incident_id));
             }
             Ok(CommandReply::Done)
         }
         Command::SetIncidentNotes { incident_id, notes } => {
             let notes = notes.trim();
             if notes.chars().count() > MAX_INCIDENT_NOTES_CHARS {
-                return Err(format!(
+                return Err(CommandError::Invalid(format!(
                     "incident notes have at most {MAX_INCIDENT_NOTES_CHARS} characters"
-                ));
+                )));
             }
-            let n = tx
-                .execute(
-                    "UPDATE incidents SET notes = ?2 WHERE id = ?1",
-                    params![incident_id, notes],
-                )
-                .map_err(db)?;
+            let n = tx.execute(
+                "UPDATE incidents SET notes = ?2 WHERE id = ?1",
+                params![incident_id, notes],
+            )?;
             if n == 0 {
-                return Err(format!("no incident with id {incident_id}"));
+                return Err(incident(incident_id));
             }
             Ok(CommandReply::Done)
         }
@@ -458,10 +460,14 @@ pub fn apply_command(
             rule,
             reevaluate,
         } => {
-            rule.validate()?;
-            let rule_id = save_rule(tx, id, &rule, now).map_err(db)?;
+            rule.validate()
+                .map_err(|e| CommandError::Invalid(e.to_string()))?;
+            let rule_id = save_rule(tx, id, &rule, now)?;
             let Some(rule_id) = rule_id else {
-                return Err(format!("no rule with id {}", id.unwrap_or_default()));
+                return Err(CommandError::NotFound {
+                    what: "rule",
+                    id: id.unwrap_or_default(),
+                });
             };
             if let Some(det) = det {
                 det.rules.upsert(Rule {
@@ -469,24 +475,27 @@ pub fn apply_command(
                     spec: (*rule).clone(),
                 });
                 if reevaluate {
-                    reevaluate_open(tx, det, rule_id, now).map_err(db)?;
+                    reevaluate_open(tx, det, rule_id, now)?;
                 }
             }
             Ok(CommandReply::Id(rule_id))
         }
         Command::DeleteRule { rule_id } => {
-            let n = tx
-                .execute("DELETE FROM rules WHERE id = ?1", [rule_id])
-                .map_err(db)?;
+            let n = tx.execute("DELETE FROM rules WHERE id = ?1", [rule_id])?;
             if n == 0 {
-                return Err(format!("no rule with id {rule_id}"));
+                return Err(CommandError::NotFound {
+                    what: "rule",
+                    id: rule_id,
+                });
             }
             if let Some(det) = det {
                 det.rules.remove(rule_id);
             }
             Ok(CommandReply::Done)
         }
-        other => Err(format!("not a detection command: {other:?}")),
+        other => Err(CommandError::Invalid(format!(
+            "not a detection command: {other:?}"
+        ))),
     }
 }
 

@@ -1,8 +1,8 @@
-//! Device identity in the database: devices keyed by MAC (issue 11).
+//! Device identity in the database: devices keyed by MAC.
 //!
 //! A flow from a LAN address nobody has named yet creates a device known only by that
-//! address (`writer::device_for`). A sighting (`collect::identity`: neighbour table or
-//! DHCP lease) then says which MAC owns the address:
+//! address ([`DeviceIds::for_originator`]). A sighting ([`crate::event::Sighting`]:
+//! neighbour table or DHCP lease) then says which MAC owns the address:
 //!
 //! | the address belongs to      | the MAC has a device | result                        |
 //! |-----------------------------|----------------------|-------------------------------|
@@ -29,7 +29,7 @@ use std::net::IpAddr;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
-use crate::collect::identity::{Sighting, SightingSource, format_mac};
+use crate::event::{Sighting, SightingSource, format_mac};
 use crate::flow::Network;
 
 /// A device folded into another; the writer rewrites its in-memory ids.
@@ -341,4 +341,150 @@ pub fn merge(tx: &Transaction, from: i64, into: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM devices WHERE id = ?1")?
         .execute([from])?;
     Ok(())
+}
+
+// --- the writer's device ids ------------------------------------------------------------
+
+/// LAN address → device id (a cache of `device_addrs`), and how many devices there may
+/// be.
+pub struct DeviceIds {
+    pub by_ip: HashMap<IpAddr, i64>,
+    /// `[retention] max_devices`.
+    pub max: u64,
+}
+
+impl crate::store::writer::Table for DeviceIds {
+    /// Devices and addresses of the rolled-back transaction do not exist: reload the
+    /// cache from `device_addrs`.
+    fn rolled_back(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.load(conn)
+    }
+}
+
+impl DeviceIds {
+    pub fn new(max: u64) -> DeviceIds {
+        DeviceIds {
+            by_ip: HashMap::new(),
+            max,
+        }
+    }
+
+    /// Fills the cache from `device_addrs`.
+    pub fn load(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        self.by_ip.clear();
+        let mut stmt = conn.prepare("SELECT ip, device_id FROM device_addrs")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        for row in rows {
+            let (ip, id) = row?;
+            if let Ok(ip) = ip.parse() {
+                self.by_ip.insert(ip, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// The device that owns `ip`, if there is one.
+    pub fn known(&mut self, tx: &Transaction, ip: IpAddr) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.by_ip.get(&ip) {
+            return Ok(Some(*id));
+        }
+        let id: Option<i64> = tx
+            .prepare_cached("SELECT device_id FROM device_addrs WHERE ip = ?1")?
+            .query_row([ip.to_string()], |r| r.get(0))
+            .optional()?;
+        if let Some(id) = id {
+            self.by_ip.insert(ip, id);
+        }
+        Ok(id)
+    }
+
+    /// The device of a LAN address that started a flow, created on first sight unless
+    /// there are `max` devices already (then counted and left without one).
+    pub fn for_originator(
+        &mut self,
+        tx: &Transaction,
+        ip: IpAddr,
+        at: i64,
+        tick: &mut crate::event::Tick,
+    ) -> rusqlite::Result<Option<i64>> {
+        if let Some(id) = self.known(tx, ip)? {
+            return Ok(Some(id));
+        }
+        if !room_for_one_more(tx, self.max)? {
+            return Ok(None);
+        }
+        let text = ip.to_string();
+        tx.prepare_cached("INSERT INTO devices (ip, first_seen, last_seen) VALUES (?1, ?2, ?2)")?
+            .execute(params![text, at])?;
+        let id = tx.last_insert_rowid();
+        tx.prepare_cached(
+            "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
+        )?
+        .execute(params![text, id, at])?;
+        crate::store::dns::claim_recent_queries(tx, &text, id, at)?;
+        tick.devices_changed = true;
+        self.by_ip.insert(ip, id);
+        Ok(Some(id))
+    }
+
+    /// Applies sightings (see [`apply_sightings`]) and keeps the cache true.
+    pub fn apply_sightings(
+        &mut self,
+        tx: &Transaction,
+        sightings: &[Sighting],
+        net: &Network,
+    ) -> rusqlite::Result<Applied> {
+        apply_sightings(tx, sightings, net, &mut self.by_ip, self.max)
+    }
+
+    /// Gives back what the cache grew to in a flood ([`crate::memory::shrink_map`]).
+    pub fn shrink_if_sparse(&mut self) -> bool {
+        crate::memory::shrink_map(&mut self.by_ip)
+    }
+}
+
+// --- the label of a device's Prometheus series ------------------------------------------
+
+/// What a device's Prometheus series is called: its owner's name, else its DHCP
+/// hostname, else its address (`devices.ip` at that moment: its newest IPv4 address, or
+/// an IPv6 one while it has none) — what the UI shows then. The exporter asks once per
+/// device and keeps the answer until netmon restarts, so a rename or a new address does
+/// not split a series mid-run.
+pub fn metric_label(conn: &rusqlite::Connection, device_id: i64) -> String {
+    let row: rusqlite::Result<Option<(Option<String>, String)>> = conn
+        .prepare_cached(
+            "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), '')), ip
+             FROM devices WHERE id = ?1",
+        )
+        .and_then(|mut s| {
+            s.query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        });
+    match row {
+        Ok(Some((Some(name), _))) => name,
+        Ok(Some((None, ip))) => ip,
+        Ok(None) | Err(_) => format!("device {device_id}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    #[test]
+    fn device_label_prefers_name_then_hostname_then_address() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, name TEXT,
+                 hostname TEXT);
+             INSERT INTO devices VALUES (1, '10.0.0.1', 'tv', 'lgtv'), (2, '10.0.0.2', ' ', 'nas'),
+                 (3, '10.0.0.3', NULL, NULL);",
+        )
+        .unwrap();
+        assert_eq!(metric_label(&conn, 1), "tv");
+        assert_eq!(metric_label(&conn, 2), "nas");
+        assert_eq!(metric_label(&conn, 3), "10.0.0.3");
+        assert_eq!(metric_label(&conn, 9), "device 9");
+    }
 }

@@ -27,7 +27,8 @@ use std::net::IpAddr;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::config;
-use crate::dns::DnsObservation;
+use crate::event::DnsObservation;
+use crate::time::MINUTE_MS;
 
 pub const MATCH_EXACT: i64 = 1;
 pub const MATCH_STALE: i64 = 2;
@@ -57,7 +58,6 @@ const CLOCK_SKEW_MS: i64 = 1_000;
 const ANSWERED_CAP: usize = 200_000;
 /// Interned names kept in memory; past it the cache restarts (the table is the truth).
 const NAME_CACHE_CAP: usize = 50_000;
-const MINUTE_MS: i64 = 60_000;
 
 /// The writer's DNS memory across ticks.
 pub struct DnsState {
@@ -604,6 +604,20 @@ pub fn write_dns_rollups(
     }
     metrics::counter!("netmon_dns_queries_stored_total").increment(acc.queries);
     Ok(())
+}
+
+// --- the writer's DNS state across a transaction ---------------------------------------
+
+impl crate::store::writer::Table for DnsState {
+    fn rolled_back(&mut self, _conn: &rusqlite::Connection) -> rusqlite::Result<()> {
+        DnsState::rolled_back(self);
+        Ok(())
+    }
+
+    /// Answers and waiting flows past their time are forgotten.
+    fn committed(&mut self, now: i64) {
+        self.expire(now);
+    }
 }
 
 #[cfg(test)]

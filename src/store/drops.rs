@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::event::DropCount;
 use crate::flow::proto_name;
+use crate::time::MINUTE_MS;
 
 pub const MAX_SOURCES_PER_MINUTE: i64 = 256;
 pub const MAX_ROWS_PER_MINUTE: i64 = 4096;
@@ -23,8 +24,6 @@ pub const MAX_ROWS_PER_MINUTE: i64 = 4096;
 pub const OTHER: &str = "other";
 /// Rows in a top list.
 pub const TOP: i64 = 20;
-
-const MINUTE_MS: i64 = 60_000;
 
 /// Adds one batch of counts.
 pub fn apply_drops(tx: &Transaction, counts: &[DropCount]) -> rusqlite::Result<()> {

@@ -6,6 +6,7 @@
 //! `WHERE` clauses with `filter`.
 
 pub mod budget;
+pub mod commands;
 pub mod detect;
 pub mod devices;
 pub mod dns;
@@ -25,6 +26,7 @@ pub mod saved;
 pub mod schema;
 pub mod snapshot;
 pub mod system;
+pub mod tables;
 #[cfg(test)]
 pub(crate) mod testdata;
 pub mod writer;

@@ -5,10 +5,9 @@
 //! without offloading it stays near 1 (link-layer headers and the router's own traffic
 //! make it slightly higher, LAN-only traffic to the router slightly lower).
 
+use crate::time::MINUTE_MS;
 use rusqlite::Connection;
 use serde::Serialize;
-
-const MINUTE_MS: i64 = 60_000;
 
 /// WAN interface bytes and flow bytes over a window.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

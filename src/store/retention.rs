@@ -15,12 +15,12 @@ use rusqlite::{Connection, params};
 use crate::config;
 use crate::store::budget::Budget;
 use crate::store::dns::DnsState;
+use crate::time::DAY_MS;
 
 pub use crate::store::budget::used_bytes;
 
 /// Rows deleted per statement: bounded work per writer pause.
 const CHUNK: i64 = 5_000;
-const DAY_MS: i64 = 86_400_000;
 
 pub struct Retention {
     flows_ms: i64,

@@ -10,7 +10,7 @@
 use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 
-use crate::event::{Command, CommandReply};
+use crate::event::{Command, CommandError, CommandReply, CommandResult};
 
 /// Most saved searches kept: a list a person scrolls, not a database.
 pub const MAX_SEARCHES: i64 = 200;
@@ -43,17 +43,37 @@ pub struct SavedSearch {
     pub updated_at: i64,
 }
 
+/// What is wrong with a saved search's name or URL, worded for the person typing it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SearchError {
+    #[error("a saved search needs a name")]
+    NoName,
+    #[error("a name has at most {MAX_NAME_CHARS} characters")]
+    NameTooLong,
+    #[error("a name cannot hold control characters")]
+    ControlInName,
+    #[error("a saved search is a page of this netmon (http or https)")]
+    NotHttp,
+    #[error("a saved search's URL has at most {MAX_URL_BYTES} bytes")]
+    UrlTooLong,
+    #[error("a saved search's URL is printable ASCII without spaces (percent-encode the rest)")]
+    UrlNotPrintable,
+    /// The path is not one of [`PAGES`] nor a device, host or incident page.
+    #[error("`{0}` is not a page of netmon with filters (one of {pages})", pages = PAGES.join(", "))]
+    UnknownPage(String),
+}
+
 /// A name as stored: trimmed, 1 to [`MAX_NAME_CHARS`] characters, no control characters.
-pub fn check_name(name: &str) -> Result<String, String> {
+pub fn check_name(name: &str) -> Result<String, SearchError> {
     let name = name.trim();
     if name.is_empty() {
-        return Err("a saved search needs a name".into());
+        return Err(SearchError::NoName);
     }
     if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!("a name has at most {MAX_NAME_CHARS} characters"));
+        return Err(SearchError::NameTooLong);
     }
     if name.chars().any(char::is_control) {
-        return Err("a name cannot hold control characters".into());
+        return Err(SearchError::ControlInName);
     }
     Ok(name.to_owned())
 }
@@ -63,7 +83,7 @@ pub fn check_name(name: &str) -> Result<String, String> {
 /// most [`MAX_URL_BYTES`]. Accepts a full `http(s)://host/path?query` as pasted from
 /// the address bar and keeps only its path and query: the search must stay on this
 /// router whatever host it was copied from.
-pub fn check_url(url: &str) -> Result<String, String> {
+pub fn check_url(url: &str) -> Result<String, SearchError> {
     let url = url.trim();
     let local = match url.split_once("://") {
         Some((scheme, rest))
@@ -74,28 +94,20 @@ pub fn check_url(url: &str) -> Result<String, String> {
                 None => "/",
             }
         }
-        Some(_) => return Err("a saved search is a page of this netmon (http or https)".into()),
+        Some(_) => return Err(SearchError::NotHttp),
         None => url,
     };
     if local.len() > MAX_URL_BYTES {
-        return Err(format!(
-            "a saved search's URL has at most {MAX_URL_BYTES} bytes"
-        ));
+        return Err(SearchError::UrlTooLong);
     }
     if !local.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(
-            "a saved search's URL is printable ASCII without spaces (percent-encode the rest)"
-                .into(),
-        );
+        return Err(SearchError::UrlNotPrintable);
     }
     let local = local.split('#').next().unwrap_or_default();
     let (path, query) = local.split_once('?').unwrap_or((local, ""));
     let known = PAGES.contains(&path) || detail_page(path);
     if !known || path.starts_with("//") || path.contains('\\') {
-        return Err(format!(
-            "`{path}` is not a page of netmon with filters (one of {})",
-            PAGES.join(", ")
-        ));
+        return Err(SearchError::UnknownPage(path.to_owned()));
     }
     Ok(if query.is_empty() {
         path.to_owned()
@@ -151,42 +163,43 @@ fn row(r: &rusqlite::Row) -> rusqlite::Result<SavedSearch> {
 }
 
 /// The writer's side of the saved-search commands. Errors are for the user.
-pub fn apply_command(tx: &Transaction, command: Command, now: i64) -> Result<CommandReply, String> {
-    let db = |e: rusqlite::Error| format!("database error: {e}");
+pub fn apply_command(tx: &Transaction, command: Command, now: i64) -> CommandResult {
+    let invalid = |e: SearchError| CommandError::Invalid(e.to_string());
     let changed = |n: usize, id: i64| {
         if n == 0 {
-            Err(format!("no saved search with id {id}"))
+            Err(CommandError::NotFound {
+                what: "saved search",
+                id,
+            })
         } else {
             Ok(CommandReply::Done)
         }
     };
     match command {
         Command::CreateSearch { name, url } => {
-            let (name, url) = (check_name(&name)?, check_url(&url)?);
-            let count: i64 = tx
-                .query_row("SELECT count(*) FROM saved_searches", [], |r| r.get(0))
-                .map_err(db)?;
+            let name = check_name(&name).map_err(invalid)?;
+            let url = check_url(&url).map_err(invalid)?;
+            let count: i64 =
+                tx.query_row("SELECT count(*) FROM saved_searches", [], |r| r.get(0))?;
             if count >= MAX_SEARCHES {
-                return Err(format!(
+                return Err(CommandError::Invalid(format!(
                     "{MAX_SEARCHES} searches are saved already; delete one first"
-                ));
+                )));
             }
             tx.prepare_cached(
                 "INSERT INTO saved_searches (name, url, pinned, created_at, updated_at)
                  VALUES (?1, ?2, 0, ?3, ?3)",
             )
-            .and_then(|mut s| s.execute(params![name, url, now]))
-            .map_err(db)?;
+            .and_then(|mut s| s.execute(params![name, url, now]))?;
             Ok(CommandReply::Id(tx.last_insert_rowid()))
         }
         Command::RenameSearch { search_id, name } => {
-            let name = check_name(&name)?;
+            let name = check_name(&name).map_err(invalid)?;
             let n = tx
                 .prepare_cached(
                     "UPDATE saved_searches SET name = ?2, updated_at = ?3 WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![search_id, name, now]))
-                .map_err(db)?;
+                .and_then(|mut s| s.execute(params![search_id, name, now]))?;
             changed(n, search_id)
         }
         Command::PinSearch { search_id, pinned } => {
@@ -194,18 +207,18 @@ pub fn apply_command(tx: &Transaction, command: Command, now: i64) -> Result<Com
                 .prepare_cached(
                     "UPDATE saved_searches SET pinned = ?2, updated_at = ?3 WHERE id = ?1",
                 )
-                .and_then(|mut s| s.execute(params![search_id, pinned, now]))
-                .map_err(db)?;
+                .and_then(|mut s| s.execute(params![search_id, pinned, now]))?;
             changed(n, search_id)
         }
         Command::DeleteSearch { search_id } => {
             let n = tx
                 .prepare_cached("DELETE FROM saved_searches WHERE id = ?1")
-                .and_then(|mut s| s.execute([search_id]))
-                .map_err(db)?;
+                .and_then(|mut s| s.execute([search_id]))?;
             changed(n, search_id)
         }
-        other => Err(format!("not a saved-search command: {other:?}")),
+        other => Err(CommandError::Invalid(format!(
+            "not a saved-search command: {other:?}"
+        ))),
     }
 }
 
@@ -219,7 +232,7 @@ mod tests {
         c
     }
 
-    fn apply(c: &mut Connection, cmd: Command) -> Result<CommandReply, String> {
+    fn apply(c: &mut Connection, cmd: Command) -> CommandResult {
         let tx = c.transaction().unwrap();
         let r = apply_command(&tx, cmd, 1_000);
         tx.commit().unwrap();
@@ -313,7 +326,10 @@ mod tests {
         assert_eq!(pinned(&c).unwrap().len(), 1);
         apply(&mut c, Command::DeleteSearch { search_id: a }).unwrap();
         assert!(search(&c, a).unwrap().is_none());
-        assert!(apply(&mut c, Command::DeleteSearch { search_id: a }).is_err());
+        assert!(matches!(
+            apply(&mut c, Command::DeleteSearch { search_id: a }),
+            Err(CommandError::NotFound { .. })
+        ));
         assert!(
             apply(
                 &mut c,
@@ -357,6 +373,8 @@ mod tests {
                 url: "/".into(),
             },
         );
-        assert!(err.unwrap_err().contains("delete one first"));
+        let err = err.unwrap_err();
+        assert!(matches!(err, CommandError::Invalid(_)), "{err:?}");
+        assert!(err.to_string().contains("delete one first"));
     }
 }

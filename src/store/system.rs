@@ -12,9 +12,8 @@
 use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 
-use crate::collect::system::SystemSample;
-
-const MINUTE_MS: i64 = 60_000;
+use crate::event::SystemSample;
+use crate::time::MINUTE_MS;
 
 /// Folds one sample into its minute rows.
 pub fn apply_system(tx: &Transaction, s: &SystemSample) -> rusqlite::Result<()> {
@@ -185,9 +184,7 @@ pub fn router_minutes(conn: &Connection, since_ms: i64) -> rusqlite::Result<Rout
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::system::{
-        Conntrack, InterfaceCounters, InterfaceSample, Memory, Role, Temperature,
-    };
+    use crate::event::{Conntrack, InterfaceCounters, InterfaceSample, Memory, Role, Temperature};
     use crate::store::schema;
 
     fn sample(at_ms: i64, cpu: Option<f64>, used: u64, ct: u64, rx: Option<u64>) -> SystemSample {

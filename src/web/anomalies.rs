@@ -383,7 +383,7 @@ pub async fn save_rule(
             reevaluate,
         })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rule not saved: {e}")))?;
+        .map_err(WebError::command("rule not saved"))?;
     match reply {
         CommandReply::Id(id) => Ok(id),
         CommandReply::Done => Err(WebError::Internal(anyhow::anyhow!(

@@ -15,13 +15,13 @@ use super::layout::with_query;
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, dns, flow_table, peers};
 use crate::event::Command;
+use crate::event::MAX_NOTES_CHARS;
 use crate::store;
 use crate::store::detect::read::{IncidentFilter, IncidentState};
 use crate::store::devices::read::DeviceRow;
 use crate::store::dns::read::{DeviceDns, DnsFilter};
 use crate::store::filter::Window;
 use crate::store::flows::read::{ALL_DIRECTIONS, FlowFilter, Show};
-use crate::store::writer::MAX_NOTES_CHARS;
 use crate::time::now_ms;
 use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
@@ -387,10 +387,7 @@ pub async fn notes(
             notes,
         })
         .await
-        .map_err(|e| match e.strip_prefix("no device") {
-            Some(_) => WebError::NotFound(e),
-            None => WebError::Unavailable(format!("notes not saved: {e}")),
-        })?;
+        .map_err(WebError::command("notes not saved"))?;
     Ok(Redirect::to(&format!("/devices/{id}")))
 }
 
@@ -430,6 +427,6 @@ pub async fn rename(
             name,
         })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rename not saved: {e}")))?;
+        .map_err(WebError::command("rename not saved"))?;
     Ok(Redirect::to(&format!("/devices/{id}")))
 }

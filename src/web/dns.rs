@@ -14,7 +14,7 @@ use super::format::{self, time};
 use super::layout::{Nav, device_select, page as shell, pager, with_query};
 use super::saved;
 use super::{AppState, WebError, flow_table};
-use crate::dns::{qtype_name, rcode_name};
+use crate::dns_name::{qtype_name, rcode_name};
 use crate::store;
 use crate::store::dns::read::{DnsFilter, DnsLog, DnsMinute, DnsRow, RcodeMatch};
 use crate::store::filter::MAX_PAGE;

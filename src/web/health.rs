@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::{AppState, MAX_EVENT_STREAMS};
 use crate::collect::dns_tap::DnsTap;
-use crate::store::writer::WriteFailure;
+use crate::event::WriteFailure;
 
 /// The database's size on disk: the main file plus its write-ahead log, which between
 /// checkpoints can be a large part of it. Missing files count as zero.
@@ -119,7 +119,7 @@ pub const STORAGE_FIX: &str = "netmon prunes its own oldest rows to make room an
 /// Prometheus text exposition. Gauges that are cheaper to read than to keep current
 /// (file sizes, open streams) are set here, just before rendering.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    crate::export::prometheus::refresh_on_scrape();
+    crate::export::prometheus::refresh_on_scrape(state.shared.config.as_deref());
     let storage_ok = state.shared.writer.write_failure().is_none();
     metrics::gauge!("netmon_storage_ok").set(f64::from(u8::from(storage_ok)));
     metrics::gauge!("netmon_dns_capture_active").set(state.shared.dns_tap.gauge());

@@ -30,6 +30,7 @@ use super::saved;
 use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::event::Command;
+use crate::event::MAX_NOTES_CHARS;
 use crate::store;
 use crate::store::detect::read::{
     IncidentDetail, IncidentFilter, IncidentPage, IncidentRow, IncidentSort, IncidentState,
@@ -37,7 +38,6 @@ use crate::store::detect::read::{
 use crate::store::devices::read::DeviceRow;
 use crate::store::filter::MAX_PAGE;
 use crate::store::filter::Window;
-use crate::store::writer::MAX_NOTES_CHARS;
 use crate::time::now_ms;
 use crate::web::query::IncidentQuery;
 
@@ -67,7 +67,7 @@ pub struct AlertCount {
 
 #[derive(Clone, Copy)]
 struct Cached {
-    /// The commit ([`crate::store::writer::Tick::seq`]) it was counted after.
+    /// The commit ([`crate::event::Tick::seq`]) it was counted after.
     seq: u64,
     at: Instant,
     count: u64,
@@ -543,7 +543,7 @@ async fn run(state: &AppState, command: Command, what: &str) -> Result<(), WebEr
         .command(command)
         .await
         .map(|_| ())
-        .map_err(|e| WebError::Unavailable(format!("{what} not saved: {e}")))
+        .map_err(WebError::command(&format!("{what} not saved")))
 }
 
 fn back_to(form: &BackForm, default: &str) -> Redirect {

@@ -104,8 +104,8 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 
 pub use self::auth::Auth;
+use crate::event::{Tick, WriterHandle};
 use crate::store::pool::ReadPool;
-use crate::store::writer::{Tick, WriterHandle};
 use crate::web::query::{FilterError, QueryStringError};
 
 /// Most `/events` streams open at once. Each is a task and a socket; a household has a
@@ -466,6 +466,20 @@ impl WebError {
     fn log(&self) {
         if let WebError::Internal(e) = self {
             log::error!("web: {e:#}");
+        }
+    }
+}
+
+impl WebError {
+    /// A command the writer did not apply: 404 for a row that does not exist, 400 for a
+    /// command it refused, 503 when the database could not take it. `what` names the
+    /// action for the message ("rename not saved").
+    pub fn command(what: &str) -> impl Fn(crate::event::CommandError) -> WebError + '_ {
+        use crate::event::CommandError;
+        move |e| match e {
+            CommandError::NotFound { .. } => WebError::NotFound(e.to_string()),
+            CommandError::Invalid(_) => WebError::BadRequest(format!("{what}: {e}")),
+            CommandError::Storage(_) => WebError::Unavailable(format!("{what}: {e}")),
         }
     }
 }

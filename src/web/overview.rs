@@ -10,7 +10,7 @@
 //!
 //! Live: every panel is also a fragment (`/fragment/overview/{panel}`) that the script
 //! re-fetches when a commit touched what the panel shows (`data-topics`, the
-//! [`Tick`](crate::store::writer::Tick) fields).
+//! [`Tick`](crate::event::Tick) fields).
 //!
 //! The charts can be zoomed to a range (`from`, `to` in unix ms, by drag-selecting on
 //! the chart); ranges longer than [`overview::MINUTE_BUCKETS_UP_TO_MS`](crate::store::overview::MINUTE_BUCKETS_UP_TO_MS) get hour bars.
@@ -26,7 +26,7 @@ use super::chart::{self, Bar, CountBar, Frame, Unit};
 use super::format::{self, time_ago};
 use super::layout::{Nav, page as shell, with_query};
 use super::{AppState, WebError, flow_table, router_health::CONNTRACK_WARN};
-use crate::collect::system::{Role, SystemSample};
+use crate::event::{Role, SystemSample};
 use crate::flow::proto_name;
 use crate::store::filter::Window;
 use crate::store::flows::read::{FlowFilter, FlowPage, Show};

@@ -211,7 +211,7 @@ fn parse_per_page(v: &Option<String>, default: u32) -> Result<u32, FilterError> 
 pub const MAX_DOMAIN_FILTER_CHARS: usize = 253;
 
 /// A domain filter (`domain=` on flows, `name=` on the DNS log) in the canonical form
-/// names are stored in ([`crate::dns::normalize_name`]: lowercase, `\DDD` escapes), so
+/// names are stored in ([`crate::dns_name::normalize_name`]: lowercase, `\DDD` escapes), so
 /// `Shop.Example.TEST.` finds `shop.example.test`. Leading dots and a leading `*.` are
 /// dropped: `*.example.test` and `.example.test` mean what `example.test` means.
 pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterError> {
@@ -222,7 +222,7 @@ pub fn parse_domain(param: &'static str, text: &str) -> Result<String, FilterErr
     // `*.` and leading dots in any mix and number ("..*..x"), all of them, and from the
     // canonical form (`\*.x` decodes to `*.x`): a filter must accept its own `to_query`
     // unchanged (the query-string fuzz target checks that).
-    let canonical = crate::dns::normalize_name(text);
+    let canonical = crate::dns_name::normalize_name(text);
     let mut bare = canonical.as_str();
     loop {
         let next = bare.trim_start_matches('.');

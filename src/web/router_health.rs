@@ -21,9 +21,10 @@ use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError};
 use crate::collect::offload::OffloadStatus;
-use crate::collect::system::SystemSample;
+use crate::event::SystemSample;
 use crate::store::offload::{WanFlowBytes, wan_flow_bytes};
 use crate::store::system::{self as store, InterfaceMinute, RouterMinutes, SystemMinute};
+use crate::time::MINUTE_MS;
 use crate::time::now_ms;
 
 /// Conntrack fill above which the page warns: new connections are dropped at 100 %,
@@ -365,7 +366,6 @@ const LEFT: f64 = 44.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 22.0;
-const MINUTE_MS: i64 = 60_000;
 
 /// Per-minute percentages (0–100) as bars on a fixed 0–100 % scale, so charts of
 /// different windows and routers compare at a glance. Bars above `warn` (and a dashed
@@ -473,7 +473,7 @@ pub(super) fn dns_tap_notice(f: &crate::collect::dns_tap::TapFailure) -> Markup 
 }
 
 /// The storage failure notice of the router and health pages.
-pub(super) fn write_failure_notice(f: &crate::store::writer::WriteFailure) -> Markup {
+pub(super) fn write_failure_notice(f: &crate::event::WriteFailure) -> Markup {
     html! {
         p.error #write-failure {
             "Writing to the database fails since " (time(f.since_ms)) ": " (f.error)
@@ -507,7 +507,7 @@ pub(super) fn budget_line(b: &crate::store::budget::BudgetStatus, file_bytes: u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collect::system::{
+    use crate::event::{
         Conntrack, Filesystem, InterfaceCounters, InterfaceSample, Load, Memory, Role,
     };
 

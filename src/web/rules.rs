@@ -22,11 +22,11 @@ use super::layout::{Nav, csrf_field, page as shell};
 use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
+use crate::event::MAX_NOTES_CHARS;
 use crate::event::{Command, CommandReply};
 use crate::store;
 use crate::store::detect::read::RuleRow;
 use crate::store::devices::read::DeviceRow;
-use crate::store::writer::MAX_NOTES_CHARS;
 use crate::time::now_ms;
 use crate::web::query::MAX_DOMAIN_FILTER_CHARS;
 
@@ -142,7 +142,7 @@ async fn save(state: &AppState, id: Option<i64>, form: RuleForm) -> Result<Respo
             reevaluate,
         })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rule not saved: {e}")))?;
+        .map_err(WebError::command("rule not saved"))?;
     let saved = match reply {
         CommandReply::Id(saved) => saved,
         CommandReply::Done => id.unwrap_or_default(),
@@ -169,7 +169,7 @@ pub async fn delete(
         .writer
         .command(Command::DeleteRule { rule_id: id })
         .await
-        .map_err(|e| WebError::Unavailable(format!("rule not deleted: {e}")))?;
+        .map_err(WebError::command("rule not deleted"))?;
     Ok(Redirect::to("/rules"))
 }
 
@@ -206,7 +206,13 @@ pub struct RuleForm {
 }
 
 /// A form field and what is wrong with it.
-pub type FieldError = (&'static str, String);
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The form field's name (`action`, `ports`, …).
+    pub field: &'static str,
+    /// What to fix, for the person filling in the form.
+    pub problem: String,
+}
 
 impl RuleForm {
     fn from_row(r: &RuleRow) -> RuleForm {
@@ -243,7 +249,7 @@ impl RuleForm {
         let mut errors: Vec<FieldError> = Vec::new();
         let mut check = |field: &'static str, result: Result<(), String>| {
             if let Err(e) = result {
-                errors.push((field, e));
+                errors.push(FieldError { field, problem: e });
             }
         };
         let mut spec = RuleSpec::default();
@@ -384,21 +390,25 @@ impl RuleForm {
                 || spec.ports.is_some()
                 || spec.proto.is_some();
             if spec.action == Action::Allow && !matches_something {
-                errors.push((
-                    "action",
-                    "an allow rule needs something to match (a device, address, AS, organisation, \
-                     domain, port or protocol): one matching everything would switch detection off"
+                errors.push(FieldError {
+                    field: "action",
+                    problem: "an allow rule needs something to match (a device, address, AS, \
+                        organisation, domain, port or protocol): one matching everything would \
+                        switch detection off"
                         .into(),
-                ));
+                });
             } else if spec.action == Action::Suppress && !matches_something && spec.code.is_none() {
-                errors.push((
-                    "code",
-                    "a suppress rule without a code needs something to match: one matching \
-                     everything would switch detection off"
+                errors.push(FieldError {
+                    field: "code",
+                    problem: "a suppress rule without a code needs something to match: one \
+                        matching everything would switch detection off"
                         .into(),
-                ));
+                });
             } else if let Err(e) = spec.validate() {
-                errors.push(("action", e));
+                errors.push(FieldError {
+                    field: "action",
+                    problem: e.to_string(),
+                });
             }
         }
         if errors.is_empty() {
@@ -654,17 +664,12 @@ fn rule_form(
     errors: &[FieldError],
     submit: &str,
 ) -> Markup {
-    let invalid = |field: &str| {
-        errors
-            .iter()
-            .any(|(name, _)| *name == field)
-            .then_some("true")
-    };
+    let invalid = |field: &str| errors.iter().any(|e| e.field == field).then_some("true");
     html! {
         @if !errors.is_empty() {
             ul.errors role="alert" {
-                @for (field, message) in errors {
-                    li { strong { (field) } ": " (message) }
+                @for e in errors {
+                    li { strong { (e.field) } ": " (e.problem) }
                 }
             }
         }
@@ -851,7 +856,7 @@ mod tests {
             reevaluate: None,
         };
         let errors = f.parse(NOW, &[device(3)]).unwrap_err();
-        let fields: Vec<_> = errors.iter().map(|(f, _)| *f).collect();
+        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
             [
@@ -871,11 +876,11 @@ mod tests {
     #[test]
     fn rules_that_would_switch_detection_off_are_refused() {
         let errors = form(|_| {}).parse(NOW, &[]).unwrap_err();
-        assert_eq!(errors[0].0, "action");
+        assert_eq!(errors[0].field, "action");
         let errors = form(|f| f.action = "suppress".into())
             .parse(NOW, &[])
             .unwrap_err();
-        assert_eq!(errors[0].0, "code");
+        assert_eq!(errors[0].field, "code");
         // An allow rule with a code: the engine's own check.
         let errors = form(|f| {
             f.code = "BEACON".into();
@@ -883,6 +888,6 @@ mod tests {
         })
         .parse(NOW, &[])
         .unwrap_err();
-        assert!(errors[0].1.contains("takes no code"), "{errors:?}");
+        assert!(errors[0].problem.contains("takes no code"), "{errors:?}");
     }
 }

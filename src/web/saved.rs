@@ -146,10 +146,10 @@ async fn command(state: &AppState, command: Command) -> Result<CommandReply, Web
         .writer
         .command(command)
         .await
-        .map_err(|e| WebError::Unavailable(format!("search not saved: {e}")))
+        .map_err(WebError::command("search not saved"))
 }
 
-fn field(name: &'static str) -> impl Fn(String) -> WebError {
+fn field(name: &'static str) -> impl Fn(saved::SearchError) -> WebError {
     move |e| WebError::BadRequest(format!("invalid form field `{name}`: {e}"))
 }
 

@@ -1,6 +1,6 @@
 //! `/events`: one Server-Sent Events stream per open tab (DESIGN §1 principle 5).
 //!
-//! Each stream forwards the writer's [`Tick`](crate::store::writer::Tick) after every
+//! Each stream forwards the writer's [`Tick`](crate::event::Tick) after every
 //! commit, as an event named `tick` whose data is the tick as JSON. Nothing is sent
 //! between commits except keep-alive comments (which let both ends notice a dead
 //! connection). A tab that reads slowly gets the latest tick, never a backlog: the

@@ -7,10 +7,10 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{CLOSE_HOLD_MS, MAX_CHANGES_PER_BATCH, Stats};
 use crate::collect::ctnetlink::{CtEntry, CtKind};
+use crate::event::WriterHandle;
 use crate::event::{DumpComplete, Event, FlowBatch, FlowChange};
 use crate::export::ipfix::FlowTap;
 use crate::flow::CtFlow;
-use crate::store::writer::WriterHandle;
 
 /// `CtFlow::ident()` is already a 64-bit FNV hash, so the table hashes it with one
 /// multiply instead of SipHash. Flooding is not a concern: the ident covers the kernel's

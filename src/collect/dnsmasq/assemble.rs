@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::dns::{AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS};
+use crate::event::{AnswerData, DnsAnswer, DnsObservation, DnsSource, MAX_ANSWERS};
 
 use super::line::{AnswerLine, AnswerSource, Entry, Value};
 

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::dns::{normalize_name, qtype_from_name};
+use crate::dns_name::{normalize_name, qtype_from_name};
 
 use super::clock::{LogClock, Stamp, Zone, utc_to_unix};
 
@@ -754,6 +754,6 @@ mod tests {
         assert_eq!(name(&long), long);
         // Longer than any DNS name: cut, marked, bounded.
         let huge = name(&"z".repeat(3000));
-        assert!(huge.len() <= crate::dns::MAX_NAME_CHARS && huge.ends_with("\\~"));
+        assert!(huge.len() <= crate::dns_name::MAX_NAME_CHARS && huge.ends_with("\\~"));
     }
 }

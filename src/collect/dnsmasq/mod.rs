@@ -37,7 +37,7 @@
 //! - Names: any byte outside printable ASCII turns the whole name into
 //!   `<name unprintable>`; `.` is always a label separator; `\` is a literal byte. A
 //!   name can hold spaces, so lines are split at the *last* ` from `/` to `/` is `. Names
-//!   are attacker-controlled: each goes through [`crate::dns::normalize_name`]
+//!   are attacker-controlled: each goes through [`crate::dns_name::normalize_name`]
 //!   (backslashes escaped first, since the log text is raw, not presentation form).
 //! - A TXT record's text is attacker-controlled too and may look like an address:
 //!   addresses are kept only when the query type asks for them.
@@ -61,9 +61,9 @@ use log::{error, info, warn};
 
 use crate::collect::tail::Follower;
 use crate::config::Config;
-use crate::dns::DnsObservation;
+use crate::event::DnsObservation;
 use crate::event::Event;
-use crate::store::writer::WriterHandle;
+use crate::event::WriterHandle;
 use clock::unix_now;
 
 pub use assemble::{Assembler, AssemblerStats};
@@ -384,7 +384,7 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::sync::atomic::AtomicUsize;
 
-    use crate::dns::{AnswerData, DnsAnswer, DnsSource};
+    use crate::event::{AnswerData, DnsAnswer, DnsSource};
 
     use line::{AnswerLine, AnswerSource, Value};
 
@@ -835,7 +835,7 @@ mod tests {
         }
         asm.finish();
         for o in &asm.ready {
-            assert!(o.qname.len() <= crate::dns::MAX_NAME_CHARS);
+            assert!(o.qname.len() <= crate::dns_name::MAX_NAME_CHARS);
             assert!(!o.qname.chars().any(char::is_control), "{:?}", o.qname);
         }
     }

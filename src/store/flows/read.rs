@@ -388,7 +388,7 @@ pub struct FlowRow {
     #[serde(skip)]
     pub remote_rdns: Option<String>,
     /// The name the flow's client asked for when it resolved the destination (canonical
-    /// text, see [`crate::dns`]); for a CNAME chain, the start of the chain.
+    /// text, see [`crate::dns_name`]); for a CNAME chain, the start of the chain.
     pub domain: Option<String>,
     /// The end of the CNAME chain, when there was one.
     pub domain_canonical: Option<String>,

@@ -30,7 +30,7 @@ impl RcodeMatch {
     /// The query-string value: the code's name, or `none`.
     pub fn as_param(self) -> String {
         match self {
-            RcodeMatch::Code(code) => crate::dns::rcode_name(code),
+            RcodeMatch::Code(code) => crate::dns_name::rcode_name(code),
             RcodeMatch::Unanswered => "none".to_owned(),
         }
     }
@@ -50,7 +50,7 @@ fn parse_rcode(text: &str) -> Result<RcodeMatch, FilterError> {
         .unwrap_or(&upper)
         .parse::<u16>()
         .ok()
-        .or_else(|| (0..=5).find(|&c| crate::dns::rcode_name(c) == upper))
+        .or_else(|| (0..=5).find(|&c| crate::dns_name::rcode_name(c) == upper))
         .filter(|c| *c <= MAX_RCODE)
         .map(RcodeMatch::Code)
         .ok_or_else(|| bad("rcode", text, EXPECTED))
@@ -59,7 +59,7 @@ fn parse_rcode(text: &str) -> Result<RcodeMatch, FilterError> {
 fn parse_qtype(text: &str) -> Result<u16, FilterError> {
     text.parse::<u16>()
         .ok()
-        .or_else(|| crate::dns::qtype_from_name(text))
+        .or_else(|| crate::dns_name::qtype_from_name(text))
         .ok_or_else(|| {
             bad(
                 "type",
@@ -102,7 +102,7 @@ impl DnsFilter {
             q.push("name", name);
         }
         if let Some(t) = self.qtype {
-            q.push("type", &crate::dns::qtype_name(t));
+            q.push("type", &crate::dns_name::qtype_name(t));
         }
         if let Some(r) = self.rcode {
             q.push("rcode", &r.as_param());

@@ -1,5 +1,6 @@
-//! What netmon knows about one DNS answer, whichever source saw it (packets or the
-//! dnsmasq log), and the one way names are written down.
+//! The one way DNS names are written down, whichever source saw them (packets, the
+//! dnsmasq log, reverse lookups). What an answer holds is
+//! [`crate::event::DnsObservation`].
 //!
 //! Names come from the network and are attacker-controlled: any byte may appear in a
 //! label, a label may hold a dot, a name may be 255 bytes. [`name_from_labels`] and
@@ -9,104 +10,9 @@
 //! Two spellings of the same name are the same string, and no stored name contains a
 //! control character.
 
-use std::net::IpAddr;
-
 /// Longest canonical name kept (an all-escaped 255-byte name is 1 020 characters);
 /// longer input is cut and marked with a trailing `\~`.
 pub const MAX_NAME_CHARS: usize = 1024;
-
-/// Where an observation came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DnsSource {
-    /// A DNS response packet to a LAN client (NFQUEUE).
-    Packet,
-    /// dnsmasq's query log.
-    Log,
-}
-
-impl DnsSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DnsSource::Packet => "packet",
-            DnsSource::Log => "log",
-        }
-    }
-}
-
-/// One query a LAN client made and the answer it got, as far as the source shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsObservation {
-    /// When the answer (or, for an unanswered query, the query) was seen (unix ms).
-    pub ts_ms: i64,
-    /// The LAN client that asked.
-    pub client: IpAddr,
-    /// The name asked for, canonical (see the module docs).
-    pub qname: String,
-    /// Query type (1 A, 28 AAAA, 5 CNAME, 12 PTR, 65 HTTPS, …).
-    pub qtype: u16,
-    /// Response code (0 NOERROR, 2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED); `None` when the
-    /// source saw the query but no answer.
-    pub rcode: Option<u16>,
-    /// The answer section in order: the CNAME chain, then addresses. Empty for
-    /// NXDOMAIN and NODATA.
-    pub answers: Vec<DnsAnswer>,
-    pub source: DnsSource,
-}
-
-/// One record of an answer section that netmon uses.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsAnswer {
-    /// The record's owner name, canonical.
-    pub name: String,
-    /// Seconds; `None` when the source does not say (dnsmasq's log).
-    pub ttl: Option<u32>,
-    pub data: AnswerData,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AnswerData {
-    /// `name` is an alias of this (canonical) name.
-    Cname(String),
-    /// `name` has this address.
-    Addr(IpAddr),
-}
-
-/// Records kept per answer, whichever source it came from; the rest are dropped and
-/// counted. Real answers are far shorter (a CDN name has a few CNAMEs and addresses);
-/// a crafted one must not make one observation hold thousands.
-pub const MAX_ANSWERS: usize = 64;
-
-impl DnsObservation {
-    /// NXDOMAIN: the name does not exist.
-    pub fn is_nxdomain(&self) -> bool {
-        self.rcode == Some(3)
-    }
-
-    /// The end of the CNAME chain starting at `qname`, when it differs from `qname`.
-    pub fn canonical_name(&self) -> Option<&str> {
-        let mut name = self.qname.as_str();
-        // A chain is at most as long as the answer section; that bounds loops.
-        for _ in 0..self.answers.len() {
-            let next = self.answers.iter().find_map(|a| match &a.data {
-                AnswerData::Cname(target) if a.name == name => Some(target.as_str()),
-                _ => None,
-            });
-            match next {
-                Some(target) => name = target,
-                None => break,
-            }
-        }
-        (name != self.qname).then_some(name)
-    }
-
-    /// Every address in the answer with its TTL.
-    pub fn addresses(&self) -> impl Iterator<Item = (IpAddr, Option<u32>)> + '_ {
-        self.answers.iter().filter_map(|a| match a.data {
-            AnswerData::Addr(ip) => Some((ip, a.ttl)),
-            AnswerData::Cname(_) => None,
-        })
-    }
-}
 
 /// The canonical text of a name given as its labels' raw bytes (from a packet).
 pub fn name_from_labels<'a>(labels: impl IntoIterator<Item = &'a [u8]>) -> String {
@@ -303,32 +209,6 @@ mod tests {
         let body = name.strip_suffix("\\~").unwrap();
         assert!(body.ends_with("\\255") || body.ends_with('.'), "{body}");
         assert!(normalize_name(&"a".repeat(5000)).len() <= MAX_NAME_CHARS);
-    }
-
-    #[test]
-    fn canonical_name_follows_the_chain() {
-        let obs = DnsObservation {
-            ts_ms: 0,
-            client: "10.0.0.2".parse().unwrap(),
-            qname: "cdn.example.test".into(),
-            qtype: 1,
-            rcode: Some(0),
-            answers: vec![
-                DnsAnswer {
-                    name: "cdn.example.test".into(),
-                    ttl: Some(60),
-                    data: AnswerData::Cname("edge.cdn-provider.test".into()),
-                },
-                DnsAnswer {
-                    name: "edge.cdn-provider.test".into(),
-                    ttl: Some(60),
-                    data: AnswerData::Addr("203.0.113.81".parse().unwrap()),
-                },
-            ],
-            source: DnsSource::Packet,
-        };
-        assert_eq!(obs.canonical_name(), Some("edge.cdn-provider.test"));
-        assert_eq!(obs.addresses().count(), 1);
     }
 
     #[test]
