@@ -1,4 +1,4 @@
-//! ASN table benchmark (issue 11, acceptance 5): load time, RSS the table adds, and
+//! ASN table benchmark: load time, RSS the table adds, and
 //! lookups per second, on a full real database when `ASN_DB` names one.
 //!
 //! Get the database (ip-location-db's `asn` CSV from the npm registry, CC BY 4.0):

@@ -1,4 +1,4 @@
-//! DNS benchmark (issue "DNS", acceptance 6):
+//! DNS benchmark:
 //!
 //! 1. **parse**: realistic response packets (IPv4/UDP, A answers, a third with a CNAME
 //!    chain) through `parse_packet`, the NFQUEUE collector's parser;

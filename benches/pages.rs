@@ -1,4 +1,4 @@
-//! Page benchmark (issue 6): every page and fragment rendered by the real router —
+//! Page benchmark: every page and fragment rendered by the real router —
 //! handlers, read pool, SQLite — against a generated database of 1 million flows over
 //! 30 days with their rollups, DNS log and detection rows, as a busy household's router
 //! would hold. Reports p50/p95/max server-side time per page (the request goes through

@@ -1,7 +1,7 @@
 //! Replays the committed fuzz corpora on stable: every file of `fuzz/corpus/<target>/`
 //! goes through `netmon::fuzzing::<target>`, the function its `cargo fuzz` target calls,
 //! so an input that once crashed a parser (and was added to the corpus) stays fixed.
-//! The long runs that grew these corpora are in the README ("Fuzzing").
+//! The long runs that grew these corpora are in docs/measurements.md ("Fuzzing").
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! CI smoke version of the side-by-side benchmark (issue 10; the full one is
+//! CI smoke version of the side-by-side benchmark (the full one is
 //! `scripts/bench-ulogd`, with ulogd2 next to netmon): 10 s of one-packet UDP flows at
 //! 5 000 new flows/s from the LAN client through the lab router, netmon alone. At least
 //! 99.9 % of the flows the router counted must be stored, and as many marked ended once

@@ -1,4 +1,4 @@
-//! Detection (issue 5, acceptance 1–5) in the router lab (`tests/lab/`): real traffic
+//! Detection in the router lab (`tests/lab/`): real traffic
 //! from LAN clients through the lab router, netmon scoring it, and the hits and
 //! incidents it stored.
 //!

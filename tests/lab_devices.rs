@@ -1,4 +1,4 @@
-//! Device identity (issue 11, acceptance 1 and 2): devices keyed by MAC from the
+//! Device identity: devices keyed by MAC from the
 //! router's DHCP leases and neighbour table.
 //!
 //! 1. The router's dnsmasq serves DHCP to two LAN clients (busybox udhcpc, MACs with

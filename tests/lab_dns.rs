@@ -1,4 +1,4 @@
-//! DNS attribution in the lab (issue "DNS", acceptance 1, 2, 3, 5): dnsmasq in the
+//! DNS attribution in the lab: dnsmasq in the
 //! router is the LAN's resolver and forwards to an authoritative dnsmasq in the wan;
 //! netmon reads the answers from packets (NFQUEUE) and names each flow.
 

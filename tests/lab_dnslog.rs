@@ -1,4 +1,4 @@
-//! DNS attribution from dnsmasq's query log (issue "DNS", acceptance 4): packet capture
+//! DNS attribution from dnsmasq's query log: packet capture
 //! off, netmon follows the lab resolver's log in each format while it is rotated by
 //! rename and by copytruncate, across a netmon restart, and each flow still carries the
 //! name its own client asked for.

@@ -1,4 +1,4 @@
-//! Issue 11, acceptance 3, proven in the router lab (`tests/lab/`): firewall drops.
+//! Firewall drops, proven in the router lab (`tests/lab/`).
 //!
 //! The lab router's firewall refuses new TCP connections from the wan to its ports
 //! 1000–1999 (`nft_rules` in `lab.sh`) and accepts everything else. From one wan
@@ -173,7 +173,7 @@ fn syn_scan_from_the_wan_is_counted_and_accepted_connections_are_not() {
     let _ = listener.wait();
 }
 
-/// Issue 11, acceptance 6 (cross-check half): with no flowtable, what the WAN interface
+/// The cross-check half: with no flowtable, what the WAN interface
 /// moved and what netmon's flows counted agree within 5 % over a plain download, and
 /// `/router` says there is no flowtable.
 #[test]

@@ -1,4 +1,4 @@
-//! Enrichment of remote hosts (issue 11, acceptance 4 and 5): the lab's authoritative
+//! Enrichment of remote hosts: the lab's authoritative
 //! DNS serves a PTR for 203.0.113.84 (shop.example.test) and none for .88; netmon asks
 //! the router's dnsmasq (which forwards the wan's reverse zone) with its own client,
 //! shows the name and "none", and does not ask about .88 again before the negative TTL

@@ -1,4 +1,4 @@
-//! Issue 9's acceptance, proven in the router lab (`tests/lab/`): Prometheus and IPFIX.
+//! Prometheus and IPFIX, proven in the router lab (`tests/lab/`).
 //!
 //! - `/metrics`, captured while the lab moves traffic, passes `promtool check metrics`
 //!   (Debian's `prometheus` package), every series carries the `router` label, and the

@@ -1,4 +1,4 @@
-//! Issue 7's fault acceptance, lines 3–5, proven in the router lab (`tests/lab/`):
+//! Faults, proven in the router lab (`tests/lab/`):
 //!
 //! 3. `disk_full_…`: the database's file system fills while traffic runs; netmon keeps
 //!    collecting and serving, holds what it could not write, counts what its collectors

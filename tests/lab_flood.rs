@@ -1,4 +1,4 @@
-//! Issue 7, acceptance 6 — flood: one lab client resolves 200 000 random names and opens
+//! Flood: one lab client resolves 200 000 random names and opens
 //! 200 000 flows; the database stays under its budget, the other device's data survives,
 //! and the UI still answers in under a second (`store::budget`).
 //!

@@ -1,4 +1,4 @@
-//! Issue 5, acceptance 6, proven in the router lab (`tests/lab/`): webhook notifications.
+//! Webhook notifications, proven in the router lab (`tests/lab/`).
 //!
 //! A small HTTP receiver runs inside the router namespace on its loopback (a listener
 //! bound by a thread that entered the namespace), where netmon posts to

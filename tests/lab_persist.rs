@@ -1,5 +1,4 @@
-//! Flash-friendly storage in the lab (issue "Install like any router package",
-//! acceptance 4): with the database in RAM and snapshots on, a `kill -9` followed by the
+//! Flash-friendly storage in the lab: with the database in RAM and snapshots on, a `kill -9` followed by the
 //! loss of the RAM copy (a reboot) restarts from the last snapshot: everything up to the
 //! snapshot is there and the database is intact.
 
@@ -80,7 +79,7 @@ fn snapshot_survives_kill9_and_lost_ram_copy() {
     );
 }
 
-/// Issue 7, faults: SIGHUP with a bad config file keeps netmon running on its old
+/// A fault: SIGHUP with a bad config file keeps netmon running on its old
 /// config and says why; with a good one netmon restarts itself in place (same pid, so
 /// procd/systemd keep tracking it) with the new config and the same data.
 #[test]

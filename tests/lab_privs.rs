@@ -1,4 +1,4 @@
-//! Privileges in the lab (issue 7, "Privileges"): netmon started as root switches to an
+//! Privileges in the lab: netmon started as root switches to an
 //! unprivileged account keeping only CAP_NET_ADMIN, and everything that needs the kernel
 //! after start still works as that account: conntrack events, the start-up dump (the
 //! only way to see a connection opened before netmon), DNS answers from NFQUEUE (each

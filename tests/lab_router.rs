@@ -1,4 +1,4 @@
-//! Issue 11, acceptance 7, proven in the router lab (`tests/lab/`): router health.
+//! Router health, proven in the router lab (`tests/lab/`).
 //!
 //! netmon runs inside the lab router sampling every second. The test reads the same
 //! sources itself — `/proc` for the kernel-wide values, `/sys/class/net` and

@@ -1,5 +1,4 @@
-//! The web UI's security against a real netmon in the lab router (issue 7, acceptance
-//! 1 and 2). netmon runs with `[web] auth = "password"` and a hash made by
+//! The web UI's security against a real netmon in the lab router. netmon runs with `[web] auth = "password"` and a hash made by
 //! `netmon passwd` itself; every request goes over TCP to 127.0.0.1:8080 inside the
 //! router namespace, like a browser's would.
 //!

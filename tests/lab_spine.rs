@@ -1,4 +1,4 @@
-//! Issue 3's acceptance, proven in the router lab (`tests/lab/`): one test per item.
+//! The flow path end to end, one test per property, proven in the router lab (`tests/lab/`).
 //!
 //! Each test builds its own lab (namespaces lan / rtr / wan, NAT and conntrack in rtr),
 //! runs netmon inside rtr as on a router, drives real traffic from the LAN client and
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// How long after a connection closes netmon must show it ended (issue 3, item 1).
+/// How long after a connection closes netmon must show it ended.
 const ENDED_WITHIN: Duration = Duration::from_secs(3);
 
 /// IP-level header bytes conntrack counts per TCP packet: IPv4 20 / IPv6 40, TCP 20 +
@@ -392,7 +392,7 @@ fn item1_client_flows_recorded_with_tuple_direction_and_bytes() {
 
     // --- the device and the remote hosts exist and the flows point at them ---
     // Read the flows again: once the neighbour table names the client's MAC, its
-    // address-only devices merge into one (issue 11), so device ids read earlier may
+    // address-only devices merge into one, so device ids read earlier may
     // be gone.
     let fresh = lab.all_flows();
     let again = |f: &Value| {

@@ -1,4 +1,4 @@
-//! Faults netmon must ride out (issue 7, "Faults"), in the lab:
+//! Faults netmon must ride out, in the lab:
 //! 1. dnsmasq's lease file and query log vanish and reappear (`/tmp` cleaned, dnsmasq
 //!    restarted): netmon notices, counts, and reads the new files — a new lease becomes
 //!    a device, new log lines name flows;

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# tests/packaging.sh — the packages a router installs, checked the way a router uses them
-# (issue 8, acceptance 1–3):
+# tests/packaging.sh — the packages a router installs, checked the way a router uses them:
 #   - the release binary is static and runs alone in an empty chroot and in a
 #     busybox-only chroot (`version`, `check-config` on the shipped config);
 #   - the .ipk, unpacked with tar as opkg does: members, control fields, conffiles,

@@ -1,4 +1,4 @@
-//! The web UI in a real browser (issue 6): headless Chromium from Debian, driven over
+//! The web UI in a real browser: headless Chromium from Debian, driven over
 //! the DevTools protocol (`tests/browser/mod.rs`), against netmon running in the lab with
 //! real traffic behind it. One lab and one browser for the whole walk, to keep CI short.
 //!

@@ -26,7 +26,7 @@
 //!   flight (a client's resolver loop: a slow resolver slows it down rather than
 //!   dropping the excess); `completed` counts NOERROR answers, `failed` other rcodes and
 //!   queries unanswered after 1 s.
-//!   The flood a misbehaving client or a DGA makes (issue 7, acceptance 6).
+//!   The flood a misbehaving client or a DGA makes.
 //!
 //! Plain threads, std and libc (plus clap and serde_json, already netmon dependencies): the
 //! point is to measure the router, not an async runtime. Rates are

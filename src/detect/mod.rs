@@ -1,4 +1,4 @@
-//! Detection (DESIGN §3 "Detection", issue 5): every flow the writer stores is scored
+//! Detection (DESIGN §3 "Detection"): every flow the writer stores is scored
 //! against its device's in-memory state and baseline; hits above the threshold are stored
 //! and deduplicated, alertable ones grouped into incidents, and new incidents handed to the
 //! notifier without ever blocking the writer.

@@ -1,4 +1,4 @@
-//! Flood-proof storage (issue 7): a total size budget and per-device / per-domain row
+//! Flood-proof storage: a total size budget and per-device / per-domain row
 //! caps, so one flooding client or domain can never fill the disk, push other devices'
 //! history out, or stall the writer. (Pi-hole's database grew to 1.6 GB from one
 //! flooding domain and took DNS down.)

@@ -83,9 +83,8 @@ fn parse_net(text: &str) -> Option<ipnet::IpNet> {
 /// remote hosts' enrichment.
 ///
 /// One pass over `flows`, grouped in memory: the table is the largest thing netmon
-/// stores, and a `GROUP BY` per kind of memory read it three times (6 s at start-up on
-/// the page benchmark's million flows; the writer takes no batch until this is done).
-/// Each key is touched once, with its latest time, as the grouped queries did.
+/// stores, a `GROUP BY` per kind of memory would read it three times, and the writer
+/// takes no batch until this is done. Each key keeps its latest time.
 pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()> {
     type Contact = (i64, String, u8, Option<u16>);
     let mut contacts: HashMap<Contact, i64> = HashMap::new();

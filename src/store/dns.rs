@@ -1,5 +1,5 @@
 //! DNS in the writer: storing queries and answers, and giving each flow the name its
-//! own client resolved to its destination (issue "DNS", DESIGN §3).
+//! own client resolved to its destination (DESIGN §3).
 //!
 //! Attribution runs when a flow is first stored: the most recent answer that gave the
 //! flow's destination address *to the flow's client* no later than the flow's start

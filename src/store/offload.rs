@@ -1,4 +1,4 @@
-//! The flow-offloading cross-check (issue 11): bytes the WAN interfaces moved
+//! The flow-offloading cross-check: bytes the WAN interfaces moved
 //! (`interface_minutes`, role `wan`, from the kernel's interface counters) against bytes
 //! netmon's flows counted (`device_minutes`, from conntrack's counters) over the same
 //! minutes. Offloaded flows that conntrack no longer counts push the ratio well above 1;

@@ -324,7 +324,7 @@ table inet netmon_lab {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		ct state new counter name "new_local"
-		# The lab router's one refusal (issue 11, firewall drops): new TCP connections
+		# The lab router's one refusal (firewall drops): new TCP connections
 		# from the wan to ports 1000-1999 of the router. Everything else stays open.
 		iifname "wan" ct state new tcp dport 1000-1999 drop
 	}
