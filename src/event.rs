@@ -8,7 +8,7 @@
 //! imports `crate::event`, never `crate::store`, and `store` never imports `collect`.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
@@ -492,15 +492,17 @@ pub struct WriterHandle {
 }
 
 /// The writer's view of its storage, shared with the web through [`WriterHandle`]:
-/// atomics and a short-held lock, so `/healthz` never waits on the writer.
+/// atomics and a short-held lock, so `/healthz` never waits on the writer. No 64-bit
+/// atomic: 32-bit MIPS and PowerPC routers have none, so the outage's start time sits
+/// behind the lock with its error. Only the writer thread writes here.
 #[derive(Default)]
 pub(crate) struct StorageStatus {
-    /// Unix ms of the first failed commit of the current outage; 0 while commits work.
-    failing_since_ms: AtomicI64,
+    /// Commits are failing; checked on every commit without taking the lock.
+    failing: AtomicBool,
     /// Changes of the held batch (see `store::writer`).
     held_changes: AtomicUsize,
-    /// The latest storage error, as SQLite words it.
-    error: Mutex<String>,
+    /// Since when (unix ms, the first failed commit) and why (as SQLite words it).
+    outage: Mutex<(i64, String)>,
 }
 
 /// Commits are failing for a storage reason (disk full, I/O error): since when, why, and
@@ -514,27 +516,34 @@ pub struct WriteFailure {
 
 impl StorageStatus {
     pub(crate) fn failing(&self, error: &rusqlite::Error, held_changes: usize) {
-        let now = crate::time::now_ms();
-        let _ =
-            self.failing_since_ms
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+        {
+            let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+            if !self.failing.load(Ordering::Acquire) {
+                outage.0 = crate::time::now_ms();
+            }
+            outage.1 = error.to_string();
+        }
         self.held_changes.store(held_changes, Ordering::Relaxed);
-        *self.error.lock().unwrap_or_else(|p| p.into_inner()) = error.to_string();
+        // Set last, so a reader that sees it finds the outage filled in.
+        self.failing.store(true, Ordering::Release);
         metrics::gauge!("netmon_writer_held_changes").set(held_changes as f64);
     }
 
     pub(crate) fn working(&self) {
-        if self.failing_since_ms.swap(0, Ordering::Relaxed) != 0 {
+        if self.failing.swap(false, Ordering::AcqRel) {
             self.held_changes.store(0, Ordering::Relaxed);
             metrics::gauge!("netmon_writer_held_changes").set(0.0);
         }
     }
 
     pub(crate) fn failure(&self) -> Option<WriteFailure> {
-        let since_ms = self.failing_since_ms.load(Ordering::Relaxed);
-        (since_ms != 0).then(|| WriteFailure {
+        if !self.failing.load(Ordering::Acquire) {
+            return None;
+        }
+        let (since_ms, error) = self.outage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        Some(WriteFailure {
             since_ms,
-            error: self.error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            error,
             held_changes: self.held_changes.load(Ordering::Relaxed),
         })
     }
