@@ -269,6 +269,24 @@ impl QueryString {
             }
         }
     }
+
+    /// `order=asc` when ascending (descending is every list's default).
+    fn push_order(&mut self, desc: bool) {
+        if !desc {
+            self.push("order", "asc");
+        }
+    }
+
+    /// `page` and `per_page`, each only when it is not the default, so the canonical
+    /// URL of the first page is the bare filter.
+    fn push_page(&mut self, page: u32, per_page: u32) {
+        if page != 1 {
+            self.push("page", &page.to_string());
+        }
+        if per_page != crate::store::filter::DEFAULT_PER_PAGE {
+            self.push("per_page", &per_page.to_string());
+        }
+    }
 }
 
 impl Window {

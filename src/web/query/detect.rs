@@ -99,15 +99,8 @@ impl HitFilter {
         if self.sort != HitSort::Time {
             q.push("sort", self.sort.as_str());
         }
-        if !self.desc {
-            q.push("order", "asc");
-        }
-        if self.page != 1 {
-            q.push("page", &self.page.to_string());
-        }
-        if self.per_page != DEFAULT_PER_PAGE {
-            q.push("per_page", &self.per_page.to_string());
-        }
+        q.push_order(self.desc);
+        q.push_page(self.page, self.per_page);
         q.0
     }
 
@@ -191,15 +184,8 @@ impl IncidentFilter {
         if self.sort != IncidentSort::Last {
             q.push("sort", self.sort.as_str());
         }
-        if !self.desc {
-            q.push("order", "asc");
-        }
-        if self.page != 1 {
-            q.push("page", &self.page.to_string());
-        }
-        if self.per_page != DEFAULT_PER_PAGE {
-            q.push("per_page", &self.per_page.to_string());
-        }
+        q.push_order(self.desc);
+        q.push_page(self.page, self.per_page);
         q.0
     }
 

@@ -107,12 +107,7 @@ impl DnsFilter {
         if let Some(r) = self.rcode {
             q.push("rcode", &r.as_param());
         }
-        if self.page != 1 {
-            q.push("page", &self.page.to_string());
-        }
-        if self.per_page != DEFAULT_PER_PAGE {
-            q.push("per_page", &self.per_page.to_string());
-        }
+        q.push_page(self.page, self.per_page);
         q.0
     }
 

@@ -230,6 +230,8 @@ pub fn directions_param(dirs: &[Direction]) -> String {
 
 impl FlowFilter {
     /// Parses and bounds every parameter; the first invalid one is the error.
+    ///
+    /// (Long: one parse per flow-filter parameter, each naming its key.)
     pub fn parse(q: &FlowQuery) -> Result<FlowFilter, FilterError> {
         let show = match given(&q.show) {
             None | Some("active") => Show::Active,
