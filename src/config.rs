@@ -4,6 +4,9 @@
 //! values are errors that name the key, the value and the accepted form. The sample
 //! with every key commented is `packaging/netmon.toml`; `netmon check-config` prints the
 //! effective config.
+//!
+//! (Long: every key's default, validation and error text in one place, ≈ 1 350 lines of
+//! code; the rest are tests.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -653,6 +656,7 @@ impl Config {
         Ok(config)
     }
 
+    /// (Long: one check per key, in the order of the sample config.)
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
             path: path.to_owned(),
@@ -841,6 +845,8 @@ impl Config {
 
     /// `[detect]`: thresholds are scores (0–100), windows and sizes have bounds a router
     /// can afford, ratios are ratios.
+    ///
+    /// (Long: one check per `[detect]` key.)
     fn validate_detect(&self, path: &Path) -> Result<(), ConfigError> {
         let invalid = |key, value: String, expected: &str| ConfigError::Invalid {
             path: path.to_owned(),

@@ -51,6 +51,8 @@ pub enum Exit {
     Reload,
 }
 
+/// (Long: start-up steps in their required order (config, sockets, privilege drop before
+/// any thread, then the threads); splitting it would hide that order.)
 pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit> {
     // Before any file exists: the database, its WAL and -shm (SQLite creates them 0644
     // less the umask, the WAL with the database's mode), snapshots and the offset file

@@ -528,6 +528,7 @@ impl Share {
     }
 }
 
+/// (Long: argument handling and the worker start of one command.)
 fn run(args: &RunArgs) -> Result<serde_json::Value, LoadgenError> {
     if args.rate == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err(LoadgenError::NotPositive);
@@ -674,6 +675,8 @@ fn run(args: &RunArgs) -> Result<serde_json::Value, LoadgenError> {
 
 /// dns mode: random-name queries from one UDP socket, paced; answers are read between
 /// sends and for 2 s after the last.
+///
+/// (Long: one load-generator loop: its timing-sensitive steps stay in one place.)
 fn dns_worker(share: &Share, domain: &str) -> Stats {
     use std::os::fd::AsRawFd;
     let mut st = Stats::default();
@@ -807,6 +810,8 @@ fn dns_worker(share: &Share, domain: &str) -> Stats {
 }
 
 /// Short TCP connections through one epoll set.
+///
+/// (Long: one load-generator loop: its timing-sensitive steps stay in one place.)
 fn tcp_worker(share: &Share, connect_timeout: Duration) -> Stats {
     const MAX_INFLIGHT: usize = 8192;
     const MAX_PER_ROUND: u64 = 512;
@@ -991,6 +996,8 @@ fn finish_connect(fd: RawFd, st: &mut Stats, inflight: &mut [Option<Instant>], n
 }
 
 /// One-packet UDP flows: every (socket, destination port) pair once.
+///
+/// (Long: one load-generator loop: its timing-sensitive steps stay in one place.)
 fn udp_worker(share: &Share, payload: &[u8]) -> Stats {
     const BATCH: usize = 64;
     let mut st = Stats::default();

@@ -310,6 +310,9 @@ pub fn decode(msg: &NlMsg<'_>) -> Result<Decoded, ParseError> {
 // ---------------------------------------------------------------------------------------
 
 /// A conntrack message (`IPCTNL_MSG_CT_NEW` / `_DELETE`): `nfgenmsg`, then `CTA_*`.
+///
+/// (Long: one match over the top-level CTA_* attributes, as the kernel's policy table lists
+/// them.)
 pub fn parse_conntrack(msg: &NlMsg<'_>) -> Result<CtEntry, ParseError> {
     let kind = match CtMsg::from(msg.ty) {
         CtMsg::Delete => CtKind::Destroy,

@@ -75,6 +75,8 @@ pub type LatestOffload = watch::Receiver<Option<Arc<OffloadStatus>>>;
 /// opens a table, `flowtable <name> {` a flowtable, whose body lines are `hook …`,
 /// `devices = { a, b }`, `counter`, `flags offload` (terminated by `;` when written by
 /// hand, by a newline when listed).
+///
+/// (Long: one pass over `nft -j` output whose nesting it follows level by level.)
 pub fn parse_flowtables(text: &str) -> Vec<Flowtable> {
     let mut out = Vec::new();
     let (mut family, mut table) = (String::new(), String::new());

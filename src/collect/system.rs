@@ -295,6 +295,7 @@ impl Sampler {
         }
     }
 
+    /// (Long: one reading of every health source, each a few lines.)
     fn sample(&mut self) -> SystemSample {
         let now = Instant::now();
         let at_ms = crate::time::now_ms();

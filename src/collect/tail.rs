@@ -166,6 +166,9 @@ impl Follower {
     /// Reads what is new; `sink` gets each complete line (without its newline) and
     /// whether it was written after this run started reading. Returns true when more is
     /// left to read (a pass reads at most [`MAX_PASS_BYTES`]).
+    ///
+    /// (Long: the follower's rotation and truncation cases, in the order they must be
+    /// checked.)
     pub fn poll(&mut self, now: Instant, sink: &mut dyn FnMut(&[u8], bool)) -> bool {
         let mut budget = MAX_PASS_BYTES;
         if let Some(old) = self.rotated.as_mut() {

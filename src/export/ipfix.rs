@@ -42,6 +42,9 @@
 //! ingress/egress interface are not sent. Templates go out in the first message, every
 //! `ipfix_template_refresh_s` and every [`TEMPLATE_REFRESH_MESSAGES`] messages (RFC 7011
 //! §10.3.6: over UDP a collector learns templates only by their resending).
+//!
+//! (Long: RFC 7011 templates, records and the exporter's flow cache in one place, ≈ 870
+//! lines of code; the rest are tests.)
 
 use std::collections::HashMap;
 use std::io;

@@ -124,6 +124,8 @@ fn router_label(configured: &str) -> String {
 /// web and export, in one list a reviewer checks against the naming rules (collectors
 /// added since describe their own metrics where they count them; nothing is described
 /// twice, so the HELP text is never a matter of start-up order).
+///
+/// (Long: one HELP line per metric, a list reviewed against the naming rules as a whole.)
 pub fn describe_all() {
     describe_gauge!(
         "netmon_dns_capture_active",

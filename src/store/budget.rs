@@ -60,6 +60,9 @@
 //! Pruning never deletes a table's newest row, so SQLite (which numbers a new row
 //! `max(rowid) + 1`) never hands out again an id the writer still remembers (live
 //! flows, flows waiting for a late DNS answer, cached names).
+//!
+//! (Long: the size budget, the per-holder flood caps and the pruning order they share, ≈ 1
+//! 050 lines of code; the rest are tests.)
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -613,6 +616,9 @@ impl Budget {
     }
 
     /// Step 2 of the module docs. `Ok(true)`: out of time.
+    ///
+    /// (Long: the pruning order (raw rows, then rollups, then devices) must read as one
+    /// sequence.)
     fn enforce_budget(
         &mut self,
         conn: &mut Connection,

@@ -85,6 +85,8 @@ fn parse_net(text: &str) -> Option<ipnet::IpNet> {
 /// One pass over `flows`, grouped in memory: the table is the largest thing netmon
 /// stores, a `GROUP BY` per kind of memory would read it three times, and the writer
 /// takes no batch until this is done. Each key keeps its latest time.
+///
+/// (Long: one pass over `flows` filling every kind of memory.)
 pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()> {
     type Contact = (i64, String, u8, Option<u16>);
     let mut contacts: HashMap<Contact, i64> = HashMap::new();
@@ -221,6 +223,9 @@ pub fn flow_name(
 /// hit with the same fingerprint), alertable ones grouped into incidents (see
 /// `detect::incident`). Returns the incidents this opened, for the notifier once the
 /// transaction has committed.
+///
+/// (Long: storing a hit and folding it into its incident must read as one transaction
+/// step.)
 pub fn record(
     tx: &Transaction,
     policy: &Policy,
@@ -387,6 +392,8 @@ pub fn write_rule_uses(tx: &Transaction, uses: HashMap<i64, (u64, i64)>) -> rusq
 
 /// The incident commands of the UI (`Command::AckIncident` … `DeleteRule`); rule
 /// changes are mirrored in the detector's memory. Errors are for the user.
+///
+/// (Long: one match arm per incident/rule command.)
 pub fn apply_command(
     tx: &Transaction,
     command: crate::event::Command,
@@ -656,6 +663,8 @@ struct ReasonRow {
 
 /// Recomputes every device's baseline from the last `days` of rollups and stores them
 /// (its own transaction: a maintenance job like retention, not part of a tick).
+///
+/// (Long: one SQL pass per baseline kind, in one transaction.)
 pub fn recompute_baselines(
     conn: &mut Connection,
     days: u32,

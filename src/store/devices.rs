@@ -107,6 +107,7 @@ pub fn apply_sightings(
     Ok(applied)
 }
 
+/// (Long: one sighting's cases (new MAC, known MAC, address moving, merge) in one place.)
 fn apply_one(
     tx: &Transaction,
     s: &Sighting,

@@ -217,6 +217,8 @@ pub type Baseline = [i64; 24];
 /// Both halves share one scale; each gets as many tick steps as its own maximum needs
 /// (at least one), so a small upload under a large download does not waste half the
 /// height.
+///
+/// (Long: one SVG drawn top to bottom: axes, bars, lines, labels.)
 pub fn traffic_chart(
     bars: &[Bar],
     frame: &Frame,

@@ -131,6 +131,7 @@ pub fn window_links(base: &str, current: i64) -> Markup {
     }
 }
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 pub async fn page(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,

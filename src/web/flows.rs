@@ -89,6 +89,8 @@ fn show_switch(filter: &FlowFilter) -> Markup {
 
 /// The filter form above the table. Over 80 lines: one maud template that reads top to
 /// bottom as the form appears on the page.
+///
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 fn filter_form(filter: &FlowFilter, data: &FlowsPage) -> Markup {
     let dir_value = directions_param(&filter.directions);
     let default_dirs = filter.directions == DEFAULT_DIRECTIONS;

@@ -17,6 +17,7 @@ use crate::store::flows::read::FlowFilter;
 use crate::store::hosts::read::{HostDomain, HostFilter, HostSort};
 use crate::time::now_ms;
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<crate::web::query::HostQuery>, QueryRejection>,
@@ -109,6 +110,7 @@ fn as_org(asn: Option<i64>, org: Option<&str>) -> String {
     }
 }
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 pub async fn page(
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,

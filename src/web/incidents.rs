@@ -334,6 +334,7 @@ pub async fn page(
 /// Mute choices: hours, label.
 const MUTES: [(i64, &str); 3] = [(1, "1 h"), (24, "24 h"), (168, "7 d")];
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 fn render_page(d: &IncidentDetail, now: i64) -> Markup {
     let i = &d.incident;
     let here = format!("/incidents/{}", i.id);

@@ -14,6 +14,9 @@
 //!
 //! The charts can be zoomed to a range (`from`, `to` in unix ms, by drag-selecting on
 //! the chart); ranges longer than [`overview::MINUTE_BUCKETS_UP_TO_MS`](crate::store::overview::MINUTE_BUCKETS_UP_TO_MS) get hour bars.
+//!
+//! (Long: one page of eight panels, each a small template over one store query; splitting
+//! it would scatter one page over files.)
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -613,6 +616,7 @@ fn rate(bytes_per_s: f64) -> String {
     format!("{}/s", format::bytes(bytes_per_s.round() as i64))
 }
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 fn charts(o: &Overview, view: &View, now: i64) -> Markup {
     let range = view.range(now);
     let frame = |label: &'static str, id: &'static str| Frame {

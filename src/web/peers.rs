@@ -34,6 +34,8 @@ fn scope<T>(peers: &Peers<T>) -> Markup {
 }
 
 /// A device's top destinations and ports side by side, then its incidents.
+///
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 pub fn device_sections(device_id: i64, p: &DevicePeers, now: i64) -> Markup {
     html! {
         section.cols {

@@ -148,6 +148,8 @@ fn offload_section(status: Option<&OffloadStatus>, wan_flow: &WanFlowBytes) -> M
 }
 
 /// Tiles, storage, interfaces and sensors of one sample.
+///
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 fn current_section(s: &SystemSample) -> Markup {
     let ct_fill = s.conntrack.map(|c| c.fill());
     let ct_warn = ct_fill.is_some_and(|f| f > CONNTRACK_WARN);

@@ -4,6 +4,9 @@
 //! The form is parsed into a [`RuleSpec`] here, field by field, so every mistake is
 //! named next to the form (which keeps what was typed); the writer stores it
 //! ([`Command::SaveRule`]) and answers with the rule's id.
+//!
+//! (Long: the rule form — parsing and validating every matcher field, and its template — is
+//! one concept; ≈ 750 lines of code, the rest tests.)
 
 use std::net::IpAddr;
 
@@ -241,6 +244,8 @@ impl RuleForm {
     }
 
     /// The rule and the "re-evaluate" choice, or every field that is wrong.
+    ///
+    /// (Long: one check per form field, in the form's order, each naming its field.)
     pub fn parse(
         &self,
         now: i64,
@@ -657,6 +662,7 @@ fn matches(s: &RuleSpec) -> String {
     }
 }
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 fn rule_form(
     action: &str,
     devices: &[DeviceRow],

@@ -127,6 +127,7 @@ fn value_text(v: f64) -> String {
     }
 }
 
+/// (Long: a maud template: the page's markup reads top to bottom in one piece.)
 pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
     let now = now_ms();
     let shared = &state.shared;

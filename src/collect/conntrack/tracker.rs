@@ -322,6 +322,9 @@ impl Tracker {
     /// Sends everything dirty (in messages of at most [`MAX_CHANGES_PER_BATCH`]). Returns
     /// true when all of it, and any pending dump marker, reached the channel. What did not
     /// fit stays dirty and is coalesced into the next tick's batch.
+    ///
+    /// (Long: one batch assembled in the order the writer relies on (displaced ends,
+    /// changes, dump marker).)
     pub(super) fn flush(&mut self, writer: &WriterHandle) -> bool {
         if self.dirty.is_empty()
             && self.displaced.is_empty()

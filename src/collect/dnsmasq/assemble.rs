@@ -186,6 +186,8 @@ impl Assembler {
     }
 
     /// One entry, in log order; `ts_ms` is its line's time, `now` when it was read.
+    ///
+    /// (Long: one state machine over dnsmasq's line kinds, each case a few lines.)
     pub fn push(&mut self, ts_ms: i64, entry: Entry, now: Instant) {
         match entry {
             Entry::Query {
