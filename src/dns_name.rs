@@ -165,6 +165,34 @@ pub fn rcode_name(rcode: u16) -> String {
     known.to_owned()
 }
 
+/// The registrable part of a canonical name — the label below its public suffix —
+/// which is what a per-domain cap groups by (`store::budget`) and NEW_DOMAIN compares: "a.b.example.com" →
+/// "example.com", "x.example.co.uk" → "example.co.uk". netmon carries no public suffix
+/// list (≈ 200 KB); a suffix is one label, or two when the top level is a two-letter
+/// country code and the second a common registry label ("co", "com", "org", …). A
+/// wrong guess only makes a cap group a little wider or narrower.
+pub fn registrable_domain(name: &str) -> &str {
+    let name = name.trim_end_matches('.');
+    let mut dots = name.rmatch_indices('.').map(|(i, _)| i);
+    let (Some(last), Some(second)) = (dots.next(), dots.next()) else {
+        return name;
+    };
+    let tld = &name[last + 1..];
+    let sld = &name[second + 1..last];
+    let two_label_suffix = tld.len() == 2
+        && matches!(
+            sld,
+            "co" | "com" | "net" | "org" | "gov" | "edu" | "ac" | "or" | "ne" | "go" | "gv"
+        );
+    if !two_label_suffix {
+        return &name[second + 1..];
+    }
+    match dots.next() {
+        Some(third) => &name[third + 1..],
+        None => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,5 +245,23 @@ mod tests {
             assert_eq!(qtype_from_name(&qtype_name(t)), Some(t));
         }
         assert_eq!(qtype_from_name("aaaa"), Some(28));
+    }
+
+    #[test]
+    fn registrable_domains_group_subdomains() {
+        for (name, want) in [
+            ("a.b.example.com", "example.com"),
+            ("example.com", "example.com"),
+            ("com", "com"),
+            ("x7k2q.flood.lab", "flood.lab"),
+            ("www.bbc.co.uk", "bbc.co.uk"),
+            ("bbc.co.uk", "bbc.co.uk"),
+            ("co.uk", "co.uk"),
+            ("a.b.example.com.au", "example.com.au"),
+            ("deep.host.example.de", "example.de"),
+            ("example.com.", "example.com"),
+        ] {
+            assert_eq!(registrable_domain(name), want, "{name}");
+        }
     }
 }

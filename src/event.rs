@@ -28,7 +28,7 @@ pub enum Event {
     /// Boxed: it is several times larger than the other variants.
     System(Box<SystemSample>),
     /// Reverse DNS and AS of remote hosts, resolved off the writer's path (`enrich`).
-    Enrichment(Vec<crate::enrich::HostEnrichment>),
+    Enrichment(Vec<HostEnrichment>),
     /// Refused WAN connection attempts per minute (`collect::nflog`), added to
     /// `drop_minutes`.
     Drops(Vec<DropCount>),
@@ -69,6 +69,20 @@ pub struct DumpComplete {
     /// When the dump request was sent (unix ms). A stored live flow last seen before this
     /// and not refreshed by the dump is gone.
     pub started_ms: i64,
+}
+
+/// What one pass found for one remote host; the writer stores it
+/// (`store::enrich::apply_enrichment`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEnrichment {
+    /// `remote_hosts.id`.
+    pub host_id: i64,
+    /// The reverse lookup, when rDNS is on and the host was due.
+    pub rdns: Option<crate::enrich::rdns::PtrResult>,
+    /// The ASN lookup, when an ASN database is loaded: `Some(None)` = not in the table.
+    pub asn: Option<Option<crate::enrich::asn::AsnMatch>>,
+    /// When it was looked up (unix ms).
+    pub at_ms: i64,
 }
 
 /// Refused inbound connection attempts of one source to one port in one minute.
@@ -540,7 +554,11 @@ impl StorageStatus {
         if !self.failing.load(Ordering::Acquire) {
             return None;
         }
-        let (since_ms, error) = self.outage.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (since_ms, error) = self
+            .outage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         Some(WriteFailure {
             since_ms,
             error,

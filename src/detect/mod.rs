@@ -16,7 +16,6 @@ pub mod incident;
 pub mod notify;
 pub mod rules;
 pub mod score;
-pub mod upkeep;
 
 use serde::{Deserialize, Serialize};
 

@@ -894,10 +894,10 @@ fn beacon(starts: &mut VecDeque<i64>, at: i64, cfg: &config::Detect) -> Option<S
 
 /// The registrable part of a name ("www.shop.example.co.uk" → "example.co.uk"), lower
 /// case: the same heuristic the per-domain storage cap groups by
-/// ([`crate::store::dns::registrable_domain`]), so NEW_DOMAIN and the cap agree on what
+/// ([`crate::dns_name::registrable_domain`]), so NEW_DOMAIN and the cap agree on what
 /// one site is.
 pub fn registrable_domain(name: &str) -> String {
-    crate::store::dns::registrable_domain(&name.to_ascii_lowercase()).to_owned()
+    crate::dns_name::registrable_domain(&name.to_ascii_lowercase()).to_owned()
 }
 
 fn format_endpoint(ip: IpAddr, port: u16) -> String {

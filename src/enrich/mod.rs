@@ -22,30 +22,15 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::event::Event;
-use crate::event::WriterHandle;
+use crate::event::{Event, HostEnrichment, WriterHandle};
 use crate::store::pool::ReadPool;
-use asn::{AsnDb, AsnMatch};
-use rdns::{PtrResolver, PtrResult};
+use asn::AsnDb;
+use rdns::PtrResolver;
 
 /// How often the task looks for hosts to enrich: new hosts get their name within this.
 pub const PASS_INTERVAL: Duration = Duration::from_secs(3);
 /// Hosts handled per pass; the rest wait for the next. Bounds one event's size.
 pub const PASS_LIMIT: usize = 256;
-
-/// What one pass found for one remote host; the writer stores it
-/// ([`crate::store::enrich::apply_enrichment`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostEnrichment {
-    /// `remote_hosts.id`.
-    pub host_id: i64,
-    /// The reverse lookup, when rDNS is on and the host was due.
-    pub rdns: Option<PtrResult>,
-    /// The ASN lookup, when an ASN database is loaded: `Some(None)` = not in the table.
-    pub asn: Option<Option<AsnMatch>>,
-    /// When it was looked up (unix ms).
-    pub at_ms: i64,
-}
 
 /// The enrichment sources in force.
 pub struct Enricher {

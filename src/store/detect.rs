@@ -5,9 +5,10 @@
 //! `store::detect::read`.
 //!
 //! (Over 800 lines: one table family's writes, whose commands and loads share its
-//! private row helpers; the detection upkeep between ticks is `detect::upkeep`.)
+//! private row helpers; the detection upkeep between ticks is `upkeep`.)
 
 pub mod read;
+pub mod upkeep;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -179,7 +180,7 @@ pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()
 }
 
 /// What enrichment found, for the detector (rDNS known or not, ASN).
-pub fn note_enrichment(det: &mut Detector, results: &[crate::enrich::HostEnrichment]) {
+pub fn note_enrichment(det: &mut Detector, results: &[crate::event::HostEnrichment]) {
     use crate::enrich::rdns::PtrAnswer;
     for r in results {
         let host = det.host_mut(r.host_id);

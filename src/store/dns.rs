@@ -387,34 +387,6 @@ fn link_host(acc: &mut DnsAcc, host: i64, qname_id: i64, at: i64, device: Option
     e.2 += 1;
 }
 
-/// The registrable part of a canonical name — the label below its public suffix —
-/// which is what a per-domain cap groups by (`store::budget`): "a.b.example.com" →
-/// "example.com", "x.example.co.uk" → "example.co.uk". netmon carries no public suffix
-/// list (≈ 200 KB); a suffix is one label, or two when the top level is a two-letter
-/// country code and the second a common registry label ("co", "com", "org", …). A
-/// wrong guess only makes a cap group a little wider or narrower.
-pub fn registrable_domain(name: &str) -> &str {
-    let name = name.trim_end_matches('.');
-    let mut dots = name.rmatch_indices('.').map(|(i, _)| i);
-    let (Some(last), Some(second)) = (dots.next(), dots.next()) else {
-        return name;
-    };
-    let tld = &name[last + 1..];
-    let sld = &name[second + 1..last];
-    let two_label_suffix = tld.len() == 2
-        && matches!(
-            sld,
-            "co" | "com" | "net" | "org" | "gov" | "edu" | "ac" | "or" | "ne" | "go" | "gv"
-        );
-    if !two_label_suffix {
-        return &name[second + 1..];
-    }
-    match dots.next() {
-        Some(third) => &name[third + 1..],
-        None => name,
-    }
-}
-
 /// How far back a new device claims the DNS queries its address made before it was
 /// known: the neighbour sighting or first flow of a new device follows its first
 /// queries by a tick or two.
@@ -464,7 +436,7 @@ pub fn apply_dns(
             Some(name) => Some(state.name_id(tx, name)?),
             None => None,
         };
-        let domain_id = state.name_id(tx, registrable_domain(&obs.qname))?;
+        let domain_id = state.name_id(tx, crate::dns_name::registrable_domain(&obs.qname))?;
         let device_id = device_of(obs.client, obs.ts_ms)?;
         let client = obs.client.to_string();
         let addresses: Vec<(IpAddr, Option<u32>)> = obs.addresses().collect();
@@ -617,28 +589,5 @@ impl crate::store::writer::Table for DnsState {
     /// Answers and waiting flows past their time are forgotten.
     fn committed(&mut self, now: i64) {
         self.expire(now);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::registrable_domain;
-
-    #[test]
-    fn registrable_domains_group_subdomains() {
-        for (name, want) in [
-            ("a.b.example.com", "example.com"),
-            ("example.com", "example.com"),
-            ("com", "com"),
-            ("x7k2q.flood.lab", "flood.lab"),
-            ("www.bbc.co.uk", "bbc.co.uk"),
-            ("bbc.co.uk", "bbc.co.uk"),
-            ("co.uk", "co.uk"),
-            ("a.b.example.com.au", "example.com.au"),
-            ("deep.host.example.de", "example.de"),
-            ("example.com.", "example.com"),
-        ] {
-            assert_eq!(registrable_domain(name), want, "{name}");
-        }
     }
 }

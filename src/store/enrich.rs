@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use rusqlite::{Connection, Transaction, params};
 
-use crate::enrich::HostEnrichment;
 use crate::enrich::rdns::PtrAnswer;
+use crate::event::HostEnrichment;
 
 /// What `remote_hosts.rdns` holds for an address without PTR.
 pub const RDNS_NONE: &str = "";

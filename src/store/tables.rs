@@ -11,9 +11,9 @@ use anyhow::Context;
 use rusqlite::{Connection, Transaction};
 
 use crate::config::Config;
-use crate::detect::upkeep::Detection;
 use crate::event::{Command, CommandResult, DnsObservation, Event, Sighting};
 use crate::flow::Network;
+use crate::store::detect::upkeep::Detection;
 use crate::store::devices::{DeviceIds, Merge};
 use crate::store::dns::{DnsState, apply_dns, write_dns_rollups};
 use crate::store::flows::write::{FlowContext, Flows};

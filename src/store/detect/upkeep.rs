@@ -40,7 +40,7 @@ impl Table for Detection {
     fn rolled_back(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         self.opened.clear();
         self.engine.rolled_back();
-        self.engine.rules = Rules::new(crate::store::detect::load_rules(conn)?);
+        self.engine.rules = Rules::new(super::load_rules(conn)?);
         Ok(())
     }
 
@@ -58,15 +58,11 @@ impl Detection {
     /// Loads the rules and the devices' memory and computes the first baselines.
     pub fn start(conn: &mut Connection, config: &Config) -> rusqlite::Result<Detection> {
         let c = &config.detect;
-        let rules = crate::store::detect::load_rules(conn)?;
+        let rules = super::load_rules(conn)?;
         let mut engine = Detector::new(c, Rules::new(rules));
-        crate::store::detect::load_memory(conn, &mut engine)?;
+        super::load_memory(conn, &mut engine)?;
         let now = crate::time::now_ms();
-        engine.set_baselines(crate::store::detect::recompute_baselines(
-            conn,
-            c.baseline_days,
-            now,
-        )?);
+        engine.set_baselines(super::recompute_baselines(conn, c.baseline_days, now)?);
         let baseline_every = Duration::from_secs(c.baseline_interval_s);
         Ok(Detection {
             engine,
@@ -85,8 +81,8 @@ impl Detection {
     /// incidents, and rule use counts are written.
     pub fn end_tick(&mut self, tx: &Transaction, now: i64) -> rusqlite::Result<()> {
         let candidates = self.engine.end_tick(now);
-        self.opened = crate::store::detect::record(tx, &self.policy, candidates)?;
-        crate::store::detect::write_rule_uses(tx, self.engine.take_rule_uses())
+        self.opened = super::record(tx, &self.policy, candidates)?;
+        super::write_rule_uses(tx, self.engine.take_rule_uses())
     }
 
     /// Baselines and pruning when due (their own transactions, between ticks).
@@ -95,7 +91,7 @@ impl Detection {
         if Instant::now() >= self.next_baseline {
             self.next_baseline = Instant::now() + self.baseline_every;
             let started = Instant::now();
-            match crate::store::detect::recompute_baselines(conn, self.baseline_days, now) {
+            match super::recompute_baselines(conn, self.baseline_days, now) {
                 Ok(b) => {
                     log::info!(
                         "detection baselines of {} devices recomputed in {:?}",
@@ -109,7 +105,7 @@ impl Detection {
         }
         if Instant::now() >= self.next_prune {
             self.next_prune = Instant::now() + DETECT_PRUNE_EVERY;
-            match crate::store::detect::prune(conn, self.retention_days, now) {
+            match super::prune(conn, self.retention_days, now) {
                 Ok(0) => {}
                 Ok(n) => log::info!("pruned {n} old hits and incidents"),
                 Err(e) => log::error!("pruning hits and incidents failed: {e}"),
