@@ -354,7 +354,7 @@ pub struct DeviceIds {
     pub max: u64,
 }
 
-impl crate::store::writer::Table for DeviceIds {
+impl crate::store::table::Table for DeviceIds {
     /// Devices and addresses of the rolled-back transaction do not exist: reload the
     /// cache from `device_addrs`.
     fn rolled_back(&mut self, conn: &rusqlite::Connection) -> rusqlite::Result<()> {

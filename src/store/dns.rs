@@ -580,7 +580,7 @@ pub fn write_dns_rollups(
 
 // --- the writer's DNS state across a transaction ---------------------------------------
 
-impl crate::store::writer::Table for DnsState {
+impl crate::store::table::Table for DnsState {
     fn rolled_back(&mut self, _conn: &rusqlite::Connection) -> rusqlite::Result<()> {
         DnsState::rolled_back(self);
         Ok(())

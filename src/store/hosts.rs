@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::event::Tick;
-use crate::store::writer::Table;
+use crate::store::table::Table;
 
 /// Remote-host ids kept in memory; past this the cache is cleared and refilled from the
 /// `remote_hosts.ip` index, so memory stays bounded on a router talking to the world.

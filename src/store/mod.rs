@@ -26,6 +26,7 @@ pub mod saved;
 pub mod schema;
 pub mod snapshot;
 pub mod system;
+pub mod table;
 pub mod tables;
 #[cfg(test)]
 pub(crate) mod testdata;

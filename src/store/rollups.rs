@@ -16,7 +16,7 @@ use rusqlite::{Transaction, params};
 use crate::event::Tick;
 use crate::flow::Counters;
 use crate::store::dns::DnsAcc;
-use crate::store::writer::Table;
+use crate::store::table::Table;
 use crate::time::{MINUTE_MS, hour_start, minute_start};
 
 /// Per-device or per-host byte/packet deltas for one bucket.

@@ -19,7 +19,7 @@ use crate::store::dns::{DnsState, apply_dns, write_dns_rollups};
 use crate::store::flows::write::{FlowContext, Flows};
 use crate::store::hosts::RemoteHosts;
 use crate::store::rollups::{Rollups, TickAcc};
-use crate::store::writer::Table;
+use crate::store::table::Table;
 
 /// Every table family's in-memory state.
 pub struct Tables {

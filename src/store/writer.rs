@@ -11,7 +11,7 @@
 //! DNS, detection, …), commits, answers the commands, and publishes a [`Tick`] on a
 //! `watch` so pages and SSE streams know what changed. Statements are prepared once and
 //! cached. Each family keeps in-memory state beside its rows (the live flows, id caches,
-//! open minutes' sets, the detection engine); the [`Table`] trait is how the loop tells
+//! open minutes' sets, the detection engine); the [`Table`](crate::store::table::Table) trait is how the loop tells
 //! every one of them that a transaction began, committed or rolled back, so none can
 //! outlive a rollback believing in rows that were never stored.
 //!
@@ -71,21 +71,6 @@ use crate::store::retention::Retention;
 use crate::store::schema;
 use crate::store::snapshot::{self, Snapshots};
 use crate::store::tables::{Tables, Written};
-
-/// In-memory state a table family keeps beside its rows. The loop calls every family
-/// the same way around each transaction, so rollback handling is the same for all.
-pub trait Table {
-    /// A transaction begins: remember what a rollback must restore.
-    fn begin(&mut self) {}
-
-    /// The transaction rolled back: make the state match what is committed again.
-    fn rolled_back(&mut self, _conn: &Connection) -> rusqlite::Result<()> {
-        Ok(())
-    }
-
-    /// The transaction committed at `now` (unix ms).
-    fn committed(&mut self, _now: i64) {}
-}
 
 /// Most changes one transaction takes from the channel (a single message may carry more:
 /// it is split, see [`split_front`]). A writer that fell behind — a slow router CPU, a

@@ -13,7 +13,7 @@ use crate::detect::incident::Policy;
 use crate::detect::notify::Notifier;
 use crate::detect::rules::Rules;
 use crate::detect::score::Detector;
-use crate::store::writer::Table;
+use crate::store::table::Table;
 
 /// Hits and incidents are pruned this often (a cheap indexed DELETE).
 const DETECT_PRUNE_EVERY: Duration = Duration::from_secs(600);

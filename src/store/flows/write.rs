@@ -18,7 +18,7 @@ use crate::store::devices::DeviceIds;
 use crate::store::dns::{DnsMatch, DnsState};
 use crate::store::hosts::RemoteHosts;
 use crate::store::rollups::{Contact, TickAcc};
-use crate::store::writer::Table;
+use crate::store::table::Table;
 use crate::time::{MINUTE_MS, minute_start};
 
 /// How long a closed TCP connection's conntrack entry may outlive it: the kernel's
