@@ -21,10 +21,13 @@
 //!    ([`marks`]), so file plus WAL stay within the budget under a flood too. Rows
 //!    always go from the **heaviest holder** — the device with the most raw bytes, and
 //!    of its rows the kind (flows or queries) it holds most of. Trimming the largest
-//!    first is max-min fair: a small device loses rows only once every device is as
-//!    small. With no raw row left, minute rollups older than an hour go, oldest minute
-//!    first (the hour rollups keep their totals: that is the downsampling); past that,
-//!    a warning.
+//!    first is max-min fair, down to a floor: a holder with less than half its equal
+//!    share of the file (file share / 2 / holders) is never trimmed for size, so when
+//!    what fills the file is not raw rows (a flood's names and rollups), a quiet device
+//!    keeps its history rather than going to zero with the flooder. With no holder
+//!    above the floor, idle address-only devices go, then minute rollups older than an
+//!    hour, oldest minute first (the hour rollups keep their totals: that is the
+//!    downsampling); past that, a warning.
 //! 2. **Caps.** A device (rows without one — the router's own flows, inbound flows to
 //!    it, DNS from non-LAN clients — count as one more "device") holding more than
 //!    `max_flows_per_device` flow rows or `max_dns_queries_per_device` DNS query rows, a
@@ -211,9 +214,17 @@ impl Holding {
 /// rows the kind it holds more bytes of. Ties go to the lower device id, so the choice is
 /// stable. `None` when nobody holds anything.
 pub fn heaviest(holdings: &HashMap<Option<i64>, Holding>) -> Option<(Option<i64>, Kind)> {
+    heaviest_above(holdings, 0)
+}
+
+/// [`heaviest`] among the holders holding more than `floor` bytes.
+pub fn heaviest_above(
+    holdings: &HashMap<Option<i64>, Holding>,
+    floor: u64,
+) -> Option<(Option<i64>, Kind)> {
     let (device, h) = holdings
         .iter()
-        .filter(|(_, h)| h.flows + h.queries > 0)
+        .filter(|(_, h)| h.flows + h.queries > 0 && h.bytes() > floor)
         .max_by(|(da, a), (db, b)| a.bytes().cmp(&b.bytes()).then(db.cmp(da)))?;
     let kind = if h.flows * FLOW_ROW_BYTES >= h.queries * QUERY_ROW_BYTES {
         Kind::Flows
@@ -635,13 +646,15 @@ impl Budget {
             return Ok(false);
         }
         let mut holdings = holdings(conn)?;
+        let floor = self.limits.file_bytes() / 2 / (holdings.len().max(1) as u64);
         while used_bytes(conn)? > marks.low {
             if Instant::now() >= deadline {
                 return Ok(true);
             }
-            let Some((holder, kind)) = heaviest(&holdings) else {
-                // No raw row left: devices that are only an address and nothing refers to
-                // any more (what forged source addresses leave), then old minute rollups.
+            let Some((holder, kind)) = heaviest_above(&holdings, floor) else {
+                // No holder above the floor: devices that are only an address and nothing
+                // refers to any more (what forged source addresses leave), then old minute
+                // rollups.
                 let tx = conn.transaction()?;
                 let gone = crate::store::devices::prune_idle(&tx, CHUNK)?;
                 tx.commit()?;
@@ -664,7 +677,7 @@ impl Budget {
                     log::log!(
                         level,
                         "the database uses {} KiB, above the {} KiB the storage budget prunes down to \
-                         under this load ({} MiB, retention.max_db_mb), with no raw rows or old minute \
+                         under this load ({} MiB, retention.max_db_mb), with no holder above its floor or old minute \
                          rollups left to prune",
                         used >> 10,
                         marks.low >> 10,
