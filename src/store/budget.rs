@@ -211,13 +211,8 @@ impl Holding {
 }
 
 /// Who gives up rows next under the budget: the holder with the most bytes, and of its
-/// rows the kind it holds more bytes of. Ties go to the lower device id, so the choice is
-/// stable. `None` when nobody holds anything.
-pub fn heaviest(holdings: &HashMap<Option<i64>, Holding>) -> Option<(Option<i64>, Kind)> {
-    heaviest_above(holdings, 0)
-}
-
-/// [`heaviest`] among the holders holding more than `floor` bytes.
+/// rows the kind it holds more bytes of, among holders of more than `floor` bytes. Ties
+/// go to the lower device id, so the choice is stable. `None` when nobody is above it.
 pub fn heaviest_above(
     holdings: &HashMap<Option<i64>, Holding>,
     floor: u64,
@@ -1186,7 +1181,7 @@ mod tests {
     #[test]
     fn the_heaviest_holder_gives_up_its_biggest_kind_first() {
         let mut h = HashMap::new();
-        assert_eq!(heaviest(&h), None);
+        assert_eq!(heaviest_above(&h, 0), None);
         h.insert(
             Some(1),
             Holding {
@@ -1208,7 +1203,7 @@ mod tests {
                 queries: 0,
             },
         );
-        assert_eq!(heaviest(&h), Some((Some(2), Kind::Queries)));
+        assert_eq!(heaviest_above(&h, 0), Some((Some(2), Kind::Queries)));
         h.insert(
             Some(2),
             Holding {
@@ -1216,7 +1211,7 @@ mod tests {
                 queries: 0,
             },
         );
-        assert_eq!(heaviest(&h), Some((Some(1), Kind::Flows)));
+        assert_eq!(heaviest_above(&h, 0), Some((Some(1), Kind::Flows)));
         // Equal holders: the lower id, every time.
         h.insert(
             Some(2),
@@ -1225,7 +1220,7 @@ mod tests {
                 queries: 10,
             },
         );
-        assert_eq!(heaviest(&h), Some((Some(1), Kind::Flows)));
+        assert_eq!(heaviest_above(&h, 0), Some((Some(1), Kind::Flows)));
         // A holder with only queries gives queries even if flows would rank first.
         h.clear();
         h.insert(
@@ -1235,7 +1230,7 @@ mod tests {
                 queries: 1,
             },
         );
-        assert_eq!(heaviest(&h), Some((Some(3), Kind::Queries)));
+        assert_eq!(heaviest_above(&h, 0), Some((Some(3), Kind::Queries)));
     }
 
     #[test]

@@ -277,13 +277,13 @@ impl QueryString {
         }
     }
 
-    /// `page` and `per_page`, each only when it is not the default, so the canonical
-    /// URL of the first page is the bare filter.
-    fn push_page(&mut self, page: u32, per_page: u32) {
+    /// `page` and `per_page`, each only when it is not the default (page 1, the list's
+    /// `default_per_page`), so the canonical URL of the first page is the bare filter.
+    fn push_page(&mut self, page: u32, per_page: u32, default_per_page: u32) {
         if page != 1 {
             self.push("page", &page.to_string());
         }
-        if per_page != crate::store::filter::DEFAULT_PER_PAGE {
+        if per_page != default_per_page {
             self.push("per_page", &per_page.to_string());
         }
     }

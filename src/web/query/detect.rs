@@ -100,7 +100,7 @@ impl HitFilter {
             q.push("sort", self.sort.as_str());
         }
         q.push_order(self.desc);
-        q.push_page(self.page, self.per_page);
+        q.push_page(self.page, self.per_page, DEFAULT_PER_PAGE);
         q.0
     }
 
@@ -185,7 +185,7 @@ impl IncidentFilter {
             q.push("sort", self.sort.as_str());
         }
         q.push_order(self.desc);
-        q.push_page(self.page, self.per_page);
+        q.push_page(self.page, self.per_page, DEFAULT_PER_PAGE);
         q.0
     }
 

@@ -107,7 +107,7 @@ impl DnsFilter {
         if let Some(r) = self.rcode {
             q.push("rcode", &r.as_param());
         }
-        q.push_page(self.page, self.per_page);
+        q.push_page(self.page, self.per_page, DEFAULT_PER_PAGE);
         q.0
     }
 

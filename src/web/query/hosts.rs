@@ -63,12 +63,7 @@ impl HostFilter {
         if self.order != Order::Desc {
             qs.push("order", self.order.as_str());
         }
-        if self.page != 1 {
-            qs.push("page", &self.page.to_string());
-        }
-        if self.per_page != DEFAULT_HOSTS_PER_PAGE {
-            qs.push("per_page", &self.per_page.to_string());
-        }
+        qs.push_page(self.page, self.per_page, DEFAULT_HOSTS_PER_PAGE);
         qs.0
     }
 
