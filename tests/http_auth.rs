@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Request, StatusCode, header};
 use netmon::web::Auth;
 use tower::ServiceExt as _;
 
+use common::declared_routes;
 use common::http::*;
 
 const PASSWORD: &str = "correct horse battery";
@@ -36,35 +37,6 @@ fn password_fixture_with(metrics_token: &str) -> Fixture {
 
 fn password_fixture() -> Fixture {
     password_fixture_with("")
-}
-
-/// Every route `router()` declares, with its methods, read from `mod.rs` itself so a
-/// route added later is covered by these tests without editing them.
-fn declared_routes() -> Vec<(String, Vec<&'static str>)> {
-    let routes: Vec<_> = include_str!("../src/web/mod.rs")
-        .lines()
-        .filter_map(|l| {
-            let rest = l.trim().strip_prefix(".route(\"")?;
-            let (path, handlers) = rest.split_once('"')?;
-            let methods = [
-                ("get(", "GET"),
-                ("post(", "POST"),
-                ("put(", "PUT"),
-                ("delete(", "DELETE"),
-                ("patch(", "PATCH"),
-            ]
-            .into_iter()
-            .filter(|(call, _)| handlers.contains(call))
-            .map(|(_, m)| m)
-            .collect();
-            Some((path.to_owned(), methods))
-        })
-        .collect();
-    assert!(
-        routes.len() > 20,
-        "router() routes not found in mod.rs: {routes:?}"
-    );
-    routes
 }
 
 /// A declared path with its parameters filled in (ids of seeded rows, a real asset).

@@ -33,31 +33,6 @@ const PAYLOADS: [&str; 3] = [SCRIPT, IMG, SQL];
 /// The CSP netmon must send (src/web/mod.rs `CSP`).
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
-/// Every route `router()` declares, with its methods, from the source itself.
-fn declared_routes() -> Vec<(String, Vec<&'static str>)> {
-    let routes: Vec<_> = include_str!("../src/web/mod.rs")
-        .lines()
-        .filter_map(|l| {
-            let rest = l.trim().strip_prefix(".route(\"")?;
-            let (path, handlers) = rest.split_once('"')?;
-            let methods = [
-                ("get(", "GET"),
-                ("post(", "POST"),
-                ("put(", "PUT"),
-                ("delete(", "DELETE"),
-                ("patch(", "PATCH"),
-            ]
-            .into_iter()
-            .filter(|(call, _)| handlers.contains(call))
-            .map(|(_, m)| m)
-            .collect();
-            Some((path.to_owned(), methods))
-        })
-        .collect();
-    assert!(routes.len() > 20, "routes not found in src/web/mod.rs");
-    routes
-}
-
 fn assert_security_headers(what: &str, r: &HttpResponse) {
     let h = |name: &str| r.header(name).unwrap_or("");
     assert_eq!(h("content-security-policy"), CSP, "{what} ({})", r.status);

@@ -1287,3 +1287,32 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
     }
 }
+
+/// Every route `router()` declares, with its methods, read from `mod.rs` itself so a
+/// route added later is covered by these tests without editing them.
+pub fn declared_routes() -> Vec<(String, Vec<&'static str>)> {
+    let routes: Vec<_> = include_str!("../../src/web/mod.rs")
+        .lines()
+        .filter_map(|l| {
+            let rest = l.trim().strip_prefix(".route(\"")?;
+            let (path, handlers) = rest.split_once('"')?;
+            let methods = [
+                ("get(", "GET"),
+                ("post(", "POST"),
+                ("put(", "PUT"),
+                ("delete(", "DELETE"),
+                ("patch(", "PATCH"),
+            ]
+            .into_iter()
+            .filter(|(call, _)| handlers.contains(call))
+            .map(|(_, m)| m)
+            .collect();
+            Some((path.to_owned(), methods))
+        })
+        .collect();
+    assert!(
+        routes.len() > 20,
+        "router() routes not found in mod.rs: {routes:?}"
+    );
+    routes
+}
