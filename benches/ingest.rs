@@ -4,6 +4,10 @@
 //! Each flow is reported three times — new (with counters), updated, ended — which is
 //! what a short TCP connection costs the writer. Batches are one tick's worth of changes.
 //!
+//! It measures the insert path, so nothing may be pruned: the size budget and the
+//! per-device cap are lifted, and the run fails if the database does not end with
+//! exactly one row per flow.
+//!
 //! Run: `cargo bench --bench ingest` (env `FLOWS`, `BATCH`, `DB_DIR` override the
 //! defaults: 300 000 flows, 10 000 changes per batch, a temp dir under /var/tmp; `KEEP_DB=1`
 //! keeps the database, e.g. as the 1 GB one `scripts/bench-ulogd startup` starts on).
@@ -94,11 +98,13 @@ fn main() {
     let dir =
         std::path::Path::new(&base).join(format!("netmon-bench-ingest-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("creating bench dir");
-    let config = Config {
+    let mut config = Config {
         db_path: dir.join("bench.db"),
         channel_capacity: 8,
         ..Config::default()
     };
+    config.retention.max_db_mb = 1 << 20;
+    config.retention.max_flows_per_device = 100_000_000;
     let network = Arc::new(RwLock::new(Network::new(
         vec!["10.77.0.0/16".parse().unwrap()],
         vec!["10.77.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap()],
@@ -158,6 +164,17 @@ fn main() {
         .map(|m| m.len())
         .unwrap_or(0);
     let (_, peak) = netmon::memory::rss_bytes();
+    let conn = rusqlite::Connection::open(dir.join("bench.db")).expect("opening the bench db");
+    let (rows, ended): (i64, i64) = conn
+        .query_row("SELECT count(*), count(ended_at) FROM flows", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("counting flows");
+    assert_eq!(
+        (rows, ended),
+        (flows as i64, flows as i64),
+        "the database should hold every flow once, ended: anything else is not the insert path"
+    );
     println!(
         "ingest: {flows} flows, {changes} changes in {elapsed:.2} s = {:.0} changes/s, {:.0} flows/s (new+update+end); \
          db {:.1} MB ({:.0} B/flow); peak RSS {:.1} MB",
