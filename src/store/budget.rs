@@ -33,7 +33,8 @@
 //!    `max_flows_per_device` flow rows or `max_dns_queries_per_device` DNS query rows, a
 //!    registrable domain with more than `max_dns_queries_per_domain` query rows, or a
 //!    remote host linked to more than [`NAMES_PER_HOST`] names loses **its own oldest**
-//!    rows (ended flows before live ones; a query goes with its answers).
+//!    rows (a query goes with its answers). The flow cap counts and prunes ended flows
+//!    only: live ones are bounded by the kernel's table and `max_tracked_flows`.
 //! 3. **Names.** `dns_names` rows nothing refers to any more are collected, a window of
 //!    ids at a time ([`DnsState::collect_names`]), once something was pruned.
 //! 4. Freed pages are reused by new rows; only when the file has outgrown its share are
@@ -59,6 +60,12 @@
 //! did, so under a sustained flood pruning gets up to half the writer's time and keeps
 //! pace. Ingest slows instead of the disk filling; the channel then fills and the
 //! collectors coalesce or drop at their source, counted as always.
+//!
+//! **Live flows stay.** A burst the kernel's conntrack table holds (50 000 live UDP flows
+//! from one client) must not cost the owner the rows of connections that are still open:
+//! neither a cap nor the budget's marks prune a live flow. Only when the main file, the
+//! WAL and the reserve together would pass `max_db_mb` itself, with no ended row left to
+//! give, do live rows go, oldest first, counted like every other pruned row.
 //!
 //! Pruning never deletes a table's newest row, so SQLite (which numbers a new row
 //! `max(rowid) + 1`) never hands out again an id the writer still remembers (live
@@ -580,7 +587,8 @@ impl Budget {
             };
         let caps: [(&str, u64, Cap); 4] = [
             (
-                "SELECT device_id, count(*) FROM flows GROUP BY device_id HAVING count(*) > ?1",
+                "SELECT device_id, count(*) FROM flows WHERE ended_at IS NOT NULL
+                 GROUP BY device_id HAVING count(*) > ?1",
                 l.flows_per_device,
                 Cap::DeviceFlows,
             ),
@@ -685,7 +693,15 @@ impl Budget {
             let h = holdings.entry(holder).or_default();
             match kind {
                 Kind::Flows => {
-                    let n = prune_flows(conn, holder, CHUNK)?;
+                    // Live rows only when the hard bound itself is at stake.
+                    let live = if used_bytes(conn)? + wal_bytes(conn) + self.limits.reserve_bytes()
+                        > self.limits.budget_bytes
+                    {
+                        Live::Prune
+                    } else {
+                        Live::Keep
+                    };
+                    let n = prune_flows(conn, holder, CHUNK, live)?;
                     p.budget_flows += n;
                     // Fewer than asked: only the table's newest row is left, or the
                     // counts went stale; either way this holder has no more to give.
@@ -748,7 +764,7 @@ enum Cap {
 impl Cap {
     fn prune(self, conn: &mut Connection, holder: Option<i64>, n: u64) -> rusqlite::Result<u64> {
         match (self, holder) {
-            (Cap::DeviceFlows, d) => prune_flows(conn, d, n),
+            (Cap::DeviceFlows, d) => prune_flows(conn, d, n, Live::Keep),
             (Cap::DeviceQueries, d) => prune_queries(conn, QueryHolder::Device(d), n),
             (Cap::DomainQueries, Some(d)) => prune_queries(conn, QueryHolder::Domain(d), n),
             (Cap::HostNames, Some(h)) => prune_host_names(conn, h, n),
@@ -820,10 +836,23 @@ fn delete_ids(conn: &mut Connection, statements: &[&str], ids: &[i64]) -> rusqli
     Ok(ids.len() as u64)
 }
 
+/// Whether pruning may take live flow rows once the ended ones are gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Live {
+    Keep,
+    Prune,
+}
+
 /// Deletes up to `n` of a device's flow rows (`Some(None)`: flows without a device),
-/// oldest first: ended ones, then live ones. A pruned live flow keeps being tracked by
-/// the writer; its later counter updates find no row and still reach the rollups.
-pub fn prune_flows(conn: &mut Connection, device: Option<i64>, n: u64) -> rusqlite::Result<u64> {
+/// oldest first: ended ones, then (with [`Live::Prune`]) live ones. A pruned live flow
+/// keeps being tracked by the writer; its later counter updates find no row and still
+/// reach the rollups.
+pub fn prune_flows(
+    conn: &mut Connection,
+    device: Option<i64>,
+    n: u64,
+    live: Live,
+) -> rusqlite::Result<u64> {
     let mut ids = select_ids(
         conn,
         "SELECT id FROM flows WHERE device_id IS ?1 AND ended_at IS NOT NULL
@@ -832,7 +861,7 @@ pub fn prune_flows(conn: &mut Connection, device: Option<i64>, n: u64) -> rusqli
         device,
         n,
     )?;
-    if (ids.len() as u64) < n {
+    if live == Live::Prune && (ids.len() as u64) < n {
         ids.extend(select_ids(
             conn,
             "SELECT id FROM flows WHERE device_id IS ?1 AND ended_at IS NULL
@@ -1266,7 +1295,7 @@ mod tests {
     }
 
     #[test]
-    fn a_device_over_its_flow_cap_loses_its_own_oldest_ended_flows_first() {
+    fn a_device_over_its_flow_cap_loses_its_own_oldest_ended_flows_never_live_ones() {
         let (_dir, mut conn) = db("budget-flow-cap");
         flows(&mut conn, Some(2), 300, 0, false); // the other device, older than the flood
         flows(&mut conn, Some(1), 2_000, 10_000, false);
@@ -1274,26 +1303,19 @@ mod tests {
         flows(&mut conn, None, 50, 30_000, false);
         let mut b = budget(limits(1 << 30, 1_000, 1_000, 1_000));
         let p = pass(&mut b, &mut conn);
-        assert_eq!(p.device_cap_flows, 1_500);
-        assert_eq!(
-            count(&conn, "SELECT count(*) FROM flows WHERE device_id = 1"),
-            1_000
-        );
-        // Ended rows went first: the live ones (newer anyway) all stayed, and what is
-        // left of the ended ones is the newest.
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM flows WHERE device_id = 1 AND ended_at IS NULL"
-            ),
-            500
-        );
+        // The cap counts ended rows: 2 000 of them, 1 000 over.
+        assert_eq!(p.device_cap_flows, 1_000);
+        let ended_1 = "SELECT count(*) FROM flows WHERE device_id = 1 AND ended_at IS NOT NULL";
+        let live_1 = "SELECT count(*) FROM flows WHERE device_id = 1 AND ended_at IS NULL";
+        assert_eq!(count(&conn, ended_1), 1_000);
+        assert_eq!(count(&conn, live_1), 500);
+        // What is left of the ended ones is the newest.
         assert_eq!(
             count(
                 &conn,
                 "SELECT min(first_seen) FROM flows WHERE device_id = 1"
             ),
-            10_000 + 1_500
+            10_000 + 1_000
         );
         assert_eq!(
             count(&conn, "SELECT count(*) FROM flows WHERE device_id = 2"),
@@ -1304,21 +1326,12 @@ mod tests {
             50
         );
 
-        // Past the ended rows, live rows go too (oldest first).
-        flows(&mut conn, Some(1), 1_000, 40_000, true);
+        // A burst of live flows far past the cap costs none of them.
+        flows(&mut conn, Some(1), 5_000, 40_000, true);
         let p = pass(&mut b, &mut conn);
-        assert_eq!(p.device_cap_flows, 1_000);
-        assert_eq!(
-            count(
-                &conn,
-                "SELECT count(*) FROM flows WHERE device_id = 1 AND ended_at IS NOT NULL"
-            ),
-            0
-        );
-        assert_eq!(
-            count(&conn, "SELECT count(*) FROM flows WHERE device_id = 2"),
-            300
-        );
+        assert_eq!(p.device_cap_flows, 0);
+        assert_eq!(count(&conn, live_1), 5_500);
+        assert_eq!(count(&conn, ended_1), 1_000);
     }
 
     #[test]
@@ -1326,7 +1339,10 @@ mod tests {
         let (_dir, mut conn) = db("budget-newest");
         flows(&mut conn, Some(1), 150, 0, false);
         let newest = count(&conn, "SELECT max(id) FROM flows");
-        assert_eq!(prune_flows(&mut conn, Some(1), 1_000).unwrap(), 149);
+        assert_eq!(
+            prune_flows(&mut conn, Some(1), 1_000, Live::Prune).unwrap(),
+            149
+        );
         assert_eq!(count(&conn, "SELECT id FROM flows"), newest);
     }
 
