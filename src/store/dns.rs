@@ -66,7 +66,7 @@ pub struct DnsState {
     /// name → dns_names.id.
     names: HashMap<String, i64>,
     /// (client, destination) → flows stored recently without an exact match.
-    pending: HashMap<(IpAddr, IpAddr), Vec<PendingFlow>>,
+    pending: HashMap<(IpAddr, IpAddr), VecDeque<PendingFlow>>,
     /// Insertion order of `pending`, for expiry.
     pending_order: VecDeque<(i64, (IpAddr, IpAddr))>,
     pending_len: usize,
@@ -238,21 +238,31 @@ impl DnsState {
     /// Forgets what no longer matters: waiting flows past [`PENDING_MS`] (or past the
     /// cap) and name sets of closed minutes. Called once per tick.
     pub fn expire(&mut self, now: i64) {
+        let cutoff = now - PENDING_MS;
         while let Some(&(at, key)) = self.pending_order.front() {
-            if at >= now - PENDING_MS && self.pending_len <= PENDING_CAP {
+            let over_cap = self.pending_len > PENDING_CAP;
+            if at >= cutoff && !over_cap {
                 break;
             }
             self.pending_order.pop_front();
-            if let Some(flows) = self.pending.get_mut(&key) {
-                let before = flows.len();
-                flows.retain(|f| f.first_seen >= now - PENDING_MS);
-                if self.pending_len > PENDING_CAP && flows.len() == before {
-                    flows.clear();
-                }
-                self.pending_len -= before - flows.len();
-                if flows.is_empty() {
-                    self.pending.remove(&key);
-                }
+            let Some(flows) = self.pending.get_mut(&key) else {
+                continue;
+            };
+            // A pair's flows wait in arrival order, so the expired ones are at its front:
+            // one pair with 100 000 waiting flows (a device that talks to one address on
+            // many ports) costs a pop each, not a pass over all of them per expiry. (An
+            // answer may have taken flows from the middle, so this entry of the order
+            // need not be the front's own.)
+            let before = flows.len();
+            while flows.front().is_some_and(|f| f.first_seen < cutoff) {
+                flows.pop_front();
+            }
+            if over_cap && flows.len() == before {
+                flows.pop_front();
+            }
+            self.pending_len -= before - flows.len();
+            if flows.is_empty() {
+                self.pending.remove(&key);
             }
         }
         let newest = self.name_sets.keys().map(|(_, m)| *m).max().unwrap_or(0);
@@ -359,7 +369,7 @@ impl DnsState {
         self.pending
             .entry((client, dst))
             .or_default()
-            .push(PendingFlow {
+            .push_back(PendingFlow {
                 row_id,
                 first_seen,
                 device_id,
