@@ -39,6 +39,17 @@ pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     sparse
 }
 
+/// [`shrink_map`] for the dense maps that hold per-flow state.
+pub fn shrink_index_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
+    map: &mut indexmap::IndexMap<K, V, S>,
+) -> bool {
+    let sparse = map.capacity() > SHRINK_ABOVE && map.capacity() > 4 * map.len();
+    if sparse {
+        map.shrink_to(2 * map.len());
+    }
+    sparse
+}
+
 /// [`shrink_map`] for a set.
 pub fn shrink_set<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
     set: &mut std::collections::HashSet<K, S>,

@@ -54,6 +54,8 @@ use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use indexmap::IndexMap;
+
 use super::baseline::Baseline;
 use super::rules::{Rules, Target};
 use super::{Code, Reason};
@@ -291,9 +293,9 @@ struct FlowMeta {
     remote: IpAddr,
     proto: u8,
     dport: Option<u16>,
-    domain: Option<String>,
+    domain: Option<Arc<str>>,
     /// The start's reasons, repeated on an UPLOAD_HEAVY hit ("to a new destination").
-    start_reasons: Vec<Reason>,
+    start_reasons: Box<[Reason]>,
     /// UPLOAD_HEAVY was evaluated positive once; a flow is flagged at most once.
     upload_flagged: bool,
 }
@@ -309,7 +311,7 @@ pub struct Detector {
     pub rules: Rules,
     /// Live outbound flows by row id; entries leave when the flow ends (the writer's
     /// live-flow bound holds for this map too).
-    flows: HashMap<i64, FlowMeta>,
+    flows: IndexMap<i64, FlowMeta>,
     /// qname id → the name, for flows' domains.
     names: HashMap<i64, String>,
     /// Devices with new contacts, bytes or DNS answers in this tick.
@@ -327,7 +329,7 @@ impl Detector {
             hosts: HashMap::new(),
             baselines: HashMap::new(),
             rules,
-            flows: HashMap::new(),
+            flows: IndexMap::new(),
             names: HashMap::new(),
             touched: HashSet::new(),
             out: Vec::new(),
@@ -389,7 +391,7 @@ impl Detector {
     /// Gives back what a flood grew the maps to ([`crate::memory::shrink_map`]).
     /// True when something was shrunk.
     pub fn shrink_if_sparse(&mut self) -> bool {
-        let flows = crate::memory::shrink_map(&mut self.flows);
+        let flows = crate::memory::shrink_index_map(&mut self.flows);
         let names = crate::memory::shrink_map(&mut self.names);
         crate::memory::shrink_map(&mut self.hosts) | flows | names
     }
@@ -492,7 +494,7 @@ impl Detector {
                     proto: f.proto,
                     dport: f.dport,
                     domain: None,
-                    start_reasons: Vec::new(),
+                    start_reasons: Box::default(),
                     upload_flagged: false,
                 },
             );
@@ -611,8 +613,8 @@ impl Detector {
                 remote: f.remote,
                 proto: f.proto,
                 dport: f.dport,
-                domain: f.domain.map(str::to_owned),
-                start_reasons,
+                domain: f.domain.map(Arc::from),
+                start_reasons: start_reasons.into_boxed_slice(),
                 upload_flagged: false,
             },
         );
@@ -650,7 +652,7 @@ impl Detector {
         };
         if meta.allowed {
             if ended {
-                self.flows.remove(&row_id);
+                self.flows.swap_remove(&row_id);
             }
             return;
         }
@@ -679,7 +681,7 @@ impl Detector {
                 bytes(down)
             );
             let meta = meta.clone();
-            let mut reasons = meta.start_reasons.clone();
+            let mut reasons = meta.start_reasons.to_vec();
             reasons.push(self.reason(Code::UploadHeavy, evidence));
             let host = meta
                 .remote_host_id
@@ -705,13 +707,13 @@ impl Detector {
                     remote_ip: Some(meta.remote),
                     proto: Some(meta.proto),
                     dport: meta.dport,
-                    domain: meta.domain.clone(),
+                    domain: meta.domain.as_deref().map(str::to_owned),
                     reasons,
                 });
             }
         }
         if ended {
-            self.flows.remove(&row_id);
+            self.flows.swap_remove(&row_id);
         }
     }
 

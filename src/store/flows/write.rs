@@ -6,9 +6,10 @@
 //! start. So a collector that restarted and re-reports a flow's cumulative counters adds
 //! only what is new, and a `kill -9` never double counts nor duplicates a row.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::IpAddr;
 
+use indexmap::IndexMap;
 use rusqlite::{Connection, Transaction, params};
 
 use crate::detect::score::{Detector, OutboundFlow};
@@ -50,8 +51,8 @@ pub struct LiveFlow {
 /// whose entry may still linger).
 #[derive(Default)]
 pub struct Flows {
-    /// ident → live flow.
-    pub live: HashMap<i64, LiveFlow>,
+    /// ident → live flow. Dense: a burst of live flows takes it to tens of thousands.
+    pub live: IndexMap<i64, LiveFlow>,
     /// Live rows loaded at start that no collector report has refreshed yet. The first
     /// completed dump ends those: they vanished while netmon was down.
     unconfirmed: HashSet<i64>,
@@ -116,7 +117,7 @@ impl Flows {
              SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
                 f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen,
                 f.ended_at
-             FROM flows f WHERE f.ended_at > ?1 AND f.kernel_stop IS NULL
+             FROM flows f WHERE f.last_seen > ?1 AND f.ended_at > ?1 AND f.kernel_stop IS NULL
                 AND f.state IN ('TIME_WAIT', 'CLOSE')",
         )?;
         // A closed connection's entry lingers at most TIME_WAIT (120 s by default); a
@@ -170,7 +171,8 @@ impl Flows {
 
     /// Gives back what the maps grew to in a flood ([`crate::memory::shrink_map`]).
     pub fn shrink_if_sparse(&mut self) -> bool {
-        crate::memory::shrink_map(&mut self.live) | crate::memory::shrink_set(&mut self.unconfirmed)
+        crate::memory::shrink_index_map(&mut self.live)
+            | crate::memory::shrink_set(&mut self.unconfirmed)
     }
 
     /// Applies one batch of the conntrack tracker: new flows become rows, known ones
@@ -187,7 +189,7 @@ impl Flows {
             if let Some(known) = self.live.get_mut(&ident) {
                 update_flow(tx, known, change, ctx)?;
                 if change.ended {
-                    self.live.remove(&ident);
+                    self.live.swap_remove(&ident);
                 }
             } else {
                 let flow = insert_flow(tx, change, ctx)?;
@@ -208,7 +210,7 @@ impl Flows {
         let mut end = tx.prepare_cached("UPDATE flows SET ended_at = last_seen WHERE id = ?1")?;
         let n = self.unconfirmed.len();
         for ident in self.unconfirmed.drain() {
-            if let Some(flow) = self.live.remove(&ident)
+            if let Some(flow) = self.live.swap_remove(&ident)
                 && flow.ended_at.is_none()
             {
                 end.execute([flow.row_id])?;
