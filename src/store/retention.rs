@@ -106,8 +106,10 @@ impl Retention {
         let cutoff = now - self.flows_ms;
         pruned.flows_by_age = delete_chunked(
             conn,
+            // A flow's end is never after its last activity: the last_seen index finds
+            // them (see migrations/0010).
             "DELETE FROM flows WHERE id IN (SELECT id FROM flows
-                 WHERE ended_at IS NOT NULL AND ended_at < ?1 LIMIT ?2)",
+                 WHERE last_seen < ?1 AND ended_at IS NOT NULL LIMIT ?2)",
             cutoff,
         )?;
         for table in ["dns_queries", "dns_answers"] {

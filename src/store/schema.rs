@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0007_flood.sql"),
     include_str!("../../migrations/0008_flow_indexes.sql"),
     include_str!("../../migrations/0009_saved_searches.sql"),
+    include_str!("../../migrations/0010_lean_flows.sql"),
 ];
 
 /// How long the writer's connection waits for a lock (readers never take one that
