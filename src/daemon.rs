@@ -60,6 +60,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // user, read who talked to whom. Inherited by what netmon runs and by a reload.
     // SAFETY: umask(2) cannot fail.
     unsafe { libc::umask(0o027) };
+    crate::memory::configure_allocator();
     let crate::export::prometheus::Installed {
         handle: metrics,
         devices: device_series,

@@ -24,6 +24,12 @@ pub fn rss_bytes() -> (u64, u64) {
 /// Maps and sets with room for fewer entries than this are not worth shrinking.
 const SHRINK_ABOVE: usize = 16_384;
 
+/// Room for many more entries than it holds: under a quarter full, and big enough to
+/// matter.
+fn sparse(capacity: usize, len: usize) -> bool {
+    capacity > SHRINK_ABOVE && capacity > 4 * len
+}
+
 /// Gives back a map's buckets once it is under a quarter full. A `HashMap` never shrinks
 /// on its own, so a flood's peak would stay for the life of the process: the conntrack
 /// tracker's table, the DNS attribution's pending flows, the writer's live flows and the
@@ -32,7 +38,7 @@ const SHRINK_ABOVE: usize = 16_384;
 pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     map: &mut std::collections::HashMap<K, V, S>,
 ) -> bool {
-    let sparse = map.capacity() > SHRINK_ABOVE && map.capacity() > 4 * map.len();
+    let sparse = sparse(map.capacity(), map.len());
     if sparse {
         map.shrink_to(2 * map.len());
     }
@@ -43,7 +49,7 @@ pub fn shrink_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
 pub fn shrink_index_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
     map: &mut indexmap::IndexMap<K, V, S>,
 ) -> bool {
-    let sparse = map.capacity() > SHRINK_ABOVE && map.capacity() > 4 * map.len();
+    let sparse = sparse(map.capacity(), map.len());
     if sparse {
         map.shrink_to(2 * map.len());
     }
@@ -54,11 +60,30 @@ pub fn shrink_index_map<K: Eq + std::hash::Hash, V, S: std::hash::BuildHasher>(
 pub fn shrink_set<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
     set: &mut std::collections::HashSet<K, S>,
 ) -> bool {
-    let sparse = set.capacity() > SHRINK_ABOVE && set.capacity() > 4 * set.len();
+    let sparse = sparse(set.capacity(), set.len());
     if sparse {
         set.shrink_to(2 * set.len());
     }
     sparse
+}
+
+/// Allocations from this size up get their own mapping, returned to the kernel when
+/// freed: the per-flow tables (tracker, writer, detection) and a flood's batches are
+/// vectors of megabytes.
+const MMAP_THRESHOLD: i32 = 256 << 10;
+
+/// Makes a flood's memory come back after it. glibc raises its mmap threshold to the
+/// size of every mapped block freed (up to 32 MiB), so after the first flood the tables'
+/// big vectors land in the heap, and one small live block between their freed pages
+/// keeps them resident: measured, 22 MiB of anonymous memory still held a minute after
+/// 60 000 flows ended, of which 10.5 MiB was live. A fixed threshold turns that
+/// adjustment off. (musl's allocator maps large blocks and returns them on its own.)
+pub fn configure_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets glibc's allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
 }
 
 /// Hands the heap's free memory back to the kernel (glibc keeps freed small blocks in

@@ -127,8 +127,8 @@ impl Tables {
     }
 
     /// Gives back what the in-memory maps grew to in a flood once they are mostly empty
-    /// again ([`crate::memory::shrink_map`]).
-    pub fn shrink_if_sparse(&mut self) {
+    /// again ([`crate::memory::shrink_map`]); true when a flood was over.
+    pub fn shrink_if_sparse(&mut self) -> bool {
         let mut shrunk = self.flows.shrink_if_sparse();
         shrunk |= self.devices.shrink_if_sparse();
         shrunk |= self.hosts.shrink_if_sparse();
@@ -136,9 +136,7 @@ impl Tables {
         if let Some(d) = &mut self.detect {
             shrunk |= d.engine.shrink_if_sparse();
         }
-        if shrunk {
-            crate::memory::release_free_heap();
-        }
+        shrunk
     }
 
     /// Applies one batch inside `tx`: the data events in arrival order, then the

@@ -332,7 +332,13 @@ impl Writer {
         }
         if self.shrunk_at.elapsed() >= SHRINK_EVERY {
             self.shrunk_at = Instant::now();
-            self.tables.shrink_if_sparse();
+            if self.tables.shrink_if_sparse() {
+                // The flood also filled SQLite's page cache: hand it back with the maps.
+                if let Err(e) = self.conn.execute_batch("PRAGMA shrink_memory;") {
+                    log::debug!("shrink_memory: {e}");
+                }
+                crate::memory::release_free_heap();
+            }
             if self.held.is_none() {
                 self.reserve.take_if_room();
             }
