@@ -63,9 +63,12 @@
 //!
 //! **Live flows stay.** A burst the kernel's conntrack table holds (50 000 live UDP flows
 //! from one client) must not cost the owner the rows of connections that are still open:
-//! neither a cap nor the budget's marks prune a live flow. Only when the main file, the
-//! WAL and the reserve together would pass `max_db_mb` itself, with no ended row left to
-//! give, do live rows go, oldest first, counted like every other pruned row.
+//! neither a cap nor the budget's marks prune a live flow. Only when the main file is
+//! one tick's growth from the most it may take (`max_db_mb` less the WAL at its recent
+//! peak, at least its share, and the reserve: [`Marks::file`]), with no ended row left
+//! to give, do live rows go, oldest first, counted like every other pruned row. How many
+//! live flows fit is then a matter of bytes per flow: at ≈ 375 bytes, the default
+//! 32 MiB budget's file share holds about 60 000 less a burst tick's growth.
 //!
 //! Pruning never deletes a table's newest row, so SQLite (which numbers a new row
 //! `max(rowid) + 1`) never hands out again an id the writer still remembers (live
@@ -704,10 +707,9 @@ impl Budget {
             let h = holdings.entry(holder).or_default();
             match kind {
                 Kind::Flows => {
-                    // Live rows only when the hard bound itself is at stake.
-                    let live = if used_bytes(conn)? + wal_bytes(conn) + self.limits.reserve_bytes()
-                        > self.limits.budget_bytes
-                    {
+                    // Live rows only when the hard bound itself is at stake: one more
+                    // tick would take the file past what it may hold.
+                    let live = if used_bytes(conn)? + self.growth > marks.file {
                         Live::Prune
                     } else {
                         Live::Keep
