@@ -2,10 +2,12 @@
 //! has not been told about, and how a table dump reconciles what events missed. Over 800
 //! lines: half of it is tests against a fake writer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::{CLOSE_HOLD_MS, MAX_CHANGES_PER_BATCH, Stats};
+use indexmap::IndexMap;
+
 use crate::collect::ctnetlink::{CtEntry, CtKind};
 use crate::event::WriterHandle;
 use crate::event::{DumpComplete, Event, FlowBatch, FlowChange};
@@ -61,9 +63,9 @@ pub(super) struct Tracked {
 /// (`seen_gen != generation`) has ended without us seeing its DESTROY (lost in an overrun,
 /// or the flow was older than netmon and never announced).
 pub(super) struct Tracker {
-    /// A plain hash table, not a dense map: it is looked up for every netlink event, and
-    /// the dense map's extra indirection cost the collector its pace at 20 000 flows/s.
-    pub(super) flows: HashMap<i64, Tracked, IdentBuild>,
+    /// Dense: a flood fills it to the cap, and a hash table's buckets at that size are
+    /// twice the entries' worth.
+    pub(super) flows: IndexMap<i64, Tracked, IdentBuild>,
     /// Idents with `dirty` set, each once, in the order they changed.
     pub(super) dirty: Vec<i64>,
     /// Ends of lifetimes whose identity a new lifetime took before the end was sent;
@@ -96,7 +98,7 @@ pub(super) struct DumpPass {
 impl Tracker {
     pub(super) fn new(cap: usize) -> Tracker {
         Tracker {
-            flows: HashMap::with_capacity_and_hasher(cap.min(16_384), IdentBuild::default()),
+            flows: IndexMap::with_capacity_and_hasher(cap.min(16_384), IdentBuild::default()),
             dirty: Vec::new(),
             displaced: Vec::new(),
             cap,
@@ -406,7 +408,7 @@ impl Tracker {
                 if let Some(t) = self.flows.get_mut(ident) {
                     t.dirty = false;
                     if t.ended {
-                        self.flows.remove(ident);
+                        self.flows.swap_remove(ident);
                     }
                 }
             }
@@ -429,7 +431,7 @@ impl Tracker {
     /// a flood takes the table to twice `max_tracked_flows` (the ended flows of a burst
     /// wait here for the writer), ≈ 63 MiB of buckets at the default cap.
     pub(super) fn shrink_if_sparse(&mut self) {
-        let flows = crate::memory::shrink_map(&mut self.flows);
+        let flows = crate::memory::shrink_index_map(&mut self.flows);
         crate::memory::shrink_set(&mut self.destroyed_in_dump);
         if self.dirty.capacity() > 4 * self.dirty.len().max(1024) {
             self.dirty.shrink_to(self.dirty.len());
