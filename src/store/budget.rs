@@ -67,8 +67,7 @@
 //! one tick's growth from the most it may take (`max_db_mb` less the WAL at its recent
 //! peak, at least its share, and the reserve: [`Marks::file`]), with no ended row left
 //! to give, do live rows go, oldest first, counted like every other pruned row. How many
-//! live flows fit is then a matter of bytes per flow: at ≈ 375 bytes, the default
-//! 32 MiB budget's file share holds about 60 000 less a burst tick's growth.
+//! live flows fit is then a matter of bytes per flow.
 //!
 //! Pruning never deletes a table's newest row, so SQLite (which numbers a new row
 //! `max(rowid) + 1`) never hands out again an id the writer still remembers (live
