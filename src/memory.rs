@@ -75,9 +75,8 @@ const MMAP_THRESHOLD: i32 = 256 << 10;
 /// Makes a flood's memory come back after it. glibc raises its mmap threshold to the
 /// size of every mapped block freed (up to 32 MiB), so after the first flood the tables'
 /// big vectors land in the heap, and one small live block between their freed pages
-/// keeps them resident: measured, 22 MiB of anonymous memory still held a minute after
-/// 60 000 flows ended, of which 10.5 MiB was live. A fixed threshold turns that
-/// adjustment off. (musl's allocator maps large blocks and returns them on its own.)
+/// keeps them resident. A fixed threshold turns that adjustment off. (musl's allocator
+/// maps large blocks and returns them on its own.)
 pub fn configure_allocator() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only sets glibc's allocator parameters.

@@ -663,7 +663,11 @@ impl Budget {
         }
         let mut holdings = holdings(conn)?;
         let floor = self.limits.file_bytes() / 2 / (holdings.len().max(1) as u64);
-        while used_bytes(conn)? > marks.low {
+        loop {
+            let used = used_bytes(conn)?;
+            if used <= marks.low {
+                break;
+            }
             if Instant::now() >= deadline {
                 return Ok(true);
             }
@@ -684,7 +688,6 @@ impl Budget {
                 if n == 0 {
                     // Over the budget itself only when the file's share is exceeded;
                     // above the (load-lowered) low mark alone is no news.
-                    let used = used_bytes(conn)?;
                     let level = if used > self.limits.file_bytes() {
                         log::Level::Warn
                     } else {
@@ -708,7 +711,7 @@ impl Budget {
                 Kind::Flows => {
                     // Live rows only when the hard bound itself is at stake: one more
                     // tick would take the file past what it may hold.
-                    let live = if used_bytes(conn)? + self.growth > marks.file {
+                    let live = if used + self.growth > marks.file {
                         Live::Prune
                     } else {
                         Live::Keep

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::{CLOSE_HOLD_MS, MAX_CHANGES_PER_BATCH, Stats};
 use indexmap::IndexMap;
 
+use super::{CLOSE_HOLD_MS, MAX_CHANGES_PER_BATCH, Stats};
 use crate::collect::ctnetlink::{CtEntry, CtKind};
 use crate::event::WriterHandle;
 use crate::event::{DumpComplete, Event, FlowBatch, FlowChange};

@@ -113,7 +113,8 @@ impl Flows {
                 f.ended_at
              FROM flows f WHERE f.ended_at IS NULL
              UNION ALL
-             -- Closed TCP connections whose conntrack entry may still linger.
+             -- Closed TCP connections whose conntrack entry may still linger (a flow's
+             -- end is never after its last activity: the last_seen index finds them).
              SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
                 f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen,
                 f.ended_at
