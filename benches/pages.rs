@@ -62,18 +62,19 @@ fn generate(path: &Path, flows: i64, now: i64) {
         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {names})
         INSERT INTO dns_names (id, name) SELECT i, 'name' || i || '.site' || (i % 500) || '.example' FROM n;
         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < {flows} - 1)
-        INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip, dst_port,
-                           reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port, state, status,
+        INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, src_port, dst_ip, dst_port,
+                           reply_src_port, reply_dst_ip, state, status,
                            bytes_up, packets_up, bytes_down, packets_down, first_seen, last_seen, ended_at,
                            device_id, remote_host_id, qname_id, cname_id, dns_match)
-        SELECT i + 1, i, i, 4, CASE WHEN i % 5 = 0 THEN 17 ELSE 6 END, 'outbound',
-               '10.77.0.' || (10 + (i * 7) % {DEVICES}), 1024 + i % 60000,
-               '198.' || (18 + h / 65536) || '.' || ((h / 256) % 256) || '.' || (h % 256),
+        SELECT i + 1, CASE WHEN i >= {flows} - 300 THEN i ELSE 0 END, i,
+               CASE WHEN i % 5 = 0 THEN 17 ELSE 6 END, 0,
+               netmon_ip_blob('10.77.0.' || (10 + (i * 7) % {DEVICES})), 1024 + i % 60000,
+               netmon_ip_blob('198.' || (18 + h / 65536) || '.' || ((h / 256) % 256) || '.' || (h % 256)),
                CASE i % 10 WHEN 0 THEN 53 WHEN 1 THEN 80 WHEN 2 THEN 123 WHEN 3 THEN 8080
                            WHEN 4 THEN 1024 + (i * 13) % 60000 ELSE 443 END,
-               '198.' || (18 + h / 65536) || '.' || ((h / 256) % 256) || '.' || (h % 256), 443,
-               '203.0.113.1', 1024 + i % 60000,
-               CASE WHEN i % 5 = 0 THEN NULL ELSE 'TIME_WAIT' END, 14,
+               CASE WHEN i % 10 < 5 THEN 443 END,
+               netmon_ip_blob('203.0.113.1'),
+               CASE WHEN i % 5 = 0 THEN NULL ELSE 7 END, 14,
                (i * 2654435761) % 200000, 10 + i % 90, (i * 40503) % 2000000, 20 + i % 900,
                {start} + i * {step}, {start} + i * {step} + 30000,
                CASE WHEN i >= {flows} - 300 THEN NULL ELSE {start} + i * {step} + 30000 END,
@@ -107,10 +108,10 @@ fn generate(path: &Path, flows: i64, now: i64) {
         INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names)
         SELECT id, t, 1 + (t / 60000 + id) % 7, (t / 60000 + id) % 2, 1 + (t / 60000 + id) % 5 FROM m, d;
         INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, rcode, answers, cname_id, source)
-        SELECT id / 2, first_seen - 50, src_ip, device_id, qname_id, 1, 0, 1, cname_id, 'packet'
+        SELECT id / 2, first_seen - 50, netmon_ip(src_ip), device_id, qname_id, 1, 0, 1, cname_id, 'packet'
         FROM flows WHERE qname_id IS NOT NULL AND id % 2 = 0;
         INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, cname_id, query_id)
-        SELECT f.dst_ip, q.client, q.ts, 300, q.qname_id, q.cname_id, q.id
+        SELECT netmon_ip(f.dst_ip), q.client, q.ts, 300, q.qname_id, q.cname_id, q.id
         FROM dns_queries q JOIN flows f ON f.id = q.id * 2;
         INSERT OR IGNORE INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen, flows, last_device_id)
         SELECT remote_host_id, qname_id, min(first_seen), max(first_seen), count(*), max(device_id)
@@ -126,7 +127,7 @@ fn generate(path: &Path, flows: i64, now: i64) {
         WITH RECURSIVE i(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM i WHERE n < 2999)
         INSERT INTO hits (ts, last_ts, count, device_id, flow_id, remote_host_id, remote_ip, proto, dport,
                           score, codes, reasons, fingerprint, alertable, incident_id)
-        SELECT f.first_seen, f.first_seen, 1, f.device_id, f.id, f.remote_host_id, f.dst_ip, f.proto, f.dst_port,
+        SELECT f.first_seen, f.first_seen, 1, f.device_id, f.id, f.remote_host_id, netmon_ip(f.dst_ip), f.proto, f.dst_port,
                40 + n % 60, 'NEW_DST,RARE_PORT',
                '[{{\"code\":\"NEW_DST\",\"weight\":30,\"evidence\":\"first contact\"}},{{\"code\":\"RARE_PORT\",\"weight\":25,\"evidence\":\"port\"}}]',
                'fp' || n, n % 3 = 0, CASE WHEN n % 3 = 0 THEN 1 + n / 3 ELSE NULL END

@@ -110,6 +110,11 @@ impl CtFlow {
     }
 }
 
+/// The number of a TCP state name (`tcp_state_name`'s inverse).
+pub fn tcp_state_from_name(name: &str) -> Option<u8> {
+    (0u8..=9).find(|s| tcp_state_name(*s) == name)
+}
+
 /// Names of `enum tcp_conntrack` (`linux/netfilter/nf_conntrack_tcp.h`).
 pub fn tcp_state_name(state: u8) -> &'static str {
     match state {
@@ -209,6 +214,29 @@ impl Direction {
             "other" => Direction::Other,
             _ => return None,
         })
+    }
+
+    /// The number `flows.direction` stores: outbound and inbound, nearly every row,
+    /// are 0 and 1, which a SQLite record holds in no bytes at all.
+    pub fn code(&self) -> i64 {
+        match self {
+            Direction::Outbound => 0,
+            Direction::Inbound => 1,
+            Direction::RouterLocal => 2,
+            Direction::Lan => 3,
+            Direction::Other => 4,
+        }
+    }
+
+    /// The direction a stored code names; an unknown one is `Other`.
+    pub fn from_code(code: i64) -> Direction {
+        match code {
+            0 => Direction::Outbound,
+            1 => Direction::Inbound,
+            2 => Direction::RouterLocal,
+            3 => Direction::Lan,
+            _ => Direction::Other,
+        }
     }
 
     /// Only these two have a remote peer worth a `remote_hosts` row.

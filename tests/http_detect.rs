@@ -47,11 +47,11 @@ fn seed(conn: &Connection, now: i64) {
         "INSERT INTO devices (id, ip, name, hostname, first_seen, last_seen) VALUES
            (1, '10.0.0.5', '{EVIL}', 'laptop', 0, 0), (2, '10.0.0.6', NULL, 'tv', 0, 0);
          INSERT INTO remote_hosts (id, ip, first_seen, last_seen) VALUES (1, '198.51.100.1', 0, 0);
-         INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip,
-                            dst_port, reply_src_ip, reply_dst_ip, status, first_seen, last_seen, device_id,
+         INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, src_port, dst_ip,
+                            dst_port, reply_dst_ip, status, first_seen, last_seen, device_id,
                             remote_host_id)
-           VALUES (9, 9, 9, 4, 6, 'outbound', '10.0.0.5', 40000, '198.51.100.1', 8443,
-                   '198.51.100.1', '203.0.113.1', 0, {a}, {a}, 1, 1);
+           VALUES (9, 9, 9, 6, 0, netmon_ip_blob('10.0.0.5'), 40000, netmon_ip_blob('198.51.100.1'),
+                   8443, netmon_ip_blob('203.0.113.1'), 0, {a}, {a}, 1, 1);
          INSERT INTO dns_names (id, name) VALUES (50, 'x.evil.test');
          INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id) VALUES
            ('198.51.100.1', '10.0.0.5', {a}, 60, 50, 1);

@@ -135,10 +135,10 @@ fn stored_device_traffic(lab: &Lab) -> BTreeMap<i64, [u64; 4]> {
     let mut stmt = db
         .prepare(
             "SELECT device_id,
-                 sum(CASE WHEN direction = 'inbound' THEN bytes_down ELSE bytes_up END),
-                 sum(CASE WHEN direction = 'inbound' THEN bytes_up ELSE bytes_down END),
-                 sum(CASE WHEN direction = 'inbound' THEN packets_down ELSE packets_up END),
-                 sum(CASE WHEN direction = 'inbound' THEN packets_up ELSE packets_down END)
+                 sum(CASE WHEN direction = 1 THEN bytes_down ELSE bytes_up END),
+                 sum(CASE WHEN direction = 1 THEN bytes_up ELSE bytes_down END),
+                 sum(CASE WHEN direction = 1 THEN packets_down ELSE packets_up END),
+                 sum(CASE WHEN direction = 1 THEN packets_up ELSE packets_down END)
              FROM flows WHERE device_id IS NOT NULL GROUP BY device_id",
         )
         .expect("prepare");
@@ -392,7 +392,8 @@ fn ipfix_export_to_nfcapd_lists_the_flows_and_survives_a_stopped_collector() {
     let stored = |sport: u16| -> Option<(u64, u64, String)> {
         let db = lab.db();
         db.query_row(
-            "SELECT bytes_up, bytes_down, reply_dst_port, reply_dst_ip FROM flows
+            "SELECT bytes_up, bytes_down, coalesce(reply_dst_port, src_port),
+                    netmon_ip(coalesce(reply_dst_ip, src_ip)) FROM flows
              WHERE src_port = ?1 AND ended_at IS NOT NULL",
             [sport],
             |r| {

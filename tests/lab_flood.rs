@@ -135,7 +135,7 @@ fn a_flooding_client_stays_within_budget_and_others_survive() {
         ],
     );
     eprintln!("flood: other device: {other}; {other_dns}");
-    let other_flows_sql = format!("SELECT count(*) FROM flows WHERE src_ip = '{CLIENT2_4}'");
+    let other_flows_sql = format!("SELECT count(*) FROM flows WHERE src_ip = netmon_ip_blob('{CLIENT2_4}')");
     let other_dns_sql = format!("SELECT count(*) FROM dns_queries WHERE client = '{CLIENT2_4}'");
     assert!(
         wait_until(Duration::from_secs(20), || {
@@ -253,7 +253,7 @@ fn a_flooding_client_stays_within_budget_and_others_survive() {
     );
 
     // --- after: let the flows end (5 s UDP timeout) and the budget catch up -------------
-    let flood_flows_sql = format!("SELECT count(*) FROM flows WHERE src_ip = '{CLIENT4}'");
+    let flood_flows_sql = format!("SELECT count(*) FROM flows WHERE src_ip = netmon_ip_blob('{CLIENT4}')");
     let flood_domain_sql = "SELECT count(*) FROM dns_queries q JOIN dns_names d \
                             ON d.id = q.domain_id WHERE d.name = 'flood.lab'";
     let settled = wait_until(Duration::from_secs(30), || {

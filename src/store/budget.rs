@@ -1149,11 +1149,12 @@ mod tests {
         {
             let mut stmt = tx
                 .prepare(
-                    "INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, src_port,
-                         dst_ip, dst_port, reply_src_ip, reply_dst_ip, status, first_seen,
+                    "INSERT INTO flows (ident, ct_id, proto, direction, src_ip, src_port,
+                         dst_ip, dst_port, reply_dst_ip, status, first_seen,
                          last_seen, ended_at, device_id, bytes_up)
-                     VALUES (?1, 1, 4, 6, 'outbound', '10.77.0.10', 40000, '203.0.113.80', 443,
-                         '203.0.113.80', '203.0.113.1', 14, ?2, ?2, ?3, ?4, 1234)",
+                     VALUES (?1, 1, 6, 0, netmon_ip_blob('10.77.0.10'), 40000,
+                         netmon_ip_blob('203.0.113.80'), 443, netmon_ip_blob('203.0.113.1'), 14,
+                         ?2, ?2, ?3, ?4, 1234)",
                 )
                 .unwrap();
             for i in 0..n {

@@ -21,6 +21,7 @@ use crate::detect::rules::{Action, Rule, RuleSpec, Target};
 use crate::detect::score::{Candidate, Detector, HostInfo};
 use crate::detect::{Code, NewIncident};
 use crate::event::{CommandError, CommandReply, CommandResult};
+use crate::store::addr::ip_from_bytes;
 use crate::time::DAY_MS;
 
 /// Longest incident notes accepted (characters), as for devices.
@@ -89,23 +90,25 @@ fn parse_net(text: &str) -> Option<ipnet::IpNet> {
 ///
 /// (Long: one pass over `flows` filling every kind of memory.)
 pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()> {
-    type Contact = (i64, String, u8, Option<u16>);
+    type Contact = (i64, IpAddr, u8, Option<u16>);
     let mut contacts: HashMap<Contact, i64> = HashMap::new();
     let mut via_host: HashMap<(i64, i64), i64> = HashMap::new();
     let mut via_name: HashMap<(i64, i64), i64> = HashMap::new();
     let mut stmt = conn.prepare(
         "SELECT device_id, dst_ip, proto, dst_port, remote_host_id, qname_id, first_seen
-         FROM flows WHERE direction = 'outbound' AND device_id IS NOT NULL",
+         FROM flows WHERE direction = 0 AND device_id IS NOT NULL",
     )?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
         let device: i64 = r.get(0)?;
         let at: i64 = r.get(6)?;
         let latest = |e: &mut i64| *e = (*e).max(at);
-        contacts
-            .entry((device, r.get(1)?, r.get(2)?, r.get(3)?))
-            .and_modify(latest)
-            .or_insert(at);
+        if let Some(ip) = r.get_ref(1)?.as_blob_or_null()?.and_then(ip_from_bytes) {
+            contacts
+                .entry((device, ip, r.get(2)?, r.get(3)?))
+                .and_modify(latest)
+                .or_insert(at);
+        }
         if let Some(host) = r.get::<_, Option<i64>>(4)? {
             via_host
                 .entry((device, host))
@@ -122,9 +125,7 @@ pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()
     drop(rows);
     for ((device, ip, proto, port), at) in contacts {
         let state = det.device(device, at);
-        if let Ok(ip) = ip.parse::<IpAddr>() {
-            state.dsts.touch(ip, at, || ());
-        }
+        state.dsts.touch(ip, at, || ());
         if let Some(port) = port {
             state.ports.touch((proto, port), at, || ());
         }
@@ -836,10 +837,20 @@ mod tests {
                     name: Option<i64>,
                     at: i64| {
             conn.execute(
-                "INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, dst_ip, src_port, dst_port,
-                   reply_src_ip, reply_dst_ip, status, first_seen, last_seen, device_id, remote_host_id, qname_id)
-                 VALUES (?1, ?1, ?1, 4, 6, ?2, '10.0.0.5', ?3, 40000, ?4, ?3, '192.0.2.1', 0, ?5, ?5, ?6, ?7, ?8)",
-                params![id, dir, ip, port, at, device, host, name],
+                "INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, dst_ip, src_port, dst_port,
+                   reply_dst_ip, status, first_seen, last_seen, device_id, remote_host_id, qname_id)
+                 VALUES (?1, ?1, ?1, 6, ?2, netmon_ip_blob('10.0.0.5'), netmon_ip_blob(?3), 40000, ?4,
+                         netmon_ip_blob('192.0.2.1'), 0, ?5, ?5, ?6, ?7, ?8)",
+                params![
+                    id,
+                    crate::flow::Direction::parse(dir).expect("a direction").code(),
+                    ip,
+                    port,
+                    at,
+                    device,
+                    host,
+                    name
+                ],
             )
             .unwrap();
         };

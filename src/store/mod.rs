@@ -5,6 +5,7 @@
 //! ones in `overview` and `peers`; they run on the connections of `pool` and build their
 //! `WHERE` clauses with `filter`.
 
+pub mod addr;
 pub mod budget;
 pub mod commands;
 pub mod detect;

@@ -718,7 +718,7 @@ pub fn rare_ports(
          WHERE last_seen >= ?1 GROUP BY proto, port ORDER BY f ASC, l DESC LIMIT ?2"
     } else {
         "SELECT proto, dst_port, count(*) AS f, count(DISTINCT remote_host_id), max(last_seen) AS l \
-         FROM flows WHERE first_seen >= ?1 AND direction = 'outbound' AND dst_port IS NOT NULL \
+         FROM flows WHERE first_seen >= ?1 AND direction = 0 AND dst_port IS NOT NULL \
          GROUP BY proto, dst_port ORDER BY f ASC, l DESC LIMIT ?2"
     };
     conn.prepare_cached(sql)?
@@ -811,7 +811,7 @@ mod tests {
             ),
             (
                 "SELECT proto, dst_port, count(*) FROM flows WHERE first_seen >= 1 \
-                 AND direction = 'outbound' AND dst_port IS NOT NULL GROUP BY proto, dst_port",
+                 AND direction = 0 AND dst_port IS NOT NULL GROUP BY proto, dst_port",
                 "flows_first_seen",
             ),
         ] {

@@ -193,12 +193,12 @@ mod tests {
         .unwrap();
         let mut ins = c
             .prepare(
-                "INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip, dst_port,
-                                    reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port, status,
-                                    bytes_up, packets_up, bytes_down, packets_down, first_seen, last_seen,
-                                    device_id, remote_host_id)
-                 VALUES (?1, ?1, 4, ?2, 'outbound', '10.0.0.2', 1000, '198.51.100.1', ?3,
-                         '198.51.100.1', ?3, '203.0.113.1', 1000, 0, ?4, 1, ?5, 1, ?6, ?6, ?7, ?8)",
+                "INSERT INTO flows (ident, ct_id, proto, direction, src_ip, src_port, dst_ip, dst_port,
+                                    reply_dst_ip, status, bytes_up, packets_up, bytes_down,
+                                    packets_down, first_seen, last_seen, device_id, remote_host_id)
+                 VALUES (?1, ?1, ?2, 0, netmon_ip_blob('10.0.0.2'), 1000,
+                         netmon_ip_blob('198.51.100.1'), ?3, netmon_ip_blob('203.0.113.1'), 0,
+                         ?4, 1, ?5, 1, ?6, ?6, ?7, ?8)",
             )
             .unwrap();
         // device 1: 3 flows to host 1 on 443 (big), 1 to host 2 on 53/udp, 1 old one.

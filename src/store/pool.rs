@@ -160,6 +160,7 @@ pub(crate) const IN_NETWORK: &str = "netmon_in_network";
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     use rusqlite::functions::FunctionFlags;
     use rusqlite::types::ValueRef;
+    super::addr::register(conn)?;
     conn.create_scalar_function(
         IN_NETWORK,
         2,

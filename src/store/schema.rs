@@ -21,6 +21,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0008_flow_indexes.sql"),
     include_str!("../../migrations/0009_saved_searches.sql"),
     include_str!("../../migrations/0010_lean_flows.sql"),
+    include_str!("../../migrations/0011_compact_flows.sql"),
 ];
 
 /// How long the writer's connection waits for a lock (readers never take one that
@@ -129,6 +130,8 @@ pub fn open_rw(path: &Path) -> anyhow::Result<Connection> {
 
 /// Applies every migration the database has not seen yet, each in its own transaction.
 pub fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    // The migration to compact flows converts addresses; test and writer SQL use them.
+    super::addr::register(conn)?;
     let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if current > VERSION {
         bail!(
@@ -218,6 +221,7 @@ pub(crate) mod tests {
             let path = dir.path().join("old.db");
             {
                 let conn = Connection::open(&path).unwrap();
+                super::super::addr::register(&conn).unwrap();
                 for (i, script) in MIGRATIONS.iter().take(from as usize).enumerate() {
                     conn.execute_batch(script).unwrap();
                     conn.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
@@ -225,13 +229,32 @@ pub(crate) mod tests {
                 }
                 conn.execute_batch(
                     "INSERT INTO devices (ip, name, first_seen, last_seen) VALUES ('10.0.0.9', 'nas', 1, 2);
-                     INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES ('198.51.100.1', 1, 2);
-                     INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, dst_ip,
-                         reply_src_ip, reply_dst_ip, status, first_seen, last_seen, device_id, remote_host_id)
-                     VALUES (42, 7, 4, 6, 'outbound', '10.0.0.9', '198.51.100.1', '198.51.100.1',
-                         '203.0.113.1', 8, 1, 2, 1, 1);",
+                     INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES ('198.51.100.1', 1, 2);",
                 )
                 .unwrap();
+                // Before version 11, a flow row held text; a live TCP flow, SNATed.
+                if from < 11 {
+                    conn.execute_batch(
+                        "INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, src_port,
+                             dst_ip, dst_port, reply_src_ip, reply_src_port, reply_dst_ip,
+                             reply_dst_port, state, status, first_seen, last_seen, device_id,
+                             remote_host_id)
+                         VALUES (42, 7, 4, 6, 'outbound', '10.0.0.9', 40000, '198.51.100.1', 443,
+                             '198.51.100.1', 443, '203.0.113.1', 40000, 'ESTABLISHED', 8, 1, 2, 1,
+                             1);",
+                    )
+                    .unwrap();
+                } else {
+                    conn.execute_batch(
+                        "INSERT INTO flows (ident, ct_id, proto, direction, src_ip, src_port,
+                             dst_ip, dst_port, reply_dst_ip, state, status, first_seen,
+                             last_seen, device_id, remote_host_id)
+                         VALUES (42, 7, 6, 0, netmon_ip_blob('10.0.0.9'), 40000,
+                             netmon_ip_blob('198.51.100.1'), 443, netmon_ip_blob('203.0.113.1'),
+                             3, 8, 1, 2, 1, 1);",
+                    )
+                    .unwrap();
+                }
             }
             let conn = open_rw(&path).unwrap();
             let v: u32 = conn
@@ -246,6 +269,47 @@ pub(crate) mod tests {
                 )
                 .unwrap();
             assert_eq!((name.as_str(), ident), ("nas", 42), "from version {from}");
+            // Every version reads back as the API shows it.
+            let page = crate::store::flows::read::flows(
+                &conn,
+                &crate::store::flows::read::FlowFilter::default(),
+            )
+            .unwrap();
+            let f = &page.flows[0];
+            assert_eq!(
+                (
+                    f.direction.as_str(),
+                    f.src_ip.as_str(),
+                    f.dst_ip.as_str(),
+                    f.reply_src_ip.as_str(),
+                    f.reply_src_port,
+                    f.reply_dst_ip.as_str(),
+                    f.reply_dst_port,
+                    f.state.as_deref(),
+                    f.family,
+                ),
+                (
+                    "outbound",
+                    "10.0.0.9",
+                    "198.51.100.1",
+                    "198.51.100.1",
+                    Some(443),
+                    "203.0.113.1",
+                    Some(40000),
+                    Some("ESTABLISHED"),
+                    4
+                ),
+                "from version {from}"
+            );
+            if from < 11 {
+                // Only what NAT changed is stored, as the writer stores it.
+                let (reply_src, reply_dst_port): (Option<Vec<u8>>, Option<i64>) = conn
+                    .query_row("SELECT reply_src_ip, reply_dst_port FROM flows", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .unwrap();
+                assert_eq!((reply_src, reply_dst_port), (None, None));
+            }
             dir.close().unwrap();
         }
     }

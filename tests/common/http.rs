@@ -140,10 +140,10 @@ pub fn seed(conn: &Connection) {
         .unwrap();
     // An ICMP flow: no ports.
     conn.execute(
-        "INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, dst_ip, reply_src_ip, \
-         reply_dst_ip, icmp_type, icmp_code, status, first_seen, last_seen) \
-         VALUES (7, 7, 77, 4, 1, 'outbound', '10.0.0.6', '198.51.100.2', '198.51.100.2', \
-         '203.0.113.1', 8, 0, 0, ?1, ?1)",
+        "INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, dst_ip, reply_dst_ip, \
+         icmp_type, icmp_code, status, first_seen, last_seen) \
+         VALUES (7, 7, 77, 1, 0, netmon_ip_blob('10.0.0.6'), netmon_ip_blob('198.51.100.2'), \
+         netmon_ip_blob('203.0.113.1'), 8, 0, 0, ?1, ?1)",
         params![NOW_ISH - 3],
     )
     .unwrap();

@@ -633,11 +633,14 @@ impl Lab {
 
     /// The database, read-only (netmon owns writing).
     pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(
+        let db = rusqlite::Connection::open_with_flags(
             self.db_path(),
             rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .unwrap_or_else(|e| panic!("open {} read-only: {e}", self.db_path().display()))
+        .unwrap_or_else(|e| panic!("open {} read-only: {e}", self.db_path().display()));
+        // netmon_ip() and netmon_ip_blob() for queries on stored addresses.
+        netmon::store::pool::register_functions(&db).expect("register netmon's SQL functions");
+        db
     }
 
     /// Rows with hostile text written while netmon is stopped: per payload a device (DHCP
@@ -681,20 +684,21 @@ impl Lab {
             )
             .unwrap();
             db.execute(
-                "INSERT INTO flows (ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip, dst_port,
-                                    reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port, state, status,
-                                    bytes_up, packets_up, bytes_down, packets_down, first_seen, last_seen, ended_at,
-                                    device_id, remote_host_id, qname_id, cname_id, dns_match)
-                 VALUES (?1, ?1, 4, 6, 'outbound', ?2, 40000, ?3, 443, ?3, 443, '203.0.113.1', 40000, 'CLOSE', 0,
+                "INSERT INTO flows (ident, ct_id, proto, direction, src_ip, src_port, dst_ip, dst_port,
+                                    reply_dst_ip, state, status, bytes_up, packets_up, bytes_down,
+                                    packets_down, first_seen, last_seen, ended_at, device_id,
+                                    remote_host_id, qname_id, cname_id, dns_match)
+                 VALUES (?1, ?1, 6, 0, ?2, 40000, ?3, 443, ?8, 8, 0,
                          100, 1, 200, 2, ?4, ?4, ?4, ?5, ?6, ?7, ?7, 1)",
                 rusqlite::params![
                     9_000_000 + i as i64,
-                    ip,
-                    remote,
+                    ip_blob(&ip),
+                    ip_blob(&remote),
                     now - 2000,
                     device,
                     host,
-                    name_id
+                    name_id,
+                    ip_blob("203.0.113.1")
                 ],
             )
             .unwrap();
@@ -1215,6 +1219,11 @@ pub fn exact(domain: &str, canonical: Option<&str>) -> Named {
     }
 }
 
+/// An address as the flows table stores it.
+pub fn ip_blob(ip: &str) -> netmon::store::addr::IpBlob {
+    netmon::store::addr::IpBlob::new(ip.parse().expect("an address"))
+}
+
 /// What netmon stored for a client's connection from `sport` to `dst`, if anything.
 pub fn named(lab: &Lab, dst: &str, sport: u16) -> Option<Named> {
     let db = lab.db();
@@ -1224,7 +1233,7 @@ pub fn named(lab: &Lab, dst: &str, sport: u16) -> Option<Named> {
          LEFT JOIN dns_names q ON q.id = f.qname_id
          LEFT JOIN dns_names c ON c.id = f.cname_id
          WHERE f.dst_ip = ?1 AND f.src_port = ?2",
-        rusqlite::params![dst, sport],
+        rusqlite::params![ip_blob(dst), sport],
         |r| {
             Ok(Named {
                 domain: r.get(0)?,

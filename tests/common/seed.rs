@@ -54,15 +54,24 @@ pub type TestFlow<'a> = (
 pub fn insert_flows(conn: &Connection, flows: &[TestFlow]) {
     for (id, direction, src, dst, dport, bytes, last_seen, ended_at, device_id) in flows {
         conn.execute(
-            "INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, src_port, \
-             dst_ip, dst_port, reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port, \
-             state, status, bytes_up, bytes_down, packets_up, packets_down, \
-             first_seen, last_seen, ended_at, device_id) \
-             VALUES (?1, ?1, ?1 + 1000, 4, 6, ?2, ?3, 40000 + ?1, ?4, ?5, ?4, ?5, \
-                     '203.0.113.1', 40000 + ?1, 'ESTABLISHED', 14, ?6, ?6 * 2, 10, 20, \
-                     ?7 - 60000, ?7, ?8, ?9)",
+            "INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, src_port, \
+             dst_ip, dst_port, reply_dst_ip, state, status, bytes_up, bytes_down, \
+             packets_up, packets_down, first_seen, last_seen, ended_at, device_id) \
+             VALUES (?1, ?1, ?1 + 1000, 6, ?2, netmon_ip_blob(?3), 40000 + ?1, \
+                     netmon_ip_blob(?4), ?5, netmon_ip_blob('203.0.113.1'), 3, 14, ?6, ?6 * 2, \
+                     10, 20, ?7 - 60000, ?7, ?8, ?9)",
             params![
-                id, direction, src, dst, dport, bytes, last_seen, ended_at, device_id
+                id,
+                netmon::flow::Direction::parse(direction)
+                    .expect("a direction name")
+                    .code(),
+                src,
+                dst,
+                dport,
+                bytes,
+                last_seen,
+                ended_at,
+                device_id
             ],
         )
         .unwrap();

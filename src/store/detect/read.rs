@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::Code;
 use crate::detect::rules::RuleSpec;
+use crate::store::addr::ip_text;
 use crate::store::filter::{DEFAULT_PER_PAGE, Window, escape_like, page_count};
 
 /// Most rules listed (a household has a handful; this bounds a runaway script).
@@ -602,9 +603,9 @@ fn cause_flow(r: &Row) -> rusqlite::Result<CauseFlow> {
     Ok(CauseFlow {
         id: r.get(0)?,
         proto: r.get(1)?,
-        src_ip: r.get(2)?,
+        src_ip: ip_text(r.get_ref(2)?).unwrap_or_default(),
         src_port: r.get(3)?,
-        dst_ip: r.get(4)?,
+        dst_ip: ip_text(r.get_ref(4)?).unwrap_or_default(),
         dst_port: r.get(5)?,
         domain: r.get(6)?,
         first_seen: r.get(7)?,
@@ -612,7 +613,9 @@ fn cause_flow(r: &Row) -> rusqlite::Result<CauseFlow> {
         ended_at: r.get(9)?,
         bytes_up: r.get(10)?,
         bytes_down: r.get(11)?,
-        state: r.get(12)?,
+        state: r
+            .get::<_, Option<u8>>(12)?
+            .map(|s| crate::flow::tcp_state_name(s).to_owned()),
     })
 }
 
@@ -656,7 +659,7 @@ fn cause_flows(
         // `flows_device`: (device_id, first_seen).
         conn.prepare_cached(&format!(
             "SELECT {CAUSE_FLOW_COLUMNS} FROM flows f LEFT JOIN dns_names n ON n.id = f.qname_id \
-             WHERE f.device_id = ? AND f.first_seen BETWEEN ? AND ? AND f.direction = 'outbound' \
+             WHERE f.device_id = ? AND f.first_seen BETWEEN ? AND ? AND f.direction = 0 \
              ORDER BY f.first_seen, f.id LIMIT ?"
         ))?
         .query_map(
@@ -926,10 +929,11 @@ mod tests {
         let (_dir, conn) = temp_db("detect-detail");
         seed(&conn);
         conn.execute_batch(&format!(
-            "INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip,
-                                dst_port, reply_src_ip, reply_dst_ip, status, first_seen, last_seen, device_id)
-               VALUES (9, 9, 9, 4, 6, 'outbound', '10.0.0.5', 40000, '198.51.100.1', 8443,
-                       '198.51.100.1', '203.0.113.1', 0, {a}, {a}, 1);
+            "INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, src_port, dst_ip,
+                                dst_port, reply_dst_ip, status, first_seen, last_seen, device_id)
+               VALUES (9, 9, 9, 6, 0, netmon_ip_blob('10.0.0.5'), 40000,
+                       netmon_ip_blob('198.51.100.1'), 8443, netmon_ip_blob('203.0.113.1'), 0,
+                       {a}, {a}, 1);
              UPDATE hits SET flow_id = 9 WHERE id = 1;
              INSERT INTO dns_names (id, name) VALUES (50, 'x.cdn.example');
              INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id) VALUES
@@ -951,14 +955,16 @@ mod tests {
         assert!(incident_detail(&conn, 99).unwrap().is_none());
         // A device-level incident: the device's outbound flows around it instead.
         conn.execute_batch(&format!(
-            "INSERT INTO flows (id, ident, ct_id, family, proto, direction, src_ip, src_port, dst_ip,
-                                dst_port, reply_src_ip, reply_dst_ip, status, first_seen, last_seen, device_id)
-               VALUES (10, 10, 10, 4, 6, 'outbound', '10.0.0.6', 40001, '198.51.100.9', 22,
-                       '198.51.100.9', '203.0.113.1', 0, {b}, {b}, 2),
-                      (11, 11, 11, 4, 6, 'outbound', '10.0.0.6', 40002, '198.51.100.9', 23,
-                       '198.51.100.9', '203.0.113.1', 0, {long_before}, {long_before}, 2),
-                      (12, 12, 12, 4, 17, 'router-local', '10.0.0.6', 40003, '10.0.0.1', 53,
-                       '10.0.0.1', '10.0.0.6', 0, {b}, {b}, 2);
+            "INSERT INTO flows (id, ident, ct_id, proto, direction, src_ip, src_port, dst_ip,
+                                dst_port, reply_dst_ip, status, first_seen, last_seen, device_id)
+               VALUES (10, 10, 10, 6, 0, netmon_ip_blob('10.0.0.6'), 40001,
+                       netmon_ip_blob('198.51.100.9'), 22, netmon_ip_blob('203.0.113.1'), 0,
+                       {b}, {b}, 2),
+                      (11, 11, 11, 6, 0, netmon_ip_blob('10.0.0.6'), 40002,
+                       netmon_ip_blob('198.51.100.9'), 23, netmon_ip_blob('203.0.113.1'), 0,
+                       {long_before}, {long_before}, 2),
+                      (12, 12, 12, 17, 2, netmon_ip_blob('10.0.0.6'), 40003,
+                       netmon_ip_blob('10.0.0.1'), 53, NULL, 0, {b}, {b}, 2);
              INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id) VALUES
                ('198.51.100.9', '10.0.0.6', {b}, 60, 50, 4);",
             b = NOW - 120_000,

@@ -14,8 +14,9 @@ use rusqlite::{Connection, Row, params_from_iter};
 use crate::detect::Code;
 use crate::flow::Direction;
 use crate::store::devices::read::{DeviceRow, devices};
+use crate::store::addr::{addr_clause, ip_text};
 use crate::store::filter::{
-    AddrMatch, DEFAULT_PER_PAGE, Order, TimeBound, Where, addr_clause, domain_clause, page_count,
+    AddrMatch, DEFAULT_PER_PAGE, Order, TimeBound, Where, domain_clause, page_count,
 };
 use crate::store::hosts::read::rdns_text;
 
@@ -216,9 +217,7 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
         let marks = vec!["?"; f.directions.len()].join(",");
         w.add(
             format!("f.direction IN ({marks})"),
-            f.directions
-                .iter()
-                .map(|d| Value::Text(d.as_str().to_owned())),
+            f.directions.iter().map(|d| Value::Integer(d.code())),
         );
     }
     if let Some(m) = &f.src {
@@ -246,7 +245,8 @@ fn flow_where(f: &FlowFilter, now: i64) -> Where {
         domain_clause(&mut w, "f.qname_id", name);
     }
     if let Some(state) = f.state {
-        w.add("f.state = ?", [Value::Text(state.to_owned())]);
+        let code = crate::flow::tcp_state_from_name(state).map_or(-1, i64::from);
+        w.add("f.state = ?", [Value::Integer(code)]);
     }
     if f.min_score.is_some() || f.code.is_some() {
         hit_clause(&mut w, f);
@@ -399,9 +399,11 @@ pub struct FlowRow {
     pub score: Option<i64>,
 }
 
-const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
+/// The reply tuple is stored only where NAT changed it (`migrations/0011`).
+const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.proto, f.direction, \
      f.src_ip, f.src_port, f.dst_ip, f.dst_port, \
-     f.reply_src_ip, f.reply_src_port, f.reply_dst_ip, f.reply_dst_port, \
+     coalesce(f.reply_src_ip, f.dst_ip), coalesce(f.reply_src_port, f.dst_port), \
+     coalesce(f.reply_dst_ip, f.src_ip), coalesce(f.reply_dst_port, f.src_port), \
      f.icmp_type, f.icmp_code, f.state, f.status, \
      f.bytes_up, f.bytes_down, f.packets_up, f.packets_down, \
      f.first_seen, f.last_seen, f.ended_at, \
@@ -410,39 +412,45 @@ const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.family, f.proto, f.direction, \
      (SELECT max(h.score) FROM hits h WHERE h.flow_id = f.id)";
 
 fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
+    let ip = |i: usize| -> rusqlite::Result<String> {
+        Ok(ip_text(row.get_ref(i)?).unwrap_or_default())
+    };
+    let src_ip = ip(4)?;
     Ok(FlowRow {
         id: row.get(0)?,
         ct_id: row.get(1)?,
-        family: row.get(2)?,
-        proto: row.get(3)?,
-        direction: row.get(4)?,
-        src_ip: row.get(5)?,
-        src_port: row.get(6)?,
-        dst_ip: row.get(7)?,
-        dst_port: row.get(8)?,
-        reply_src_ip: row.get(9)?,
-        reply_src_port: row.get(10)?,
-        reply_dst_ip: row.get(11)?,
-        reply_dst_port: row.get(12)?,
-        icmp_type: row.get(13)?,
-        icmp_code: row.get(14)?,
-        state: row.get(15)?,
-        status: row.get(16)?,
-        bytes_up: row.get(17)?,
-        bytes_down: row.get(18)?,
-        packets_up: row.get(19)?,
-        packets_down: row.get(20)?,
-        first_seen: row.get(21)?,
-        last_seen: row.get(22)?,
-        ended_at: row.get(23)?,
-        device_id: row.get(24)?,
-        device_name: row.get(25)?,
-        remote_host_id: row.get(26)?,
-        remote_rdns: rdns_text(row.get(27)?),
-        domain: row.get(28)?,
-        domain_canonical: row.get(29)?,
-        dns_match: crate::store::dns::match_name(row.get(30)?),
-        score: row.get(31)?,
+        family: if src_ip.contains(':') { 6 } else { 4 },
+        proto: row.get(2)?,
+        direction: Direction::from_code(row.get(3)?).as_str().to_owned(),
+        src_ip,
+        src_port: row.get(5)?,
+        dst_ip: ip(6)?,
+        dst_port: row.get(7)?,
+        reply_src_ip: ip(8)?,
+        reply_src_port: row.get(9)?,
+        reply_dst_ip: ip(10)?,
+        reply_dst_port: row.get(11)?,
+        icmp_type: row.get(12)?,
+        icmp_code: row.get(13)?,
+        state: row
+            .get::<_, Option<u8>>(14)?
+            .map(|s| crate::flow::tcp_state_name(s).to_owned()),
+        status: row.get(15)?,
+        bytes_up: row.get(16)?,
+        bytes_down: row.get(17)?,
+        packets_up: row.get(18)?,
+        packets_down: row.get(19)?,
+        first_seen: row.get(20)?,
+        last_seen: row.get(21)?,
+        ended_at: row.get(22)?,
+        device_id: row.get(23)?,
+        device_name: row.get(24)?,
+        remote_host_id: row.get(25)?,
+        remote_rdns: rdns_text(row.get(26)?),
+        domain: row.get(27)?,
+        domain_canonical: row.get(28)?,
+        dns_match: crate::store::dns::match_name(row.get(29)?),
+        score: row.get(30)?,
     })
 }
 

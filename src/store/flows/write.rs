@@ -15,6 +15,7 @@ use rusqlite::{Connection, Transaction, params};
 use crate::detect::score::{Detector, OutboundFlow};
 use crate::event::{FlowBatch, FlowChange};
 use crate::flow::{Counters, CtFlow, Direction, Network};
+use crate::store::addr::IpBlob;
 use crate::store::devices::DeviceIds;
 use crate::store::dns::{DnsMatch, DnsState};
 use crate::store::hosts::RemoteHosts;
@@ -114,12 +115,13 @@ impl Flows {
              FROM flows f WHERE f.ended_at IS NULL
              UNION ALL
              -- Closed TCP connections whose conntrack entry may still linger (a flow's
-             -- end is never after its last activity: the last_seen index finds them).
+             -- end is never after its last activity: the last_seen index finds them;
+             -- ident is 0 once the entry is gone).
              SELECT f.ident, f.id, f.bytes_up, f.packets_up, f.bytes_down, f.packets_down,
                 f.status, f.state, f.device_id, f.remote_host_id, f.direction, f.last_seen,
                 f.ended_at
-             FROM flows f WHERE f.last_seen > ?1 AND f.ended_at > ?1 AND f.kernel_stop IS NULL
-                AND f.state IN ('TIME_WAIT', 'CLOSE')",
+             FROM flows f WHERE f.last_seen > ?1 AND f.ended_at > ?1 AND f.ident != 0
+                AND f.state IN (7, 8)",
         )?;
         // A closed connection's entry lingers at most TIME_WAIT (120 s by default); a
         // longer look-back only reloads rows no DESTROY can still reach — after a flood
@@ -127,8 +129,8 @@ impl Flows {
         // and a GB of RAM at start-up.
         let lingering_since = crate::time::now_ms() - LINGER_MS;
         let rows = stmt.query_map([lingering_since], |r| {
-            let state: Option<String> = r.get(7)?;
-            let direction: String = r.get(10)?;
+            let state: Option<u8> = r.get(7)?;
+            let direction = Direction::from_code(r.get(10)?);
             Ok((
                 r.get::<_, i64>(0)?,
                 LiveFlow {
@@ -140,10 +142,10 @@ impl Flows {
                         reply_packets: r.get::<_, i64>(5)? as u64,
                     },
                     status: r.get::<_, i64>(6)? as u32,
-                    tcp_state: state.as_deref().and_then(tcp_state_from_name),
+                    tcp_state: state,
                     device_id: r.get(8)?,
                     remote_host_id: r.get(9)?,
-                    device_is_orig: Direction::parse(&direction) != Some(Direction::Inbound),
+                    device_is_orig: direction != Direction::Inbound,
                     last_seen: r.get(11)?,
                     ended_at: r.get(12)?,
                 },
@@ -208,7 +210,8 @@ impl Flows {
     /// Stored as live, absent from a full dump: the flow ended while nobody watched.
     /// Its real end is unknown; its last observed activity is the honest bound.
     fn end_unconfirmed(&mut self, tx: &Transaction, acc: &mut TickAcc) -> rusqlite::Result<()> {
-        let mut end = tx.prepare_cached("UPDATE flows SET ended_at = last_seen WHERE id = ?1")?;
+        let mut end =
+            tx.prepare_cached("UPDATE flows SET ended_at = last_seen, ident = 0 WHERE id = ?1")?;
         let n = self.unconfirmed.len();
         for ident in self.unconfirmed.drain() {
             if let Some(flow) = self.live.swap_remove(&ident)
@@ -236,7 +239,8 @@ fn update_flow(
     let changed = !delta.is_zero()
         || flow.status != known.status
         || flow.tcp_state != known.tcp_state
-        || ends_now;
+        || ends_now
+        || change.ended;
     if !changed {
         return Ok(());
     }
@@ -245,12 +249,12 @@ fn update_flow(
     let mut stmt = tx.prepare_cached(
         "UPDATE flows SET state = ?2, status = ?3, mark = ?4,
                 bytes_up = ?5, packets_up = ?6, bytes_down = ?7, packets_down = ?8,
-                last_seen = ?9, ended_at = ?10, kernel_stop = ?11
+                last_seen = ?9, ended_at = ?10, ident = ident * ?11
          WHERE id = ?1",
     )?;
     stmt.execute(params![
         known.row_id,
-        flow.state_name(),
+        flow.tcp_state,
         flow.status,
         flow.mark,
         flow.counters.orig_bytes as i64,
@@ -259,7 +263,8 @@ fn update_flow(
         flow.counters.reply_packets as i64,
         observed,
         known.ended_at.or(ends_now.then_some(observed)),
-        flow.kernel_stop_ms,
+        // The entry is gone: nothing will report it again.
+        i64::from(!change.ended),
     ])?;
     ctx.acc.add_traffic(
         known.device_id,
@@ -321,7 +326,7 @@ fn insert_flow(
 ) -> rusqlite::Result<LiveFlow> {
     let flow = &change.flow;
     let new = classify(tx, change, ctx)?;
-    let row_id = insert_row(tx, flow, &new)?;
+    let row_id = insert_row(tx, change, &new)?;
     if let Some(client) = new.dns_client {
         ctx.dns.flow_stored(
             &mut ctx.acc.dns,
@@ -405,39 +410,41 @@ fn classify(
 }
 
 /// Inserts the flow's row; returns its id.
-fn insert_row(tx: &Transaction, flow: &CtFlow, new: &NewFlow) -> rusqlite::Result<i64> {
+fn insert_row(tx: &Transaction, change: &FlowChange, new: &NewFlow) -> rusqlite::Result<i64> {
+    let flow = &change.flow;
     let icmp = flow.orig.icmp;
     let found = new.found;
+    let (orig, reply) = (&flow.orig, &flow.reply);
     let mut stmt = tx.prepare_cached(
-        "INSERT INTO flows (ident, ct_id, family, proto, direction,
+        "INSERT INTO flows (ident, ct_id, proto, direction,
              src_ip, src_port, dst_ip, dst_port,
              reply_src_ip, reply_src_port, reply_dst_ip, reply_dst_port,
              icmp_type, icmp_code, icmp_id, state, status, mark, zone,
              bytes_up, packets_up, bytes_down, packets_down,
-             first_seen, last_seen, ended_at, kernel_start, kernel_stop,
+             first_seen, last_seen, ended_at,
              device_id, remote_host_id, qname_id, cname_id, dns_match)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31,
-                 ?32, ?33, ?34)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
     )?;
     stmt.execute(params![
-        flow.ident(),
+        // A flow first reported by its DESTROY has no entry left to recognise.
+        if change.ended { 0 } else { flow.ident() },
         flow.ct_id,
-        flow.family,
         flow.proto,
-        new.direction.as_str(),
-        flow.orig.src.to_string(),
-        flow.orig.sport,
-        flow.orig.dst.to_string(),
-        flow.orig.dport,
-        flow.reply.src.to_string(),
-        flow.reply.sport,
-        flow.reply.dst.to_string(),
-        flow.reply.dport,
+        new.direction.code(),
+        IpBlob::new(orig.src),
+        orig.sport,
+        IpBlob::new(orig.dst),
+        orig.dport,
+        // The reply tuple only where NAT changed it.
+        (reply.src != orig.dst).then(|| IpBlob::new(reply.src)),
+        reply.sport.filter(|p| Some(*p) != orig.dport),
+        (reply.dst != orig.src).then(|| IpBlob::new(reply.dst)),
+        reply.dport.filter(|p| Some(*p) != orig.sport),
         icmp.map(|i| i.0),
         icmp.map(|i| i.1),
         icmp.map(|i| i.2),
-        flow.state_name(),
+        flow.tcp_state,
         flow.status,
         flow.mark,
         flow.zone,
@@ -448,8 +455,6 @@ fn insert_row(tx: &Transaction, flow: &CtFlow, new: &NewFlow) -> rusqlite::Resul
         new.first_seen,
         new.observed,
         new.ended_at,
-        flow.kernel_start_ms,
-        flow.kernel_stop_ms,
         new.device_id,
         new.remote_host_id,
         found.map(|m| m.qname_id),
@@ -532,10 +537,6 @@ fn count_new_flow(flow: &CtFlow, new: &NewFlow, acc: &mut TickAcc) {
         acc.tick.flows_ended += 1;
     }
     acc.tick.flows_new += 1;
-}
-
-fn tcp_state_from_name(name: &str) -> Option<u8> {
-    (0u8..=9).find(|s| crate::flow::tcp_state_name(*s) == name)
 }
 
 /// The LAN side of a flow: whose device it is, and whether that device initiated it.

@@ -140,7 +140,7 @@ fn deltas_land_in_the_minute_they_were_observed() {
         count(c, "SELECT ended_at FROM flows"),
         t0 + 2 * MINUTE_MS + 5
     );
-    assert_eq!(count(c, "SELECT direction = 'outbound' FROM flows"), 1);
+    assert_eq!(count(c, "SELECT direction = 0 FROM flows"), 1);
     assert_eq!(count(c, "SELECT bytes_down FROM devices"), 121_000);
     assert_eq!(
         count(c, "SELECT flows FROM remote_host_ports WHERE port = 80"),
@@ -228,12 +228,12 @@ fn router_local_and_lan_flows_create_no_remote_host() {
     assert_eq!(
         count(
             c,
-            "SELECT count(*) FROM flows WHERE direction = 'router-local'"
+            "SELECT count(*) FROM flows WHERE direction = 2"
         ),
         1
     );
     assert_eq!(
-        count(c, "SELECT count(*) FROM flows WHERE direction = 'lan'"),
+        count(c, "SELECT count(*) FROM flows WHERE direction = 3"),
         1
     );
     drop(dir);
