@@ -108,11 +108,10 @@ fn generate(path: &Path, flows: i64, now: i64) {
         INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names)
         SELECT id, t, 1 + (t / 60000 + id) % 7, (t / 60000 + id) % 2, 1 + (t / 60000 + id) % 5 FROM m, d;
         INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, rcode, answers, cname_id, source)
-        SELECT id / 2, first_seen - 50, netmon_ip(src_ip), device_id, qname_id, 1, 0, 1, cname_id, 'packet'
+        SELECT id / 2, first_seen - 50, src_ip, device_id, qname_id, 1, 0, 1, cname_id, 0
         FROM flows WHERE qname_id IS NOT NULL AND id % 2 = 0;
-        INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, cname_id, query_id)
-        SELECT netmon_ip(f.dst_ip), q.client, q.ts, 300, q.qname_id, q.cname_id, q.id
-        FROM dns_queries q JOIN flows f ON f.id = q.id * 2;
+        INSERT INTO dns_answers (query_id, ip, ttl)
+        SELECT q.id, f.dst_ip, 300 FROM dns_queries q JOIN flows f ON f.id = q.id * 2;
         INSERT OR IGNORE INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen, flows, last_device_id)
         SELECT remote_host_id, qname_id, min(first_seen), max(first_seen), count(*), max(device_id)
         FROM flows WHERE qname_id IS NOT NULL GROUP BY 1, 2;

@@ -146,6 +146,23 @@ impl DnsSource {
             DnsSource::Log => "log",
         }
     }
+
+    /// The number `dns_queries.source` stores.
+    pub fn code(self) -> i64 {
+        match self {
+            DnsSource::Packet => 0,
+            DnsSource::Log => 1,
+        }
+    }
+
+    /// The source a stored code names.
+    pub fn from_code(code: i64) -> DnsSource {
+        if code == 1 {
+            DnsSource::Log
+        } else {
+            DnsSource::Packet
+        }
+    }
 }
 
 /// One query a LAN client made and the answer it got, as far as the source shows it.

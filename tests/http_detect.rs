@@ -53,8 +53,9 @@ fn seed(conn: &Connection, now: i64) {
            VALUES (9, 9, 9, 6, 0, netmon_ip_blob('10.0.0.5'), 40000, netmon_ip_blob('198.51.100.1'),
                    8443, netmon_ip_blob('203.0.113.1'), 0, {a}, {a}, 1, 1);
          INSERT INTO dns_names (id, name) VALUES (50, 'x.evil.test');
-         INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id) VALUES
-           ('198.51.100.1', '10.0.0.5', {a}, 60, 50, 1);
+         INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, answers, source)
+           VALUES (1, {a}, netmon_ip_blob('10.0.0.5'), 1, 50, 1, 1, 0);
+         INSERT INTO dns_answers (query_id, ip, ttl) VALUES (1, netmon_ip_blob('198.51.100.1'), 60);
          INSERT INTO hits (id, ts, last_ts, count, device_id, flow_id, remote_host_id, remote_ip, proto,
                            dport, domain, score, codes, reasons, fingerprint, alertable, incident_id, acked_at)
            VALUES

@@ -32,8 +32,8 @@ fn resolve_and_fetch(lab: &Lab, ns: &str, name: &str, want: &str, sport: u16) {
 fn log_queries(lab: &Lab, client: &str, name: &str, qtype: u16) -> i64 {
     lab.db_i64(&format!(
         "SELECT count(*) FROM dns_queries q JOIN dns_names n ON n.id = q.qname_id
-         WHERE n.name = '{name}' AND q.client = '{client}' AND q.qtype = {qtype}
-           AND q.source = 'log'"
+         WHERE n.name = '{name}' AND q.client = netmon_ip_blob('{client}') AND q.qtype = {qtype}
+           AND q.source = 1"
     ))
 }
 
@@ -215,7 +215,7 @@ fn log_source_names_flows_across_formats_rotations_and_restarts() {
 
     // Packet capture was off throughout: every query came from the log.
     assert_eq!(
-        lab.db_i64("SELECT count(*) FROM dns_queries WHERE source <> 'log'"),
+        lab.db_i64("SELECT count(*) FROM dns_queries WHERE source <> 1"),
         0
     );
 }

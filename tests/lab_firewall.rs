@@ -130,7 +130,7 @@ fn netmon_xt_lines(lab: &Lab) -> Vec<String> {
 fn packet_queries(lab: &Lab, qname: &str) -> i64 {
     lab.db_i64(&format!(
         "SELECT count(*) FROM dns_queries q JOIN dns_names n ON n.id = q.qname_id
-         WHERE n.name = '{qname}' AND q.source = 'packet'"
+         WHERE n.name = '{qname}' AND q.source = 0"
     ))
 }
 
@@ -340,7 +340,7 @@ fn forged_wan_answers_are_neither_believed_nor_devices() {
     );
     assert_eq!(
         lab.db_i64(&format!(
-            "SELECT count(*) FROM dns_answers WHERE ip = '{FORGED_ADDR}'"
+            "SELECT count(*) FROM dns_answers WHERE ip = netmon_ip_blob('{FORGED_ADDR}')"
         )),
         0
     );

@@ -135,8 +135,10 @@ fn a_flooding_client_stays_within_budget_and_others_survive() {
         ],
     );
     eprintln!("flood: other device: {other}; {other_dns}");
-    let other_flows_sql = format!("SELECT count(*) FROM flows WHERE src_ip = netmon_ip_blob('{CLIENT2_4}')");
-    let other_dns_sql = format!("SELECT count(*) FROM dns_queries WHERE client = '{CLIENT2_4}'");
+    let other_flows_sql =
+        format!("SELECT count(*) FROM flows WHERE src_ip = netmon_ip_blob('{CLIENT2_4}')");
+    let other_dns_sql =
+        format!("SELECT count(*) FROM dns_queries WHERE client = netmon_ip_blob('{CLIENT2_4}')");
     assert!(
         wait_until(Duration::from_secs(20), || {
             lab.db_i64(&other_flows_sql) >= OTHER_FLOWS as i64
@@ -151,7 +153,7 @@ fn a_flooding_client_stays_within_budget_and_others_survive() {
     let other_dns_before = lab.db_i64(&other_dns_sql);
     let other_names_sql = format!(
         "SELECT count(*) FROM dns_queries q JOIN dns_names n ON n.id = q.qname_id \
-         WHERE q.client = '{CLIENT2_4}'"
+         WHERE q.client = netmon_ip_blob('{CLIENT2_4}')"
     );
     let m0 = lab.metrics();
 
@@ -253,7 +255,8 @@ fn a_flooding_client_stays_within_budget_and_others_survive() {
     );
 
     // --- after: let the flows end (5 s UDP timeout) and the budget catch up -------------
-    let flood_flows_sql = format!("SELECT count(*) FROM flows WHERE src_ip = netmon_ip_blob('{CLIENT4}')");
+    let flood_flows_sql =
+        format!("SELECT count(*) FROM flows WHERE src_ip = netmon_ip_blob('{CLIENT4}')");
     let flood_domain_sql = "SELECT count(*) FROM dns_queries q JOIN dns_names d \
                             ON d.id = q.domain_id WHERE d.name = 'flood.lab'";
     let settled = wait_until(Duration::from_secs(30), || {

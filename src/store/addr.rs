@@ -78,7 +78,7 @@ pub fn ip_text(value: ValueRef) -> Option<String> {
 }
 
 /// The stored form of an address given as text: its blob when it parses, else the text.
-fn blob_or_text(text: &str) -> Value {
+pub(crate) fn blob_or_text(text: &str) -> Value {
     match text.parse::<IpAddr>() {
         Ok(ip) => Value::Blob(IpBlob::new(ip).as_bytes().to_vec()),
         Err(_) => Value::Text(text.to_owned()),
@@ -158,9 +158,11 @@ mod tests {
         assert!(numeric);
         // Text that is no address is kept, not lost.
         let kept: String = conn
-            .query_row(&format!("SELECT {IP_TEXT}({IP_BLOB}('not an ip'))"), [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                &format!("SELECT {IP_TEXT}({IP_BLOB}('not an ip'))"),
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(kept, "not an ip");
     }
@@ -170,23 +172,41 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         register(&conn).unwrap();
         conn.execute_batch("CREATE TABLE t (ip BLOB)").unwrap();
-        for ip in ["10.1.2.3", "10.2.0.1", "9.255.255.255", "a01:203::1", "2001:db8::5"] {
-            conn.execute("INSERT INTO t VALUES (?1)", [IpBlob::new(ip.parse().unwrap())])
-                .unwrap();
+        for ip in [
+            "10.1.2.3",
+            "10.2.0.1",
+            "9.255.255.255",
+            "a01:203::1",
+            "2001:db8::5",
+        ] {
+            conn.execute(
+                "INSERT INTO t VALUES (?1)",
+                [IpBlob::new(ip.parse().unwrap())],
+            )
+            .unwrap();
         }
         let matching = |m: AddrMatch| -> Vec<String> {
             let mut w = Where::default();
             addr_clause(&mut w, "ip", &m);
             let mut stmt = conn
-                .prepare(&format!("SELECT {IP_TEXT}(ip) FROM t{} ORDER BY ip", w.sql()))
+                .prepare(&format!(
+                    "SELECT {IP_TEXT}(ip) FROM t{} ORDER BY ip",
+                    w.sql()
+                ))
                 .unwrap();
             stmt.query_map(rusqlite::params_from_iter(w.params.iter()), |r| r.get(0))
                 .unwrap()
                 .map(Result::unwrap)
                 .collect()
         };
-        assert_eq!(matching(AddrMatch::Net("10.0.0.0/8".into())), ["10.1.2.3", "10.2.0.1"]);
-        assert_eq!(matching(AddrMatch::Net("2001:db8::/32".into())), ["2001:db8::5"]);
+        assert_eq!(
+            matching(AddrMatch::Net("10.0.0.0/8".into())),
+            ["10.1.2.3", "10.2.0.1"]
+        );
+        assert_eq!(
+            matching(AddrMatch::Net("2001:db8::/32".into())),
+            ["2001:db8::5"]
+        );
         assert_eq!(matching(AddrMatch::Exact("10.2.0.1".into())), ["10.2.0.1"]);
         assert_eq!(matching(AddrMatch::Prefix("10.1.".into())), ["10.1.2.3"]);
     }

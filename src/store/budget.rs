@@ -1189,15 +1189,15 @@ mod tests {
                 tx.execute(
                     "INSERT INTO dns_queries (ts, client, device_id, qname_id, qtype, rcode,
                          answers, source, domain_id)
-                     VALUES (?1, '10.77.0.10', ?2, ?3, 1, 0, 1, 'packet', ?4)",
+                     VALUES (?1, netmon_ip_blob('10.77.0.10'), ?2, ?3, 1, 0, 1, 0, ?4)",
                     params![t0 + i, device, q, domain_id],
                 )
                 .unwrap();
                 let query_id = tx.last_insert_rowid();
                 tx.execute(
-                    "INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id)
-                     VALUES ('203.0.113.80', '10.77.0.10', ?1, 60, ?2, ?3)",
-                    params![t0 + i, q, query_id],
+                    "INSERT INTO dns_answers (query_id, ip, ttl)
+                     VALUES (?1, netmon_ip_blob('203.0.113.80'), 60)",
+                    params![query_id],
                 )
                 .unwrap();
             }

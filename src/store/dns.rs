@@ -28,6 +28,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::config;
 use crate::event::DnsObservation;
+use crate::store::addr::{IpBlob, ip_from_bytes};
 use crate::time::MINUTE_MS;
 
 pub const MATCH_EXACT: i64 = 1;
@@ -145,8 +146,7 @@ impl DnsState {
         let mut stmt = conn.prepare("SELECT DISTINCT ip FROM dns_answers")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            let text: String = row.get(0)?;
-            if let Ok(ip) = text.parse() {
+            if let Some(ip) = row.get_ref(0)?.as_blob_or_null()?.and_then(ip_from_bytes) {
                 self.answered.insert(ip);
             }
             if self.answered.len() > ANSWERED_CAP {
@@ -305,14 +305,18 @@ impl DnsState {
         if self.answered_complete && !self.answered.contains(&dst) {
             return Ok(None);
         }
-        let (client_text, dst_text) = (client.to_string(), dst.to_string());
+        // An address's answers newest first (`dns_answers_ip`: ip, query_id; queries are
+        // stored as they arrive), each joined to its query.
+        let dst_blob = IpBlob::new(dst);
         let own: Option<(i64, Option<i64>, i64, Option<i64>)> = tx
             .prepare_cached(
-                "SELECT ts, ttl, qname_id, cname_id FROM dns_answers
-                 WHERE ip = ?1 AND client = ?2 AND ts <= ?3 ORDER BY ts DESC LIMIT 1",
+                "SELECT q.ts, a.ttl, q.qname_id, q.cname_id
+                 FROM dns_answers a JOIN dns_queries q ON q.id = a.query_id
+                 WHERE a.ip = ?1 AND q.client = ?2 AND q.ts <= ?3
+                 ORDER BY a.query_id DESC LIMIT 1",
             )?
             .query_row(
-                params![dst_text, client_text, first_seen + CLOCK_SKEW_MS],
+                params![dst_blob, IpBlob::new(client), first_seen + CLOCK_SKEW_MS],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
@@ -332,10 +336,11 @@ impl DnsState {
             }
             None => tx
                 .prepare_cached(
-                    "SELECT qname_id, cname_id FROM dns_answers
-                     WHERE ip = ?1 AND ts <= ?2 ORDER BY ts DESC LIMIT 1",
+                    "SELECT q.qname_id, q.cname_id
+                     FROM dns_answers a JOIN dns_queries q ON q.id = a.query_id
+                     WHERE a.ip = ?1 AND q.ts <= ?2 ORDER BY a.query_id DESC LIMIT 1",
                 )?
-                .query_row(params![dst_text, first_seen + CLOCK_SKEW_MS], |r| {
+                .query_row(params![dst_blob, first_seen + CLOCK_SKEW_MS], |r| {
                     Ok(DnsMatch {
                         qname_id: r.get(0)?,
                         cname_id: r.get(1)?,
@@ -412,6 +417,7 @@ pub fn claim_recent_queries(
     at: i64,
 ) -> rusqlite::Result<()> {
     let since = at - CLAIM_MS;
+    let client = crate::store::addr::blob_or_text(client);
     tx.prepare_cached(
         "INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names)
          SELECT ?1, ts - ts % 60000, count(*), sum(rcode = 3), count(DISTINCT qname_id)
@@ -448,7 +454,7 @@ pub fn apply_dns(
         };
         let domain_id = state.name_id(tx, crate::dns_name::registrable_domain(&obs.qname))?;
         let device_id = device_of(obs.client, obs.ts_ms)?;
-        let client = obs.client.to_string();
+        let client = IpBlob::new(obs.client);
         let addresses: Vec<(IpAddr, Option<u32>)> = obs.addresses().collect();
         tx.prepare_cached(
             "INSERT INTO dns_queries (ts, client, device_id, qname_id, qtype, rcode, answers,
@@ -464,7 +470,7 @@ pub fn apply_dns(
             obs.rcode,
             addresses.len() as i64,
             cname_id,
-            obs.source.as_str(),
+            obs.source.code(),
             domain_id
         ])?;
         let query_id = tx.last_insert_rowid();
@@ -480,21 +486,13 @@ pub fn apply_dns(
                 .or_default()
                 .insert(qname_id);
         }
+        // An address listed twice in one answer is one row.
         let mut insert = tx.prepare_cached(
-            "INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, cname_id, query_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT OR IGNORE INTO dns_answers (query_id, ip, ttl) VALUES (?1, ?2, ?3)",
         )?;
         for &(ip, ttl) in &addresses {
             state.note_answered(ip);
-            insert.execute(params![
-                ip.to_string(),
-                client,
-                obs.ts_ms,
-                ttl,
-                qname_id,
-                cname_id,
-                query_id
-            ])?;
+            insert.execute(params![query_id, IpBlob::new(ip), ttl])?;
             upgrade_waiting(tx, state, acc, obs, ip, (qname_id, cname_id), ttl)?;
         }
     }

@@ -8,7 +8,6 @@
 
 use rusqlite::types::Value;
 
-use super::pool::IN_NETWORK;
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
 /// Largest page size: bounds the rows one request renders (DESIGN §1 principle 7).
@@ -122,20 +121,6 @@ impl Where {
         } else {
             format!(" WHERE {}", self.clauses.join(" AND "))
         }
-    }
-}
-
-pub(crate) fn addr_clause(w: &mut Where, column: &str, m: &AddrMatch) {
-    match m {
-        AddrMatch::Exact(ip) => w.add(format!("{column} = ?"), [Value::Text(ip.clone())]),
-        AddrMatch::Net(net) => w.add(
-            format!("{IN_NETWORK}({column}, ?)"),
-            [Value::Text(net.clone())],
-        ),
-        AddrMatch::Prefix(p) => w.add(
-            format!("{column} LIKE ? ESCAPE '\\'"),
-            [Value::Text(format!("{}%", escape_like(p)))],
-        ),
     }
 }
 

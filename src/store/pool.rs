@@ -149,39 +149,10 @@ fn in_read_transaction<T>(
     Ok(value)
 }
 
-/// The SQL function `netmon_in_network(ip_text, cidr_text)`: 1 when the address is
-/// inside the network, else 0 (also for text that is not an address). Addresses are
-/// stored as text, so a CIDR cannot be a text range; registered on every read
-/// connection ([`register_functions`]).
-pub(crate) const IN_NETWORK: &str = "netmon_in_network";
-
-/// Registers the SQL functions the read queries use. Deterministic, so SQLite may
-/// evaluate them once per distinct argument.
+/// Registers the SQL functions queries on stored addresses use
+/// ([`super::addr::register`]).
 pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
-    use rusqlite::functions::FunctionFlags;
-    use rusqlite::types::ValueRef;
-    super::addr::register(conn)?;
-    conn.create_scalar_function(
-        IN_NETWORK,
-        2,
-        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
-        |ctx| {
-            // The network is the same for every row of a statement: parsed once and
-            // kept as SQLite auxiliary data. A bad one matches nothing.
-            let net =
-                ctx.get_or_create_aux(1, |v| -> Result<Option<ipnet::IpNet>, rusqlite::Error> {
-                    Ok(v.as_str().ok().and_then(|s| s.parse().ok()))
-                })?;
-            let inside = match (ctx.get_raw(0), net.as_ref()) {
-                (ValueRef::Text(ip), Some(net)) => std::str::from_utf8(ip)
-                    .ok()
-                    .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
-                    .is_some_and(|ip| net.contains(&ip)),
-                _ => false,
-            };
-            Ok(inside)
-        },
-    )
+    super::addr::register(conn)
 }
 
 #[cfg(test)]

@@ -112,16 +112,7 @@ impl Retention {
                  WHERE last_seen < ?1 AND ended_at IS NOT NULL LIMIT ?2)",
             cutoff,
         )?;
-        for table in ["dns_queries", "dns_answers"] {
-            pruned.dns += delete_chunked(
-                conn,
-                &format!(
-                    "DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}
-                         WHERE ts < ?1 LIMIT ?2)"
-                ),
-                now - self.dns_ms,
-            )?;
-        }
+        pruned.dns += delete_dns_chunked(conn, now - self.dns_ms)?;
         for (table, column, keep) in [
             ("device_minutes", "minute", self.minutes_ms),
             ("remote_host_minutes", "minute", self.minutes_ms),
@@ -143,6 +134,28 @@ impl Retention {
             crate::store::budget::incremental_vacuum(conn, 0)?;
         }
         Ok(pruned)
+    }
+}
+
+/// DNS queries older than `cutoff` with their answers (which have no time of their
+/// own): each chunk's answers first, found through the same `dns_queries_ts` walk.
+fn delete_dns_chunked(conn: &Connection, cutoff: i64) -> rusqlite::Result<u64> {
+    let mut total = 0;
+    loop {
+        let answers = conn.execute(
+            "DELETE FROM dns_answers WHERE query_id IN (SELECT id FROM dns_queries
+                 WHERE ts < ?1 LIMIT ?2)",
+            params![cutoff, CHUNK],
+        )? as u64;
+        let queries = conn.execute(
+            "DELETE FROM dns_queries WHERE id IN (SELECT id FROM dns_queries
+                 WHERE ts < ?1 LIMIT ?2)",
+            params![cutoff, CHUNK],
+        )? as u64;
+        total += answers + queries;
+        if queries < CHUNK as u64 {
+            return Ok(total);
+        }
     }
 }
 

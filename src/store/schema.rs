@@ -22,6 +22,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0009_saved_searches.sql"),
     include_str!("../../migrations/0010_lean_flows.sql"),
     include_str!("../../migrations/0011_compact_flows.sql"),
+    include_str!("../../migrations/0012_compact_dns.sql"),
 ];
 
 /// How long the writer's connection waits for a lock (readers never take one that
@@ -232,6 +233,29 @@ pub(crate) mod tests {
                      INSERT INTO remote_hosts (ip, first_seen, last_seen) VALUES ('198.51.100.1', 1, 2);",
                 )
                 .unwrap();
+                // Before version 12, a DNS query and its answer held text.
+                if (2..12).contains(&from) {
+                    conn.execute_batch(
+                        "INSERT INTO dns_names (id, name) VALUES (5, 'nas.example');
+                         INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype,
+                             rcode, answers, source)
+                         VALUES (3, 1, '10.0.0.9', 1, 5, 1, 0, 1, 'log');
+                         INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id)
+                         VALUES ('198.51.100.1', '10.0.0.9', 1, 60, 5, 3);",
+                    )
+                    .unwrap();
+                }
+                if from >= 12 {
+                    conn.execute_batch(
+                        "INSERT INTO dns_names (id, name) VALUES (5, 'nas.example');
+                         INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype,
+                             rcode, answers, source)
+                         VALUES (3, 1, netmon_ip_blob('10.0.0.9'), 1, 5, 1, 0, 1, 1);
+                         INSERT INTO dns_answers (query_id, ip, ttl)
+                         VALUES (3, netmon_ip_blob('198.51.100.1'), 60);",
+                    )
+                    .unwrap();
+                }
                 // Before version 11, a flow row held text; a live TCP flow, SNATed.
                 if from < 11 {
                     conn.execute_batch(
@@ -301,6 +325,28 @@ pub(crate) mod tests {
                 ),
                 "from version {from}"
             );
+            if from >= 2 {
+                let q = &crate::store::dns::read::dns_queries(
+                    &conn,
+                    &crate::store::dns::read::DnsFilter::default(),
+                )
+                .unwrap()
+                .queries[0];
+                assert_eq!(
+                    (q.client.as_str(), q.source.as_str(), q.name.as_deref()),
+                    ("10.0.0.9", "log", Some("nas.example")),
+                    "from version {from}"
+                );
+                let answer: (String, i64) = conn
+                    .query_row(
+                        "SELECT netmon_ip(a.ip), a.ttl FROM dns_answers a
+                         JOIN dns_queries q ON q.id = a.query_id WHERE q.client = ?1",
+                        [crate::store::addr::IpBlob::new("10.0.0.9".parse().unwrap())],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                assert_eq!(answer, ("198.51.100.1".into(), 60), "from version {from}");
+            }
             if from < 11 {
                 // Only what NAT changed is stored, as the writer stores it.
                 let (reply_src, reply_dst_port): (Option<Vec<u8>>, Option<i64>) = conn

@@ -107,7 +107,8 @@ pub fn insert_queries(conn: &Connection, rows: &[TestQuery]) {
         let cname = cname.map(|c| name_id(conn, c));
         conn.execute(
             "INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, rcode, \
-             answers, cname_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'packet')",
+             answers, cname_id, source) \
+             VALUES (?, ?, netmon_ip_blob(?), ?, ?, ?, ?, ?, ?, 0)",
             params![id, ts, client, device, qname, qtype, rcode, answers, cname],
         )
         .unwrap();

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::detect::Code;
 use crate::detect::rules::RuleSpec;
-use crate::store::addr::ip_text;
+use crate::store::addr::{blob_or_text, ip_text};
 use crate::store::filter::{DEFAULT_PER_PAGE, Window, escape_like, page_count};
 
 /// Most rules listed (a household has a handful; this bounds a runaway script).
@@ -690,8 +690,8 @@ fn cause_answers(
     hits: &[HitRow],
     flows: &[CauseFlow],
 ) -> rusqlite::Result<Vec<CauseAnswer>> {
-    // The answers this device's addresses got for the remote addresses involved, from an
-    // hour before the incident began to its end (`dns_answers_client`: ip, client, ts).
+    // The answers this device got for the remote addresses involved, from an hour before
+    // the incident began to its end (`dns_answers_ip`: ip, query).
     let mut addrs: Vec<String> = Vec::new();
     let involved = [incident.remote_ip.clone()]
         .into_iter()
@@ -707,9 +707,8 @@ fn cause_answers(
         Vec::new()
     } else {
         let placeholders = vec!["?"; addrs.len()].join(", ");
-        let mut values: Vec<Value> = addrs.into_iter().map(Value::Text).collect();
+        let mut values: Vec<Value> = addrs.iter().map(|ip| blob_or_text(ip)).collect();
         values.extend([
-            Value::Integer(incident.device_id),
             Value::Integer(incident.device_id),
             Value::Integer(incident.first_seen - ANSWERS_BEFORE_MS),
             Value::Integer(incident.last_seen),
@@ -717,19 +716,17 @@ fn cause_answers(
         ]);
         // Not cached: one SQL text per number of addresses.
         conn.prepare(&format!(
-            "SELECT a.ts, a.client, a.ip, q.name, c.name, a.ttl FROM dns_answers a \
-             JOIN dns_names q ON q.id = a.qname_id LEFT JOIN dns_names c ON c.id = a.cname_id \
-             WHERE a.ip IN ({placeholders}) \
-               AND a.client IN (SELECT ip FROM device_addrs WHERE device_id = ? \
-                                UNION SELECT ip FROM devices WHERE id = ?) \
-               AND a.ts BETWEEN ? AND ? \
-             ORDER BY a.ts DESC LIMIT ?"
+            "SELECT x.ts, x.client, a.ip, q.name, c.name, a.ttl FROM dns_answers a \
+             JOIN dns_queries x ON x.id = a.query_id \
+             JOIN dns_names q ON q.id = x.qname_id LEFT JOIN dns_names c ON c.id = x.cname_id \
+             WHERE a.ip IN ({placeholders}) AND x.device_id = ? AND x.ts BETWEEN ? AND ? \
+             ORDER BY x.ts DESC LIMIT ?"
         ))?
         .query_map(params_from_iter(values.iter()), |r| {
             Ok(CauseAnswer {
                 ts: r.get(0)?,
-                client: r.get(1)?,
-                ip: r.get(2)?,
+                client: ip_text(r.get_ref(1)?).unwrap_or_default(),
+                ip: ip_text(r.get_ref(2)?).unwrap_or_default(),
                 name: r.get(3)?,
                 canonical: r.get(4)?,
                 ttl: r.get(5)?,
@@ -936,10 +933,14 @@ mod tests {
                        {a}, {a}, 1);
              UPDATE hits SET flow_id = 9 WHERE id = 1;
              INSERT INTO dns_names (id, name) VALUES (50, 'x.cdn.example');
-             INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id) VALUES
-               ('198.51.100.1', '10.0.0.5', {a}, 60, 50, 1),
-               ('198.51.100.1', '10.0.0.6', {a}, 60, 50, 2),
-               ('198.51.100.1', '10.0.0.5', {early}, 60, 50, 3);",
+             INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, answers, source)
+               VALUES (1, {a}, netmon_ip_blob('10.0.0.5'), 1, 50, 1, 1, 0),
+                      (2, {a}, netmon_ip_blob('10.0.0.6'), 2, 50, 1, 1, 0),
+                      (3, {early}, netmon_ip_blob('10.0.0.5'), 1, 50, 1, 1, 0);
+             INSERT INTO dns_answers (query_id, ip, ttl) VALUES
+               (1, netmon_ip_blob('198.51.100.1'), 60),
+               (2, netmon_ip_blob('198.51.100.1'), 60),
+               (3, netmon_ip_blob('198.51.100.1'), 60);",
             a = NOW - 60_000,
             early = NOW - 60_000 - 2 * 3_600_000,
         ))
@@ -965,8 +966,10 @@ mod tests {
                        {long_before}, {long_before}, 2),
                       (12, 12, 12, 17, 2, netmon_ip_blob('10.0.0.6'), 40003,
                        netmon_ip_blob('10.0.0.1'), 53, NULL, 0, {b}, {b}, 2);
-             INSERT INTO dns_answers (ip, client, ts, ttl, qname_id, query_id) VALUES
-               ('198.51.100.9', '10.0.0.6', {b}, 60, 50, 4);",
+             INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, answers, source)
+               VALUES (4, {b}, netmon_ip_blob('10.0.0.6'), 2, 50, 1, 1, 0);
+             INSERT INTO dns_answers (query_id, ip, ttl) VALUES
+               (4, netmon_ip_blob('198.51.100.9'), 60);",
             b = NOW - 120_000,
             long_before = NOW - 120_000 - DEVICE_FLOWS_BEFORE_MS - 1,
         ))

@@ -4,10 +4,10 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
+use crate::event::DnsSource;
+use crate::store::addr::{addr_clause, ip_text};
 use crate::store::devices::read::{DeviceRow, devices};
-use crate::store::filter::{
-    AddrMatch, DEFAULT_PER_PAGE, Where, addr_clause, domain_clause, page_count,
-};
+use crate::store::filter::{AddrMatch, DEFAULT_PER_PAGE, Where, domain_clause, page_count};
 use crate::store::rollups::read::MAX_MINUTES;
 
 /// Which response codes the DNS log shows.
@@ -142,7 +142,7 @@ pub fn dns_queries(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<Dn
             Ok(DnsRow {
                 id: r.get(0)?,
                 ts: r.get(1)?,
-                client: r.get(2)?,
+                client: ip_text(r.get_ref(2)?).unwrap_or_default(),
                 device_id: r.get(3)?,
                 device_name: r.get(4)?,
                 name: r.get(5)?,
@@ -150,7 +150,7 @@ pub fn dns_queries(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<Dn
                 rcode: r.get(7)?,
                 answers: r.get(8)?,
                 canonical: r.get(9)?,
-                source: r.get(10)?,
+                source: DnsSource::from_code(r.get(10)?).as_str().to_owned(),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -13,8 +13,8 @@ use rusqlite::{Connection, Row, params_from_iter};
 
 use crate::detect::Code;
 use crate::flow::Direction;
-use crate::store::devices::read::{DeviceRow, devices};
 use crate::store::addr::{addr_clause, ip_text};
+use crate::store::devices::read::{DeviceRow, devices};
 use crate::store::filter::{
     AddrMatch, DEFAULT_PER_PAGE, Order, TimeBound, Where, domain_clause, page_count,
 };
@@ -412,9 +412,8 @@ const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.proto, f.direction, \
      (SELECT max(h.score) FROM hits h WHERE h.flow_id = f.id)";
 
 fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
-    let ip = |i: usize| -> rusqlite::Result<String> {
-        Ok(ip_text(row.get_ref(i)?).unwrap_or_default())
-    };
+    let ip =
+        |i: usize| -> rusqlite::Result<String> { Ok(ip_text(row.get_ref(i)?).unwrap_or_default()) };
     let src_ip = ip(4)?;
     Ok(FlowRow {
         id: row.get(0)?,

@@ -226,10 +226,7 @@ fn router_local_and_lan_flows_create_no_remote_host() {
     let c = &w.conn;
     assert_eq!(count(c, "SELECT count(*) FROM remote_hosts"), 0);
     assert_eq!(
-        count(
-            c,
-            "SELECT count(*) FROM flows WHERE direction = 2"
-        ),
+        count(c, "SELECT count(*) FROM flows WHERE direction = 2"),
         1
     );
     assert_eq!(
