@@ -2,7 +2,8 @@
 -- PRAGMA user_version records the version. Migrations are forward-only.
 --
 -- Conventions: times are unix milliseconds UTC (INTEGER); minute/hour buckets are the
--- bucket's start in unix ms. IP addresses are text in their canonical form.
+-- bucket's start in unix ms. IP addresses are text in their canonical form here; from
+-- version 11 (flows) and 12 (DNS) the busiest tables hold them as 4 or 16 bytes.
 -- Counters: "up" = sent by the LAN side (device) / by the flow's initiator ("orig"),
 -- "down" = received.
 
