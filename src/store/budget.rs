@@ -868,7 +868,8 @@ pub enum Live {
 }
 
 /// Deletes up to `n` of a device's flow rows (`Some(None)`: flows without a device),
-/// oldest first: ended ones, then (with [`Live::Prune`]) live ones. A pruned live flow
+/// idle longest first (by `last_seen`, through `flows_device_last_seen`): ended ones,
+/// then (with [`Live::Prune`]) live ones. A pruned live flow
 /// keeps being tracked by the writer; its later counter updates find no row and still
 /// reach the rollups.
 pub fn prune_flows(
@@ -881,7 +882,7 @@ pub fn prune_flows(
         conn,
         "SELECT id FROM flows WHERE device_id IS ?1 AND ended_at IS NOT NULL
              AND id < (SELECT max(id) FROM flows)
-         ORDER BY first_seen LIMIT ?2",
+         ORDER BY last_seen LIMIT ?2",
         device,
         n,
     )?;
@@ -890,7 +891,7 @@ pub fn prune_flows(
             conn,
             "SELECT id FROM flows WHERE device_id IS ?1 AND ended_at IS NULL
                  AND id < (SELECT max(id) FROM flows)
-             ORDER BY first_seen LIMIT ?2",
+             ORDER BY last_seen LIMIT ?2",
             device,
             n - ids.len() as u64,
         )?);

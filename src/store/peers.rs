@@ -2,8 +2,8 @@
 //! the "investigation" sections of the device and host pages.
 //!
 //! There is no per-(device, host) rollup, so these read `flows` through the
-//! `flows_device (device_id, first_seen)` / `flows_remote (remote_host_id, first_seen)`
-//! indexes, newest first, and stop after [`MAX_FLOWS_SCANNED`] flows: a page costs
+//! `flows_device_last_seen (device_id, last_seen, …)` / `flows_remote (remote_host_id,
+//! first_seen)` indexes, newest first, and stop after [`MAX_FLOWS_SCANNED`] flows: a page costs
 //! the same for a device with 50 flows a day as for one with 50 000, and says when it
 //! looked at only the latest ones.
 
@@ -66,8 +66,8 @@ impl<T> Peers<T> {
 
 /// A device's flows since `since_ms` (at most the latest [`MAX_FLOWS_SCANNED`]).
 const DEVICE_FLOWS: &str = "SELECT remote_host_id, proto, dst_port, bytes_up, bytes_down, last_seen
-     FROM flows WHERE device_id = ?1 AND first_seen >= ?2
-     ORDER BY first_seen DESC LIMIT ?3";
+     FROM flows WHERE device_id = ?1 AND last_seen >= ?2 AND first_seen >= ?2
+     ORDER BY last_seen DESC LIMIT ?3";
 
 /// A remote host's flows since `since_ms` (at most the latest [`MAX_FLOWS_SCANNED`]).
 const HOST_FLOWS: &str = "SELECT device_id, bytes_up, bytes_down, last_seen

@@ -656,11 +656,13 @@ fn cause_flows(
 ) -> rusqlite::Result<Vec<CauseFlow>> {
     let id = incident.id;
     Ok(if device_window {
-        // `flows_device`: (device_id, first_seen).
+        // `flows_device_last_seen` (device_id, last_seen, …): a flow's last activity is
+        // never before its start.
         conn.prepare_cached(&format!(
             "SELECT {CAUSE_FLOW_COLUMNS} FROM flows f LEFT JOIN dns_names n ON n.id = f.qname_id \
-             WHERE f.device_id = ? AND f.first_seen BETWEEN ? AND ? AND f.direction = 0 \
-             ORDER BY f.first_seen, f.id LIMIT ?"
+             WHERE f.device_id = ?1 AND f.last_seen >= ?2 AND f.first_seen BETWEEN ?2 AND ?3 \
+               AND f.direction = 0 \
+             ORDER BY f.first_seen, f.id LIMIT ?4"
         ))?
         .query_map(
             params![

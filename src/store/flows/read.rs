@@ -869,7 +869,7 @@ mod tests {
             ),
             &w.params,
         );
-        assert!(list.contains("flows_device"), "{list}");
+        assert!(list.contains("flows_device_last_seen"), "{list}");
         // The DNS log: newest first straight off an index, with or without a device.
         for (f, index) in [
             (DnsFilter::default(), "dns_queries_ts"),
