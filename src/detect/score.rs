@@ -294,10 +294,62 @@ struct FlowMeta {
     proto: u8,
     dport: Option<u16>,
     domain: Option<Arc<str>>,
-    /// The start's reasons, repeated on an UPLOAD_HEAVY hit ("to a new destination").
-    start_reasons: Box<[Reason]>,
+    /// The start's reason codes ([`code_bit`]), repeated on an UPLOAD_HEAVY hit ("to a
+    /// new destination"), their evidence written again from this record
+    /// ([`start_evidence`]): a flow holds two bytes, not a string per reason.
+    start_codes: u16,
+    /// DORMANT_DST's evidence: days since the previous contact.
+    dormant_days: u16,
     /// UPLOAD_HEAVY was evaluated positive once; a flow is flagged at most once.
     upload_flagged: bool,
+}
+
+/// What a flow's start-time evidence is written from, at its start and again when an
+/// UPLOAD_HEAVY hit repeats it.
+struct StartFacts<'a> {
+    remote: IpAddr,
+    proto: u8,
+    dport: Option<u16>,
+    asn: Option<u32>,
+    org: Option<&'a str>,
+    registrable: Option<&'a str>,
+    dormant_days: u16,
+}
+
+/// The evidence of one of a flow's start codes (BEACON's is about the series and is
+/// written where it is found).
+fn start_evidence(code: Code, s: &StartFacts) -> String {
+    let proto = crate::flow::proto_evidence_name(s.proto);
+    match code {
+        Code::NewDst => format!("first connection from this device to {}", s.remote),
+        Code::DormantDst => format!("{} contacted again after {} days", s.remote, s.dormant_days),
+        Code::NewAsn => format!(
+            "first connection to AS{} ({})",
+            s.asn.unwrap_or_default(),
+            s.org.unwrap_or("unknown organisation")
+        ),
+        Code::RarePort => format!(
+            "{proto} port {} is not a common port and new for this device",
+            s.dport.unwrap_or_default()
+        ),
+        Code::UnexpectedProto => format!("IP protocol {} ({proto})", s.proto),
+        Code::NoRdns => format!("{} has no reverse DNS name", s.remote),
+        Code::NewDomain => format!(
+            "first connection to a name under {}",
+            s.registrable.unwrap_or_default()
+        ),
+        Code::DirectIp => format!(
+            "{} was not the answer to any DNS query of this device",
+            s.remote
+        ),
+        other => other.as_str().to_owned(),
+    }
+}
+
+/// A code's bit in [`FlowMeta::start_codes`].
+const _: () = assert!(Code::ALL.len() <= 16);
+fn code_bit(code: Code) -> u16 {
+    1 << (code as u16)
 }
 
 /// The detection engine the writer owns (see the module docs).
@@ -494,7 +546,8 @@ impl Detector {
                     proto: f.proto,
                     dport: f.dport,
                     domain: None,
-                    start_reasons: Box::default(),
+                    start_codes: 0,
+                    dormant_days: 0,
                     upload_flagged: false,
                 },
             );
@@ -504,6 +557,15 @@ impl Detector {
         let cfg = self.cfg.clone();
         let mut found: Vec<(Code, String)> = Vec::new();
         let registrable = f.domain.map(registrable_domain);
+        let mut facts = StartFacts {
+            remote: f.remote,
+            proto: f.proto,
+            dport: f.dport,
+            asn: host.asn,
+            org: host.org.as_deref(),
+            registrable: registrable.as_deref(),
+            dormant_days: 0,
+        };
         let state = self.device(f.device_id, f.at);
 
         // Novelty, decided before this contact is recorded (the replaced system touched
@@ -511,74 +573,43 @@ impl Detector {
         let before = state.dsts.last(&f.remote);
         let new_host = before.is_none();
         match before {
-            None if !learning => found.push((
-                Code::NewDst,
-                format!("first connection from this device to {}", f.remote),
-            )),
-            Some(last) if !learning && f.at - last > i64::from(cfg.dormant_days) * DAY_MS => found
-                .push((
-                    Code::DormantDst,
-                    format!(
-                        "{} contacted again after {} days",
-                        f.remote,
-                        (f.at - last) / DAY_MS
-                    ),
-                )),
+            None if !learning => found.push((Code::NewDst, start_evidence(Code::NewDst, &facts))),
+            Some(last) if !learning && f.at - last > i64::from(cfg.dormant_days) * DAY_MS => {
+                facts.dormant_days = u16::try_from((f.at - last) / DAY_MS).unwrap_or(u16::MAX);
+                found.push((Code::DormantDst, start_evidence(Code::DormantDst, &facts)));
+            }
             _ => {}
         }
         state.dsts.touch(f.remote, f.at, || ());
         if let Some(asn) = host.asn {
             if !learning && state.asns.last(&asn).is_none() {
-                let org = host.org.as_deref().unwrap_or("unknown organisation");
-                found.push((Code::NewAsn, format!("first connection to AS{asn} ({org})")));
+                found.push((Code::NewAsn, start_evidence(Code::NewAsn, &facts)));
             }
             state.asns.touch(asn, f.at, || ());
         }
         if let Some(port) = f.dport {
             if !cfg.common_ports.contains(&port) && state.ports.last(&(f.proto, port)).is_none() {
-                found.push((
-                    Code::RarePort,
-                    format!(
-                        "{} port {port} is not a common port and new for this device",
-                        crate::flow::proto_evidence_name(f.proto)
-                    ),
-                ));
+                found.push((Code::RarePort, start_evidence(Code::RarePort, &facts)));
             }
             state.ports.touch((f.proto, port), f.at, || ());
         }
         if !cfg.common_protos.contains(&f.proto) {
             found.push((
                 Code::UnexpectedProto,
-                format!(
-                    "IP protocol {} ({})",
-                    f.proto,
-                    crate::flow::proto_evidence_name(f.proto)
-                ),
+                start_evidence(Code::UnexpectedProto, &facts),
             ));
         }
         if host.has_rdns == Some(false) {
-            found.push((
-                Code::NoRdns,
-                format!("{} has no reverse DNS name", f.remote),
-            ));
+            found.push((Code::NoRdns, start_evidence(Code::NoRdns, &facts)));
         }
         if let Some(domain) = &registrable {
             if !learning && state.domains.last(domain).is_none() {
-                found.push((
-                    Code::NewDomain,
-                    format!("first connection to a name under {domain}"),
-                ));
+                found.push((Code::NewDomain, start_evidence(Code::NewDomain, &facts)));
             }
             state.domains.touch(domain.clone(), f.at, || ());
         }
         if !f.resolved && matches!(f.proto, 6 | 17) {
-            found.push((
-                Code::DirectIp,
-                format!(
-                    "{} was not the answer to any DNS query of this device",
-                    f.remote
-                ),
-            ));
+            found.push((Code::DirectIp, start_evidence(Code::DirectIp, &facts)));
         }
         let starts = state
             .beacons
@@ -599,11 +630,11 @@ impl Detector {
         let reasons = self.suppress(&target, reasons, f.at);
         // The start's reasons travel with the flow; BEACON is about the series, not
         // this flow's destination, so it is not repeated on a later upload hit.
-        let start_reasons: Vec<Reason> = reasons
+        let start_codes = reasons
             .iter()
             .filter(|r| r.code != Code::Beacon)
-            .cloned()
-            .collect();
+            .fold(0, |bits, r| bits | code_bit(r.code));
+        let dormant_days = facts.dormant_days;
         self.flows.insert(
             f.row_id,
             FlowMeta {
@@ -614,7 +645,8 @@ impl Detector {
                 proto: f.proto,
                 dport: f.dport,
                 domain: f.domain.map(Arc::from),
-                start_reasons: start_reasons.into_boxed_slice(),
+                start_codes,
+                dormant_days,
                 upload_flagged: false,
             },
         );
@@ -681,13 +713,27 @@ impl Detector {
                 bytes(down)
             );
             let meta = meta.clone();
-            let mut reasons = meta.start_reasons.to_vec();
-            reasons.push(self.reason(Code::UploadHeavy, evidence));
             let host = meta
                 .remote_host_id
                 .and_then(|h| self.hosts.get(&h))
                 .cloned()
                 .unwrap_or_default();
+            let registrable = meta.domain.as_deref().map(registrable_domain);
+            let facts = StartFacts {
+                remote: meta.remote,
+                proto: meta.proto,
+                dport: meta.dport,
+                asn: host.asn,
+                org: host.org.as_deref(),
+                registrable: registrable.as_deref(),
+                dormant_days: meta.dormant_days,
+            };
+            let mut reasons: Vec<Reason> = Code::ALL
+                .into_iter()
+                .filter(|c| meta.start_codes & code_bit(*c) != 0)
+                .map(|c| self.reason(c, start_evidence(c, &facts)))
+                .collect();
+            reasons.push(self.reason(Code::UploadHeavy, evidence));
             let target = Target {
                 device_id,
                 remote: Some(meta.remote),
@@ -1272,8 +1318,19 @@ mod tests {
             .filter(|c| c.reasons.iter().any(|r| r.code == Code::UploadHeavy))
             .collect();
         assert_eq!(up.len(), 1);
-        // It repeats the start's reasons: a new destination.
-        assert!(up[0].reasons.iter().any(|r| r.code == Code::NewDst));
+        // It repeats the start's reasons, with the start's evidence: a new destination.
+        let new_dst = up[0].reasons.iter().find(|r| r.code == Code::NewDst);
+        assert_eq!(
+            new_dst.map(|r| r.evidence.as_str()),
+            Some("first connection from this device to 198.51.100.1")
+        );
+        let started = c
+            .iter()
+            .find(|c| !c.reasons.iter().any(|r| r.code == Code::UploadHeavy))
+            .expect("the start's candidate");
+        for r in up[0].reasons.iter().filter(|r| r.code != Code::UploadHeavy) {
+            assert!(started.reasons.contains(r), "{r:?} not as at the start");
+        }
         // Flagged once per flow.
         d.flow_updated(1, 60_000_000, 1_000_000, 10_000_000, T0 + 6000, true);
         assert!(!has(&d.end_tick(T0 + 6000), Code::UploadHeavy));
