@@ -23,6 +23,7 @@ pub mod read;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
+use std::num::NonZeroI64;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
@@ -84,8 +85,9 @@ pub struct DnsState {
 struct PendingFlow {
     row_id: i64,
     first_seen: i64,
-    device_id: Option<i64>,
-    remote_host_id: Option<i64>,
+    // Row ids are never 0: 8 bytes each, not 16 (a flood makes tens of thousands wait).
+    device_id: Option<NonZeroI64>,
+    remote_host_id: Option<NonZeroI64>,
 }
 
 /// What one flow was matched to.
@@ -284,8 +286,8 @@ impl DnsState {
     /// open minutes' name sets follow it.
     pub fn remap_device(&mut self, from: i64, into: i64) {
         for f in self.pending.values_mut().flatten() {
-            if f.device_id == Some(from) {
-                f.device_id = Some(into);
+            if f.device_id.map(NonZeroI64::get) == Some(from) {
+                f.device_id = NonZeroI64::new(into);
             }
         }
         crate::store::devices::rekey(&mut self.name_sets, from, into, |names, more| {
@@ -377,8 +379,8 @@ impl DnsState {
             .push_back(PendingFlow {
                 row_id,
                 first_seen,
-                device_id,
-                remote_host_id,
+                device_id: device_id.and_then(NonZeroI64::new),
+                remote_host_id: remote_host_id.and_then(NonZeroI64::new),
             });
         self.pending_order.push_back((first_seen, (client, dst)));
         self.pending_len += 1;
@@ -534,7 +536,13 @@ fn upgrade_waiting(
     for f in upgraded {
         update.execute(params![f.row_id, names.0, names.1, MATCH_EXACT])?;
         if let Some(host) = f.remote_host_id {
-            link_host(acc, host, names.0, f.first_seen, f.device_id);
+            link_host(
+                acc,
+                host.get(),
+                names.0,
+                f.first_seen,
+                f.device_id.map(NonZeroI64::get),
+            );
         }
         metrics::counter!("netmon_dns_late_attributions_total").increment(1);
     }

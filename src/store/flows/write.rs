@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::net::IpAddr;
+use std::num::NonZeroI64;
 
 use indexmap::IndexMap;
 use rusqlite::{Connection, Transaction, params};
@@ -35,8 +36,10 @@ pub struct LiveFlow {
     pub(crate) counters: Counters,
     status: u32,
     tcp_state: Option<u8>,
-    device_id: Option<i64>,
-    remote_host_id: Option<i64>,
+    // Row ids and times are never 0, so these take 8 bytes each, not 16: a flood holds
+    // tens of thousands of live flows.
+    device_id: Option<NonZeroI64>,
+    remote_host_id: Option<NonZeroI64>,
     /// The device's side of the counters: true when the device initiated the flow
     /// (orig = device's upload), false for inbound flows it answered.
     device_is_orig: bool,
@@ -45,7 +48,12 @@ pub struct LiveFlow {
     /// ended for the user even though its conntrack entry lingers (120 s by default) to
     /// absorb stray packets; the row stays here until the entry's DESTROY so its last
     /// counters still land on it and the lingering entry never becomes a second row.
-    ended_at: Option<i64>,
+    ended_at: Option<NonZeroI64>,
+}
+
+/// A row id or a time as [`LiveFlow`] holds it.
+fn nz(v: Option<i64>) -> Option<NonZeroI64> {
+    v.and_then(NonZeroI64::new)
 }
 
 /// The live flows, exactly the rows with `ended_at IS NULL` (and closed TCP connections
@@ -143,11 +151,11 @@ impl Flows {
                     },
                     status: r.get::<_, i64>(6)? as u32,
                     tcp_state: state,
-                    device_id: r.get(8)?,
-                    remote_host_id: r.get(9)?,
+                    device_id: nz(r.get(8)?),
+                    remote_host_id: nz(r.get(9)?),
                     device_is_orig: direction != Direction::Inbound,
                     last_seen: r.get(11)?,
-                    ended_at: r.get(12)?,
+                    ended_at: nz(r.get(12)?),
                 },
             ))
         })?;
@@ -166,8 +174,8 @@ impl Flows {
     /// Device `from` was merged into `into` (committed): live flows follow.
     pub fn remap_device(&mut self, from: i64, into: i64) {
         for f in self.live.values_mut() {
-            if f.device_id == Some(from) {
-                f.device_id = Some(into);
+            if f.device_id.map(NonZeroI64::get) == Some(from) {
+                f.device_id = NonZeroI64::new(into);
             }
         }
     }
@@ -262,13 +270,16 @@ fn update_flow(
         flow.counters.reply_bytes as i64,
         flow.counters.reply_packets as i64,
         observed,
-        known.ended_at.or(ends_now.then_some(observed)),
+        known
+            .ended_at
+            .map(NonZeroI64::get)
+            .or(ends_now.then_some(observed)),
         // The entry is gone: nothing will report it again.
         i64::from(!change.ended),
     ])?;
     ctx.acc.add_traffic(
-        known.device_id,
-        known.remote_host_id,
+        known.device_id.map(NonZeroI64::get),
+        known.remote_host_id.map(NonZeroI64::get),
         &delta,
         known.device_is_orig,
         observed,
@@ -293,7 +304,7 @@ fn update_flow(
     known.tcp_state = flow.tcp_state;
     known.last_seen = observed;
     if ends_now {
-        known.ended_at = Some(observed);
+        known.ended_at = NonZeroI64::new(observed);
         ctx.acc.tick.flows_ended += 1;
     } else {
         ctx.acc.tick.flows_updated += 1;
@@ -345,11 +356,11 @@ fn insert_flow(
         counters: flow.counters,
         status: flow.status,
         tcp_state: flow.tcp_state,
-        device_id: new.device_id,
-        remote_host_id: new.remote_host_id,
+        device_id: nz(new.device_id),
+        remote_host_id: nz(new.remote_host_id),
         device_is_orig: new.device_is_orig,
         last_seen: new.observed,
-        ended_at: new.ended_at,
+        ended_at: nz(new.ended_at),
     })
 }
 
