@@ -110,8 +110,8 @@ fn generate(path: &Path, flows: i64, now: i64) {
         INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, rcode, answers, cname_id, source)
         SELECT id / 2, first_seen - 50, src_ip, device_id, qname_id, 1, 0, 1, cname_id, 0
         FROM flows WHERE qname_id IS NOT NULL AND id % 2 = 0;
-        INSERT INTO dns_answers (query_id, ip, ttl)
-        SELECT q.id, f.dst_ip, 300 FROM dns_queries q JOIN flows f ON f.id = q.id * 2;
+        INSERT INTO dns_answers (query_id, ip, client, ttl)
+        SELECT q.id, f.dst_ip, q.client, 300 FROM dns_queries q JOIN flows f ON f.id = q.id * 2;
         INSERT OR IGNORE INTO remote_host_domains (remote_host_id, qname_id, first_seen, last_seen, flows, last_device_id)
         SELECT remote_host_id, qname_id, min(first_seen), max(first_seen), count(*), max(device_id)
         FROM flows WHERE qname_id IS NOT NULL GROUP BY 1, 2;

@@ -1,11 +1,13 @@
 -- Schema version 12: DNS rows of integers and blobs.
 --
 -- A query's client is its address's bytes (crate::store::addr) and its source a number:
--- 0 packet, 1 log (crate::event::DnsSource). An answer row repeated its query's client,
--- time and names; it now holds only what is its own — the query it answers, the address
--- and its TTL — clustered by query (retention and the storage budget remove a query's
--- answers together), with one index by address for attribution, which walks an
--- address's answers newest first and joins each to its query.
+-- 0 packet, 1 log (crate::event::DnsSource). An answer row repeated its query's time
+-- and names under four indexes; it now holds the query it answers, the address, the
+-- client again (attribution seeks a client's answers for an address without joining
+-- every other client's) and the TTL, clustered by query (retention and the storage
+-- budget remove a query's answers together). Two indexes: (ip, client, query) finds a
+-- client's latest answer for an address, (ip, query) anyone's; a flow's start bounds
+-- the query id through dns_queries_ts, as the answer's time bounded it before.
 
 CREATE TABLE dns_queries_compact (
     id        INTEGER PRIMARY KEY,
@@ -36,12 +38,14 @@ CREATE INDEX dns_queries_cname ON dns_queries (cname_id) WHERE cname_id IS NOT N
 CREATE TABLE dns_answers_compact (
     query_id  INTEGER NOT NULL,
     ip        BLOB NOT NULL,
+    client    BLOB NOT NULL,              -- the query's client
     ttl       INTEGER,                    -- seconds; NULL when the source does not say
     PRIMARY KEY (query_id, ip)
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO dns_answers_compact (query_id, ip, ttl)
-SELECT a.query_id, netmon_ip_blob(a.ip), a.ttl FROM dns_answers a
+INSERT OR IGNORE INTO dns_answers_compact (query_id, ip, client, ttl)
+SELECT a.query_id, netmon_ip_blob(a.ip), netmon_ip_blob(a.client), a.ttl FROM dns_answers a
 WHERE EXISTS (SELECT 1 FROM dns_queries q WHERE q.id = a.query_id);
 DROP TABLE dns_answers;
 ALTER TABLE dns_answers_compact RENAME TO dns_answers;
+CREATE INDEX dns_answers_client ON dns_answers (ip, client, query_id);
 CREATE INDEX dns_answers_ip ON dns_answers (ip, query_id);

@@ -55,7 +55,8 @@ fn seed(conn: &Connection, now: i64) {
          INSERT INTO dns_names (id, name) VALUES (50, 'x.evil.test');
          INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, answers, source)
            VALUES (1, {a}, netmon_ip_blob('10.0.0.5'), 1, 50, 1, 1, 0);
-         INSERT INTO dns_answers (query_id, ip, ttl) VALUES (1, netmon_ip_blob('198.51.100.1'), 60);
+         INSERT INTO dns_answers (query_id, ip, client, ttl)
+           VALUES (1, netmon_ip_blob('198.51.100.1'), netmon_ip_blob('10.0.0.5'), 60);
          INSERT INTO hits (id, ts, last_ts, count, device_id, flow_id, remote_host_id, remote_ip, proto,
                            dport, domain, score, codes, reasons, fingerprint, alertable, incident_id, acked_at)
            VALUES

@@ -129,7 +129,7 @@ fn stored_name(db: &Path, dst: &str, sport: u16) -> Option<String> {
     c.query_row(
         "SELECT q.name FROM flows f JOIN dns_names q ON q.id = f.qname_id
          WHERE f.dst_ip = ?1 AND f.src_port = ?2",
-        rusqlite::params![dst, sport],
+        rusqlite::params![ip_blob(dst), sport],
         |r| r.get(0),
     )
     .ok()

@@ -1196,8 +1196,8 @@ mod tests {
                 .unwrap();
                 let query_id = tx.last_insert_rowid();
                 tx.execute(
-                    "INSERT INTO dns_answers (query_id, ip, ttl)
-                     VALUES (?1, netmon_ip_blob('203.0.113.80'), 60)",
+                    "INSERT INTO dns_answers (query_id, ip, client, ttl)
+                     VALUES (?1, netmon_ip_blob('203.0.113.80'), netmon_ip_blob('10.77.0.10'), 60)",
                     params![query_id],
                 )
                 .unwrap();

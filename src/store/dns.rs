@@ -307,20 +307,32 @@ impl DnsState {
         if self.answered_complete && !self.answered.contains(&dst) {
             return Ok(None);
         }
-        // An address's answers newest first (`dns_answers_ip`: ip, query_id; queries are
-        // stored as they arrive), each joined to its query.
+        // Answers have no time of their own: the latest query id answered by then bounds
+        // them (queries are stored as they arrive; a few late ones out of time order are
+        // covered by looking at the last 64, and each candidate's time is checked).
+        let by = first_seen + CLOCK_SKEW_MS;
+        let Some(last_id) = tx
+            .prepare_cached(
+                "SELECT max(id) FROM (SELECT id FROM dns_queries WHERE ts <= ?1
+                 ORDER BY ts DESC LIMIT 64)",
+            )?
+            .query_row([by], |r| r.get::<_, Option<i64>>(0))?
+        else {
+            return Ok(None);
+        };
+        // The client's own latest answer for the address (`dns_answers_client`: ip,
+        // client, query), then anyone's (`dns_answers_ip`: ip, query).
         let dst_blob = IpBlob::new(dst);
         let own: Option<(i64, Option<i64>, i64, Option<i64>)> = tx
             .prepare_cached(
                 "SELECT q.ts, a.ttl, q.qname_id, q.cname_id
                  FROM dns_answers a JOIN dns_queries q ON q.id = a.query_id
-                 WHERE a.ip = ?1 AND q.client = ?2 AND q.ts <= ?3
+                 WHERE a.ip = ?1 AND a.client = ?2 AND a.query_id <= ?3 AND q.ts <= ?4
                  ORDER BY a.query_id DESC LIMIT 1",
             )?
-            .query_row(
-                params![dst_blob, IpBlob::new(client), first_seen + CLOCK_SKEW_MS],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .query_row(params![dst_blob, IpBlob::new(client), last_id, by], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
         let found = match own {
             Some((ts, ttl, qname_id, cname_id)) => {
@@ -340,9 +352,10 @@ impl DnsState {
                 .prepare_cached(
                     "SELECT q.qname_id, q.cname_id
                      FROM dns_answers a JOIN dns_queries q ON q.id = a.query_id
-                     WHERE a.ip = ?1 AND q.ts <= ?2 ORDER BY a.query_id DESC LIMIT 1",
+                     WHERE a.ip = ?1 AND a.query_id <= ?2 AND q.ts <= ?3
+                     ORDER BY a.query_id DESC LIMIT 1",
                 )?
-                .query_row(params![dst_blob, first_seen + CLOCK_SKEW_MS], |r| {
+                .query_row(params![dst_blob, last_id, by], |r| {
                     Ok(DnsMatch {
                         qname_id: r.get(0)?,
                         cname_id: r.get(1)?,
@@ -490,11 +503,12 @@ pub fn apply_dns(
         }
         // An address listed twice in one answer is one row.
         let mut insert = tx.prepare_cached(
-            "INSERT OR IGNORE INTO dns_answers (query_id, ip, ttl) VALUES (?1, ?2, ?3)",
+            "INSERT OR IGNORE INTO dns_answers (query_id, ip, client, ttl)
+             VALUES (?1, ?2, ?3, ?4)",
         )?;
         for &(ip, ttl) in &addresses {
             state.note_answered(ip);
-            insert.execute(params![query_id, IpBlob::new(ip), ttl])?;
+            insert.execute(params![query_id, IpBlob::new(ip), client, ttl])?;
             upgrade_waiting(tx, state, acc, obs, ip, (qname_id, cname_id), ttl)?;
         }
     }

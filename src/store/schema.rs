@@ -262,8 +262,8 @@ pub(crate) mod tests {
                          INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype,
                              rcode, answers, source)
                          VALUES (3, 1, netmon_ip_blob('10.0.0.9'), 1, 5, 1, 0, 1, 1);
-                         INSERT INTO dns_answers (query_id, ip, ttl)
-                         VALUES (3, netmon_ip_blob('198.51.100.1'), 60);",
+                         INSERT INTO dns_answers (query_id, ip, client, ttl)
+                         VALUES (3, netmon_ip_blob('198.51.100.1'), netmon_ip_blob('10.0.0.9'), 60);",
                     )
                     .unwrap();
                 }
@@ -351,7 +351,8 @@ pub(crate) mod tests {
                 let answer: (String, i64) = conn
                     .query_row(
                         "SELECT netmon_ip(a.ip), a.ttl FROM dns_answers a
-                         JOIN dns_queries q ON q.id = a.query_id WHERE q.client = ?1",
+                         JOIN dns_queries q ON q.id = a.query_id
+                         WHERE q.client = ?1 AND a.client = q.client",
                         [crate::store::addr::IpBlob::new("10.0.0.9".parse().unwrap())],
                         |r| Ok((r.get(0)?, r.get(1)?)),
                     )

@@ -679,8 +679,8 @@ impl Lab {
             let name_id = db.last_insert_rowid();
             db.execute(
                 "INSERT INTO dns_queries (ts, client, device_id, qname_id, qtype, rcode, answers, cname_id, source)
-                 VALUES (?1, ?2, ?3, ?4, 1, 0, 1, ?4, 'packet')",
-                rusqlite::params![now - 1000, ip, device, name_id],
+                 VALUES (?1, ?2, ?3, ?4, 1, 0, 1, ?4, 0)",
+                rusqlite::params![now - 1000, ip_blob(&ip), device, name_id],
             )
             .unwrap();
             db.execute(

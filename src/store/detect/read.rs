@@ -939,10 +939,10 @@ mod tests {
                VALUES (1, {a}, netmon_ip_blob('10.0.0.5'), 1, 50, 1, 1, 0),
                       (2, {a}, netmon_ip_blob('10.0.0.6'), 2, 50, 1, 1, 0),
                       (3, {early}, netmon_ip_blob('10.0.0.5'), 1, 50, 1, 1, 0);
-             INSERT INTO dns_answers (query_id, ip, ttl) VALUES
-               (1, netmon_ip_blob('198.51.100.1'), 60),
-               (2, netmon_ip_blob('198.51.100.1'), 60),
-               (3, netmon_ip_blob('198.51.100.1'), 60);",
+             INSERT INTO dns_answers (query_id, ip, client, ttl) VALUES
+               (1, netmon_ip_blob('198.51.100.1'), netmon_ip_blob('10.0.0.5'), 60),
+               (2, netmon_ip_blob('198.51.100.1'), netmon_ip_blob('10.0.0.6'), 60),
+               (3, netmon_ip_blob('198.51.100.1'), netmon_ip_blob('10.0.0.5'), 60);",
             a = NOW - 60_000,
             early = NOW - 60_000 - 2 * 3_600_000,
         ))
@@ -970,8 +970,8 @@ mod tests {
                        netmon_ip_blob('10.0.0.1'), 53, NULL, 0, {b}, {b}, 2);
              INSERT INTO dns_queries (id, ts, client, device_id, qname_id, qtype, answers, source)
                VALUES (4, {b}, netmon_ip_blob('10.0.0.6'), 2, 50, 1, 1, 0);
-             INSERT INTO dns_answers (query_id, ip, ttl) VALUES
-               (4, netmon_ip_blob('198.51.100.9'), 60);",
+             INSERT INTO dns_answers (query_id, ip, client, ttl) VALUES
+               (4, netmon_ip_blob('198.51.100.9'), netmon_ip_blob('10.0.0.6'), 60);",
             b = NOW - 120_000,
             long_before = NOW - 120_000 - DEVICE_FLOWS_BEFORE_MS - 1,
         ))
