@@ -37,9 +37,13 @@ impl Browser {
         let profile = lab
             .dir
             .join(format!("chromium-{}", crate::common::now_ms()));
-        std::fs::create_dir_all(&profile).expect("browser profile dir");
+        // Chromium's own temporary directory (`org.chromium.Chromium.*`) goes inside the
+        // profile: it is killed, not asked to quit, and would leave one in /tmp per run.
+        let tmp = profile.join("tmp");
+        std::fs::create_dir_all(&tmp).expect("browser profile dir");
         let log = std::fs::File::create(lab.dir.join("chromium.log")).expect("chromium log");
         let child = Command::new("ip")
+            .env("TMPDIR", &tmp)
             .args(["netns", "exec", &lab.ns("rtr"), "chromium"])
             .args([
                 "--headless=new",
