@@ -64,6 +64,17 @@ pub fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
     }
 }
 
+/// The address a stored value holds: a blob of 4 or 16 bytes, or text the migration
+/// kept because it did not parse (which then is no address either). `None` for
+/// anything else, never an error: one odd row must not stop a load.
+pub fn stored_ip(value: ValueRef) -> Option<IpAddr> {
+    match value {
+        ValueRef::Blob(b) => ip_from_bytes(b),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok()?.parse().ok(),
+        _ => None,
+    }
+}
+
 /// A stored address as text: the canonical form of a blob, text as it is (a value the
 /// migration could not parse), `None` for NULL.
 pub fn ip_text(value: ValueRef) -> Option<String> {
@@ -165,6 +176,18 @@ mod tests {
             )
             .unwrap();
         assert_eq!(kept, "not an ip");
+        // Loads read any stored value without failing.
+        assert_eq!(
+            stored_ip(ValueRef::Blob(&[10, 0, 0, 9])),
+            Some("10.0.0.9".parse().unwrap())
+        );
+        assert_eq!(
+            stored_ip(ValueRef::Text(b"fd77::10")),
+            Some("fd77::10".parse().unwrap())
+        );
+        assert_eq!(stored_ip(ValueRef::Text(b"not an ip")), None);
+        assert_eq!(stored_ip(ValueRef::Blob(&[1, 2, 3])), None);
+        assert_eq!(stored_ip(ValueRef::Null), None);
     }
 
     #[test]

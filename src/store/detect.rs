@@ -21,7 +21,7 @@ use crate::detect::rules::{Action, Rule, RuleSpec, Target};
 use crate::detect::score::{Candidate, Detector, HostInfo};
 use crate::detect::{Code, NewIncident};
 use crate::event::{CommandError, CommandReply, CommandResult};
-use crate::store::addr::ip_from_bytes;
+use crate::store::addr::stored_ip;
 use crate::time::DAY_MS;
 
 /// Longest incident notes accepted (characters), as for devices.
@@ -103,7 +103,7 @@ pub fn load_memory(conn: &Connection, det: &mut Detector) -> rusqlite::Result<()
         let device: i64 = r.get(0)?;
         let at: i64 = r.get(6)?;
         let latest = |e: &mut i64| *e = (*e).max(at);
-        if let Some(ip) = r.get_ref(1)?.as_blob_or_null()?.and_then(ip_from_bytes) {
+        if let Some(ip) = stored_ip(r.get_ref(1)?) {
             contacts
                 .entry((device, ip, r.get(2)?, r.get(3)?))
                 .and_modify(latest)

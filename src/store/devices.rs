@@ -163,13 +163,13 @@ fn apply_one(
             m
         }
         (Some(m), None) => {
-            add_addr(tx, &ip, m, s.at_ms)?;
+            add_addr(tx, s.ip, m, s.at_ms)?;
             applied.changed = true;
             m
         }
         (None, None) => {
             let m = create(tx, s, &mac)?;
-            add_addr(tx, &ip, m, s.at_ms)?;
+            add_addr(tx, s.ip, m, s.at_ms)?;
             applied.changed = true;
             m
         }
@@ -211,11 +211,11 @@ fn create(tx: &Transaction, s: &Sighting, mac: &str) -> rusqlite::Result<i64> {
     Ok(tx.last_insert_rowid())
 }
 
-fn add_addr(tx: &Transaction, ip: &str, device: i64, at: i64) -> rusqlite::Result<()> {
+fn add_addr(tx: &Transaction, ip: IpAddr, device: i64, at: i64) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
     )?
-    .execute(params![ip, device, at])?;
+    .execute(params![ip.to_string(), device, at])?;
     crate::store::dns::claim_recent_queries(tx, ip, device, at)
 }
 
@@ -422,7 +422,7 @@ impl DeviceIds {
             "INSERT INTO device_addrs (ip, device_id, first_seen, last_seen) VALUES (?1, ?2, ?3, ?3)",
         )?
         .execute(params![text, id, at])?;
-        crate::store::dns::claim_recent_queries(tx, &text, id, at)?;
+        crate::store::dns::claim_recent_queries(tx, ip, id, at)?;
         tick.devices_changed = true;
         self.by_ip.insert(ip, id);
         Ok(Some(id))

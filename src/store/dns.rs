@@ -29,7 +29,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::config;
 use crate::event::DnsObservation;
-use crate::store::addr::{IpBlob, ip_from_bytes};
+use crate::store::addr::{IpBlob, stored_ip};
 use crate::time::MINUTE_MS;
 
 pub const MATCH_EXACT: i64 = 1;
@@ -148,7 +148,7 @@ impl DnsState {
         let mut stmt = conn.prepare("SELECT DISTINCT ip FROM dns_answers")?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            if let Some(ip) = row.get_ref(0)?.as_blob_or_null()?.and_then(ip_from_bytes) {
+            if let Some(ip) = stored_ip(row.get_ref(0)?) {
                 self.answered.insert(ip);
             }
             if self.answered.len() > ANSWERED_CAP {
@@ -427,12 +427,12 @@ const CLAIM_MS: i64 = 5 * MINUTE_MS;
 /// counts them into its per-minute rollup as if it had owned them all along.
 pub fn claim_recent_queries(
     tx: &Transaction,
-    client: &str,
+    client: IpAddr,
     device: i64,
     at: i64,
 ) -> rusqlite::Result<()> {
     let since = at - CLAIM_MS;
-    let client = crate::store::addr::blob_or_text(client);
+    let client = IpBlob::new(client);
     tx.prepare_cached(
         "INSERT INTO dns_device_minutes (device_id, minute, queries, nxdomain, names)
          SELECT ?1, ts - ts % 60000, count(*), sum(rcode = 3), count(DISTINCT qname_id)
