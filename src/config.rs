@@ -189,6 +189,17 @@ pub struct Export {
     pub ipfix_template_refresh_s: u64,
     /// Largest IPFIX message (UDP payload, bytes); keep it under the path MTU.
     pub ipfix_max_message_bytes: usize,
+    /// How a connection's two directions travel: two records (every collector) or one
+    /// RFC 5103 biflow record (collectors that read reverse elements, e.g. nfdump).
+    pub ipfix_flow_model: FlowModel,
+}
+
+/// See [`Export::ipfix_flow_model`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowModel {
+    Uniflow,
+    Biflow,
 }
 
 impl Default for Config {
@@ -351,6 +362,7 @@ impl Default for Export {
             ipfix_active_timeout_s: 60,
             ipfix_template_refresh_s: 60,
             ipfix_max_message_bytes: 1400,
+            ipfix_flow_model: FlowModel::Uniflow,
         }
     }
 }

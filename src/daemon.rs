@@ -28,6 +28,7 @@ use crate::collect::offload::OffloadChecker;
 use crate::collect::system::SystemSampler;
 use crate::config::Config;
 use crate::enrich::Enricher;
+use crate::event::MacTable;
 use crate::export::ipfix::IpfixExporter;
 use crate::firewall::NftTable;
 use crate::flow::Network;
@@ -108,7 +109,10 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     let shutdown = Arc::new(AtomicBool::new(false));
     // The exporter starts first: the collector offers it every batch from the start-up
     // dump on, and stops before it (dropping the tap is what ends the exporter).
-    let (exporter, export_tap) = IpfixExporter::start(&config)
+    // The MAC behind each LAN address, learnt by the device collector, read by the
+    // exporter for its records.
+    let macs = Arc::new(MacTable::default());
+    let (exporter, export_tap) = IpfixExporter::start(&config, macs.clone())
         .context("starting the IPFIX exporter")?
         .unzip();
     let collector =
@@ -167,7 +171,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         None
     };
     // Device identity: the MAC behind each LAN address (neighbour table, DHCP leases).
-    let devices = DeviceCollector::start(&config, writer.handle.clone(), shutdown.clone())
+    let devices = DeviceCollector::start(&config, writer.handle.clone(), macs, shutdown.clone())
         .context("starting the device identity collector (set devices.neighbours = false to run without the neighbour table)")?;
     // Without its table netmon sees no DNS answers or drops, but every flow still: go on.
     let mut nft_table = if config.firewall.manage {

@@ -122,6 +122,29 @@ pub struct Sighting {
     pub at_ms: i64,
 }
 
+/// The latest MAC sighted behind each address, for a reader that needs one per record
+/// (the IPFIX exporter) without asking the writer. The device collector fills it; past
+/// [`MacTable::MAX`] addresses it starts afresh, as the collector's own memory does.
+#[derive(Debug, Default)]
+pub struct MacTable(std::sync::RwLock<std::collections::HashMap<IpAddr, [u8; 6]>>);
+
+impl MacTable {
+    pub const MAX: usize = 65_536;
+
+    pub fn get(&self, ip: IpAddr) -> Option<[u8; 6]> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.get(&ip).copied()
+    }
+
+    pub fn set(&self, ip: IpAddr, mac: [u8; 6]) {
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= Self::MAX && !map.contains_key(&ip) {
+            map.clear();
+        }
+        map.insert(ip, mac);
+    }
+}
+
 /// `aa:bb:cc:dd:ee:ff`, the form the database stores.
 pub fn format_mac(mac: [u8; 6]) -> String {
     let [a, b, c, d, e, f] = mac;

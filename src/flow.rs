@@ -340,7 +340,7 @@ impl Network {
 }
 
 /// `::ffff:a.b.c.d` compares as the IPv4 address it carries.
-fn unmap(ip: IpAddr) -> IpAddr {
+pub fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -53,6 +53,15 @@ pub fn interface_addrs() -> std::io::Result<Vec<InterfaceAddr>> {
     Ok(out)
 }
 
+/// The kernel's index of interface `name` (`if_nametoindex(3)`), as flow records name
+/// interfaces; `None` when there is no such interface.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 /// # Safety
 /// `sa` must be null or point to a valid sockaddr of the family it declares.
 unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {

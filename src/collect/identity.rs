@@ -55,7 +55,7 @@ use neli::utils::Groups;
 use crate::collect::netlink::{self, Attrs, NLM_F_REQUEST, NlMessages, ne_u16};
 use crate::config::Config;
 use crate::event::Event;
-use crate::event::{Sighting, SightingSource, WriterHandle};
+use crate::event::{MacTable, Sighting, SightingSource, WriterHandle};
 
 /// A full neighbour dump this often, besides the events: an overrun socket loses
 /// events, and entries that never change state send none.
@@ -279,6 +279,8 @@ struct Coalescer {
     sent: HashMap<IpAddr, ([u8; 6], Option<String>, Instant)>,
     pending: Vec<Sighting>,
     dropped: u64,
+    /// Shared with readers that need a MAC per address (the IPFIX exporter).
+    macs: Arc<MacTable>,
 }
 
 impl Coalescer {
@@ -295,6 +297,7 @@ impl Coalescer {
         if !fresh {
             return;
         }
+        self.macs.set(s.ip, s.mac);
         if self.sent.len() >= MAX_KNOWN && !self.sent.contains_key(&s.ip) {
             self.sent.clear();
         }
@@ -406,6 +409,7 @@ impl DeviceCollector {
     pub fn start(
         config: &Config,
         writer: WriterHandle,
+        macs: Arc<MacTable>,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<DeviceCollector> {
         let sock = if config.devices.neighbours {
@@ -436,7 +440,7 @@ impl DeviceCollector {
             .collect();
         let thread = std::thread::Builder::new()
             .name("devices".into())
-            .spawn(move || run(sock, files, wake_tx, wake_rx, writer, &shutdown))
+            .spawn(move || run(sock, files, wake_tx, wake_rx, writer, macs, &shutdown))
             .context("starting the device identity thread")?;
         Ok(DeviceCollector { thread })
     }
@@ -453,10 +457,14 @@ fn run(
     _wake_tx: SyncSender<()>,
     wake_rx: std::sync::mpsc::Receiver<()>,
     writer: WriterHandle,
+    macs: Arc<MacTable>,
     shutdown: &AtomicBool,
 ) {
     let mut buf = vec![0u8; 64 << 10];
-    let mut co = Coalescer::default();
+    let mut co = Coalescer {
+        macs,
+        ..Coalescer::default()
+    };
     let mut seq = 0u32;
     let mut last_dump: Option<Instant> = None;
     let mut last_scan: Option<Instant> = None;

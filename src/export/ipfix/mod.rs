@@ -34,21 +34,18 @@
 //!   moment on: what it carried before was either sent by the previous netmon (its
 //!   forced-end records at shutdown) or predates netmon altogether.
 //!
-//! Records are biflows (RFC 5103): `octetDeltaCount`/`packetDeltaCount` for the
-//! initiator's direction and the same elements with enterprise number 29305 (reverse)
-//! for the reply direction, which nfdump shows as "out bytes"/"out packets". The
-//! source is the conntrack original tuple (the LAN address, before NAT); post-NAT/NAPT
-//! source and destination come from the reply tuple. Conntrack knows no interfaces, so
-//! ingress/egress interface are not sent. Templates go out in the first message, every
+//! Records follow `export.ipfix_flow_model` ([`record`]): by default each direction of a
+//! connection is its own record, which every collector decodes; RFC 5103 biflows on
+//! request. The source is the conntrack original tuple (the LAN address, before NAT);
+//! post-NAT/NAPT addresses and ports come from the reply tuple; interfaces and the
+//! device's MAC from [`sides`]. Templates go out in the first message, every
 //! `ipfix_template_refresh_s` and every [`TEMPLATE_REFRESH_MESSAGES`] messages (RFC 7011
 //! §10.3.6: over UDP a collector learns templates only by their resending).
-//!
-//! (Long: RFC 7011 templates, records and the exporter's flow cache in one place, ≈ 870
-//! lines of code; the rest are tests.)
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -56,138 +53,23 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use metrics::Counter;
 
-use crate::config::Config;
-use crate::event::FlowChange;
+use crate::config::{Config, FlowModel};
+use crate::event::{FlowChange, MacTable};
 use crate::flow::{Counters, PROTO_TCP, Tuple};
 
-/// IANA Private Enterprise Number of RFC 5103 reverse information elements.
-const REVERSE_PEN: u32 = 29305;
-/// IPFIX version number (RFC 7011 §3.1).
-const VERSION: u16 = 10;
-const MESSAGE_HEADER_LEN: usize = 16;
-const SET_HEADER_LEN: usize = 4;
-const TEMPLATE_SET_ID: u16 = 2;
-const TEMPLATE_V4: u16 = 256;
-const TEMPLATE_V6: u16 = 257;
+mod record;
+mod sides;
+
+use record::{DataRecord, MessageHeader, Templates};
+pub use record::{EndReason, FlowRecord};
+use sides::Sides;
+
 /// Templates are also re-sent after this many messages, so a collector that restarted
 /// during a burst need not wait for the timer.
 pub const TEMPLATE_REFRESH_MESSAGES: u64 = 128;
 /// How often the cache is scanned for slices due (active timeout), and the longest a
 /// record waits in the exporter before it is sent.
 const SCAN_INTERVAL: Duration = Duration::from_millis(500);
-
-/// One field specifier: information element id, length, and whether it is an RFC 5103
-/// reverse element (enterprise bit set, PEN 29305).
-type Field = (u16, u16, bool);
-
-/// IANA IPFIX information elements used (https://www.iana.org/assignments/ipfix).
-mod ie {
-    pub const OCTET_DELTA_COUNT: u16 = 1;
-    pub const PACKET_DELTA_COUNT: u16 = 2;
-    pub const PROTOCOL_IDENTIFIER: u16 = 4;
-    pub const SOURCE_TRANSPORT_PORT: u16 = 7;
-    pub const SOURCE_IPV4_ADDRESS: u16 = 8;
-    pub const DESTINATION_TRANSPORT_PORT: u16 = 11;
-    pub const DESTINATION_IPV4_ADDRESS: u16 = 12;
-    pub const SOURCE_IPV6_ADDRESS: u16 = 27;
-    pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
-    pub const ICMP_TYPE_CODE_IPV4: u16 = 32;
-    pub const FLOW_END_REASON: u16 = 136;
-    pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
-    pub const FLOW_START_MILLISECONDS: u16 = 152;
-    pub const FLOW_END_MILLISECONDS: u16 = 153;
-    pub const POST_NAT_SOURCE_IPV4_ADDRESS: u16 = 225;
-    pub const POST_NAT_DESTINATION_IPV4_ADDRESS: u16 = 226;
-    pub const POST_NAPT_SOURCE_TRANSPORT_PORT: u16 = 227;
-    pub const POST_NAPT_DESTINATION_TRANSPORT_PORT: u16 = 228;
-    pub const POST_NAT_SOURCE_IPV6_ADDRESS: u16 = 281;
-    pub const POST_NAT_DESTINATION_IPV6_ADDRESS: u16 = 282;
-}
-
-/// The IPv4 template, in record order; [`encode_record`] writes fields in this order.
-const FIELDS_V4: &[Field] = &[
-    (ie::SOURCE_IPV4_ADDRESS, 4, false),
-    (ie::DESTINATION_IPV4_ADDRESS, 4, false),
-    (ie::SOURCE_TRANSPORT_PORT, 2, false),
-    (ie::DESTINATION_TRANSPORT_PORT, 2, false),
-    (ie::PROTOCOL_IDENTIFIER, 1, false),
-    (ie::ICMP_TYPE_CODE_IPV4, 2, false),
-    (ie::POST_NAT_SOURCE_IPV4_ADDRESS, 4, false),
-    (ie::POST_NAT_DESTINATION_IPV4_ADDRESS, 4, false),
-    (ie::POST_NAPT_SOURCE_TRANSPORT_PORT, 2, false),
-    (ie::POST_NAPT_DESTINATION_TRANSPORT_PORT, 2, false),
-    (ie::OCTET_DELTA_COUNT, 8, false),
-    (ie::PACKET_DELTA_COUNT, 8, false),
-    (ie::OCTET_DELTA_COUNT, 8, true),
-    (ie::PACKET_DELTA_COUNT, 8, true),
-    (ie::FLOW_START_MILLISECONDS, 8, false),
-    (ie::FLOW_END_MILLISECONDS, 8, false),
-    (ie::FLOW_END_REASON, 1, false),
-];
-
-/// The IPv6 template: as IPv4 with 16-byte addresses and the ICMPv6 type/code.
-const FIELDS_V6: &[Field] = &[
-    (ie::SOURCE_IPV6_ADDRESS, 16, false),
-    (ie::DESTINATION_IPV6_ADDRESS, 16, false),
-    (ie::SOURCE_TRANSPORT_PORT, 2, false),
-    (ie::DESTINATION_TRANSPORT_PORT, 2, false),
-    (ie::PROTOCOL_IDENTIFIER, 1, false),
-    (ie::ICMP_TYPE_CODE_IPV6, 2, false),
-    (ie::POST_NAT_SOURCE_IPV6_ADDRESS, 16, false),
-    (ie::POST_NAT_DESTINATION_IPV6_ADDRESS, 16, false),
-    (ie::POST_NAPT_SOURCE_TRANSPORT_PORT, 2, false),
-    (ie::POST_NAPT_DESTINATION_TRANSPORT_PORT, 2, false),
-    (ie::OCTET_DELTA_COUNT, 8, false),
-    (ie::PACKET_DELTA_COUNT, 8, false),
-    (ie::OCTET_DELTA_COUNT, 8, true),
-    (ie::PACKET_DELTA_COUNT, 8, true),
-    (ie::FLOW_START_MILLISECONDS, 8, false),
-    (ie::FLOW_END_MILLISECONDS, 8, false),
-    (ie::FLOW_END_REASON, 1, false),
-];
-
-const fn record_len(fields: &[Field]) -> usize {
-    let mut n = 0;
-    let mut i = 0;
-    while i < fields.len() {
-        n += fields[i].1 as usize;
-        i += 1;
-    }
-    n
-}
-
-const RECORD_V4_LEN: usize = record_len(FIELDS_V4);
-const RECORD_V6_LEN: usize = record_len(FIELDS_V6);
-
-/// flowEndReason values (IANA registry, RFC 5102 §5.11.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum EndReason {
-    IdleTimeout = 1,
-    ActiveTimeout = 2,
-    EndOfFlow = 3,
-    ForcedEnd = 4,
-    LackOfResources = 5,
-}
-
-/// One data record: a slice of one flow.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlowRecord {
-    pub proto: u8,
-    pub orig: Tuple,
-    pub reply: Tuple,
-    /// Bytes and packets of this slice, both directions.
-    pub delta: Counters,
-    pub start_ms: i64,
-    pub end_ms: i64,
-    pub end_reason: EndReason,
-}
-
-impl FlowRecord {
-    fn is_v4(&self) -> bool {
-        self.orig.src.is_ipv4() && self.orig.dst.is_ipv4()
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // The tap and the thread
@@ -225,7 +107,11 @@ pub struct IpfixExporter {
 impl IpfixExporter {
     /// Starts the exporter if `[export] ipfix_collector` is set; `None` when it is off.
     /// The queue holds `channel_capacity` batches, like the writer's channel.
-    pub fn start(config: &Config) -> anyhow::Result<Option<(IpfixExporter, FlowTap)>> {
+    /// `macs` is the device collector's address → MAC table, for the records' MACs.
+    pub fn start(
+        config: &Config,
+        macs: Arc<MacTable>,
+    ) -> anyhow::Result<Option<(IpfixExporter, FlowTap)>> {
         let e = &config.export;
         if e.ipfix_collector.is_empty() {
             return Ok(None);
@@ -238,6 +124,7 @@ impl IpfixExporter {
         })?;
         let transport = Transport::new(
             collector,
+            e.ipfix_flow_model,
             e.ipfix_observation_domain,
             e.ipfix_max_message_bytes,
             Duration::from_secs(e.ipfix_template_refresh_s),
@@ -247,13 +134,15 @@ impl IpfixExporter {
             e.ipfix_active_timeout_s as i64 * 1000,
             crate::time::now_ms(),
         );
+        let sides = Sides::new(config, macs);
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
         let thread = std::thread::Builder::new()
             .name("netmon-ipfix".into())
-            .spawn(move || run(rx, cache, transport))
+            .spawn(move || run(rx, cache, sides, transport))
             .context("starting the IPFIX exporter thread")?;
         log::info!(
-            "IPFIX export to {collector} (observation domain {}, active timeout {} s)",
+            "IPFIX export to {collector} ({:?} records, observation domain {}, active timeout {} s)",
+            e.ipfix_flow_model,
             e.ipfix_observation_domain,
             e.ipfix_active_timeout_s
         );
@@ -272,7 +161,12 @@ impl IpfixExporter {
     }
 }
 
-fn run(rx: Receiver<Vec<FlowChange>>, mut cache: FlowCache, mut transport: Transport) {
+fn run(
+    rx: Receiver<Vec<FlowChange>>,
+    mut cache: FlowCache,
+    mut sides: Sides,
+    mut transport: Transport,
+) {
     let tracked = metrics::gauge!("netmon_export_tracked_flows", "exporter" => "ipfix");
     let mut records = Vec::new();
     let mut next_scan = Instant::now() + SCAN_INTERVAL;
@@ -286,13 +180,14 @@ fn run(rx: Receiver<Vec<FlowChange>>, mut cache: FlowCache, mut transport: Trans
         if Instant::now() >= next_scan {
             cache.expire(crate::time::now_ms(), &mut records);
             next_scan = Instant::now() + SCAN_INTERVAL;
-            transport.send(&records);
+            sides.refresh();
+            transport.send(&records, &sides);
             records.clear();
             tracked.set(cache.len() as f64);
         }
     }
     cache.finish(&mut records);
-    transport.send(&records);
+    transport.send(&records, &sides);
     tracked.set(0.0);
     log::info!(
         "IPFIX exporter stopped; {} records in {} messages sent, {} dropped",
@@ -322,6 +217,9 @@ struct Cached {
     slice_start_ms: i64,
     /// When the counters last changed (unix ms): the end of the open slice.
     last_seen_ms: i64,
+    /// The open slice begins with the connection (no record of it went out yet, and
+    /// the exporter saw it begin).
+    opening: bool,
     /// The TCP connection closed and its end was exported; the entry waits for the
     /// DESTROY (after TIME_WAIT) so that event is not taken for a new flow.
     closed: bool,
@@ -337,7 +235,10 @@ impl Cached {
             start_ms: self.slice_start_ms,
             end_ms: end_ms.max(self.slice_start_ms),
             end_reason,
+            tcp_state: self.tcp_state,
+            opening: self.opening,
         };
+        self.opening = false;
         self.exported = self.current;
         self.slice_start_ms = record.end_ms;
         record
@@ -458,6 +359,7 @@ impl FlowCache {
                 flow.kernel_start_ms.unwrap_or(change.observed_ms)
             },
             last_seen_ms: change.observed_ms,
+            opening: !older_than_us,
             closed: false,
         };
         if change.ended {
@@ -526,192 +428,6 @@ impl FlowCache {
 }
 
 // ---------------------------------------------------------------------------------------
-// Encoding (RFC 7011 §3)
-// ---------------------------------------------------------------------------------------
-
-/// Appends a Template Set with both templates.
-fn encode_template_set(out: &mut Vec<u8>) {
-    let start = out.len();
-    put16(out, TEMPLATE_SET_ID);
-    put16(out, 0);
-    for (id, fields) in [(TEMPLATE_V4, FIELDS_V4), (TEMPLATE_V6, FIELDS_V6)] {
-        put16(out, id);
-        put16(out, fields.len() as u16);
-        for &(element, len, reverse) in fields {
-            if reverse {
-                put16(out, element | 0x8000);
-                put16(out, len);
-                out.extend_from_slice(&REVERSE_PEN.to_be_bytes());
-            } else {
-                put16(out, element);
-                put16(out, len);
-            }
-        }
-    }
-    patch_len(out, start);
-}
-
-/// Appends one data record in its template's field order.
-fn encode_record(out: &mut Vec<u8>, r: &FlowRecord) {
-    let icmp = r
-        .orig
-        .icmp
-        .map_or(0, |(t, c, _)| u16::from(t) << 8 | u16::from(c));
-    // The reply tuple is what the peer sees: its destination is the (post-NAT) source.
-    let (post_src, post_dst) = (r.reply.dst, r.reply.src);
-    if r.is_v4() {
-        put_v4(out, r.orig.src);
-        put_v4(out, r.orig.dst);
-        put16(out, r.orig.sport.unwrap_or(0));
-        put16(out, r.orig.dport.unwrap_or(0));
-        out.push(r.proto);
-        put16(out, icmp);
-        put_v4(
-            out,
-            if post_src.is_ipv4() {
-                post_src
-            } else {
-                r.orig.src
-            },
-        );
-        put_v4(
-            out,
-            if post_dst.is_ipv4() {
-                post_dst
-            } else {
-                r.orig.dst
-            },
-        );
-    } else {
-        put_v6(out, r.orig.src);
-        put_v6(out, r.orig.dst);
-        put16(out, r.orig.sport.unwrap_or(0));
-        put16(out, r.orig.dport.unwrap_or(0));
-        out.push(r.proto);
-        put16(out, icmp);
-        put_v6(out, post_src);
-        put_v6(out, post_dst);
-    }
-    put16(out, r.reply.dport.or(r.orig.sport).unwrap_or(0));
-    put16(out, r.reply.sport.or(r.orig.dport).unwrap_or(0));
-    for v in [
-        r.delta.orig_bytes,
-        r.delta.orig_packets,
-        r.delta.reply_bytes,
-        r.delta.reply_packets,
-        r.start_ms.max(0) as u64,
-        r.end_ms.max(0) as u64,
-    ] {
-        out.extend_from_slice(&v.to_be_bytes());
-    }
-    out.push(r.end_reason as u8);
-}
-
-fn put16(out: &mut Vec<u8>, v: u16) {
-    out.extend_from_slice(&v.to_be_bytes());
-}
-
-fn put_v4(out: &mut Vec<u8>, ip: IpAddr) {
-    let v4 = match ip {
-        IpAddr::V4(v4) => v4,
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
-    };
-    out.extend_from_slice(&v4.octets());
-}
-
-fn put_v6(out: &mut Vec<u8>, ip: IpAddr) {
-    let v6 = match ip {
-        IpAddr::V6(v6) => v6,
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-    };
-    out.extend_from_slice(&v6.octets());
-}
-
-/// Writes the length of the set or message that begins at `start` into its bytes 2..4.
-fn patch_len(out: &mut [u8], start: usize) {
-    let len = (out.len() - start) as u16;
-    out[start + 2..start + 4].copy_from_slice(&len.to_be_bytes());
-}
-
-/// Packs records into messages of at most `max_len` bytes: a header, optionally the
-/// template set, then data sets (one per run of records with the same template).
-/// Returns each message with the number of data records in it.
-fn encode_messages(
-    records: &[FlowRecord],
-    max_len: usize,
-    header: &mut MessageHeader,
-    mut templates: impl FnMut() -> bool,
-) -> Vec<(Vec<u8>, u32)> {
-    let mut messages = Vec::new();
-    let mut i = 0;
-    loop {
-        let with_templates = templates();
-        if i >= records.len() && !with_templates {
-            break;
-        }
-        let mut msg = Vec::with_capacity(max_len);
-        msg.extend_from_slice(&[0; MESSAGE_HEADER_LEN]);
-        if with_templates {
-            encode_template_set(&mut msg);
-        }
-        let mut n = 0u32;
-        let mut set: Option<(u16, usize)> = None;
-        while let Some(r) = records.get(i) {
-            let (id, len) = if r.is_v4() {
-                (TEMPLATE_V4, RECORD_V4_LEN)
-            } else {
-                (TEMPLATE_V6, RECORD_V6_LEN)
-            };
-            let new_set = set.is_none_or(|(open, _)| open != id);
-            let need = len + if new_set { SET_HEADER_LEN } else { 0 };
-            if msg.len() + need > max_len && n > 0 {
-                break;
-            }
-            if new_set {
-                if let Some((_, start)) = set {
-                    patch_len(&mut msg, start);
-                }
-                set = Some((id, msg.len()));
-                put16(&mut msg, id);
-                put16(&mut msg, 0);
-            }
-            encode_record(&mut msg, r);
-            n += 1;
-            i += 1;
-        }
-        if let Some((_, start)) = set {
-            patch_len(&mut msg, start);
-        }
-        header.write(&mut msg, n);
-        messages.push((msg, n));
-        if i >= records.len() {
-            break;
-        }
-    }
-    messages
-}
-
-/// The per-message header fields that persist across messages.
-struct MessageHeader {
-    observation_domain: u32,
-    /// Data records sent before this message (RFC 7011 §3.1: templates do not count).
-    sequence: u32,
-}
-
-impl MessageHeader {
-    fn write(&mut self, msg: &mut [u8], records: u32) {
-        let len = msg.len() as u16;
-        let export_time = (crate::time::now_ms() / 1000) as u32;
-        msg[0..2].copy_from_slice(&VERSION.to_be_bytes());
-        msg[2..4].copy_from_slice(&len.to_be_bytes());
-        msg[4..8].copy_from_slice(&export_time.to_be_bytes());
-        msg[8..12].copy_from_slice(&self.sequence.to_be_bytes());
-        msg[12..16].copy_from_slice(&self.observation_domain.to_be_bytes());
-        self.sequence = self.sequence.wrapping_add(records);
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Transport: one non-blocking UDP socket
 // ---------------------------------------------------------------------------------------
 
@@ -727,6 +443,10 @@ struct Transport {
     collector: SocketAddr,
     /// `connect` failed (no route yet, e.g. WAN down at boot); retried before each send.
     connected: bool,
+    model: FlowModel,
+    templates: Templates,
+    /// The data records of one send, kept to reuse their allocation.
+    data: Vec<DataRecord>,
     max_len: usize,
     header: MessageHeader,
     template_refresh: Duration,
@@ -746,6 +466,7 @@ struct Transport {
 impl Transport {
     fn new(
         collector: SocketAddr,
+        model: FlowModel,
         observation_domain: u32,
         max_len: usize,
         template_refresh: Duration,
@@ -764,6 +485,9 @@ impl Transport {
             socket,
             collector,
             connected: false,
+            model,
+            templates: Templates::new(model),
+            data: Vec::new(),
             max_len,
             header: MessageHeader {
                 observation_domain,
@@ -808,17 +532,26 @@ impl Transport {
         due
     }
 
-    /// Sends `records` (and templates when due). Never blocks: what cannot be sent
-    /// now is dropped and counted.
-    fn send(&mut self, records: &[FlowRecord]) {
+    /// Sends `records` (and templates when due), with each end's interface and MAC
+    /// from `sides`. Never blocks: what cannot be sent now is dropped and counted.
+    fn send(&mut self, records: &[FlowRecord], sides: &Sides) {
         let mut templates = self.templates_due();
         if records.is_empty() && !templates {
             return;
         }
+        let mut data = std::mem::take(&mut self.data);
+        for r in records {
+            let (initiator, responder) = (sides.of(r.orig.src), sides.of(r.reply.src));
+            r.data_records(self.model, initiator, responder, &mut data);
+        }
         // Templates go in the first message of the call only.
-        let messages = encode_messages(records, self.max_len, &mut self.header, || {
-            std::mem::take(&mut templates)
-        });
+        let messages =
+            self.templates
+                .encode_messages(&data, self.max_len, &mut self.header, || {
+                    std::mem::take(&mut templates)
+                });
+        data.clear();
+        self.data = data;
         for (msg, n) in messages {
             self.messages_since_templates += 1;
             if !self.connect() {
@@ -884,12 +617,6 @@ mod tests {
             dport: Some(dport),
             icmp: None,
         }
-    }
-
-    fn template_set_len() -> usize {
-        let mut v = Vec::new();
-        encode_template_set(&mut v);
-        v.len()
     }
 
     fn flow(ct_id: u32, proto: u8, start_ms: Option<i64>) -> CtFlow {
@@ -1012,107 +739,14 @@ mod tests {
     }
 
     #[test]
-    fn messages_follow_rfc7011_and_stay_under_the_size_limit() {
-        let mut header = MessageHeader {
-            observation_domain: 7,
-            sequence: 0,
-        };
-        let v4 = FlowRecord {
-            proto: PROTO_TCP,
-            orig: tuple("10.77.0.10", 40000, "203.0.113.80", 80),
-            reply: tuple("203.0.113.80", 80, "203.0.113.1", 61000),
-            delta: Counters {
-                orig_bytes: 1234,
-                orig_packets: 10,
-                reply_bytes: 5_678_901,
-                reply_packets: 4000,
-            },
-            start_ms: 1_700_000_000_000,
-            end_ms: 1_700_000_005_000,
-            end_reason: EndReason::EndOfFlow,
-        };
-        let v6 = FlowRecord {
-            orig: tuple("fd77::10", 40001, "2001:db8:77::80", 80),
-            reply: tuple("2001:db8:77::80", 80, "fd77::10", 40001),
-            ..v4.clone()
-        };
-        let records: Vec<FlowRecord> = (0..40)
-            .map(|i| if i % 3 == 0 { v6.clone() } else { v4.clone() })
-            .collect();
-        let mut first = true;
-        let messages = encode_messages(&records, 1400, &mut header, || std::mem::take(&mut first));
-        assert!(messages.len() > 2);
-        assert_eq!(messages.iter().map(|(_, n)| n).sum::<u32>(), 40);
-        assert_eq!(header.sequence, 40);
-        let mut seq = 0u32;
-        for (i, (msg, n)) in messages.iter().enumerate() {
-            assert!(msg.len() <= 1400);
-            assert_eq!(u16::from_be_bytes([msg[0], msg[1]]), 10);
-            assert_eq!(usize::from(u16::from_be_bytes([msg[2], msg[3]])), msg.len());
-            assert_eq!(u32::from_be_bytes(msg[8..12].try_into().unwrap()), seq);
-            assert_eq!(u32::from_be_bytes(msg[12..16].try_into().unwrap()), 7);
-            seq += n;
-            // Walk the sets: lengths must tile the message exactly.
-            let mut at = MESSAGE_HEADER_LEN;
-            let mut data = 0;
-            while at < msg.len() {
-                let id = u16::from_be_bytes([msg[at], msg[at + 1]]);
-                let len = usize::from(u16::from_be_bytes([msg[at + 2], msg[at + 3]]));
-                assert!(len >= SET_HEADER_LEN);
-                match id {
-                    TEMPLATE_SET_ID => assert_eq!(i, 0, "templates only in the first"),
-                    TEMPLATE_V4 => data += (len - SET_HEADER_LEN) / RECORD_V4_LEN,
-                    TEMPLATE_V6 => data += (len - SET_HEADER_LEN) / RECORD_V6_LEN,
-                    other => panic!("unexpected set {other}"),
-                }
-                at += len;
-            }
-            assert_eq!(at, msg.len());
-            assert_eq!(data as u32, *n);
-        }
-        // The first v4 record after the template set, field by field.
-        let msg = &messages[0].0;
-        let mut at = MESSAGE_HEADER_LEN + template_set_len();
-        // records[0] is v6; skip its set.
-        let len = usize::from(u16::from_be_bytes([msg[at + 2], msg[at + 3]]));
-        at += len + SET_HEADER_LEN;
-        let r = &msg[at..at + RECORD_V4_LEN];
-        assert_eq!(&r[0..4], &[10, 77, 0, 10]);
-        assert_eq!(&r[4..8], &[203, 0, 113, 80]);
-        assert_eq!(u16::from_be_bytes([r[8], r[9]]), 40000);
-        assert_eq!(u16::from_be_bytes([r[10], r[11]]), 80);
-        assert_eq!(r[12], PROTO_TCP);
-        assert_eq!(&r[15..19], &[203, 0, 113, 1], "post-NAT source");
-        assert_eq!(
-            u16::from_be_bytes([r[23], r[24]]),
-            61000,
-            "post-NAPT source port"
-        );
-        assert_eq!(u64::from_be_bytes(r[27..35].try_into().unwrap()), 1234);
-        assert_eq!(u64::from_be_bytes(r[43..51].try_into().unwrap()), 5_678_901);
-        assert_eq!(r[RECORD_V4_LEN - 1], EndReason::EndOfFlow as u8);
-    }
-
-    #[test]
-    fn template_set_declares_reverse_elements_with_the_rfc5103_pen() {
-        let mut set = Vec::new();
-        encode_template_set(&mut set);
-        assert_eq!(u16::from_be_bytes([set[0], set[1]]), TEMPLATE_SET_ID);
-        assert_eq!(usize::from(u16::from_be_bytes([set[2], set[3]])), set.len());
-        let pen = REVERSE_PEN.to_be_bytes();
-        let reverse = set.windows(8).filter(|w| w[4..8] == pen).count();
-        assert_eq!(reverse, 4, "two reverse counters per template");
-        assert_eq!(RECORD_V4_LEN, 76);
-        assert_eq!(RECORD_V6_LEN, 124);
-    }
-
-    #[test]
     fn an_absent_collector_is_counted_not_waited_for() {
         // A port nobody listens on: the kernel answers with ICMP port unreachable.
         let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = probe.local_addr().unwrap();
         drop(probe);
-        let mut t = Transport::new(addr, 1, 1400, Duration::from_secs(60)).unwrap();
+        let mut t =
+            Transport::new(addr, FlowModel::Uniflow, 1, 1400, Duration::from_secs(60)).unwrap();
+        let sides = Sides::new(&Config::default(), Arc::default());
         let r = FlowRecord {
             proto: PROTO_UDP,
             orig: tuple("10.77.0.10", 1, "203.0.113.80", 2),
@@ -1121,10 +755,12 @@ mod tests {
             start_ms: 0,
             end_ms: 0,
             end_reason: EndReason::IdleTimeout,
+            tcp_state: None,
+            opening: true,
         };
         let started = Instant::now();
         for _ in 0..20 {
-            t.send(std::slice::from_ref(&r));
+            t.send(std::slice::from_ref(&r), &sides);
             std::thread::sleep(Duration::from_millis(2));
         }
         assert!(started.elapsed() < Duration::from_secs(2));
