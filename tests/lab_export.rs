@@ -829,7 +829,7 @@ fn ipfix_uniflow_download_counts_both_directions_in_nfdump_and_pmacct() {
             Some(lan_if),
             "download leaves br-lan: {r}"
         );
-        assert_eq!(r["in_dst_mac"].as_str(), Some(client_mac), "{r}");
+        assert_eq!(r["out_dst_mac"].as_str(), Some(client_mac), "{r}");
         assert_eq!(
             r["dst4_xlt_ip"].as_str(),
             Some(RTR_WAN4),

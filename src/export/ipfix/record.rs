@@ -11,7 +11,9 @@
 //! In both, the source and destination are the inside view (the LAN address, before
 //! NAT) and the post-NAT/NAPT elements the outside view (the router's WAN address and
 //! port, what the far end saw), the way NAT devices report translations.
-//! `ingressInterface`/`egressInterface` and the MAC addresses come from [`super::sides`].
+//! `ingressInterface`/`egressInterface` and the MAC addresses come from [`super::sides`]:
+//! a device's MAC is `sourceMacAddress` of what it sends (as the frame arrived) and
+//! `postDestinationMacAddress` of what it receives (as the frame left the router).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -46,7 +48,7 @@ mod ie {
     pub const DESTINATION_IPV6_ADDRESS: u16 = 28;
     pub const ICMP_TYPE_CODE_IPV4: u16 = 32;
     pub const SOURCE_MAC_ADDRESS: u16 = 56;
-    pub const DESTINATION_MAC_ADDRESS: u16 = 80;
+    pub const POST_DESTINATION_MAC_ADDRESS: u16 = 57;
     pub const FLOW_END_REASON: u16 = 136;
     pub const ICMP_TYPE_CODE_IPV6: u16 = 139;
     pub const FLOW_START_MILLISECONDS: u16 = 152;
@@ -304,7 +306,7 @@ impl Template {
             (INGRESS_INTERFACE, 4, false),
             (EGRESS_INTERFACE, 4, false),
             (SOURCE_MAC_ADDRESS, 6, false),
-            (DESTINATION_MAC_ADDRESS, 6, false),
+            (POST_DESTINATION_MAC_ADDRESS, 6, false),
             (FLOW_START_MILLISECONDS, 8, false),
             (FLOW_END_MILLISECONDS, 8, false),
             (FLOW_END_REASON, 1, false),
@@ -371,7 +373,7 @@ impl Template {
                 (INGRESS_INTERFACE, _) => out.extend_from_slice(&d.ingress.to_be_bytes()),
                 (EGRESS_INTERFACE, _) => out.extend_from_slice(&d.egress.to_be_bytes()),
                 (SOURCE_MAC_ADDRESS, _) => out.extend_from_slice(&d.src_mac),
-                (DESTINATION_MAC_ADDRESS, _) => out.extend_from_slice(&d.dst_mac),
+                (POST_DESTINATION_MAC_ADDRESS, _) => out.extend_from_slice(&d.dst_mac),
                 (FLOW_START_MILLISECONDS, _) => put64(out, d.start_ms),
                 (FLOW_END_MILLISECONDS, _) => put64(out, d.end_ms),
                 (FLOW_END_REASON, _) => out.push(d.end_reason),
