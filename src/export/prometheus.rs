@@ -370,7 +370,7 @@ pub fn describe_all() {
     );
     describe_counter!(
         "netmon_export_drops_total",
-        "Flow changes or records an exporter dropped, by exporter and reason (queue_full: the exporter fell behind; send_error: the collector is unreachable; table_full: too many flows)."
+        "Flow changes or records an exporter dropped, by exporter and reason (queue_full: the exporter fell behind; send_error: the collector is unreachable)."
     );
     describe_gauge!(
         "netmon_export_tracked_flows",

@@ -211,6 +211,12 @@ struct Writer {
     tx_changes: usize,
     /// Per-device Prometheus series, fed after each commit (`None` without a recorder).
     device_series: Option<DeviceSeries>,
+    /// `netmon_writer_failed_commits_total` and `netmon_writer_dropped_changes_total`,
+    /// registered when the writer starts so they read 0 until something fails: a counter
+    /// that first appears at its first increment hides that increment from Prometheus's
+    /// `rate()`, and leaves a dashboard panel with no data where it should show 0.
+    failed_commits: metrics::Counter,
+    dropped_changes: metrics::Counter,
 }
 
 /// A batch waiting for storage to work again.
@@ -243,6 +249,8 @@ impl Writer {
             reserve,
             tx_changes: tx_changes(&config.retention),
             device_series: None,
+            failed_commits: metrics::counter!("netmon_writer_failed_commits_total"),
+            dropped_changes: metrics::counter!("netmon_writer_dropped_changes_total"),
         })
     }
 
@@ -256,7 +264,7 @@ impl Writer {
                 if let Some(held) = self.held.take() {
                     let lost = held.changes + inbox.drain_changes();
                     log::error!("stopping with {lost} changes that could not be stored");
-                    metrics::counter!("netmon_writer_dropped_changes_total").increment(lost as u64);
+                    self.dropped_changes.increment(lost as u64);
                     break;
                 }
                 continue;
@@ -441,7 +449,7 @@ impl Writer {
                 Some(self.committed(written, reply_to, now))
             }
             Err(e) => {
-                metrics::counter!("netmon_writer_failed_commits_total").increment(1);
+                self.failed_commits.increment(1);
                 for reply in reply_to {
                     let _ = reply.send(Err(CommandError::Storage(format!("database error: {e}"))));
                 }
@@ -515,7 +523,7 @@ impl Writer {
                 "writer transaction of {n} events failed, rolled back: {e}; \
                  its {changes} changes are dropped"
             );
-            metrics::counter!("netmon_writer_dropped_changes_total").increment(changes as u64);
+            self.dropped_changes.increment(changes as u64);
         }
     }
 }
