@@ -3,45 +3,102 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use netmon::config::{self, Config};
 
-#[derive(Parser)]
-#[command(
-    name = "netmon",
-    version,
-    about = "Network monitor for the router it runs on"
-)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, short = 'c', global = true, default_value = config::DEFAULT_PATH)]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Option<Cmd>,
+const HELP: &str = "\
+Network monitor for the router it runs on
+
+Usage: netmon [-c CONFIG] [COMMAND]
+
+Commands:
+  run             Run the monitor (the default)
+  check-config    Validate the configuration file and print the effective configuration
+  firewall-rules  Print the nftables table netmon loads (the OpenWrt fw4 include is this text)
+  passwd          Set the web UI password: reads it (twice, without echo, from a terminal;
+                  else the first line of stdin), stores its argon2id hash as
+                  `[web] password_hash` in the config file, keeping the file's comments.
+                  Restart netmon to apply it
+  version         Print the version
+
+Options:
+  -c, --config <CONFIG>  Configuration file [default: {DEFAULT_PATH}]
+  -h, --help             Print help
+  -V, --version          Print version
+";
+
+#[derive(Debug, PartialEq, Eq)]
+enum Cmd {
+    Run,
+    CheckConfig,
+    FirewallRules,
+    Passwd,
+    Version,
+    Help,
 }
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the monitor (the default).
-    Run,
-    /// Validate the configuration file and print the effective configuration.
-    CheckConfig,
-    /// Print the nftables table netmon loads (the OpenWrt fw4 include is this text).
-    FirewallRules,
-    /// Set the web UI password: reads it (twice, without echo, from a terminal; else
-    /// the first line of stdin), stores its argon2id hash as `[web] password_hash` in
-    /// the config file, keeping the file's comments. Restart netmon to apply it.
-    Passwd,
-    /// Print the version.
-    Version,
+/// The command line: `[-c CONFIG] [COMMAND]`, the option before or after the command.
+#[derive(Debug)]
+struct Cli {
+    config: PathBuf,
+    command: Cmd,
+}
+
+impl Cli {
+    fn parse(args: impl IntoIterator<Item = std::ffi::OsString>) -> Result<Cli, lexopt::Error> {
+        use lexopt::prelude::*;
+        let mut parser = lexopt::Parser::from_args(args);
+        let mut config = PathBuf::from(config::DEFAULT_PATH);
+        let mut command = None;
+        while let Some(arg) = parser.next()? {
+            match arg {
+                Short('c') | Long("config") => config = parser.value()?.into(),
+                Short('h') | Long("help") => command = Some(Cmd::Help),
+                Short('V') | Long("version") => command = Some(Cmd::Version),
+                Value(word) if command.is_none() => {
+                    command = Some(match word.to_str() {
+                        Some("run") => Cmd::Run,
+                        Some("check-config") => Cmd::CheckConfig,
+                        Some("firewall-rules") => Cmd::FirewallRules,
+                        Some("passwd") => Cmd::Passwd,
+                        Some("version") => Cmd::Version,
+                        Some("help") => Cmd::Help,
+                        _ => {
+                            return Err(format!(
+                                "unknown command {word:?} (run, check-config, \
+                                 firewall-rules, passwd, version)"
+                            )
+                            .into());
+                        }
+                    })
+                }
+                _ => return Err(arg.unexpected()),
+            }
+        }
+        Ok(Cli {
+            config,
+            command: command.unwrap_or(Cmd::Run),
+        })
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!(
+                "netmon: {e}\n\nUsage: netmon [-c CONFIG] [COMMAND]; netmon --help lists them"
+            );
+            return ExitCode::from(2);
+        }
+    };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
-    match cli.command.unwrap_or(Cmd::Run) {
+    match cli.command {
+        Cmd::Help => {
+            print!("{}", HELP.replace("{DEFAULT_PATH}", config::DEFAULT_PATH));
+            ExitCode::SUCCESS
+        }
         Cmd::Version => {
             println!("netmon {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
@@ -128,4 +185,41 @@ fn passwd(config: &std::path::Path) -> anyhow::Result<()> {
         eprintln!("netmon: note: web.auth is \"none\": set auth = \"password\" to require it");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::parse(args.iter().map(std::ffi::OsString::from)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_config_goes_before_or_after_the_command() {
+        let cli = parse(&["check-config", "--config", "/tmp/a.toml"]).unwrap();
+        assert_eq!(cli.command, Cmd::CheckConfig);
+        assert_eq!(cli.config, PathBuf::from("/tmp/a.toml"));
+        let cli = parse(&["-c", "/tmp/b.toml", "firewall-rules"]).unwrap();
+        assert_eq!(cli.command, Cmd::FirewallRules);
+        assert_eq!(cli.config, PathBuf::from("/tmp/b.toml"));
+        let cli = parse(&["--config=/tmp/c.toml"]).unwrap();
+        assert_eq!((cli.command, cli.config), (Cmd::Run, "/tmp/c.toml".into()));
+        let cli = parse(&[]).unwrap();
+        assert_eq!(cli.config, PathBuf::from(config::DEFAULT_PATH));
+        assert_eq!(parse(&["-V"]).unwrap().command, Cmd::Version);
+        assert_eq!(parse(&["passwd", "-h"]).unwrap().command, Cmd::Help);
+    }
+
+    #[test]
+    fn unknown_words_and_options_are_refused_by_name() {
+        let e = parse(&["strat"]).unwrap_err();
+        assert!(e.contains("strat") && e.contains("check-config"), "{e}");
+        let e = parse(&["run", "--verbose"]).unwrap_err();
+        assert!(e.contains("--verbose"), "{e}");
+        let e = parse(&["run", "extra"]).unwrap_err();
+        assert!(e.contains("extra"), "{e}");
+        let e = parse(&["--config"]).unwrap_err();
+        assert!(e.contains("--config"), "{e}");
+    }
 }
