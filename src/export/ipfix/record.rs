@@ -525,10 +525,11 @@ fn patch_len(out: &mut [u8], start: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
+    /// A tuple from text, for the exporter's tests.
+    pub(in crate::export::ipfix) fn tuple(src: &str, sport: u16, dst: &str, dport: u16) -> Tuple {
         Tuple {
             src: src.parse().unwrap(),
             dst: dst.parse().unwrap(),
