@@ -346,6 +346,41 @@ if ! check "deb: /usr/bin/netmon run answers /healthz" wait_healthz "$T/healthz.
 fi
 check "deb: netmon runs as netmon with CAP_NET_ADMIN only" runs_as "$deb_pid" "$(id -u netmon)"
 check "deb: netmon stops on SIGTERM" stop_pid "$deb_pid"
+
+# Upgrade in place: the same package one release later (repacked with dpkg-deb, the
+# version bumped), over a config the admin edited and a database with history. dpkg
+# keeps the edited conffile (--force-confold: what apt does when it cannot ask), the
+# maintainer scripts leave the account and the data alone, and netmon starts again on
+# the same database with every row it had.
+echo "# edited by the admin before the upgrade" >>/etc/netmon/netmon.toml
+conf_before=$(sha256sum </etc/netmon/netmon.toml)
+# Read as the netmon account: a -shm file sqlite3 made as root would lock netmon out.
+rows() {
+    runuser -u netmon -- sqlite3 "$T/deb-db/netmon.db" \
+        "SELECT (SELECT count(*) FROM devices) || '/' || (SELECT count(*) FROM flows) || '/' || (SELECT user_version FROM pragma_user_version)"
+}
+rows_before=$(rows)
+uid_before=$(id -u netmon)
+dpkg-deb -R "$DEB" "$T/deb-next"
+sed -i "s/^Version: .*/Version: ${VERSION}-$((RELEASE + 1))/" "$T/deb-next/DEBIAN/control"
+dpkg-deb --root-owner-group -b "$T/deb-next" "$T/netmon-next.deb" >/dev/null
+dpkg -i --force-confold "$T/netmon-next.deb" >"$T/dpkg-upgrade.log" 2>&1 ||
+    cat "$T/dpkg-upgrade.log" >&2
+check "deb upgrade: dpkg -i of the next release over the installed one" \
+    test "$(dpkg-query -W -f='${Version}' netmon)" = "${VERSION}-$((RELEASE + 1))"
+check "deb upgrade: the edited conffile is kept" \
+    test "$(sha256sum </etc/netmon/netmon.toml)" = "$conf_before"
+check "deb upgrade: the netmon account is kept" test "$(id -u netmon)" = "$uid_before"
+check "deb upgrade: the database is untouched (devices/flows/schema $rows_before)" \
+    test "$(rows)" = "$rows_before"
+ip netns exec "$NS" /usr/bin/netmon run --config "$T/deb.toml" >"$T/deb2.out" 2>&1 &
+deb_pid=$!
+PIDS+=("$deb_pid")
+if ! check "deb upgrade: netmon starts again on the same database" wait_healthz "$T/healthz.deb2"; then
+    cat "$T/deb2.out" >&2
+fi
+check "deb upgrade: netmon stops on SIGTERM" stop_pid "$deb_pid"
+check "deb upgrade: every row is still there" test "$(rows)" = "$rows_before"
 dpkg -r netmon >"$T/dpkg.log" 2>&1 || { cat "$T/dpkg.log" >&2; }
 check "deb: dpkg -r removes it" test ! -e /usr/bin/netmon
 dpkg --purge netmon >/dev/null 2>&1 || true
