@@ -13,6 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::collect::tls_hello::{self, Hello, MAX_HELLO};
 use crate::collect::{ctnetlink, dns_packets, dnsmasq, identity, netlink, nflog};
 use crate::store::dns::read::DnsFilter;
 use crate::store::flows::read::FlowFilter;
@@ -37,6 +38,7 @@ pub const TARGETS: &[Target] = &[
     ("dnsmasq_log", dnsmasq_log),
     ("config", config),
     ("query_string", query_string),
+    ("tls_hello", tls_hello),
 ];
 
 /// A conntrack datagram (dump reply or event), as `collect::conntrack` reads it:
@@ -143,5 +145,44 @@ pub fn query_string(data: &[u8]) {
         let again = serde_urlencoded::from_str::<DnsQuery>(&f.to_query())
             .expect("canonical DNS query deserialises");
         assert_eq!(DnsFilter::parse(&again).ok(), Some(f), "{query:?}");
+    }
+}
+
+/// A client's first bytes on a TLS port (its first TCP payload, or the first ones
+/// joined), through `collect::tls_hello::parse`. A name is a hostname in canonical form; `Incomplete` asks for
+/// more than it was given; and a name must not depend on where TCP cut the hello: when
+/// the whole input names a site, every prefix names the same site or asks for more, and
+/// when it is a hello without a name, every prefix asks for at most the whole.
+pub fn tls_hello(data: &[u8]) {
+    let data = data.get(..MAX_HELLO).unwrap_or(data);
+    let whole = tls_hello::parse(data);
+    check_hello(&whole, data.len());
+    if !matches!(whole, Hello::Name(_) | Hello::NoName) {
+        return;
+    }
+    // Every cut of a short input, about 64 of a long one (each parse reads the prefix).
+    let step = (data.len() / 64).max(1);
+    for cut in (1..data.len()).step_by(step) {
+        let part = tls_hello::parse(&data[..cut]);
+        check_hello(&part, cut);
+        match (&whole, &part) {
+            (Hello::NoName, Hello::Incomplete { needed }) => {
+                assert!(*needed <= data.len(), "cut {cut}: {part:?}");
+            }
+            (Hello::Name(_), Hello::Incomplete { .. }) => {}
+            _ => assert_eq!(part, whole, "cut {cut}"),
+        }
+    }
+}
+
+/// What every answer of `tls_hello::parse` for `len` bytes promises.
+fn check_hello(hello: &Hello, len: usize) {
+    match hello {
+        Hello::Name(name) | Hello::Encrypted { outer: Some(name) } => {
+            assert!(!name.is_empty() && name.len() <= 253, "{name:?}");
+            assert_eq!(&crate::dns_name::normalize_name(name), name);
+        }
+        Hello::Incomplete { needed } => assert!(*needed > len, "{needed} for {len} bytes"),
+        Hello::Encrypted { outer: None } | Hello::NoName | Hello::NotHello => {}
     }
 }

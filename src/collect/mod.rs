@@ -13,3 +13,4 @@ pub mod nflog;
 pub mod offload;
 pub mod system;
 pub mod tail;
+pub mod tls_hello;
