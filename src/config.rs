@@ -137,6 +137,13 @@ pub struct Dns {
     pub packet_capture: bool,
     /// NFQUEUE number of the DNS answer queue.
     pub queue_num: u16,
+    /// Also queue the first data packet a LAN client sends on each new TLS connection
+    /// (TCP 443 and 853) and name flows no DNS answer named by the server name in its
+    /// ClientHello. Needs `packet_capture`.
+    pub tls_names: bool,
+    /// DNS-over-HTTPS resolvers (names or addresses) a device's use of shows on its
+    /// page, besides the shipped list of public ones (`store::resolvers::KNOWN`).
+    pub encrypted_resolvers: Vec<String>,
     /// dnsmasq's query log to follow (its `log-facility` file, or a syslog file it is
     /// relayed to). Empty: off. Used for attribution when `packet_capture` is off.
     pub log_file: PathBuf,
@@ -259,6 +266,8 @@ impl Default for Dns {
         Dns {
             packet_capture: true,
             queue_num: 5353,
+            tls_names: true,
+            encrypted_resolvers: Vec::new(),
             log_file: PathBuf::new(),
             log_assumed_ttl_s: 300,
             attribution_slack_s: 60,

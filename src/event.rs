@@ -24,6 +24,9 @@ pub enum Event {
     Flows(FlowBatch),
     /// DNS answers LAN clients received (packets or the dnsmasq log), oldest first.
     Dns(Vec<DnsObservation>),
+    /// Server names LAN clients asked for in the first packet of a TLS connection
+    /// (`collect::dns_packets`), for flows no DNS answer names.
+    Tls(Vec<TlsName>),
     /// One router health reading (`collect::system`), folded into the minute rollups.
     /// Boxed: it is several times larger than the other variants.
     System(Box<SystemSample>),
@@ -207,6 +210,21 @@ pub struct DnsObservation {
     pub answers: Vec<DnsAnswer>,
     pub source: DnsSource,
 }
+
+/// The server name of one TLS connection, from its client's ClientHello.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsName {
+    /// When the ClientHello passed (unix ms).
+    pub ts_ms: i64,
+    /// The connection: its original tuple as conntrack keys it.
+    pub conn: TcpConn,
+    /// The name, canonical ([`crate::dns_name`]).
+    pub name: String,
+}
+
+/// A TCP connection's original tuple: (client, client port, server, server port). Unique
+/// among live connections (in one conntrack zone).
+pub type TcpConn = (IpAddr, u16, IpAddr, u16);
 
 /// One record of an answer section that netmon uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

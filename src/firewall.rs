@@ -20,6 +20,19 @@
 //! Untracked traffic (`notrack` for DNS) has no conntrack state and is not queued; the
 //! dnsmasq log then remains the DNS source.
 //!
+//! **TLS server names** (`dns.tls_names`) come through the same queue: one chain in the
+//! postrouting hook at priority [`TLS_PRIORITY`] queues the first data packet a LAN
+//! client sends on a TCP connection to port 443 or 853 — `ct state established ct
+//! direction original`, the connection's second to sixth packet in that direction,
+//! and at least [`TLS_MIN_LENGTH`] bytes long, so the handshake's bare ACK is not
+//! queued and a ClientHello split over two segments is. About one packet per
+//! connection; the same `bypass`, and the same verdict (accept, at once). The chain
+//! runs after the filter hooks and just before source NAT (100), so the packet still
+//! carries the client's own address: with the conntrack id NFQUEUE attaches, that
+//! names the flow exactly ([`crate::flow::ident`]). Packets that a flowtable offloads
+//! skip the hook: on a router with flow offloading, connections whose ClientHello is
+//! offloaded get no server name.
+//!
 //! Firewall drops: new connection attempts from the WAN are logged (rate-limited) to an
 //! NFLOG group before and after the router's filter chains ([`drop_log_chains`]).
 //!
@@ -54,6 +67,15 @@ pub const TABLE: &str = "netmon";
 /// standard priority names).
 pub const DNS_PRIORITY: i32 = 300;
 
+/// Priority of the TLS ClientHello chain in the postrouting hook: after mangle (-150),
+/// before source NAT (100) rewrites the client's address.
+pub const TLS_PRIORITY: i32 = 99;
+
+/// Shortest packet (IP header included) the TLS chain queues: longer than any TCP
+/// segment without data (an IPv6 header, 40 bytes, and the longest TCP header, 60); a
+/// ClientHello is 200 bytes or more.
+pub const TLS_MIN_LENGTH: u16 = 101;
+
 /// The table's text for `nft -f`.
 pub fn ruleset(config: &Config) -> String {
     let lan = config
@@ -72,6 +94,16 @@ pub fn ruleset(config: &Config) -> String {
              meta l4proto {{ udp, tcp }} th sport 53 queue num {q} bypass\n\
              \t}}\n"
         ));
+        if config.dns.tls_names {
+            chains.push_str(&format!(
+                "\tchain tls_hello {{\n\
+                 \t\ttype filter hook postrouting priority {TLS_PRIORITY}; policy accept;\n\
+                 \t\tiifname {{ {lan} }} ct state established ct direction original \
+                 meta l4proto tcp th dport {{ 443, 853 }} ct original packets 2-6 \
+                 meta length >= {TLS_MIN_LENGTH} queue num {q} bypass\n\
+                 \t}}\n"
+            ));
+        }
     }
     chains.push_str(&drop_log_chains(config));
     // Declaring the table first makes `delete` valid when it does not exist yet; nft
@@ -199,6 +231,16 @@ fn xt_install_script(config: &Config) -> String {
             ));
         }
     }
+    if config.dns.tls_names {
+        // x_tables has no input interface in POSTROUTING: every client's hellos are
+        // queued, and only flows a LAN device started are named.
+        script.push_str(&format!(
+            "-A {XT_CHAIN} -p tcp -m multiport --dports 443,853 -m conntrack --ctstate ESTABLISHED \
+             --ctdir ORIGINAL -m connbytes --connbytes 2:6 --connbytes-dir original \
+             --connbytes-mode packets -m length --length {TLS_MIN_LENGTH}:65535 \
+             -j NFQUEUE --queue-num {q} --queue-bypass\n"
+        ));
+    }
     script.push_str(&format!("-A POSTROUTING -j {XT_CHAIN}\nCOMMIT\n"));
     script
 }
@@ -298,14 +340,28 @@ mod tests {
             ),
             "{r}"
         );
-        // One queue rule, and in no hook where a filter decision is still to come.
-        assert_eq!(r.matches("queue num").count(), 1, "{r}");
+        // The TLS chain: after the filter hooks, before source NAT, only what a LAN
+        // client sends on established TCP 443/853 connections, one or two packets each.
+        assert!(
+            r.contains(
+                "type filter hook postrouting priority 99; policy accept;\n\t\t\
+                 iifname { \"br-lan\", \"wlan\" } ct state established ct direction original \
+                 meta l4proto tcp th dport { 443, 853 } ct original packets 2-6 \
+                 meta length >= 101 queue num 5353 bypass"
+            ),
+            "{r}"
+        );
+        // Two queue rules, in no hook where a filter decision is still to come.
+        assert_eq!(r.matches("queue num").count(), 2, "{r}");
         for hook in ["prerouting", "input", "forward", "output"] {
             let chain = r
                 .split("chain ")
                 .find(|c| c.contains(&format!("hook {hook} ")));
             assert!(chain.is_none_or(|c| !c.contains("queue")), "{hook}: {r}");
         }
+        c.dns.tls_names = false;
+        assert_eq!(ruleset(&c).matches("queue num").count(), 1);
+        c.dns.tls_names = true;
         c.dns.packet_capture = false;
         assert!(!ruleset(&c).contains("queue"));
     }
@@ -325,6 +381,15 @@ mod tests {
             );
             assert!(s.contains(&rule), "{s}");
         }
+        assert!(
+            s.contains(
+                "-A NETMON_DNS -p tcp -m multiport --dports 443,853 -m conntrack --ctstate \
+                 ESTABLISHED --ctdir ORIGINAL -m connbytes --connbytes 2:6 --connbytes-dir \
+                 original --connbytes-mode packets -m length --length 101:65535 -j NFQUEUE \
+                 --queue-num 5353 --queue-bypass\n"
+            ),
+            "{s}"
+        );
         // Appended, so no mangle rule of the router's is skipped; no filter-table jump.
         assert!(s.ends_with("-A POSTROUTING -j NETMON_DNS\nCOMMIT\n"), "{s}");
         assert!(!s.contains("*filter") && !s.contains("-I "), "{s}");

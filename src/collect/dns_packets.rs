@@ -31,6 +31,7 @@ use anyhow::Context;
 use simple_dns::rdata::RData;
 use simple_dns::{PacketFlag, RCODE};
 
+use super::tls_names::Hellos;
 use crate::config::Config;
 use crate::dns_name::name_from_labels;
 use crate::event::Event;
@@ -234,6 +235,17 @@ fn describe_metrics() {
         "DNS answer packets taken from NFQUEUE, by result (parsed or the parse error)"
     );
     describe_counter!(
+        "netmon_tls_hellos_total",
+        "First data packets of TLS connections taken from NFQUEUE, by what they held \
+         (name; ech-outer-name and ech-no-name: an encrypted ClientHello; no-name; partial: \
+         the rest follows; not-tls; ...)"
+    );
+    describe_counter!(
+        "netmon_tls_names_total",
+        "TLS server names by what they did to their flow (named, named-late, dns-named and \
+         unmatched: DNS had named it, or no flow was stored for it)"
+    );
+    describe_counter!(
         "netmon_dns_verdict_errors_total",
         "Queued DNS packets netmon failed to accept (the kernel's fail-open/bypass covers them)"
     );
@@ -241,6 +253,7 @@ fn describe_metrics() {
 
 fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
     let mut pending: Vec<DnsObservation> = Vec::new();
+    let mut hellos = Hellos::default();
     let mut last_flush = Instant::now();
     let mut copy = Vec::with_capacity(4096);
     let parsed = metrics::counter!("netmon_dns_packets_total", "result" => "parsed");
@@ -257,22 +270,28 @@ fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     metrics::counter!("netmon_dns_verdict_errors_total").increment(1);
                     log::warn!("accepting a queued DNS packet: {e}");
                 }
-                match parse_packet(&copy, crate::time::now_ms()) {
-                    Ok(obs) => {
-                        parsed.increment(1);
-                        pending.extend(obs);
-                    }
-                    Err(e) => {
-                        let kind = match e {
-                            DnsPacketError::Header => "bad-header",
-                            DnsPacketError::Protocol => "other-protocol",
-                            DnsPacketError::TcpPartial => "tcp-partial",
-                            DnsPacketError::Counts => "bad-counts",
-                            DnsPacketError::Dns(_) => "malformed",
-                            DnsPacketError::NotAnswer => "not-an-answer",
-                        };
-                        metrics::counter!("netmon_dns_packets_total", "result" => kind)
-                            .increment(1);
+                let now = crate::time::now_ms();
+                if is_tls(&copy) {
+                    let result = hellos.packet(&copy, now);
+                    metrics::counter!("netmon_tls_hellos_total", "result" => result).increment(1);
+                } else {
+                    match parse_packet(&copy, now) {
+                        Ok(obs) => {
+                            parsed.increment(1);
+                            pending.extend(obs);
+                        }
+                        Err(e) => {
+                            let kind = match e {
+                                DnsPacketError::Header => "bad-header",
+                                DnsPacketError::Protocol => "other-protocol",
+                                DnsPacketError::TcpPartial => "tcp-partial",
+                                DnsPacketError::Counts => "bad-counts",
+                                DnsPacketError::Dns(_) => "malformed",
+                                DnsPacketError::NotAnswer => "not-an-answer",
+                            };
+                            metrics::counter!("netmon_dns_packets_total", "result" => kind)
+                                .increment(1);
+                        }
                     }
                 }
                 // Drain what is already queued without sleeping, then flush.
@@ -282,7 +301,7 @@ fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                flush(&writer, &mut pending, &drops);
+                flush(&writer, &mut pending, &mut hellos, &drops);
                 last_flush = Instant::now();
                 queue.set_nonblocking(false);
                 blocking = true;
@@ -295,29 +314,70 @@ fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
             }
         }
         if last_flush.elapsed() >= FLUSH_EVERY || pending.len() >= 1024 {
-            flush(&writer, &mut pending, &drops);
+            flush(&writer, &mut pending, &mut hellos, &drops);
             last_flush = Instant::now();
         }
     }
 }
 
 /// Sends what is pending; keeps it when the channel is full (up to [`MAX_BUFFERED`]).
-fn flush(writer: &WriterHandle, pending: &mut Vec<DnsObservation>, drops: &metrics::Counter) {
+fn flush(
+    writer: &WriterHandle,
+    pending: &mut Vec<DnsObservation>,
+    hellos: &mut Hellos,
+    drops: &metrics::Counter,
+) {
+    hellos.expire(crate::time::now_ms());
+    send(
+        writer,
+        pending,
+        Event::Dns,
+        |e| match e {
+            Event::Dns(back) => Some(back),
+            _ => None,
+        },
+        drops,
+    );
+    send(
+        writer,
+        &mut hellos.names,
+        Event::Tls,
+        |e| match e {
+            Event::Tls(back) => Some(back),
+            _ => None,
+        },
+        drops,
+    );
+}
+
+/// Sends `pending` as one event; keeps it when the channel is full, dropping (and
+/// counting) the oldest past [`MAX_BUFFERED`].
+fn send<T>(
+    writer: &WriterHandle,
+    pending: &mut Vec<T>,
+    event: fn(Vec<T>) -> Event,
+    back: fn(Event) -> Option<Vec<T>>,
+    drops: &metrics::Counter,
+) {
     if pending.is_empty() {
         return;
     }
-    match writer.try_send(Event::Dns(std::mem::take(pending))) {
-        Ok(()) => {}
-        Err(Event::Dns(mut back)) => {
-            if back.len() > MAX_BUFFERED {
-                let excess = back.len() - MAX_BUFFERED;
-                back.drain(..excess);
-                drops.increment(excess as u64);
-            }
-            *pending = back;
+    if let Err(e) = writer.try_send(event(std::mem::take(pending)))
+        && let Some(mut kept) = back(e)
+    {
+        if kept.len() > MAX_BUFFERED {
+            let excess = kept.len() - MAX_BUFFERED;
+            kept.drain(..excess);
+            drops.increment(excess as u64);
         }
-        Err(_) => {}
+        *pending = kept;
     }
+}
+
+/// A queued packet from the TLS rule: TCP, and not from port 53 (which only the DNS
+/// answer rule queues).
+fn is_tls(packet: &[u8]) -> bool {
+    super::tls_names::segment(packet).is_some_and(|s| s.conn.1 != 53)
 }
 
 #[cfg(test)]

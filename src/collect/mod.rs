@@ -14,3 +14,4 @@ pub mod offload;
 pub mod system;
 pub mod tail;
 pub mod tls_hello;
+pub mod tls_names;

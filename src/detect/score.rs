@@ -20,7 +20,7 @@
 //! | UNEXPECTED_PROTO | flow | an IP protocol outside `common_protos` |
 //! | NO_RDNS | flow | the host is known to have no reverse DNS name (never alerts alone) |
 //! | NEW_DOMAIN | flow | the flow's registrable domain is new for the device |
-//! | DIRECT_IP | flow | a TCP/UDP flow to an address no DNS answer gave this client |
+//! | DIRECT_IP | flow | a TCP/UDP flow to an address no DNS answer gave this client, and no TLS server name named |
 //! | BEACON | flow | the last `beacon_intervals` intervals between connections to this destination are regular (CV < `beacon_max_cv`) |
 //! | UPLOAD_HEAVY | flow | a flow sent ≥ `upload_min_bytes`, ≥ max(`upload_ratio_floor`, `volume_factor` × usual ratio) times what it received |
 //! | HIGH_EGRESS | device | upload this minute > max(`egress_floor_bytes`, `volume_factor` × usual upload at this hour) |

@@ -13,6 +13,17 @@
 //!   address — a guess, shown as one;
 //! - none: no answer ever named the address.
 //!
+//! A TLS connection whose client named its server in the ClientHello
+//! ([`crate::collect::dns_packets`] reads it from the connection's first data packet)
+//! and that has no exact or stale match gets that name as **sni** ([`MATCH_SNI`]): the
+//! name the client itself asked the server for, though no answer this router saw gave
+//! the address (the device resolves by DNS-over-HTTPS or TLS, or a cached address).
+//! The ClientHello follows the flow's first packet by one round trip and normally
+//! reaches the writer before the conntrack collector's batch with the new flow: the
+//! name waits in [`DnsState::tls_waiting`] for it, keyed by the connection's original
+//! tuple. A name that comes later finds the stored row among its device's flows of the
+//! last [`TLS_WAIT_MS`] and names it in place: no per-flow memory for the rare late one.
+//!
 //! The answer and the flow travel on different paths (NFQUEUE vs conntrack; the
 //! conntrack collector coalesces per tick), so a flow can be stored a moment before the
 //! answer that explains it. Flows stored without an exact match wait in
@@ -28,13 +39,15 @@ use std::num::NonZeroI64;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::config;
-use crate::event::DnsObservation;
+use crate::event::{DnsObservation, TcpConn, TlsName};
 use crate::store::addr::{IpBlob, stored_ip};
+use crate::store::resolvers::Resolvers;
 use crate::time::MINUTE_MS;
 
 pub const MATCH_EXACT: i64 = 1;
 pub const MATCH_STALE: i64 = 2;
 pub const MATCH_OTHER_CLIENT: i64 = 3;
+pub const MATCH_SNI: i64 = 4;
 
 /// The name of a `flows.dns_match` value, as the API and pages show it.
 pub fn match_name(m: Option<i64>) -> &'static str {
@@ -42,6 +55,7 @@ pub fn match_name(m: Option<i64>) -> &'static str {
         Some(MATCH_EXACT) => "exact",
         Some(MATCH_STALE) => "stale",
         Some(MATCH_OTHER_CLIENT) => "other-client",
+        Some(MATCH_SNI) => "sni",
         _ => "none",
     }
 }
@@ -60,6 +74,11 @@ const CLOCK_SKEW_MS: i64 = 1_000;
 const ANSWERED_CAP: usize = 200_000;
 /// Interned names kept in memory; past it the cache restarts (the table is the truth).
 const NAME_CACHE_CAP: usize = 50_000;
+/// How long a server name waits for its flow to be stored, and how far back a late one
+/// looks for its flow.
+const TLS_WAIT_MS: i64 = 10_000;
+/// Most server names waiting at once; past it the oldest go.
+const TLS_WAIT_CAP: usize = 10_000;
 
 /// The writer's DNS memory across ticks.
 pub struct DnsState {
@@ -79,6 +98,12 @@ pub struct DnsState {
     /// peers, hard-coded IPs, scans) skip the two index lookups.
     answered: HashSet<IpAddr>,
     answered_complete: bool,
+    /// Server names of TLS connections not stored yet, and when each came.
+    tls_waiting: HashMap<TcpConn, (i64, Box<str>)>,
+    /// Arrival order of `tls_waiting`, for expiry.
+    tls_order: VecDeque<(i64, TcpConn)>,
+    /// Encrypted and outside resolvers, and which devices use them.
+    pub resolvers: Resolvers,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +145,7 @@ impl DnsState {
         shrunk |= shrink_map(&mut self.pending);
         shrunk |= shrink_map(&mut self.name_sets);
         shrunk |= shrink_set(&mut self.answered);
+        shrunk |= shrink_map(&mut self.tls_waiting);
         if self.pending_order.capacity() > 4 * self.pending_order.len().max(4096) {
             self.pending_order.shrink_to(2 * self.pending_order.len());
             shrunk = true;
@@ -138,6 +164,9 @@ impl DnsState {
             name_sets: HashMap::new(),
             answered: HashSet::new(),
             answered_complete: false,
+            tls_waiting: HashMap::new(),
+            tls_order: VecDeque::new(),
+            resolvers: Resolvers::new(&c.encrypted_resolvers),
         }
     }
 
@@ -267,6 +296,17 @@ impl DnsState {
                 self.pending.remove(&key);
             }
         }
+        let tls_cutoff = now - TLS_WAIT_MS;
+        while let Some(&(at, conn)) = self.tls_order.front() {
+            if at >= tls_cutoff && self.tls_order.len() <= TLS_WAIT_CAP {
+                break;
+            }
+            self.tls_order.pop_front();
+            if self.tls_waiting.get(&conn).is_some_and(|w| w.0 == at) {
+                self.tls_waiting.remove(&conn);
+                metrics::counter!("netmon_tls_names_total", "result" => "unmatched").increment(1);
+            }
+        }
         let newest = self.name_sets.keys().map(|(_, m)| *m).max().unwrap_or(0);
         self.name_sets
             .retain(|(_, m), _| *m >= newest - 2 * MINUTE_MS);
@@ -276,6 +316,7 @@ impl DnsState {
     /// interned name ids and flows waiting for a late answer. SQLite hands a rolled-back
     /// rowid to the next insert, so keeping them could name the wrong row.
     pub fn rolled_back(&mut self) {
+        self.resolvers.rolled_back();
         self.names.clear();
         self.pending.clear();
         self.pending_order.clear();
@@ -365,6 +406,33 @@ impl DnsState {
                 .optional()?,
         };
         Ok(found)
+    }
+
+    /// The server name of a new TLS flow `conn` without an exact or stale match, when
+    /// its ClientHello came first.
+    pub fn tls_name(
+        &mut self,
+        tx: &Transaction,
+        conn: TcpConn,
+        found: Option<DnsMatch>,
+    ) -> rusqlite::Result<Option<DnsMatch>> {
+        if self.tls_waiting.is_empty() {
+            return Ok(found);
+        }
+        let Some((_, name)) = self.tls_waiting.remove(&conn) else {
+            return Ok(found);
+        };
+        self.resolvers.learn(&name, conn.2);
+        if found.is_some_and(|m| matches!(m.confidence, MATCH_EXACT | MATCH_STALE)) {
+            metrics::counter!("netmon_tls_names_total", "result" => "dns-named").increment(1);
+            return Ok(found);
+        }
+        metrics::counter!("netmon_tls_names_total", "result" => "named").increment(1);
+        Ok(Some(DnsMatch {
+            qname_id: self.name_id(tx, &name)?,
+            cname_id: None,
+            confidence: MATCH_SNI,
+        }))
     }
 
     /// Registers a stored flow: links its remote host to its name, and lets a flow
@@ -508,6 +576,7 @@ pub fn apply_dns(
         )?;
         for &(ip, ttl) in &addresses {
             state.note_answered(ip);
+            state.resolvers.learn(&obs.qname, ip);
             insert.execute(params![query_id, IpBlob::new(ip), client, ttl])?;
             upgrade_waiting(tx, state, acc, obs, ip, (qname_id, cname_id), ttl)?;
         }
@@ -559,6 +628,76 @@ fn upgrade_waiting(
             );
         }
         metrics::counter!("netmon_dns_late_attributions_total").increment(1);
+    }
+    Ok(())
+}
+
+/// Stores server names from TLS ClientHellos: a stored flow without an exact or stale
+/// match is named in place; the name of a flow not stored yet waits for it
+/// ([`DnsState::tls_name`]). `device_of` gives a LAN client's device, if it has one
+/// (a client without one has no stored flow).
+pub fn apply_tls(
+    tx: &Transaction,
+    names: &[TlsName],
+    state: &mut DnsState,
+    acc: &mut DnsAcc,
+    device_of: impl Fn(IpAddr) -> Option<i64>,
+) -> rusqlite::Result<()> {
+    for tls in names {
+        let (client, sport, server, dport) = tls.conn;
+        // The device's flows of the last seconds, through flows_device_last_seen.
+        let stored: Option<(i64, Option<i64>)> = match device_of(client) {
+            Some(device) => tx
+                .prepare_cached(
+                    "SELECT id, remote_host_id FROM flows
+                     WHERE device_id = ?1 AND last_seen >= ?2 AND dst_port = ?3
+                       AND src_port = ?4 AND proto = 6 AND dst_ip = ?5 AND src_ip = ?6
+                     ORDER BY last_seen DESC LIMIT 1",
+                )?
+                .query_row(
+                    params![
+                        device,
+                        tls.ts_ms - TLS_WAIT_MS,
+                        dport,
+                        sport,
+                        IpBlob::new(server),
+                        IpBlob::new(client)
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?,
+            None => None,
+        };
+        let Some((row_id, remote_host_id)) = stored else {
+            let name = tls.name.as_str().into();
+            if state
+                .tls_waiting
+                .insert(tls.conn, (tls.ts_ms, name))
+                .is_none()
+            {
+                state.tls_order.push_back((tls.ts_ms, tls.conn));
+            }
+            continue;
+        };
+        state.resolvers.learn(&tls.name, server);
+        let qname_id = state.name_id(tx, &tls.name)?;
+        let named = tx
+            .prepare_cached(
+                "UPDATE flows SET qname_id = ?2, cname_id = NULL, dns_match = ?3
+                 WHERE id = ?1 AND (dns_match IS NULL OR dns_match = ?4)",
+            )?
+            .execute(params![row_id, qname_id, MATCH_SNI, MATCH_OTHER_CLIENT])?;
+        let result = if named == 0 {
+            "dns-named"
+        } else {
+            "named-late"
+        };
+        metrics::counter!("netmon_tls_names_total", "result" => result).increment(1);
+        if named > 0
+            && let Some(host) = remote_host_id
+        {
+            link_host(acc, host, qname_id, tls.ts_ms, device_of(client));
+        }
     }
     Ok(())
 }

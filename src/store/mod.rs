@@ -21,6 +21,7 @@ pub mod overview;
 pub mod peers;
 pub mod pool;
 pub mod reserve;
+pub mod resolvers;
 pub mod retention;
 pub mod rollups;
 pub mod saved;

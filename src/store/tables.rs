@@ -166,6 +166,12 @@ impl Tables {
                     self.flows.apply_batch(tx, batch, &mut ctx)?;
                 }
                 Event::Dns(observations) => self.apply_dns(tx, observations, &mut acc)?,
+                Event::Tls(names) => {
+                    let devices = &self.devices.by_ip;
+                    crate::store::dns::apply_tls(tx, names, &mut self.dns, &mut acc.dns, |ip| {
+                        devices.get(&ip).copied()
+                    })?;
+                }
                 Event::System(sample) => crate::store::system::apply_system(tx, sample)?,
                 Event::Enrichment(found) => {
                     crate::store::enrich::apply_enrichment(tx, found)?;

@@ -660,6 +660,7 @@ fn changes_in(event: &Event) -> usize {
     match event {
         Event::Flows(_) => flow_changes(event),
         Event::Dns(observations) => observations.len(),
+        Event::Tls(names) => names.len(),
         Event::Identity(sightings) => sightings.len(),
         Event::Enrichment(found) => found.len(),
         Event::Drops(counts) => counts.len(),

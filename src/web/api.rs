@@ -42,7 +42,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// `GET /api/flows`. Each flow carries `domain` (the name its client asked for, or
 /// null), `domain_canonical` (the CNAME target, or null) and `dns_match` (`exact`,
-/// `stale`, `other-client` or `none`); names are canonical text (lowercase, `\DDD` for
+/// `stale`, `other-client`, `sni` or `none`); names are canonical text (lowercase, `\DDD` for
 /// bytes outside printable ASCII), otherwise verbatim.
 /// Takes every parameter of `/flows` (`page=last` too). `total` is exact up to
 /// `store::flows::read::COUNT_PAGES` pages; past it `total` is that many rows and `total_capped` is true. Each flow

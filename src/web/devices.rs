@@ -194,6 +194,19 @@ pub async fn page(
                     dt { "Sent" } dd.mono.up { (format::bytes(d.bytes_up)) }
                     dt { "Received" } dd.mono.down { (format::bytes(d.bytes_down)) }
                     dt { "Flows" } dd.mono { (format::count(d.flows)) }
+                    @if let Some((what, at)) = &d.encrypted_dns {
+                        dt { "DNS" }
+                        dd.encrypted-dns {
+                            span.code title="ENCRYPTED_DNS: informational, never scored" { "ENCRYPTED_DNS" }
+                            " uses " (what) " (last " (time(*at)) "): "
+                            @if what.starts_with("DNS-over") {
+                                "its lookups are encrypted, so its flows are named by their TLS \
+                                 server names only"
+                            } @else {
+                                "its lookups bypass the router's resolver"
+                            }
+                        }
+                    }
                 }
                 div {
                     form.rename method="post" action={ "/devices/" (id) "/name" } {

@@ -279,10 +279,15 @@ fn confidence(dns_match: &str) -> Markup {
             "other client: another device resolved the name to this address; this device's \
              own lookup was not seen"
         }
+        "sni" => {
+            "TLS name: the device named this server in its TLS handshake (SNI); no DNS answer \
+             this router saw gave the address (encrypted DNS, or a cached address)"
+        }
         _ => return html! {},
     };
+    let mark = if dns_match == "sni" { "TLS" } else { "?" };
     html! {
-        span class={ "dns-conf " (dns_match) } title=(why) aria-label=(why) { "?" }
+        span class={ "dns-conf " (dns_match) } title=(why) aria-label=(why) { (mark) }
     }
 }
 

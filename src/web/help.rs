@@ -42,7 +42,7 @@ fn code_meaning(code: Code) -> &'static str {
             "The flow's registrable domain (e.g. example.co.uk) is new for this device."
         }
         Code::DirectIp => {
-            "A TCP or UDP connection to an address that no DNS answer gave this client: the device knew the address without asking DNS."
+            "A TCP or UDP connection to an address that no DNS answer gave this client, and whose TLS handshake (if any) named no server: the device knew the address without asking DNS."
         }
         Code::Beacon => {
             "The last `beacon_intervals` intervals between connections to this destination were regular (coefficient of variation below `beacon_max_cv`, mean at least `beacon_min_interval_s`): something calls home on a timer."

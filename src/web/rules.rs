@@ -776,6 +776,7 @@ mod tests {
             bytes_down: 0,
             flows: 0,
             addrs: Vec::new(),
+            encrypted_dns: None,
         }
     }
 

@@ -265,6 +265,44 @@ impl Lab {
         hold
     }
 
+    /// A TLS echo server in the wan (`client.py tls-serve`) on each `ADDR:PORT` of
+    /// `listen`, with a self-signed certificate made in the lab's directory; ended when
+    /// dropped.
+    pub fn tls_server(&self, listen: &[&str]) -> Server {
+        let (cert, key) = (self.dir.join("tls-cert.pem"), self.dir.join("tls-key.pem"));
+        if !cert.exists() {
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=netmon-lab", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl req: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let script = client_script();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut args = vec!["python3", script.as_str(), "tls-serve", &cert, &key];
+        for l in listen {
+            args.extend(["--listen", l]);
+        }
+        let mut server = Server(self.spawn("wan", &args));
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(server.0.stdout.as_mut().expect("server stdout"))
+            .read_line(&mut line)
+            .expect("read tls-serve");
+        assert_eq!(line.trim(), "ready", "client.py tls-serve did not start");
+        server
+    }
+
     /// Runs `tests/lab/client.py` in a lan namespace; returns stdout.
     pub fn client(&self, ns: &str, args: &[&str]) -> String {
         let script = client_script();
@@ -921,6 +959,16 @@ impl NetmonProc {
 impl Drop for NetmonProc {
     fn drop(&mut self) {
         self.sigkill();
+    }
+}
+
+/// A server a test started in the lab; killed and reaped when dropped.
+pub struct Server(pub Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

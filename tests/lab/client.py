@@ -18,6 +18,16 @@
       N unsolicited DNS answers "NAME A ADDR" from SOURCE port 53 (an address of the
       namespace it runs in), each to a random port of HOST, or of a random address in the
       IPv6 /64 PREFIX (e.g. fd77::) — what an attacker on the WAN sends; prints the count.
+  client.py tls HOST PORT --sni NAME --sport P [--timeout S]
+      One TLS connection from source port P to HOST (by address) sending server name
+      NAME in its ClientHello (certificates are not checked); sends one line and prints
+      the line the server echoes. Exits 1 if the handshake fails.
+  client.py tlsbench HOST PORT --sni NAME --count N
+      N sequential TLS connections (handshake, one echoed line, close); prints JSON
+      {"us": [time of each, microseconds]}.
+  client.py tls-serve CERT KEY --listen HOST:PORT ...
+      TLS echo server (one line per connection) on each HOST:PORT until killed; prints
+      "ready" once listening.
   client.py probe HOST PORT --sport P [--bind ADDR] [--timeout S]
       One TCP connection attempt from source port P; prints "open" when it connected (and
       the first line the service sent, if any), else "closed" or "filtered".
@@ -239,6 +249,70 @@ def cmd_probe(a):
     s.close()
 
 
+def tls_exchange(host, port, sni, sport=0, timeout=5.0):
+    """One TLS connection naming SNI; returns the line the server echoed."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    s = socket.socket(family(host), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("::" if ":" in host else "0.0.0.0", sport))
+    s.settimeout(timeout)
+    s.connect((host, port))
+    t = ctx.wrap_socket(s, server_hostname=sni)
+    t.sendall(b"netmon-lab\n")
+    line = t.recv(100).decode(errors="replace").strip()
+    t.close()
+    return line
+
+
+def cmd_tls(a):
+    print(tls_exchange(a.host, a.port, a.sni, a.sport, a.timeout))
+
+
+def cmd_tlsbench(a):
+    us = []
+    for _ in range(a.count):
+        t0 = time.perf_counter_ns()
+        tls_exchange(a.host, a.port, a.sni)
+        us.append((time.perf_counter_ns() - t0) // 1000)
+    print(json.dumps({"us": us}))
+
+
+def cmd_tls_serve(a):
+    import ssl
+    import threading
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(a.cert, a.key)
+
+    def serve(listener):
+        while True:
+            conn, _ = listener.accept()
+            try:
+                t = ctx.wrap_socket(conn, server_side=True)
+                t.settimeout(5)
+                t.sendall(t.recv(100))
+                t.close()
+            except (OSError, ssl.SSLError):
+                conn.close()
+
+    threads = []
+    for spec in a.listen:
+        host, port = spec.rsplit(":", 1)
+        host = host.strip("[]")
+        ls = socket.socket(family(host), socket.SOCK_STREAM)
+        ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        ls.bind((host, int(port)))
+        ls.listen(64)
+        threads.append(threading.Thread(target=serve, args=(ls,), daemon=True))
+    for t in threads:
+        t.start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(3600)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -272,13 +346,29 @@ def main():
     pr.add_argument("--sport", type=int, required=True)
     pr.add_argument("--bind")
     pr.add_argument("--timeout", type=float, default=2.0)
+    t = sub.add_parser("tls")
+    t.add_argument("host")
+    t.add_argument("port", type=int)
+    t.add_argument("--sni", required=True)
+    t.add_argument("--sport", type=int, required=True)
+    t.add_argument("--timeout", type=float, default=5.0)
+    tb = sub.add_parser("tlsbench")
+    tb.add_argument("host")
+    tb.add_argument("port", type=int)
+    tb.add_argument("--sni", required=True)
+    tb.add_argument("--count", type=int, default=1000)
+    ts = sub.add_parser("tls-serve")
+    ts.add_argument("cert")
+    ts.add_argument("key")
+    ts.add_argument("--listen", action="append", required=True)
     h = sub.add_parser("hold")
     h.add_argument("--tcp", action="append")
     h.add_argument("--udp", action="append")
     h.add_argument("--seconds", type=float, default=30)
     a = p.parse_args()
     {"dns": cmd_dns, "dnsbench": cmd_dnsbench, "udp": cmd_udp, "hold": cmd_hold,
-     "forge": cmd_forge, "probe": cmd_probe}[a.cmd](a)
+     "forge": cmd_forge, "probe": cmd_probe, "tls": cmd_tls, "tlsbench": cmd_tlsbench,
+     "tls-serve": cmd_tls_serve}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,8 @@ sysctl_ns() { # sysctl_ns NS key=value…
 # The LAN resolver's (rtr dnsmasq) options, everything but logging: set in RTR_DNS_OPTS,
 # shared by `up` and `dnsmasq` so a restarted resolver answers exactly as before.
 # Every name under flood.lab answers with the wan server's address (tests/lab_flood.rs:
-# random names, answered locally, whose flows netmon can attribute).
+# random names, answered locally, whose flows netmon can attribute). Firefox's canary
+# use-application-dns.net is answered NXDOMAIN, as the OpenWrt package sets it up.
 rtr_dns_opts() {
     RTR_DNS_OPTS=(--keep-in-foreground --conf-file=/dev/null --user=root
         --no-resolv --no-hosts --no-poll --bind-interfaces
@@ -159,6 +160,7 @@ rtr_dns_opts() {
         --server=/113.0.203.in-addr.arpa/"$WAN_DNS4"
         --server=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
         --server=/evil.test/203.0.113.54
+        --server=/use-application-dns.net/
         --dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h --dhcp-authoritative
         --dhcp-leasefile="$DIR/dnsmasq.leases" --dhcp-option=option:router,"$RTR_LAN4")
 }

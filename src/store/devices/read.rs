@@ -25,6 +25,9 @@ pub struct DeviceRow {
     /// Its addresses, most recently used first (at most 16: a phone collects a new
     /// IPv6 privacy address a day).
     pub addrs: Vec<String>,
+    /// The resolver it last used around the router's (e.g. "DNS-over-HTTPS via
+    /// dns.google") and when (`store::resolvers`).
+    pub encrypted_dns: Option<(String, i64)>,
 }
 
 impl DeviceRow {
@@ -42,7 +45,8 @@ impl DeviceRow {
 const DEVICE_COLUMNS: &str = "id, ip, mac, name, hostname, vendor, first_seen, last_seen, \
      bytes_up, bytes_down, flows, notes, \
      (SELECT group_concat(ip, ' ') FROM (SELECT ip FROM device_addrs a \
-         WHERE a.device_id = devices.id ORDER BY a.last_seen DESC LIMIT 16))";
+         WHERE a.device_id = devices.id ORDER BY a.last_seen DESC LIMIT 16)), \
+     encrypted_dns, encrypted_dns_at";
 
 fn device_row(row: &Row) -> rusqlite::Result<DeviceRow> {
     Ok(DeviceRow {
@@ -62,6 +66,10 @@ fn device_row(row: &Row) -> rusqlite::Result<DeviceRow> {
             .get::<_, Option<String>>(12)?
             .map(|a| a.split(' ').map(str::to_owned).collect())
             .unwrap_or_default(),
+        encrypted_dns: match (row.get(13)?, row.get(14)?) {
+            (Some(what), Some(at)) => Some((what, at)),
+            _ => None,
+        },
     })
 }
 

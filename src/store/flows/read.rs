@@ -392,7 +392,7 @@ pub struct FlowRow {
     pub domain: Option<String>,
     /// The end of the CNAME chain, when there was one.
     pub domain_canonical: Option<String>,
-    /// How sure the domain is: `exact`, `stale`, `other-client` or `none`
+    /// How sure the domain is: `exact`, `stale`, `other-client`, `sni` (the TLS server name) or `none`
     /// ([`crate::store::dns::match_name`]).
     pub dns_match: &'static str,
     /// The highest score of the detection hits this flow caused, if any.

@@ -15,10 +15,10 @@ use rusqlite::{Connection, Transaction, params};
 
 use crate::detect::score::{Detector, OutboundFlow};
 use crate::event::{FlowBatch, FlowChange};
-use crate::flow::{Counters, CtFlow, Direction, Network};
+use crate::flow::{Counters, CtFlow, Direction, Network, PROTO_TCP};
 use crate::store::addr::IpBlob;
 use crate::store::devices::DeviceIds;
-use crate::store::dns::{DnsMatch, DnsState};
+use crate::store::dns::{DnsMatch, DnsState, MATCH_OTHER_CLIENT};
 use crate::store::hosts::RemoteHosts;
 use crate::store::rollups::{Contact, TickAcc};
 use crate::store::table::Table;
@@ -349,6 +349,14 @@ fn insert_flow(
         );
     }
     metrics::counter!("netmon_flows_stored_total").increment(1);
+    if let (Some(_), Some(device)) = (new.dns_client, new.device_id)
+        && let Some(what) = ctx
+            .dns
+            .resolvers
+            .classify(flow.proto, flow.orig.dport, flow.orig.dst)
+    {
+        ctx.dns.resolvers.note(tx, device, what, new.first_seen)?;
+    }
     score_new_flow(tx, flow, row_id, &new, ctx)?;
     count_new_flow(flow, &new, ctx.acc);
     Ok(LiveFlow {
@@ -405,6 +413,14 @@ fn classify(
     let found = match dns_client {
         Some(client) => ctx.dns.attribute(tx, client, flow.orig.dst, first_seen)?,
         None => None,
+    };
+    // A TLS connection's ClientHello names the server when DNS did not.
+    let found = match (dns_client, flow.proto, flow.orig.sport, flow.orig.dport) {
+        (Some(client), PROTO_TCP, Some(sport), Some(dport)) => {
+            ctx.dns
+                .tls_name(tx, (client, sport, flow.orig.dst, dport), found)?
+        }
+        _ => found,
     };
     Ok(NewFlow {
         direction,
@@ -507,7 +523,7 @@ fn score_new_flow(
         domain: domain.as_deref(),
         resolved: new
             .found
-            .is_some_and(|m| m.confidence != crate::store::dns::MATCH_OTHER_CLIENT),
+            .is_some_and(|m| m.confidence != MATCH_OTHER_CLIENT),
         up: c.orig_bytes,
         down: c.reply_bytes,
     });

@@ -446,6 +446,129 @@ fn an_answer_arriving_after_its_flow_still_names_it() {
     drop(dir);
 }
 
+fn tls(client: &str, sport: u16, server: &str, name: &str, at: i64) -> Event {
+    Event::Tls(vec![crate::event::TlsName {
+        ts_ms: at,
+        conn: (client.parse().unwrap(), sport, server.parse().unwrap(), 443),
+        name: name.into(),
+    }])
+}
+
+#[test]
+fn tls_server_names_name_flows_dns_did_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(&dir.path().join("t.db"));
+    let t = crate::time::now_ms() - 10_000;
+    w.apply(vec![answer(
+        "10.77.0.10",
+        "dns.test",
+        "198.51.100.7",
+        60,
+        t,
+    )])
+    .unwrap();
+    w.apply(vec![answer(
+        "10.77.0.11",
+        "guess.test",
+        "198.51.100.9",
+        60,
+        t,
+    )])
+    .unwrap();
+    // The ClientHello before its flow (the usual order), after it, and for flows DNS
+    // named exactly (kept) or only by another client's answer (replaced).
+    w.apply(vec![
+        tls("10.77.0.10", 40001, "198.51.100.8", "first.test", t + 10),
+        tls("10.77.0.10", 40003, "198.51.100.7", "other.test", t + 10),
+    ])
+    .unwrap();
+    let f1 = tcp_flow(1, "10.77.0.10", 40001, "198.51.100.8", 443);
+    let f2 = tcp_flow(2, "10.77.0.10", 40002, "198.51.100.8", 443);
+    let f3 = tcp_flow(3, "10.77.0.10", 40003, "198.51.100.7", 443);
+    let f4 = tcp_flow(4, "10.77.0.10", 40004, "198.51.100.9", 443);
+    w.apply(vec![batch(vec![
+        change(&f1, t, false),
+        change(&f2, t, false),
+        change(&f3, t + 20, false),
+        change(&f4, t + 20, false),
+    ])])
+    .unwrap();
+    assert_eq!(
+        flow_name(&w.conn, 40001),
+        (Some("first.test".into()), Some(4))
+    );
+    assert_eq!(flow_name(&w.conn, 40002), (None, None));
+    assert_eq!(
+        flow_name(&w.conn, 40004),
+        (Some("guess.test".into()), Some(3))
+    );
+    w.apply(vec![
+        tls("10.77.0.10", 40002, "198.51.100.8", "late.test", t + 50),
+        tls("10.77.0.10", 40004, "198.51.100.9", "real.test", t + 50),
+    ])
+    .unwrap();
+    assert_eq!(
+        flow_name(&w.conn, 40002),
+        (Some("late.test".into()), Some(4))
+    );
+    assert_eq!(
+        flow_name(&w.conn, 40003),
+        (Some("dns.test".into()), Some(1))
+    );
+    assert_eq!(
+        flow_name(&w.conn, 40004),
+        (Some("real.test".into()), Some(4))
+    );
+    // The remote host knows the names it was reached by.
+    assert_eq!(
+        count(
+            &w.conn,
+            "SELECT count(*) FROM remote_host_domains d JOIN dns_names n ON n.id = d.qname_id
+                 WHERE n.name IN ('first.test', 'late.test', 'real.test')"
+        ),
+        3
+    );
+    drop(dir);
+}
+
+#[test]
+fn a_device_using_encrypted_dns_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = writer(&dir.path().join("t.db"));
+    let t = crate::time::now_ms() - 10_000;
+    // The device looks its DNS-over-HTTPS resolver up, then talks HTTPS to it.
+    w.apply(vec![answer(
+        "10.77.0.10",
+        "dns.nextdns.io",
+        "198.51.100.53",
+        60,
+        t,
+    )])
+    .unwrap();
+    let f = tcp_flow(1, "10.77.0.10", 40001, "198.51.100.53", 443);
+    let g = tcp_flow(2, "10.77.0.11", 40002, "198.51.100.54", 443);
+    w.apply(vec![batch(vec![
+        change(&f, t + 10, false),
+        change(&g, t + 10, false),
+    ])])
+    .unwrap();
+    let shown = |ip: &str| -> Option<String> {
+        w.conn
+            .query_row(
+                "SELECT encrypted_dns FROM devices WHERE ip = ?1",
+                [ip],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    assert_eq!(
+        shown("10.77.0.10").as_deref(),
+        Some("DNS-over-HTTPS via dns.nextdns.io")
+    );
+    assert_eq!(shown("10.77.0.11"), None);
+    drop(dir);
+}
+
 #[test]
 fn device_notes_are_set_cleared_and_bounded() {
     let dir = tempfile::tempdir().unwrap();
