@@ -94,10 +94,6 @@ fn packet(i: usize) -> Vec<u8> {
     ip
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let answers = env_or("ANSWERS", if full { 200_000 } else { 10_000 });
@@ -184,18 +180,11 @@ fn latency(queries: usize) {
                 &queries.to_string(),
             ],
         );
-        let v: serde_json::Value = serde_json::from_str(&out).expect("dnsbench JSON");
-        let mut us: Vec<u64> = v["us"]
-            .as_array()
-            .expect("latencies")
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .collect();
-        us.sort_unstable();
+        let us = common::sorted_us(&out);
         println!(
             "dns latency {label}: {queries} queries, median {} µs, p99 {} µs",
-            percentile(&us, 0.5),
-            percentile(&us, 0.99)
+            common::percentile(&us, 0.5),
+            common::percentile(&us, 0.99)
         );
         us
     };
@@ -214,7 +203,7 @@ fn latency(queries: usize) {
     drop(nm);
     println!(
         "dns latency added by netmon: median {} µs, p99 {} µs",
-        percentile(&with, 0.5) as i64 - percentile(&without, 0.5) as i64,
-        percentile(&with, 0.99) as i64 - percentile(&without, 0.99) as i64
+        common::percentile(&with, 0.5) as i64 - common::percentile(&without, 0.5) as i64,
+        common::percentile(&with, 0.99) as i64 - common::percentile(&without, 0.99) as i64
     );
 }

@@ -56,10 +56,6 @@ fn packet(client: u16, sport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
     p
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
     let hellos = env_or("HELLOS", if full { 300_000 } else { 3_000 });
@@ -123,18 +119,11 @@ fn latency(connections: usize) {
                 &connections.to_string(),
             ],
         );
-        let v: serde_json::Value = serde_json::from_str(&out).expect("tlsbench JSON");
-        let mut us: Vec<u64> = v["us"]
-            .as_array()
-            .expect("times")
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .collect();
-        us.sort_unstable();
+        let us = common::sorted_us(&out);
         println!(
             "tls latency {label}: {connections} connections, median {} µs, p99 {} µs",
-            percentile(&us, 0.5),
-            percentile(&us, 0.99)
+            common::percentile(&us, 0.5),
+            common::percentile(&us, 0.99)
         );
         us
     };
@@ -159,19 +148,25 @@ fn latency(connections: usize) {
         "netmon read {named} names of {connections} connections"
     );
     drop(nm);
+    let cpu = if user1 + system1 == user0 + system0 {
+        "below the scheduler tick's resolution at this count".to_owned()
+    } else {
+        format!(
+            "{:.1} µs in netmon, {:.1} µs in the kernel (its receive and verdict calls; the \
+             verdict carries the packet on through the stack)",
+            (user1 - user0) as f64 * 1000.0 / queued,
+            (system1 - system0) as f64 * 1000.0 / queued
+        )
+    };
     println!(
         "tls queued: {queued} packets for {connections} connections ({:.2} per connection); \
-         the queue thread's CPU per queued packet: {:.1} µs in netmon, {:.1} µs in the kernel \
-         (its receive and verdict calls; the verdict carries the packet on through the \
-         stack)",
-        queued / connections as f64,
-        (user1 - user0) as f64 * 1000.0 / queued,
-        (system1 - system0) as f64 * 1000.0 / queued
+         the queue thread's CPU per queued packet: {cpu}",
+        queued / connections as f64
     );
     println!(
         "tls latency added by the queue: median {} µs, p99 {} µs",
-        percentile(&with, 0.5) as i64 - percentile(&without, 0.5) as i64,
-        percentile(&with, 0.99) as i64 - percentile(&without, 0.99) as i64
+        common::percentile(&with, 0.5) as i64 - common::percentile(&without, 0.5) as i64,
+        common::percentile(&with, 0.99) as i64 - common::percentile(&without, 0.99) as i64
     );
 }
 

@@ -962,6 +962,24 @@ impl Drop for NetmonProc {
     }
 }
 
+/// The times (µs) a `client.py` bench command printed (`{"us": [...]}`), sorted.
+pub fn sorted_us(json: &str) -> Vec<u64> {
+    let v: Value = serde_json::from_str(json).expect("client.py bench JSON");
+    let mut us: Vec<u64> = v["us"]
+        .as_array()
+        .expect("times")
+        .iter()
+        .filter_map(Value::as_u64)
+        .collect();
+    us.sort_unstable();
+    us
+}
+
+/// The `p` quantile (0–1) of sorted values.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 /// A server a test started in the lab; killed and reaped when dropped.
 pub struct Server(pub Child);
 
