@@ -26,13 +26,6 @@ use netmon::store::writer::WriterThread;
 use simple_dns::rdata::{A, CNAME, RData};
 use simple_dns::{CLASS, Name, Packet, PacketFlag, Question, ResourceRecord};
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Response `i`: client 10.77.x.y asks `host{i}.site{i%500}.test`; every third answer
 /// goes through a CNAME.
 fn packet(i: usize) -> Vec<u8> {
@@ -96,8 +89,8 @@ fn packet(i: usize) -> Vec<u8> {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let answers = env_or("ANSWERS", if full { 200_000 } else { 10_000 });
-    let queries = env_or("QUERIES", if full { 5_000 } else { 300 });
+    let answers = common::env_or("ANSWERS", if full { 200_000 } else { 10_000 });
+    let queries = common::env_or("QUERIES", if full { 5_000 } else { 300 });
 
     let packets: Vec<Vec<u8>> = (0..answers).map(packet).collect();
     let started = Instant::now();

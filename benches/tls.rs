@@ -20,13 +20,6 @@ use std::time::Instant;
 
 use netmon::collect::tls_names::Hellos;
 
-fn env_or(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 const HELLO: &[u8] = include_bytes!("../src/collect/fixtures/tls/hello-video.example.test.bin");
 const BIG: &[u8] = include_bytes!("../src/collect/fixtures/tls/hello-big-cdn.example.test.bin");
 
@@ -58,8 +51,8 @@ fn packet(client: u16, sport: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let hellos = env_or("HELLOS", if full { 300_000 } else { 3_000 });
-    let connections = env_or("CONNECTIONS", if full { 1_000 } else { 30 });
+    let hellos = common::env_or("HELLOS", if full { 300_000 } else { 3_000 });
+    let connections = common::env_or("CONNECTIONS", if full { 1_000 } else { 30 });
 
     // A third of the connections send the big hello in two segments.
     let mut packets = Vec::with_capacity(hellos);

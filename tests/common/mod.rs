@@ -962,6 +962,14 @@ impl Drop for NetmonProc {
     }
 }
 
+/// A count from the environment variable `name`, else `default` (the benches' sizes).
+pub fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The times (µs) a `client.py` bench command printed (`{"us": [...]}`), sorted.
 pub fn sorted_us(json: &str) -> Vec<u64> {
     let v: Value = serde_json::from_str(json).expect("client.py bench JSON");
