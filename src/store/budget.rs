@@ -397,7 +397,7 @@ impl Budget {
         let pruned_before = self.totals.map_or(0, |t| t.flood_rows());
         self.growth = self.growth.max(room);
         self.making_room = true;
-        let restarted = checkpoint(conn, "RESTART");
+        let restarted = checkpoint(conn, "RESTART", WAL_TRUNCATE_WAIT);
         let (pages, free, size) = page_counts(conn).unwrap_or((0, 0, 0));
         let in_file_free = (free * size) as u64;
         if in_file_free < room {
@@ -408,7 +408,7 @@ impl Budget {
         self.run_if_due(conn, dns);
         self.making_room = false;
         self.must_reach = None;
-        let restarted_after = checkpoint(conn, "RESTART");
+        let restarted_after = checkpoint(conn, "RESTART", WAL_TRUNCATE_WAIT);
         let after = (
             used_bytes(conn).unwrap_or(0),
             file_bytes(conn),
@@ -1019,6 +1019,11 @@ fn page_counts(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
 /// reads take milliseconds, and the writer must not stall behind a slow one.
 const WAL_TRUNCATE_WAIT: Duration = Duration::from_millis(250);
 
+/// How long the truncation waits for readers once the WAL is past its whole share: the
+/// budget is the hard bound, so the writer holds its next tick (its channel buffers the
+/// collectors) until the pages' snapshots end — a page answers within a second.
+const WAL_OVER_SHARE_WAIT: Duration = Duration::from_secs(1);
+
 /// A WAL past half its share of the budget is checkpointed and truncated right away.
 /// SQLite's automatic checkpoints are passive: while readers (the web pages) keep
 /// snapshots open, they cannot reset the WAL, and under a flood every tick appends to
@@ -1031,15 +1036,20 @@ fn truncate_wal_if_over(conn: &Connection, limits: &Limits, wal: u64) {
     if limits.budget_bytes == 0 || wal <= limits.wal_bytes() / 2 {
         return;
     }
-    if checkpoint(conn, "TRUNCATE") {
+    let wait = if wal > limits.wal_bytes() {
+        WAL_OVER_SHARE_WAIT
+    } else {
+        WAL_TRUNCATE_WAIT
+    };
+    if checkpoint(conn, "TRUNCATE", wait) {
         metrics::counter!("netmon_storage_wal_truncations_total").increment(1);
     }
 }
 
-/// `PRAGMA wal_checkpoint(MODE)`, waiting at most [`WAL_TRUNCATE_WAIT`] for readers;
-/// true when it completed.
-fn checkpoint(conn: &Connection, mode: &str) -> bool {
-    let _ = conn.busy_timeout(WAL_TRUNCATE_WAIT);
+/// `PRAGMA wal_checkpoint(MODE)`, waiting at most `wait` for readers; true when it
+/// completed.
+fn checkpoint(conn: &Connection, mode: &str, wait: Duration) -> bool {
+    let _ = conn.busy_timeout(wait);
     let result = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
         r.get::<_, i64>(0)
     });
