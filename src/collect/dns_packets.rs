@@ -31,7 +31,7 @@ use anyhow::Context;
 use simple_dns::rdata::RData;
 use simple_dns::{PacketFlag, RCODE};
 
-use super::tls_names::Hellos;
+use super::tls_names::{Hellos, segment};
 use crate::config::Config;
 use crate::dns_name::name_from_labels;
 use crate::event::Event;
@@ -69,7 +69,7 @@ pub enum DnsPacketError {
 
 /// One parsed IP packet carrying DNS: who it goes to, and the messages in it.
 pub fn parse_packet(packet: &[u8], ts_ms: i64) -> Result<Vec<DnsObservation>, DnsPacketError> {
-    let (client, proto, l4) = ip_payload(packet)?;
+    let (_, client, proto, l4) = ip_payload(packet)?;
     match proto {
         17 => {
             let payload = l4.get(8..).ok_or(DnsPacketError::Header)?;
@@ -97,8 +97,9 @@ pub fn parse_packet(packet: &[u8], ts_ms: i64) -> Result<Vec<DnsObservation>, Dn
     }
 }
 
-/// Destination address, L4 protocol and L4 bytes of an IPv4 or IPv6 packet.
-fn ip_payload(packet: &[u8]) -> Result<(IpAddr, u8, &[u8]), DnsPacketError> {
+/// Source and destination address, L4 protocol and L4 bytes of an IPv4 or IPv6 packet
+/// (the TLS hellos of [`super::tls_names`] are read with it too).
+pub(super) fn ip_payload(packet: &[u8]) -> Result<(IpAddr, IpAddr, u8, &[u8]), DnsPacketError> {
     match packet.first().map(|b| b >> 4) {
         Some(4) => {
             let ihl = usize::from(packet[0] & 0x0f) * 4;
@@ -112,10 +113,14 @@ fn ip_payload(packet: &[u8]) -> Result<(IpAddr, u8, &[u8]), DnsPacketError> {
             if ihl < 20 || total < ihl || packet.len() < total {
                 return Err(DnsPacketError::Header);
             }
+            let src: [u8; 4] = packet[12..16]
+                .try_into()
+                .map_err(|_| DnsPacketError::Header)?;
             let dst: [u8; 4] = packet[16..20]
                 .try_into()
                 .map_err(|_| DnsPacketError::Header)?;
             Ok((
+                IpAddr::V4(Ipv4Addr::from(src)),
                 IpAddr::V4(Ipv4Addr::from(dst)),
                 packet[9],
                 &packet[ihl..total],
@@ -125,10 +130,18 @@ fn ip_payload(packet: &[u8]) -> Result<(IpAddr, u8, &[u8]), DnsPacketError> {
             let header = packet.get(..40).ok_or(DnsPacketError::Header)?;
             let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
             let l4 = packet.get(40..40 + len).ok_or(DnsPacketError::Header)?;
+            let src: [u8; 16] = header[8..24]
+                .try_into()
+                .map_err(|_| DnsPacketError::Header)?;
             let dst: [u8; 16] = header[24..40]
                 .try_into()
                 .map_err(|_| DnsPacketError::Header)?;
-            Ok((IpAddr::V6(Ipv6Addr::from(dst)), header[6], l4))
+            Ok((
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(Ipv6Addr::from(dst)),
+                header[6],
+                l4,
+            ))
         }
         _ => Err(DnsPacketError::Header),
     }
@@ -271,8 +284,10 @@ fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     log::warn!("accepting a queued DNS packet: {e}");
                 }
                 let now = crate::time::now_ms();
-                if is_tls(&copy) {
-                    let result = hellos.packet(&copy, now);
+                // The TLS rule queues TCP from LAN clients; only the answer rule queues
+                // packets from port 53.
+                if let Some(seg) = segment(&copy).filter(|s| s.conn.1 != 53) {
+                    let result = hellos.read(seg, now);
                     metrics::counter!("netmon_tls_hellos_total", "result" => result).increment(1);
                 } else {
                     match parse_packet(&copy, now) {
@@ -372,12 +387,6 @@ fn send<T>(
         }
         *pending = kept;
     }
-}
-
-/// A queued packet from the TLS rule: TCP, and not from port 53 (which only the DNS
-/// answer rule queues).
-fn is_tls(packet: &[u8]) -> bool {
-    super::tls_names::segment(packet).is_some_and(|s| s.conn.1 != 53)
 }
 
 #[cfg(test)]

@@ -15,7 +15,6 @@
 //! or without one; no name (a connection by address); or something else.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::tls_hello::{self, Hello, MAX_HELLO};
 use crate::event::{TcpConn, TlsName};
@@ -39,39 +38,10 @@ pub struct Segment<'a> {
 /// The TCP segment in an IPv4 or IPv6 packet; `None` for anything else (another
 /// protocol, an IPv6 extension header, a truncated header).
 pub fn segment(packet: &[u8]) -> Option<Segment<'_>> {
-    let (src, dst, l4) = match packet.first()? >> 4 {
-        4 => {
-            let ihl = usize::from(packet[0] & 0x0f) * 4;
-            let total = usize::from(u16::from_be_bytes([*packet.get(2)?, *packet.get(3)?]));
-            if ihl < 20 || total < ihl || *packet.get(9)? != PROTO_TCP {
-                return None;
-            }
-            let src: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
-            let dst: [u8; 4] = packet.get(16..20)?.try_into().ok()?;
-            let l4 = packet.get(ihl..total)?;
-            (
-                IpAddr::V4(Ipv4Addr::from(src)),
-                IpAddr::V4(Ipv4Addr::from(dst)),
-                l4,
-            )
-        }
-        6 => {
-            let header = packet.get(..40)?;
-            if header[6] != PROTO_TCP {
-                return None;
-            }
-            let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
-            let src: [u8; 16] = header[8..24].try_into().ok()?;
-            let dst: [u8; 16] = header[24..40].try_into().ok()?;
-            let l4 = packet.get(40..40 + len)?;
-            (
-                IpAddr::V6(Ipv6Addr::from(src)),
-                IpAddr::V6(Ipv6Addr::from(dst)),
-                l4,
-            )
-        }
-        _ => return None,
-    };
+    let (src, dst, proto, l4) = super::dns_packets::ip_payload(packet).ok()?;
+    if proto != PROTO_TCP {
+        return None;
+    }
     let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
     let dport = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
     let seq = u32::from_be_bytes(l4.get(4..8)?.try_into().ok()?);
@@ -106,9 +76,14 @@ impl Hellos {
     /// Reads one queued packet; returns what it held, as `netmon_tls_hellos_total`
     /// counts it.
     pub fn packet(&mut self, packet: &[u8], now_ms: i64) -> &'static str {
-        let Some(seg) = segment(packet) else {
-            return "bad-header";
-        };
+        match segment(packet) {
+            Some(seg) => self.read(seg, now_ms),
+            None => "bad-header",
+        }
+    }
+
+    /// Reads the TCP segment of one queued packet, as [`Hellos::packet`].
+    pub fn read(&mut self, seg: Segment, now_ms: i64) -> &'static str {
         let conn = seg.conn;
         let next_seq = seg.seq.wrapping_add(seg.payload.len() as u32);
         let hello = match self.partial.remove(&conn) {
@@ -179,6 +154,8 @@ impl Hellos {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv6Addr;
+
     use super::*;
 
     const HELLO: &[u8] = include_bytes!("fixtures/tls/hello-video.example.test.bin");
