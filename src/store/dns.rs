@@ -569,6 +569,8 @@ pub fn apply_dns(
                 .or_default()
                 .insert(qname_id);
         }
+        // A DNS-over-HTTPS resolver's bootstrap answer teaches its addresses.
+        let resolver = state.resolvers.is_resolver(&obs.qname);
         // An address listed twice in one answer is one row.
         let mut insert = tx.prepare_cached(
             "INSERT OR IGNORE INTO dns_answers (query_id, ip, client, ttl)
@@ -576,7 +578,9 @@ pub fn apply_dns(
         )?;
         for &(ip, ttl) in &addresses {
             state.note_answered(ip);
-            state.resolvers.learn(&obs.qname, ip);
+            if resolver {
+                state.resolvers.learn(&obs.qname, ip);
+            }
             insert.execute(params![query_id, IpBlob::new(ip), client, ttl])?;
             upgrade_waiting(tx, state, acc, obs, ip, (qname_id, cname_id), ttl)?;
         }
@@ -645,8 +649,9 @@ pub fn apply_tls(
 ) -> rusqlite::Result<()> {
     for tls in names {
         let (client, sport, server, dport) = tls.conn;
+        let device = device_of(client);
         // The device's flows of the last seconds, through flows_device_last_seen.
-        let stored: Option<(i64, Option<i64>)> = match device_of(client) {
+        let stored: Option<(i64, Option<i64>)> = match device {
             Some(device) => tx
                 .prepare_cached(
                     "SELECT id, remote_host_id FROM flows
@@ -696,7 +701,7 @@ pub fn apply_tls(
         if named > 0
             && let Some(host) = remote_host_id
         {
-            link_host(acc, host, qname_id, tls.ts_ms, device_of(client));
+            link_host(acc, host, qname_id, tls.ts_ms, device);
         }
     }
     Ok(())

@@ -61,6 +61,15 @@ pub const KNOWN: &[(&str, &[&str])] = &[
     ("dns.alidns.com", &["223.5.5.5", "223.6.6.6"]),
 ];
 
+/// A flow to a resolver around the router's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolverUse {
+    /// `netmon_encrypted_dns_flows_total`'s `kind`: dot, doq, doh, outside-port-53.
+    pub kind: &'static str,
+    /// What the device page says, e.g. "DNS-over-HTTPS via dns.google".
+    pub text: String,
+}
+
 /// Resolver addresses learned from answers, at most (past it the learned ones restart).
 const LEARNED_CAP: usize = 4096;
 
@@ -110,7 +119,7 @@ impl Resolvers {
 
     /// Whether `name` is a listed resolver.
     pub fn is_resolver(&self, name: &str) -> bool {
-        !self.names.is_empty() && self.names.contains(name)
+        self.names.contains(name)
     }
 
     /// `ip` serves the listed resolver `name` (an answer for it, or a ClientHello
@@ -131,7 +140,7 @@ impl Resolvers {
 
     /// What a new outbound flow says about its device's DNS, if anything: e.g.
     /// "DNS-over-HTTPS via dns.google".
-    pub fn classify(&self, proto: u8, dport: Option<u16>, dst: IpAddr) -> Option<String> {
+    pub fn classify(&self, proto: u8, dport: Option<u16>, dst: IpAddr) -> Option<ResolverUse> {
         if !matches!(dport, Some(53 | 443 | 853)) {
             return None;
         }
@@ -141,34 +150,32 @@ impl Resolvers {
             .or_else(|| self.learned.get(&dst))
             .map(|n| n.to_string());
         let via = || known.clone().unwrap_or(dst.to_string());
-        match (proto, dport?) {
-            (PROTO_TCP, 853) => Some(format!("DNS-over-TLS via {}", via())),
-            (PROTO_UDP, 853) => Some(format!("DNS-over-QUIC via {}", via())),
+        let (kind, text) = match (proto, dport?) {
+            (PROTO_TCP, 853) => ("dot", format!("DNS-over-TLS via {}", via())),
+            (PROTO_UDP, 853) => ("doq", format!("DNS-over-QUIC via {}", via())),
             (PROTO_TCP | PROTO_UDP, 443) if known.is_some() => {
-                Some(format!("DNS-over-HTTPS via {}", via()))
+                ("doh", format!("DNS-over-HTTPS via {}", via()))
             }
-            (PROTO_TCP | PROTO_UDP, 53) => Some(format!("DNS to the outside resolver {dst}")),
-            _ => None,
-        }
+            (PROTO_TCP | PROTO_UDP, 53) => (
+                "outside-port-53",
+                format!("DNS to the outside resolver {dst}"),
+            ),
+            _ => return None,
+        };
+        Some(ResolverUse { kind, text })
     }
 
-    /// Records on `device` that it used `what` at `at` (once a minute per device at
+    /// Records on `device` that it used a resolver at `at` (once a minute per device at
     /// most) and counts the flow.
     pub fn note(
         &mut self,
         tx: &Transaction,
         device: i64,
-        what: String,
+        used: ResolverUse,
         at: i64,
     ) -> rusqlite::Result<()> {
-        let kind = what.split(' ').next().unwrap_or("DNS");
-        let kind = match kind {
-            "DNS-over-TLS" => "dot",
-            "DNS-over-QUIC" => "doq",
-            "DNS-over-HTTPS" => "doh",
-            _ => "outside-port-53",
-        };
-        metrics::counter!("netmon_encrypted_dns_flows_total", "kind" => kind).increment(1);
+        metrics::counter!("netmon_encrypted_dns_flows_total", "kind" => used.kind).increment(1);
+        let what = used.text;
         let minute = at - at.rem_euclid(MINUTE_MS);
         if self
             .written
@@ -207,7 +214,7 @@ mod tests {
     fn encrypted_and_outside_dns_are_told_by_port_address_and_name() {
         let mut r = Resolvers::new(&["DoH.Example.Test".into(), "192.0.2.53".into()]);
         r.learn("doh.example.test", ip("198.51.100.8"));
-        let c = |proto, port, dst: &str| r.classify(proto, Some(port), ip(dst));
+        let c = |proto, port, dst: &str| r.classify(proto, Some(port), ip(dst)).map(|u| u.text);
         assert_eq!(
             c(PROTO_TCP, 853, "8.8.8.8").as_deref(),
             Some("DNS-over-TLS via dns.google")
@@ -236,6 +243,12 @@ mod tests {
         assert_eq!(c(PROTO_TCP, 443, "198.51.100.9"), None);
         assert_eq!(c(PROTO_TCP, 8853, "8.8.8.8"), None);
         assert_eq!(r.classify(1, None, ip("8.8.8.8")), None);
+        // Each use carries the kind the metric counts it by.
+        let kind = |proto, port, dst: &str| r.classify(proto, Some(port), ip(dst)).map(|u| u.kind);
+        assert_eq!(kind(PROTO_TCP, 853, "8.8.8.8"), Some("dot"));
+        assert_eq!(kind(PROTO_UDP, 853, "8.8.8.8"), Some("doq"));
+        assert_eq!(kind(PROTO_TCP, 443, "8.8.8.8"), Some("doh"));
+        assert_eq!(kind(PROTO_UDP, 53, "8.8.8.8"), Some("outside-port-53"));
     }
 
     #[test]
@@ -247,7 +260,9 @@ mod tests {
         assert_eq!(r.classify(PROTO_TCP, Some(443), doh), None);
         r.learn("dns.nextdns.io", doh);
         assert_eq!(
-            r.classify(PROTO_TCP, Some(443), doh).as_deref(),
+            r.classify(PROTO_TCP, Some(443), doh)
+                .map(|u| u.text)
+                .as_deref(),
             Some("DNS-over-HTTPS via dns.nextdns.io")
         );
         // Bounded: past the cap the learned addresses restart, the shipped ones stay.
