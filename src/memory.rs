@@ -70,6 +70,7 @@ pub fn shrink_set<K: Eq + std::hash::Hash, S: std::hash::BuildHasher>(
 /// Allocations from this size up get their own mapping, returned to the kernel when
 /// freed: the per-flow tables (tracker, writer, detection) and a flood's batches are
 /// vectors of megabytes.
+#[cfg(target_env = "gnu")]
 const MMAP_THRESHOLD: i32 = 256 << 10;
 
 /// Makes a flood's memory come back after it. glibc raises its mmap threshold to the

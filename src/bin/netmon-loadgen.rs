@@ -1082,7 +1082,8 @@ fn udp_worker(share: &Share, payload: &[u8]) -> Stats {
                 socks[sock_i],
                 msgs.as_mut_ptr(),
                 n as u32,
-                libc::MSG_DONTWAIT,
+                // `int` in glibc, `unsigned` in musl.
+                libc::MSG_DONTWAIT as _,
             )
         };
         if sent < 0 {

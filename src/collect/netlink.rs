@@ -196,9 +196,12 @@ pub fn put_attr(buf: &mut Vec<u8>, ty: u16, value: &[u8]) {
 /// `SO_RCVTIMEO` on a netlink socket, so its thread notices shutdown within `t` when
 /// nothing arrives. `who` names the collector in the warning.
 pub fn set_receive_timeout(sock: &NlSocket, t: Duration, who: &str) {
+    // Both fields' widths follow the target's C ABI (32 or 64 bits); a timeout past
+    // what 32 bits hold is capped.
+    #[allow(clippy::unnecessary_fallible_conversions)]
     let tv = libc::timeval {
-        tv_sec: t.as_secs() as libc::time_t,
-        tv_usec: t.subsec_micros() as libc::suseconds_t,
+        tv_sec: t.as_secs().try_into().unwrap_or(i32::MAX.into()),
+        tv_usec: t.subsec_micros().try_into().unwrap_or(0),
     };
     // SAFETY: the fd is our socket; the value is a timeval of the given size.
     let rc = unsafe {
@@ -305,6 +308,64 @@ pub fn ne_i32(b: &[u8]) -> i32 {
 /// `NLMSG_ALIGN` / `NLA_ALIGN`: lengths round up to 4 bytes.
 pub fn align4(len: usize) -> usize {
     len.saturating_add(3) & !3
+}
+
+/// A netlink datagram captured on a little-endian machine (the fixtures under
+/// `fixtures/`, taken on x86-64), in this CPU's byte order: message headers, `NLMSG_DONE`
+/// and `NLMSG_ERROR` codes and every attribute header (recursing into nested ones, which
+/// the kernel flags `NLA_F_NESTED`) are host order on the wire; attribute payloads are
+/// network order and stay as they are. The identity on a little-endian CPU. So the
+/// parsers' tests run the same real captures on a big-endian router's byte order.
+#[cfg(test)]
+pub(crate) fn le_capture_in_host_order(datagram: &[u8]) -> Vec<u8> {
+    const NLA_F_NESTED: u16 = 1 << 15;
+    fn u16_at(b: &mut [u8], at: usize) -> u16 {
+        let v = u16::from_le_bytes([b[at], b[at + 1]]);
+        b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
+        v
+    }
+    fn u32_at(b: &mut [u8], at: usize) -> u32 {
+        let v = u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        v
+    }
+    fn attributes(b: &mut [u8], mut at: usize, end: usize) {
+        while at + NLA_HDRLEN <= end {
+            let len = u16_at(b, at) as usize;
+            let ty = u16_at(b, at + 2);
+            if len < NLA_HDRLEN || at + len > end {
+                return;
+            }
+            if ty & NLA_F_NESTED != 0 {
+                attributes(b, at + NLA_HDRLEN, at + len);
+            }
+            at += align4(len);
+        }
+    }
+    let mut b = datagram.to_vec();
+    let mut at = 0;
+    while at + NLMSG_HDRLEN <= b.len() {
+        let len = u32_at(&mut b, at) as usize;
+        let ty = u16_at(&mut b, at + 4);
+        u16_at(&mut b, at + 6);
+        u32_at(&mut b, at + 8);
+        u32_at(&mut b, at + 12);
+        let end = (at + len).min(b.len());
+        match ty {
+            NLMSG_DONE | NLMSG_ERROR if end >= at + NLMSG_HDRLEN + 4 => {
+                u32_at(&mut b, at + NLMSG_HDRLEN);
+            }
+            // Netfilter messages: the 4-byte `nfgenmsg` (its `res_id` is network order),
+            // then attributes.
+            t if t >= NLMSG_MIN_TYPE => attributes(&mut b, at + NLMSG_HDRLEN + 4, end),
+            _ => {}
+        }
+        if len < NLMSG_HDRLEN {
+            break;
+        }
+        at += align4(len);
+    }
+    b
 }
 
 #[cfg(test)]

@@ -141,6 +141,22 @@ impl LogClock {
     }
 }
 
+/// Unix seconds as the C library's `time_t`: 64 bits on most targets, 32 on 32-bit
+/// ones whose libc ABI the `libc` crate binds with 32-bit time (glibc without
+/// `_TIME_BITS=64`, musl before 1.2), where a time past 2038 has no value.
+// The crate deprecates the alias on musl, where it will become 64-bit: converting through
+// `try_from` is right for either width.
+#[allow(deprecated)]
+fn time_t(s: i64) -> Option<libc::time_t> {
+    libc::time_t::try_from(s).ok()
+}
+
+/// The other way: widening where `time_t` is 32 bits, the identity where it is 64.
+#[allow(deprecated, clippy::useless_conversion)]
+fn from_time_t(t: libc::time_t) -> i64 {
+    i64::from(t)
+}
+
 fn blank_tm() -> libc::tm {
     // SAFETY: `tm` is plain integers and one pointer (`tm_zone`), for which all-zero
     // (null) is a valid value.
@@ -173,7 +189,7 @@ pub(super) fn utc_to_unix(
     let mut tm = fill_tm(y, month, day, hour, min, sec)?;
     // SAFETY: `tm` is a valid, initialised struct; timegm only normalises it.
     let t = unsafe { libc::timegm(&mut tm) };
-    (t != -1).then_some(t)
+    (t != -1).then_some(from_time_t(t))
 }
 
 /// A local calendar time as unix seconds (libc `mktime`, DST decided by the zone).
@@ -183,12 +199,12 @@ fn local_to_unix(y: i32, month: u32, day: u32, hour: u32, min: u32, sec: u32) ->
     // SAFETY: as above; mktime reads the process's zone (TZ, /etc/localtime) under
     // glibc's/musl's own lock, and netmon never changes its environment.
     let t = unsafe { libc::mktime(&mut tm) };
-    (t != -1).then_some(t)
+    (t != -1).then_some(from_time_t(t))
 }
 
 fn utc_year(now_s: i64) -> Option<i32> {
     let mut tm = blank_tm();
-    let t: libc::time_t = now_s;
+    let t = time_t(now_s)?;
     // SAFETY: both pointers are valid for the call.
     let ok = unsafe { libc::gmtime_r(&t, &mut tm) };
     (!ok.is_null()).then_some(tm.tm_year + 1900)
@@ -238,16 +254,22 @@ mod tests {
         assert_eq!(ts(&line, NOW_S, Zone::Fixed(7200)), 1_795_554_198_123);
         let line = format!("2026-11-24T21:03:18.5Z h dnsmasq[1]: {q}");
         assert_eq!(ts(&line, NOW_S, Zone::Fixed(0)), 1_795_554_198_500);
-        // Far-off years neither overflow nor calibrate the clock.
+        // Far-off years neither overflow nor calibrate the clock. Where `time_t` is 32
+        // bits (32-bit glibc; musl before 1.2), a year past 2038 is a malformed line.
         let far = format!("Fri Nov 24 22:03:18 9999 daemon.info dnsmasq[1]: {q}");
         let mut p = LineParser::new(Zone::Fixed(0));
-        let Parsed::Entry { ts_ms, .. } = p.parse(&far, NOW_S) else {
-            panic!("{far}")
-        };
-        for _ in 0..ZONE_CONFIRM_LINES {
-            p.clock.calibrate(ts_ms, NOW_S);
+        match p.parse(&far, NOW_S) {
+            Parsed::Entry { ts_ms, .. } => {
+                for _ in 0..ZONE_CONFIRM_LINES {
+                    p.clock.calibrate(ts_ms, NOW_S);
+                }
+                assert_eq!(p.clock.correction_s, 0);
+            }
+            other => {
+                assert!(time_t(253_402_300_799).is_none(), "{far}: {other:?}");
+                assert_eq!(other, Parsed::Malformed, "{far}");
+            }
         }
-        assert_eq!(p.clock.correction_s, 0);
         // Impossible dates and times are malformed.
         for bad in [
             "Nov 24 25:03:18",
@@ -268,7 +290,7 @@ mod tests {
     fn the_system_zone_is_the_c_library_s() {
         // Whatever TZ this machine has, mktime and localtime_r agree.
         let mut tm = blank_tm();
-        let t: libc::time_t = NOW_S;
+        let t = time_t(NOW_S).unwrap();
         // SAFETY: valid pointers.
         assert!(!unsafe { libc::localtime_r(&t, &mut tm) }.is_null());
         let line = format!(
