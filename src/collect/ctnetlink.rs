@@ -610,18 +610,22 @@ pub fn neli_attr_counts(datagram: &[u8]) -> Result<Vec<Option<usize>>, neli::err
 pub(crate) mod tests {
     use super::*;
     use crate::collect::netlink::{
-        NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_HDRLEN, NlMessages, align4, ne_u16, ne_u32,
+        NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_HDRLEN, NlMessages, align4, le_capture_in_host_order,
+        ne_u16, ne_u32,
     };
 
+    /// The datagrams of a hex capture (one per line, taken on x86-64), in this CPU's byte
+    /// order.
     pub(crate) fn unhex(text: &str) -> Vec<Vec<u8>> {
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(|l| {
-                (0..l.len())
+                let le: Vec<u8> = (0..l.len())
                     .step_by(2)
                     .map(|i| u8::from_str_radix(&l[i..i + 2], 16).expect("fixture is hex"))
-                    .collect()
+                    .collect();
+                le_capture_in_host_order(&le)
             })
             .collect()
     }
@@ -898,6 +902,11 @@ pub(crate) mod tests {
         v
     }
 
+    /// An attribute header alone, for lengths that do not match a payload.
+    fn attr_header(len: u16, ty: u16) -> Vec<u8> {
+        [len.to_ne_bytes(), ty.to_ne_bytes()].concat()
+    }
+
     fn nest(ty: u16, children: &[Vec<u8>]) -> Vec<u8> {
         attr(ty | (1 << 15), &children.concat())
     }
@@ -1113,7 +1122,7 @@ pub(crate) mod tests {
             ),
             (
                 "nla_len 2",
-                with(7, vec![2, 0, 12, 0, 0, 0, 0, 0]),
+                with(7, [attr_header(2, 12), vec![0; 4]].concat()),
                 ParseError::Frame(FrameError::Length {
                     what: "nla_len",
                     len: 2,
@@ -1122,7 +1131,7 @@ pub(crate) mod tests {
             ),
             (
                 "nla_len past the end",
-                with(10, vec![200, 0, 99, 0]),
+                with(10, attr_header(200, 99)),
                 ParseError::Frame(FrameError::Truncated("attribute")),
             ),
             (

@@ -588,7 +588,9 @@ mod tests {
         let mut out = Vec::new();
         while rest.len() >= 4 {
             let n = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-            out.push(rest[4..4 + n].to_vec());
+            out.push(crate::collect::netlink::le_capture_in_host_order(
+                &rest[4..4 + n],
+            ));
             rest = &rest[4 + n..];
         }
         out
