@@ -79,7 +79,7 @@ trap 'exit 130' INT TERM
 scripts/package | tee "$T/package.log"
 VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml | head -n1)
 RELEASE=$(sed -n 's/^PKG_RELEASE:=//p' openwrt/netmon/Makefile)
-BIN=target/static/x86_64-unknown-linux-gnu/release/netmon
+BIN=target/pkg/netmon
 IPK=target/pkg/netmon_${VERSION}-r${RELEASE}_x86_64.ipk
 DEB=target/pkg/netmon_${VERSION}-${RELEASE}_amd64.deb
 [[ -f $IPK && -f $DEB ]] || die "scripts/package did not produce $IPK and $DEB"
