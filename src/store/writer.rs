@@ -88,10 +88,12 @@ pub const MAX_TX_CHANGES: usize = 8_000;
 const RETRY_FIRST: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(8);
 
-/// What one held change is taken to need in the write-ahead log when the storage budget
-/// makes room for it: a random-name flood's ≈ 0.4 KiB per change (see [`MAX_TX_CHANGES`]),
-/// rounded up.
-const HELD_BYTES_PER_CHANGE: u64 = 512;
+/// What one change is taken to need in the write-ahead log, for the transaction bound
+/// and when the storage budget makes room for a held batch: the most the lab flood's
+/// transactions took per change, rounded up. A conntrack resync's updates and a
+/// random-name flood's queries land on pages all over the flows table, the `dns_names`
+/// index and their other indexes, so a transaction writes many pages per change.
+const HELD_BYTES_PER_CHANGE: u64 = 2048;
 
 /// How often the writer gives back what its maps grew to in a flood.
 const SHRINK_EVERY: Duration = Duration::from_secs(10);
