@@ -31,7 +31,7 @@ use anyhow::Context;
 use simple_dns::rdata::RData;
 use simple_dns::{PacketFlag, RCODE};
 
-use super::tls_names::{Hellos, segment};
+use super::tls_names::{Hellos, tcp_segment};
 use crate::config::Config;
 use crate::dns_name::name_from_labels;
 use crate::event::Event;
@@ -70,6 +70,16 @@ pub enum DnsPacketError {
 /// One parsed IP packet carrying DNS: who it goes to, and the messages in it.
 pub fn parse_packet(packet: &[u8], ts_ms: i64) -> Result<Vec<DnsObservation>, DnsPacketError> {
     let (_, client, proto, l4) = ip_payload(packet)?;
+    parse_l4(client, proto, l4, ts_ms)
+}
+
+/// The DNS messages in an IP packet's L4 bytes (protocol `proto`), sent to `client`.
+fn parse_l4(
+    client: IpAddr,
+    proto: u8,
+    l4: &[u8],
+    ts_ms: i64,
+) -> Result<Vec<DnsObservation>, DnsPacketError> {
     match proto {
         17 => {
             let payload = l4.get(8..).ok_or(DnsPacketError::Header)?;
@@ -284,13 +294,17 @@ fn run(mut queue: nfq::Queue, writer: WriterHandle, shutdown: Arc<AtomicBool>) {
                     log::warn!("accepting a queued DNS packet: {e}");
                 }
                 let now = crate::time::now_ms();
-                // The TLS rule queues TCP from LAN clients; only the answer rule queues
-                // packets from port 53.
-                if let Some(seg) = segment(&copy).filter(|s| s.conn.1 != 53) {
+                // One read of the IP header for either rule's packet. The TLS rule queues
+                // TCP from LAN clients; only the answer rule queues packets from port 53.
+                let ip = ip_payload(&copy);
+                let hello = ip.as_ref().ok().and_then(|&(src, dst, proto, l4)| {
+                    tcp_segment(src, dst, proto, l4).filter(|s| s.conn.1 != 53)
+                });
+                if let Some(seg) = hello {
                     let result = hellos.read(seg, now);
                     metrics::counter!("netmon_tls_hellos_total", "result" => result).increment(1);
                 } else {
-                    match parse_packet(&copy, now) {
+                    match ip.and_then(|(_, client, proto, l4)| parse_l4(client, proto, l4, now)) {
                         Ok(obs) => {
                             parsed.increment(1);
                             pending.extend(obs);

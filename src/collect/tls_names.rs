@@ -15,6 +15,7 @@
 //! or without one; no name (a connection by address); or something else.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use super::tls_hello::{self, Hello, MAX_HELLO};
 use crate::event::{TcpConn, TlsName};
@@ -39,6 +40,12 @@ pub struct Segment<'a> {
 /// protocol, an IPv6 extension header, a truncated header).
 pub fn segment(packet: &[u8]) -> Option<Segment<'_>> {
     let (src, dst, proto, l4) = super::dns_packets::ip_payload(packet).ok()?;
+    tcp_segment(src, dst, proto, l4)
+}
+
+/// The TCP segment in an IP packet's L4 bytes (protocol `proto`, from `src` to `dst`);
+/// `None` for another protocol or a truncated header.
+pub fn tcp_segment(src: IpAddr, dst: IpAddr, proto: u8, l4: &[u8]) -> Option<Segment<'_>> {
     if proto != PROTO_TCP {
         return None;
     }
