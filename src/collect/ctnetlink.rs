@@ -610,8 +610,8 @@ pub fn neli_attr_counts(datagram: &[u8]) -> Result<Vec<Option<usize>>, neli::err
 pub(crate) mod tests {
     use super::*;
     use crate::collect::netlink::{
-        NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_HDRLEN, NlMessages, align4, le_capture_in_host_order,
-        ne_u16, ne_u32,
+        NLA_F_NESTED, NLA_F_NET_BYTEORDER, NLA_HDRLEN, NLA_TYPE_MASK, NLMSG_HDRLEN, NlMessages,
+        align4, le_capture_in_host_order, ne_u16, ne_u32,
     };
 
     /// The datagrams of a hex capture (one per line, taken on x86-64), in this CPU's byte
@@ -908,7 +908,7 @@ pub(crate) mod tests {
     }
 
     fn nest(ty: u16, children: &[Vec<u8>]) -> Vec<u8> {
-        attr(ty | (1 << 15), &children.concat())
+        attr(ty | NLA_F_NESTED, &children.concat())
     }
 
     fn message(ty: u16, flags: u16, family: u8, attrs: &[Vec<u8>]) -> Vec<u8> {
@@ -961,7 +961,7 @@ pub(crate) mod tests {
                     attr(2, &30_000u64.to_be_bytes()),
                 ],
             ),
-            attr(12 | (1 << 14), &0xdead_beefu32.to_be_bytes()),
+            attr(12 | NLA_F_NET_BYTEORDER, &0xdead_beefu32.to_be_bytes()),
             attr(18, &3u16.to_be_bytes()),
             nest(
                 20,

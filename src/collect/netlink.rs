@@ -35,10 +35,11 @@ pub const NLA_HDRLEN: usize = 4;
 /// `sizeof(struct nfgenmsg)` (`linux/netfilter/nfnetlink.h`): the header every
 /// netfilter message (conntrack, NFLOG) has before its attributes.
 pub const NFGENMSG_LEN: usize = 4;
-/// `NLA_F_NESTED | NLA_F_NET_BYTEORDER` (`linux/netlink.h`): flag bits in `nla_type`.
-/// Nested attributes carry `NLA_F_NESTED` since Linux 5.2; both are masked off the type
-/// before matching.
-pub const NLA_TYPE_MASK: u16 = !((1 << 15) | (1 << 14));
+/// Flag bits in `nla_type` (`linux/netlink.h`). Nested attributes carry `NLA_F_NESTED`
+/// since Linux 5.2; both are masked off the type before matching.
+pub const NLA_F_NESTED: u16 = 1 << 15;
+pub const NLA_F_NET_BYTEORDER: u16 = 1 << 14;
+pub const NLA_TYPE_MASK: u16 = !(NLA_F_NESTED | NLA_F_NET_BYTEORDER);
 
 /// Why bytes could not be framed or read as a fixed-size value. Each collector wraps it
 /// in its own error (the attribute or header it was reading is named in `what`).
@@ -318,7 +319,6 @@ pub fn align4(len: usize) -> usize {
 /// parsers' tests run the same real captures on a big-endian router's byte order.
 #[cfg(test)]
 pub(crate) fn le_capture_in_host_order(datagram: &[u8]) -> Vec<u8> {
-    const NLA_F_NESTED: u16 = 1 << 15;
     fn u16_at(b: &mut [u8], at: usize) -> u16 {
         let v = u16::from_le_bytes([b[at], b[at + 1]]);
         b[at..at + 2].copy_from_slice(&v.to_ne_bytes());
