@@ -14,6 +14,7 @@ pub mod export;
 pub mod firewall;
 pub mod flow;
 pub mod fuzzing;
+pub mod idmap;
 pub mod memory;
 pub mod netif;
 pub mod passwd;

@@ -49,12 +49,12 @@
 //! (Long: every reason code's check beside the per-device memory it reads, ≈ 910 lines of
 //! code; the rest are tests.)
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use indexmap::IndexMap;
+use crate::idmap::{HashMapExt, HashSetExt, IdIndexMap, IdMap, IdSet};
 
 use super::baseline::Baseline;
 use super::rules::{Rules, Target};
@@ -171,7 +171,7 @@ impl<K: Hash + Eq + Clone, V> Recent<K, V> {
 #[derive(Debug, Clone, Default)]
 pub struct ScanWindow {
     entries: VecDeque<(i64, IpAddr, Option<u16>, bool)>,
-    ports: HashMap<u16, u32>,
+    ports: IdMap<u16, u32>,
     hosts: HashMap<IpAddr, u32>,
     new_hosts: u32,
 }
@@ -357,35 +357,35 @@ pub struct Detector {
     /// Shared so scoring a flow can hold it while it changes a device's state (an
     /// `Arc` clone per flow, not a copy of the lists).
     cfg: Arc<config::Detect>,
-    devices: HashMap<i64, DeviceState>,
-    hosts: HashMap<i64, HostInfo>,
-    baselines: HashMap<i64, Baseline>,
+    devices: IdMap<i64, DeviceState>,
+    hosts: IdMap<i64, HostInfo>,
+    baselines: IdMap<i64, Baseline>,
     pub rules: Rules,
     /// Live outbound flows by row id; entries leave when the flow ends (the writer's
     /// live-flow bound holds for this map too).
-    flows: IndexMap<i64, FlowMeta>,
+    flows: IdIndexMap<i64, FlowMeta>,
     /// qname id → the name, for flows' domains.
-    names: HashMap<i64, String>,
+    names: IdMap<i64, String>,
     /// Devices with new contacts, bytes or DNS answers in this tick.
-    touched: HashSet<i64>,
+    touched: IdSet<i64>,
     out: Vec<Candidate>,
     /// rule id → (times applied this tick, last time).
-    rule_uses: HashMap<i64, (u64, i64)>,
+    rule_uses: IdMap<i64, (u64, i64)>,
 }
 
 impl Detector {
     pub fn new(cfg: &config::Detect, rules: Rules) -> Detector {
         Detector {
             cfg: Arc::new(cfg.clone()),
-            devices: HashMap::new(),
-            hosts: HashMap::new(),
-            baselines: HashMap::new(),
+            devices: IdMap::new(),
+            hosts: IdMap::new(),
+            baselines: IdMap::new(),
             rules,
-            flows: IndexMap::new(),
-            names: HashMap::new(),
-            touched: HashSet::new(),
+            flows: IdIndexMap::default(),
+            names: IdMap::new(),
+            touched: IdSet::new(),
             out: Vec::new(),
-            rule_uses: HashMap::new(),
+            rule_uses: IdMap::new(),
         }
     }
 
@@ -485,7 +485,7 @@ impl Detector {
     }
 
     /// Rule uses of this tick, for `rules.matched`.
-    pub fn take_rule_uses(&mut self) -> HashMap<i64, (u64, i64)> {
+    pub fn take_rule_uses(&mut self) -> IdMap<i64, (u64, i64)> {
         std::mem::take(&mut self.rule_uses)
     }
 

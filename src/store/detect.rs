@@ -380,7 +380,10 @@ fn device_label(tx: &Transaction, id: i64) -> rusqlite::Result<String> {
 }
 
 /// Adds a tick's rule uses to `rules.matched` / `last_matched`.
-pub fn write_rule_uses(tx: &Transaction, uses: HashMap<i64, (u64, i64)>) -> rusqlite::Result<()> {
+pub fn write_rule_uses(
+    tx: &Transaction,
+    uses: crate::idmap::IdMap<i64, (u64, i64)>,
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "UPDATE rules SET matched = matched + ?2,
              last_matched = max(coalesce(last_matched, 0), ?3)

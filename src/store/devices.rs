@@ -25,6 +25,8 @@
 pub mod read;
 
 use std::collections::HashMap;
+
+use crate::idmap::IdMap;
 use std::net::IpAddr;
 
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -50,7 +52,7 @@ pub struct Applied {
 /// Moves the `(device, bucket)` entries of device `from` to `into` after a merge,
 /// folding each into an existing entry of the same bucket with `join`.
 pub fn rekey<V: Default>(
-    map: &mut HashMap<(i64, i64), V>,
+    map: &mut IdMap<(i64, i64), V>,
     from: i64,
     into: i64,
     mut join: impl FnMut(&mut V, V),

@@ -33,6 +33,8 @@
 pub mod read;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::idmap::{HashMapExt, IdMap, IdSet};
 use std::net::IpAddr;
 use std::num::NonZeroI64;
 
@@ -92,7 +94,7 @@ pub struct DnsState {
     pending_order: VecDeque<(i64, (IpAddr, IpAddr))>,
     pending_len: usize,
     /// Distinct names per (device, minute) of the open minutes, for true unions.
-    name_sets: HashMap<(i64, i64), HashSet<i64>>,
+    name_sets: IdMap<(i64, i64), IdSet<i64>>,
     /// Every address some stored answer names, while `answered_complete`: a flow to any
     /// other address cannot have a name, and most flows (to addresses nobody resolved:
     /// peers, hard-coded IPs, scans) skip the two index lookups.
@@ -130,9 +132,9 @@ type HostDomain = (i64, i64, u64, Option<i64>);
 #[derive(Default)]
 pub struct DnsAcc {
     /// (device, minute) → (queries, NXDOMAIN answers).
-    minutes: HashMap<(i64, i64), (u64, u64)>,
+    minutes: IdMap<(i64, i64), (u64, u64)>,
     /// (remote host, name) → what this tick saw of that link.
-    host_domains: HashMap<(i64, i64), HostDomain>,
+    host_domains: IdMap<(i64, i64), HostDomain>,
     pub queries: u64,
 }
 
@@ -161,7 +163,7 @@ impl DnsState {
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             pending_len: 0,
-            name_sets: HashMap::new(),
+            name_sets: IdMap::new(),
             answered: HashSet::new(),
             answered_complete: false,
             tls_waiting: HashMap::new(),

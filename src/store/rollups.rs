@@ -9,7 +9,7 @@
 
 pub mod read;
 
-use std::collections::{HashMap, HashSet};
+use crate::idmap::{IdMap, IdSet};
 
 use rusqlite::{Transaction, params};
 
@@ -46,8 +46,8 @@ impl Traffic {
 /// Sets for the true unique counts of one minute; kept only for recent minutes.
 #[derive(Debug, Default)]
 pub struct MinuteSets {
-    dsts: HashSet<i64>,
-    ports: HashSet<u16>,
+    dsts: IdSet<i64>,
+    ports: IdSet<u16>,
 }
 
 /// A new flow of a device in one minute, for the unique counts.
@@ -63,15 +63,15 @@ pub struct Contact {
 /// Everything one transaction accumulates before it writes rollups.
 #[derive(Default)]
 pub struct TickAcc {
-    device_minutes: HashMap<(i64, i64), Traffic>,
-    device_hours: HashMap<(i64, i64), Traffic>,
-    host_minutes: HashMap<(i64, i64), Traffic>,
-    host_hours: HashMap<(i64, i64), Traffic>,
+    device_minutes: IdMap<(i64, i64), Traffic>,
+    device_hours: IdMap<(i64, i64), Traffic>,
+    host_minutes: IdMap<(i64, i64), Traffic>,
+    host_hours: IdMap<(i64, i64), Traffic>,
     /// Lifetime totals and last-seen per device/host.
-    pub device_totals: HashMap<i64, (Traffic, i64)>,
-    host_totals: HashMap<i64, (Traffic, i64)>,
+    pub device_totals: IdMap<i64, (Traffic, i64)>,
+    host_totals: IdMap<i64, (Traffic, i64)>,
     /// (remote host, proto, port) → (new flows, last seen).
-    host_ports: HashMap<(i64, u8, u16), (u64, i64)>,
+    host_ports: IdMap<(i64, u8, u16), (u64, i64)>,
     contacts: Vec<Contact>,
     pub dns: DnsAcc,
     /// What the commit will publish; every family marks what it changed.
@@ -143,8 +143,8 @@ impl TickAcc {
 /// batch adds the same contacts again when it is retried, and a set counts each once.
 #[derive(Default)]
 pub struct Rollups {
-    device_sets: HashMap<(i64, i64), MinuteSets>,
-    host_sets: HashMap<(i64, i64), HashSet<i64>>,
+    device_sets: IdMap<(i64, i64), MinuteSets>,
+    host_sets: IdMap<(i64, i64), IdSet<i64>>,
 }
 
 impl Table for Rollups {
@@ -211,14 +211,14 @@ impl Rollups {
 /// and ports, per (remote host, minute) devices.
 #[derive(Default)]
 struct Uniques {
-    devices: HashMap<(i64, i64), (usize, usize)>,
-    hosts: HashMap<(i64, i64), usize>,
+    devices: IdMap<(i64, i64), (usize, usize)>,
+    hosts: IdMap<(i64, i64), usize>,
 }
 
 fn write_device_minutes(
     tx: &Transaction,
     acc: &TickAcc,
-    mut uniques: HashMap<(i64, i64), (usize, usize)>,
+    mut uniques: IdMap<(i64, i64), (usize, usize)>,
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO device_minutes (device_id, minute, bytes_up, bytes_down, packets_up,
@@ -253,7 +253,7 @@ fn write_device_minutes(
 fn write_host_minutes(
     tx: &Transaction,
     acc: &TickAcc,
-    mut uniques: HashMap<(i64, i64), usize>,
+    mut uniques: IdMap<(i64, i64), usize>,
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO remote_host_minutes (remote_host_id, minute, bytes_up, bytes_down,

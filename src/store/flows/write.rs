@@ -6,16 +6,15 @@
 //! start. So a collector that restarted and re-reports a flow's cumulative counters adds
 //! only what is new, and a `kill -9` never double counts nor duplicates a row.
 
-use std::collections::HashSet;
 use std::net::IpAddr;
 use std::num::NonZeroI64;
 
-use indexmap::IndexMap;
 use rusqlite::{Connection, Transaction, params};
 
 use crate::detect::score::{Detector, OutboundFlow};
 use crate::event::{FlowBatch, FlowChange};
 use crate::flow::{Counters, CtFlow, Direction, Network, PROTO_TCP};
+use crate::idmap::{IdIndexMap, IdSet};
 use crate::store::addr::IpBlob;
 use crate::store::devices::DeviceIds;
 use crate::store::dns::{DnsMatch, DnsState, MATCH_OTHER_CLIENT};
@@ -61,13 +60,13 @@ fn nz(v: Option<i64>) -> Option<NonZeroI64> {
 #[derive(Default)]
 pub struct Flows {
     /// ident → live flow. Dense: a burst of live flows takes it to tens of thousands.
-    pub live: IndexMap<i64, LiveFlow>,
+    pub live: IdIndexMap<i64, LiveFlow>,
     /// Live rows loaded at start that no collector report has refreshed yet. The first
     /// completed dump ends those: they vanished while netmon was down.
-    unconfirmed: HashSet<i64>,
+    unconfirmed: IdSet<i64>,
     /// `unconfirmed` as the current transaction found it, to restore on a rollback.
     /// Only non-empty until the first dump completes.
-    unconfirmed_before: Option<HashSet<i64>>,
+    unconfirmed_before: Option<IdSet<i64>>,
 }
 
 impl Table for Flows {
