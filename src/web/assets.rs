@@ -22,6 +22,18 @@ fn version(file: &rust_embed::EmbeddedFile) -> String {
         .collect()
 }
 
+/// The media type of an embedded asset, by its extension. `assets/` holds only these
+/// kinds (a test checks each file has one); a general table of a thousand types is not
+/// needed to serve three.
+fn content_type(path: &str) -> &'static str {
+    match path.rsplit_once('.').map(|(_, ext)| ext) {
+        Some("css") => "text/css",
+        Some("js") => "text/javascript",
+        Some("svg") => "image/svg+xml",
+        _ => "application/octet-stream",
+    }
+}
+
 /// The URL of an embedded asset, versioned by content.
 pub fn url(name: &str) -> String {
     match Assets::get(name) {
@@ -45,7 +57,6 @@ pub async fn serve(
     } else {
         "no-cache"
     };
-    let mime = mime_guess::from_path(&path).first_or_octet_stream();
     let mut response = if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|v| v.as_bytes() == etag.as_bytes())
@@ -55,9 +66,10 @@ pub async fn serve(
         file.data.into_owned().into_response()
     };
     let h = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(&path)),
+    );
     if let Ok(v) = HeaderValue::from_str(&etag) {
         h.insert(header::ETAG, v);
     }
@@ -67,4 +79,22 @@ pub async fn serve(
         HeaderValue::from_static("nosniff"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_asset_has_a_media_type() {
+        let names: Vec<_> = Assets::iter().collect();
+        assert!(!names.is_empty());
+        for name in names {
+            assert_ne!(content_type(&name), "application/octet-stream", "{name}");
+        }
+        assert_eq!(content_type("netmon.css"), "text/css");
+        assert_eq!(content_type("netmon.js"), "text/javascript");
+        assert_eq!(content_type("favicon.svg"), "image/svg+xml");
+        assert_eq!(content_type("README"), "application/octet-stream");
+    }
 }
