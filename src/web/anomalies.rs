@@ -92,7 +92,7 @@ fn render(filter: &HitFilter, page: &HitPage, devices: &[DeviceRow]) -> Markup {
                     @if page.total > 0 { " (page " (page.page) " is past the end)" }
                 } @else {
                     (format::count(first)) "–" (format::count(last)) " of "
-                    strong { (format::count(page.total)) } " hits"
+                    strong { (format::counted(page.total, "hit", "hits")) }
                 }
                 " · " a href="/help#codes" { "what the codes mean" }
             }

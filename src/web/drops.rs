@@ -66,7 +66,7 @@ pub async fn page(
                 "as logged by netmon's rate-limited rules (" code { "[firewall] drop_log_rate" } ")."
             }
             (window_links("/drops", window))
-            p.count #drops-total { (format::count(s.attempts)) " refused attempts in this window" }
+            p.count #drops-total { (format::counted(s.attempts, "refused attempt", "refused attempts")) " in this window" }
             (attempts_chart(&s.minutes, since, now, "refused attempts per minute"))
             section.cols {
                 div {

@@ -143,6 +143,12 @@ pub fn count(n: impl Into<i128>) -> String {
     out
 }
 
+/// A count and its noun, singular for one: `1 incident`, `1 234 incidents`.
+pub fn counted(n: impl Into<i128>, one: &str, many: &str) -> String {
+    let n: i128 = n.into();
+    format!("{} {}", count(n), if n == 1 { one } else { many })
+}
+
 /// `part` as a percentage of `whole` with one decimal (`7.5 %`); a dash when `whole`
 /// is zero (no ratio, rather than a misleading `0.0 %`).
 pub fn ratio(part: i64, whole: i64) -> String {
@@ -178,6 +184,13 @@ mod tests {
         assert_eq!(hh_mm_utc(1_714_568_645_123), "13:04");
         assert_eq!(dd_hh_mm_utc(1_714_568_645_123), "01 13:04");
         assert_eq!(mm_dd_utc(1_714_568_645_123), "05-01");
+    }
+
+    #[test]
+    fn one_of_a_thing_is_singular() {
+        assert_eq!(counted(1, "incident", "incidents"), "1 incident");
+        assert_eq!(counted(0, "incident", "incidents"), "0 incidents");
+        assert_eq!(counted(1234, "host", "hosts"), "1\u{2009}234 hosts");
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub async fn list(
                 button type="submit" { "Search" }
                 a.clear href="/hosts" { "clear" }
             }
-            p.count { (format::count(page.total)) " hosts" }
+            p.count { (format::counted(page.total, "host", "hosts")) }
             div.scroll {
                 table.data {
                     thead { tr {

@@ -200,7 +200,7 @@ fn render_list(
                     "No incidents match."
                     @if page.total > 0 { " (page " (page.page) " is past the end)" }
                 } @else {
-                    strong { (format::count(page.total)) } " incidents"
+                    strong { (format::counted(page.total, "incident", "incidents")) }
                 }
             }
             div.scroll {

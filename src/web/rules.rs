@@ -621,7 +621,7 @@ fn render_edit(
         html! {
             h1 { (title) }
             p.muted {
-                "Created " (time(rule.created_at)) " · matched " (format::count(rule.matched)) " times"
+                "Created " (time(rule.created_at)) " · matched " (format::counted(rule.matched, "time", "times"))
                 @if let Some(at) = rule.last_matched { ", last " (time(at)) }
                 " · " a href="/rules" { "all rules" }
             }
