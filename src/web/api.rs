@@ -44,7 +44,7 @@ type ApiResult<T> = Result<Json<T>, ApiError>;
 /// null), `domain_canonical` (the CNAME target, or null) and `dns_match` (`exact`,
 /// `stale`, `other-client`, `sni` or `none`); names are canonical text (lowercase, `\DDD` for
 /// bytes outside printable ASCII), otherwise verbatim.
-/// Takes every parameter of `/flows` (`page=last` too). `total` is exact up to
+/// Takes every parameter of `/flows` (`page=last` too; `limit` for `per_page`). `total` is exact up to
 /// `store::flows::read::COUNT_PAGES` pages; past it `total` is that many rows and `total_capped` is true. Each flow
 /// also carries `score`: the highest score of the detection hits it caused, or null.
 #[derive(Serialize)]

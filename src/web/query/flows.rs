@@ -45,6 +45,9 @@ pub struct FlowQuery {
     pub order: Option<String>,
     /// A page number, or `last`.
     pub page: Option<String>,
+    /// Rows per page; `limit` is the name API clients reach for first (both at once is a
+    /// repeated key: 400).
+    #[serde(alias = "limit")]
     pub per_page: Option<String>,
 }
 
@@ -548,6 +551,13 @@ mod tests {
             assert_eq!(e.param, k, "{e}");
             assert!(e.to_string().contains(&format!("`{k}`")), "{e}");
         }
+    }
+
+    #[test]
+    fn limit_is_per_page_and_both_at_once_is_refused() {
+        let q = FlowQuery::from_query_string("limit=5").unwrap();
+        assert_eq!(FlowFilter::parse(&q).unwrap().per_page, 5);
+        assert!(FlowQuery::from_query_string("limit=5&per_page=7").is_err());
     }
 
     #[test]
