@@ -113,6 +113,9 @@ fn main() -> ExitCode {
         Cmd::CheckConfig => match Config::load(&cli.config) {
             Ok(config) => {
                 println!("# {}: ok", cli.config.display());
+                if let Some(note) = check_config_note(&config) {
+                    println!("# note: {note}");
+                }
                 // Secrets are not echoed to a terminal or a support paste.
                 print!("{}", config.redacted().to_toml());
                 ExitCode::SUCCESS
@@ -164,6 +167,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// What a valid config still leaves undone, for `check-config`: without a password the
+/// web UI answers only its "set a password" page.
+fn check_config_note(config: &Config) -> Option<&'static str> {
+    (config.web.auth == config::WebAuth::Password && config.web.password_hash.is_empty()).then_some(
+        "no password is set: the web UI stays locked until you run `netmon passwd` \
+         (then restart netmon)",
+    )
+}
+
 /// `netmon passwd`: read, check, hash, store.
 fn passwd(config: &std::path::Path) -> anyhow::Result<()> {
     use netmon::passwd;
@@ -193,6 +205,18 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, String> {
         Cli::parse(args.iter().map(std::ffi::OsString::from)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn check_config_says_when_the_ui_is_locked() {
+        let empty = Config::parse("", std::path::Path::new("t.toml")).unwrap();
+        assert!(check_config_note(&empty).unwrap().contains("netmon passwd"));
+        let open = Config::parse(
+            "listen = [\"127.0.0.1:8080\"]\n[web]\nauth = \"none\"\n",
+            std::path::Path::new("t.toml"),
+        )
+        .unwrap();
+        assert_eq!(check_config_note(&open), None);
     }
 
     #[test]
