@@ -1,6 +1,6 @@
 //! `/anomalies`: the scored hits (DESIGN §3 "Detection"), filterable by window, score,
 //! code, device, acknowledgement and destination, sortable by time, score and count;
-//! the "allow this" and "mute this for this device" actions that turn a hit into a
+//! the "don't flag this" and "mute this for this device" actions that turn a hit into a
 //! rule; `/api/hits`.
 //!
 //! Evidence, domains and device names are text others chose (a DHCP hostname, a DNS
@@ -215,14 +215,14 @@ fn evidence(reasons: &[store::detect::read::StoredReason]) -> Markup {
     }
 }
 
-/// "allow this" and "mute for this device" (both POST forms, back to `back`).
+/// "don't flag this" and "mute for this device" (both POST forms, back to `back`).
 pub fn hit_actions(h: &HitRow, back: &str) -> Markup {
     let allow_what = h.domain.as_deref().or(h.remote_ip.as_deref());
     html! {
         @if let Some(what) = allow_what {
             form.inline method="post" action={ "/hits/" (h.id) "/allow" } {
                 (csrf_field())
-                button type="submit" title={ "never score " (what) " for " (h.device) " again" } { "allow this" }
+                button type="submit" title={ "never score " (what) " for " (h.device) " again" } { "don't flag this" }
             }
         }
         form.inline method="post" action={ "/hits/" (h.id) "/mute" } {

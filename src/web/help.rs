@@ -137,13 +137,13 @@ pub async fn page() -> Markup {
                     "for one device or every device; until an optional expiry."
                 }
                 ul {
-                    li { strong { "allow" } " drops a matching flow from scoring entirely: no reasons, and it does not count towards "
+                    li { strong { "don't flag" } " (" code { "allow" } " in the API) leaves a matching flow out of scoring entirely: no reasons, and it does not count towards "
                         "the device's windows (a BitTorrent client allowed on its ports never looks like a port scan)." }
-                    li { strong { "suppress" } " removes one code (or every code) from a matching flow's reasons." }
+                    li { strong { "don't flag code" } " (" code { "suppress" } ") removes one code (or every code) from a matching flow's reasons. Neither touches the firewall: the traffic flows as before." }
                 }
                 p {
                     "Rules apply to what is scored after they are saved. With \"re-evaluate open incidents\" the open incidents "
-                    "are checked against the rules again. The " strong { "allow this" } " button on a hit creates an allow rule for "
+                    "are checked against the rules again. The " strong { "don't flag this" } " button on a hit creates a don't-flag rule for "
                     "its domain (or its address when no domain is known) on its device; " strong { "mute for this device" }
                     " creates a suppress rule per code of the hit, for its device and destination."
                 }

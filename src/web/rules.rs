@@ -435,6 +435,15 @@ fn action_str(a: Action) -> &'static str {
     }
 }
 
+/// What a rule does, in the owner's words: these are not firewall actions, nothing is
+/// let through or dropped; a rule only stops netmon flagging what it matches.
+fn action_label(a: Action) -> &'static str {
+    match a {
+        Action::Allow => "don't flag",
+        Action::Suppress => "don't flag code",
+    }
+}
+
 /// An address alone when the prefix is a single host.
 fn remote_text(n: &ipnet::IpNet) -> String {
     if n.prefix_len() == n.max_prefix_len() {
@@ -563,7 +572,7 @@ fn render_list(
                             @for r in rules {
                                 tr.expired[r.spec.expires_at.is_some_and(|e| e <= now)] id={ "rule-" (r.id) } {
                                     td.mono { a href={ "/rules/" (r.id) } { (r.id) } }
-                                    td { span class={ "action action-" (action_str(r.spec.action)) } { (action_str(r.spec.action)) } }
+                                    td { span class={ "action action-" (action_str(r.spec.action)) } { (action_label(r.spec.action)) } }
                                     td {
                                         @match (r.spec.device_id, &r.device) {
                                             (Some(id), Some(name)) => a href={ "/devices/" (id) } { (name) },
@@ -684,8 +693,8 @@ fn rule_form(
             label {
                 span { "Action" }
                 select name="action" aria-invalid=[invalid("action")] {
-                    option value="allow" selected[f.action == "allow"] { "allow (do not score)" }
-                    option value="suppress" selected[f.action == "suppress"] { "suppress a code" }
+                    option value="allow" selected[f.action == "allow"] { "don't flag (never score)" }
+                    option value="suppress" selected[f.action == "suppress"] { "don't flag one code" }
                 }
             }
             label {
