@@ -671,7 +671,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: describe_toml_error(&e),
+            message: describe_toml_error(&e, text),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -1370,10 +1370,18 @@ fn is_link_local(ip: IpAddr) -> bool {
 }
 
 /// toml's message already names the line, column and key; add the accepted forms of
-/// the values users most often get wrong.
-fn describe_toml_error(e: &toml::de::Error) -> String {
+/// the values users most often get wrong, and what exactly is wrong with a network
+/// (`text` is the config the error's span points into).
+fn describe_toml_error(e: &toml::de::Error, text: &str) -> String {
     let mut msg = redact_toml_snippet(&e.to_string());
     if msg.contains("invalid IP address syntax") {
+        let value = e
+            .span()
+            .and_then(|span| text.get(span))
+            .map(|v| v.trim().trim_matches('"'));
+        if let Some(why) = value.and_then(network_mistake) {
+            msg.push_str(&format!("\n{why}"));
+        }
         msg.push_str("\naccepted form: a CIDR like \"192.168.1.0/24\" or \"fd00::/64\" (for lan_subnets), an address with port like \"192.168.1.1:8080\" or \"[::1]:8080\" (for listen)");
     } else if msg.contains("invalid socket address") {
         msg.push_str("\naccepted form: an address with a port from 1 to 65535, like \"192.168.1.1:8080\" or \"[fd00::1]:8080\"");
@@ -1381,9 +1389,57 @@ fn describe_toml_error(e: &toml::de::Error) -> String {
     msg
 }
 
+/// What is wrong with a network written `address/prefix` that did not parse: the prefix
+/// length past the address family's bits, or the address itself. `None` when neither
+/// (another form, such as a socket address, was expected).
+fn network_mistake(value: &str) -> Option<String> {
+    let (addr, len) = value.split_once('/')?;
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return Some(format!("{addr:?} is not an IPv4 or IPv6 address"));
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    match len.parse::<u32>() {
+        Ok(n) if n > max => Some(format!(
+            "{value:?}: the prefix length {n} is longer than an {} address ({max} bits)",
+            if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+        )),
+        Ok(_) => None,
+        Err(_) => Some(format!(
+            "{value:?}: the prefix length {len:?} is not a number from 0 to {max}"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_error_says_which_part_is_wrong() {
+        let e = parse("lan_subnets = [\"192.168.1.0/33\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("prefix length 33 is longer than an IPv4 address (32 bits)"),
+            "{e}"
+        );
+        let e = parse("lan_subnets = [\"fd00::/129\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("longer than an IPv6 address (128 bits)"), "{e}");
+        let e = parse("lan_subnets = [\"192.168.1.300/24\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"192.168.1.300\" is not an IPv4 or IPv6 address"),
+            "{e}"
+        );
+        let e = parse("lan_subnets = [\"10.0.0.0/x\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"x\" is not a number from 0 to 32"), "{e}");
+        assert!(e.contains("accepted form"), "{e}");
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("test.toml"))
