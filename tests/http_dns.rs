@@ -236,6 +236,9 @@ async fn dns_log_page_and_api() {
         body.contains(">HTTPS</td>") && body.contains(">AAAA</td>"),
         "{body}"
     );
+    // Where each query was seen, in words: not the internal "packet".
+    assert!(body.contains(">DNS reply</td>"), "{body}");
+    assert!(!body.contains(">packet</td>"), "{body}");
     // Client: the device's name, its address filtering the log; a bare address otherwise.
     assert!(body.contains("<a href=\"/devices/2\">phone</a>"), "{body}");
     assert!(body.contains("href=\"/dns?client=10.0.0.9\""), "{body}");

@@ -61,7 +61,7 @@ fn render(filter: &DnsFilter, data: &DnsLog) -> Markup {
                 table.data.dns {
                     thead { tr {
                         th { "Time" } th { "Client" } th { "Name" } th { "Type" } th { "Status" }
-                        th.num.opt { "Answers" } th.opt { "Canonical name" } th.opt { "Source" }
+                        th.num.opt { "Answers" } th.opt { "Canonical name" } th.opt { "Seen in" }
                     } }
                     tbody {
                         @for q in &page.queries { (row(q)) }
@@ -116,7 +116,7 @@ fn row(q: &DnsRow) -> Markup {
                     None => span.muted { "—" },
                 }
             }
-            td.opt.muted { (q.source) }
+            td.opt.muted { (source_label(&q.source)) }
         }
     }
 }
@@ -227,6 +227,15 @@ pub fn queries_chart(minutes: &[DnsMinute], since_ms: i64, until_ms: i64, label:
         .collect();
     let legend = html! { span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" } };
     chart::count_chart(&bars, since_ms, until_ms, label, None, legend)
+}
+
+/// Where netmon saw a query, in the owner's words (the API keeps `packet` / `log`).
+fn source_label(source: &str) -> &str {
+    match source {
+        "packet" => "DNS reply",
+        "log" => "dnsmasq log",
+        other => other,
+    }
 }
 
 #[cfg(test)]
