@@ -25,14 +25,13 @@
 pub mod read;
 
 use std::collections::HashMap;
-
-use crate::idmap::IdMap;
 use std::net::IpAddr;
 
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::event::{Sighting, SightingSource, format_mac};
 use crate::flow::Network;
+use crate::idmap::IdMap;
 
 /// A device folded into another; the writer rewrites its in-memory ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

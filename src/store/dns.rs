@@ -33,8 +33,6 @@
 pub mod read;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-
-use crate::idmap::{HashMapExt, IdMap, IdSet};
 use std::net::IpAddr;
 use std::num::NonZeroI64;
 
@@ -42,6 +40,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 
 use crate::config;
 use crate::event::{DnsObservation, TcpConn, TlsName};
+use crate::idmap::{HashMapExt, IdMap, IdSet};
 use crate::store::addr::{IpBlob, stored_ip};
 use crate::store::resolvers::Resolvers;
 use crate::time::MINUTE_MS;
