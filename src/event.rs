@@ -173,6 +173,14 @@ impl DnsSource {
         }
     }
 
+    /// Where the query was seen, in the owner's words (pages; the API uses `as_str`).
+    pub fn label(self) -> &'static str {
+        match self {
+            DnsSource::Packet => "DNS reply",
+            DnsSource::Log => "dnsmasq log",
+        }
+    }
+
     /// The number `dns_queries.source` stores.
     pub fn code(self) -> i64 {
         match self {

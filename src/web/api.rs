@@ -238,7 +238,7 @@ impl From<DnsRow> for ApiDnsQuery {
             rcode: q.rcode.map(crate::dns_name::rcode_name),
             answers: q.answers,
             canonical_name: q.canonical,
-            source: q.source,
+            source: q.source.as_str().to_owned(),
         }
     }
 }

@@ -116,7 +116,7 @@ fn row(q: &DnsRow) -> Markup {
                     None => span.muted { "—" },
                 }
             }
-            td.opt.muted { (source_label(&q.source)) }
+            td.opt.muted { (q.source.label()) }
         }
     }
 }
@@ -227,15 +227,6 @@ pub fn queries_chart(minutes: &[DnsMinute], since_ms: i64, until_ms: i64, label:
         .collect();
     let legend = html! { span.legend.q { "queries" } " " span.legend.nx { "NXDOMAIN" } };
     chart::count_chart(&bars, since_ms, until_ms, label, None, legend)
-}
-
-/// Where netmon saw a query, in the owner's words (the API keeps `packet` / `log`).
-fn source_label(source: &str) -> &str {
-    match source {
-        "packet" => "DNS reply",
-        "log" => "dnsmasq log",
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -94,8 +94,7 @@ pub struct DnsRow {
     pub answers: i64,
     /// The end of the CNAME chain, when there was one.
     pub canonical: Option<String>,
-    /// `packet` or `log`.
-    pub source: String,
+    pub source: DnsSource,
 }
 
 /// One page of the DNS log plus the total matching the filter.
@@ -150,7 +149,7 @@ pub fn dns_queries(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<Dn
                 rcode: r.get(7)?,
                 answers: r.get(8)?,
                 canonical: r.get(9)?,
-                source: DnsSource::from_code(r.get(10)?).as_str().to_owned(),
+                source: DnsSource::from_code(r.get(10)?),
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
