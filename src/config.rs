@@ -1397,11 +1397,14 @@ fn network_mistake(value: &str) -> Option<String> {
     let Ok(ip) = addr.parse::<IpAddr>() else {
         return Some(format!("{addr:?} is not an IPv4 or IPv6 address"));
     };
-    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let (family, max) = if ip.is_ipv4() {
+        ("IPv4", 32)
+    } else {
+        ("IPv6", 128)
+    };
     match len.parse::<u32>() {
         Ok(n) if n > max => Some(format!(
-            "{value:?}: the prefix length {n} is longer than an {} address ({max} bits)",
-            if ip.is_ipv4() { "IPv4" } else { "IPv6" }
+            "{value:?}: the prefix length {n} is longer than an {family} address ({max} bits)"
         )),
         Ok(_) => None,
         Err(_) => Some(format!(
@@ -1416,29 +1419,24 @@ mod tests {
 
     #[test]
     fn a_network_error_says_which_part_is_wrong() {
-        let e = parse("lan_subnets = [\"192.168.1.0/33\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("prefix length 33 is longer than an IPv4 address (32 bits)"),
-            "{e}"
-        );
-        let e = parse("lan_subnets = [\"fd00::/129\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("longer than an IPv6 address (128 bits)"), "{e}");
-        let e = parse("lan_subnets = [\"192.168.1.300/24\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("\"192.168.1.300\" is not an IPv4 or IPv6 address"),
-            "{e}"
-        );
-        let e = parse("lan_subnets = [\"10.0.0.0/x\"]\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("\"x\" is not a number from 0 to 32"), "{e}");
-        assert!(e.contains("accepted form"), "{e}");
+        for (subnet, why) in [
+            (
+                "192.168.1.0/33",
+                "prefix length 33 is longer than an IPv4 address (32 bits)",
+            ),
+            ("fd00::/129", "longer than an IPv6 address (128 bits)"),
+            (
+                "192.168.1.300/24",
+                "\"192.168.1.300\" is not an IPv4 or IPv6 address",
+            ),
+            ("10.0.0.0/x", "\"x\" is not a number from 0 to 32"),
+        ] {
+            let e = parse(&format!("lan_subnets = [\"{subnet}\"]\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(why), "{e}");
+            assert!(e.contains("accepted form"), "{e}");
+        }
     }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
