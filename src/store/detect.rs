@@ -22,6 +22,7 @@ use crate::detect::score::{Candidate, Detector, HostInfo};
 use crate::detect::{Code, NewIncident};
 use crate::event::{CommandError, CommandReply, CommandResult};
 use crate::store::addr::stored_ip;
+use crate::store::devices::device_label_sql;
 use crate::time::DAY_MS;
 
 /// Longest incident notes accepted (characters), as for devices.
@@ -368,15 +369,17 @@ fn fold_into_incident(
     Ok(())
 }
 
-/// What to call a device in a message: name, hostname, address.
+/// What to call a device in a message, as the pages do.
 fn device_label(tx: &Transaction, id: i64) -> rusqlite::Result<String> {
     Ok(tx
-        .prepare_cached(
-            "SELECT COALESCE(NULLIF(name, ''), NULLIF(hostname, ''), ip) FROM devices WHERE id = ?1",
-        )?
+        .prepare_cached(concat!(
+            "SELECT ",
+            device_label_sql!(),
+            " FROM devices d WHERE d.id = ?1"
+        ))?
         .query_row([id], |r| r.get::<_, String>(0))
         .optional()?
-        .unwrap_or_else(|| format!("device #{id}")))
+        .unwrap_or_else(|| "a removed device".to_owned()))
 }
 
 /// Adds a tick's rule uses to `rules.matched` / `last_matched`.

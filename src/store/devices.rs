@@ -24,6 +24,16 @@
 
 pub mod read;
 
+/// What to call the device `d` in SQL, as [`read::DeviceRow::label`] does: its owner's
+/// name, its DHCP hostname, its vendor and address, its address.
+macro_rules! device_label_sql {
+    () => {
+        "coalesce(nullif(trim(d.name), ''), nullif(trim(d.hostname), ''), \
+         nullif(trim(d.vendor), '') || ' ' || d.ip, d.ip)"
+    };
+}
+pub(crate) use device_label_sql;
+
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -447,26 +457,22 @@ impl DeviceIds {
 
 // --- the label of a device's Prometheus series ------------------------------------------
 
-/// What a device's Prometheus series is called: its owner's name, else its DHCP
-/// hostname, else its address (`devices.ip` at that moment: its newest IPv4 address, or
-/// an IPv6 one while it has none) — what the UI shows then. The exporter asks once per
+/// What a device's Prometheus series is called: what the UI shows at that moment
+/// ([`device_label_sql`]; the address is `devices.ip`: its newest IPv4 address, or an
+/// IPv6 one while it has none). The exporter asks once per
 /// device and keeps the answer until netmon restarts, so a rename or a new address does
 /// not split a series mid-run.
 pub fn metric_label(conn: &rusqlite::Connection, device_id: i64) -> String {
-    let row: rusqlite::Result<Option<(Option<String>, String)>> = conn
-        .prepare_cached(
-            "SELECT coalesce(nullif(trim(name), ''), nullif(trim(hostname), '')), ip
-             FROM devices WHERE id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row([device_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        });
-    match row {
-        Ok(Some((Some(name), _))) => name,
-        Ok(Some((None, ip))) => ip,
-        Ok(None) | Err(_) => format!("device {device_id}"),
-    }
+    let row: rusqlite::Result<Option<String>> = conn
+        .prepare_cached(concat!(
+            "SELECT ",
+            device_label_sql!(),
+            " FROM devices d WHERE d.id = ?1"
+        ))
+        .and_then(|mut s| s.query_row([device_id], |r| r.get(0)).optional());
+    row.ok()
+        .flatten()
+        .unwrap_or_else(|| format!("device {device_id}"))
 }
 
 #[cfg(test)]
@@ -475,18 +481,20 @@ mod tests {
     use rusqlite::Connection;
 
     #[test]
-    fn device_label_prefers_name_then_hostname_then_address() {
+    fn device_label_prefers_name_then_hostname_then_vendor_and_address() {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE devices (id INTEGER PRIMARY KEY, ip TEXT NOT NULL, name TEXT,
-                 hostname TEXT);
-             INSERT INTO devices VALUES (1, '10.0.0.1', 'tv', 'lgtv'), (2, '10.0.0.2', ' ', 'nas'),
-                 (3, '10.0.0.3', NULL, NULL);",
+                 hostname TEXT, vendor TEXT);
+             INSERT INTO devices VALUES (1, '10.0.0.1', 'tv', 'lgtv', 'LG'),
+                 (2, '10.0.0.2', ' ', 'nas', NULL), (3, '10.0.0.3', NULL, '', 'Espressif'),
+                 (4, '10.0.0.4', NULL, NULL, ' ');",
         )
         .unwrap();
         assert_eq!(metric_label(&conn, 1), "tv");
         assert_eq!(metric_label(&conn, 2), "nas");
-        assert_eq!(metric_label(&conn, 3), "10.0.0.3");
+        assert_eq!(metric_label(&conn, 3), "Espressif 10.0.0.3");
+        assert_eq!(metric_label(&conn, 4), "10.0.0.4");
         assert_eq!(metric_label(&conn, 9), "device 9");
     }
 }

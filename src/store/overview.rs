@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::store::devices::device_label_sql;
 use crate::store::filter::Window;
 use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS, hour_start, minute_start};
 
@@ -232,12 +233,13 @@ pub fn top_devices(
     };
     let sql = format!(
         "SELECT t.device_id, t.up, t.down, \
-           COALESCE(NULLIF(d.name, ''), NULLIF(d.hostname, ''), d.ip) \
+           {label} \
          FROM (SELECT device_id, sum(bytes_up) AS up, sum(bytes_down) AS down FROM {table} \
                WHERE device_id IN (SELECT id FROM devices) AND {col} >= ?1 \
                GROUP BY device_id) t \
          LEFT JOIN devices d ON d.id = t.device_id \
-         WHERE {order} > 0 ORDER BY {order} DESC, t.device_id LIMIT ?2"
+         WHERE {order} > 0 ORDER BY {order} DESC, t.device_id LIMIT ?2",
+        label = device_label_sql!()
     );
     conn.prepare_cached(&sql)?
         .query_map(params![since, limit], |row| {

@@ -10,6 +10,8 @@
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
+use crate::store::devices::device_label_sql;
+
 /// The most flows one section reads: bounds the scan on a router-class CPU whatever the
 /// device's history.
 pub const MAX_FLOWS_SCANNED: i64 = 20_000;
@@ -160,10 +162,11 @@ pub fn host_devices(
 ) -> rusqlite::Result<Peers<PeerDevice>> {
     let sql = format!(
         "WITH f AS ({HOST_FLOWS})
-         SELECT d.id, coalesce(d.name, d.hostname, d.ip), count(*), sum(f.bytes_up), sum(f.bytes_down),
+         SELECT d.id, {label}, count(*), sum(f.bytes_up), sum(f.bytes_down),
                 max(f.last_seen), (SELECT count(*) FROM f)
          FROM f JOIN devices d ON d.id = f.device_id
-         GROUP BY d.id ORDER BY sum(f.bytes_up) + sum(f.bytes_down) DESC, d.id LIMIT ?4"
+         GROUP BY d.id ORDER BY sum(f.bytes_up) + sum(f.bytes_down) DESC, d.id LIMIT ?4",
+        label = device_label_sql!()
     );
     section(c, &sql, host_id, since_ms, 6, HOST_FLOWS, |r| {
         Ok(PeerDevice {

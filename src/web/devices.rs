@@ -178,7 +178,7 @@ pub async fn page(
         ..recent_filter()
     };
     Ok(shell(
-        d.label(),
+        &d.label(),
         Nav::Devices,
         false,
         html! {
@@ -280,7 +280,7 @@ pub async fn page(
             }
             (peers::device_sections(id, &peers, now))
             h2 { "DNS" }
-            (dns_section(id, d.label(), &data.dns, window, since, now))
+            (dns_section(id, &d.label(), &data.dns, window, since, now))
             h2 { "Recent flows" }
             (flow_table::recent(&data.flows, &full_view, now))
         },

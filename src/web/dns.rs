@@ -11,7 +11,7 @@ use maud::{Markup, html};
 
 use super::chart::{self, CountBar};
 use super::format::{self, time};
-use super::layout::{Nav, device_select, page as shell, pager, with_query};
+use super::layout::{Nav, device_link, device_select, page as shell, pager, with_query};
 use super::saved;
 use super::{AppState, WebError, flow_table};
 use crate::dns_name::{qtype_name, rcode_name};
@@ -89,10 +89,7 @@ fn row(q: &DnsRow) -> Markup {
             td {
                 @match (q.device_id, &q.device_name) {
                     (Some(id), name) => {
-                        @match name {
-                            Some(name) => a href={ "/devices/" (id) } { (name) },
-                            None => a.muted href={ "/devices/" (id) } { "#" (id) },
-                        }
+                        (device_link(id, name.as_deref()))
                         a.sub.mono href=(client_href) title="this client's queries" { (q.client) }
                     }
                     (None, _) => a.mono href=(client_href) title="this client's queries" { (q.client) },

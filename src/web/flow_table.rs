@@ -6,7 +6,7 @@ use axum::extract::{RawQuery, State};
 use maud::{Markup, html};
 
 use super::format::{self, time_opt};
-use super::layout::{numbered_pager, with_query};
+use super::layout::{device_link, numbered_pager, with_query};
 use super::{AppState, WebError};
 use crate::flow::proto_name;
 use crate::store;
@@ -147,10 +147,9 @@ fn cell(f: &FlowRow, c: FlowColumn, now: i64, sorting: Option<&FlowFilter>) -> M
     match c {
         FlowColumn::Device => html! {
             td {
-                @match (f.device_id, &f.device_name) {
-                    (Some(id), Some(name)) => a href={ "/devices/" (id) } { (name) },
-                    (Some(id), None) => a.muted href={ "/devices/" (id) } { "#" (id) },
-                    (None, _) => span.muted { "—" },
+                @match f.device_id {
+                    Some(id) => (device_link(id, f.device_name.as_deref())),
+                    None => span.muted { "—" },
                 }
             }
         },

@@ -116,7 +116,7 @@ fn filter_form(filter: &FlowFilter, data: &FlowsPage) -> Markup {
                     }
                     @if !device_known {
                         @if let Some(id) = filter.device_id {
-                            option value=(id) selected { "#" (id) }
+                            option value=(id) selected { "a removed device" }
                         }
                     }
                 }

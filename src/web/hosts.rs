@@ -8,7 +8,7 @@ use maud::{Markup, html};
 use super::chart::{self, Bar};
 use super::devices::{WindowQuery, parse_window, recent_filter, window_links};
 use super::format::{self, time};
-use super::layout::{Nav, page as shell, pager, with_query};
+use super::layout::{Nav, device_link, page as shell, pager, with_query};
 use super::{AppState, WebError, flow_table, peers};
 use crate::flow::proto_name;
 use crate::store;
@@ -295,10 +295,9 @@ fn domains(id: i64, domains: &[HostDomain]) -> Markup {
                                 td.mono.opt { (time(d.first_seen)) }
                                 td.mono { (time(d.last_seen)) }
                                 td {
-                                    @match (d.last_device_id, &d.last_device_label) {
-                                        (Some(dev), Some(label)) => a href={ "/devices/" (dev) } { (label) },
-                                        (Some(dev), None) => a.muted href={ "/devices/" (dev) } { "#" (dev) },
-                                        (None, _) => span.muted { "—" },
+                                    @match d.last_device_id {
+                                        Some(dev) => (device_link(dev, d.last_device_label.as_deref())),
+                                        None => span.muted { "—" },
                                     }
                                 }
                             }

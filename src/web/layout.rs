@@ -213,6 +213,17 @@ pub fn with_query(path: &str, query: &str) -> String {
 
 /// The "Device" select of a filter form: every device by name, and the chosen one even
 /// when it is not in the list (a shared URL naming a device since merged or pruned).
+/// A device's name linking to its page; a row whose device is gone (`label` None: its
+/// row was removed) still links, to the page that says so.
+pub fn device_link(id: i64, label: Option<&str>) -> Markup {
+    html! {
+        @match label {
+            Some(l) => a href={ "/devices/" (id) } { (l) },
+            None => a.muted href={ "/devices/" (id) } { "a removed device" },
+        }
+    }
+}
+
 pub fn device_select(
     devices: &[crate::store::devices::read::DeviceRow],
     selected: Option<i64>,
@@ -228,7 +239,7 @@ pub fn device_select(
                 }
                 @if !known {
                     @if let Some(id) = selected {
-                        option value=(id) selected { "#" (id) }
+                        option value=(id) selected { "a removed device" }
                     }
                 }
             }

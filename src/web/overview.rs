@@ -27,7 +27,7 @@ use serde::Deserialize;
 
 use super::chart::{self, Bar, CountBar, Frame, Unit};
 use super::format::{self, time_ago};
-use super::layout::{Nav, page as shell, with_query};
+use super::layout::{Nav, device_link, page as shell, with_query};
 use super::{AppState, WebError, flow_table, router_health::CONNTRACK_WARN};
 use crate::event::{Role, SystemSample};
 use crate::flow::proto_name;
@@ -703,15 +703,6 @@ fn charts(o: &Overview, view: &View, now: i64) -> Markup {
 /// The flows page filtered by `filter`.
 fn flows_href(filter: &FlowFilter) -> String {
     with_query("/flows", &filter.to_query())
-}
-
-fn device_link(id: i64, label: Option<&str>) -> Markup {
-    html! {
-        @match label {
-            Some(l) => a href={ "/devices/" (id) } { (l) },
-            None => a.muted href={ "/devices/" (id) } { "#" (id) },
-        }
-    }
 }
 
 /// A proportional bar as SVG (the CSP forbids `style=`; `width` is an attribute):

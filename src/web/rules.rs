@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::ApiError;
 use super::format::{self, time, time_opt};
-use super::layout::{Nav, csrf_field, page as shell};
+use super::layout::{Nav, csrf_field, device_link, page as shell};
 use super::{AppState, WebError};
 use crate::detect::Code;
 use crate::detect::rules::{Action, RuleSpec};
@@ -574,10 +574,9 @@ fn render_list(
                                     td.mono { a href={ "/rules/" (r.id) } { (r.id) } }
                                     td { span class={ "action action-" (action_str(r.spec.action)) } { (action_label(r.spec.action)) } }
                                     td {
-                                        @match (r.spec.device_id, &r.device) {
-                                            (Some(id), Some(name)) => a href={ "/devices/" (id) } { (name) },
-                                            (Some(id), None) => a href={ "/devices/" (id) } { "#" (id) },
-                                            (None, _) => span.muted { "every device" },
+                                        @match r.spec.device_id {
+                                            Some(id) => (device_link(id, r.device.as_deref())),
+                                            None => span.muted { "every device" },
                                         }
                                     }
                                     td.mono { (matches(&r.spec)) }

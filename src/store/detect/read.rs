@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::detect::Code;
 use crate::detect::rules::RuleSpec;
 use crate::store::addr::{blob_or_text, ip_text};
+use crate::store::devices::device_label_sql;
 use crate::store::filter::{DEFAULT_PER_PAGE, Window, escape_like, page_count};
 
 /// Most rules listed (a household has a handful; this bounds a runaway script).
@@ -28,10 +29,13 @@ pub const MAX_INCIDENT_ANSWERS: u32 = 100;
 /// DNS answers are looked for from this long before an incident's first hit.
 const ANSWERS_BEFORE_MS: i64 = 60 * 60_000;
 
-/// What to call a device: the owner's name, the DHCP hostname, the address (as
-/// `DeviceRow::label`), or `#id` for a device row that is gone.
-const DEVICE_LABEL: &str =
-    "COALESCE(NULLIF(d.name, ''), NULLIF(d.hostname, ''), d.ip, '#' || CAST(x.device_id AS TEXT))";
+/// What to call the row's device (as `DeviceRow::label`), "a removed device" for a device
+/// row that is gone, NULL for a row of no device (a rule for every device).
+const DEVICE_LABEL: &str = concat!(
+    "CASE WHEN x.device_id IS NOT NULL THEN coalesce(",
+    device_label_sql!(),
+    ", 'a removed device') END"
+);
 
 /// Where a hit went: an exact remote address, or a domain and its subdomains.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! Reads of the devices: the device list (every filter menu) and one device's page.
 
+use std::borrow::Cow;
+
 use rusqlite::{Connection, OptionalExtension, Row};
 
 use crate::store::dns::read::{DeviceDns, device_dns_minutes, device_top_domains};
@@ -31,14 +33,21 @@ pub struct DeviceRow {
 }
 
 impl DeviceRow {
-    /// What to call the device: its owner's name, its DHCP hostname, else its address.
-    pub fn label(&self) -> &str {
-        [&self.name, &self.hostname]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .find(|s| !s.is_empty())
-            .unwrap_or(&self.ip)
+    /// What to call the device: its owner's name, its DHCP hostname, its vendor and
+    /// address, else its address (as [`super::device_label_sql`] in queries).
+    pub fn label(&self) -> Cow<'_, str> {
+        fn given(s: &Option<String>) -> Option<&str> {
+            s.as_deref().map(str::trim).filter(|s| !s.is_empty())
+        }
+        match (
+            given(&self.name),
+            given(&self.hostname),
+            given(&self.vendor),
+        ) {
+            (Some(name), _, _) | (None, Some(name), _) => Cow::Borrowed(name),
+            (None, None, Some(vendor)) => Cow::Owned(format!("{vendor} {}", self.ip)),
+            (None, None, None) => Cow::Borrowed(&self.ip),
+        }
     }
 }
 
@@ -155,4 +164,36 @@ pub fn device_page(
         },
         device,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_is_name_then_hostname_then_vendor_and_address() {
+        let device = |name: Option<&str>, hostname: Option<&str>, vendor: Option<&str>| DeviceRow {
+            id: 7,
+            ip: "10.0.0.7".to_owned(),
+            mac: None,
+            name: name.map(str::to_owned),
+            hostname: hostname.map(str::to_owned),
+            vendor: vendor.map(str::to_owned),
+            notes: None,
+            first_seen: 0,
+            last_seen: 0,
+            bytes_up: 0,
+            bytes_down: 0,
+            flows: 0,
+            addrs: Vec::new(),
+            encrypted_dns: None,
+        };
+        assert_eq!(device(Some("tv"), Some("lgtv"), Some("LG")).label(), "tv");
+        assert_eq!(device(Some(" "), Some("nas"), None).label(), "nas");
+        assert_eq!(
+            device(None, Some(""), Some("Espressif")).label(),
+            "Espressif 10.0.0.7"
+        );
+        assert_eq!(device(None, None, None).label(), "10.0.0.7");
+    }
 }

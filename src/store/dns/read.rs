@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::event::DnsSource;
 use crate::store::addr::{addr_clause, ip_text};
+use crate::store::devices::device_label_sql;
 use crate::store::devices::read::{DeviceRow, devices};
 use crate::store::filter::{AddrMatch, DEFAULT_PER_PAGE, Where, domain_clause, page_count};
 use crate::store::rollups::read::MAX_MINUTES;
@@ -122,7 +123,7 @@ pub fn dns_queries(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<Dn
         .query_row(params_from_iter(w.params.iter()), |r| r.get(0))?;
     let sql = format!(
         "SELECT q.id, q.ts, q.client, q.device_id, \
-         coalesce(nullif(d.name, ''), nullif(d.hostname, '')), \
+         {label}, \
          n.name, q.qtype, q.rcode, q.answers, c.name, q.source FROM \
          (SELECT q.id FROM dns_queries q{where_} ORDER BY q.ts DESC, q.id DESC LIMIT ? OFFSET ?) page \
          JOIN dns_queries q ON q.id = page.id \
@@ -130,6 +131,7 @@ pub fn dns_queries(conn: &Connection, filter: &DnsFilter) -> rusqlite::Result<Dn
          LEFT JOIN dns_names n ON n.id = q.qname_id \
          LEFT JOIN dns_names c ON c.id = q.cname_id \
          ORDER BY q.ts DESC, q.id DESC",
+        label = device_label_sql!(),
         where_ = w.sql(),
     );
     let mut params = w.params;

@@ -14,6 +14,7 @@ use rusqlite::{Connection, Row, params_from_iter};
 use crate::detect::Code;
 use crate::flow::Direction;
 use crate::store::addr::{addr_clause, ip_text};
+use crate::store::devices::device_label_sql;
 use crate::store::devices::read::{DeviceRow, devices};
 use crate::store::filter::{
     AddrMatch, DEFAULT_PER_PAGE, Order, TimeBound, Where, domain_clause, page_count,
@@ -400,16 +401,19 @@ pub struct FlowRow {
 }
 
 /// The reply tuple is stored only where NAT changed it (`migrations/0011`).
-const FLOW_COLUMNS: &str = "f.id, f.ct_id, f.proto, f.direction, \
+const FLOW_COLUMNS: &str = concat!(
+    "f.id, f.ct_id, f.proto, f.direction, \
      f.src_ip, f.src_port, f.dst_ip, f.dst_port, \
      coalesce(f.reply_src_ip, f.dst_ip), coalesce(f.reply_src_port, f.dst_port), \
      coalesce(f.reply_dst_ip, f.src_ip), coalesce(f.reply_dst_port, f.src_port), \
      f.icmp_type, f.icmp_code, f.state, f.status, \
      f.bytes_up, f.bytes_down, f.packets_up, f.packets_down, \
      f.first_seen, f.last_seen, f.ended_at, \
-     f.device_id, coalesce(nullif(d.name, ''), nullif(d.hostname, '')), \
-     f.remote_host_id, r.rdns, qn.name, cn.name, f.dns_match, \
-     (SELECT max(h.score) FROM hits h WHERE h.flow_id = f.id)";
+     f.device_id, ",
+    device_label_sql!(),
+    ", f.remote_host_id, r.rdns, qn.name, cn.name, f.dns_match, \
+     (SELECT max(h.score) FROM hits h WHERE h.flow_id = f.id)"
+);
 
 fn flow_row(row: &Row) -> rusqlite::Result<FlowRow> {
     let ip =

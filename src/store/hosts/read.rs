@@ -3,6 +3,7 @@
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use crate::store::devices::device_label_sql;
 use crate::store::filter::{Order, Where, escape_like, page_count};
 use crate::store::flows::read::{FlowFilter, FlowPage, flows};
 use crate::store::rollups::read::{RemoteHostMinute, remote_host_minutes};
@@ -223,13 +224,13 @@ pub const MAX_HOST_DOMAINS: u32 = 200;
 
 /// The names a remote host was reached as, busiest first.
 pub fn remote_host_domains(conn: &Connection, id: i64) -> rusqlite::Result<Vec<HostDomain>> {
-    conn.prepare_cached(
-        "SELECT n.name, rd.first_seen, rd.last_seen, rd.flows, rd.last_device_id, \
-         coalesce(nullif(d.name, ''), nullif(d.hostname, ''), d.ip) \
-         FROM remote_host_domains rd JOIN dns_names n ON n.id = rd.qname_id \
+    conn.prepare_cached(concat!(
+        "SELECT n.name, rd.first_seen, rd.last_seen, rd.flows, rd.last_device_id, ",
+        device_label_sql!(),
+        " FROM remote_host_domains rd JOIN dns_names n ON n.id = rd.qname_id \
          LEFT JOIN devices d ON d.id = rd.last_device_id \
          WHERE rd.remote_host_id = ? ORDER BY rd.flows DESC, rd.last_seen DESC LIMIT ?",
-    )?
+    ))?
     .query_map(params![id, MAX_HOST_DOMAINS], |r| {
         Ok(HostDomain {
             name: r.get(0)?,
