@@ -80,7 +80,49 @@
     });
   }
 
+  // Chart text at CHART_TEXT_PX whatever width the chart is drawn at: the svg's font
+  // size in its own (viewBox) units.
+  var CHART_TEXT_PX = 11;
+  function fitCharts(root) {
+    root.querySelectorAll("figure.chart svg[viewBox]").forEach(function (svg) {
+      var drawn = svg.getBoundingClientRect().width;
+      var units = svg.viewBox.baseVal.width;
+      if (drawn > 0 && units > 0) svg.style.fontSize = (CHART_TEXT_PX * units / drawn).toFixed(2) + "px";
+    });
+  }
+
+  // Time filters (inputs marked data-local-time) in the browser's time zone: a time the
+  // server sent back (UTC, "…Z") is shown local, and a local time typed in is sent with
+  // its offset ("2026-12-04 22:00" becomes "2026-12-04T22:00+01:00"). Ages pass as typed.
+  var LOCAL = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2}))?)?$/;
+  function offsetText(d) {
+    var m = -d.getTimezoneOffset();
+    var a = Math.abs(m);
+    return (m < 0 ? "-" : "+") + pad(Math.floor(a / 60)) + ":" + pad(a % 60);
+  }
+  document.querySelectorAll("input[data-local-time]").forEach(function (input) {
+    var v = input.value.trim();
+    if (/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/.test(v)) {
+      var d = new Date(v);
+      input.value = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) +
+        " " + hm(d) + (d.getSeconds() ? ":" + pad(d.getSeconds()) : "");
+    }
+    if (input.form) {
+      input.form.addEventListener("submit", function () {
+        var m = LOCAL.exec(input.value.trim());
+        if (!m) return;
+        var d = new Date(+m[1], +m[2] - 1, +m[3], +(m[4] || 0), +(m[5] || 0), +(m[6] || 0));
+        input.value = m[1] + "-" + m[2] + "-" + m[3] + "T" + pad(d.getHours()) + ":" +
+          pad(d.getMinutes()) + ":" + pad(d.getSeconds()) + offsetText(d);
+      });
+    }
+  });
+
   localize(document);
+  fitCharts(document);
+  window.addEventListener("resize", function () {
+    fitCharts(document);
+  });
   // Ages grow: rewrite them now and then (text only, no request).
   setInterval(function () {
     if (!document.hidden) relative(document);
@@ -291,6 +333,7 @@
         tpl.innerHTML = html; // server-rendered, escaped fragment
         localize(tpl.content);
         p.el.replaceChildren(tpl.content);
+        fitCharts(p.el);
         p.el.setAttribute("data-refreshed", String(Date.now())); // for browser tests
         if (source) setStatus(paused ? "paused" : "live", paused ? "off" : "on");
       })

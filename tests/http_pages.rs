@@ -273,10 +273,10 @@ async fn overview_has_linked_tiles_charts_live_flows_and_panels() {
     assert!(body.contains("data-topics=\"flows_new"), "topics");
     // Charts: WAN as a rate with hover data; zoomable; axis labels the script localises.
     assert!(body.contains("id=\"chart-wan\"") && body.contains("data-zoom=\"1\""));
-    assert!(body.contains("/s"), "a rate axis");
+    assert!(body.contains("bit/s"), "a rate axis, in bits");
     assert!(body.contains("class=\"bar\" data-t="), "hover data on bars");
-    // 6 000 000 B received in one minute = 100 000 B/s.
-    assert!(body.contains("↓ 97.7 KiB/s"), "WAN rate tooltip");
+    // 6 000 000 B received in one minute = 100 000 B/s = 800 kbit/s.
+    assert!(body.contains("↓ 800 kbit/s"), "WAN rate tooltip");
     // Panels: the device label is escaped, hosts link to their pages, flows to /flows.
     assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
     assert!(!body.contains("<script>alert(1)"));

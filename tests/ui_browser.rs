@@ -14,8 +14,10 @@
 //! - Live: with the overview open, a new lab connection appears in the flows table
 //!   within 2 s without a page reload, and an idle overview makes no requests at all
 //!   for 30 s (no polling: updates arrive on the one SSE stream).
-//! - Screenshots of the overview (desktop and phone), flows, DNS, device and host pages go to
-//!   `target/ui-screenshots/` (CI keeps them as artifacts).
+//! - Layout, at desktop width and at a 390 px phone: no element reaches past the viewport's
+//!   sides unless a scroll container holds it, chart text is drawn at 10 px or more, and
+//!   no device is labelled by its id (`#3`). Every page at both widths is saved as a
+//!   screenshot in `target/ui-screenshots/` (CI keeps them as artifacts).
 
 mod browser;
 mod common;
@@ -49,6 +51,69 @@ const INJECTED: &str = r#"(() => {
   if (window.__xss !== undefined) bad.push('a payload ran');
   return bad;
 })()"#;
+
+/// What breaks the layout on the open page: elements past the viewport's left or right
+/// edge outside any scroll (or clipping) container, chart text under 10 CSS px as drawn,
+/// and device links labelled `#<id>`.
+const LAYOUT: &str = r#"(() => {
+  const vw = document.documentElement.clientWidth;
+  const name = el => el.tagName.toLowerCase() + (el.id ? '#' + el.id : '') +
+    (el.classList.length ? '.' + [...el.classList].join('.') : '');
+  const held = el => {
+    for (let a = el.parentElement; a && a !== document.body; a = a.parentElement) {
+      if (['auto', 'scroll', 'hidden', 'clip'].includes(getComputedStyle(a).overflowX)) return true;
+    }
+    return false;
+  };
+  const overflow = [];
+  const page = document.documentElement.scrollWidth;
+  if (page > vw + 1) overflow.push('the page is ' + page + ' px wide in a ' + vw + ' px viewport');
+  for (const el of document.body.querySelectorAll('*')) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 && r.height === 0) continue;
+    if ((r.right > vw + 1 || r.left < -1) && !held(el)) {
+      overflow.push(name(el) + ' spans ' + Math.round(r.left) + '..' + Math.round(r.right));
+    }
+  }
+  const small_text = [];
+  for (const svg of document.querySelectorAll('svg[viewBox]')) {
+    const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    for (const t of svg.querySelectorAll('text')) {
+      const px = parseFloat(getComputedStyle(t).fontSize) * scale;
+      if (px < 10) small_text.push(t.textContent + ' at ' + px.toFixed(1) + ' px');
+    }
+  }
+  const id_labels = [...document.querySelectorAll('a[href^="/devices/"]')]
+    .map(a => a.textContent.trim()).filter(t => /^#\d+$/.test(t));
+  return { overflow: overflow.slice(0, 8), small_text: small_text.slice(0, 8), id_labels };
+})()"#;
+
+/// Opens every page of `pages` at `width` × `height` (a phone when `mobile`), asserts
+/// [`LAYOUT`] finds nothing, and saves each as `<name>-<tag>.png`.
+fn layout_walk(b: &mut Browser, pages: &[(&str, String)], width: u32, height: u32, mobile: bool) {
+    let tag = if mobile { "phone" } else { "desktop" };
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({ "width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile }),
+    );
+    let shots = screenshots();
+    let mut broken = Vec::new();
+    for (name, path) in pages {
+        b.goto(&format!("http://{WEB}{path}"));
+        b.pump(Duration::from_millis(300));
+        let found = b.eval(LAYOUT);
+        if found != json!({ "overflow": [], "small_text": [], "id_labels": [] }) {
+            broken.push(format!("{path}: {found}"));
+        }
+        b.screenshot(&shots.join(format!("{name}-{tag}.png")));
+    }
+    b.call("Emulation.clearDeviceMetricsOverride", json!({}));
+    assert!(
+        broken.is_empty(),
+        "layout at {width} px ({tag}):\n{}",
+        broken.join("\n")
+    );
+}
 
 fn screenshots() -> PathBuf {
     PathBuf::from(REPO).join("target/ui-screenshots")
@@ -120,19 +185,14 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     let wan: i64 = lab.db_i64(&format!("SELECT id FROM remote_hosts WHERE ip = '{WAN4}'"));
 
     let mut b = Browser::start(&lab, 1280, 900);
-    let shots = screenshots();
 
     // --- every page ----------------------------------------------------------------------
     visit(&mut b, "/flows", "", &[CLIENT4]);
-    b.screenshot(&shots.join("flows.png"));
     visit(&mut b, "/devices", "Devices", &[CLIENT4, PAYLOADS[0]]);
     visit(&mut b, &format!("/devices/{client}"), "", &[CLIENT4]);
-    b.screenshot(&shots.join("device.png"));
     visit(&mut b, "/hosts", "Remote hosts", &[WAN4]);
     visit(&mut b, &format!("/hosts/{wan}"), WAN4, &[".wan.lab"]);
-    b.screenshot(&shots.join("host.png"));
     visit(&mut b, "/dns", "DNS queries", &["n3.wan.lab"]);
-    b.screenshot(&shots.join("dns.png"));
 
     // --- the overview: a panel's window is remembered across reloads; hover values ----
     visit(
@@ -183,15 +243,6 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
         errors.is_empty(),
         "browser errors on the overview: {errors:#?}"
     );
-    b.screenshot(&shots.join("overview.png"));
-    b.call(
-        "Emulation.setDeviceMetricsOverride",
-        json!({ "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true }),
-    );
-    b.goto(&format!("http://{WEB}/"));
-    b.pump(Duration::from_millis(300));
-    b.screenshot(&shots.join("overview-phone.png"));
-    b.call("Emulation.clearDeviceMetricsOverride", json!({}));
     visit(&mut b, "/router", "Router", &[]);
     visit(&mut b, "/drops", "Firewall drops", &[]);
     for (i, id) in devices.iter().enumerate() {
@@ -307,6 +358,26 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
         json!("3")
     );
 
+    // --- time filters in the browser's time zone -------------------------------------------
+    b.call(
+        "Emulation.setTimezoneOverride",
+        json!({ "timezoneId": "Europe/Berlin" }),
+    );
+    b.goto(&format!("http://{WEB}/flows?show=all"));
+    b.fill("form.filters input[name=from]", "2026-12-04 22:00");
+    b.click("form.filters button[type=submit]", true);
+    assert_eq!(
+        b.eval("new URL(location.href).searchParams.get('from')"),
+        json!("2026-12-04T22:00:00+01:00"),
+        "a local time is sent with the browser's offset"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('form.filters input[name=from]').value"),
+        json!("2026-12-04 22:00"),
+        "the server's UTC time is shown local again"
+    );
+    b.call("Emulation.setTimezoneOverride", json!({ "timezoneId": "" }));
+
     // --- rename inline, with a hostile name -----------------------------------------------
     let name = "<b onmouseover=\"window.__xss=1\">lab laptop</b>";
     b.goto(&format!("http://{WEB}/devices/{client}"));
@@ -327,6 +398,28 @@ fn ui_pages_filters_rename_live_updates_and_xss_in_chromium() {
     ] {
         visit(&mut b, &path, "", &[name]);
     }
+
+    // --- every page at desktop and phone width ---------------------------------------------
+    let pages: Vec<(&str, String)> = vec![
+        ("overview", "/".into()),
+        ("flows", "/flows".into()),
+        ("devices", "/devices".into()),
+        ("device", format!("/devices/{client}")),
+        ("hosts", "/hosts".into()),
+        ("host", format!("/hosts/{wan}")),
+        ("dns", "/dns".into()),
+        ("router", "/router".into()),
+        ("drops", "/drops".into()),
+        ("anomalies", "/anomalies".into()),
+        ("incidents", "/incidents".into()),
+        ("incident", format!("/incidents/{incident}")),
+        ("rules", "/rules".into()),
+        ("searches", "/searches".into()),
+        ("settings", "/settings".into()),
+        ("help", "/help".into()),
+    ];
+    layout_walk(&mut b, &pages, 1280, 900, false);
+    layout_walk(&mut b, &pages, 390, 844, true);
 
     // --- live updates without polling -----------------------------------------------------
     b.goto(&format!("http://{WEB}/flows"));

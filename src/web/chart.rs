@@ -21,7 +21,9 @@ pub struct Bar {
 
 const WIDTH: f64 = 720.0;
 const HEIGHT: f64 = 220.0;
-const LEFT: f64 = 64.0;
+/// The value labels sit inside the plot, over its left end: a phone-width chart has no
+/// room for a column of them.
+const LEFT: f64 = 4.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 22.0;
@@ -86,13 +88,12 @@ fn r(v: f64) -> f64 {
 }
 
 /// An axis label: [`format::bytes`] without trailing zeros (`4 MiB`, `1.5 KiB`).
-fn axis_label(v: i64) -> String {
-    let text = format::bytes(v);
+fn axis_label(text: &str) -> String {
     match text.split_once(' ') {
         Some((num, unit)) if num.contains('.') => {
             format!("{} {unit}", num.trim_end_matches('0').trim_end_matches('.'))
         }
-        _ => text,
+        _ => text.to_owned(),
     }
 }
 
@@ -101,9 +102,9 @@ fn axis_label(v: i64) -> String {
 pub enum Unit {
     /// Bytes moved in each bar's bucket (`bytes per minute`).
     BytesPerBucket,
-    /// The bucket's mean rate, bytes per second: comparable across bar widths, and
+    /// The bucket's mean rate in bits per second: comparable across bar widths, and
     /// what an internet plan is sold in.
-    BytesPerSecond,
+    BitsPerSecond,
 }
 
 /// Everything about a chart but its bars.
@@ -181,9 +182,34 @@ fn time_axis(p: &Plot, base: f64) -> Markup {
         @for ms in time_labels(p.start, span_minutes) {
             @let x = r(p.x_of(ms));
             line.tick x1=(x) x2=(x) y1=(r(base)) y2=(r(base + 4.0)) {}
-            text.xlabel x=(x) y=(HEIGHT - 6.0) text-anchor="middle" data-ms=(ms) data-fmt=(fmt) {
+            text.xlabel x=(x) y=(HEIGHT - 5.0) text-anchor=(x_anchor(x, WIDTH - RIGHT)) data-ms=(ms) data-fmt=(fmt) {
                 (text_of(ms))
             }
+        }
+    }
+}
+
+/// How a time label at `x` is anchored: centred on its tick, but kept inside the chart
+/// near either edge (at phone width a label is a sixth of the chart).
+pub(super) fn x_anchor(x: f64, right: f64) -> &'static str {
+    const ROOM: f64 = 40.0;
+    if x - LEFT < ROOM {
+        "start"
+    } else if right - x < ROOM {
+        "end"
+    } else {
+        "middle"
+    }
+}
+
+/// A value label for the gridline at `y`, inside the plot at its left end: hanging under
+/// the line (`below`), or standing on it.
+pub(super) fn y_label(y: f64, below: bool, text: &str) -> Markup {
+    html! {
+        @if below {
+            text.ylabel x=(LEFT + 3.0) y=(r(y + 3.0)) dominant-baseline="hanging" { (text) }
+        } @else {
+            text.ylabel x=(LEFT + 3.0) y=(r(y - 3.0)) { (text) }
         }
     }
 }
@@ -231,7 +257,7 @@ pub fn traffic_chart(
     let per_unit = |v: i64| match unit {
         Unit::BytesPerBucket => v.max(0),
         // Rounded up: a minute of a few bytes is still traffic, not a missing bar.
-        Unit::BytesPerSecond => (v.max(0) + seconds - 1) / seconds,
+        Unit::BitsPerSecond => (v.max(0).saturating_mul(8) + seconds - 1) / seconds,
     };
     let bars: Vec<Bar> = bars
         .iter()
@@ -250,7 +276,7 @@ pub fn traffic_chart(
         let per_minute = *b.get(hour)?;
         Some(match unit {
             Unit::BytesPerBucket => per_minute.saturating_mul(p.bucket_ms / MINUTE_MS),
-            Unit::BytesPerSecond => per_minute / 60,
+            Unit::BitsPerSecond => per_minute.saturating_mul(8) / 60,
         })
     };
     let max_down = bars.iter().map(|b| b.down).max().unwrap_or(0);
@@ -260,28 +286,32 @@ pub fn traffic_chart(
         .unwrap_or(0);
     let max_up = bars.iter().map(|b| b.up).max().unwrap_or(0).max(max_base);
     // About four steps in all.
-    let step = nice_step(max_down.saturating_add(max_up).div_euclid(2));
+    let half = max_down.saturating_add(max_up).div_euclid(2);
+    let step = match unit {
+        Unit::BytesPerBucket => nice_step(half),
+        // 1, 2 or 5 times a power of ten, as bit rates are sold; two cover `half`.
+        Unit::BitsPerSecond => count_step(half.saturating_mul(2)),
+    };
     let steps_down = (max_down / step + i64::from(max_down % step != 0)).max(1);
     let steps_up = (max_up / step + i64::from(max_up % step != 0)).max(1);
     let scale = plot_h / ((steps_down + steps_up) as f64 * step as f64);
     let mid = TOP + (steps_down * step) as f64 * scale;
-    let suffix = match unit {
-        Unit::BytesPerBucket => "",
-        Unit::BytesPerSecond => "/s",
+    let value = |v: i64| match unit {
+        Unit::BytesPerBucket => format::bytes(v),
+        Unit::BitsPerSecond => format::bit_rate(v as f64),
     };
-    let value = |v: i64| format!("{}{suffix}", format::bytes(v));
     // (y, label) of every gridline: received above the zero line, sent below.
     let ticks: Vec<(f64, String)> = (1..=steps_down)
         .map(|k| {
             (
                 mid - (k * step) as f64 * scale,
-                format!("↓ {}{suffix}", axis_label(k * step)),
+                format!("↓ {}", axis_label(&value(k * step))),
             )
         })
         .chain((1..=steps_up).map(|k| {
             (
                 mid + (k * step) as f64 * scale,
-                format!("↑ {}{suffix}", axis_label(k * step)),
+                format!("↑ {}", axis_label(&value(k * step))),
             )
         }))
         .collect();
@@ -300,8 +330,8 @@ pub fn traffic_chart(
     });
     let what = match unit {
         Unit::BytesPerBucket => format!("bytes {}", frame.per()),
-        Unit::BytesPerSecond => format!(
-            "bytes per second, mean {}",
+        Unit::BitsPerSecond => format!(
+            "bits per second, mean {}",
             frame.per().replace("per ", "of each ")
         ),
     };
@@ -309,13 +339,11 @@ pub fn traffic_chart(
         figure.chart id=[frame.id] {
             div.scroll {
                 (svg_open(frame, &p, html! {
-                    @for (y, text) in &ticks {
+                    @for (y, _) in &ticks {
                         line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(*y)) y2=(r(*y)) {}
-                        text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (text) }
                     }
                     line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(mid)) y2=(r(mid)) {}
                     line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(HEIGHT - BOTTOM) {}
-                    text.ylabel x=(LEFT - 4.0) y=(r(mid + 3.5)) text-anchor="end" { "0" }
                     (time_axis(&p, HEIGHT - BOTTOM))
                     @for b in &bars {
                         @let x = r(p.x_of(b.minute));
@@ -330,6 +358,10 @@ pub fn traffic_chart(
                     }
                     @if let Some(points) = &baseline_points {
                         polyline.baseline points=(points) fill="none" {}
+                    }
+                    // Over the bars, to stay readable (the labels' outline is the panel's colour).
+                    @for (y, text) in &ticks {
+                        (y_label(*y, *y < mid, text))
                     }
                 }))
             }
@@ -414,11 +446,9 @@ pub fn counts_chart(bars: &[CountBar], frame: &Frame, legend: Markup) -> Markup 
                     @for k in 1..=steps {
                         @let y = r(base - (k * step) as f64 * scale);
                         line.grid x1=(LEFT) x2=(WIDTH - RIGHT) y1=(y) y2=(y) {}
-                        text.ylabel x=(LEFT - 4.0) y=(r(y + 3.5)) text-anchor="end" { (k * step) }
                     }
                     line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(r(base)) y2=(r(base)) {}
                     line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(r(base)) {}
-                    text.ylabel x=(LEFT - 4.0) y=(r(base + 3.5)) text-anchor="end" { "0" }
                     (time_axis(&p, base))
                     @for b in &bars {
                         @let x = r(p.x_of(b.minute));
@@ -434,6 +464,10 @@ pub fn counts_chart(bars: &[CountBar], frame: &Frame, legend: Markup) -> Markup 
                                 rect.nx x=(x) width=(w) y=(r(base - rest_h - part_h)) height=(r(part_h)) {}
                             }
                         }
+                    }
+                    // Over the bars, to stay readable (the labels' outline is the panel's colour).
+                    @for k in 1..=steps {
+                        (y_label(base - (k * step) as f64 * scale, true, &(k * step).to_string()))
                     }
                 }))
             }
@@ -500,7 +534,35 @@ mod tests {
             svg.contains("y1=\"71.3\""),
             "coordinates are rounded: {svg}"
         );
-        assert_eq!(axis_label(4 << 20), "4 MiB");
-        assert_eq!(axis_label(1536), "1.5 KiB");
+        assert_eq!(axis_label("4.00 MiB"), "4 MiB");
+        assert_eq!(axis_label("1.50 KiB"), "1.5 KiB");
+        assert_eq!(axis_label("500 bit/s"), "500 bit/s");
+    }
+
+    #[test]
+    fn rates_are_bits_per_second_in_round_decimal_steps() {
+        let since = 1_733_300_000_000 - 1_733_300_000_000 % MINUTE_MS;
+        // 7.5 MB received in a minute is 1 Mbit/s; 75 kB sent is 10 kbit/s.
+        let bars = [Bar {
+            minute: since + 5 * MINUTE_MS,
+            up: 75_000,
+            down: 7_500_000,
+        }];
+        let frame = Frame {
+            since_ms: since,
+            until_ms: since + 60 * MINUTE_MS,
+            bucket_ms: MINUTE_MS,
+            label: "test",
+            id: None,
+            zoom: false,
+        };
+        let svg = traffic_chart(&bars, &frame, Unit::BitsPerSecond, None).into_string();
+        assert!(svg.contains("↓ 1.00 Mbit/s · ↑ 10.0 kbit/s"), "{svg}");
+        assert!(
+            svg.contains("↓ 500 kbit/s") && svg.contains("↓ 1 Mbit/s"),
+            "{svg}"
+        );
+        assert!(svg.contains("bits per second"), "{svg}");
+        assert!(!svg.contains("B/s"), "{svg}");
     }
 }

@@ -192,14 +192,14 @@ fn filter_form(filter: &FlowFilter, data: &FlowsPage) -> Markup {
             }
             label {
                 span { "From" }
-                input type="text" name="from" size="17" placeholder="1h or 2026-12-04T21:00Z"
-                    title="active at or after: an age (30m, 1h, 7d) or a UTC time"
+                input type="text" name="from" size="17" placeholder="1h, or a time" data-local-time
+                    title="active at or after: an age (30m, 1h, 7d) or a date and time in your time zone (2026-12-04 21:00)"
                     value=[filter.from.as_ref().map(|t| t.as_str())];
             }
             label {
                 span { "To" }
-                input type="text" name="to" size="17" placeholder="UTC time or age"
-                    title="started at or before: a UTC time or an age"
+                input type="text" name="to" size="17" placeholder="now" data-local-time
+                    title="started at or before: an age (30m, 1h, 7d) or a date and time in your time zone (2026-12-04 21:00); empty: now"
                     value=[filter.to.as_ref().map(|t| t.as_str())];
             }
             label {

@@ -51,6 +51,37 @@ pub fn utc_text(ms: i64) -> String {
     )
 }
 
+/// A rate in bits per second, decimal units, three digits: `8.00 Mbit/s`. Every rate
+/// on the pages is in bits (how links are sold); amounts of data are in bytes.
+pub fn bit_rate(bits_per_s: f64) -> String {
+    let (v, unit) = if bits_per_s >= 1e9 {
+        (bits_per_s / 1e9, "Gbit/s")
+    } else if bits_per_s >= 1e6 {
+        (bits_per_s / 1e6, "Mbit/s")
+    } else if bits_per_s >= 1e3 {
+        (bits_per_s / 1e3, "kbit/s")
+    } else {
+        (bits_per_s, "bit/s")
+    };
+    let digits = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{v:.digits$} {unit}")
+}
+
+/// `2026-12-04T21:00:00Z`: a time as the filters take and show it.
+pub fn utc_iso(ms: i64) -> String {
+    let t = utc(ms);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        t.year, t.month, t.day, t.hour, t.minute, t.second
+    )
+}
+
 /// `HH:MM` UTC, for chart axes.
 pub fn hh_mm_utc(ms: i64) -> String {
     let t = utc(ms);

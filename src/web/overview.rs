@@ -611,9 +611,9 @@ fn tiles(t: &Tiles, view: &View, health: &Health) -> Markup {
     }
 }
 
-/// A rate in bytes per second, IEC units: `1.21 MiB/s`.
+/// A link's rate from bytes per second: `9.68 Mbit/s`.
 fn rate(bytes_per_s: f64) -> String {
-    format!("{}/s", format::bytes(bytes_per_s.round() as i64))
+    format::bit_rate(bytes_per_s * 8.0)
 }
 
 /// (Long: a maud template: the page's markup reads top to bottom in one piece.)
@@ -673,7 +673,7 @@ fn charts(o: &Overview, view: &View, now: i64) -> Markup {
         div.charts {
             div {
                 h2 { "Internet link" }
-                (chart::traffic_chart(&wan, &frame("WAN throughput", "chart-wan"), Unit::BytesPerSecond, None))
+                (chart::traffic_chart(&wan, &frame("WAN throughput", "chart-wan"), Unit::BitsPerSecond, None))
             }
             div {
                 h2 { "New flows" }

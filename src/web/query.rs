@@ -48,13 +48,10 @@ fn bad(param: &'static str, value: &str, expected: &'static str) -> FilterError 
 /// The oldest age a bound may name: longer than any retention.
 const MAX_AGE_DAYS: i64 = 3650;
 
-/// `YYYY-MM-DD`, optionally `THH:MM` or `THH:MM:SS` (a space works for the `T`), with an
-/// optional `Z`: always UTC. Returns unix ms and the canonical text.
 /// Parsing of the time bound `from=`/`to=`.
 impl TimeBound {
     fn parse(param: &'static str, text: &str) -> Result<TimeBound, FilterError> {
-        const EXPECTED: &str =
-            "an age such as 30m, 1h, 7d, or a UTC time such as 2026-12-04T21:00Z";
+        const EXPECTED: &str = "an age such as 30m, 1h, 7d, or a time such as 2026-12-04T21:00Z or 2026-12-04 22:00+01:00";
         let err = || bad(param, text, EXPECTED);
         let t = text.trim();
         if let Some(unit) = t.chars().last().filter(|c| "smhd".contains(*c))
@@ -84,11 +81,38 @@ impl TimeBound {
     }
 }
 
+/// `YYYY-MM-DD`, optionally `THH:MM` or `THH:MM:SS` (a space works for the `T`), then
+/// `Z`, nothing (both UTC) or an offset `±HH:MM` after a time (the pages' script adds
+/// the browser's, so people type local times). Returns unix ms and the canonical text,
+/// in UTC.
 fn parse_utc(text: &str) -> Option<(i64, String)> {
-    let t = text
-        .strip_suffix('Z')
-        .or_else(|| text.strip_suffix('z'))
-        .unwrap_or(text);
+    let (text, offset_min) = match text.len().checked_sub(6).map(|i| text.split_at(i)) {
+        Some((t, zone)) if t.contains(['T', 't', ' ']) && zone.starts_with(['+', '-']) => {
+            let (h, m) = zone[1..].split_once(':')?;
+            let valid = |s: &str, max: i64| {
+                (s.len() == 2 && s.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| s.parse::<i64>().ok())
+                    .flatten()
+                    .filter(|v| *v <= max)
+            };
+            let minutes = valid(h, 14)? * 60 + valid(m, 59)?;
+            (
+                t,
+                if zone.starts_with('-') {
+                    -minutes
+                } else {
+                    minutes
+                },
+            )
+        }
+        _ => (
+            text.strip_suffix('Z')
+                .or_else(|| text.strip_suffix('z'))
+                .unwrap_or(text),
+            0,
+        ),
+    };
+    let t = text;
     let (date, time) = match t.split_once(['T', 't', ' ']) {
         Some((d, tm)) => (d, Some(tm)),
         None => (t, None),
@@ -140,11 +164,9 @@ fn parse_utc(text: &str) -> Option<(i64, String)> {
             (h, mi, se)
         }
     };
-    let ms = ((crate::time::days_from_civil(y, mo, da) * 24 + h) * 60 + mi) * 60_000 + se * 1000;
-    Some((
-        ms,
-        format!("{y:04}-{mo:02}-{da:02}T{h:02}:{mi:02}:{se:02}Z"),
-    ))
+    let ms = ((crate::time::days_from_civil(y, mo, da) * 24 + h) * 60 + mi - offset_min) * 60_000
+        + se * 1000;
+    Some((ms, super::format::utc_iso(ms)))
 }
 
 impl AddrMatch {

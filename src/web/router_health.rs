@@ -364,7 +364,7 @@ struct Point {
 
 const W: f64 = 720.0;
 const H: f64 = 160.0;
-const LEFT: f64 = 44.0;
+const LEFT: f64 = 4.0;
 const RIGHT: f64 = 8.0;
 const TOP: f64 = 8.0;
 const BOTTOM: f64 = 22.0;
@@ -396,15 +396,13 @@ fn percent_chart(points: &[Point], since: i64, now: i64, warn: Option<f64>, labe
                 svg viewBox={ "0 0 " (W) " " (H) } role="img" aria-label=(label) {
                     @for pct in [25.0, 50.0, 75.0, 100.0] {
                         line.grid x1=(LEFT) x2=(W - RIGHT) y1=(r(y_of(pct))) y2=(r(y_of(pct))) {}
-                        text.ylabel x=(LEFT - 4.0) y=(r(y_of(pct) + 3.5)) text-anchor="end" { (pct) " %" }
                     }
                     line.axis x1=(LEFT) x2=(W - RIGHT) y1=(r(y_of(0.0))) y2=(r(y_of(0.0))) {}
                     line.axis x1=(LEFT) x2=(LEFT) y1=(TOP) y2=(H - BOTTOM) {}
-                    text.ylabel x=(LEFT - 4.0) y=(r(y_of(0.0) + 3.5)) text-anchor="end" { "0" }
                     @for ms in &labels {
                         @let x = r(x_of(*ms));
                         line.tick x1=(x) x2=(x) y1=(H - BOTTOM) y2=(H - BOTTOM + 4.0) {}
-                        text.xlabel x=(x) y=(H - 6.0) text-anchor="middle" data-ms=(ms) data-fmt="hm" {
+                        text.xlabel x=(x) y=(H - 5.0) text-anchor=(chart::x_anchor(x, W - RIGHT)) data-ms=(ms) data-fmt="hm" {
                             (format::hh_mm_utc(*ms))
                         }
                     }
@@ -419,6 +417,9 @@ fn percent_chart(points: &[Point], since: i64, now: i64, warn: Option<f64>, labe
                     @if let Some(w) = warn {
                         line.limit x1=(LEFT) x2=(W - RIGHT) y1=(r(y_of(w))) y2=(r(y_of(w))) {}
                     }
+                    @for pct in [25.0, 50.0, 75.0, 100.0] {
+                        (chart::y_label(y_of(pct), true, &format!("{pct} %")))
+                    }
                 }
             }
             figcaption {
@@ -429,29 +430,9 @@ fn percent_chart(points: &[Point], since: i64, now: i64, warn: Option<f64>, labe
     }
 }
 
-/// A rate in bits per second (how links are sold), decimal units.
+/// A link's rate, in bits per second (`format::bit_rate`).
 fn rate(bytes_per_s: Option<f64>) -> String {
-    let Some(b) = bytes_per_s else {
-        return "—".to_owned();
-    };
-    let bits = b * 8.0;
-    let (v, unit) = if bits >= 1e9 {
-        (bits / 1e9, "Gbit/s")
-    } else if bits >= 1e6 {
-        (bits / 1e6, "Mbit/s")
-    } else if bits >= 1e3 {
-        (bits / 1e3, "kbit/s")
-    } else {
-        (bits, "bit/s")
-    };
-    let digits = if v >= 100.0 {
-        0
-    } else if v >= 10.0 {
-        1
-    } else {
-        2
-    };
-    format!("{v:.digits$} {unit}")
+    bytes_per_s.map_or_else(|| "—".to_owned(), |b| format::bit_rate(b * 8.0))
 }
 
 fn opt_pct(ratio: Option<f64>) -> String {

@@ -264,12 +264,16 @@ impl Browser {
         assert_eq!(ok, json!(true), "no input matches {selector}");
     }
 
-    /// The page as PNG, written to `path`.
+    /// The whole page as PNG, written to `path`. The clip is the page's own size: without
+    /// it Chrome drops the vertical scrollbar for the capture but keeps the narrower width,
+    /// cutting off the right edge.
     pub fn screenshot(&mut self, path: &Path) {
         use base64::Engine;
+        let size = self.call("Page.getLayoutMetrics", json!({}))["cssContentSize"].clone();
         let r = self.call(
             "Page.captureScreenshot",
-            json!({ "format": "png", "captureBeyondViewport": true }),
+            json!({ "format": "png", "captureBeyondViewport": true, "clip": {
+                "x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1 } }),
         );
         let data = base64::engine::general_purpose::STANDARD
             .decode(r["data"].as_str().expect("screenshot data"))
