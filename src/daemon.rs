@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::collect::capture::{CaptureStatus, Source, State};
 use crate::collect::conntrack::ConntrackCollector;
 use crate::collect::dns_packets::DnsCapture;
-use crate::collect::dns_tap::{DnsTap, TapPart};
+use crate::collect::dns_tap::{self, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::identity::DeviceCollector;
 use crate::collect::nflog::NflogCollector;
@@ -115,6 +116,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     let (exporter, export_tap) = IpfixExporter::start(&config, macs.clone())
         .context("starting the IPFIX exporter")?
         .unzip();
+    // Whether each capture source delivers (`collect::capture`): set by the code below
+    // and by the collectors while they run, read by `/healthz`, the pages and `/metrics`.
+    let capture = CaptureStatus::default();
     let collector =
         ConntrackCollector::start(&config, writer.handle.clone(), export_tap, shutdown.clone())
             .context("starting the conntrack collector")?;
@@ -141,18 +145,15 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // queues anything.
     // Names are an enhancement: a router whose kernel lacks NFQUEUE, or a netmon without
     // CAP_NET_ADMIN for it, still monitors every flow — loudly, and visibly in /metrics.
-    // What the tap is, for /healthz, the pages and /metrics: both the queue and the rule
-    // feeding it must work (`collect::dns_tap`).
-    let mut dns_tap = if config.dns.packet_capture {
-        DnsTap::Active
-    } else {
-        DnsTap::Off
-    };
+    // The tap works only with both the queue and the rule feeding it (`collect::dns_tap`).
     let _dns_capture = if config.dns.packet_capture {
         match DnsCapture::start(&config, writer.handle.clone(), shutdown.clone()) {
-            Ok(capture) => Some(capture),
+            Ok(capture_queue) => {
+                capture.ok(Source::DnsTap);
+                Some(capture_queue)
+            }
             Err(e) => {
-                dns_tap = DnsTap::missing(TapPart::Queue, &e);
+                capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Queue, &e));
                 None
             }
         }
@@ -182,8 +183,8 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
                     "netmon's nftables table is not loaded, so DNS answers and firewall drops \
                      are not seen: {e:#}"
                 );
-                if dns_tap == DnsTap::Active {
-                    dns_tap = DnsTap::missing(TapPart::Rule, &e);
+                if capture.get(Source::DnsTap).state == State::Ok {
+                    capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Rule, &e));
                 }
                 None
             }
@@ -194,13 +195,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     metrics::gauge!("netmon_firewall_table_loaded").set(f64::from(u8::from(
         nft_table.is_some() || !config.firewall.manage,
     )));
-    if let Some(f) = dns_tap.failure() {
-        log::error!(
-            "the DNS packet tap is missing, so flows get no names from DNS answers: {}; fix: {}",
-            f.error,
-            f.fix
-        );
-    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -223,7 +217,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         auth,
     )
     .with_config(std::sync::Arc::new(config.clone()))
-    .with_dns_tap(dns_tap)
+    .with_capture(capture)
     .with_router_health(system.latest(), offload.latest());
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();
