@@ -24,7 +24,7 @@ use crate::collect::dns_packets::DnsCapture;
 use crate::collect::dns_tap::{self, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::identity::DeviceCollector;
-use crate::collect::nflog::NflogCollector;
+use crate::collect::nflog::{self, NflogCollector};
 use crate::collect::offload::OffloadChecker;
 use crate::collect::system::SystemSampler;
 use crate::config::Config;
@@ -162,12 +162,18 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     };
     // Firewall drops: bind the NFLOG group before the table's log rules exist. Without
     // `manage` the rules come from the fw4 include, so the group is bound all the same.
+    // A group another program holds costs the drop counts, not the flows: go on.
     let nflog = if config.firewall.drop_log_rate > 0 && !config.wan_interfaces.is_empty() {
-        Some(
-            NflogCollector::start(&config, writer.handle.clone(), shutdown.clone()).context(
-                "starting the firewall-drops logger (set firewall.drop_log_rate = 0 to run without it)",
-            )?,
-        )
+        match NflogCollector::start(&config, writer.handle.clone(), shutdown.clone()) {
+            Ok(nflog) => {
+                capture.ok(Source::Nflog);
+                Some(nflog)
+            }
+            Err(e) => {
+                capture.fail(Source::Nflog, nflog::start_failure(&config, &e));
+                None
+            }
+        }
     } else {
         None
     };
@@ -177,14 +183,31 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // Without its table netmon sees no DNS answers or drops, but every flow still: go on.
     let mut nft_table = if config.firewall.manage {
         match NftTable::install(&config) {
-            Ok(table) => Some(table),
+            Ok(table) => {
+                if let Some(e) = &table.dns_queue_failure
+                    && capture.get(Source::DnsTap).state == State::Ok
+                {
+                    capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Rule, e));
+                }
+                Some(table)
+            }
             Err(e) => {
                 log::error!(
                     "netmon's nftables table is not loaded, so DNS answers and firewall drops \
                      are not seen: {e:#}"
                 );
+                let fix = "install nft (OpenWrt: nftables) and check the error in netmon's \
+                           log, or add the rules of `netmon firewall-rules` to the firewall \
+                           yourself and set firewall.manage = false; then restart netmon";
                 if capture.get(Source::DnsTap).state == State::Ok {
                     capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Rule, &e));
+                }
+                if capture.get(Source::Nflog).state == State::Ok {
+                    capture.broken(
+                        Source::Nflog,
+                        format!("netmon's nftables table, whose rules log the drops, is not loaded: {e:#}"),
+                        fix,
+                    );
                 }
                 None
             }

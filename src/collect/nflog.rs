@@ -42,6 +42,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use crate::collect::capture::Failure;
 use crate::collect::netlink::{
     self, Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
     NlMessages, be32, ne_i32, put_attr,
@@ -358,6 +359,29 @@ fn configure(sock: &NlSocket, request: &[u8], what: &str) -> anyhow::Result<()> 
         }
     }
     anyhow::bail!("nflog: no answer to {what}")
+}
+
+/// What is wrong when [`NflogCollector::start`] failed with `error`, and the owner's next
+/// step. The kernel refuses a bind (`EPERM`, `nfulnl_recv_config`) when another netlink
+/// socket holds the group.
+pub fn start_failure(config: &Config, error: &anyhow::Error) -> Failure {
+    let group = config.firewall.drop_log_group;
+    let error = format!("{error:#}");
+    let step = if error.contains("refused") {
+        format!(
+            "stop the other program that reads NFLOG group {group} (ulogd, a second netmon, a \
+             packet logger), or set firewall.drop_log_group to a free group (with \
+             firewall.manage = false, in your firewall's log rules too), then restart netmon"
+        )
+    } else {
+        "run netmon with CAP_NET_ADMIN and load the kernel's NFLOG support (modprobe \
+         nfnetlink_log; OpenWrt: kmod-nfnetlink-log), then restart netmon"
+            .to_owned()
+    };
+    Failure {
+        error,
+        fix: format!("{step} (or set firewall.drop_log_rate = 0 to run without counting drops)"),
+    }
 }
 
 /// The running collector thread.
