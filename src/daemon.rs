@@ -119,9 +119,14 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // Whether each capture source delivers (`collect::capture`): set by the code below
     // and by the collectors while they run, read by `/healthz`, the pages and `/metrics`.
     let capture = CaptureStatus::default();
-    let collector =
-        ConntrackCollector::start(&config, writer.handle.clone(), export_tap, shutdown.clone())
-            .context("starting the conntrack collector")?;
+    let collector = ConntrackCollector::start(
+        &config,
+        writer.handle.clone(),
+        export_tap,
+        shutdown.clone(),
+        capture.clone(),
+    )
+    .context("starting the conntrack collector")?;
     // DNS answers from dnsmasq's query log, for routers without packet capture. Both
     // at once would store every query twice: packets win (they carry TTLs and ms times).
     let dnsmasq_log = if config.dns.log_file.as_os_str().is_empty() {
