@@ -139,9 +139,15 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         );
         None
     } else {
+        // The follower says ok once it has read the file, broken while it cannot.
         Some(
-            DnsmasqLogCollector::start(&config, writer.handle.clone(), shutdown.clone())
-                .context("starting the dnsmasq log follower")?,
+            DnsmasqLogCollector::start(
+                &config,
+                writer.handle.clone(),
+                shutdown.clone(),
+                capture.clone(),
+            )
+            .context("starting the dnsmasq log follower")?,
         )
     };
     // DNS answers from packets: bind the queue, then load the table whose rule feeds it
