@@ -24,7 +24,7 @@ use crate::collect::dns_packets::DnsCapture;
 use crate::collect::dns_tap::{self, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::identity::DeviceCollector;
-use crate::collect::nflog::{self, NflogCollector};
+use crate::collect::nflog::NflogCollector;
 use crate::collect::offload::OffloadChecker;
 use crate::collect::system::SystemSampler;
 use crate::config::Config;
@@ -173,18 +173,18 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     };
     // Firewall drops: bind the NFLOG group before the table's log rules exist. Without
     // `manage` the rules come from the fw4 include, so the group is bound all the same.
-    // A group another program holds costs the drop counts, not the flows: go on.
+    // A group another program holds costs the drop counts, not the flows: the collector
+    // reports it and binds the group once it is free.
     let nflog = if config.firewall.drop_log_rate > 0 && !config.wan_interfaces.is_empty() {
-        match NflogCollector::start(&config, writer.handle.clone(), shutdown.clone()) {
-            Ok(nflog) => {
-                capture.ok(Source::Nflog);
-                Some(nflog)
-            }
-            Err(e) => {
-                capture.fail(Source::Nflog, nflog::start_failure(&config, &e));
-                None
-            }
-        }
+        Some(
+            NflogCollector::start(
+                &config,
+                writer.handle.clone(),
+                shutdown.clone(),
+                capture.clone(),
+            )
+            .context("starting the firewall-drops logger")?,
+        )
     } else {
         None
     };
@@ -213,7 +213,9 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
                 if capture.get(Source::DnsTap).state == State::Ok {
                     capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Rule, &e));
                 }
-                if capture.get(Source::Nflog).state == State::Ok {
+                // Over a group that could not be bound too: without the rules, binding it
+                // later would not make drops visible.
+                if capture.get(Source::Nflog).state != State::Off {
                     capture.broken(
                         Source::Nflog,
                         format!("netmon's nftables table, whose rules log the drops, is not loaded: {e:#}"),

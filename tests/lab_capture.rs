@@ -9,7 +9,7 @@
 //!   deleted while netmon runs (broken) and dnsmasq writes a new one (ok).
 //! - `an_nflog_group_held_by_another_program_is_reported_and_flows_go_on`: another
 //!   program binds the NFLOG group first (`client.py nflog-bind`); netmon starts
-//!   anyway and still stores flows.
+//!   anyway, still stores flows, and takes the group over once the other program ends.
 //! - `conntrack_events_switched_off_while_running_is_reported_until_switched_on`:
 //!   `sysctl -w net.netfilter.nf_conntrack_events=0` in the router's namespace while
 //!   netmon runs, then back on.
@@ -271,7 +271,7 @@ impl Drop for NflogHolder {
 fn an_nflog_group_held_by_another_program_is_reported_and_flows_go_on() {
     let lab = Lab::up("capnflog");
     let group = 5354;
-    let _holder = NflogHolder::start(&lab, group);
+    let holder = NflogHolder::start(&lab, group);
     let _nm = lab.start_netmon(&format!("[firewall]\ndrop_log_group = {group}\n"));
     assert_reported_broken(
         &lab,
@@ -305,6 +305,9 @@ fn an_nflog_group_held_by_another_program_is_reported_and_flows_go_on() {
     );
     let health = healthz(&lab);
     assert_eq!(health["capture"]["conntrack"]["state"], "ok", "{health}");
+    // The other program ends: netmon binds the group (it tries every 10 s).
+    drop(holder);
+    assert_ok_again(&lab, "nflog", "NFLOG");
 }
 
 #[test]

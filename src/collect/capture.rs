@@ -177,6 +177,16 @@ impl CaptureStatus {
         );
     }
 
+    /// `source` works again after `failure` — unless a different failure was reported
+    /// meanwhile, which stays.
+    pub fn recovered(&self, source: Source, failure: &Failure) {
+        self.set_if(
+            source,
+            State::Ok,
+            |current| matches!(current, State::Broken(f) if f == failure),
+        );
+    }
+
     /// `source` is broken, as `failure` says.
     pub fn fail(&self, source: Source, failure: Failure) {
         self.set(source, State::Broken(failure));
@@ -186,9 +196,14 @@ impl CaptureStatus {
     /// while the kind stays the same (a repeated check does not restart the clock, a
     /// changed error text is taken as is).
     fn set(&self, source: Source, state: State) {
+        self.set_if(source, state, |_| true);
+    }
+
+    /// [`CaptureStatus::set`] if `applies` to the current state, under the same lock.
+    fn set_if(&self, source: Source, state: State, applies: impl FnOnce(&State) -> bool) {
         let mut all = self.sources.lock().unwrap_or_else(|p| p.into_inner());
         let current = &mut all[source.index()];
-        if current.state == state {
+        if current.state == state || !applies(&current.state) {
             return;
         }
         let same_kind = std::mem::discriminant(&current.state) == std::mem::discriminant(&state);
@@ -253,6 +268,18 @@ mod tests {
         let ok = status.get(Source::Nflog);
         assert!(ok.since_ms > first.since_ms, "{ok:?}");
         assert_eq!(ok.gauge(), 1.0);
+        status.broken(Source::Nflog, "group taken", "free it");
+        let taken = status.get(Source::Nflog).failure().cloned().unwrap();
+        status.broken(Source::Nflog, "table missing", "load it");
+        status.recovered(Source::Nflog, &taken);
+        assert_eq!(
+            status
+                .get(Source::Nflog)
+                .failure()
+                .map(|f| f.error.as_str()),
+            Some("table missing")
+        );
+        status.ok(Source::Nflog);
         let names: Vec<_> = status.broken_sources().iter().map(|s| s.source).collect();
         assert!(names.is_empty(), "{names:?}");
     }
