@@ -18,9 +18,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::collect::capture::{CaptureStatus, Source, State};
 use crate::collect::conntrack::ConntrackCollector;
 use crate::collect::dns_packets::DnsCapture;
-use crate::collect::dns_tap::{DnsTap, TapPart};
+use crate::collect::dns_tap::{self, TapPart};
 use crate::collect::dnsmasq::DnsmasqLogCollector;
 use crate::collect::identity::DeviceCollector;
 use crate::collect::nflog::NflogCollector;
@@ -115,9 +116,17 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     let (exporter, export_tap) = IpfixExporter::start(&config, macs.clone())
         .context("starting the IPFIX exporter")?
         .unzip();
-    let collector =
-        ConntrackCollector::start(&config, writer.handle.clone(), export_tap, shutdown.clone())
-            .context("starting the conntrack collector")?;
+    // Whether each capture source delivers (`collect::capture`): set by the code below
+    // and by the collectors while they run, read by `/healthz`, the pages and `/metrics`.
+    let capture = CaptureStatus::default();
+    let collector = ConntrackCollector::start(
+        &config,
+        writer.handle.clone(),
+        export_tap,
+        shutdown.clone(),
+        capture.clone(),
+    )
+    .context("starting the conntrack collector")?;
     // DNS answers from dnsmasq's query log, for routers without packet capture. Both
     // at once would store every query twice: packets win (they carry TTLs and ms times).
     let dnsmasq_log = if config.dns.log_file.as_os_str().is_empty() {
@@ -130,9 +139,15 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         );
         None
     } else {
+        // The follower says ok once it has read the file, broken while it cannot.
         Some(
-            DnsmasqLogCollector::start(&config, writer.handle.clone(), shutdown.clone())
-                .context("starting the dnsmasq log follower")?,
+            DnsmasqLogCollector::start(
+                &config,
+                writer.handle.clone(),
+                shutdown.clone(),
+                capture.clone(),
+            )
+            .context("starting the dnsmasq log follower")?,
         )
     };
     // DNS answers from packets: bind the queue, then load the table whose rule feeds it
@@ -141,18 +156,15 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // queues anything.
     // Names are an enhancement: a router whose kernel lacks NFQUEUE, or a netmon without
     // CAP_NET_ADMIN for it, still monitors every flow — loudly, and visibly in /metrics.
-    // What the tap is, for /healthz, the pages and /metrics: both the queue and the rule
-    // feeding it must work (`collect::dns_tap`).
-    let mut dns_tap = if config.dns.packet_capture {
-        DnsTap::Active
-    } else {
-        DnsTap::Off
-    };
+    // The tap works only with both the queue and the rule feeding it (`collect::dns_tap`).
     let _dns_capture = if config.dns.packet_capture {
         match DnsCapture::start(&config, writer.handle.clone(), shutdown.clone()) {
-            Ok(capture) => Some(capture),
+            Ok(capture_queue) => {
+                capture.ok(Source::DnsTap);
+                Some(capture_queue)
+            }
             Err(e) => {
-                dns_tap = DnsTap::missing(TapPart::Queue, &e);
+                capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Queue, &e));
                 None
             }
         }
@@ -161,11 +173,17 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     };
     // Firewall drops: bind the NFLOG group before the table's log rules exist. Without
     // `manage` the rules come from the fw4 include, so the group is bound all the same.
+    // A group another program holds costs the drop counts, not the flows: the collector
+    // reports it and binds the group once it is free.
     let nflog = if config.firewall.drop_log_rate > 0 && !config.wan_interfaces.is_empty() {
         Some(
-            NflogCollector::start(&config, writer.handle.clone(), shutdown.clone()).context(
-                "starting the firewall-drops logger (set firewall.drop_log_rate = 0 to run without it)",
-            )?,
+            NflogCollector::start(
+                &config,
+                writer.handle.clone(),
+                shutdown.clone(),
+                capture.clone(),
+            )
+            .context("starting the firewall-drops logger")?,
         )
     } else {
         None
@@ -176,14 +194,33 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // Without its table netmon sees no DNS answers or drops, but every flow still: go on.
     let mut nft_table = if config.firewall.manage {
         match NftTable::install(&config) {
-            Ok(table) => Some(table),
+            Ok(table) => {
+                if let Some(e) = &table.dns_queue_failure
+                    && capture.get(Source::DnsTap).state == State::Ok
+                {
+                    capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Rule, e));
+                }
+                Some(table)
+            }
             Err(e) => {
                 log::error!(
                     "netmon's nftables table is not loaded, so DNS answers and firewall drops \
                      are not seen: {e:#}"
                 );
-                if dns_tap == DnsTap::Active {
-                    dns_tap = DnsTap::missing(TapPart::Rule, &e);
+                let fix = "install nft (OpenWrt: nftables) and check the error in netmon's \
+                           log, or add the rules of `netmon firewall-rules` to the firewall \
+                           yourself and set firewall.manage = false; then restart netmon";
+                if capture.get(Source::DnsTap).state == State::Ok {
+                    capture.fail(Source::DnsTap, dns_tap::failure(TapPart::Rule, &e));
+                }
+                // Over a group that could not be bound too: without the rules, binding it
+                // later would not make drops visible.
+                if capture.get(Source::Nflog).state != State::Off {
+                    capture.broken(
+                        Source::Nflog,
+                        format!("netmon's nftables table, whose rules log the drops, is not loaded: {e:#}"),
+                        fix,
+                    );
                 }
                 None
             }
@@ -194,13 +231,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     metrics::gauge!("netmon_firewall_table_loaded").set(f64::from(u8::from(
         nft_table.is_some() || !config.firewall.manage,
     )));
-    if let Some(f) = dns_tap.failure() {
-        log::error!(
-            "the DNS packet tap is missing, so flows get no names from DNS answers: {}; fix: {}",
-            f.error,
-            f.fix
-        );
-    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -223,7 +253,7 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
         auth,
     )
     .with_config(std::sync::Arc::new(config.clone()))
-    .with_dns_tap(dns_tap)
+    .with_capture(capture)
     .with_router_health(system.latest(), offload.latest());
     let result = runtime.block_on(async {
         let mut listeners = Vec::new();

@@ -166,17 +166,25 @@ pub const XT_CHAIN: &str = "NETMON_DNS";
 /// The loaded table (and fallback chains); removed on drop.
 pub struct NftTable {
     xt_fallback: bool,
+    /// Why no rule queues DNS answers although `dns.packet_capture` wants them: the kernel
+    /// has no nftables queue expression and the x_tables fallback failed. The table's
+    /// other rules (the drop log) are loaded all the same.
+    pub dns_queue_failure: Option<anyhow::Error>,
 }
 
 impl NftTable {
     /// Loads the table, replacing an older copy atomically; falls back to x_tables for
-    /// the queue rule when the kernel has no nftables queue expression.
+    /// the queue rule when the kernel has no nftables queue expression. An error: nothing
+    /// is loaded.
     pub fn install(config: &Config) -> anyhow::Result<NftTable> {
         remove_xt_chains();
         match load_table(config, config.dns.packet_capture) {
             Ok(()) => {
                 log::info!("nftables table inet {TABLE} loaded");
-                Ok(NftTable { xt_fallback: false })
+                Ok(NftTable {
+                    xt_fallback: false,
+                    dns_queue_failure: None,
+                })
             }
             Err(e) if config.dns.packet_capture && lacks_nft_queue(&e) => {
                 log::warn!(
@@ -185,8 +193,17 @@ impl NftTable {
                      in chain {XT_CHAIN} instead"
                 );
                 load_table(config, false)?;
-                install_xt_chains(config)?;
-                Ok(NftTable { xt_fallback: true })
+                match install_xt_chains(config) {
+                    Ok(()) => Ok(NftTable {
+                        xt_fallback: true,
+                        dns_queue_failure: None,
+                    }),
+                    // `xt_fallback` still: a chain one family got is removed with the table.
+                    Err(e) => Ok(NftTable {
+                        xt_fallback: true,
+                        dns_queue_failure: Some(e),
+                    }),
+                }
             }
             Err(e) => Err(e),
         }

@@ -148,7 +148,8 @@ fn live_collector_sees_new_and_destroy_in_a_netns() {
         let inside = Netns { name };
         inside.enter_current_thread();
         std::mem::forget(inside); // owned by the test; must not be deleted here
-        let collector = ConntrackCollector::start(&config, w, None, stop).expect("start");
+        let collector =
+            ConntrackCollector::start(&config, w, None, stop, Default::default()).expect("start");
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
         let port = listener.local_addr().expect("addr").port();
         let mut client = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -270,7 +271,8 @@ fn live_burst() {
         let inside = Netns { name };
         inside.enter_current_thread();
         std::mem::forget(inside); // owned by the test; must not be deleted here
-        let collector = ConntrackCollector::start(&config, w, None, stop).expect("start");
+        let collector =
+            ConntrackCollector::start(&config, w, None, stop, Default::default()).expect("start");
         let sink = std::net::UdpSocket::bind("0.0.0.0:9999").expect("sink");
         let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
         let cpu0 = thread_cpu("netmon-ct");

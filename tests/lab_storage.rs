@@ -322,7 +322,7 @@ fn assert_tap_reported_missing(lab: &Lab, error_has: &str, fix_has: &str) {
     let health = healthz(lab);
     eprintln!("dns tap: /healthz {health}");
     assert_eq!(health["ok"], false, "{health}");
-    assert_eq!(health["dns_tap"]["state"], "missing", "{health}");
+    assert_eq!(health["capture"]["dns_tap"]["state"], "broken", "{health}");
     let p = problem(&health, "dns_tap").unwrap_or_else(|| panic!("no dns_tap problem: {health}"));
     assert!(
         p["error"].as_str().is_some_and(|e| e.contains(error_has)),
@@ -334,11 +334,11 @@ fn assert_tap_reported_missing(lab: &Lab, error_has: &str, fix_has: &str) {
     );
     let page = lab.http_get("/settings");
     assert!(
-        page.contains("id=\"dns-tap-missing\"") && page.contains(fix_has),
+        page.contains("id=\"capture-broken-dns_tap\"") && page.contains(fix_has),
         "the health page must show the missing tap: {}",
         truncate(&page, 3000)
     );
-    assert!(lab.http_get("/").contains("DNS tap missing"));
+    assert!(lab.http_get("/").contains("broken: DNS tap"));
     assert_eq!(
         metric(&lab.metrics(), "netmon_dns_capture_active"),
         Some(0.0),
@@ -448,7 +448,7 @@ fn a_dns_tap_without_iptables_is_reported_missing() {
     if has_nft_queue {
         // nftables queues the answers itself: iptables is not needed, the tap is there.
         let health = healthz(&lab);
-        assert_eq!(health["dns_tap"]["state"], "active", "{health}");
+        assert_eq!(health["capture"]["dns_tap"]["state"], "ok", "{health}");
     } else {
         assert_tap_reported_missing(&lab, "iptables", "install iptables");
     }

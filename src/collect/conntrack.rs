@@ -50,6 +50,7 @@ use super::ctnetlink::{
     ParseError,
 };
 use super::netlink::{NLMSG_ERROR, NLMSG_HDRLEN, NlMessages};
+use crate::collect::capture::{CaptureStatus, Source};
 use crate::config::Config;
 use crate::event::{MAX_CHANGES_PER_BATCH, WriterHandle};
 use crate::export::ipfix::FlowTap;
@@ -96,6 +97,12 @@ const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 const FIRST_REPLY_WAIT: Duration = Duration::from_secs(2);
 
 const SYSCTL_ACCT: &str = "net.netfilter.nf_conntrack_acct";
+/// 0: the kernel sends no conntrack events; 1: it does; 2 (since Linux 6.0, the default):
+/// it does once a program listens.
+const SYSCTL_EVENTS: &str = "net.netfilter.nf_conntrack_events";
+/// How often [`SYSCTL_EVENTS`] and [`SYSCTL_ACCT`] are read again: a script, `sysctl -p`
+/// or another package can switch them off while netmon runs. Two small file reads.
+const SYSCTL_CHECK: Duration = Duration::from_secs(10);
 const SYSCTL_TIMESTAMP: &str = "net.netfilter.nf_conntrack_timestamp";
 
 /// Start-up failures. Anything after start-up is logged and counted, never fatal.
@@ -143,10 +150,11 @@ impl ConntrackCollector {
         writer: WriterHandle,
         export: Option<FlowTap>,
         shutdown: Arc<AtomicBool>,
+        capture: CaptureStatus,
     ) -> Result<ConntrackCollector, CollectError> {
         let (events, rcvbuf) = open_event_socket(config.netlink_rcvbuf_bytes)?;
         let dump = open_dump_socket()?;
-        let mut reader = Reader::new(events, dump, writer, config);
+        let mut reader = Reader::new(events, dump, writer, config, capture);
         reader.nap = if rcvbuf >= NAP_MIN_RCVBUF {
             NAP
         } else {
@@ -163,6 +171,7 @@ impl ConntrackCollector {
         // After the first request: it loads nf_conntrack_netlink (and nf_conntrack) if
         // they were not loaded yet, and the sysctls only exist once they are.
         enable_sysctls(config);
+        check_sysctls(&reader.capture);
         let thread = std::thread::Builder::new()
             // Thread names are cut at 15 bytes (`top -H`, /proc/*/task/*/comm).
             .name("netmon-ct".into())
@@ -219,6 +228,59 @@ fn enable_sysctls(config: &Config) {
             Err(e) => warn!("conntrack: cannot read {name} ({e}): {lost}"),
         }
     }
+}
+
+/// A sysctl conntrack collection needs on, and what the owner loses while it is off.
+struct NeededSysctl {
+    name: &'static str,
+    is_on: fn(&str) -> bool,
+    lost: &'static str,
+}
+
+/// Events are on at 1 or 2 (2: once a program listens); accounting only at 1.
+const NEEDED_SYSCTLS: [NeededSysctl; 2] = [
+    NeededSysctl {
+        name: SYSCTL_EVENTS,
+        is_on: |v| v != "0",
+        lost: "the kernel announces no connections, so short ones are missed and the others \
+               appear only at the next table dump",
+    },
+    NeededSysctl {
+        name: SYSCTL_ACCT,
+        is_on: |v| v == "1",
+        lost: "connections have no byte or packet counters, so traffic volumes are missing",
+    },
+];
+
+/// Marks conntrack broken in `capture` while the kernel sends no events or keeps no byte
+/// counters, ok otherwise. Both are per network namespace: these are netmon's own.
+fn check_sysctls(capture: &CaptureStatus) {
+    let mut errors = Vec::new();
+    let mut fixes = Vec::new();
+    for NeededSysctl { name, is_on, lost } in &NEEDED_SYSCTLS {
+        match crate::sysctl::read_sysctl(name) {
+            Ok(v) if is_on(&v) => continue,
+            Ok(v) => errors.push(format!("{name} is {v}: {lost}")),
+            Err(e) => errors.push(format!("cannot read {name} ({e}): {lost}")),
+        }
+        fixes.push(format!("sysctl -w {name}=1"));
+    }
+    if errors.is_empty() {
+        capture.ok(Source::Conntrack);
+        return;
+    }
+    let mut fix = format!(
+        "run `{}` on the router and keep it in /etc/sysctl.conf so it survives a reboot; \
+         connections opened before keep what they lacked",
+        fixes.join("` and `")
+    );
+    if fixes.iter().any(|f| f.contains(SYSCTL_ACCT)) {
+        fix.push_str(&format!(
+            " (with enable_conntrack_sysctls = true netmon sets {SYSCTL_ACCT} itself when it \
+             starts)"
+        ));
+    }
+    capture.broken(Source::Conntrack, errors.join("; "), fix);
 }
 
 /// The multicast socket: `NFNLGRP_CONNTRACK_NEW`, `_UPDATE`, `_DESTROY`.
@@ -507,10 +569,19 @@ struct Reader {
     overrun_log: Throttle,
     parse_log: Throttle,
     dump_log: Throttle,
+    /// Where the sysctl check ([`check_sysctls`]) reports, every [`SYSCTL_CHECK`].
+    capture: CaptureStatus,
+    next_sysctl_check: Instant,
 }
 
 impl Reader {
-    fn new(events: NlSocket, dump: NlSocket, writer: WriterHandle, config: &Config) -> Reader {
+    fn new(
+        events: NlSocket,
+        dump: NlSocket,
+        writer: WriterHandle,
+        config: &Config,
+        capture: CaptureStatus,
+    ) -> Reader {
         let now = Instant::now();
         let tick = Duration::from_millis(config.tick_ms);
         let dump_interval = Duration::from_secs(config.dump_interval_s);
@@ -534,6 +605,8 @@ impl Reader {
             overrun_log: Throttle::new(),
             parse_log: Throttle::new(),
             dump_log: Throttle::new(),
+            capture,
+            next_sysctl_check: now + SYSCTL_CHECK,
         }
     }
 
@@ -586,6 +659,10 @@ impl Reader {
                     warn!("conntrack: cannot request a table dump: {e}");
                     self.next_dump = now + DUMP_RETRY.min(self.dump_interval);
                 }
+            }
+            if now >= self.next_sysctl_check {
+                check_sysctls(&self.capture);
+                self.next_sysctl_check = now + SYSCTL_CHECK;
             }
             if batch_up && self.nap > Duration::ZERO {
                 // The socket ran dry after a few events: let the next ones queue up for a

@@ -7,32 +7,11 @@
 //! `/healthz`, the health page, the overview and `netmon_dns_capture_active` say it is
 //! missing, why, and what fixes it.
 //!
-//! Decided once at start (the daemon learns it before the web server starts) and handed
-//! to the web state by value: nothing changes it while netmon runs.
+//! Decided once at start, before the web server starts: nothing changes it while netmon
+//! runs. The state itself lives in [`super::capture::CaptureStatus`] with the other
+//! sources; this file knows the tap's parts and what fixes each.
 
-use serde::Serialize;
-
-/// The DNS packet tap's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum DnsTap {
-    /// `dns.packet_capture = false`: not wanted (names come from dnsmasq's log, if set).
-    Off,
-    /// The queue is bound and the rule that feeds it is loaded — or, with
-    /// `firewall.manage = false`, left to the router's own firewall (the fw4 include).
-    Active,
-    /// Wanted, but no answer reaches netmon.
-    Missing(TapFailure),
-}
-
-/// Why the tap is missing and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct TapFailure {
-    /// The error, with its causes.
-    pub error: String,
-    /// What the owner can do.
-    pub fix: String,
-}
+use super::capture::Failure;
 
 /// Which part of the tap failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,26 +22,12 @@ pub enum TapPart {
     Rule,
 }
 
-impl DnsTap {
-    /// The tap when `part` failed with `error`.
-    pub fn missing(part: TapPart, error: &anyhow::Error) -> DnsTap {
-        let error = format!("{error:#}");
-        DnsTap::Missing(TapFailure {
-            fix: fix_for(part, &error),
-            error,
-        })
-    }
-
-    pub fn failure(&self) -> Option<&TapFailure> {
-        match self {
-            DnsTap::Missing(f) => Some(f),
-            _ => None,
-        }
-    }
-
-    /// `netmon_dns_capture_active`: 1 only while answers can reach netmon.
-    pub fn gauge(&self) -> f64 {
-        f64::from(u8::from(*self == DnsTap::Active))
+/// What is wrong when `part` failed with `error`, and the owner's next step.
+pub fn failure(part: TapPart, error: &anyhow::Error) -> Failure {
+    let error = format!("{error:#}");
+    Failure {
+        fix: fix_for(part, &error),
+        error,
     }
 }
 
@@ -102,25 +67,16 @@ mod tests {
     fn a_missing_fallback_tool_says_install_iptables() {
         let e = anyhow::anyhow!("running iptables-restore (is it installed?)")
             .context("iptables-restore: installing chain NETMON_DNS");
-        let tap = DnsTap::missing(TapPart::Rule, &e);
-        let f = tap.failure().expect("missing");
+        let f = failure(TapPart::Rule, &e);
         assert!(f.error.contains("is it installed?"), "{f:?}");
         assert!(f.fix.starts_with("install iptables"), "{f:?}");
-        assert_eq!(tap.gauge(), 0.0);
-        assert_eq!(DnsTap::Active.gauge(), 1.0);
-        assert_eq!(DnsTap::Off.gauge(), 0.0);
     }
 
     #[test]
     fn a_queue_bound_elsewhere_names_the_queue_number() {
         let e = anyhow::anyhow!("Operation not permitted").context("binding NFQUEUE 5353");
-        let f = DnsTap::missing(TapPart::Queue, &e)
-            .failure()
-            .cloned()
-            .unwrap();
+        let f = failure(TapPart::Queue, &e);
         assert!(f.fix.contains("dns.queue_num"), "{f:?}");
-        let json = serde_json::to_value(DnsTap::Missing(f)).unwrap();
-        assert_eq!(json["state"], "missing");
-        assert!(json["error"].as_str().unwrap().contains("NFQUEUE 5353"));
+        assert!(f.error.contains("NFQUEUE 5353"), "{f:?}");
     }
 }

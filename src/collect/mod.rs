@@ -1,6 +1,7 @@
 //! Collectors: each reads one kernel or file source and sends [`crate::event::Event`]s
 //! to the writer without ever waiting on it.
 
+pub mod capture;
 pub mod conntrack;
 pub mod ctnetlink;
 pub mod dns_packets;

@@ -42,6 +42,7 @@ use neli::consts::socket::{Msg, NlFamily};
 use neli::socket::NlSocket;
 use neli::utils::Groups;
 
+use crate::collect::capture::{CaptureStatus, Failure, Source};
 use crate::collect::netlink::{
     self, Attrs, FrameError, NFGENMSG_LEN, NLM_F_ACK, NLM_F_REQUEST, NLMSG_ERROR, NLMSG_MIN_TYPE,
     NlMessages, be32, ne_i32, put_attr,
@@ -76,6 +77,8 @@ pub const MAX_PENDING: usize = 65_536;
 pub const MAX_KEYS: usize = 20_000;
 /// How often counts go to the writer.
 const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// How often a group another program held is tried again.
+pub const REBIND_EVERY: Duration = Duration::from_secs(10);
 
 /// Which of netmon's two rules logged a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,6 +363,52 @@ fn configure(sock: &NlSocket, request: &[u8], what: &str) -> anyhow::Result<()> 
     anyhow::bail!("nflog: no answer to {what}")
 }
 
+/// What is wrong when binding the group failed with `error`, and the owner's next step.
+/// The kernel refuses a bind (`EPERM`, `nfulnl_recv_config`) while another netlink socket
+/// holds the group.
+fn bind_failure(group: u16, error: &anyhow::Error) -> Failure {
+    let error = format!("{error:#}");
+    let step = if error.contains("refused") {
+        format!(
+            "stop the other program that reads NFLOG group {group} (ulogd, a second netmon, a \
+             packet logger) — netmon takes the group over within {} s — or set \
+             firewall.drop_log_group to a free group (with firewall.manage = false, in your \
+             firewall's log rules too) and restart netmon",
+            REBIND_EVERY.as_secs()
+        )
+    } else {
+        "run netmon with CAP_NET_ADMIN and load the kernel's NFLOG support (modprobe \
+         nfnetlink_log; OpenWrt: kmod-nfnetlink-log)"
+            .to_owned()
+    };
+    Failure {
+        error,
+        fix: format!("{step} (or set firewall.drop_log_rate = 0 to run without counting drops)"),
+    }
+}
+
+/// Opens a netlink socket bound to NFLOG group `group`, copying [`COPY_RANGE`] bytes.
+fn bind(group: u16) -> anyhow::Result<NlSocket> {
+    let sock = NlSocket::new(NlFamily::Netfilter).context("nflog: opening a netlink socket")?;
+    sock.bind(None, Groups::empty())
+        .context("nflog: binding the netlink socket")?;
+    configure(
+        &sock,
+        &config_request(group, 1, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]),
+        &format!("binding NFLOG group {group}"),
+    )?;
+    // struct nfulnl_msg_config_mode { __be32 copy_range; __u8 copy_mode; __u8 _pad; }
+    let mut mode = COPY_RANGE.to_be_bytes().to_vec();
+    mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
+    configure(
+        &sock,
+        &config_request(group, 2, NFULA_CFG_MODE, &mode),
+        "setting the NFLOG copy mode",
+    )?;
+    crate::collect::netlink::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
+    Ok(sock)
+}
+
 /// The running collector thread.
 pub struct NflogCollector {
     thread: JoinHandle<()>,
@@ -368,29 +417,24 @@ pub struct NflogCollector {
 impl NflogCollector {
     /// Binds NFLOG group `firewall.drop_log_group` and starts the reader thread. The
     /// socket exists before netmon's table is loaded, so no logged attempt is missed.
+    /// A group that cannot be bound (another program holds it) is reported broken in
+    /// `capture` and tried again every [`REBIND_EVERY`] on the thread: drops are lost,
+    /// flows are not. Errs only when the thread cannot start.
     pub fn start(
         config: &Config,
         writer: WriterHandle,
         shutdown: Arc<AtomicBool>,
+        capture: CaptureStatus,
     ) -> anyhow::Result<NflogCollector> {
         let group = config.firewall.drop_log_group;
-        let sock = NlSocket::new(NlFamily::Netfilter).context("nflog: opening a netlink socket")?;
-        sock.bind(None, Groups::empty())
-            .context("nflog: binding the netlink socket")?;
-        configure(
-            &sock,
-            &config_request(group, 1, NFULA_CFG_CMD, &[NFULNL_CFG_CMD_BIND]),
-            &format!("binding NFLOG group {group}"),
-        )?;
-        // struct nfulnl_msg_config_mode { __be32 copy_range; __u8 copy_mode; __u8 _pad; }
-        let mut mode = COPY_RANGE.to_be_bytes().to_vec();
-        mode.extend_from_slice(&[NFULNL_COPY_PACKET, 0]);
-        configure(
-            &sock,
-            &config_request(group, 2, NFULA_CFG_MODE, &mode),
-            "setting the NFLOG copy mode",
-        )?;
-        crate::collect::netlink::set_receive_timeout(&sock, Duration::from_millis(500), "nflog");
+        let first = bind(group).map_err(|e| {
+            let failure = bind_failure(group, &e);
+            capture.fail(Source::Nflog, failure.clone());
+            failure
+        });
+        if first.is_ok() {
+            capture.ok(Source::Nflog);
+        }
         metrics::describe_counter!(
             "netmon_nflog_messages_total",
             "NFLOG messages read, by result (seen, passed or the parse error)"
@@ -401,13 +445,49 @@ impl NflogCollector {
         );
         let thread = std::thread::Builder::new()
             .name("nflog".into())
-            .spawn(move || run(sock, writer, shutdown))
+            .spawn(move || {
+                let sock = match first {
+                    Ok(sock) => sock,
+                    Err(failure) => match rebind(group, failure, &capture, &shutdown) {
+                        Some(sock) => sock,
+                        None => return,
+                    },
+                };
+                run(sock, writer, shutdown)
+            })
             .context("starting the nflog thread")?;
         Ok(NflogCollector { thread })
     }
 
     pub fn join(self) {
         let _ = self.thread.join();
+    }
+}
+
+/// Tries to bind `group` every [`REBIND_EVERY`] until it works (the socket) or netmon
+/// stops (`None`). `failure` is what the first attempt reported; a success clears it,
+/// but not a different failure reported since (netmon's table missing).
+fn rebind(
+    group: u16,
+    failure: Failure,
+    capture: &CaptureStatus,
+    shutdown: &AtomicBool,
+) -> Option<NlSocket> {
+    loop {
+        let next = std::time::Instant::now() + REBIND_EVERY;
+        while std::time::Instant::now() < next {
+            if shutdown.load(Ordering::Relaxed) {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        match bind(group) {
+            Ok(sock) => {
+                capture.recovered(Source::Nflog, &failure);
+                return Some(sock);
+            }
+            Err(e) => log::debug!("nflog: group {group} still not bound: {e:#}"),
+        }
     }
 }
 

@@ -107,6 +107,8 @@ pub struct Follower {
     warned_state: bool,
     /// The path named no file at the last check (counted once per disappearance).
     gone: bool,
+    /// Why the last attempt to open the path failed; `None` once a file is open.
+    open_error: Option<String>,
     buf: Vec<u8>,
     pub stats: FollowStats,
 }
@@ -158,6 +160,7 @@ impl Follower {
             warned_missing: false,
             warned_state,
             gone: false,
+            open_error: None,
             buf: vec![0; READ_CHUNK],
             stats: FollowStats::default(),
         }
@@ -267,6 +270,21 @@ impl Follower {
         read_tail(cur, &mut self.buf, &mut budget, now, sink, &mut self.stats)
     }
 
+    /// Why nothing new can be read from the path now: it cannot be opened (missing, no
+    /// permission), or the file being read was deleted or moved away and no new one
+    /// appeared there. `None` while the file at the path is followed.
+    pub fn problem(&self) -> Option<String> {
+        if let Some(e) = &self.open_error {
+            return Some(format!("cannot open {}: {e}", self.path.display()));
+        }
+        self.gone.then(|| {
+            format!(
+                "{} was deleted or moved away, and no new file appeared there",
+                self.path.display()
+            )
+        })
+    }
+
     fn drop_rotated(&mut self) {
         if let Some(old) = self.rotated.take()
             && !old.partial.is_empty()
@@ -288,6 +306,7 @@ impl Follower {
                     );
                     self.warned_missing = true;
                 }
+                self.open_error = Some(e.to_string());
                 // Whatever appears later was written after now.
                 self.resume = Resume::FromStart;
                 return;
@@ -336,6 +355,7 @@ impl Follower {
             Resume::FromStart => (0, 0),
         };
         self.warned_missing = false;
+        self.open_error = None;
         self.resume = Resume::FromStart;
         self.current = Some(Tail {
             file,
@@ -492,6 +512,29 @@ pub(crate) mod tests {
         let mut sink = |b: &[u8], _live: bool| out.push(String::from_utf8_lossy(b).into_owned());
         while f.poll(Instant::now(), &mut sink) {}
         out
+    }
+
+    #[test]
+    fn a_missing_or_deleted_file_is_a_problem_until_one_is_read() {
+        let dir = TempDir::new("problem");
+        let log = dir.path("dnsmasq.log");
+        let mut f = Follower::new("test log", log.clone(), None);
+        assert!(read(&mut f).is_empty());
+        let missing = f.problem().expect("missing file");
+        assert!(
+            missing.contains("cannot open") && missing.contains("dnsmasq.log"),
+            "{missing}"
+        );
+        append(&log, "one\n");
+        assert_eq!(read(&mut f), ["one"]);
+        assert_eq!(f.problem(), None);
+        std::fs::remove_file(&log).expect("rm");
+        read(&mut f);
+        let gone = f.problem().expect("deleted file");
+        assert!(gone.contains("deleted or moved away"), "{gone}");
+        append(&log, "two\n");
+        assert_eq!(read(&mut f), ["two"]);
+        assert_eq!(f.problem(), None);
     }
 
     #[test]

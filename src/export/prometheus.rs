@@ -132,6 +132,10 @@ pub fn describe_all() {
         "1 while DNS answers are read from packets (NFQUEUE bound and the firewall rule feeding it loaded), 0 when capture is off or the tap is missing (/healthz says why)."
     );
     describe_gauge!(
+        "netmon_capture_ok",
+        "1 while a capture source (dns_tap, dnsmasq_log, nflog, conntrack) delivers or is off, 0 while it is broken (/healthz and the health page say why and what fixes it)."
+    );
+    describe_gauge!(
         "netmon_storage_ok",
         "1 while the writer's commits succeed, 0 while they fail for a storage reason (disk full, I/O error; /healthz has the error)."
     );

@@ -9,7 +9,7 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::{AppState, MAX_EVENT_STREAMS};
-use crate::collect::dns_tap::DnsTap;
+use crate::collect::capture::{self, Source, SourceStatus};
 use crate::event::WriteFailure;
 
 /// The database's size on disk: the main file plus its write-ahead log, which between
@@ -24,7 +24,8 @@ pub fn db_size_bytes(db_path: &Path) -> u64 {
 #[derive(Serialize)]
 struct Health {
     /// Everything netmon is configured to do works: the database answers a read, commits
-    /// succeed, and the DNS tap (when wanted) is in place. `problems` says what does not.
+    /// succeed, and every capture source that is on delivers. `problems` says what does
+    /// not.
     ok: bool,
     /// What fails now, each with its error and the owner's next step; empty when `ok`.
     problems: Vec<Problem>,
@@ -40,8 +41,10 @@ struct Health {
     /// error, and the changes the writer holds to write again (`store::writer`).
     #[serde(skip_serializing_if = "Option::is_none")]
     write_failure: Option<WriteFailure>,
-    /// Whether DNS answers reach netmon from packets (`collect::dns_tap`).
-    dns_tap: DnsTap,
+    /// Each capture source by name (`dns_tap`, `dnsmasq_log`, `nflog`, `conntrack`):
+    /// `state` off, ok or broken (with `error` and `fix`), and `since_ms`
+    /// (`collect::capture`).
+    capture: std::collections::BTreeMap<&'static str, SourceStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -49,16 +52,17 @@ struct Health {
 /// One thing that does not work, as `/healthz` lists it.
 #[derive(Serialize)]
 struct Problem {
-    /// `database` (reads fail), `storage` (commits fail) or `dns_tap`.
+    /// `database` (reads fail), `storage` (commits fail), or the broken capture source's
+    /// name (`dns_tap`, `dnsmasq_log`, `nflog`, `conntrack`).
     part: &'static str,
     error: String,
     fix: String,
 }
 
 /// 200 when a read succeeds, else 503 with the error. `ok` is false, and `problems`
-/// lists why, also while commits fail (disk full) or the DNS tap is missing — still with
-/// 200: netmon is collecting and serving, and a supervisor restarting it would give the
-/// disk no room and the kernel no queue module.
+/// lists why, also while commits fail (disk full) or a capture source is broken — still
+/// with 200: netmon is collecting and serving, and a supervisor restarting it would give
+/// the disk no room and the kernel no queue module.
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let tick = state.shared.ticks.borrow().clone();
     let read = state
@@ -67,7 +71,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         .await;
     let committed = tick.seq > 0;
     let write_failure = state.shared.writer.write_failure();
-    let dns_tap = state.shared.dns_tap.clone();
+    let capture = state.shared.capture.all();
     let error = read.err().map(|e| format!("{e:#}"));
     let mut problems = Vec::new();
     if let Some(e) = &error {
@@ -84,12 +88,14 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
             fix: STORAGE_FIX.to_owned(),
         });
     }
-    if let Some(f) = dns_tap.failure() {
-        problems.push(Problem {
-            part: "dns_tap",
-            error: f.error.clone(),
-            fix: f.fix.clone(),
-        });
+    for s in &capture {
+        if let Some(f) = s.failure() {
+            problems.push(Problem {
+                part: s.source.name(),
+                error: f.error.clone(),
+                fix: f.fix.clone(),
+            });
+        }
     }
     let health = Health {
         ok: problems.is_empty(),
@@ -100,7 +106,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
         db_size_bytes: db_size_bytes(&state.shared.db_path),
         writer_queue: state.shared.writer.depth(),
         write_failure,
-        dns_tap,
+        capture: capture.into_iter().map(|s| (s.source.name(), s)).collect(),
         error,
     };
     let status = if health.error.is_none() {
@@ -122,7 +128,12 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     crate::export::prometheus::refresh_on_scrape(state.shared.config.as_deref());
     let storage_ok = state.shared.writer.write_failure().is_none();
     metrics::gauge!("netmon_storage_ok").set(f64::from(u8::from(storage_ok)));
-    metrics::gauge!("netmon_dns_capture_active").set(state.shared.dns_tap.gauge());
+    for s in state.shared.capture.all() {
+        metrics::gauge!("netmon_capture_ok", "source" => s.source.name()).set(s.gauge());
+    }
+    // The older series: 1 only while the tap is on and works.
+    let tap_active = state.shared.capture.get(Source::DnsTap).state == capture::State::Ok;
+    metrics::gauge!("netmon_dns_capture_active").set(f64::from(u8::from(tap_active)));
     metrics::gauge!("netmon_db_size_bytes").set(db_size_bytes(&state.shared.db_path) as f64);
     let open_streams = MAX_EVENT_STREAMS
         - state

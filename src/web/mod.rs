@@ -143,8 +143,9 @@ struct Shared {
     config: Option<Arc<crate::config::Config>>,
     /// When this process started serving (unix ms), for the settings page.
     started_ms: i64,
-    /// Whether DNS answers reach netmon from packets, for `/healthz` and the pages.
-    dns_tap: crate::collect::dns_tap::DnsTap,
+    /// Whether each capture source delivers, for `/healthz`, `/metrics` and the pages;
+    /// the collectors update it while netmon runs.
+    capture: crate::collect::capture::CaptureStatus,
     /// The system sampler's latest reading, for `/router` and the overview's health
     /// tile; stays `None` where no sampler runs (tests, benchmarks).
     system: crate::collect::system::LatestSample,
@@ -175,7 +176,7 @@ impl AppState {
                 settled_tops: Arc::default(),
                 config: None,
                 started_ms: crate::time::now_ms(),
-                dns_tap: crate::collect::dns_tap::DnsTap::Off,
+                capture: crate::collect::capture::CaptureStatus::default(),
                 system: watch::channel(None).1,
                 offload: watch::channel(None).1,
             }),
@@ -194,12 +195,15 @@ impl AppState {
         self
     }
 
-    /// The same state with the DNS tap's state (`collect::dns_tap`), which `/healthz` and
-    /// the pages report. Call before the state is cloned, like [`AppState::with_config`].
-    pub fn with_dns_tap(mut self, tap: crate::collect::dns_tap::DnsTap) -> AppState {
+    /// The same state reading the capture sources' states (`collect::capture`), which
+    /// `/healthz`, `/metrics` and the pages report. Call before the state is cloned, like
+    /// [`AppState::with_config`].
+    pub fn with_capture(mut self, capture: crate::collect::capture::CaptureStatus) -> AppState {
         match Arc::get_mut(&mut self.shared) {
-            Some(shared) => shared.dns_tap = tap,
-            None => log::warn!("web: the DNS tap's state arrived after the state was shared"),
+            Some(shared) => shared.capture = capture,
+            None => {
+                log::warn!("web: the capture sources' states arrived after the state was shared")
+            }
         }
         self
     }

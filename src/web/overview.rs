@@ -522,8 +522,8 @@ struct Health {
     /// Age of the writer's last commit (ms), `None` before the first.
     commit_age: Option<i64>,
     write_failing: bool,
-    /// The DNS packet tap is wanted but missing (`collect::dns_tap`).
-    dns_tap_missing: bool,
+    /// The tile labels of the broken capture sources (`collect::capture`), e.g. `NFLOG`.
+    broken_sources: Vec<&'static str>,
     queue: usize,
     sample: Option<std::sync::Arc<SystemSample>>,
 }
@@ -538,7 +538,9 @@ impl Health {
         Health {
             commit_age: (tick.seq > 0).then(|| now - tick.at_ms),
             write_failing: state.shared.writer.write_failure().is_some(),
-            dns_tap_missing: state.shared.dns_tap.failure().is_some(),
+            broken_sources: (state.shared.capture.broken_sources().iter())
+                .map(|s| s.source.label())
+                .collect(),
             queue: state.shared.writer.depth(),
             sample: state.shared.system.borrow().clone(),
         }
@@ -571,7 +573,11 @@ fn tiles(t: &Tiles, view: &View, health: &Health) -> Markup {
     let conntrack = health.sample.as_deref().and_then(|s| s.conntrack);
     let (health_text, health_class) = match (health.write_failing, health.commit_age) {
         (true, _) => ("write failing".to_owned(), "warn"),
-        (false, _) if health.dns_tap_missing => ("DNS tap missing".to_owned(), "warn"),
+        // Red: part of what netmon should see is not seen; the health page says why.
+        (false, _) if !health.broken_sources.is_empty() => (
+            format!("broken: {}", health.broken_sources.join(", ")),
+            "alert",
+        ),
         (false, None) => ("starting".to_owned(), ""),
         (false, Some(age)) if age > STALLED_MS => {
             (format!("stalled {}", format::duration(age)), "warn")

@@ -105,7 +105,7 @@ pub async fn page(
         html! {
             h1 { "Router" }
             @if let Some(f) = &write_failure { (write_failure_notice(f)) }
-            @if let Some(f) = state.shared.dns_tap.failure() { (dns_tap_notice(f)) }
+            (capture_notices(&state.shared.capture))
             @if let Some(b) = &budget { (budget_line(b, db_file)) }
             @match current.as_deref() {
                 Some(s) => (current_section(s)),
@@ -445,12 +445,18 @@ fn to_i64(v: u64) -> i64 {
 
 /// The storage budget (`store::budget`): what the database takes against its budget and
 /// what flood protection pruned to keep it there.
-/// The missing DNS tap notice of the router and health pages (`collect::dns_tap`).
-pub(super) fn dns_tap_notice(f: &crate::collect::dns_tap::TapFailure) -> Markup {
+/// One notice per broken capture source, for the router and health pages
+/// (`collect::capture`): which source, since when, what the owner loses, what is wrong
+/// and the fix.
+pub(super) fn capture_notices(capture: &crate::collect::capture::CaptureStatus) -> Markup {
     html! {
-        p.error #dns-tap-missing {
-            "The DNS packet tap is missing, so flows get no names from DNS answers: "
-            (f.error) ". Fix: " (f.fix) "."
+        @for s in capture.broken_sources() {
+            @if let Some(f) = s.failure() {
+                p.error id={ "capture-broken-" (s.source.name()) } {
+                    (s.source.title()) " is broken since " (time(s.since_ms)) ", so "
+                    (s.source.loss()) ": " (f.error) ". Fix: " (f.fix) "."
+                }
+            }
         }
     }
 }

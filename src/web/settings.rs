@@ -13,7 +13,7 @@ use maud::{Markup, html};
 use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError, health, router_health};
-use crate::collect::dns_tap::DnsTap;
+use crate::collect::capture;
 use crate::time::now_ms;
 
 /// One series of the Prometheus text: family, labels as written, value.
@@ -144,7 +144,7 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
         html! {
             h1 { "Health and settings" }
             @if let Some(f) = &write_failure { (router_health::write_failure_notice(f)) }
-            @if let Some(f) = shared.dns_tap.failure() { (router_health::dns_tap_notice(f)) }
+            (router_health::capture_notices(&shared.capture))
             dl.facts #status {
                 dt { "Version" } dd.mono { "netmon " (env!("CARGO_PKG_VERSION")) }
                 dt { "Serving since" } dd.mono { (time(shared.started_ms)) " (" (format::duration(now - shared.started_ms)) ")" }
@@ -161,12 +161,15 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
                 dd.mono #storage-state {
                     @if write_failure.is_some() { "failing" } @else { "ok" }
                 }
-                dt { "DNS tap" }
-                dd.mono #dns-tap-state {
-                    @match &shared.dns_tap {
-                        DnsTap::Active => "active",
-                        DnsTap::Off => "off (dns.packet_capture = false)",
-                        DnsTap::Missing(_) => "missing",
+                @for s in shared.capture.all() {
+                    dt { (s.source.title()) }
+                    dd.mono id={ "capture-" (s.source.name()) } {
+                        @match &s.state {
+                            capture::State::Ok => "ok",
+                            capture::State::Off => "off",
+                            capture::State::Broken(_) => "broken",
+                        }
+                        @if s.state != capture::State::Off { " since " (time(s.since_ms)) }
                     }
                 }
             }

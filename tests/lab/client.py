@@ -28,6 +28,11 @@
   client.py tls-serve CERT KEY --listen HOST:PORT ...
       TLS echo server (one line per connection) on each HOST:PORT until killed; prints
       "ready" once listening.
+  client.py nflog-bind GROUP
+      Binds NFLOG group GROUP over raw netlink (NETLINK_NETFILTER, NFULNL_MSG_CONFIG with
+      NFULNL_CFG_CMD_BIND), as ulogd would; prints "ready" once the kernel accepted it and
+      holds the group until stdin closes or the process is killed. Exits 1 with the
+      kernel's errno if the bind is refused.
   client.py probe HOST PORT --sport P [--bind ADDR] [--timeout S]
       One TCP connection attempt from source port P; prints "open" when it connected (and
       the first line the service sent, if any), else "closed" or "filtered".
@@ -313,6 +318,46 @@ def cmd_tls_serve(a):
         time.sleep(3600)
 
 
+# include/uapi/linux/netlink.h, netfilter/nfnetlink.h, netfilter/nfnetlink_log.h
+NETLINK_NETFILTER = 12
+NLMSG_ERROR = 2
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+NFNL_SUBSYS_ULOG = 4
+NFULNL_MSG_CONFIG = 1
+NFULA_CFG_CMD = 1
+NFULNL_CFG_CMD_BIND = 1
+
+
+def cmd_nflog_bind(a):
+    s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER)
+    s.bind((0, 0))
+    # nfgenmsg { u8 family = AF_UNSPEC, u8 version = 0, be16 res_id = group }, then the
+    # attribute NFULA_CFG_CMD { u16 len, u16 type, u8 command } padded to 4 bytes.
+    body = struct.pack("!BBH", 0, 0, a.group) + struct.pack("=HHB3x", 5, NFULA_CFG_CMD, NFULNL_CFG_CMD_BIND)
+    header = struct.pack("=IHHII", 16 + len(body), (NFNL_SUBSYS_ULOG << 8) | NFULNL_MSG_CONFIG,
+                         NLM_F_REQUEST | NLM_F_ACK, 1, 0)
+    s.send(header + body)
+    reply = s.recv(4096)
+    kind = struct.unpack_from("=H", reply, 4)[0]
+    errno = struct.unpack_from("=i", reply, 16)[0] if kind == NLMSG_ERROR else 0
+    if errno:
+        print(f"nflog-bind: group {a.group} refused: errno {-errno}", file=sys.stderr)
+        sys.exit(1)
+    print("ready", flush=True)
+    # Hold the group until the parent closes stdin; packets logged meanwhile are discarded.
+    while True:
+        r, _, _ = select.select([sys.stdin, s], [], [], 1.0)
+        if s in r:
+            try:
+                s.recv(65536)
+            except OSError:
+                pass  # ENOBUFS: messages dropped, the binding stays
+        if sys.stdin in r and not sys.stdin.readline():
+            break
+    s.close()
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -361,6 +406,8 @@ def main():
     ts.add_argument("cert")
     ts.add_argument("key")
     ts.add_argument("--listen", action="append", required=True)
+    nb = sub.add_parser("nflog-bind")
+    nb.add_argument("group", type=int)
     h = sub.add_parser("hold")
     h.add_argument("--tcp", action="append")
     h.add_argument("--udp", action="append")
@@ -368,7 +415,7 @@ def main():
     a = p.parse_args()
     {"dns": cmd_dns, "dnsbench": cmd_dnsbench, "udp": cmd_udp, "hold": cmd_hold,
      "forge": cmd_forge, "probe": cmd_probe, "tls": cmd_tls, "tlsbench": cmd_tlsbench,
-     "tls-serve": cmd_tls_serve}[a.cmd](a)
+     "tls-serve": cmd_tls_serve, "nflog-bind": cmd_nflog_bind}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,7 @@ use std::time::{Duration, Instant};
 
 use log::{error, info, warn};
 
+use crate::collect::capture::{CaptureStatus, Source};
 use crate::collect::tail::Follower;
 use crate::config::Config;
 use crate::event::DnsObservation;
@@ -81,6 +82,9 @@ const POLL_INTERVAL: Duration = Duration::from_secs(2);
 const MAX_WAIT: Duration = Duration::from_millis(200);
 /// How long shutdown keeps retrying a full channel before giving up.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
+/// Lines read without one DNS query before the log counts as written without queries
+/// (dnsmasq without log-queries still logs its start, DHCP and errors).
+const NO_QUERIES_AFTER: u64 = 500;
 
 /// What the source counted (copied into the metrics recorder after each pass).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -147,7 +151,10 @@ impl LogSource {
         self.assembler.tick(now);
         self.collect_ready();
         self.follower.save_state(now, false);
-        if !self.warned_no_queries && self.stats.parsed == 0 && self.stats.ignored >= 500 {
+        if !self.warned_no_queries
+            && self.stats.parsed == 0
+            && self.stats.ignored >= NO_QUERIES_AFTER
+        {
             warn!(
                 "dnsmasq log: {} lines and not one DNS query in {}: does dnsmasq run with \
                  log-queries (OpenWrt: uci set dhcp.@dnsmasq[0].logqueries=1)?",
@@ -157,6 +164,38 @@ impl LogSource {
             self.warned_no_queries = true;
         }
         more
+    }
+
+    /// Marks the log broken in `capture` while nothing can be read from its path, or while
+    /// dnsmasq writes it without queries; ok otherwise.
+    fn report(&self, capture: &CaptureStatus) {
+        let path = self.follower.path().display();
+        if let Some(error) = self.follower.problem() {
+            capture.broken(
+                Source::DnsmasqLog,
+                error,
+                format!(
+                    "make dnsmasq write its query log to {path} (dnsmasq options log-queries and \
+                     log-facility={path}; OpenWrt: uci set dhcp.@dnsmasq[0].logqueries=1, uci \
+                     set dhcp.@dnsmasq[0].logfacility={path}, uci commit dhcp, \
+                     /etc/init.d/dnsmasq restart) and let netmon's user read it, or set \
+                     dns.log_file to the file dnsmasq writes; netmon reads it as soon as it is \
+                     there"
+                ),
+            );
+        } else if self.stats.parsed == 0 && self.stats.ignored >= NO_QUERIES_AFTER {
+            capture.broken(
+                Source::DnsmasqLog,
+                format!(
+                    "{} lines in {path} and not one DNS query",
+                    self.stats.ignored
+                ),
+                "switch on dnsmasq's query logging (option log-queries; OpenWrt: uci set \
+                 dhcp.@dnsmasq[0].logqueries=1, uci commit dhcp, /etc/init.d/dnsmasq restart)",
+            );
+        } else {
+            capture.ok(Source::DnsmasqLog);
+        }
     }
 
     fn collect_ready(&mut self) {
@@ -214,10 +253,12 @@ pub struct DnsmasqLogCollector {
 impl DnsmasqLogCollector {
     /// Starts following `config.dns.log_file` (must be non-empty). The file need not
     /// exist yet; the read offset is kept in `<db_path>.dnsmasq-offset`.
+    /// `capture` learns whether the file can be read (`Source::DnsmasqLog`).
     pub fn start(
         config: &Config,
         writer: WriterHandle,
         shutdown: Arc<AtomicBool>,
+        capture: CaptureStatus,
     ) -> io::Result<DnsmasqLogCollector> {
         describe_metrics();
         let path = config.dns.log_file.clone();
@@ -232,7 +273,7 @@ impl DnsmasqLogCollector {
         let thread = std::thread::Builder::new()
             // Thread names are cut at 15 bytes.
             .name("netmon-dnslog".into())
-            .spawn(move || run(source, writer, &shutdown))?;
+            .spawn(move || run(source, writer, &shutdown, &capture))?;
         Ok(DnsmasqLogCollector { thread })
     }
 
@@ -244,7 +285,12 @@ impl DnsmasqLogCollector {
     }
 }
 
-fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
+fn run(
+    mut source: LogSource,
+    writer: WriterHandle,
+    shutdown: &AtomicBool,
+    capture: &CaptureStatus,
+) {
     let metrics = Metrics::new();
     let (wake_tx, wake_rx) = sync_channel::<()>(1);
     let mut watch = crate::collect::file_watch::FileWatch::new(
@@ -279,6 +325,7 @@ fn run(mut source: LogSource, writer: WriterHandle, shutdown: &AtomicBool) {
             last_pass = Some(now);
             source.send(&writer);
             source.publish(&metrics);
+            source.report(capture);
         }
         if stopping {
             break;
@@ -754,8 +801,10 @@ mod tests {
         let (tx, rx) = sync_channel(8);
         let writer = WriterHandle::new(tx, Arc::new(AtomicUsize::new(0)));
         let shutdown = Arc::new(AtomicBool::new(false));
+        let capture = CaptureStatus::default();
         let collector =
-            DnsmasqLogCollector::start(&config, writer, shutdown.clone()).expect("start");
+            DnsmasqLogCollector::start(&config, writer, shutdown.clone(), capture.clone())
+                .expect("start");
         let text = format!(
             "{}\n{}\n",
             line("1 10.0.0.2/1 query[A] shop.example.test from 10.0.0.2"),
@@ -771,6 +820,10 @@ mod tests {
         assert_eq!(obs.len(), 1);
         assert_eq!(obs[0].qname, "shop.example.test");
         assert_eq!(obs[0].answers, [addr("shop.example.test", "192.0.2.84")]);
+        assert_eq!(
+            capture.get(Source::DnsmasqLog).state,
+            crate::collect::capture::State::Ok
+        );
         shutdown.store(true, Ordering::Relaxed);
         let t0 = Instant::now();
         collector.join();
