@@ -158,7 +158,7 @@ rtr_dns_opts() {
         --address=/flood.lab/"$WAN4"
         --server=/example.test/"$WAN_DNS4" --server=/cdn-provider.test/"$WAN_DNS4"
         --server=/113.0.203.in-addr.arpa/"$WAN_DNS4"
-        --server=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
+        --server=/0.0.0.0.7.7.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
         --server=/evil.test/203.0.113.54
         --server=/use-application-dns.net/
         --dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h --dhcp-authoritative
@@ -255,7 +255,7 @@ cmd_up() {
         --listen-address="$WAN_DNS4" --listen-address="$WAN_DNS6" \
         --pid-file="$DIR/dns-auth.pidfile" --log-facility="$DIR/dns-auth.log" \
         --local-ttl=300 --local=/example.test/ --local=/cdn-provider.test/ \
-        --local=/113.0.203.in-addr.arpa/ --local=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/ \
+        --local=/113.0.203.in-addr.arpa/ --local=/0.0.0.0.7.7.0.0.8.b.d.0.1.0.0.2.ip6.arpa/ \
         --host-record=shop.example.test,203.0.113.84,2001:db8:77::84 \
         --host-record=edge.cdn-provider.test,203.0.113.85,2001:db8:77::85 \
         --cname=cdn.example.test,edge.cdn-provider.test \
