@@ -62,6 +62,10 @@
 #   LAB_CT_TIMEOUTS      "short" (default): UDP/ICMP conntrack timeouts of a few seconds
 #                        so tests need not wait 30–120 s for a flow to expire; "default":
 #                        the kernel's (the demo uses these).
+#   LAB_WAN_DNS_CONF     a dnsmasq config file the wan's authoritative server reads
+#                        besides its options above: more of "the internet's" names, e.g.
+#                        the demo's ptr-record/host-record lines for every wan address
+#                        (default: none, and the header's NXDOMAINs hold).
 set -Eeuo pipefail
 
 LAB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -172,6 +176,8 @@ cmd_up() {
         command -v "$tool" >/dev/null || die "missing tool '$tool' (install: nftables conntrack dnsmasq-base iproute2 socat python3 procps util-linux)"
     done
     [[ $(id -u) == 0 ]] || die "must run as root (network namespaces, nftables)"
+    [[ -z ${LAB_WAN_DNS_CONF:-} || -r $LAB_WAN_DNS_CONF ]] ||
+        die "LAB_WAN_DNS_CONF=$LAB_WAN_DNS_CONF is not a readable file"
 
     cmd_down "$name"
     DIR=/tmp/netmon-lab-$name
@@ -250,7 +256,7 @@ cmd_up() {
     start dnsmasq "$rtr" dnsmasq "${RTR_DNS_OPTS[@]}" \
         --log-facility="$DIR/dnsmasq-queries.log" --log-queries=extra
     # The wan's authoritative server ("the internet's DNS"); see the header.
-    start dns-auth "$wan" dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
+    start dns-auth "$wan" dnsmasq --keep-in-foreground --conf-file="${LAB_WAN_DNS_CONF:-/dev/null}" --user=root \
         --no-resolv --no-hosts --no-poll --bind-interfaces \
         --listen-address="$WAN_DNS4" --listen-address="$WAN_DNS6" \
         --pid-file="$DIR/dns-auth.pidfile" --log-facility="$DIR/dns-auth.log" \
