@@ -152,6 +152,7 @@ sysctl_ns() { # sysctl_ns NS key=value…
 # random names, answered locally, whose flows netmon can attribute). Firefox's canary
 # use-application-dns.net is answered NXDOMAIN, as the OpenWrt package sets it up.
 rtr_dns_opts() {
+    # shellcheck disable=SC2054 # the commas are inside dnsmasq's option values
     RTR_DNS_OPTS=(--keep-in-foreground --conf-file=/dev/null --user=root
         --no-resolv --no-hosts --no-poll --bind-interfaces
         --listen-address="$RTR_LAN4" --listen-address="$RTR_LAN6"
@@ -364,18 +365,19 @@ cmd_down() {
     nss=$(lab_namespaces "$name")
     # Every process of the lab lives in one of its namespaces (started there by this
     # script, the tests or the demo): end exactly those, TERM first, then KILL.
-    local pids=""
-    for ns in $nss; do pids+=" $(ip netns pids "$ns" 2>/dev/null || true)"; done
-    pids=$(echo $pids)
-    if [[ -n $pids ]]; then
-        kill -TERM $pids 2>/dev/null || true
+    local pids=()
+    for ns in $nss; do
+        mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$ns" 2>/dev/null || true)
+    done
+    if ((${#pids[@]})); then
+        kill -TERM "${pids[@]}" 2>/dev/null || true
         for ((i = 0; i < 20; i++)); do
             local alive=""
-            for pid in $pids; do [[ -d /proc/$pid ]] && alive+=" $pid"; done
+            for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && alive+=" $pid"; done
             [[ -z $alive ]] && break
             sleep 0.05
         done
-        for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     fi
     for ns in $nss; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$dir" 2>/dev/null || true
@@ -405,7 +407,7 @@ cmd_status() {
         echo "== $ns"
         ip -n "$ns" -br addr
         echo "-- processes"
-        for pid in $(ip netns pids "$ns"); do echo "  $pid $(tr '\0' ' ' </proc/$pid/cmdline 2>/dev/null)"; done
+        for pid in $(ip netns pids "$ns"); do echo "  $pid $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null)"; done
         echo "-- listeners"
         ip netns exec "$ns" ss -Hltun | sed 's/^/  /'
     done
