@@ -62,6 +62,10 @@
 #   LAB_CT_TIMEOUTS      "short" (default): UDP/ICMP conntrack timeouts of a few seconds
 #                        so tests need not wait 30–120 s for a flow to expire; "default":
 #                        the kernel's (the demo uses these).
+#   LAB_WAN_DNS_CONF     a dnsmasq config file the wan's authoritative server reads
+#                        besides its options above: more of "the internet's" names, e.g.
+#                        the demo's ptr-record/host-record lines for every wan address
+#                        (default: none, and the header's NXDOMAINs hold).
 set -Eeuo pipefail
 
 LAB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -148,6 +152,7 @@ sysctl_ns() { # sysctl_ns NS key=value…
 # random names, answered locally, whose flows netmon can attribute). Firefox's canary
 # use-application-dns.net is answered NXDOMAIN, as the OpenWrt package sets it up.
 rtr_dns_opts() {
+    # shellcheck disable=SC2054 # the commas are inside dnsmasq's option values
     RTR_DNS_OPTS=(--keep-in-foreground --conf-file=/dev/null --user=root
         --no-resolv --no-hosts --no-poll --bind-interfaces
         --listen-address="$RTR_LAN4" --listen-address="$RTR_LAN6"
@@ -158,7 +163,7 @@ rtr_dns_opts() {
         --address=/flood.lab/"$WAN4"
         --server=/example.test/"$WAN_DNS4" --server=/cdn-provider.test/"$WAN_DNS4"
         --server=/113.0.203.in-addr.arpa/"$WAN_DNS4"
-        --server=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
+        --server=/0.0.0.0.7.7.0.0.8.b.d.0.1.0.0.2.ip6.arpa/"$WAN_DNS4"
         --server=/evil.test/203.0.113.54
         --server=/use-application-dns.net/
         --dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h --dhcp-authoritative
@@ -172,6 +177,8 @@ cmd_up() {
         command -v "$tool" >/dev/null || die "missing tool '$tool' (install: nftables conntrack dnsmasq-base iproute2 socat python3 procps util-linux)"
     done
     [[ $(id -u) == 0 ]] || die "must run as root (network namespaces, nftables)"
+    [[ -z ${LAB_WAN_DNS_CONF:-} || -r $LAB_WAN_DNS_CONF ]] ||
+        die "LAB_WAN_DNS_CONF=$LAB_WAN_DNS_CONF is not a readable file"
 
     cmd_down "$name"
     DIR=/tmp/netmon-lab-$name
@@ -250,12 +257,12 @@ cmd_up() {
     start dnsmasq "$rtr" dnsmasq "${RTR_DNS_OPTS[@]}" \
         --log-facility="$DIR/dnsmasq-queries.log" --log-queries=extra
     # The wan's authoritative server ("the internet's DNS"); see the header.
-    start dns-auth "$wan" dnsmasq --keep-in-foreground --conf-file=/dev/null --user=root \
+    start dns-auth "$wan" dnsmasq --keep-in-foreground --conf-file="${LAB_WAN_DNS_CONF:-/dev/null}" --user=root \
         --no-resolv --no-hosts --no-poll --bind-interfaces \
         --listen-address="$WAN_DNS4" --listen-address="$WAN_DNS6" \
         --pid-file="$DIR/dns-auth.pidfile" --log-facility="$DIR/dns-auth.log" \
         --local-ttl=300 --local=/example.test/ --local=/cdn-provider.test/ \
-        --local=/113.0.203.in-addr.arpa/ --local=/7.7.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa/ \
+        --local=/113.0.203.in-addr.arpa/ --local=/0.0.0.0.7.7.0.0.8.b.d.0.1.0.0.2.ip6.arpa/ \
         --host-record=shop.example.test,203.0.113.84,2001:db8:77::84 \
         --host-record=edge.cdn-provider.test,203.0.113.85,2001:db8:77::85 \
         --cname=cdn.example.test,edge.cdn-provider.test \
@@ -358,18 +365,19 @@ cmd_down() {
     nss=$(lab_namespaces "$name")
     # Every process of the lab lives in one of its namespaces (started there by this
     # script, the tests or the demo): end exactly those, TERM first, then KILL.
-    local pids=""
-    for ns in $nss; do pids+=" $(ip netns pids "$ns" 2>/dev/null || true)"; done
-    pids=$(echo $pids)
-    if [[ -n $pids ]]; then
-        kill -TERM $pids 2>/dev/null || true
+    local pids=()
+    for ns in $nss; do
+        mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$ns" 2>/dev/null || true)
+    done
+    if ((${#pids[@]})); then
+        kill -TERM "${pids[@]}" 2>/dev/null || true
         for ((i = 0; i < 20; i++)); do
             local alive=""
-            for pid in $pids; do [[ -d /proc/$pid ]] && alive+=" $pid"; done
+            for pid in "${pids[@]}"; do [[ -d /proc/$pid ]] && alive+=" $pid"; done
             [[ -z $alive ]] && break
             sleep 0.05
         done
-        for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
+        for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null || true; done
     fi
     for ns in $nss; do ip netns del "$ns" 2>/dev/null || true; done
     rm -rf "$dir" 2>/dev/null || true
@@ -399,7 +407,7 @@ cmd_status() {
         echo "== $ns"
         ip -n "$ns" -br addr
         echo "-- processes"
-        for pid in $(ip netns pids "$ns"); do echo "  $pid $(tr '\0' ' ' </proc/$pid/cmdline 2>/dev/null)"; done
+        for pid in $(ip netns pids "$ns"); do echo "  $pid $(tr '\0' ' ' </proc/"$pid"/cmdline 2>/dev/null)"; done
         echo "-- listeners"
         ip netns exec "$ns" ss -Hltun | sed 's/^/  /'
     done
