@@ -291,12 +291,15 @@ impl DnsObservation {
 
 // --- router health -------------------------------------------------------------------
 
-/// What an interface is to the router, from `wan_interfaces` / `lan_interfaces`.
+/// What an interface is to the router, from `wan_interfaces` / `lan_interfaces`: one of
+/// them, a port of a bridge that is one (`lan1` of `br-lan`), or neither.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Wan,
     Lan,
+    WanPort,
+    LanPort,
     Other,
 }
 
@@ -305,7 +308,20 @@ impl Role {
         match self {
             Role::Wan => "wan",
             Role::Lan => "lan",
+            Role::WanPort => "wan_port",
+            Role::LanPort => "lan_port",
             Role::Other => "other",
+        }
+    }
+
+    /// The role as the pages name it, from its stored text.
+    pub fn label(stored: &str) -> &'static str {
+        match stored {
+            "wan" => "WAN",
+            "lan" => "LAN",
+            "wan_port" => "WAN port",
+            "lan_port" => "LAN port",
+            _ => "neither LAN nor WAN",
         }
     }
 }

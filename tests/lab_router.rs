@@ -211,7 +211,11 @@ fn router_health_matches_proc_sys_and_lab_traffic() {
     // --- interfaces: roles, and counters against the router's sysfs ------------------
     assert_eq!(interface(cur, "wan")["role"], "wan");
     assert_eq!(interface(cur, "br-lan")["role"], "lan");
-    assert_eq!(interface(cur, "lan1")["role"], "other");
+    assert_eq!(
+        interface(cur, "lan1")["role"],
+        "lan_port",
+        "a port of br-lan"
+    );
     assert!(
         cur["interfaces"]
             .as_array()

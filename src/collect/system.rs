@@ -286,12 +286,23 @@ impl Sampler {
     }
 
     fn role(&self, name: &str) -> Role {
-        if self.wan.iter().any(|w| w == name) {
+        let is = |names: &[String], n: &str| names.iter().any(|x| x == n);
+        // A bridge port's master, e.g. `lan1` → `br-lan`.
+        let master = || {
+            std::fs::read_link(format!("/sys/class/net/{name}/master"))
+                .ok()
+                .and_then(|p| p.file_name().map(|m| m.to_string_lossy().into_owned()))
+        };
+        if is(&self.wan, name) {
             Role::Wan
-        } else if self.lan.iter().any(|l| l == name) {
+        } else if is(&self.lan, name) {
             Role::Lan
         } else {
-            Role::Other
+            match master() {
+                Some(m) if is(&self.wan, &m) => Role::WanPort,
+                Some(m) if is(&self.lan, &m) => Role::LanPort,
+                _ => Role::Other,
+            }
         }
     }
 

@@ -44,7 +44,7 @@ fn render(filter: &FlowFilter, data: &FlowsPage, now: i64) -> Markup {
         html! {
             section.tiles aria-label="summary" {
                 div.tile {
-                    span.label { "Active flows" }
+                    span.label title="every connection the router tracks: internet, LAN and the router's own" { "Active flows · all directions" }
                     span.value #tile-active { (s.active_flows) }
                 }
                 div.tile {

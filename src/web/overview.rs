@@ -587,7 +587,7 @@ fn tiles(t: &Tiles, view: &View, health: &Health) -> Markup {
     html! {
         div.tiles.ov aria-label="summary" {
             (tile("/devices", html! { "Devices online" }, html! { (format::count(t.devices_online)) }, "", None))
-            (tile("/flows", html! { "Active flows" }, html! { (format::count(t.active_flows)) }, "", Some("tile-active")))
+            (tile("/flows?direction=all", html! { "Active flows · all directions" }, html! { (format::count(t.active_flows)) }, "", Some("tile-active")))
             (tile("/hosts?sort=first_seen", html! { "New hosts · " (w) }, html! { (format::count(t.new_hosts)) }, "", None))
             (tile("/dns", html! { "New domains · " (w) }, html! { (format::count(t.new_domains)) }, "", None))
             @match wan {
@@ -762,7 +762,7 @@ fn live_flows(page: Option<&FlowPage>, now: i64) -> Markup {
         }
         @match page {
             Some(p) if !p.flows.is_empty() => {
-                p.count { "newest activity of " strong { (format::count(p.total)) } " active internet flows" }
+                p.count { "newest activity of " strong { (format::count(p.total)) } " active internet flows (the tile above counts LAN and the router's own too)" }
                 (flow_table::table(&p.flows, now, None))
             }
             // The tile counts every direction; this table, like the flows page, only

@@ -21,7 +21,7 @@ use super::format::{self, time};
 use super::layout::{Nav, page as shell};
 use super::{AppState, WebError};
 use crate::collect::offload::OffloadStatus;
-use crate::event::SystemSample;
+use crate::event::{Role, SystemSample};
 use crate::store::offload::{WanFlowBytes, wan_flow_bytes};
 use crate::store::system::{self as store, InterfaceMinute, RouterMinutes, SystemMinute};
 use crate::time::MINUTE_MS;
@@ -259,7 +259,7 @@ fn current_section(s: &SystemSample) -> Markup {
                     @for i in &s.interfaces {
                         tr {
                             td.mono { (i.name) }
-                            td { span class={ "role role-" (i.role.as_str()) } { (i.role.as_str()) } }
+                            td { span class={ "role role-" (i.role.as_str()) } { (Role::label(i.role.as_str())) } }
                             td.num.mono.down { (rate(i.rx_bytes_per_s)) }
                             td.num.mono.up { (rate(i.tx_bytes_per_s)) }
                             td.num.mono.opt { (format::bytes(to_i64(i.counters.rx_bytes))) }
@@ -345,7 +345,7 @@ fn history(data: &RouterMinutes, since: i64, now: i64) -> Markup {
         h3 { "Conntrack table fill" }
         (percent_chart(&conntrack, since, now, Some(CONNTRACK_WARN * 100.0), "conntrack table fill per minute"))
         @for (name, role, bars) in &interfaces {
-            h3 { "Interface " span.mono { (name) } " " span class={ "role role-" (role) } { (role) } }
+            h3 { "Interface " span.mono { (name) } " " span class={ "role role-" (role) } { (Role::label(role)) } }
             (chart::minutes_chart(bars, since, now, &format!("traffic of interface {name} per minute")))
         }
         @if interfaces.is_empty() {
