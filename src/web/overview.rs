@@ -129,6 +129,14 @@ impl Windows {
     /// unknown, repeated past the bound or malformed.
     pub fn from_cookie(headers: &HeaderMap) -> Windows {
         let mut windows = Windows::default();
+        for (panel, w) in Windows::remembered(headers) {
+            windows.set(panel, w);
+        }
+        windows
+    }
+
+    /// The panels' windows the cookie holds, valid ones only.
+    fn remembered(headers: &HeaderMap) -> Vec<(Panel, Window)> {
         let value = headers
             .get_all(header::COOKIE)
             .iter()
@@ -138,18 +146,17 @@ impl Windows {
             .find(|(name, _)| *name == WINDOW_COOKIE)
             .map(|(_, value)| value.trim());
         let Some(value) = value.filter(|v| v.len() <= MAX_COOKIE_CHARS) else {
-            return windows;
+            return Vec::new();
         };
-        for item in value.split(',').take(Panel::ALL.len() * 2) {
-            let Some((key, w)) = item.split_once(':') else {
-                continue;
-            };
-            let panel = Panel::ALL.into_iter().find(|p| p.key() == key);
-            if let (Some(panel), Some(w)) = (panel, Window::parse(w)) {
-                windows.set(panel, w);
-            }
-        }
-        windows
+        value
+            .split(',')
+            .take(Panel::ALL.len() * 2)
+            .filter_map(|item| {
+                let (key, w) = item.split_once(':')?;
+                let panel = Panel::ALL.into_iter().find(|p| p.key() == key)?;
+                Some((panel, Window::parse(w)?))
+            })
+            .collect()
     }
 
     /// The cookie's value: every panel, in a fixed order.
@@ -183,6 +190,8 @@ pub struct View {
     pub windows: Windows,
     /// Some window came from the query string: remember the new choice.
     pub chose: bool,
+    /// The charts' window is the default: neither asked for nor remembered.
+    pub charts_default: bool,
     pub zoom: Option<(i64, i64)>,
 }
 
@@ -194,6 +203,10 @@ impl View {
     pub fn parse(q: &OverviewQuery, headers: &HeaderMap, now: i64) -> Result<View, WebError> {
         let mut windows = Windows::from_cookie(headers);
         let mut chose = false;
+        let charts_default = given(&q.w).is_none()
+            && !Windows::remembered(headers)
+                .iter()
+                .any(|(p, _)| *p == Panel::Charts);
         for panel in Panel::ALL {
             let value = match panel {
                 Panel::Charts => &q.w,
@@ -250,8 +263,29 @@ impl View {
         Ok(View {
             windows,
             chose,
+            charts_default,
             zoom,
         })
+    }
+
+    /// A new install's first minutes fill the charts instead of their right tenth: while
+    /// the charts' window is the default and netmon's history (its first interface
+    /// minute) is younger than the shortest window, the charts show that window.
+    fn fit_new_install(mut self, conn: &rusqlite::Connection, now: i64) -> rusqlite::Result<View> {
+        let shortest = Window::ALL[0];
+        if self.charts_default
+            && self.zoom.is_none()
+            && self.windows.get(Panel::Charts).ms() > shortest.ms()
+        {
+            let first: Option<i64> =
+                conn.query_row("SELECT min(minute) FROM interface_minutes", [], |r| {
+                    r.get(0)
+                })?;
+            if first.is_none_or(|first| now - first < shortest.ms()) {
+                self.windows.set(Panel::Charts, shortest);
+            }
+        }
+        Ok(self)
     }
 
     /// The charts' range: the zoom, else the charts window up to now.
@@ -374,14 +408,14 @@ pub async fn page(
 ) -> Result<Response, WebError> {
     let now = now_ms();
     let view = View::parse(&query?.0, &headers, now)?;
-    let v = view.clone();
     let settled = state.shared.settled_tops.clone();
     // The pinned searches come from the same read (one pool connection, one snapshot).
-    let (data, pinned) = state
+    let (data, pinned, view) = state
         .reads()
         .run(move |c| {
-            let o = read_part(c, Part::All, &v, now, &settled)?;
-            Ok((o, saved::pinned(c)?))
+            let view = view.fit_new_install(c, now)?;
+            let o = read_part(c, Part::All, &view, now, &settled)?;
+            Ok((o, saved::pinned(c)?, view))
         })
         .await?;
     let health = Health::of(&state, now);
@@ -959,6 +993,45 @@ mod tests {
         assert_eq!(Windows::from_cookie(&cookie(&long)), Windows::default());
         let round = Windows::from_cookie(&cookie(&format!("netmon_w={}", w.cookie_value())));
         assert_eq!(round, w);
+    }
+
+    #[test]
+    fn a_new_install_starts_at_the_shortest_window_unless_one_was_chosen() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE interface_minutes (interface TEXT, minute INTEGER)")
+            .unwrap();
+        let now = 1_000 * 60_000;
+        let charts = |q: &OverviewQuery, headers: &HeaderMap| {
+            View::parse(q, headers, now)
+                .unwrap()
+                .fit_new_install(&conn, now)
+                .unwrap()
+                .windows
+                .get(Panel::Charts)
+        };
+        let none = OverviewQuery::default();
+        let chosen = OverviewQuery {
+            w: Some("1h".into()),
+            ..OverviewQuery::default()
+        };
+        // Nothing recorded yet, then five minutes of it: 10m.
+        assert_eq!(charts(&none, &HeaderMap::new()), Window::ALL[0]);
+        conn.execute(
+            "INSERT INTO interface_minutes VALUES ('wan', ?1)",
+            [now - 5 * 60_000],
+        )
+        .unwrap();
+        assert_eq!(charts(&none, &HeaderMap::new()), Window::ALL[0]);
+        // Asked for, or remembered: as asked.
+        assert_eq!(charts(&chosen, &HeaderMap::new()), Window::H1);
+        assert_eq!(charts(&none, &cookie("netmon_w=charts:24h")), Window::H24);
+        // Older history: the default.
+        conn.execute(
+            "INSERT INTO interface_minutes VALUES ('wan', ?1)",
+            [now - 30 * 60_000],
+        )
+        .unwrap();
+        assert_eq!(charts(&none, &HeaderMap::new()), Window::H1);
     }
 
     #[test]
