@@ -119,11 +119,87 @@ fn wanted(name: &str) -> bool {
     name.starts_with("netmon_") && !name.starts_with("netmon_device_")
 }
 
-fn value_text(v: f64) -> String {
+/// The part of netmon a family belongs to, by its name, in the order the page lists
+/// them: (heading, name prefixes after `netmon_`). The last one takes the rest.
+const SOURCES: [(&str, &[&str]); 10] = [
+    (
+        "Capture",
+        &["capture_", "dns_capture_", "firewall_table_", "privileges_"],
+    ),
+    (
+        "Connections (conntrack)",
+        &[
+            "conntrack_",
+            "collector_",
+            "channel_",
+            "active_flows",
+            "flowtables_",
+            "flows_",
+        ],
+    ),
+    (
+        "DNS and names",
+        &[
+            "dns_",
+            "dnsmasq_",
+            "tls_",
+            "encrypted_dns_",
+            "rdns_",
+            "source_file_",
+        ],
+    ),
+    ("Firewall drops", &["nflog_", "firewall_"]),
+    (
+        "Devices",
+        &["devices_", "neighbour_", "lease_", "interface_"],
+    ),
+    ("Detection and notifications", &["detect_", "notify_"]),
+    ("Database", &["writer_", "db_", "storage_", "snapshot"]),
+    ("Router and web", &["router_", "web_", "build_", "session"]),
+    ("Export", &["export_"]),
+    ("Other", &[]),
+];
+
+fn source_of(family: &str) -> usize {
+    let name = family.trim_start_matches("netmon_");
+    SOURCES
+        .iter()
+        .position(|(_, prefixes)| prefixes.iter().any(|p| name.starts_with(p)))
+        .unwrap_or(SOURCES.len() - 1)
+}
+
+/// A value for people, by the unit its name ends in: bytes, seconds, ratios, a Unix
+/// time; counts with digit groups; other fractions to three significant digits.
+fn value_text(family: &str, series: &str, v: f64) -> String {
+    let name = if series.is_empty() {
+        family.to_owned()
+    } else {
+        format!("{family}_{series}")
+    };
+    let unit = |u: &str| name.ends_with(u) || family.ends_with(u) && !series.ends_with("count");
+    if name.ends_with("_timestamp_seconds") {
+        return format::utc_text((v * 1000.0) as i64);
+    }
+    if unit("_bytes") || unit("_bytes_total") {
+        return format::bytes(v as i64);
+    }
+    if unit("_seconds") && !series.ends_with("count") {
+        return match v {
+            v if v >= 86_400.0 => format!("{:.1} d", v / 86_400.0),
+            v if v >= 3_600.0 => format!("{:.1} h", v / 3_600.0),
+            v if v >= 1.0 => format!("{v:.2} s"),
+            v if v > 0.0 => format!("{:.1} ms", v * 1000.0),
+            _ => "0".to_owned(),
+        };
+    }
+    if unit("_ratio") {
+        return format!("{:.1} %", v * 100.0);
+    }
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format::count(v as i64)
     } else {
-        format!("{v:.3}")
+        let digits = (3 - (v.abs().log10().floor() as i32 + 1)).clamp(0, 3) as usize;
+        format!("{v:.digits$}")
     }
 }
 
@@ -183,8 +259,12 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
             div.scroll {
                 table.data.counters {
                     thead { tr { th { "Metric" } th { "Series" } th.num { "Value" } th.opt { "Meaning" } } }
+                    @for (k, (heading, _)) in SOURCES.iter().enumerate() {
+                    @let group: Vec<&Family> = families.iter().filter(|f| source_of(&f.name) == k).collect();
+                    @if !group.is_empty() {
                     tbody {
-                        @for f in &families {
+                        tr.group { th colspan="4" scope="rowgroup" { (heading) } }
+                        @for f in group {
                             @for (i, s) in f.series.iter().enumerate() {
                                 tr.warn[f.is_trouble() && s.value > 0.0 && !s.name.ends_with("count")] {
                                     td.mono {
@@ -192,11 +272,13 @@ pub async fn page(State(state): State<AppState>) -> Result<Markup, WebError> {
                                         @if !s.name.is_empty() { span.muted { " " (s.name) } }
                                     }
                                     td.mono { (s.labels) }
-                                    td.num.mono { (value_text(s.value)) }
+                                    td.num.mono title=(s.value) { (value_text(&f.name, &s.name, s.value)) }
                                     td.opt { @if i == 0 { (f.help) } }
                                 }
                             }
                         }
+                    }
+                    }
                     }
                 }
             }
@@ -262,6 +344,37 @@ mod tests {
             (f[2].series[0].labels.as_str(), f[2].series[0].value),
             ("", 7.0)
         );
+    }
+
+    #[test]
+    fn values_read_in_their_units_and_families_group_by_source() {
+        let cases = [
+            ("netmon_db_size_bytes", "", 25_276_182_528.0, "23.5 GiB"),
+            ("netmon_writer_tick_seconds", "sum", 0.4445, "444.5 ms"),
+            ("netmon_writer_tick_seconds", "count", 12.0, "12"),
+            ("netmon_router_uptime_seconds", "", 7_200.0, "2.0 h"),
+            ("netmon_router_cpu_ratio", "", 0.25, "25.0 %"),
+            ("netmon_router_load1", "", 0.444_5, "0.445"),
+            ("netmon_router_load1", "", 12.345, "12.3"),
+            (
+                "netmon_conntrack_events_total",
+                "",
+                1_234_567.0,
+                "1\u{2009}234\u{2009}567",
+            ),
+        ];
+        for (family, series, v, want) in cases {
+            assert_eq!(value_text(family, series, v), want, "{family} {series} {v}");
+        }
+        let heading = |f: &str| SOURCES[source_of(f)].0;
+        assert_eq!(
+            heading("netmon_conntrack_events_total"),
+            "Connections (conntrack)"
+        );
+        assert_eq!(heading("netmon_dnsmasq_log_lines_total"), "DNS and names");
+        assert_eq!(heading("netmon_capture_ok"), "Capture");
+        assert_eq!(heading("netmon_writer_commits_total"), "Database");
+        assert_eq!(heading("netmon_something_new"), "Other");
     }
 
     #[test]
