@@ -304,6 +304,35 @@ async fn incidents_list_and_badge() {
 }
 
 #[tokio::test]
+async fn an_incident_shows_the_evidence_its_title_has_and_the_latest() {
+    let fx = fixture();
+    let now = now_ms();
+    // Incident 3 (a beacon): the opening hit's evidence is what its title says.
+    fx.conn
+        .execute_batch(&format!(
+            "INSERT INTO hits (ts, last_ts, count, device_id, remote_ip, proto, dport, score,
+                               codes, reasons, fingerprint, alertable, incident_id)
+             VALUES ({a}, {a}, 1, 2, '198.51.100.9', 6, 80, 60, 'BEACON',
+                     '[{{\"code\":\"BEACON\",\"weight\":60,\"evidence\":\"13 connections every 2.6 s\"}}]',
+                     'b1', 1, 3),
+                    ({b}, {b}, 1, 2, '198.51.100.9', 6, 80, 60, 'BEACON',
+                     '[{{\"code\":\"BEACON\",\"weight\":60,\"evidence\":\"13 connections every 2.4 s\"}}]',
+                     'b2', 1, 3);",
+            a = now - 50_000,
+            b = now - 10_000,
+        ))
+        .unwrap();
+    let html = get_ok(&fx.app, "/incidents/3").await;
+    assert!(
+        html.contains("at first: 13 connections every 2.6 s<br>latest: 13 connections every 2.4 s"),
+        "{html}"
+    );
+    // Unchanged evidence is said once.
+    let html = get_ok(&fx.app, "/incidents/1").await;
+    assert!(!html.contains("at first:") && html.contains("first contact"));
+}
+
+#[tokio::test]
 async fn incident_page_explains_itself() {
     let fx = fixture();
     let html = get_ok(&fx.app, "/incidents/1").await;

@@ -485,18 +485,33 @@ fn render_page(d: &IncidentDetail, now: i64) -> Markup {
     )
 }
 
-/// Each code of the incident: the highest weight it carried in a hit, the latest
-/// evidence, and what the code means.
+/// One code's part in an incident: its highest weight in a hit, the evidence of its
+/// first hit (what the title says) and of its latest one.
+struct Reason {
+    code: String,
+    weight: i64,
+    first: String,
+    latest: String,
+}
+
+/// Each code of the incident: its weight, its evidence — the first (the title's) and,
+/// when it has changed since, the latest — and what the code means.
 fn explanation(d: &IncidentDetail) -> Markup {
-    let mut reasons: Vec<(String, i64, String)> = Vec::new();
+    let mut reasons: Vec<Reason> = Vec::new();
+    // Hits come oldest first.
     for h in &d.hits {
         for r in &h.reasons {
-            match reasons.iter_mut().find(|(c, _, _)| *c == r.code) {
-                Some(entry) => {
-                    entry.1 = entry.1.max(r.weight);
-                    entry.2 = r.evidence.clone();
+            match reasons.iter_mut().find(|x| x.code == r.code) {
+                Some(x) => {
+                    x.weight = x.weight.max(r.weight);
+                    x.latest = r.evidence.clone();
                 }
-                None => reasons.push((r.code.clone(), r.weight, r.evidence.clone())),
+                None => reasons.push(Reason {
+                    code: r.code.clone(),
+                    weight: r.weight,
+                    first: r.evidence.clone(),
+                    latest: r.evidence.clone(),
+                }),
             }
         }
     }
@@ -505,14 +520,19 @@ fn explanation(d: &IncidentDetail) -> Markup {
             p.muted { "No reasons are stored for this incident's hits." }
         } @else {
             dl.reasons {
-                @for (code, weight, evidence) in &reasons {
+                @for r in &reasons {
                     dt {
-                        a.code href={ "/help#" (code) } { (code) }
-                        span.weight { " +" (weight) }
+                        a.code href={ "/help#" (r.code) } { (r.code) }
+                        span.weight { " +" (r.weight) }
                     }
                     dd {
-                        (evidence)
-                        @if let Some(c) = Code::parse(code) { span.sub { (meaning(c)) } }
+                        @if r.first == r.latest {
+                            (r.first)
+                        } @else {
+                            "at first: " (r.first) br;
+                            "latest: " (r.latest)
+                        }
+                        @if let Some(c) = Code::parse(&r.code) { span.sub { (meaning(c)) } }
                     }
                 }
             }
