@@ -23,6 +23,8 @@ pub const TOP_N: i64 = 10;
 pub struct PeerHost {
     pub remote_host_id: i64,
     pub ip: String,
+    /// The name the device's latest flow with a name reached the host as.
+    pub domain: Option<String>,
     pub rdns: Option<String>,
     pub org: Option<String>,
     pub flows: i64,
@@ -67,7 +69,9 @@ impl<T> Peers<T> {
 }
 
 /// A device's flows since `since_ms` (at most the latest [`MAX_FLOWS_SCANNED`]).
-const DEVICE_FLOWS: &str = "SELECT remote_host_id, proto, dst_port, bytes_up, bytes_down, last_seen
+const DEVICE_FLOWS: &str =
+    "SELECT remote_host_id, proto, dst_port, bytes_up, bytes_down, last_seen,
+            qname_id
      FROM flows WHERE device_id = ?1 AND last_seen >= ?2 AND first_seen >= ?2
      ORDER BY last_seen DESC LIMIT ?3";
 
@@ -113,7 +117,9 @@ pub fn device_top_hosts(
     let sql = format!(
         "WITH f AS ({DEVICE_FLOWS})
          SELECT h.id, h.ip, h.rdns, h.org, count(*), sum(f.bytes_up), sum(f.bytes_down), max(f.last_seen),
-                (SELECT count(*) FROM f)
+                (SELECT count(*) FROM f),
+                (SELECT n.name FROM f AS g JOIN dns_names n ON n.id = g.qname_id
+                 WHERE g.remote_host_id = h.id ORDER BY g.last_seen DESC LIMIT 1)
          FROM f JOIN remote_hosts h ON h.id = f.remote_host_id
          GROUP BY h.id ORDER BY sum(f.bytes_up) + sum(f.bytes_down) DESC, h.id LIMIT ?4"
     );
@@ -127,6 +133,7 @@ pub fn device_top_hosts(
             bytes_up: r.get(5)?,
             bytes_down: r.get(6)?,
             last_seen: r.get(7)?,
+            domain: r.get(9)?,
         })
     })
 }
@@ -235,6 +242,16 @@ mod tests {
             (1020, 50_020)
         );
         assert_eq!(hosts.rows[0].rdns.as_deref(), Some("a.example"));
+        assert_eq!(hosts.rows[0].domain, None, "no flow had a name");
+        // Its flows get names: the latest named one's is the host's.
+        c.execute_batch(
+            "INSERT INTO dns_names (id, name) VALUES (7, 'old.example'), (8, 'new.example');
+             UPDATE flows SET qname_id = 7 WHERE id = 1;
+             UPDATE flows SET qname_id = 8 WHERE id = 2;",
+        )
+        .unwrap();
+        let hosts = device_top_hosts(&c, 1, 1_000).unwrap();
+        assert_eq!(hosts.rows[0].domain.as_deref(), Some("new.example"));
         let ports = device_top_ports(&c, 1, 1_000).unwrap();
         assert_eq!(
             ports.rows[0],

@@ -53,9 +53,14 @@ pub fn device_sections(device_id: i64, p: &DevicePeers, now: i64) -> Markup {
                             @for h in &p.hosts.rows {
                                 tr {
                                     td {
-                                        a.mono href={ "/hosts/" (h.remote_host_id) } { (h.ip) }
-                                        @if let Some(name) = h.rdns.as_deref().or(h.org.as_deref()) {
-                                            " " span.muted.name { (name) }
+                                        @if let Some(domain) = &h.domain {
+                                            a.name href={ "/hosts/" (h.remote_host_id) } { (domain) }
+                                            " " span.muted.mono { (h.ip) }
+                                        } @else {
+                                            a.mono href={ "/hosts/" (h.remote_host_id) } { (h.ip) }
+                                            @if let Some(name) = h.rdns.as_deref().or(h.org.as_deref()) {
+                                                " " span.muted.name { (name) }
+                                            }
                                         }
                                     }
                                     td.num.mono { (format::count(h.flows)) }
