@@ -263,7 +263,7 @@ pub fn record(
             )?
             .execute(params![hit_id, c.at, score, reasons_json])?;
             if let Some(incident_id) = incident_id {
-                fold_into_incident(tx, incident_id, c.at, score, &codes)?;
+                fold_into_incident(tx, incident_id, &c, score, &codes, policy)?;
             }
             continue;
         }
@@ -303,7 +303,7 @@ pub fn record(
             .optional()?;
         let (incident_id, acked_at) = match open {
             Some((id, acked_at)) => {
-                fold_into_incident(tx, id, c.at, score, &codes)?;
+                fold_into_incident(tx, id, &c, score, &codes, policy)?;
                 (id, acked_at)
             }
             None => {
@@ -345,13 +345,16 @@ pub fn record(
     Ok(opened)
 }
 
-/// One more hit (or repeat) for an incident: count, last seen, score, codes.
+/// One more hit (or repeat) for an incident: count, last seen, score, codes; and, for a
+/// hit on the incident's own destination, the title, so that it says what the latest
+/// evidence says (the numbers of a scan or a beacon move as it goes on).
 fn fold_into_incident(
     tx: &Transaction,
     id: i64,
-    at: i64,
+    c: &Candidate,
     score: u32,
     codes: &[Code],
+    policy: &Policy,
 ) -> rusqlite::Result<()> {
     let current: String = tx
         .prepare_cached("SELECT codes FROM incidents WHERE id = ?1")?
@@ -362,10 +365,18 @@ fn fold_into_incident(
     all.dedup();
     tx.prepare_cached(
         "UPDATE incidents SET count = count + 1, last_seen = max(last_seen, ?2),
-             max_score = max(max_score, ?3), codes = ?4
+             max_score = max(max_score, ?3), codes = ?4,
+             title = CASE WHEN remote_ip IS ?5 THEN ?6 ELSE title END
          WHERE id = ?1",
     )?
-    .execute(params![id, at, score, incident::codes_text(&all)])?;
+    .execute(params![
+        id,
+        c.at,
+        score,
+        incident::codes_text(&all),
+        c.remote_ip.map(|ip| ip.to_string()),
+        incident::title(c, policy)
+    ])?;
     Ok(())
 }
 
@@ -820,6 +831,50 @@ mod tests {
     use super::*;
     use crate::detect::rules::Rules;
     use crate::store::testdata::temp_db;
+
+    /// A port scan that goes on is one incident whose title follows its latest evidence,
+    /// as the page's Why section does.
+    #[test]
+    fn an_incident_title_follows_its_latest_evidence() {
+        let (_dir, mut conn) = temp_db("detect-title");
+        conn.execute_batch(
+            "INSERT INTO devices (id, ip, first_seen, last_seen) VALUES (1, '10.0.0.5', 0, 0);",
+        )
+        .unwrap();
+        let policy = Policy::from_config(&crate::config::Detect::default());
+        let scan = |at: i64, evidence: &str| Candidate {
+            at,
+            device_id: 1,
+            flow_id: None,
+            remote_host_id: None,
+            remote_ip: None,
+            proto: None,
+            dport: None,
+            domain: None,
+            reasons: vec![crate::detect::Reason {
+                code: Code::PortScanLike,
+                weight: 90,
+                evidence: evidence.to_owned(),
+            }],
+        };
+        let title = |conn: &rusqlite::Connection| -> (i64, String) {
+            conn.query_row("SELECT count(*), max(title) FROM incidents", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        for (at, evidence) in [
+            (1_000, "22 ports on 23 addresses"),
+            (61_000, "25 ports on 27 addresses"),
+        ] {
+            let tx = conn.transaction().unwrap();
+            record(&tx, &policy, vec![scan(at, evidence)]).unwrap();
+            tx.commit().unwrap();
+        }
+        let (incidents, title) = title(&conn);
+        assert_eq!(incidents, 1);
+        assert!(title.ends_with("25 ports on 27 addresses"), "{title}");
+    }
 
     /// The detector's memory after a restart: each device's destinations, ports, ASNs
     /// and domains with the time of their latest outbound flow; other directions and
