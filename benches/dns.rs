@@ -112,7 +112,7 @@ fn main() {
         vec!["10.77.0.0/16".parse().unwrap()],
         vec![IpAddr::from([10, 77, 0, 1])],
     )));
-    let writer = WriterThread::start(&config, network, None).expect("starting writer");
+    let writer = WriterThread::start(&config, network, None, None).expect("starting writer");
     let handle = writer.handle.clone();
     let started = Instant::now();
     let mut it = observations.into_iter().peekable();

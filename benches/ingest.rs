@@ -109,7 +109,7 @@ fn main() {
         vec!["10.77.0.0/16".parse().unwrap()],
         vec!["10.77.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap()],
     )));
-    let writer = WriterThread::start(&config, network, None).expect("starting writer");
+    let writer = WriterThread::start(&config, network, None, None).expect("starting writer");
     let handle = writer.handle.clone();
     let mut ticks = writer.ticks.clone();
     let now = netmon::time::now_ms();

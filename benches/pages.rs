@@ -209,7 +209,7 @@ fn main() {
         vec!["10.77.0.1".parse().unwrap(), "203.0.113.1".parse().unwrap()],
     )));
     let t = Instant::now();
-    let writer = WriterThread::start(&config, network, None).expect("writer");
+    let writer = WriterThread::start(&config, network, None, None).expect("writer");
     println!("writer started in {:.2} s", t.elapsed().as_secs_f64());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -102,7 +102,16 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     // first thread. Everything below runs exactly as after a SIGHUP reload.
     privs::drop_privileges(&config, &listen).context("dropping privileges")?;
     privs::check_access(&config, config_path)?;
-    let writer = WriterThread::start(&config, network.clone(), Some(device_series))?;
+    // Whether each capture source delivers (`collect::capture`): set by the code below
+    // and by the collectors while they run, read by `/healthz`, the pages and `/metrics`,
+    // and by detection (no DNS answers, no DIRECT_IP).
+    let capture = CaptureStatus::default();
+    let writer = WriterThread::start(
+        &config,
+        network.clone(),
+        Some(device_series),
+        Some(capture.clone()),
+    )?;
     // Router health: reads /proc and /sys on its own thread, sends samples to the writer.
     let system = SystemSampler::start(&config, writer.handle.clone())?;
     // Flow offloading: lists the router's flowtables every few minutes (`nft`).
@@ -116,9 +125,6 @@ pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit
     let (exporter, export_tap) = IpfixExporter::start(&config, macs.clone())
         .context("starting the IPFIX exporter")?
         .unzip();
-    // Whether each capture source delivers (`collect::capture`): set by the code below
-    // and by the collectors while they run, read by `/healthz`, the pages and `/metrics`.
-    let capture = CaptureStatus::default();
     let collector = ConntrackCollector::start(
         &config,
         writer.handle.clone(),

@@ -237,6 +237,14 @@ impl CaptureStatus {
             .to_vec()
     }
 
+    /// Whether DNS answers reach netmon from either source (the tap or dnsmasq's log):
+    /// without them no flow can be matched to a lookup.
+    pub fn dns_answers_seen(&self) -> bool {
+        [Source::DnsTap, Source::DnsmasqLog]
+            .into_iter()
+            .any(|s| self.get(s).state == State::Ok)
+    }
+
     /// The broken sources, in [`Source::ALL`] order.
     pub fn broken_sources(&self) -> Vec<SourceStatus> {
         let mut all = self.all();
@@ -248,6 +256,19 @@ impl CaptureStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_answers_are_seen_while_the_tap_or_the_log_works() {
+        let status = CaptureStatus::default();
+        assert!(!status.dns_answers_seen(), "both off");
+        status.ok(Source::DnsmasqLog);
+        assert!(status.dns_answers_seen());
+        status.broken(Source::DnsmasqLog, "gone", "restore it");
+        status.ok(Source::Nflog);
+        assert!(!status.dns_answers_seen(), "drops say nothing of names");
+        status.ok(Source::DnsTap);
+        assert!(status.dns_answers_seen());
+    }
 
     #[test]
     fn a_repeated_failure_keeps_its_since_and_recovery_restarts_it() {

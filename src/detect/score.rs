@@ -371,6 +371,9 @@ pub struct Detector {
     out: Vec<Candidate>,
     /// rule id → (times applied this tick, last time).
     rule_uses: IdMap<i64, (u64, i64)>,
+    /// DNS answers reach netmon (the tap or dnsmasq's log works): without them every
+    /// flow would look like DIRECT_IP, so the code is not raised.
+    pub dns_answers_seen: bool,
 }
 
 impl Detector {
@@ -386,6 +389,7 @@ impl Detector {
             touched: IdSet::new(),
             out: Vec::new(),
             rule_uses: IdMap::new(),
+            dns_answers_seen: true,
         }
     }
 
@@ -566,6 +570,7 @@ impl Detector {
             registrable: registrable.as_deref(),
             dormant_days: 0,
         };
+        let dns_answers_seen = self.dns_answers_seen;
         let state = self.device(f.device_id, f.at);
 
         // Novelty, decided before this contact is recorded (the replaced system touched
@@ -608,7 +613,7 @@ impl Detector {
             }
             state.domains.touch(domain.clone(), f.at, || ());
         }
-        if !f.resolved && matches!(f.proto, 6 | 17) {
+        if dns_answers_seen && !f.resolved && matches!(f.proto, 6 | 17) {
             found.push((Code::DirectIp, start_evidence(Code::DirectIp, &facts)));
         }
         let starts = state
@@ -1166,6 +1171,13 @@ mod tests {
         ping.proto = 1;
         ping.dport = None;
         d.flow_started(&ping);
+        assert!(!has(&d.end_tick(T0), Code::DirectIp));
+        // No DNS answers reach netmon (the tap and the log broken or off): every flow
+        // would be unresolved, so none is DIRECT_IP.
+        d.dns_answers_seen = false;
+        let mut blind = flow(4, "198.51.100.4", 443, T0);
+        blind.resolved = false;
+        d.flow_started(&blind);
         assert!(!has(&d.end_tick(T0), Code::DirectIp));
     }
 

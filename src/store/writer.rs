@@ -122,10 +122,13 @@ impl WriterThread {
     /// starts the writer thread. `device_series` gets every commit's per-device traffic
     /// (`None` where no Prometheus recorder is installed). Errors are start-up errors (bad
     /// path, newer schema).
+    /// `capture` tells detection whether DNS answers reach netmon (`None`: assume they
+    /// do, for benchmarks).
     pub fn start(
         config: &Config,
         network: Arc<RwLock<Network>>,
         device_series: Option<DeviceSeries>,
+        capture: Option<crate::collect::capture::CaptureStatus>,
     ) -> anyhow::Result<WriterThread> {
         // A damaged file is moved aside first, so a snapshot (when there is one) takes
         // its place below.
@@ -147,6 +150,7 @@ impl WriterThread {
         writer.device_series = device_series;
         if let Some(d) = &mut writer.tables.detect {
             d.notifier = Some(crate::detect::notify::start(config));
+            d.capture = capture;
         }
         let (tick_tx, ticks) = watch::channel(Tick {
             active_flows: writer.tables.flows.active(),

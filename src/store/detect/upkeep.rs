@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, Transaction};
 
+use crate::collect::capture::CaptureStatus;
 use crate::config::Config;
 use crate::detect::NewIncident;
 use crate::detect::incident::Policy;
@@ -24,6 +25,8 @@ pub struct Detection {
     /// Gets each incident a committed tick opened; `offer` never blocks. `None` in unit
     /// tests, which start no notifier thread.
     pub notifier: Option<Notifier>,
+    /// Whether DNS answers reach netmon, read each tick (`None`: they are assumed to).
+    pub capture: Option<CaptureStatus>,
     /// Incidents the current transaction opened: offered to the notifier once it
     /// commits, forgotten if it rolls back.
     opened: Vec<NewIncident>,
@@ -68,6 +71,7 @@ impl Detection {
             engine,
             policy: Policy::from_config(c),
             notifier: None,
+            capture: None,
             opened: Vec::new(),
             baseline_every,
             baseline_days: c.baseline_days,
@@ -81,6 +85,12 @@ impl Detection {
     /// incidents, and rule use counts are written.
     pub fn end_tick(&mut self, tx: &Transaction, now: i64) -> rusqlite::Result<()> {
         let candidates = self.engine.end_tick(now);
+        // For the next tick's flows: an address nobody looked up only means something
+        // while lookups are seen.
+        self.engine.dns_answers_seen = self
+            .capture
+            .as_ref()
+            .is_none_or(CaptureStatus::dns_answers_seen);
         self.opened = super::record(tx, &self.policy, candidates)?;
         super::write_rule_uses(tx, self.engine.take_rule_uses())
     }
