@@ -33,7 +33,7 @@ use crate::event::Command;
 use crate::event::MAX_NOTES_CHARS;
 use crate::store;
 use crate::store::detect::read::{
-    IncidentDetail, IncidentFilter, IncidentPage, IncidentRow, IncidentSort, IncidentState,
+    HitRow, IncidentDetail, IncidentFilter, IncidentPage, IncidentRow, IncidentSort, IncidentState,
 };
 use crate::store::devices::read::DeviceRow;
 use crate::store::filter::MAX_PAGE;
@@ -485,33 +485,24 @@ fn render_page(d: &IncidentDetail, now: i64) -> Markup {
     )
 }
 
-/// One code's part in an incident: its highest weight in a hit, the evidence of its
-/// first hit (what the title says) and of its latest one.
-struct Reason {
-    code: String,
-    weight: i64,
-    first: String,
-    latest: String,
-}
-
-/// Each code of the incident: its weight, its evidence — the first (the title's) and,
-/// when it has changed since, the latest — and what the code means.
+/// Each code of the incident: the highest weight it carried in a hit, its evidence, and
+/// what the code means. The evidence is the latest of a hit on the incident's own
+/// destination where there is one — the one the title was written from, so the two say
+/// the same numbers — else the latest of any hit.
 fn explanation(d: &IncidentDetail) -> Markup {
-    let mut reasons: Vec<Reason> = Vec::new();
-    // Hits come oldest first.
-    for h in &d.hits {
+    let own = |h: &&HitRow| h.remote_ip == d.incident.remote_ip;
+    let mut hits: Vec<&HitRow> = d.hits.iter().collect();
+    // The evidence that counts comes last.
+    hits.sort_by_key(|h| (own(h), h.last_ts, h.id));
+    let mut reasons: Vec<(String, i64, String)> = Vec::new();
+    for h in hits {
         for r in &h.reasons {
-            match reasons.iter_mut().find(|x| x.code == r.code) {
-                Some(x) => {
-                    x.weight = x.weight.max(r.weight);
-                    x.latest = r.evidence.clone();
+            match reasons.iter_mut().find(|(c, _, _)| *c == r.code) {
+                Some(entry) => {
+                    entry.1 = entry.1.max(r.weight);
+                    entry.2 = r.evidence.clone();
                 }
-                None => reasons.push(Reason {
-                    code: r.code.clone(),
-                    weight: r.weight,
-                    first: r.evidence.clone(),
-                    latest: r.evidence.clone(),
-                }),
+                None => reasons.push((r.code.clone(), r.weight, r.evidence.clone())),
             }
         }
     }
@@ -520,19 +511,14 @@ fn explanation(d: &IncidentDetail) -> Markup {
             p.muted { "No reasons are stored for this incident's hits." }
         } @else {
             dl.reasons {
-                @for r in &reasons {
+                @for (code, weight, evidence) in &reasons {
                     dt {
-                        a.code href={ "/help#" (r.code) } { (r.code) }
-                        span.weight { " +" (r.weight) }
+                        a.code href={ "/help#" (code) } { (code) }
+                        span.weight { " +" (weight) }
                     }
                     dd {
-                        @if r.first == r.latest {
-                            (r.first)
-                        } @else {
-                            "at first: " (r.first) br;
-                            "latest: " (r.latest)
-                        }
-                        @if let Some(c) = Code::parse(&r.code) { span.sub { (meaning(c)) } }
+                        (evidence)
+                        @if let Some(c) = Code::parse(code) { span.sub { (meaning(c)) } }
                     }
                 }
             }
