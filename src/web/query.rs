@@ -86,7 +86,8 @@ impl TimeBound {
 /// the browser's, so people type local times). Returns unix ms and the canonical text,
 /// in UTC.
 fn parse_utc(text: &str) -> Option<(i64, String)> {
-    let (text, offset_min) = match text.len().checked_sub(6).map(|i| text.split_at(i)) {
+    let at_zone = text.len().checked_sub(6);
+    let (text, offset_min) = match at_zone.and_then(|i| text.split_at_checked(i)) {
         Some((t, zone)) if t.contains(['T', 't', ' ']) && zone.starts_with(['+', '-']) => {
             let (h, m) = zone[1..].split_once(':')?;
             let valid = |s: &str, max: i64| {

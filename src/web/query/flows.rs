@@ -483,6 +483,8 @@ mod tests {
             "2026-12-04 21:00+15:00",
             "2026-12-04 21:00+01:60",
             "2026-12-04 21:00Z+01:00",
+            // Six bytes from the end is inside a character.
+            "2026-12-04 2\u{67451}l=~",
         ] {
             assert!(TimeBound::parse("from", bad).is_err(), "{bad}");
         }
