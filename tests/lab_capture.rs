@@ -23,9 +23,7 @@
 
 mod common;
 
-use std::fs::File;
 use std::io::BufRead;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use common::*;
@@ -134,28 +132,12 @@ fn assert_ok_again(lab: &Lab, source: &str, label: &str) {
     assert_eq!(capture_ok(lab, source), Some(1.0));
 }
 
-/// Runs `f` on a thread inside the lab router's network namespace.
-fn in_router<T: Send>(lab: &Lab, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{}", lab.ns("rtr"));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = File::open(&path).expect("open the router's namespace");
-            // SAFETY: setns on this short-lived thread only; the fd is valid.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("router thread")
-    })
-}
-
 #[test]
 fn a_dns_tap_whose_queue_is_taken_is_reported_broken() {
     let lab = Lab::up("capdns");
     // Another program binds netmon's queue number first (per network namespace).
     let queue_num = 5353;
-    let _other = in_router(&lab, || {
+    let _other = lab.in_router(|| {
         let mut q = nfq::Queue::open().expect("open an NFQUEUE socket");
         q.bind(queue_num).expect("bind the queue before netmon");
         q

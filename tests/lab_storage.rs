@@ -22,7 +22,6 @@ mod common;
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -346,29 +345,13 @@ fn assert_tap_reported_missing(lab: &Lab, error_has: &str, fix_has: &str) {
     );
 }
 
-/// Runs `f` on a thread inside the lab router's network namespace.
-fn in_router<T: Send>(lab: &Lab, f: impl FnOnce() -> T + Send) -> T {
-    let path = format!("/run/netns/{}", lab.ns("rtr"));
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = File::open(&path).expect("open the router's namespace");
-            // SAFETY: setns on this short-lived thread only; the fd is valid.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .expect("router thread")
-    })
-}
-
 #[test]
 fn a_dns_tap_without_its_queue_is_reported_missing() {
     let lab = Lab::up("tapq");
     // Another program binds netmon's queue number first (NFQUEUE bindings are per
     // network namespace: this one is the router's).
     let queue_num = 5353;
-    let _other = in_router(&lab, || {
+    let _other = lab.in_router(|| {
         let mut q = nfq::Queue::open().expect("open an NFQUEUE socket");
         q.bind(queue_num).expect("bind the queue before netmon");
         q

@@ -194,6 +194,24 @@ impl Lab {
         format!("{}-{short}", self.name)
     }
 
+    /// Runs `f` on a thread inside the lab router's network namespace (for sockets whose
+    /// bindings are per namespace: NFQUEUE, NFLOG).
+    pub fn in_router<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.ns("rtr"));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).expect("open the router's namespace");
+                // SAFETY: setns on this short-lived thread only; the fd is valid.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("router thread")
+        })
+    }
+
     fn ns_cmd(&self, ns: &str, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", &self.ns(ns)]).args(args);
