@@ -770,22 +770,7 @@ mod tests {
     const NOW: i64 = 1_714_568_645_000; // 2024-05-01 13:04:05 UTC
 
     fn device(id: i64) -> DeviceRow {
-        DeviceRow {
-            id,
-            ip: "10.0.0.5".into(),
-            mac: None,
-            name: None,
-            hostname: None,
-            vendor: None,
-            notes: None,
-            first_seen: 0,
-            last_seen: 0,
-            bytes_up: 0,
-            bytes_down: 0,
-            flows: 0,
-            addrs: Vec::new(),
-            encrypted_dns: None,
-        }
+        DeviceRow::bare(id, "10.0.0.5")
     }
 
     fn form(f: impl FnOnce(&mut RuleForm)) -> RuleForm {

@@ -167,18 +167,16 @@ pub fn device_page(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn label_is_name_then_hostname_then_vendor_and_address() {
-        let device = |name: Option<&str>, hostname: Option<&str>, vendor: Option<&str>| DeviceRow {
-            id: 7,
-            ip: "10.0.0.7".to_owned(),
+impl DeviceRow {
+    /// A device known only by its id and address, for tests to fill in.
+    pub fn bare(id: i64, ip: &str) -> DeviceRow {
+        DeviceRow {
+            id,
+            ip: ip.to_owned(),
             mac: None,
-            name: name.map(str::to_owned),
-            hostname: hostname.map(str::to_owned),
-            vendor: vendor.map(str::to_owned),
+            name: None,
+            hostname: None,
+            vendor: None,
             notes: None,
             first_seen: 0,
             last_seen: 0,
@@ -187,6 +185,21 @@ mod tests {
             flows: 0,
             addrs: Vec::new(),
             encrypted_dns: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_is_name_then_hostname_then_vendor_and_address() {
+        let device = |name: Option<&str>, hostname: Option<&str>, vendor: Option<&str>| DeviceRow {
+            name: name.map(str::to_owned),
+            hostname: hostname.map(str::to_owned),
+            vendor: vendor.map(str::to_owned),
+            ..DeviceRow::bare(7, "10.0.0.7")
         };
         assert_eq!(device(Some("tv"), Some("lgtv"), Some("LG")).label(), "tv");
         assert_eq!(device(Some(" "), Some("nas"), None).label(), "nas");
