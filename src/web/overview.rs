@@ -125,17 +125,17 @@ impl Windows {
         self.0[p.index()] = w;
     }
 
-    /// The remembered windows in the request's cookie; defaults for anything missing,
-    /// unknown, repeated past the bound or malformed.
-    pub fn from_cookie(headers: &HeaderMap) -> Windows {
+    /// The defaults with `remembered` windows set.
+    fn with(remembered: &[(Panel, Window)]) -> Windows {
         let mut windows = Windows::default();
-        for (panel, w) in Windows::remembered(headers) {
-            windows.set(panel, w);
+        for (panel, w) in remembered {
+            windows.set(*panel, *w);
         }
         windows
     }
 
-    /// The panels' windows the cookie holds, valid ones only.
+    /// The panels' windows the request's cookie holds: valid ones only, nothing for an
+    /// item missing, unknown, repeated past the bound or malformed.
     fn remembered(headers: &HeaderMap) -> Vec<(Panel, Window)> {
         let value = headers
             .get_all(header::COOKIE)
@@ -201,12 +201,11 @@ fn given(v: &Option<String>) -> Option<&str> {
 
 impl View {
     pub fn parse(q: &OverviewQuery, headers: &HeaderMap, now: i64) -> Result<View, WebError> {
-        let mut windows = Windows::from_cookie(headers);
+        let remembered = Windows::remembered(headers);
+        let mut windows = Windows::with(&remembered);
         let mut chose = false;
-        let charts_default = given(&q.w).is_none()
-            && !Windows::remembered(headers)
-                .iter()
-                .any(|(p, _)| *p == Panel::Charts);
+        let charts_default =
+            given(&q.w).is_none() && !remembered.iter().any(|(p, _)| *p == Panel::Charts);
         for panel in Panel::ALL {
             let value = match panel {
                 Panel::Charts => &q.w,
@@ -969,6 +968,11 @@ fn ports(rows: &[PortUse]) -> Markup {
 mod tests {
     use super::*;
 
+    /// The windows a request with these cookies gets.
+    fn from_cookie(headers: &HeaderMap) -> Windows {
+        Windows::with(&Windows::remembered(headers))
+    }
+
     fn cookie(v: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_str(v).unwrap());
@@ -977,12 +981,12 @@ mod tests {
 
     #[test]
     fn cookie_is_read_strictly() {
-        let w = Windows::from_cookie(&cookie("a=b; netmon_w=hosts:24h,ports:30d; x=y"));
+        let w = from_cookie(&cookie("a=b; netmon_w=hosts:24h,ports:30d; x=y"));
         assert_eq!(w.get(Panel::Hosts), Window::H24);
         assert_eq!(w.get(Panel::Ports), Window::D30);
         assert_eq!(w.get(Panel::Domains), Panel::Domains.default_window());
         // Junk keys, values and shapes are ignored, not errors.
-        let w = Windows::from_cookie(&cookie(
+        let w = from_cookie(&cookie(
             "netmon_w=hosts:2h,nope:1h,,domains,domains:7d:x,devices:7d",
         ));
         assert_eq!(w.get(Panel::Hosts), Window::H1);
@@ -990,8 +994,8 @@ mod tests {
         assert_eq!(w.get(Panel::Devices), Window::D7);
         // Too long: ignored as a whole.
         let long = format!("netmon_w=hosts:24h{}", ",x".repeat(200));
-        assert_eq!(Windows::from_cookie(&cookie(&long)), Windows::default());
-        let round = Windows::from_cookie(&cookie(&format!("netmon_w={}", w.cookie_value())));
+        assert_eq!(from_cookie(&cookie(&long)), Windows::default());
+        let round = from_cookie(&cookie(&format!("netmon_w={}", w.cookie_value())));
         assert_eq!(round, w);
     }
 
