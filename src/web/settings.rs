@@ -185,7 +185,7 @@ fn value_text(family: &str, series: &str, v: f64) -> String {
     if unit("_bytes") || unit("_bytes_total") {
         return format::bytes(v as i64);
     }
-    if unit("_seconds") && !series.ends_with("count") {
+    if unit("_seconds") {
         return match v {
             v if v >= 86_400.0 => format!("{:.1} d", v / 86_400.0),
             v if v >= 3_600.0 => format!("{:.1} h", v / 3_600.0),
