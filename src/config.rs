@@ -49,13 +49,15 @@ pub struct Config {
     pub port: u16,
     /// The SQLite database file. Its directory is created if missing.
     pub db_path: PathBuf,
-    /// Snapshots of the database to persistent storage: `auto` (on when `db_path` is on
-    /// tmpfs/ramfs), `on` or `off`.
+    /// The history store on persistent storage (`store::history`): `auto` (on when
+    /// `db_path` is on tmpfs/ramfs), `on` or `off`.
     pub persist: Persist,
-    /// Where snapshots go (persistent storage: flash, or a disk).
+    /// The history database (persistent storage: flash, or a disk).
     pub persist_path: PathBuf,
-    /// Seconds between snapshots (each writes the whole compacted database).
+    /// Seconds between syncs of the history (each writes what changed since the last).
     pub persist_interval_s: u64,
+    /// The history database's budget (MiB): over it, its oldest rows are pruned.
+    pub persist_max_mb: u32,
     /// Writer tick: the longest a change waits before it is committed (ms).
     pub tick_ms: u64,
     /// Most events the writer applies in one transaction before it commits early.
@@ -220,7 +222,8 @@ impl Default for Config {
             db_path: PathBuf::from("/tmp/netmon/netmon.db"),
             persist: Persist::Auto,
             persist_path: PathBuf::from("/etc/netmon/netmon.db"),
-            persist_interval_s: 3600,
+            persist_interval_s: 300,
+            persist_max_mb: 4,
             tick_ms: 1000,
             max_batch: 50_000,
             dump_interval_s: 10,
@@ -759,11 +762,18 @@ impl Config {
                 "a file path, like \"/tmp/netmon/netmon.db\"",
             ));
         }
-        if !(5..=7 * 86_400).contains(&self.persist_interval_s) {
+        if !(1..=7 * 86_400).contains(&self.persist_interval_s) {
             return Err(invalid(
                 "persist_interval_s",
                 self.persist_interval_s.to_string(),
-                "a number of seconds from 5 to 604800",
+                "a number of seconds from 1 to 604800",
+            ));
+        }
+        if !(1..=4096).contains(&self.persist_max_mb) {
+            return Err(invalid(
+                "persist_max_mb",
+                self.persist_max_mb.to_string(),
+                "a number of MiB from 1 to 4096",
             ));
         }
         if self.persist != Persist::Off && self.persist_path == self.db_path {

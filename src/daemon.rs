@@ -57,7 +57,7 @@ pub enum Exit {
 /// any thread, then the threads); splitting it would hide that order.)
 pub fn run(config: Config, config_path: &std::path::Path) -> anyhow::Result<Exit> {
     // Before any file exists: the database, its WAL and -shm (SQLite creates them 0644
-    // less the umask, the WAL with the database's mode), snapshots and the offset file
+    // less the umask, the WAL with the database's mode), the history and the offset file
     // come out 0640 and directories 0750 — the account and its group, not every local
     // user, read who talked to whom. Inherited by what netmon runs and by a reload.
     // SAFETY: umask(2) cannot fail.

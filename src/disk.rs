@@ -19,3 +19,21 @@ pub fn statvfs(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
         u64::from(s.f_bavail).saturating_mul(frsize),
     ))
 }
+
+/// `statfs(2)`'s file-system type (`linux/magic.h`) of `path`, or of its nearest
+/// existing ancestor when it does not exist yet.
+pub fn fs_type(path: &std::path::Path) -> std::io::Result<i64> {
+    let existing = path
+        .ancestors()
+        .find(|d| d.exists())
+        .unwrap_or(std::path::Path::new("/"));
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes())
+        .map_err(std::io::Error::other)?;
+    // SAFETY: `st` is a plain C struct statfs fills; `c` is a valid NUL-terminated path.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type's width differs between libcs
+    Ok(st.f_type as i64)
+}

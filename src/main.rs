@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         Cmd::CheckConfig => match Config::load(&cli.config) {
             Ok(config) => {
                 println!("# {}: ok", cli.config.display());
-                if let Some(note) = check_config_note(&config) {
+                for note in check_config_notes(&config) {
                     println!("# note: {note}");
                 }
                 // Secrets are not echoed to a terminal or a support paste.
@@ -167,13 +167,21 @@ fn main() -> ExitCode {
     }
 }
 
-/// What a valid config still leaves undone, for `check-config`: without a password the
-/// web UI answers only its "set a password" page.
-fn check_config_note(config: &Config) -> Option<&'static str> {
-    (config.web.auth == config::WebAuth::Password && config.web.password_hash.is_empty()).then_some(
+/// What a valid config still leaves undone or at risk, for `check-config`: without a
+/// password the web UI answers only its "set a password" page; a history budget larger
+/// than the room on its file system fills the flash.
+fn check_config_notes(config: &Config) -> Vec<String> {
+    let locked = (config.web.auth == config::WebAuth::Password
+        && config.web.password_hash.is_empty())
+    .then(|| {
         "no password is set: the web UI stays locked until you run `netmon passwd` \
-         (then restart netmon)",
-    )
+         (then restart netmon)"
+            .to_owned()
+    });
+    locked
+        .into_iter()
+        .chain(netmon::store::history::budget_warning(config))
+        .collect()
 }
 
 /// `netmon passwd`: read, check, hash, store.
@@ -210,13 +218,13 @@ mod tests {
     #[test]
     fn check_config_says_when_the_ui_is_locked() {
         let empty = Config::parse("", std::path::Path::new("t.toml")).unwrap();
-        assert!(check_config_note(&empty).unwrap().contains("netmon passwd"));
+        assert!(check_config_notes(&empty)[0].contains("netmon passwd"));
         let open = Config::parse(
             "listen = [\"127.0.0.1:8080\"]\n[web]\nauth = \"none\"\n",
             std::path::Path::new("t.toml"),
         )
         .unwrap();
-        assert_eq!(check_config_note(&open), None);
+        assert!(check_config_notes(&open).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! - **`CAP_NET_BIND_SERVICE`**, only when a `listen` port is below 1024: the listeners
 //!   are bound again after every SIGHUP reload (a fresh process).
 //!
-//! Nothing else: the database directory, the snapshot path and the offset file are
+//! Nothing else: the database directory, the history path and the offset file are
 //! given to the account while still root ([`prepare_paths`]); the TLS key and the ASN
 //! database are read before the switch. `PR_SET_NO_NEW_PRIVS` is set and the bounding
 //! set is cut to the same capabilities, so nothing netmon executes can gain more.
@@ -465,7 +465,8 @@ fn own_threads() -> u64 {
 
 /// The directories netmon writes and the names of its files in each: the database's
 /// (database, `-wal`/`-shm`/`-journal`, `.corrupt-*` quarantine copies, the restore
-/// temp file, the dnsmasq log offset) and, with snapshots on, the snapshot's.
+/// temp file, the dnsmasq log offset, the history being built) and, with the history
+/// store on, the history's (its journal, the temp file it is installed from).
 fn owned_files(config: &Config) -> Vec<(PathBuf, Vec<String>)> {
     let mut out = Vec::new();
     let mut add = |path: &Path, extensions: &[&str]| {
@@ -493,11 +494,11 @@ fn owned_files(config: &Config) -> Vec<(PathBuf, Vec<String>)> {
             "restore-tmp",
             "dnsmasq-offset",
             "dnsmasq-offset.tmp",
-            "snapshot-tmp",
+            "history-build",
         ],
     );
-    if crate::store::snapshot::enabled(config) {
-        add(&config.persist_path, &["snapshot-tmp"]);
+    if crate::store::history::enabled(config) {
+        add(&config.persist_path, &["history-tmp"]);
     }
     out
 }
@@ -629,7 +630,7 @@ fn chmod_fd(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     )
 }
 
-/// As root, before the switch: creates the database (and snapshot) directories and
+/// As root, before the switch: creates the database (and history) directories and
 /// gives netmon's own files in them to `account`, with group write and every "other"
 /// bit cleared. A directory is given too when it is netmon's alone — it holds nothing
 /// but those files, is not world-writable and is owned by root — never a shared one
@@ -747,7 +748,7 @@ pub fn prepare_paths(config: &Config, account: &Account) -> Result<(), PrepareEr
 
 /// After the switch: the database directory must be writable (else nothing works; a
 /// clear error now), and what a later read needs — the config (SIGHUP reload), the
-/// snapshot directory, the TLS files, lease files and the dnsmasq log — should be
+/// history directory, the TLS files, lease files and the dnsmasq log — should be
 /// readable: each that is not gets one warning saying what to change.
 pub fn check_access(config: &Config, config_path: &Path) -> anyhow::Result<()> {
     let user = if config.user.is_empty() {
@@ -769,7 +770,7 @@ pub fn check_access(config: &Config, config_path: &Path) -> anyhow::Result<()> {
         && let Err(e) = access(persist_dir, libc::W_OK | libc::X_OK)
     {
         log::error!(
-            "user {user} cannot write the snapshot directory {} ({e}): snapshots will fail. \
+            "user {user} cannot write the history directory {} ({e}): history syncs will fail. \
              Let {user} write it (OpenWrt/Debian packages: /etc/netmon is root:{user} mode \
              1770), or set persist_path elsewhere",
             persist_dir.display()

@@ -10,8 +10,8 @@
 //! aggregated across routers.
 //!
 //! Where the numbers come from:
-//! - Collectors, the writer and the snapshotter count as they work
-//!   (`netmon_conntrack_*`, `netmon_collector_*`, `netmon_writer_*`, `netmon_snapshot*`).
+//! - Collectors, the writer and the history store count as they work
+//!   (`netmon_conntrack_*`, `netmon_collector_*`, `netmon_writer_*`, `netmon_history_*`).
 //! - Per-device traffic comes from the writer after each commit ([`DeviceSeries`],
 //!   which [`install`] creates and the daemon hands to the writer): the very byte/packet
 //!   deltas that went into the rollups,
@@ -285,19 +285,31 @@ pub fn describe_all() {
         "Time one storage budget pass (caps, size budget, unused-name collection) held the writer."
     );
     describe_counter!(
-        "netmon_snapshots_total",
-        "Database snapshots written to persistent storage."
+        "netmon_history_syncs_total",
+        "Syncs of the history store on persistent storage."
     );
     describe_counter!(
-        "netmon_snapshots_skipped_total",
-        "Snapshots skipped because nothing was committed since the previous one."
+        "netmon_history_syncs_skipped_total",
+        "History syncs skipped because nothing was committed since the previous one."
     );
     describe_counter!(
-        "netmon_snapshot_bytes_written_total",
+        "netmon_history_rows_written_total",
+        "Rows the history syncs wrote or deleted."
+    );
+    describe_counter!(
+        "netmon_history_bytes_written_total",
         Unit::Bytes,
-        "Bytes written to persistent storage by snapshots (flash wear)."
+        "Bytes written to persistent storage by the history store (flash wear)."
     );
-    describe_counter!("netmon_snapshot_failures_total", "Snapshots that failed.");
+    describe_counter!(
+        "netmon_history_failures_total",
+        "History syncs that failed."
+    );
+    describe_gauge!(
+        "netmon_history_file_bytes",
+        Unit::Bytes,
+        "Size of the history database on persistent storage."
+    );
     // Device identity (collect::identity, store::devices).
     describe_counter!(
         "netmon_device_sightings_total",
@@ -316,9 +328,9 @@ pub fn describe_all() {
         "Devices known only by address merged into their MAC's device, history included."
     );
     describe_gauge!(
-        "netmon_snapshot_last_success_timestamp_seconds",
+        "netmon_history_last_success_timestamp_seconds",
         Unit::Seconds,
-        "Unix time of the last successful snapshot."
+        "Unix time of the last successful history sync."
     );
     // Detection (detect::score, store::detect).
     describe_counter!(

@@ -991,7 +991,12 @@ fn prune_oldest_rollup_minute(conn: &Connection, before: i64) -> rusqlite::Resul
 /// `PRAGMA incremental_vacuum(pages)` run to its end: each row it returns is one page
 /// handed back, and `execute_batch` steps a statement once — one page.
 pub fn incremental_vacuum(conn: &Connection, pages: i64) -> rusqlite::Result<()> {
-    let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({pages})"))?;
+    incremental_vacuum_of(conn, "main", pages)
+}
+
+/// [`incremental_vacuum`] of the attached database `schema`.
+pub fn incremental_vacuum_of(conn: &Connection, schema: &str, pages: i64) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA {schema}.incremental_vacuum({pages})"))?;
     let mut rows = stmt.query([])?;
     while rows.next()?.is_some() {}
     Ok(())

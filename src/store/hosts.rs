@@ -27,7 +27,7 @@ impl Table for RemoteHosts {
     /// Ids created by the rolled-back transaction do not exist: start again from the
     /// index.
     fn rolled_back(&mut self, _conn: &Connection) -> rusqlite::Result<()> {
-        self.by_ip.clear();
+        self.forget();
         Ok(())
     }
 
@@ -68,6 +68,11 @@ impl RemoteHosts {
         };
         self.by_ip.insert(ip, id);
         Ok(id)
+    }
+
+    /// Forgets every cached id: rows were deleted behind the cache.
+    pub fn forget(&mut self) {
+        self.by_ip.clear();
     }
 
     /// Gives back what the cache grew to in a flood ([`crate::memory::shrink_map`]).

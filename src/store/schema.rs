@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0011_compact_flows.sql"),
     include_str!("../../migrations/0012_compact_dns.sql"),
     include_str!("../../migrations/0013_encrypted_dns.sql"),
+    include_str!("../../migrations/0014_day_rollups.sql"),
 ];
 
 /// How long the writer's connection waits for a lock (readers never take one that

@@ -66,10 +66,10 @@ use crate::event::{
 };
 use crate::export::prometheus::DeviceSeries;
 use crate::flow::Network;
+use crate::store::history::{self, History};
 use crate::store::reserve::Reserve;
 use crate::store::retention::Retention;
 use crate::store::schema;
-use crate::store::snapshot::{self, Snapshots};
 use crate::store::tables::{Tables, Written};
 
 /// Most changes one transaction takes from the channel (a single message may carry more:
@@ -130,11 +130,11 @@ impl WriterThread {
         device_series: Option<DeviceSeries>,
         capture: Option<crate::collect::capture::CaptureStatus>,
     ) -> anyhow::Result<WriterThread> {
-        // A damaged file is moved aside first, so a snapshot (when there is one) takes
-        // its place below.
+        // A damaged file is moved aside first: netmon starts on the history instead.
         schema::quarantine_if_damaged(&config.db_path)?;
-        snapshot::restore_if_missing(config)?;
-        let conn = schema::open_rw(&config.db_path)?;
+        let start = history::before_open(config)?;
+        let mut conn = schema::open_rw(&config.db_path)?;
+        let history = History::open(config, &mut conn, start)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(config.channel_capacity);
         let depth = Arc::new(AtomicUsize::new(0));
         // Loading state reads the WAL a killed run left, which needs room for its index:
@@ -145,6 +145,7 @@ impl WriterThread {
             }
             result => result?,
         };
+        writer.history = history;
         let handle = WriterHandle::new(tx, depth.clone());
         writer.storage = handle.storage.clone();
         writer.device_series = device_series;
@@ -198,7 +199,8 @@ struct Writer {
     /// Every table family's in-memory state, and which family each event goes to.
     tables: Tables,
     retention: Retention,
-    snapshots: Option<Snapshots>,
+    /// The history store on persistent storage (`None` when it is off).
+    history: Option<History>,
     seq: u64,
     /// The data of a batch whose commit failed for a storage reason, to apply again
     /// before anything newer (see the module docs).
@@ -246,7 +248,7 @@ impl Writer {
             conn,
             tables,
             retention: Retention::new(&config.retention, &config.dns),
-            snapshots: Snapshots::from_config(config),
+            history: None,
             seq: 0,
             held: None,
             failures: 0,
@@ -287,8 +289,8 @@ impl Writer {
             }
             self.between_ticks();
         }
-        if let Some(s) = &mut self.snapshots {
-            s.take_if_changed(&self.conn, self.seq);
+        if let Some(h) = &mut self.history {
+            h.sync_if_changed(&mut self.conn, self.seq);
         }
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             log::warn!("final WAL checkpoint failed: {e}");
@@ -330,7 +332,7 @@ impl Writer {
         !stopping
     }
 
-    /// Retention, detection upkeep, snapshots and shrinking, when due.
+    /// Retention, detection upkeep, history syncs and shrinking, when due.
     fn between_ticks(&mut self) {
         if let Err(e) = self
             .retention
@@ -341,8 +343,11 @@ impl Writer {
         if let Some(d) = &mut self.tables.detect {
             d.maintain(&mut self.conn);
         }
-        if let Some(s) = &mut self.snapshots {
-            s.run_if_due(&self.conn, self.seq);
+        if let Some(h) = &mut self.history
+            && h.sync_if_due(&mut self.conn, self.seq)
+                .is_some_and(|s| s.hosts_pruned)
+        {
+            self.tables.hosts.forget();
         }
         if self.shrunk_at.elapsed() >= SHRINK_EVERY {
             self.shrunk_at = Instant::now();

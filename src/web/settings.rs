@@ -156,7 +156,7 @@ const SOURCES: [(&str, &[&str]); 10] = [
         &["devices_", "neighbour_", "lease_", "interface_"],
     ),
     ("Detection and notifications", &["detect_", "notify_"]),
-    ("Database", &["writer_", "db_", "storage_", "snapshot"]),
+    ("Database", &["writer_", "db_", "storage_", "history_"]),
     ("Router and web", &["router_", "web_", "build_", "session"]),
     ("Export", &["export_"]),
     ("Other", &[]),
