@@ -66,6 +66,11 @@
 #                        besides its options above: more of "the internet's" names, e.g.
 #                        the demo's ptr-record/host-record lines for every wan address
 #                        (default: none, and the header's NXDOMAINs hold).
+#   LAB_RTR_DNS_CONF     a dnsmasq config file the LAN resolver (the router's dnsmasq)
+#                        reads besides its options: e.g. `server=203.0.113.53`, so that
+#                        names outside the zones above are asked of the wan's server as
+#                        a router asks its ISP's. `up` keeps a copy in the lab's
+#                        directory, which `dnsmasq` restarts read too (default: none).
 set -Eeuo pipefail
 
 LAB_HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -152,8 +157,10 @@ sysctl_ns() { # sysctl_ns NS key=value…
 # random names, answered locally, whose flows netmon can attribute). Firefox's canary
 # use-application-dns.net is answered NXDOMAIN, as the OpenWrt package sets it up.
 rtr_dns_opts() {
+    local conf=/dev/null
+    [[ -f $DIR/rtr-dns.conf ]] && conf=$DIR/rtr-dns.conf
     # shellcheck disable=SC2054 # the commas are inside dnsmasq's option values
-    RTR_DNS_OPTS=(--keep-in-foreground --conf-file=/dev/null --user=root
+    RTR_DNS_OPTS=(--keep-in-foreground --conf-file="$conf" --user=root
         --no-resolv --no-hosts --no-poll --bind-interfaces
         --listen-address="$RTR_LAN4" --listen-address="$RTR_LAN6"
         --pid-file="$DIR/dnsmasq.pidfile" --cache-size=150
@@ -179,11 +186,14 @@ cmd_up() {
     [[ $(id -u) == 0 ]] || die "must run as root (network namespaces, nftables)"
     [[ -z ${LAB_WAN_DNS_CONF:-} || -r $LAB_WAN_DNS_CONF ]] ||
         die "LAB_WAN_DNS_CONF=$LAB_WAN_DNS_CONF is not a readable file"
+    [[ -z ${LAB_RTR_DNS_CONF:-} || -r $LAB_RTR_DNS_CONF ]] ||
+        die "LAB_RTR_DNS_CONF=$LAB_RTR_DNS_CONF is not a readable file"
 
     cmd_down "$name"
     DIR=/tmp/netmon-lab-$name
     mkdir -p "$DIR"
     echo "$lans" >"$DIR/lans"
+    [[ -z ${LAB_RTR_DNS_CONF:-} ]] || cp "$LAB_RTR_DNS_CONF" "$DIR/rtr-dns.conf"
     # If anything below fails, leave nothing half-built behind.
     trap 'echo "lab.sh: up $name failed at line $LINENO" >&2; cmd_down "$name"' ERR
 
