@@ -2,7 +2,7 @@
 //! unprivileged account keeping only CAP_NET_ADMIN, and everything that needs the kernel
 //! after start still works as that account: conntrack events, the start-up dump (the
 //! only way to see a connection opened before netmon), DNS answers from NFQUEUE (each
-//! needs a verdict, and nfnetlink checks CAP_NET_ADMIN on every message), snapshots, a
+//! needs a verdict, and nfnetlink checks CAP_NET_ADMIN on every message), the history store, a
 //! SIGHUP reload (a re-executed process that keeps the switch), and a clean stop that
 //! removes netmon's nftables table. Root, before the switch, never gives away a file
 //! that is not netmon's (a hard link planted in the database directory), and what
@@ -198,7 +198,7 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_only_and_keeps_working() {
     // The directories netmon writes were given to the account, as root, before the switch.
     assert_eq!(owner(&data), (user.uid, user.gid), "database directory");
     assert_eq!(owner(&db), (user.uid, user.gid), "database file");
-    assert_eq!(owner(&flash), (user.uid, user.gid), "snapshot directory");
+    assert_eq!(owner(&flash), (user.uid, user.gid), "history directory");
     assert!(table_present(&lab), "the nftables table is loaded");
 
     // The start-up dump found the connection opened before netmon.
@@ -252,7 +252,7 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_only_and_keeps_working() {
         tail(&lab.netmon_log(), 60)
     );
 
-    // A clean stop: committed, snapshot written as the account, table removed.
+    // A clean stop: committed, history written as the account, table removed.
     let (status, _) = nm.sigterm();
     assert!(
         status.is_some_and(|s| s.success()),
@@ -263,7 +263,7 @@ fn runs_as_an_unprivileged_user_with_cap_net_admin_only_and_keeps_working() {
     assert_eq!(
         owner(&flash.join("netmon.db")),
         (user.uid, user.gid),
-        "snapshot"
+        "history"
     );
     let _ = hold.kill();
     let _ = hold.wait();
@@ -408,22 +408,21 @@ fn assert_private(path: &Path) {
     );
 }
 
-/// The database, its WAL and -shm, its directory and the snapshot are created without
-/// access for others (umask 027), also when a snapshot from an older netmon (mode 0644)
-/// is restored.
+/// The database, its WAL and -shm, its directory and the history are created without
+/// access for others (umask 027), also when the history file is readable by all.
 #[test]
-fn database_wal_and_snapshot_are_not_world_readable() {
+fn database_wal_and_history_are_not_world_readable() {
     let lab = Lab::up("prmode");
     let user = TempUser::create("mode");
     let data = lab.dir.join("data");
     let db = data.join("netmon.db");
     let flash = lab.dir.join("flash");
-    let snapshot = flash.join("netmon.db");
+    let history = flash.join("netmon.db");
     let config = format!(
         "user = \"{}\"\ndb_path = \"{}\"\npersist = \"on\"\npersist_path = \"{}\"\n",
         user.name,
         db.display(),
-        snapshot.display()
+        history.display()
     );
     let mut nm = lab.start_netmon(&config);
     // Something to write: a flow.
@@ -441,20 +440,20 @@ fn database_wal_and_snapshot_are_not_world_readable() {
     }
     let (status, _) = nm.sigterm();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
-    assert_private(&snapshot);
+    assert_private(&history);
 
-    // RAM cleared by a reboot, and a snapshot an older netmon left 0644: the restored
-    // database is private all the same (here with netmon running as root).
+    // RAM cleared by a reboot, and a history file made 0644 by hand: the database loaded
+    // from it is private all the same (here with netmon running as root).
     for path in [&db, &wal, &shm] {
         let _ = std::fs::remove_file(path);
     }
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&snapshot, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&history, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut nm = lab.start_netmon(&config.replace(&format!("\"{}\"", user.name), "\"\""));
     let log = std::fs::read_to_string(lab.netmon_log()).unwrap_or_default();
     assert!(
-        log.contains("restored"),
-        "no restore:\n{}",
+        log.contains("of history from"),
+        "no load:\n{}",
         tail(&lab.netmon_log(), 30)
     );
     assert_private(&db);

@@ -484,7 +484,7 @@ impl Lab {
             ("wan_interfaces", "[\"wan\"]".to_owned()),
             ("listen", format!("[\"{WEB}\"]")),
             ("db_path", format!("\"{}\"", self.db_path().display())),
-            // Snapshots (when a test turns them on) stay in the lab dir, never the host's /etc.
+            // The history (when a test turns it on) stays in the lab dir, never the host's /etc.
             (
                 "persist_path",
                 format!("\"{}\"", self.dir.join("persist.db").display()),
