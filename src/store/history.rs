@@ -41,7 +41,7 @@ const RAMFS_MAGIC: i64 = 0x8584_58f6;
 /// The history file's layout; a file with another version is rebuilt from RAM after
 /// its rows were loaded.
 const HISTORY_VERSION: u32 = 1;
-const HISTORY_SCHEMA: &str = include_str!("../../history.sql");
+const HISTORY_SCHEMA: &str = include_str!(concat!(env!("OUT_DIR"), "/sql/history.sql"));
 /// Small pages: an interval's scattered changes cost a kilobyte each, not four.
 const PAGE_SIZE: u32 = 1024;
 /// Pruning stops below this share of the budget, so it runs rarely.

@@ -9,22 +9,44 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use rusqlite::Connection;
 
-/// Migration `i` brings a database from `user_version = i` to `i + 1`.
+/// Migration `i` brings a database from `user_version = i` to `i + 1`. The scripts are
+/// embedded without their comments (`build.rs`).
 pub const MIGRATIONS: &[&str] = &[
-    include_str!("../../schema.sql"),
-    include_str!("../../migrations/0002_dns.sql"),
-    include_str!("../../migrations/0003_system.sql"),
-    include_str!("../../migrations/0004_drops.sql"),
-    include_str!("../../migrations/0005_enrich.sql"),
-    include_str!("../../migrations/0006_detect.sql"),
-    include_str!("../../migrations/0007_flood.sql"),
-    include_str!("../../migrations/0008_flow_indexes.sql"),
-    include_str!("../../migrations/0009_saved_searches.sql"),
-    include_str!("../../migrations/0010_lean_flows.sql"),
-    include_str!("../../migrations/0011_compact_flows.sql"),
-    include_str!("../../migrations/0012_compact_dns.sql"),
-    include_str!("../../migrations/0013_encrypted_dns.sql"),
-    include_str!("../../migrations/0014_day_rollups.sql"),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/schema.sql")),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/migrations/0002_dns.sql")),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/migrations/0003_system.sql")),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/migrations/0004_drops.sql")),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/migrations/0005_enrich.sql")),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/migrations/0006_detect.sql")),
+    include_str!(concat!(env!("OUT_DIR"), "/sql/migrations/0007_flood.sql")),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0008_flow_indexes.sql"
+    )),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0009_saved_searches.sql"
+    )),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0010_lean_flows.sql"
+    )),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0011_compact_flows.sql"
+    )),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0012_compact_dns.sql"
+    )),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0013_encrypted_dns.sql"
+    )),
+    include_str!(concat!(
+        env!("OUT_DIR"),
+        "/sql/migrations/0014_day_rollups.sql"
+    )),
 ];
 
 /// How long the writer's connection waits for a lock (readers never take one that
