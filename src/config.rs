@@ -222,7 +222,7 @@ impl Default for Config {
             db_path: PathBuf::from("/tmp/netmon/netmon.db"),
             persist: Persist::Auto,
             persist_path: PathBuf::from("/etc/netmon/netmon.db"),
-            persist_interval_s: 300,
+            persist_interval_s: 600,
             persist_max_mb: 4,
             tick_ms: 1000,
             max_batch: 50_000,
