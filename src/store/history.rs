@@ -9,9 +9,12 @@
 //! and at a clean shutdown. Each sync is one transaction on that file that writes only
 //! the rows whose stored form changed: the history keeps rollups time first and the
 //! columns that change with every packet to the day (`history.sql`), so an interval's
-//! writes are a few appended pages. The file uses a rollback journal with
-//! `synchronous = FULL` (no shared-memory WAL index: JFFS2 has no writable shared
-//! mmap), so a power cut loses at most one interval and never corrupts it.
+//! writes are a few changed pages. Those are appended to the file's write-ahead log
+//! (`synchronous = FULL`), which is copied into the file only once it holds
+//! [`WAL_CHECKPOINT_BYTES`]: a page that changes in every sync reaches the file once
+//! per checkpoint. The file is opened on SQLite's `unix-excl` VFS, which keeps the log's
+//! index in heap memory (JFFS2 has no writable shared mmap for a `-shm` file). A power
+//! cut loses at most one interval and never corrupts the file.
 //!
 //! After a reboot the RAM database is created empty and the history is loaded into it
 //! (reading flash, not writing it); pages and the writer keep reading one database. The
@@ -44,6 +47,10 @@ const HISTORY_VERSION: u32 = 1;
 const HISTORY_SCHEMA: &str = include_str!(concat!(env!("OUT_DIR"), "/sql/history.sql"));
 /// Small pages: an interval's scattered changes cost a kilobyte each, not four.
 const PAGE_SIZE: u32 = 1024;
+/// The history's write-ahead log is copied into the file once it is this big: each sync
+/// appends its pages to the log, and pages that change in every sync (the current
+/// hour's rollups, the devices) reach the file once per checkpoint, not once per sync.
+const WAL_CHECKPOINT_BYTES: u64 = 256 << 10;
 /// Pruning stops below this share of the budget, so it runs rarely.
 const LOW_WATER_PCT: u64 = 85;
 /// `meta` key: hours before this UTC day start are rolled into day rows.
@@ -345,6 +352,11 @@ impl History {
         if start == Start::Off {
             return Ok(None);
         }
+        // Detaching the history after a sync must not copy its log into the file.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            true,
+        )?;
         let interval = Duration::from_secs(config.persist_interval_s);
         let mut history = History {
             path: config.persist_path.clone(),
@@ -427,7 +439,7 @@ impl History {
         attach(conn, &self.path)?;
         let result = (|| -> anyhow::Result<Synced> {
             conn.execute_batch(
-                "PRAGMA history.journal_mode = TRUNCATE;
+                "PRAGMA history.journal_mode = WAL;
                  PRAGMA history.synchronous = FULL;",
             )?;
             let mut synced = Synced {
@@ -437,6 +449,9 @@ impl History {
             let pruned = prune_to_budget(conn, self.budget)?;
             synced.rows += pruned.rows;
             synced.hosts_pruned = pruned.hosts;
+            if file_len(&wal_of(&self.path)) > WAL_CHECKPOINT_BYTES {
+                conn.query_row("PRAGMA history.wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            }
             Ok(synced)
         })();
         let detached = conn.execute_batch("DETACH DATABASE history");
@@ -527,27 +542,54 @@ fn in_history(sql: &str) -> String {
     sql.replace("CREATE TABLE ", "CREATE TABLE history.")
 }
 
-fn attach(conn: &Connection, path: &Path) -> anyhow::Result<()> {
+/// `path` as an SQLite URI on the `unix-excl` VFS: an exclusive lock, and the
+/// write-ahead log's index in heap memory instead of a shared-memory `-shm` file, which
+/// JFFS2 cannot map.
+fn uri(path: &Path) -> anyhow::Result<String> {
+    use std::fmt::Write;
     let text = path.to_str().context("history path is not valid UTF-8")?;
+    let mut uri = String::from("file:");
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"/._-~".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            let _ = write!(uri, "%{b:02X}");
+        }
+    }
+    uri.push_str("?vfs=unix-excl");
+    Ok(uri)
+}
+
+fn attach(conn: &Connection, path: &Path) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    conn.execute("ATTACH DATABASE ?1 AS history", [text])
+    conn.execute("ATTACH DATABASE ?1 AS history", [uri(path)?])
         .with_context(|| format!("opening history {}", path.display()))?;
     Ok(())
 }
 
+/// A connection to an existing history file (or an older netmon's snapshot), to read
+/// it. Read-write, because `unix-excl` keeps the log's index in heap memory only for a
+/// connection that may lock the file exclusively; a read-only one wants `-shm`.
+fn open_existing(path: &Path) -> anyhow::Result<Connection> {
+    Connection::open_with_flags(
+        uri(path)?,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_URI,
+    )
+    .with_context(|| format!("opening {}", path.display()))
+}
+
 /// The history file's layout version; an older netmon's snapshot is not one.
 fn history_version(path: &Path) -> anyhow::Result<u32> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening history {}", path.display()))?;
-    Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+    open_existing(path)?
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .with_context(|| format!("reading {}", path.display()))
 }
 
 /// An older netmon's whole-database snapshot: it has the raw flows table.
 fn is_snapshot(path: &Path) -> anyhow::Result<bool> {
-    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("opening {}", path.display()))?;
+    let c = open_existing(path)?;
     let n: i64 = c.query_row(
         "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flows'",
         [],
@@ -819,7 +861,7 @@ const HOSTS_PER_STEP: i64 = 500;
 /// by step (see [`PRUNE_STEPS`]), then gives the freed pages back to the file system.
 fn prune_to_budget(conn: &mut Connection, budget: u64) -> rusqlite::Result<Pruned> {
     let mut pruned = Pruned::default();
-    let low = budget * LOW_WATER_PCT / 100;
+    let low = (budget * LOW_WATER_PCT / 100).saturating_sub(WAL_CHECKPOINT_BYTES);
     if used_bytes(conn)? <= low {
         return Ok(pruned);
     }
@@ -953,8 +995,8 @@ fn install(built: &Path, dest: &Path) -> anyhow::Result<u64> {
         .with_context(|| format!("fsync {}", tmp.display()))?;
     let bytes = file.metadata()?.len();
     drop(file);
-    // A journal left by a sync that a crash interrupted belongs to the old file.
-    remove_if_there(&journal_of(dest))?;
+    // The log of the old file must not be applied to the new one.
+    remove_if_there(&wal_of(dest))?;
     std::fs::rename(&tmp, dest)
         .with_context(|| format!("renaming {} to {}", tmp.display(), dest.display()))?;
     std::fs::File::open(dir)
@@ -963,9 +1005,9 @@ fn install(built: &Path, dest: &Path) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
-fn journal_of(path: &Path) -> PathBuf {
+fn wal_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push("-journal");
+    name.push("-wal");
     PathBuf::from(name)
 }
 
