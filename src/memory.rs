@@ -1,15 +1,19 @@
 //! The process's own memory: what it holds (`/proc/self/status`) and giving back what a
 //! flood left behind (hash tables that never shrink, the allocator's free lists).
 
+/// The decimal number after `name` on its line of a `/proc` key-value file
+/// (`/proc/self/status`, `/proc/thread-self/io`), its unit left off.
+pub fn proc_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// One `kB` field of `/proc/self/status` (`"VmRSS:"`, `"RssAnon:"`, …) in bytes; 0 when
 /// absent or unreadable.
 pub fn self_status_bytes(status: &str, name: &str) -> u64 {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(name))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    proc_field(status, name).map_or(0, |kb| kb * 1024)
 }
 
 /// Resident set size and its peak, in bytes, from `/proc/self/status`.

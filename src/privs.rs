@@ -455,11 +455,7 @@ pub fn parse_cap_sets(status: &str) -> CapSets {
 fn own_threads() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Threads:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
+        .and_then(|s| crate::memory::proc_field(&s, "Threads:"))
         .unwrap_or(0)
 }
 

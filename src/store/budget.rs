@@ -1014,10 +1014,19 @@ fn record_budget(conn: &Connection, budget_bytes: u64) -> rusqlite::Result<()> {
 
 /// (page_count, freelist_count, page_size).
 fn page_counts(conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
-    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    Ok((pages, free, size))
+    page_counts_of(conn, "main")
+}
+
+/// [`page_counts`] of the attached database `schema`.
+fn page_counts_of(conn: &Connection, schema: &str) -> rusqlite::Result<(i64, i64, i64)> {
+    let pragma = |name: &str| -> rusqlite::Result<i64> {
+        conn.query_row(&format!("PRAGMA {schema}.{name}"), [], |r| r.get(0))
+    };
+    Ok((
+        pragma("page_count")?,
+        pragma("freelist_count")?,
+        pragma("page_size")?,
+    ))
 }
 
 /// Longest the writer waits for readers to leave the WAL when it truncates it: page
@@ -1090,7 +1099,12 @@ fn wal_bytes(conn: &Connection) -> u64 {
 
 /// Bytes the database really uses: allocated pages minus free ones.
 pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let (pages, free, size) = page_counts(conn)?;
+    used_bytes_of(conn, "main")
+}
+
+/// [`used_bytes`] of the attached database `schema`.
+pub fn used_bytes_of(conn: &Connection, schema: &str) -> rusqlite::Result<u64> {
+    let (pages, free, size) = page_counts_of(conn, schema)?;
     Ok(((pages - free).max(0) * size) as u64)
 }
 

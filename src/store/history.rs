@@ -74,6 +74,21 @@ macro_rules! day {
     };
 }
 
+/// The columns of an hour or day rollup: its bucket and owner, then its counters.
+macro_rules! rollup {
+    ($bucket:literal, $id:literal) => {
+        &[
+            $bucket,
+            $id,
+            "bytes_up",
+            "bytes_down",
+            "packets_up",
+            "packets_down",
+            "flows_new",
+        ]
+    };
+}
+
 const LASTING: &[Lasting] = &[
     Lasting {
         table: "devices",
@@ -120,29 +135,13 @@ const LASTING: &[Lasting] = &[
     Lasting {
         table: "device_hours",
         key: "hour, device_id",
-        select: &[
-            "hour",
-            "device_id",
-            "bytes_up",
-            "bytes_down",
-            "packets_up",
-            "packets_down",
-            "flows_new",
-        ],
+        select: rollup!("hour", "device_id"),
         filter: "1",
     },
     Lasting {
         table: "device_days",
         key: "day, device_id",
-        select: &[
-            "day",
-            "device_id",
-            "bytes_up",
-            "bytes_down",
-            "packets_up",
-            "packets_down",
-            "flows_new",
-        ],
+        select: rollup!("day", "device_id"),
         filter: "1",
     },
     // Only the names a host link refers to: the rest are the raw DNS log's.
@@ -193,29 +192,13 @@ const LASTING: &[Lasting] = &[
     Lasting {
         table: "remote_host_hours",
         key: "hour, remote_host_id",
-        select: &[
-            "hour",
-            "remote_host_id",
-            "bytes_up",
-            "bytes_down",
-            "packets_up",
-            "packets_down",
-            "flows_new",
-        ],
+        select: rollup!("hour", "remote_host_id"),
         filter: "1",
     },
     Lasting {
         table: "remote_host_days",
         key: "day, remote_host_id",
-        select: &[
-            "day",
-            "remote_host_id",
-            "bytes_up",
-            "bytes_down",
-            "packets_up",
-            "packets_down",
-            "flows_new",
-        ],
+        select: rollup!("day", "remote_host_id"),
         filter: "1",
     },
     Lasting {
@@ -972,10 +955,7 @@ fn prune_hosts(conn: &mut Connection, keep_from: i64) -> rusqlite::Result<u64> {
 
 /// Bytes of pages in use in the attached history (the file less its free pages).
 fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
-    let pages: i64 = conn.query_row("PRAGMA history.page_count", [], |r| r.get(0))?;
-    let free: i64 = conn.query_row("PRAGMA history.freelist_count", [], |r| r.get(0))?;
-    let size: i64 = conn.query_row("PRAGMA history.page_size", [], |r| r.get(0))?;
-    Ok(((pages - free).max(0) * size) as u64)
+    crate::store::budget::used_bytes_of(conn, "history")
 }
 
 /// Copies the built file to `dest` on persistent storage: a temporary file next to it,
@@ -1028,11 +1008,7 @@ fn file_len(path: &Path) -> u64 {
 fn thread_write_bytes() -> u64 {
     std::fs::read_to_string("/proc/thread-self/io")
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("write_bytes: "))
-                .and_then(|v| v.trim().parse().ok())
-        })
+        .and_then(|s| crate::memory::proc_field(&s, "write_bytes:"))
         .unwrap_or(0)
 }
 
