@@ -18,8 +18,10 @@ use common::*;
 /// The shop's address in the lab's wan DNS zone.
 const SHOP4: &str = "203.0.113.84";
 
-/// Removes the RAM database, as a reboot does.
+/// Removes the RAM database and the router's connection table, as a reboot does (a
+/// connection still in the table would be stored again by the next start's dump).
 fn reboot(lab: &Lab) {
+    lab.conntrack(&["-F"]);
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", lab.db_path().display()));
     }
